@@ -1,0 +1,196 @@
+#!/usr/bin/env python
+"""VoxelBoard command line.
+
+    python run.py                     start the dashboard (same as `python run.py dashboard`)
+    python run.py train CONFIG        train a model from an experiment config file
+    python run.py evaluate RUN_DIR    evaluate a run's snapshot on its validation/training cubes
+    python run.py demo-data [DIR]     write the synthetic EM-like demo data set
+
+Run `python run.py <command> --help` for the options of each command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+COMMANDS = ("dashboard", "train", "evaluate", "demo-data")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("dashboard", help="start the dashboard (default)")
+    d.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    d.add_argument("--port", type=int, default=8050)
+    d.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
+    d.add_argument("--configs-dir", default="examples", help="configs offered for launch")
+    d.add_argument("--data-dir", default="data", help="demo data location (made on first start)")
+    d.add_argument("--read-only", action="store_true", help="hide launch, stop and delete")
+    d.add_argument("--demo", action="store_true", help="start the demo config if nothing runs")
+    d.add_argument("--auth-file", help="basic-auth users, one 'user:password' per line")
+    d.add_argument("--debug", action="store_true")
+
+    t = sub.add_parser("train", help="train a model from an experiment config")
+    t.add_argument("config", nargs="?", help="experiment config file (Python)")
+    t.add_argument("--save-path", help="parent folder of the run directory")
+    t.add_argument("--save-name", help="run directory name (default <config>__<time>)")
+    t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its newest snapshot")
+    t.add_argument("--use-existing-dir", action="store_true",
+                   help="reuse an existing run directory (the dashboard's launcher makes it)")  # fmt: skip
+    t.add_argument("--n-steps", type=int, help="override n_steps")
+    t.add_argument("--batch-size", type=int, help="override batch_size")
+    t.add_argument("--lr", type=float, help="override optimiser_params['lr']")
+    t.add_argument("--max-runtime", type=float, help="override max_runtime (seconds)")
+    t.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    e = sub.add_parser("evaluate", help="evaluate a run's snapshot")
+    e.add_argument("run_dir")
+    e.add_argument("--snapshot", help="snapshot file (default FINAL, else LAST)")
+    e.add_argument("--split", choices=("valid", "train", "both"), default="valid")
+    e.add_argument("--mode", choices=("exact", "binned"), default="binned")
+    e.add_argument("--device", default=None)
+    e.add_argument("--name", default=None, help="result name (default: the snapshot name)")
+    e.add_argument("--debug", action="store_true")
+
+    g = sub.add_parser("demo-data", help="write the synthetic demo data set")
+    g.add_argument("dir", nargs="?", default="data")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--overwrite", action="store_true")
+    return parser
+
+
+def setup_logging(log_file: Path | None = None, debug: bool = False) -> None:
+    """Log to stderr and, for a run, to its train.log."""
+    log = logging.getLogger("voxelboard")
+    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("[%(asctime)s] [%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
+    for h in handlers:
+        h.setFormatter(fmt)
+        log.addHandler(h)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from trainer import runs
+    from trainer.config import ConfigError, ExperimentConfig
+
+    try:
+        if args.resume:
+            cfg = _config_for_resume(Path(args.resume))
+        elif args.config:
+            cfg = ExperimentConfig(args.config, use_existing_dir=args.use_existing_dir)
+        else:
+            raise ConfigError("train needs a CONFIG file or --resume RUN_DIR")
+        overrides = {k: v for k, v in dict(n_steps=args.n_steps, batch_size=args.batch_size,
+                     lr=args.lr, max_runtime=args.max_runtime, save_name=args.save_name,
+                     save_path=args.save_path).items() if v is not None}  # fmt: skip
+        if args.resume:
+            overrides.pop("save_name", None)
+            overrides.pop("save_path", None)
+        if overrides:
+            cfg.apply_overrides(**overrides)
+        run_dir = Path(cfg.run_dir) if args.resume else Path(cfg.make_dir())
+    except ConfigError as e:
+        print(f"run.py train: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+
+    setup_logging(run_dir / runs.LOG_FILE, args.debug)
+    from trainer.trainer import DivergedError, Trainer
+
+    try:
+        trainer = Trainer(cfg, device=args.device, resume=bool(args.resume))
+    except Exception as e:
+        # set-up failed before the loop could report: say so in the status file
+        logging.getLogger("voxelboard").error("Set-up failed:\n%s", traceback.format_exc())
+        previous = runs.read_status(run_dir) or runs.Status()
+        previous.state, previous.error = "failed", f"{type(e).__name__}: {e}"
+        runs.write_status(run_dir, previous)
+        print(f"run.py train: {e}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
+    try:
+        trainer.run()
+    except DivergedError as e:
+        print(f"run.py train: diverged: {e}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except Exception as e:
+        print(f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _config_for_resume(run_dir: Path):
+    from trainer.config import ConfigError, ExperimentConfig
+
+    copies = sorted(run_dir.glob("0-*.py"))
+    if not run_dir.is_dir() or not copies:
+        raise ConfigError(
+            f"--resume {run_dir}: not a run directory with a config copy (0-<config>.py); "
+            "give the folder of a run started by VoxelBoard"
+        )
+    cfg = ExperimentConfig(str(copies[0]), use_existing_dir=True)
+    cfg.save_name = run_dir.name
+    cfg.save_path = str(run_dir.parent)
+    cfg.run_dir = run_dir
+    return cfg
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    setup_logging(None, args.debug)
+    from trainer.evaluation import evaluate_run
+
+    try:
+        evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split, mode=args.mode,
+                     device=args.device, name=args.name)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        print(f"run.py evaluate: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    import time
+
+    from trainer.synthetic import make_demo_data
+
+    t0 = time.perf_counter()
+    demo = make_demo_data(args.dir, seed=args.seed, overwrite=args.overwrite)
+    print(f"demo data in {Path(args.dir).resolve()} ({time.perf_counter() - t0:.1f} s): {demo}")
+    return EXIT_OK
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from app.server import serve
+
+    return serve(host=args.host, port=args.port, runs_dir=args.runs_dir,
+                 configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
+                 demo=args.demo, auth_file=args.auth_file, debug=args.debug) or EXIT_OK  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "dashboard")
+    args = build_parser().parse_args(argv)
+    handler = {"dashboard": cmd_dashboard, "train": cmd_train, "evaluate": cmd_evaluate,
+               "demo-data": cmd_demo_data}[args.command]  # fmt: skip
+    return handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

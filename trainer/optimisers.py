@@ -1,0 +1,254 @@
+"""Optimisers: ELEKTRONN2's optimiser names and parameter keys on ``torch.optim``.
+
+ELEKTRONN2 keys (``lr``, ``mom``, ``beta2``, ``wd``) are translated to the PyTorch arguments;
+PyTorch's own argument names (``momentum``, ``betas``, ``eps``, ...) are accepted as well.
+
+==========  ===============  ==================================================================
+name        torch class      accepted ``optimiser_params`` keys
+==========  ===============  ==================================================================
+SGD         ``SGD``          lr, mom -> momentum, wd -> weight_decay, nesterov, dampening
+Adam        ``Adam``         lr, mom -> betas[0], beta2 -> betas[1], wd -> weight_decay, betas,
+                             eps, amsgrad
+AdamW       ``AdamW``        as Adam (weight decay decoupled)
+RMSprop     ``RMSprop``      lr, mom -> momentum, beta2 -> alpha, wd -> weight_decay, eps,
+                             centered
+AdaGrad     ``Adagrad``      lr, wd -> weight_decay, eps, lr_decay, initial_accumulator_value
+AdaDelta    ``Adadelta``     lr, wd -> weight_decay, rho, eps (no ``mom``: AdaDelta has no
+                             momentum; ``rho`` is the decay of its running averages)
+==========  ===============  ==================================================================
+
+Example:
+    >>> import torch
+    >>> opt = make_optimiser(torch.nn.Linear(2, 1).parameters(), "Adam", {"lr": 1e-3, "mom": 0.8})
+    >>> get_hyper(opt, "mom")
+    0.8
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from trainer.config import OPTIMISERS, ConfigError, canonical_optimiser, suggest
+
+if TYPE_CHECKING:
+    import torch
+
+#: canonical name -> torch.optim class name
+TORCH_CLASSES = {
+    "SGD": "SGD",
+    "Adam": "Adam",
+    "AdamW": "AdamW",
+    "RMSprop": "RMSprop",
+    "AdaGrad": "Adagrad",
+    "AdaDelta": "Adadelta",
+}
+
+# ELEKTRONN2 key -> torch argument; ("betas", i) is one element of the betas pair
+_ADAM_ALIASES = {"lr": "lr", "mom": ("betas", 0), "beta2": ("betas", 1), "wd": "weight_decay"}
+ALIASES: dict[str, dict[str, Any]] = {
+    "SGD": {"lr": "lr", "mom": "momentum", "wd": "weight_decay"},
+    "Adam": _ADAM_ALIASES,
+    "AdamW": _ADAM_ALIASES,
+    "RMSprop": {"lr": "lr", "mom": "momentum", "beta2": "alpha", "wd": "weight_decay"},
+    "AdaGrad": {"lr": "lr", "wd": "weight_decay"},
+    "AdaDelta": {"lr": "lr", "wd": "weight_decay"},
+}
+
+#: torch arguments accepted under their own names
+NATIVE: dict[str, tuple[str, ...]] = {
+    "SGD": ("momentum", "weight_decay", "nesterov", "dampening"),
+    "Adam": ("betas", "eps", "weight_decay", "amsgrad"),
+    "AdamW": ("betas", "eps", "weight_decay", "amsgrad"),
+    "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered"),
+    "AdaGrad": ("eps", "weight_decay", "lr_decay", "initial_accumulator_value"),
+    "AdaDelta": ("rho", "eps", "weight_decay"),
+}
+
+# value checks: key -> (predicate, expected)
+_IN_0_1 = (lambda v: _is_number(v) and 0 <= v < 1, "number in [0, 1)")
+_NONNEG = (lambda v: _is_number(v) and v >= 0, "number >= 0")
+_POS = (lambda v: _is_number(v) and v > 0, "number > 0")
+_BOOL = (lambda v: isinstance(v, bool), "bool")
+_VALUE_CHECKS = {
+    "lr": _NONNEG,
+    "mom": _IN_0_1,
+    "beta2": _IN_0_1,
+    "wd": _NONNEG,
+    "momentum": _IN_0_1,
+    "weight_decay": _NONNEG,
+    "dampening": _IN_0_1,
+    "alpha": _IN_0_1,
+    "rho": _IN_0_1,
+    "eps": _POS,
+    "lr_decay": _NONNEG,
+    "initial_accumulator_value": _NONNEG,
+    "nesterov": _BOOL,
+    "amsgrad": _BOOL,
+    "centered": _BOOL,
+    "betas": (
+        lambda v: isinstance(v, list | tuple) and len(v) == 2 and all(_IN_0_1[0](b) for b in v),
+        "pair of numbers in [0, 1)",
+    ),
+}
+
+#: hyper-parameter names the trainer, schedules and shell use -> what they mean per optimiser
+HYPER_KEYS = ("lr", "mom", "wd")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def _torch_name(name: str, key: str) -> Any:
+    return ALIASES[name].get(key, key)
+
+
+def _slots(target: Any) -> list[Any]:
+    """The torch settings one key writes: a whole argument, or one element of ``betas``."""
+    if target == "betas":
+        return [("betas", 0), ("betas", 1)]
+    return [target]
+
+
+def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
+    """Problems with ``optimiser_params`` for optimiser ``name``; empty if fine.
+
+    Pure (no torch import), so ``ExperimentConfig.check_config`` reports them with the rest.
+
+    Example:
+        >>> check_optimiser_params("SGD", {"lr": 0.01, "mon": 0.9})
+        ["unknown key 'mon' for SGD: did you mean 'mom'? accepted: lr, mom, wd, momentum, weight_decay, nesterov, dampening"]
+    """
+    canonical = canonical_optimiser(name)
+    if canonical is None:
+        return [f"unknown optimiser {name!r}: expected one of {', '.join(OPTIMISERS)}"]
+    accepted = [*ALIASES[canonical], *NATIVE[canonical]]
+    errors = []
+    seen: dict[Any, str] = {}
+    for key, value in params.items():
+        if key not in accepted:
+            guess = suggest(str(key), accepted, min_len=2)
+            hint = f"did you mean '{guess}'? " if guess else ""
+            if key == "mom" and canonical == "AdaDelta":
+                hint = "AdaDelta has no momentum; use 'rho' for the decay of its averages. "
+            errors.append(
+                f"unknown key '{key}' for {canonical}: {hint}accepted: {', '.join(accepted)}"
+            )
+            continue
+        # 'mom' and 'momentum' (or 'mom' and 'betas') would set the same torch argument
+        for slot in _slots(_torch_name(canonical, key)):
+            if slot in seen:
+                errors.append(
+                    f"'{seen[slot]}' and '{key}' both set the same {canonical} parameter: keep one"
+                )
+                break
+            seen[slot] = key
+        pred, expected = _VALUE_CHECKS[key] if key in _VALUE_CHECKS else (None, None)
+        if pred is not None and not pred(value):
+            errors.append(f"'{key}': expected {expected}, got {type(value).__name__} {value!r}")
+    if "nesterov" in params and params.get("nesterov") is True:
+        mom = params.get("mom", params.get("momentum", 0))
+        if not (_is_number(mom) and mom > 0):
+            errors.append("'nesterov': needs 'mom' > 0 (Nesterov momentum without momentum)")
+    return errors
+
+
+def make_optimiser(
+    params: Iterable[Any], name: str, optimiser_params: Mapping[str, Any]
+) -> torch.optim.Optimizer:
+    """Build a ``torch.optim`` optimiser from ELEKTRONN2-style settings.
+
+    Args:
+        params: model parameters (or parameter groups).
+        name: one of SGD, Adam, AdamW, RMSprop, AdaGrad, AdaDelta (case-insensitive).
+        optimiser_params: e.g. ``{'lr': 1e-3, 'mom': 0.9, 'wd': 5e-4}``; see the module table.
+
+    Raises:
+        ConfigError: unknown optimiser, unknown key (with a did-you-mean), or a bad value.
+
+    Example:
+        >>> import torch
+        >>> opt = make_optimiser(torch.nn.Linear(2, 1).parameters(), "sgd", {"lr": 0.1, "mom": 0.9})
+        >>> type(opt).__name__, opt.param_groups[0]["momentum"]
+        ('SGD', 0.9)
+    """
+    import torch
+
+    errors = check_optimiser_params(name, optimiser_params)
+    if errors:
+        raise ConfigError(f"optimiser {name!r}: " + "; ".join(errors))
+    canonical = canonical_optimiser(name)
+    kwargs: dict[str, Any] = {}
+    betas: dict[int, float] = {}
+    for key, value in optimiser_params.items():
+        target = _torch_name(canonical, key)
+        if isinstance(target, tuple):
+            betas[target[1]] = float(value)
+        else:
+            kwargs[target] = tuple(value) if target == "betas" else value
+    cls = getattr(torch.optim, TORCH_CLASSES[canonical])
+    if betas:
+        b0, b1 = kwargs.get("betas", inspect.signature(cls).parameters["betas"].default)
+        kwargs["betas"] = (betas.get(0, b0), betas.get(1, b1))
+    return cls(params, **kwargs)
+
+
+def _hyper_slot(group: Mapping[str, Any], key: str) -> tuple[str, int | None] | None:
+    """Where hyper-parameter ``key`` lives in a param group: (entry, index in a pair)."""
+    if key == "lr":
+        return ("lr", None)
+    if key == "wd":
+        return ("weight_decay", None) if "weight_decay" in group else None
+    if key == "mom":
+        if "momentum" in group:
+            return ("momentum", None)
+        if "betas" in group:
+            return ("betas", 0)
+        return None
+    return (key, None) if key in group else None
+
+
+def get_hyper(optimizer: torch.optim.Optimizer, key: str) -> float:
+    """Current value of ``'lr'``, ``'mom'`` or ``'wd'`` (or any param-group entry) as a float.
+
+    ``mom`` is ``momentum`` or ``betas[0]``; NaN when the optimiser has no such parameter
+    (e.g. ``mom`` for AdaGrad). The first param group is read.
+    """
+    group = optimizer.param_groups[0]
+    slot = _hyper_slot(group, key)
+    if slot is None:
+        return math.nan
+    entry, index = slot
+    value = group[entry] if index is None else group[entry][index]
+    return float(value)
+
+
+def set_hyper(optimizer: torch.optim.Optimizer, key: str, value: float) -> None:
+    """Set ``'lr'``, ``'mom'`` or ``'wd'`` (or any param-group entry) in every param group.
+
+    Raises:
+        ValueError: the optimiser has no such parameter (e.g. ``mom`` for AdaGrad), or the
+            value is not a finite number.
+    """
+    import torch
+
+    if not _is_number(value) or math.isinf(value):
+        raise ValueError(f"{key}: expected a finite number, got {value!r}")
+    for group in optimizer.param_groups:
+        slot = _hyper_slot(group, key)
+        if slot is None:
+            raise ValueError(f"{type(optimizer).__name__} has no parameter '{key}'")
+        entry, index = slot
+        if isinstance(group[entry], torch.Tensor):
+            # capturable/fused optimisers keep lr as a tensor; update it in place
+            group[entry].fill_(value)
+        elif index is None:
+            group[entry] = float(value)
+        else:
+            pair = list(group[entry])
+            pair[index] = float(value)
+            group[entry] = tuple(pair)

@@ -1,0 +1,298 @@
+"""The run directory: the one contract between the trainer (writer) and the dashboard (reader).
+
+A run directory ``<runs_dir>/<save_name>/`` holds (see docs/run-directory.md)::
+
+    0-<config>.py        copy of the experiment config file
+    config.json          the resolved config (JSON, written once)
+    status.json          current state, replaced atomically (see ``Status``)
+    train.log            human-readable log written by the trainer
+    console.log          stdout/stderr of a launched process (dashboard launches only)
+    history/             the append-only history store (trainer.history)
+    snapshots/           LAST.pt, FINAL.pt, step-<N>.pt
+    previews/            preview-<step>.h5
+    eval/                evaluation results
+
+Every function here is cheap and never raises on a half-written or corrupt file when
+reading: the reader gets ``None`` or a ``Status`` whose ``error`` says what is wrong.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+STATES = ("queued", "running", "finished", "failed", "stopped", "diverged", "lost")
+FINAL_STATES = frozenset({"finished", "failed", "stopped", "diverged"})
+ACTIVE_STATES = frozenset({"queued", "running"})
+
+STATUS_FILE = "status.json"
+RESOLVED_CONFIG_FILE = "config.json"
+LOG_FILE = "train.log"
+CONSOLE_LOG_FILE = "console.log"
+HISTORY_DIR = "history"
+SNAPSHOT_DIR = "snapshots"
+PREVIEW_DIR = "previews"
+EVAL_DIR = "eval"
+
+#: a running run whose heartbeat is older than this (seconds) and whose pid is gone is "lost"
+HEARTBEAT_STALE_S = 30.0
+
+
+@dataclasses.dataclass
+class Status:
+    """Contents of ``status.json``.
+
+    Attributes:
+        state: one of ``STATES`` (``lost`` is never written, only derived by readers).
+        step: last completed training step.
+        n_steps: planned number of steps.
+        pid: process id of the trainer (or of the launcher's child).
+        heartbeat: unix time of the last sign of life.
+        started: unix time the run started.
+        error: message for failed/diverged runs, else ``None``.
+        extra: everything else the trainer reports (device, torch version, it/s, ...).
+    """
+
+    state: str = "queued"
+    step: int = 0
+    n_steps: int = 0
+    pid: int | None = None
+    heartbeat: float = 0.0
+    started: float | None = None
+    error: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        extra = d.pop("extra")
+        return {**extra, **d}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Status:
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: d[k] for k in names if k in d}
+        extra = {k: v for k, v in d.items() if k not in names}
+        return cls(**known, extra=extra)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` so readers see the old or the new file, never a mix.
+
+    The bytes go to a temporary file in the same folder, are flushed (and fsynced unless
+    ``fsync=False``: the status heartbeat skips it, a lost beat costs nothing), then
+    ``os.replace``d over the target. A crash leaves at most a stray ``.tmp`` file.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, fsync: bool = True) -> None:
+    """``atomic_write_bytes`` of ``obj`` as indented JSON (NaN written as null)."""
+    text = json.dumps(_json_safe(obj), indent=1, sort_keys=True, default=str)
+    atomic_write_bytes(path, text.encode(), fsync=fsync)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and obj != obj:  # NaN
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def write_status(run_dir: str | os.PathLike, status: Status) -> None:
+    """Replace ``status.json`` atomically."""
+    atomic_write_json(Path(run_dir) / STATUS_FILE, status.to_json(), fsync=False)
+
+
+def read_status(run_dir: str | os.PathLike) -> Status | None:
+    """Read ``status.json``; ``None`` if absent.
+
+    A corrupt file gives a ``Status`` with ``state='failed'`` and ``error`` naming the file,
+    so a dashboard can show a badge instead of crashing.
+    """
+    path = Path(run_dir) / STATUS_FILE
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return Status(state="failed", error=f"cannot read {path}: {e}")
+    try:
+        d = json.loads(raw)
+        if not isinstance(d, dict):
+            raise ValueError("expected a JSON object")
+        return Status.from_json(d)
+    except (ValueError, TypeError) as e:
+        return Status(state="failed", error=f"corrupt status file {path}: {e}")
+
+
+def pid_alive(pid: int | None) -> bool:
+    """True if a process with this pid exists and is not a zombie."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0] != b"Z"
+    except (OSError, IndexError):
+        return True
+
+
+def effective_state(status: Status | None, now: float | None = None) -> str:
+    """The state a reader should show: ``lost`` for a running run that died silently.
+
+    A run counts as lost when its status says running (or queued with a pid), its
+    heartbeat is older than ``HEARTBEAT_STALE_S`` and its process is gone.
+    """
+    if status is None:
+        return "queued"
+    if status.state not in ACTIVE_STATES:
+        return status.state
+    now = time.time() if now is None else now
+    stale = now - (status.heartbeat or 0.0) > HEARTBEAT_STALE_S
+    if status.state == "running" and not pid_alive(status.pid) and stale:
+        return "lost"
+    if status.state == "running" and not pid_alive(status.pid) and status.pid is not None:
+        # pid gone but heartbeat still fresh: the process just died; give it the benefit
+        # of the doubt only until the final state would have been written
+        return "lost" if now - (status.heartbeat or 0.0) > 5.0 else "running"
+    return status.state
+
+
+def is_run_dir(path: str | os.PathLike) -> bool:
+    """A directory is a run if it has a status file or a resolved config."""
+    p = Path(path)
+    return (p / STATUS_FILE).exists() or (p / RESOLVED_CONFIG_FILE).exists()
+
+
+def iter_run_dirs(runs_dir: str | os.PathLike) -> Iterator[Path]:
+    """Run directories directly under ``runs_dir``, sorted by name."""
+    root = Path(runs_dir)
+    if not root.is_dir():
+        return
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and not p.name.startswith(".") and is_run_dir(p):
+            yield p
+
+
+def read_resolved_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """The resolved config (``config.json``) or ``None`` if absent or unreadable."""
+    try:
+        d = json.loads((Path(run_dir) / RESOLVED_CONFIG_FILE).read_text())
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def snapshot_path(run_dir: str | os.PathLike, which: str | int) -> Path:
+    """Path of a snapshot: ``'LAST'``, ``'FINAL'`` or a step number."""
+    name = f"step-{which:08d}.pt" if isinstance(which, int) else f"{which}.pt"
+    return Path(run_dir) / SNAPSHOT_DIR / name
+
+
+def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
+    """The snapshot to resume or evaluate from: the newest of FINAL, LAST and step-N files."""
+    d = Path(run_dir) / SNAPSHOT_DIR
+    if not d.is_dir():
+        return None
+    files = [p for p in d.glob("*.pt") if not p.name.startswith(".")]
+    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def preview_files(run_dir: str | os.PathLike) -> list[Path]:
+    """Preview h5 files, oldest step first."""
+    d = Path(run_dir) / PREVIEW_DIR
+    return sorted(d.glob("preview-*.h5")) if d.is_dir() else []
+
+
+class StatusFile:
+    """The trainer's handle on ``status.json``: field updates plus a heartbeat thread.
+
+    The heartbeat thread rewrites the file every ``interval`` seconds, so the dashboard sees
+    a live run as alive even during a long monitoring or preview step. All writes are atomic.
+
+    Example:
+        >>> with StatusFile(run_dir, Status(state="running", n_steps=100)) as sf:  # doctest: +SKIP
+        ...     sf.update(step=10, it_per_s=3.2)
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, status: Status, interval: float = 2.0):
+        import threading
+
+        self.run_dir = Path(run_dir)
+        self.status = status
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def update(self, write: bool = True, **fields: Any) -> None:
+        """Set fields (known ones on the Status, others in ``extra``) and write the file.
+
+        With ``write=False`` the next heartbeat writes them: the per-step call in the
+        training loop stays free of file I/O.
+        """
+        with self._lock:
+            for k, v in fields.items():
+                if k in Status.__dataclass_fields__ and k != "extra":
+                    setattr(self.status, k, v)
+                else:
+                    self.status.extra[k] = v
+            if write:
+                self._write_locked()
+
+    def _write_locked(self) -> None:
+        self.status.heartbeat = time.time()
+        write_status(self.run_dir, self.status)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                try:
+                    self._write_locked()
+                except OSError:
+                    # a full disk must not kill training; the next beat retries
+                    pass
+
+    def __enter__(self) -> StatusFile:
+        import threading
+
+        with self._lock:
+            self._write_locked()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, name="voxelboard-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
