@@ -1,0 +1,129 @@
+"""End to end: `python run.py train` on the demo data in a real subprocess, then resume and SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from trainer import runs
+from trainer.history import loadhistorytracker
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "demo_cnn3d.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def _train(tmp: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "run.py"), "train", *args]
+    return subprocess.run(cmd, cwd=tmp, env=_env(tmp / "data"), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("e2e")
+    proc = _train(tmp, str(DEMO), "--save-path", str(tmp / "runs"), "--save-name", "demo",
+                  "--n-steps", "50", "--device", "cpu")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return tmp / "runs" / "demo"
+
+
+def test_run_directory_is_complete_and_consistent(finished_run: Path):
+    status = runs.read_status(finished_run)
+    assert status.state == "finished" and status.step == 50 and status.n_steps == 50
+    assert status.extra["device"] == "cpu" and status.extra["torch_version"] == torch.__version__
+
+    tracker = loadhistorytracker(finished_run)
+    assert len(tracker.timeline) == 50
+    assert list(tracker.timeline.index) == list(range(50))
+    assert np.isfinite(tracker.timeline["loss"]).all()
+    hist = tracker.history
+    # history_freq is 20 in the demo config: steps 0, 20, 40 and the last step
+    assert list(hist["steps"]) == [0, 20, 40, 49]
+    assert hist[["train_loss", "valid_loss", "train_err", "valid_err"]].notna().all().all()
+    assert (np.diff(hist["time"]) > 0).all()
+
+    for which in ("LAST", "FINAL"):
+        snap = torch.load(runs.snapshot_path(finished_run, which), weights_only=False)
+        assert snap["step"] == 50
+        assert set(snap) >= {"model", "optimizer", "schedules", "step"}
+
+    previews = runs.preview_files(finished_run)
+    assert previews, "preview_every=100 includes step 0"
+    with h5py.File(previews[0]) as f:
+        assert f.attrs["step"] == 0 and f.attrs["n_classes"] == 2
+        raw, prob = f["block0/raw"][()], f["block0/prob"][()]
+    assert prob.shape[0] == 2 and raw.shape == prob.shape[1:]
+    np.testing.assert_allclose(prob.astype(np.float32).sum(0), 1.0, atol=1e-2)
+
+    resolved = json.loads((finished_run / "config.json").read_text())
+    assert resolved["n_steps"] == 50
+    assert (finished_run / "0-demo_cnn3d.py").exists()
+    log = (finished_run / "train.log").read_text()
+    assert "it/s" in log and "End of training (finished)" in log
+
+
+def test_resume_continues_the_step_count(finished_run: Path, tmp_path: Path):
+    proc = _train(finished_run.parent.parent, "--resume", str(finished_run), "--n-steps", "70")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = runs.read_status(finished_run)
+    assert status.state == "finished" and status.step == 70
+    tracker = loadhistorytracker(finished_run)
+    assert list(tracker.timeline.index) == list(range(70)), "no gap and no duplicate step"
+    steps = list(tracker.history["steps"])
+    assert steps == sorted(set(steps)) and steps[-1] == 69
+    assert (np.diff(tracker.timeline["time"]) >= 0).all(), "training time continues"
+
+
+def test_sigterm_stops_with_a_loadable_snapshot(tmp_path: Path):
+    cmd = [sys.executable, str(REPO / "run.py"), "train", str(DEMO), "--save-path",
+           str(tmp_path / "runs"), "--save-name", "term", "--n-steps", "100000", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path / "data"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run_dir = tmp_path / "runs" / "term"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = runs.read_status(run_dir)
+            if status is not None and status.state == "running" and status.step >= 3:
+                break
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run did not reach step 3")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    status = runs.read_status(run_dir)
+    assert status.state == "stopped"
+    snap = torch.load(runs.snapshot_path(run_dir, "FINAL"), weights_only=False)
+    assert snap["step"] == status.step >= 3
+    assert len(loadhistorytracker(run_dir).timeline) == status.step
+
+
+def test_bad_config_exits_2_with_a_short_message(tmp_path: Path):
+    cfg = tmp_path / "bad.py"
+    cfg.write_text(DEMO.read_text().replace("history_freq = 20", "histroy_freq = 20"))
+    proc = _train(tmp_path, str(cfg), "--save-path", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    assert "did you mean 'history_freq'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

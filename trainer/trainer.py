@@ -1,0 +1,654 @@
+"""The training loop: ELEKTRONN2's ``Trainer`` on PyTorch.
+
+The loop reads top to bottom: get a batch, take a step, log it, then "if due: monitor /
+snapshot / preview / schedules", then the stop check. Everything the dashboard shows is
+written into the run directory (docs/run-directory.md) as it happens.
+
+Example:
+    >>> from trainer import ExperimentConfig, Trainer
+    >>> cfg = ExperimentConfig("examples/demo_cnn3d.py")  # doctest: +SKIP
+    >>> cfg.make_dir()  # doctest: +SKIP
+    >>> Trainer(cfg).run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+import logging
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainer import runs
+from trainer.devices import device_info, resolve_device
+from trainer.history import HistoryTracker
+from trainer.optimisers import get_hyper, make_optimiser
+from trainer.schedules import Schedule
+
+logger = logging.getLogger("voxelboard")
+
+SNAPSHOT_FORMAT = 1
+#: labels below zero are ignored by loss and error (ELEKTRONN2 used -1 and -666)
+IGNORE_INDEX = -100
+
+
+class DivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """Trains ``exp_config``'s model on its data source, writing into its run directory.
+
+    Args:
+        exp_config: an ``ExperimentConfig`` whose ``make_dir()`` has been called (or is
+            called here when it has no ``run_dir`` yet).
+        device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``; default the config's
+            ``device`` key, else auto.
+        resume: continue from the newest snapshot in the run directory.
+    """
+
+    def __init__(self, exp_config: Any, device: str | None = None, resume: bool = False):
+        self.exp_config = cfg = exp_config
+        if getattr(cfg, "run_dir", None) is None:
+            cfg.make_dir()
+        self.run_dir = Path(cfg.run_dir)
+        self.device = resolve_device(_device_spec(device, getattr(cfg, "device", None)))
+        self.model = self._create_model().to(self.device)
+        self.optimizer = make_optimiser(
+            self.model.parameters(), cfg.optimiser, cfg.optimiser_params
+        )
+        self.schedules = self._bind_schedules()
+        self.data = self._load_data()
+        self.preview_data = self._load_preview_data()
+        self.tracker = HistoryTracker(path=self.run_dir / runs.HISTORY_DIR)
+        self.batch_size = int(cfg.batch_size)
+        self.monitor_batch_size = _round_up(int(cfg.monitor_batch_size), self.batch_size)
+        weights = getattr(cfg, "class_weights", None)
+        self.class_weights = (
+            torch.tensor(weights, dtype=torch.float32, device=self.device) if weights else None
+        )
+        self.amp = bool(getattr(cfg, "mixed_precision", False)) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0  # index of the next training step
+        self.train_time = 0.0  # seconds of training, without previews and the shell
+        self.stop_reason: str | None = None
+        self._interactive_request = False
+        self._preview_hours_done: float | None = None
+        self._t_per_it = 0.0
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ set-up
+    def _create_model(self) -> torch.nn.Module:
+        cfg = self.exp_config
+        load_path = getattr(cfg, "model_load_path", None)
+        if load_path:
+            state = torch.load(os.path.expanduser(load_path), map_location="cpu", weights_only=False)
+            if isinstance(state, torch.nn.Module):
+                return state
+            if getattr(cfg, "create_model", None) is None:
+                raise ValueError(
+                    f"model_load_path {load_path!r} holds a state dict, not a model; "
+                    "also give create_model so VoxelBoard can build the model to load it into"
+                )
+            model = _call_create_model(cfg)
+            model.load_state_dict(state.get("model", state))
+            return model
+        return _call_create_model(cfg)
+
+    def _bind_schedules(self) -> dict[str, Schedule]:
+        bound: dict[str, Schedule] = {}
+        for name, params in (getattr(self.exp_config, "schedules", None) or {}).items():
+            if not params:
+                continue
+            sched = Schedule(**params)
+            if name in ("lr", "mom", "momentum", "wd", "weight_decay"):
+                sched.bind_variable(obj=self.optimizer, prop_name=name)
+            elif hasattr(self.model, name):
+                sched.bind_variable(obj=self.model, prop_name=name)
+            elif hasattr(self.exp_config, name):
+                sched.bind_variable(obj=self.exp_config, prop_name=name)
+            else:
+                raise ValueError(
+                    f"schedules[{name!r}] in {self.exp_config.exp_file}: no optimiser key, model "
+                    "attribute or config key of that name; use lr, mom, wd, a model attribute "
+                    "(e.g. a dropout rate) or a config key (e.g. history_freq)"
+                )
+            bound[name] = sched
+            logger.info("Schedule for %s: %r", name, sched)
+        return bound
+
+    def _load_data(self) -> Any:
+        cfg = self.exp_config
+        cls = _resolve_data_class(cfg.data_class)
+        return cls(self.model, None, **(getattr(cfg, "data_init_kwargs", None) or {}))
+
+    def _load_preview_data(self) -> list[np.ndarray]:
+        path = getattr(self.exp_config, "preview_data_path", None)
+        if not path:
+            return []
+        from trainer.data import load_preview_data
+
+        return load_preview_data(path)
+
+    @property
+    def batch_kwargs(self) -> dict[str, Any]:
+        """getbatch kwargs for training batches (config's data_batch_args + batch_size)."""
+        kw = dict(getattr(self.exp_config, "data_batch_args", None) or {})
+        kw.update(batch_size=self.batch_size, source="train")
+        return kw
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> str:
+        """Train until n_steps, max_runtime, a stop request or an error.
+
+        Returns:
+            The final state: ``'finished'`` or ``'stopped'``.
+
+        Raises:
+            DivergedError: the loss became NaN/inf (state ``diverged`` is written first).
+            Exception: anything else (state ``failed`` is written first).
+        """
+        cfg = self.exp_config
+        n_steps = int(cfg.n_steps)
+        with self._status() as status, self._signals(), self._batches() as batches:
+            self._log_start()
+            t0 = time.perf_counter()
+            while self.step < n_steps:
+                batch = next(batches)
+                loss, batch_char = self._train_step(batch)
+                t_it = time.perf_counter() - t0
+                self.train_time += t_it
+                self._t_per_it = t_it if self._t_per_it == 0 else 0.8 * self._t_per_it + 0.2 * t_it
+                self.tracker.update_timeline([self.train_time, loss, batch_char])
+                step, self.step = self.step, self.step + 1
+                self._after_step(step, batch, loss, status)
+                self._update_schedules(step)
+                if self._interactive_request:
+                    self._shell(batches)
+                t0 = time.perf_counter()
+                if self._should_stop():
+                    break
+            return self._finish(status)
+
+    def _train_step(self, batch: tuple[np.ndarray, ...]) -> tuple[float, float]:
+        self.model.train()
+        data, target = self._to_device(batch)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            loss = self._loss(self.model(data), target)
+        if not torch.isfinite(loss):
+            raise DivergedError(
+                f"loss became {loss.item()} at step {self.step}; lower the learning rate "
+                "(optimiser_params['lr']) or resume from the last good snapshot"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        labels = target[target >= 0]
+        batch_char = float(labels.float().mean()) if labels.numel() else 0.0
+        return float(loss.detach()), batch_char
+
+    def _after_step(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
+        cfg = self.exp_config
+        last = self.step >= int(cfg.n_steps)
+        if step % int(cfg.history_freq) == 0 or last:
+            self._monitor(step, batch, loss, status)
+        save_it = int(getattr(cfg, "param_save_it", 0) or 0)
+        if save_it and step > 0 and step % save_it == 0:
+            self._save_snapshot(step)
+        if self._preview_due(step):
+            self._preview(step)
+        status.update(write=False, step=self.step, train_time_s=self.train_time, **self._speed())
+
+    def _monitor(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
+        loss_after = self._eval_loss(batch)
+        train_loss, train_err = self.test_model("train")
+        valid_loss, valid_err = self.test_model("valid")
+        lr = get_hyper(self.optimizer, "lr")
+        mom = get_hyper(self.optimizer, "mom")
+        row = [step, self.train_time, train_loss, valid_loss, loss_after - loss,
+               train_err, valid_err, lr, mom, 0.0]  # fmt: skip
+        self.tracker.update_history(row)
+        self._save_snapshot("LAST")
+        speed = self._speed()
+        status.update(train_loss=train_loss, valid_loss=valid_loss, train_err=train_err,
+                      valid_err=valid_err, lr=lr, **speed)  # fmt: skip
+        if getattr(self.exp_config, "print_status", True):
+            logger.info(
+                "%05i L_m=%.3f, L=%.2f, tr=%05.2f%%, vl=%05.2f%%, L_diff=%+.1e, LR=%.2e, "
+                "%.2f it/s, %.2f MVx/s, %s",
+                step, self._smoothed_loss(), loss, train_err, valid_err, loss_after - loss, lr,
+                speed["it_per_s"], speed["voxels_per_s"] / 1e6, _pretty_time(self.train_time),
+            )  # fmt: skip
+
+    def _should_stop(self) -> bool:
+        max_runtime = getattr(self.exp_config, "max_runtime", None)
+        if max_runtime and self.train_time > float(max_runtime):
+            self.stop_reason = self.stop_reason or "max_runtime reached"
+            logger.info("Timeout: max_runtime of %s s reached", max_runtime)
+            return True
+        return self.stop_reason is not None
+
+    def _finish(self, status: runs.StatusFile) -> str:
+        self._save_snapshot("FINAL")
+        if getattr(self.exp_config, "plot_on", True):
+            with contextlib.suppress(Exception):
+                self.tracker.plot(str(self.run_dir / "0-history"))
+        interrupted = self.stop_reason is not None and self.stop_reason != "max_runtime reached"
+        state = "stopped" if interrupted else "finished"
+        status.update(state=state, step=self.step, ended=time.time(), stop_reason=self.stop_reason)
+        logger.info("End of training (%s) after %d steps, %s", state, self.step,
+                    _pretty_time(self.train_time))  # fmt: skip
+        return state
+
+    # ------------------------------------------------------------------ monitoring
+    def test_model(self, data_source: str) -> tuple[float, float]:
+        """Loss and error (percent of labelled voxels) on ``monitor_batch_size`` examples.
+
+        Args:
+            data_source: ``'train'`` or ``'valid'``.
+
+        Returns:
+            ``(loss, error)``; ``(nan, nan)`` when the data source has no validation set.
+        """
+        from trainer.data import NoValidationData
+
+        kw = dict(getattr(self.exp_config, "data_batch_args", None) or {})
+        kw.update(batch_size=self.monitor_batch_size, source=data_source)
+        try:
+            data, target = self.data.getbatch(**kw)[:2]
+        except NoValidationData:
+            return math.nan, math.nan
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = wrong = counted = 0.0
+        try:
+            with torch.inference_mode():
+                for i in range(0, len(data), self.batch_size):
+                    x, y = self._to_device((data[i : i + self.batch_size], target[i : i + self.batch_size]))
+                    with torch.autocast(self.device.type, enabled=self.amp):
+                        logits = self.model(x)
+                    n = int((y >= 0).sum())
+                    loss_sum += float(self._loss(logits, y)) * n
+                    wrong += float(((logits.argmax(1) != y) & (y >= 0)).sum())
+                    counted += n
+        finally:
+            self.model.train(was_training)
+        if counted == 0:
+            return math.nan, math.nan
+        return loss_sum / counted, 100.0 * wrong / counted
+
+    def _eval_loss(self, batch: tuple) -> float:
+        """Loss on ``batch`` after the update (the ``loss_gain`` of ELEKTRONN2)."""
+        with torch.inference_mode():
+            data, target = self._to_device(batch)
+            with torch.autocast(self.device.type, enabled=self.amp):
+                return float(self._loss(self.model(data), target))
+
+    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX
+        )
+
+    def _to_device(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+        data, target = batch[0], batch[1]
+        x = torch.as_tensor(np.ascontiguousarray(data), dtype=torch.float32)
+        y = torch.as_tensor(np.ascontiguousarray(target)).long()
+        if y.ndim == x.ndim:  # (bs, 1, z, y, x) -> (bs, z, y, x)
+            y = y[:, 0]
+        y = torch.where(y < 0, torch.full_like(y, IGNORE_INDEX), y)
+        non_blocking = self.device.type == "cuda"
+        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+
+    def _smoothed_loss(self) -> float:
+        n = int(getattr(self.exp_config, "loss_smoothing_length", 200))
+        tl = self.tracker.timeline
+        return float(tl["loss"].iloc[-n:].mean()) if len(tl) else math.nan
+
+    def _speed(self) -> dict[str, float]:
+        if self._t_per_it <= 0:
+            return {"it_per_s": 0.0, "voxels_per_s": 0.0, "eta_s": None}
+        patch = getattr(self.model, "patch_size", (1,))
+        voxels = self.batch_size * int(np.prod(patch))
+        remaining = max(int(self.exp_config.n_steps) - self.step, 0)
+        return {
+            "it_per_s": 1.0 / self._t_per_it,
+            "voxels_per_s": voxels / self._t_per_it,
+            "eta_s": remaining * self._t_per_it,
+        }
+
+    def _update_schedules(self, step: int) -> None:
+        for sched in self.schedules.values():
+            sched.update(step)
+
+    # ------------------------------------------------------------------ snapshots
+    def _save_snapshot(self, which: str | int) -> Path:
+        state = {
+            "format": SNAPSHOT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "train_time_s": self.train_time,
+            "save_name": self.exp_config.save_name,
+            "preview_hours_done": self._preview_hours_done,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        path = runs.snapshot_path(self.run_dir, which)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        runs.atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def _resume(self) -> None:
+        path = runs.latest_snapshot(self.run_dir)
+        if path is None:
+            raise FileNotFoundError(
+                f"cannot resume {self.run_dir}: no snapshot in {self.run_dir / runs.SNAPSHOT_DIR}; "
+                "start a new run instead"
+            )
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        for name, s in state.get("schedules", {}).items():
+            if name in self.schedules:
+                self.schedules[name].load_state_dict(s)
+        if "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        self.train_time = float(state.get("train_time_s", 0.0))
+        self._preview_hours_done = state.get("preview_hours_done")
+        rng = state.get("rng") or {}
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "numpy" in rng:
+            np.random.set_state(rng["numpy"])
+        self.tracker.truncate(self.step - 1)
+        self.resumed_from = path
+        logger.info("Resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ previews
+    def _preview_due(self, step: int) -> bool:
+        if not self.preview_data:
+            return False
+        cfg = self.exp_config
+        every = getattr(cfg, "preview_every", None)
+        if every and step % int(every) == 0:
+            return True
+        hours = self.train_time / 3600.0
+        initial = float(getattr(cfg, "initial_prev_h", 1.0))
+        period = float(getattr(cfg, "prev_save_h", 3.0))
+        if self._preview_hours_done is None:
+            return hours >= initial
+        return hours - self._preview_hours_done >= period
+
+    def _preview(self, step: int) -> None:
+        t0 = time.perf_counter()
+        self._preview_hours_done = self.train_time / 3600.0
+        try:
+            kw = dict(getattr(self.exp_config, "preview_kwargs", None) or {})
+            kw.pop("number", None)
+            self.preview_slice(number=step, **kw)
+        except Exception:
+            logger.warning("Preview at step %d failed:\n%s", step, traceback.format_exc())
+        logger.debug("Preview took %.2f s (not counted as training time)", time.perf_counter() - t0)
+
+    def preview_slice(self, number: int = 0, export_class: str | int = "all", max_z_pred: int = 5) -> Path:
+        """Predict the central slab of every preview cube and write ``previews/preview-<number>.h5``.
+
+        Args:
+            number: the step the preview belongs to (file name and ``step`` attribute).
+            export_class: ``'all'`` keeps every class, an int (or list of ints) only those.
+            max_z_pred: number of output z-planes to predict.
+        """
+        blocks = []
+        for i, cube in enumerate(self.preview_data):
+            raw = self._preview_slab(cube, max_z_pred)
+            blocks.append((i, raw, self.predict_dense(raw)))
+        return self._write_preview(number, blocks, export_class)
+
+    def preview_slice_from_traindata(self, cube_i: int = 0, off: tuple = (0, 0, 0),
+                                     sh: tuple = (10, 400, 400), number: int = 0,
+                                     export_class: str | int = "all") -> Path:  # fmt: skip
+        """Like ``preview_slice`` on a crop ``[off : off + sh]`` of training cube ``cube_i``."""
+        cube = self.data.train_d[cube_i]
+        patch = np.asarray(self.model.patch_size)
+        sh = np.maximum(np.asarray(sh), patch)
+        sl = tuple(slice(o, o + s) for o, s in zip(off, sh))
+        raw = np.ascontiguousarray(cube[(slice(None), *sl)], dtype=np.float32)
+        return self._write_preview(number, [(f"train{cube_i}", raw, self.predict_dense(raw))], export_class)
+
+    def predict_and_write(self, pred_node: Any, raw_img: np.ndarray, number: int = 0,
+                          export_class: str | int = "all", block_name: str = "",
+                          z_thick: int = 5) -> Path:  # fmt: skip
+        """Predict ``raw_img`` (ch, z, y, x) densely and write it as a preview.
+
+        ``pred_node`` is kept for signature compatibility; the model is always used.
+        """
+        raw = np.asarray(raw_img, dtype=np.float32)
+        return self._write_preview(number, [(block_name or 0, raw, self.predict_dense(raw))], export_class)
+
+    def predict_dense(self, raw: np.ndarray) -> np.ndarray:
+        """Tiled dense class probabilities (n_classes, z', y', x') for a (C, z, y, x) cube."""
+        from trainer.inference import predict_dense
+
+        return predict_dense(self.model, raw, device=self.device, amp=self.amp)
+
+    def _preview_slab(self, cube: np.ndarray, max_z_pred: int) -> np.ndarray:
+        off_z = int(self.model.offsets[0])
+        need = max(int(self.model.patch_size[0]), max_z_pred + 2 * off_z)
+        z = cube.shape[1]
+        if need > z:
+            raise ValueError(
+                f"preview cube has {z} z-planes but the model needs {need} "
+                f"(patch z {self.model.patch_size[0]}, max_z_pred {max_z_pred}); "
+                "use a thicker preview cube or a smaller max_z_pred in preview_kwargs"
+            )
+        z0 = (z - need) // 2
+        return np.ascontiguousarray(cube[:, z0 : z0 + need], dtype=np.float32)
+
+    def _write_preview(self, number: int, blocks: list, export_class: str | int) -> Path:
+        offsets = [int(o) for o in self.model.offsets]
+        path = self.run_dir / runs.PREVIEW_DIR / f"preview-{int(number):08d}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(step=int(number), hours=self.train_time / 3600.0,
+                           n_classes=int(self.model.n_classes),
+                           save_name=str(self.exp_config.save_name))  # fmt: skip
+            for name, raw, prob in blocks:
+                g = f.create_group(f"block{name}")
+                oz, oy, ox = offsets
+                region = raw[0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox]
+                prob = _select_classes(prob, export_class)
+                g.create_dataset("raw", data=region[: prob.shape[1], : prob.shape[2], : prob.shape[3]])
+                g.create_dataset("prob", data=prob.astype(np.float16), compression="gzip", compression_opts=1)
+                g.attrs["z0"] = oz
+                g.attrs["source"] = str(getattr(self.exp_config, "preview_data_path", ""))
+        os.replace(tmp, path)
+        return path
+
+    def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
+        """One training batch with dense (un-strided) labels, for inspection."""
+        kw = self.batch_kwargs
+        kw["force_dense"] = True
+        return self.data.getbatch(**kw)
+
+    # ------------------------------------------------------------------ context managers
+    @contextlib.contextmanager
+    def _status(self) -> Iterator[runs.StatusFile]:
+        cfg = self.exp_config
+        info = device_info(self.device)
+        status = runs.Status(state="running", step=self.step, n_steps=int(cfg.n_steps),
+                             pid=os.getpid(), started=time.time())  # fmt: skip
+        previous = runs.read_status(self.run_dir)
+        status.extra.update((previous.extra if previous else {}) or {})
+        status.extra.update(info, save_name=cfg.save_name, config_file=str(cfg.exp_file),
+                            resumed_from=str(getattr(self, "resumed_from", "") or "") or None,
+                            ended=None, stop_reason=None)  # fmt: skip
+        interval = float(getattr(cfg, "heartbeat_s", 2.0) or 2.0)
+        with runs.StatusFile(self.run_dir, status, interval=interval) as sf:
+            try:
+                yield sf
+            except DivergedError as e:
+                logger.error("Diverged: %s", e)
+                sf.update(state="diverged", error=str(e), ended=time.time())
+                raise
+            except BaseException as e:
+                logger.error("Training failed at step %d:\n%s", self.step, traceback.format_exc())
+                sf.update(state="failed", error=f"{type(e).__name__}: {e}", ended=time.time())
+                raise
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGTERM (and SIGINT without a terminal) ask to stop after the current step."""
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+
+        def on_term(signum: int, frame: Any) -> None:
+            self.stop_reason = f"signal {signal.Signals(signum).name}"
+            logger.info("Received %s: stopping after this step", signal.Signals(signum).name)
+
+        def on_int(signum: int, frame: Any) -> None:
+            if interactive:
+                self._interactive_request = True
+            else:
+                on_term(signum, frame)
+
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_int)
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    @contextlib.contextmanager
+    def _batches(self) -> Iterator[Iterator[tuple]]:
+        bp = getattr(self.exp_config, "background_processes", False)
+        kw = self.batch_kwargs
+        if not bp:
+            yield (self.data.getbatch(**kw) for _ in iter(int, 1))
+            return
+        from trainer.parallel import BackgroundProc
+
+        n_proc = max(2, int(bp))
+        with BackgroundProc(self.data.getbatch, n_proc=n_proc, target_kwargs=kw) as bg:
+            self._bg = bg
+            yield (bg.get() for _ in iter(int, 1))
+
+    def _shell(self, batches: Iterator) -> None:
+        from trainer.shell import user_input
+
+        self._interactive_request = False
+        t0 = time.perf_counter()
+        if user_input({"trainer": self, "exp_config": self.exp_config, "model": self.model}) == "kill":
+            self.stop_reason = "killed from the shell"
+        if getattr(self, "_bg", None) is not None:
+            self._bg.reset()
+        logger.debug("Shell took %.1f s (not counted as training time)", time.perf_counter() - t0)
+
+    def _log_start(self) -> None:
+        info = device_info(self.device)
+        logger.info(
+            "Training %s on %s (torch %s%s), %d steps from step %d, run dir %s",
+            self.exp_config.save_name, info.get("device"), torch.__version__,
+            f", {info['gpu_name']}" if info.get("gpu_name") else "", int(self.exp_config.n_steps),
+            self.step, self.run_dir,
+        )  # fmt: skip
+        logger.info("Data: %r", self.data)
+
+
+# ---------------------------------------------------------------------- helpers
+def _call_create_model(cfg: Any) -> torch.nn.Module:
+    create = getattr(cfg, "create_model", None)
+    if create is None:
+        raise ValueError(f"{cfg.exp_file}: one of 'create_model' or 'model_load_path' must be given")
+    args = getattr(cfg, "model_load_args", None)
+    model = create(args) if args is not None else create()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(
+            f"create_model in {cfg.exp_file} returned {type(model).__name__}; "
+            "it must return a torch.nn.Module"
+        )
+    for attr in ("patch_size", "offsets", "strides", "n_classes"):
+        if not hasattr(model, attr):
+            raise TypeError(
+                f"the model from create_model in {cfg.exp_file} has no attribute {attr!r}; "
+                "VoxelBoard models declare patch_size, offsets, strides and n_classes "
+                "(see trainer.models.CNN3D)"
+            )
+    return model
+
+
+def _resolve_data_class(spec: Any) -> type:
+    if isinstance(spec, str):
+        module = importlib.import_module("trainer.data")
+        try:
+            return getattr(module, spec)
+        except AttributeError:
+            raise ValueError(
+                f"data_class {spec!r} is not a VoxelBoard data class; use 'BatchCreatorImage' "
+                "or a (file, class name) pair for your own class"
+            ) from None
+    path, name = spec
+    path = os.path.expanduser(path)
+    module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ValueError(f"data_class file {path!r} cannot be imported as a Python module")
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise ValueError(f"data_class file {path!r} has no class {name!r}") from None
+
+
+def _device_spec(cli: str | None, config: Any) -> str:
+    """The command line wins over the config; an int in a config means that GPU."""
+    spec = cli if cli is not None else config
+    if spec is None:
+        return "auto"
+    return f"cuda:{spec}" if isinstance(spec, int) and not isinstance(spec, bool) else str(spec)
+
+
+def _select_classes(prob: np.ndarray, export_class: Any) -> np.ndarray:
+    if export_class in (None, "all"):
+        return prob
+    idx = [int(c) for c in export_class] if isinstance(export_class, list | tuple) else [int(export_class)]
+    return prob[idx]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    """Round the monitor batch size up to whole batches (ELEKTRONN2 used the batch count)."""
+    return max(multiple, -(-n // multiple) * multiple)
+
+
+def _pretty_time(seconds: float) -> str:
+    if seconds > 4000:
+        return f"t={seconds / 3600:.1f}h"
+    if seconds > 300:
+        return f"t={seconds / 60:.0f}m"
+    return f"t={seconds:.0f}s"
