@@ -120,14 +120,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         previous.state, previous.error = "failed", f"{type(e).__name__}: {e}"
         runs.write_status(run_dir, previous)
         print(f"run.py train: {e}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
+        return (
+            EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
+        )
     try:
         trainer.run()
     except DivergedError as e:
         print(f"run.py train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     except Exception as e:
-        print(f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr)
+        print(
+            f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr
+        )
         return EXIT_FAILED
     return EXIT_OK
 

@@ -89,6 +89,7 @@ class Trainer:
         self._interactive_request = False
         self._preview_hours_done: float | None = None
         self._t_per_it = 0.0
+        self.data_wait_s = 0.0  # time spent waiting for batches (bench/bench_trainer.py)
         if resume:
             self._resume()
 
@@ -97,7 +98,9 @@ class Trainer:
         cfg = self.exp_config
         load_path = getattr(cfg, "model_load_path", None)
         if load_path:
-            state = torch.load(os.path.expanduser(load_path), map_location="cpu", weights_only=False)
+            state = torch.load(
+                os.path.expanduser(load_path), map_location="cpu", weights_only=False
+            )
             if isinstance(state, torch.nn.Module):
                 return state
             if getattr(cfg, "create_model", None) is None:
@@ -170,20 +173,24 @@ class Trainer:
             t0 = time.perf_counter()
             while self.step < n_steps:
                 batch = next(batches)
+                self.data_wait_s += time.perf_counter() - t0
                 loss, batch_char = self._train_step(batch)
-                t_it = time.perf_counter() - t0
-                self.train_time += t_it
-                self._t_per_it = t_it if self._t_per_it == 0 else 0.8 * self._t_per_it + 0.2 * t_it
+                now = time.perf_counter()
+                self._count_time(now - t0)
+                t0 = now
                 self.tracker.update_timeline([self.train_time, loss, batch_char])
                 step, self.step = self.step, self.step + 1
-                self._after_step(step, batch, loss, status)
+                t0 += self._after_step(step, batch, loss, status)
                 self._update_schedules(step)
                 if self._interactive_request:
-                    self._shell(batches)
-                t0 = time.perf_counter()
+                    t0 += self._shell()
                 if self._should_stop():
                     break
             return self._finish(status)
+
+    def _count_time(self, t_it: float) -> None:
+        self.train_time += t_it
+        self._t_per_it = t_it if self._t_per_it == 0 else 0.8 * self._t_per_it + 0.2 * t_it
 
     def _train_step(self, batch: tuple[np.ndarray, ...]) -> tuple[float, float]:
         self.model.train()
@@ -203,17 +210,22 @@ class Trainer:
         batch_char = float(labels.float().mean()) if labels.numel() else 0.0
         return float(loss.detach()), batch_char
 
-    def _after_step(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
+    def _after_step(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> float:
+        """Monitoring, snapshots and previews when due.
+
+        Returns:
+            Seconds not to count as training time (previews, as in ELEKTRONN2).
+        """
         cfg = self.exp_config
-        last = self.step >= int(cfg.n_steps)
-        if step % int(cfg.history_freq) == 0 or last:
+        if step % int(cfg.history_freq) == 0 or self.step >= int(cfg.n_steps):
             self._monitor(step, batch, loss, status)
         save_it = int(getattr(cfg, "param_save_it", 0) or 0)
         if save_it and step > 0 and step % save_it == 0:
             self._save_snapshot(step)
-        if self._preview_due(step):
-            self._preview(step)
-        status.update(write=False, step=self.step, train_time_s=self.train_time, **self._speed())
+        excluded = self._preview(step) if self._preview_due(step) else 0.0
+        status.update(write=False, step=self.step, train_time_s=self.train_time,
+                      data_wait_s=self.data_wait_s, **self._speed())  # fmt: skip
+        return excluded
 
     def _monitor(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
         loss_after = self._eval_loss(batch)
@@ -280,7 +292,9 @@ class Trainer:
         try:
             with torch.inference_mode():
                 for i in range(0, len(data), self.batch_size):
-                    x, y = self._to_device((data[i : i + self.batch_size], target[i : i + self.batch_size]))
+                    x, y = self._to_device(
+                        (data[i : i + self.batch_size], target[i : i + self.batch_size])
+                    )
                     with torch.autocast(self.device.type, enabled=self.amp):
                         logits = self.model(x)
                     n = int((y >= 0).sum())
@@ -313,7 +327,9 @@ class Trainer:
             y = y[:, 0]
         y = torch.where(y < 0, torch.full_like(y, IGNORE_INDEX), y)
         non_blocking = self.device.type == "cuda"
-        return x.to(self.device, non_blocking=non_blocking), y.to(self.device, non_blocking=non_blocking)
+        return x.to(self.device, non_blocking=non_blocking), y.to(
+            self.device, non_blocking=non_blocking
+        )
 
     def _smoothed_loss(self) -> float:
         n = int(getattr(self.exp_config, "loss_smoothing_length", 200))
@@ -399,7 +415,8 @@ class Trainer:
             return hours >= initial
         return hours - self._preview_hours_done >= period
 
-    def _preview(self, step: int) -> None:
+    def _preview(self, step: int) -> float:
+        """Write a preview; a failure is logged, never fatal. Returns the seconds it took."""
         t0 = time.perf_counter()
         self._preview_hours_done = self.train_time / 3600.0
         try:
@@ -408,9 +425,11 @@ class Trainer:
             self.preview_slice(number=step, **kw)
         except Exception:
             logger.warning("Preview at step %d failed:\n%s", step, traceback.format_exc())
-        logger.debug("Preview took %.2f s (not counted as training time)", time.perf_counter() - t0)
+        return time.perf_counter() - t0
 
-    def preview_slice(self, number: int = 0, export_class: str | int = "all", max_z_pred: int = 5) -> Path:
+    def preview_slice(
+        self, number: int = 0, export_class: str | int = "all", max_z_pred: int = 5
+    ) -> Path:
         """Predict the central slab of every preview cube and write ``previews/preview-<number>.h5``.
 
         Args:
@@ -433,7 +452,9 @@ class Trainer:
         sh = np.maximum(np.asarray(sh), patch)
         sl = tuple(slice(o, o + s) for o, s in zip(off, sh))
         raw = np.ascontiguousarray(cube[(slice(None), *sl)], dtype=np.float32)
-        return self._write_preview(number, [(f"train{cube_i}", raw, self.predict_dense(raw))], export_class)
+        return self._write_preview(
+            number, [(f"train{cube_i}", raw, self.predict_dense(raw))], export_class
+        )
 
     def predict_and_write(self, pred_node: Any, raw_img: np.ndarray, number: int = 0,
                           export_class: str | int = "all", block_name: str = "",
@@ -443,7 +464,9 @@ class Trainer:
         ``pred_node`` is kept for signature compatibility; the model is always used.
         """
         raw = np.asarray(raw_img, dtype=np.float32)
-        return self._write_preview(number, [(block_name or 0, raw, self.predict_dense(raw))], export_class)
+        return self._write_preview(
+            number, [(block_name or 0, raw, self.predict_dense(raw))], export_class
+        )
 
     def predict_dense(self, raw: np.ndarray) -> np.ndarray:
         """Tiled dense class probabilities (n_classes, z', y', x') for a (C, z, y, x) cube."""
@@ -476,10 +499,16 @@ class Trainer:
             for name, raw, prob in blocks:
                 g = f.create_group(f"block{name}")
                 oz, oy, ox = offsets
-                region = raw[0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox]
+                region = raw[
+                    0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox
+                ]
                 prob = _select_classes(prob, export_class)
-                g.create_dataset("raw", data=region[: prob.shape[1], : prob.shape[2], : prob.shape[3]])
-                g.create_dataset("prob", data=prob.astype(np.float16), compression="gzip", compression_opts=1)
+                g.create_dataset(
+                    "raw", data=region[: prob.shape[1], : prob.shape[2], : prob.shape[3]]
+                )
+                g.create_dataset(
+                    "prob", data=prob.astype(np.float16), compression="gzip", compression_opts=1
+                )
                 g.attrs["z0"] = oz
                 g.attrs["source"] = str(getattr(self.exp_config, "preview_data_path", ""))
         os.replace(tmp, path)
@@ -559,16 +588,20 @@ class Trainer:
             self._bg = bg
             yield (bg.get() for _ in iter(int, 1))
 
-    def _shell(self, batches: Iterator) -> None:
+    def _shell(self) -> float:
+        """ELEKTRONN2's Ctrl+C shell (terminal only). Returns the seconds spent in it."""
         from trainer.shell import user_input
 
         self._interactive_request = False
         t0 = time.perf_counter()
-        if user_input({"trainer": self, "exp_config": self.exp_config, "model": self.model}) == "kill":
+        if (
+            user_input({"trainer": self, "exp_config": self.exp_config, "model": self.model})
+            == "kill"
+        ):
             self.stop_reason = "killed from the shell"
         if getattr(self, "_bg", None) is not None:
             self._bg.reset()
-        logger.debug("Shell took %.1f s (not counted as training time)", time.perf_counter() - t0)
+        return time.perf_counter() - t0
 
     def _log_start(self) -> None:
         info = device_info(self.device)
@@ -585,7 +618,9 @@ class Trainer:
 def _call_create_model(cfg: Any) -> torch.nn.Module:
     create = getattr(cfg, "create_model", None)
     if create is None:
-        raise ValueError(f"{cfg.exp_file}: one of 'create_model' or 'model_load_path' must be given")
+        raise ValueError(
+            f"{cfg.exp_file}: one of 'create_model' or 'model_load_path' must be given"
+        )
     args = getattr(cfg, "model_load_args", None)
     model = create(args) if args is not None else create()
     if not isinstance(model, torch.nn.Module):
@@ -637,7 +672,11 @@ def _device_spec(cli: str | None, config: Any) -> str:
 def _select_classes(prob: np.ndarray, export_class: Any) -> np.ndarray:
     if export_class in (None, "all"):
         return prob
-    idx = [int(c) for c in export_class] if isinstance(export_class, list | tuple) else [int(export_class)]
+    idx = (
+        [int(c) for c in export_class]
+        if isinstance(export_class, list | tuple)
+        else [int(export_class)]
+    )
     return prob[idx]
 
 
