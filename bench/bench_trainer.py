@@ -43,7 +43,7 @@ monitor_batch_size = 2
 batch_size = 2
 optimiser = "Adam"
 optimiser_params = dict(lr=1e-3, mom=0.9, beta2=0.999)
-param_save_it = 0
+param_save_it = 10**9
 plot_on = False
 print_status = False
 background_processes = {bg}

@@ -1,0 +1,107 @@
+"""Pieces shared by the pages: navigation bar, panels, state colours and number formats.
+
+Pure functions returning Dash components or strings; no callbacks live here (callbacks
+belong to the page that owns their ids).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from dash import dcc, html
+
+#: badge colour per run state (text on white background)
+STATE_COLORS = {
+    "queued": "#6c757d",
+    "running": "#198754",
+    "finished": "#0d6efd",
+    "stopped": "#495057",
+    "failed": "#dc3545",
+    "diverged": "#6f42c1",
+    "lost": "#fd7e14",
+    "unknown": "#adb5bd",
+}
+
+
+def navbar(read_only: bool = False) -> html.Nav:
+    """The top bar: product name, link to the experiments page, read-only marker."""
+    items: list[Any] = [
+        dcc.Link("VoxelBoard", href="/", className="vb-brand"),
+        dcc.Link("Experiments", href="/", className="vb-navlink"),
+    ]
+    if read_only:
+        items.append(html.Span("read-only", className="vb-pill", id="vb-read-only"))
+    return html.Nav(items, className="vb-navbar")
+
+
+def panel(title: str, *children: Any, className: str = "", **kwargs: Any) -> html.Section:
+    """A titled box."""
+    return html.Section(
+        [html.H3(title, className="vb-panel-title"), *children],
+        className=f"vb-panel {className}".strip(),
+        **kwargs,
+    )
+
+
+def state_badge(state: str) -> html.Span:
+    """A coloured label for a run state."""
+    color = STATE_COLORS.get(state, STATE_COLORS["unknown"])
+    return html.Span(state, className="vb-badge", style={"backgroundColor": color})
+
+
+def fmt_duration(seconds: float | None) -> str:
+    """``'1d 02h'``, ``'3h 04m'``, ``'5m 06s'``, ``'7s'``; ``''`` for ``None``."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return ""
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h:02d}h"
+    if h:
+        return f"{h}h {m:02d}m"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{s}s"
+
+
+def fmt_time(timestamp: float | None) -> str:
+    """Local ``YYYY-MM-DD HH:MM`` for a unix time; ``''`` for ``None``."""
+    if not timestamp:
+        return ""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def fmt_bytes(n: float) -> str:
+    """``'1.5 GiB'`` style sizes."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def round_sig(x: float | None, digits: int = 4) -> float | None:
+    """``x`` to ``digits`` significant digits (``None`` stays ``None``)."""
+    if x is None or not math.isfinite(x) or x == 0:
+        return x
+    return round(x, digits - 1 - int(math.floor(math.log10(abs(x)))))
+
+
+def meter(label: str, fraction: float, text: str) -> html.Div:
+    """A labelled horizontal bar (0..1) for the system panel."""
+    pct = max(0.0, min(1.0, fraction)) * 100
+    return html.Div(
+        [
+            html.Span(label, className="vb-meter-label"),
+            html.Div(
+                html.Div(className="vb-meter-fill", style={"width": f"{pct:.0f}%"}),
+                className="vb-meter-track",
+            ),
+            html.Span(text, className="vb-meter-text"),
+        ],
+        className="vb-meter",
+    )

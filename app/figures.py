@@ -1,0 +1,492 @@
+"""Pure figure builders for the dashboard: arrays in, ``plotly.graph_objects.Figure`` out.
+
+Nothing here reads files or imports Dash, so every builder is testable on its own. The
+live-update callbacks append to these figures by trace index, so the trace order of each
+figure is part of the contract and is spelled out in ``TIMELINE_TRACES`` and
+``HISTORY_PANELS``. Every curve figure carries exactly one annotation (index 0), the
+"showing N of M points" note, which a live update rewrites in place.
+
+Example:
+    >>> import numpy as np
+    >>> fig = timeline_figure(np.arange(3), np.array([1.0, 0.5, 0.4]), n_total=3)
+    >>> [t.name for t in fig.data]
+    ['loss', 'smoothed']
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.colors as pcolors
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+#: trace order of ``timeline_figure``: raw loss (faded), then its smoothed line
+TIMELINE_TRACES: tuple[str, ...] = ("loss", "smoothed")
+
+#: panel name -> the history columns it draws, in trace order
+HISTORY_PANELS: dict[str, tuple[str, ...]] = {
+    "loss": ("train_loss", "valid_loss"),
+    "error": ("train_err", "valid_err"),
+    "lr": ("lr", "mom"),
+    "gain": ("loss_gain",),
+}
+
+#: panels whose y axis follows the log-y toggle (loss gain can be negative)
+LOG_PANELS = frozenset({"timeline", "loss", "error", "lr"})
+
+PANEL_TITLES = {
+    "timeline": "Training loss per step",
+    "loss": "Loss",
+    "error": "Classification error",
+    "lr": "Learning rate and momentum",
+    "gain": "Loss gain",
+}
+
+COLUMN_LABELS = {
+    "train_loss": "train loss",
+    "valid_loss": "valid loss",
+    "train_err": "train error",
+    "valid_err": "valid error",
+    "lr": "learning rate",
+    "mom": "momentum",
+    "loss_gain": "loss gain",
+    "loss": "loss",
+}
+
+X_TITLES = {"step": "step", "time": "training time (s)"}
+
+_COLOURS = {
+    "loss": "#1f77b4",
+    "smoothed": "#d62728",
+    "train_loss": "#1f77b4",
+    "valid_loss": "#ff7f0e",
+    "train_err": "#1f77b4",
+    "valid_err": "#ff7f0e",
+    "lr": "#2ca02c",
+    "mom": "#9467bd",
+    "loss_gain": "#8c564b",
+}
+
+#: overlay colours of the classes in the preview viewer (class 0 is usually background)
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (228, 26, 28),
+    (55, 126, 184),
+    (77, 175, 74),
+    (152, 78, 163),
+    (255, 127, 0),
+    (255, 255, 51),
+    (166, 86, 40),
+    (247, 129, 191),
+)
+
+
+#: a small template instead of "plotly_white": the full templates are deep-copied into every
+#: figure, which made building the run page's figures several times slower
+_TEMPLATE = {
+    "layout": {
+        "paper_bgcolor": "white",
+        "plot_bgcolor": "white",
+        "colorway": pcolors.qualitative.Plotly,
+        "xaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ccc"},
+        "yaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ccc"},
+    }
+}
+
+
+def points_note(n_shown: int, n_total: int) -> str:
+    """The text of the point-count annotation, e.g. ``'showing 2,000 of 1,000,000 points'``."""
+    if n_shown < n_total:
+        return f"showing {n_shown:,} of {n_total:,} points"
+    return f"{n_total:,} points"
+
+
+def _base_layout(fig: go.Figure, title: str, x_title: str, uirevision: str, note: str) -> None:
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        xaxis_title=x_title,
+        uirevision=uirevision,
+        margin={"l": 55, "r": 15, "t": 40, "b": 40},
+        height=320,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        hovermode="x",
+        template=_TEMPLATE,
+        annotations=[
+            {
+                "text": note,
+                "xref": "paper",
+                "yref": "paper",
+                "x": 1,
+                "y": 0,
+                "xanchor": "right",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 10, "color": "#777"},
+            }
+        ],
+    )
+
+
+def _list(a: np.ndarray) -> list:
+    # plain lists, not numpy: plotly would ship arrays as typed-array blobs, which a Dash
+    # Patch cannot extend in the browser
+    return np.asarray(a).tolist()
+
+
+def _line(x: np.ndarray, y: np.ndarray, name: str, colour: str, **kw) -> go.Scatter:
+    return go.Scatter(x=_list(x), y=_list(y), name=name, mode="lines", line={"color": colour}, **kw)
+
+
+def timeline_figure(
+    x: np.ndarray,
+    loss: np.ndarray,
+    smoothed: np.ndarray | None = None,
+    *,
+    n_total: int | None = None,
+    x_axis: str = "step",
+    log_y: bool = False,
+    smoothing_label: str = "smoothed",
+    uirevision: str = "timeline",
+) -> go.Figure:
+    """Per-step training loss: the raw curve faded, its smoothed line on top.
+
+    Args:
+        x: step numbers or training times of the points shown (already downsampled).
+        loss: raw loss at ``x``.
+        smoothed: smoothed loss at ``x`` (computed on the full series); ``None`` draws an
+            empty smoothed trace so the trace order stays fixed for live appends.
+        n_total: number of points in the full series (for the "showing N of M" note).
+        x_axis: ``'step'`` or ``'time'`` (axis title only).
+        log_y: logarithmic y axis.
+        smoothing_label: legend label of the smoothed line, e.g. ``'EMA 0.6'``.
+        uirevision: keeps zoom and pan across updates while unchanged.
+
+    Returns:
+        A figure with the traces ``TIMELINE_TRACES``.
+    """
+    x = np.asarray(x)
+    loss = np.asarray(loss)
+    if x.shape != loss.shape:
+        raise ValueError(f"timeline x and loss differ in length: {x.shape} vs {loss.shape}")
+    sm = np.asarray(smoothed) if smoothed is not None else np.empty(0)
+    sm_x = x if smoothed is not None else np.empty(0)
+    if smoothed is not None and sm.shape != x.shape:
+        raise ValueError(f"timeline x and smoothed differ in length: {x.shape} vs {sm.shape}")
+    n_total = len(x) if n_total is None else n_total
+    fig = go.Figure(
+        [
+            _line(x, loss, "loss", _COLOURS["loss"], opacity=0.3),
+            _line(sm_x, sm, smoothing_label, _COLOURS["smoothed"]),
+        ]
+    )
+    _base_layout(fig, PANEL_TITLES["timeline"], X_TITLES.get(x_axis, x_axis), uirevision, "")
+    fig.layout.annotations[0].text = points_note(len(x), n_total)
+    fig.update_yaxes(type="log" if log_y else "linear", title_text="loss")
+    return fig
+
+
+def history_figure(
+    panel: str,
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    n_total: int | None = None,
+    x_axis: str = "step",
+    log_y: bool = False,
+    uirevision: str | None = None,
+) -> go.Figure:
+    """One panel of the history table (see ``HISTORY_PANELS``).
+
+    Args:
+        panel: ``'loss'``, ``'error'``, ``'lr'`` or ``'gain'``.
+        curves: column name -> ``(x, y)`` of the points shown; a missing column draws an
+            empty trace so trace indices stay fixed.
+        n_total: number of rows in the full history (for the "showing N of M" note).
+        x_axis: ``'step'`` or ``'time'``.
+        log_y: logarithmic y axis (ignored for the loss gain panel, which may go negative).
+        uirevision: keeps zoom and pan across updates; defaults to the panel name.
+
+    Returns:
+        A figure with one trace per column of ``HISTORY_PANELS[panel]``; in the ``'lr'``
+        panel the momentum sits on a second y axis on the right.
+    """
+    if panel not in HISTORY_PANELS:
+        raise ValueError(
+            f"unknown history panel {panel!r}; expected one of {sorted(HISTORY_PANELS)}"
+        )
+    columns = HISTORY_PANELS[panel]
+    fig = go.Figure()
+    shown = 0
+    for col in columns:
+        x, y = curves.get(col, (np.empty(0), np.empty(0)))
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape:
+            raise ValueError(
+                f"history column {col!r}: x and y differ in length: {x.shape} vs {y.shape}"
+            )
+        shown = max(shown, len(x))
+        extra = {"yaxis": "y2"} if panel == "lr" and col == "mom" else {}
+        fig.add_trace(_line(x, y, COLUMN_LABELS[col], _COLOURS[col], **extra))
+    n_total = shown if n_total is None else n_total
+    _base_layout(fig, PANEL_TITLES[panel], X_TITLES.get(x_axis, x_axis), uirevision or panel, "")
+    fig.layout.annotations[0].text = points_note(shown, n_total)
+    log = log_y and panel in LOG_PANELS
+    fig.update_yaxes(type="log" if log else "linear", title_text=COLUMN_LABELS[columns[0]])
+    if panel == "lr":
+        fig.update_layout(
+            yaxis2={
+                "overlaying": "y",
+                "side": "right",
+                "title": {"text": "momentum"},
+                "showgrid": False,
+            }
+        )
+    return fig
+
+
+def history_figures(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    n_total: int | None = None,
+    x_axis: str = "step",
+    log_y: bool = False,
+) -> dict[str, go.Figure]:
+    """All history panels: ``{'loss': fig, 'error': fig, 'lr': fig, 'gain': fig}``.
+
+    Args:
+        curves: column name -> ``(x, y)`` of the points shown, for any of the columns in
+            ``HISTORY_PANELS``.
+        n_total: number of rows in the full history table.
+        x_axis: ``'step'`` or ``'time'``.
+        log_y: logarithmic y axes where it makes sense (``LOG_PANELS``).
+    """
+    return {
+        panel: history_figure(panel, curves, n_total=n_total, x_axis=x_axis, log_y=log_y)
+        for panel in HISTORY_PANELS
+    }
+
+
+def compare_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    column: str = "valid_loss",
+    x_axis: str = "step",
+    log_y: bool = False,
+    n_totals: Mapping[str, int] | None = None,
+) -> go.Figure:
+    """The same history column of several runs, one trace per run.
+
+    Args:
+        curves: run name -> ``(x, y)`` of the points shown.
+        column: the column drawn (axis title and figure title).
+        x_axis: ``'step'`` or ``'time'``.
+        log_y: logarithmic y axis.
+        n_totals: run name -> rows in that run's full series, for the point-count note.
+    """
+    palette = pcolors.qualitative.Plotly
+    fig = go.Figure()
+    shown = total = 0
+    for i, (name, (x, y)) in enumerate(curves.items()):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.shape != y.shape:
+            raise ValueError(f"run {name!r}: x and y differ in length: {x.shape} vs {y.shape}")
+        fig.add_trace(_line(x, y, name, palette[i % len(palette)]))
+        shown += len(x)
+        total += (n_totals or {}).get(name, len(x))
+    label = COLUMN_LABELS.get(column, column)
+    _base_layout(fig, f"Compare: {label}", X_TITLES.get(x_axis, x_axis), f"compare-{column}", "")
+    fig.layout.annotations[0].text = (
+        points_note(shown, total) if curves else "choose runs to compare"
+    )
+    fig.update_yaxes(type="log" if log_y else "linear", title_text=label)
+    return fig
+
+
+def schedule_figure(
+    plans: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    actual: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    current_step: int | None = None,
+    log_y: bool = False,
+) -> go.Figure:
+    """Planned schedules (from the resolved config), one row per scheduled parameter.
+
+    Args:
+        plans: parameter name (``'lr'``, ``'mom'``, ...) -> ``(steps, values)`` of the plan.
+        actual: parameter name -> ``(x, y)`` of the values the trainer logged, drawn as
+            markers over the plan so a deviation is visible.
+        current_step: draws a vertical line at the run's current step.
+        log_y: logarithmic y axes.
+    """
+    names = list(plans)
+    fig = make_subplots(rows=max(len(names), 1), cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for row, name in enumerate(names, start=1):
+        steps, values = (np.asarray(a) for a in plans[name])
+        label = COLUMN_LABELS.get(name, name)
+        colour = _COLOURS.get(name, "#444")
+        fig.add_trace(
+            go.Scatter(
+                x=_list(steps),
+                y=_list(values),
+                name=f"{label} (planned)",
+                mode="lines",
+                line={"color": colour, "dash": "dash", "shape": "hv"},
+            ),
+            row=row,
+            col=1,
+        )
+        if actual and name in actual:
+            ax, ay = (np.asarray(a) for a in actual[name])
+            fig.add_trace(
+                go.Scatter(
+                    x=_list(ax),
+                    y=_list(ay),
+                    name=f"{label} (logged)",
+                    mode="markers",
+                    marker={"color": colour, "size": 4},
+                ),
+                row=row,
+                col=1,
+            )
+        fig.update_yaxes(title_text=label, type="log" if log_y else "linear", row=row, col=1)
+    if current_step is not None and names:
+        fig.add_vline(x=current_step, line={"color": "#999", "dash": "dot"})
+    fig.update_layout(
+        title={"text": "Planned schedules", "x": 0.01, "font": {"size": 14}},
+        height=max(220, 180 * len(names) + 60),
+        margin={"l": 55, "r": 15, "t": 40, "b": 40},
+        template=_TEMPLATE,
+        uirevision="schedules",
+    )
+    if not names:
+        fig.add_annotation(
+            text="no schedules in the resolved config", showarrow=False, xref="paper", yref="paper"
+        )
+    fig.update_xaxes(title_text="step", row=max(len(names), 1), col=1)
+    return fig
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """Encode a uint8 grey ``(h, w)`` or RGB ``(h, w, 3)`` array as a PNG ``data:`` URI.
+
+    A minimal PNG writer (zlib, no per-row filter) so the viewer needs no imaging library.
+    """
+    img = np.ascontiguousarray(image)
+    if img.dtype != np.uint8:
+        raise ValueError(f"png_data_uri needs uint8 pixels, got {img.dtype}")
+    if img.ndim == 2:
+        colour_type, channels = 0, 1
+    elif img.ndim == 3 and img.shape[2] == 3:
+        colour_type, channels = 2, 3
+    else:
+        raise ValueError(f"png_data_uri needs a (h, w) or (h, w, 3) array, got shape {img.shape}")
+    h, w = img.shape[:2]
+    rows = np.empty((h, 1 + w * channels), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type "none" on every row
+    rows[:, 1:] = img.reshape(h, w * channels)
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 4))
+        + chunk(b"IEND", b"")
+    )
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _to_uint8(a: np.ndarray) -> np.ndarray:
+    return (np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
+def _viridis_lut() -> np.ndarray:
+    colours = pcolors.sample_colorscale("Viridis", [i / 255 for i in range(256)])
+    return (
+        np.array([pcolors.unlabel_rgb(c) for c in colours], dtype=np.float64)
+        .round()
+        .astype(np.uint8)
+    )
+
+
+def overlay_rgb(
+    raw_slice: np.ndarray,
+    prob_slice: np.ndarray,
+    opacity: float,
+    colour: Sequence[int] = CLASS_COLOURS[1],
+) -> np.ndarray:
+    """Grey raw image with the class probability blended in as a coloured overlay.
+
+    Each pixel is ``raw * (1 - a) + colour * a`` with ``a = opacity * probability``, so
+    an uncertain prediction stays faint and a zero opacity shows the raw data only.
+
+    Returns:
+        uint8 RGB array ``(h, w, 3)``.
+    """
+    raw = np.clip(np.nan_to_num(np.asarray(raw_slice, dtype=np.float32)), 0.0, 1.0)
+    prob = np.clip(np.nan_to_num(np.asarray(prob_slice, dtype=np.float32)), 0.0, 1.0)
+    alpha = (float(np.clip(opacity, 0.0, 1.0)) * prob)[..., None]
+    col = np.asarray(colour, dtype=np.float32) / 255.0
+    rgb = raw[..., None] * (1.0 - alpha) + col * alpha
+    return _to_uint8(rgb)
+
+
+def preview_figure(
+    raw_slice: np.ndarray,
+    prob_slice: np.ndarray,
+    opacity: float = 0.5,
+    mode: str = "overlay",
+    *,
+    colour: Sequence[int] = CLASS_COLOURS[1],
+    title: str = "",
+    uirevision: str = "preview",
+) -> go.Figure:
+    """One z plane of a preview cube as an image figure (PNG data rendered server-side).
+
+    Args:
+        raw_slice: raw data ``(y, x)`` in [0, 1].
+        prob_slice: one class probability ``(y, x)`` in [0, 1], same shape as ``raw_slice``.
+        opacity: overlay strength in [0, 1] (``'overlay'`` mode).
+        mode: ``'overlay'`` (raw grey, probability as coloured overlay) or ``'side'``
+            (raw and probability side by side, the probability in a viridis colour map).
+        colour: RGB overlay colour of the class.
+        title: figure title.
+        uirevision: keeps zoom and pan while moving through z.
+
+    Returns:
+        A figure of ``go.Image`` traces whose ``source`` is a PNG data URI.
+    """
+    raw = np.asarray(raw_slice)
+    prob = np.asarray(prob_slice)
+    if raw.ndim != 2 or raw.shape != prob.shape:
+        raise ValueError(
+            f"preview raw and probability slices must be 2-d and equal in shape, got {raw.shape} and {prob.shape}"
+        )
+    if mode == "overlay":
+        fig = go.Figure(
+            go.Image(source=png_data_uri(overlay_rgb(raw, prob, opacity, colour)), name="overlay")
+        )
+    elif mode == "side":
+        fig = make_subplots(
+            rows=1, cols=2, shared_yaxes=True, subplot_titles=("raw", "probability")
+        )
+        fig.add_trace(go.Image(source=png_data_uri(_to_uint8(raw)), name="raw"), row=1, col=1)
+        prob_rgb = _viridis_lut()[_to_uint8(prob)]
+        fig.add_trace(go.Image(source=png_data_uri(prob_rgb), name="probability"), row=1, col=2)
+    else:
+        raise ValueError(f"unknown preview mode {mode!r}; expected 'overlay' or 'side'")
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin={"l": 10, "r": 10, "t": 50 if title or mode == "side" else 10, "b": 10},
+        height=560,
+        uirevision=uirevision,
+        template=_TEMPLATE,
+    )
+    # image traces keep square pixels on their own; matching x lets both panels pan together
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, matches="x")
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return fig

@@ -1,0 +1,1 @@
+"""Dashboard pages, one module per page; Dash imports them when an app is created."""

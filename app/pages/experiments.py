@@ -1,0 +1,447 @@
+"""Experiments page (``/``): all runs, launch form, stop/resume/delete, log tail, system panel.
+
+Ids are prefixed ``exp-``. The selected run lives in the browser (``exp-selected`` store),
+so every viewer has their own selection; the runs, the queue and the children live in the
+app's launcher and the run directories. In read-only mode the controls are hidden and
+their callbacks refuse to act.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import dash
+from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
+from dash.dash_table.Format import Format, Scheme, Symbol
+
+from app import current_context
+from app.components import (
+    STATE_COLORS,
+    fmt_bytes,
+    fmt_duration,
+    fmt_time,
+    meter,
+    panel,
+    round_sig,
+    state_badge,
+)
+from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
+from app.readers import list_runs, log_path, tail_lines
+from app.security import LaunchError, check_run_name, list_configs
+from app.system import system_stats
+
+dash.register_page(__name__, path="/", name="Experiments", title="VoxelBoard: experiments")
+
+REFRESH_MS = 2000
+SYSTEM_MS = 5000
+LOG_LINES = 200
+STOPPABLE_STATES = frozenset({"queued", "running"})
+
+_NUM = Format(precision=4, scheme=Scheme.decimal_or_exponent)
+_PCT = Format(precision=0, scheme=Scheme.fixed).symbol(Symbol.yes).symbol_suffix("%")
+COLUMNS = [
+    {"id": "name", "name": "Run"},
+    {"id": "config", "name": "Config"},
+    {"id": "state", "name": "State"},
+    {"id": "step", "name": "Step", "type": "numeric"},
+    {"id": "n_steps", "name": "of", "type": "numeric"},
+    {"id": "progress", "name": "Progress", "type": "numeric", "format": _PCT},
+    {"id": "eta", "name": "ETA"},
+    {"id": "it_per_s", "name": "it/s", "type": "numeric", "format": _NUM},
+    {"id": "train_loss", "name": "Train loss", "type": "numeric", "format": _NUM},
+    {"id": "valid_loss", "name": "Valid loss", "type": "numeric", "format": _NUM},
+    {"id": "train_err", "name": "Train err", "type": "numeric", "format": _NUM},
+    {"id": "valid_err", "name": "Valid err", "type": "numeric", "format": _NUM},
+    {"id": "device", "name": "Device"},
+    {"id": "started", "name": "Started"},
+    {"id": "duration", "name": "Duration"},
+    {"id": "issue", "name": "Issue"},
+]
+
+
+def _table_styles() -> list[dict[str, Any]]:
+    """State colours plus a progress bar drawn as a cell background, in 2 % steps."""
+    styles: list[dict[str, Any]] = [
+        {
+            "if": {"filter_query": f'{{state}} = "{state}"', "column_id": "state"},
+            "backgroundColor": color,
+            "color": "white",
+            "fontWeight": "600",
+        }
+        for state, color in STATE_COLORS.items()
+    ]
+    for lo in range(0, 101, 2):
+        styles.append(
+            {
+                "if": {
+                    "filter_query": f"{{progress}} >= {lo} && {{progress}} < {lo + 2}",
+                    "column_id": "progress",
+                },
+                "background": f"linear-gradient(90deg, #9ec5fe 0%, #9ec5fe {lo}%, "
+                f"transparent {lo}%, transparent 100%)",
+            }
+        )
+    styles.append({"if": {"column_id": "issue"}, "color": "#dc3545"})
+    return styles
+
+
+def table_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Display rows for the DataTable from ``app.readers.list_runs`` summaries."""
+    rows = []
+    for r in runs:
+        issue = " | ".join(x for x in (r["badge"], r["error"]) if x)
+        rows.append(
+            {
+                "id": r["name"],
+                "name": r["name"],
+                "config": r["config"],
+                "state": r["state"],
+                "step": r["step"],
+                "n_steps": r["n_steps"],
+                "progress": r["progress"],
+                "eta": fmt_duration(r["eta_s"]),
+                "it_per_s": round_sig(r["it_per_s"], 3),
+                **{
+                    k: round_sig(r[k])
+                    for k in ("train_loss", "valid_loss", "train_err", "valid_err")
+                },
+                "device": r["device"] or "",
+                "started": fmt_time(r["started"]),
+                "duration": fmt_duration(r["duration_s"]),
+                "issue": issue[:300],
+            }
+        )
+    return rows
+
+
+def _launch_panel(configs: list[str], devices: list[str], hidden: bool) -> html.Section:
+    def field(label: str, component: Any) -> html.Label:
+        return html.Label(
+            [html.Span(label, className="vb-field-label"), component], className="vb-field"
+        )
+
+    def text(id_: str, placeholder: str) -> dcc.Input:
+        return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
+
+    return panel(
+        "Launch",
+        field(
+            "Config",
+            dcc.Dropdown(
+                id="exp-config",
+                options=configs,
+                value=configs[0] if configs else None,
+                clearable=False,
+                placeholder="no configs found",
+            ),
+        ),
+        field(
+            "Device", dcc.Dropdown(id="exp-device", options=devices, value="auto", clearable=False)
+        ),
+        html.Div(
+            [
+                field("Steps", text("exp-n-steps", "from config")),
+                field("Batch size", text("exp-batch-size", "from config")),
+                field("Learning rate", text("exp-lr", "from config")),
+                field("Save name", text("exp-save-name", "config name")),
+            ],
+            className="vb-grid",
+        ),
+        html.Button("Launch", id="exp-launch", className="vb-button vb-primary"),
+        html.Div(id="exp-launch-msg", className="vb-msg"),
+        id="exp-launch-panel",
+        className="vb-launch",
+        hidden=hidden,
+    )
+
+
+def _actions_panel(hidden: bool) -> html.Section:
+    return panel(
+        "Selected run",
+        html.Div(id="exp-selection", children=_selection_view(None)),
+        html.Div(
+            [
+                html.Button("Stop", id="exp-stop", className="vb-button", disabled=True),
+                html.Button("Resume", id="exp-resume", className="vb-button", disabled=True),
+                html.Button(
+                    "Delete", id="exp-delete", className="vb-button vb-danger", disabled=True
+                ),
+            ],
+            id="exp-buttons",
+            className="vb-buttons",
+            hidden=hidden,
+        ),
+        html.Div(id="exp-action-msg", className="vb-msg"),
+        dcc.ConfirmDialog(id="exp-delete-confirm"),
+    )
+
+
+def layout(**kwargs: Any) -> html.Div:
+    """The page; query-string arguments are ignored."""
+    c = current_context()
+    configs = [] if c.read_only else list_configs(c.configs_dir)
+    devices = ["auto"] if c.read_only else c.launcher.devices()
+    return html.Div(
+        [
+            dcc.Interval(id="exp-interval", interval=REFRESH_MS),
+            dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
+            dcc.Store(id="exp-selected"),
+            dcc.Store(id="exp-refresh"),
+            dcc.Store(id="exp-log-sig"),
+            html.Div(
+                [
+                    _launch_panel(configs, devices, hidden=c.read_only),
+                    _actions_panel(hidden=c.read_only),
+                    panel("System", html.Div(id="exp-system", children=_system_view())),
+                ],
+                className="vb-row",
+            ),
+            panel(
+                "Runs",
+                dash_table.DataTable(
+                    id="exp-table",
+                    columns=COLUMNS,
+                    data=table_rows(list_runs(c.runs_dir)),
+                    row_selectable="single",
+                    selected_rows=[],
+                    sort_action="native",
+                    filter_action="native",
+                    page_size=50,
+                    style_data_conditional=_table_styles(),
+                    style_cell={
+                        "fontFamily": "inherit",
+                        "fontSize": "0.9rem",
+                        "padding": "4px 8px",
+                    },
+                    style_cell_conditional=[
+                        {"if": {"column_id": c["id"]}, "textAlign": "left"}
+                        for c in COLUMNS
+                        if c.get("type") != "numeric"
+                    ],
+                    style_header={"fontWeight": "600"},
+                    style_table={"overflowX": "auto"},
+                ),
+            ),
+            panel("Log", html.Pre(id="exp-log", className="vb-log"), html.Div(id="exp-log-name")),
+        ],
+        className="vb-experiments",
+    )
+
+
+# -- views (pure) --------------------------------------------------------------------------
+
+
+def _selection_view(row: dict[str, Any] | None) -> Any:
+    if row is None:
+        return html.Span("Select a run in the table.", className="vb-muted")
+    name = quote(row["name"])
+    items: list[Any] = [
+        html.Strong(row["name"], id="exp-selected-name"),
+        " ",
+        state_badge(row["state"]),
+        " ",
+        dcc.Link("Curves", href=f"/run/{name}", className="vb-link"),
+        " ",
+        dcc.Link("Preview", href=f"/run/{name}/preview", className="vb-link"),
+    ]
+    issue = " | ".join(x for x in (row.get("badge"), row.get("error")) if x)
+    if issue:
+        items.append(html.Div(issue, className="vb-error"))
+    return items
+
+
+def _system_view() -> list[Any]:
+    c = current_context()
+    active = c.launcher.active_runs()
+    pids = {
+        r["pid"]: r["name"] for r in list_runs(c.runs_dir) if r["state"] == "running" and r["pid"]
+    }
+    gpus_of_runs = {n: int(d.split(":")[1]) for n, d in active.items() if d.startswith("cuda:")}
+    s = system_stats(pids, gpus_of_runs)
+    out: list[Any] = [
+        meter("CPU", s.cpu_percent / 100, f"{s.cpu_percent:.0f}% of {s.n_cpus} cores"),
+        meter(
+            "RAM",
+            s.ram_used / max(1, s.ram_total),
+            f"{fmt_bytes(s.ram_used)} / {fmt_bytes(s.ram_total)}",
+        ),
+    ]
+    for g in s.gpus:
+        out += [
+            html.Div(f"GPU {g.index}: {g.name}", className="vb-gpu-name"),
+            meter("util", g.util_percent / 100, f"{g.util_percent:.0f}%"),
+            meter(
+                "mem",
+                g.mem_used / max(1, g.mem_total),
+                f"{fmt_bytes(g.mem_used)} / {fmt_bytes(g.mem_total)}",
+            ),
+            html.Div(f"runs: {', '.join(g.runs) or 'none'}", className="vb-muted"),
+        ]
+    if not s.gpus:
+        out.append(html.Div("No NVIDIA GPU found: runs use the CPU.", className="vb-muted"))
+    cpu_runs = sorted(n for n, d in active.items() if d == "cpu")
+    queued = c.launcher.queued_runs()
+    out.append(html.Div(f"CPU runs: {', '.join(cpu_runs) or 'none'}", className="vb-muted"))
+    out.append(html.Div(f"Queue: {', '.join(queued) or 'empty'}", className="vb-muted"))
+    return out
+
+
+def _message(text: str, ok: bool) -> html.Div:
+    return html.Div(text, className="vb-ok" if ok else "vb-error")
+
+
+_READ_ONLY = "This dashboard is read-only."
+
+
+# -- callbacks -----------------------------------------------------------------------------
+
+
+@callback(
+    Output("exp-table", "data"),
+    Output("exp-table", "selected_rows"),
+    Output("exp-selection", "children"),
+    Output("exp-stop", "disabled"),
+    Output("exp-resume", "disabled"),
+    Output("exp-delete", "disabled"),
+    Input("exp-interval", "n_intervals"),
+    Input("exp-refresh", "data"),
+    Input("exp-selected", "data"),
+)
+def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
+    runs = list_runs(current_context().runs_dir)
+    index = next((i for i, r in enumerate(runs) if r["name"] == selected), None)
+    row = runs[index] if index is not None else None
+    state = row["state"] if row else None
+    return (
+        table_rows(runs),
+        [] if index is None else [index],
+        _selection_view(row),
+        state not in STOPPABLE_STATES,
+        state not in RESUMABLE_STATES,
+        state not in DELETABLE_STATES,
+    )
+
+
+@callback(
+    Output("exp-selected", "data"),
+    Input("exp-table", "selected_row_ids"),
+    State("exp-selected", "data"),
+    prevent_initial_call=True,
+)
+def select_run(row_ids: list[str] | None, current: str | None) -> Any:
+    name = row_ids[0] if row_ids else None
+    return no_update if name == current or name is None else name
+
+
+@callback(
+    Output("exp-log", "children"),
+    Output("exp-log-name", "children"),
+    Output("exp-log-sig", "data"),
+    Input("exp-interval", "n_intervals"),
+    Input("exp-selected", "data"),
+    State("exp-log-sig", "data"),
+)
+def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
+    try:
+        run_dir = current_context().runs_dir / check_run_name(selected)
+    except LaunchError:  # nothing selected, or a crafted name: never leave runs_dir
+        return "", "", None
+    path = log_path(run_dir)
+    try:
+        st = path.stat() if path is not None else None
+    except OSError:  # deleted between the two looks
+        st = None
+    if st is None:
+        return "", "no log yet", None
+    new_sig = [str(path), st.st_size, st.st_mtime_ns]
+    if new_sig == sig:
+        return no_update, no_update, no_update
+    return "\n".join(tail_lines(path, LOG_LINES)), f"{path.name}, last {LOG_LINES} lines", new_sig
+
+
+@callback(Output("exp-system", "children"), Input("exp-sys-interval", "n_intervals"))
+def refresh_system(_n: int | None) -> list[Any]:
+    return _system_view()
+
+
+@callback(
+    Output("exp-launch-msg", "children"),
+    Output("exp-selected", "data", allow_duplicate=True),
+    Output("exp-refresh", "data"),
+    Input("exp-launch", "n_clicks"),
+    State("exp-config", "value"),
+    State("exp-device", "value"),
+    State("exp-n-steps", "value"),
+    State("exp-batch-size", "value"),
+    State("exp-lr", "value"),
+    State("exp-save-name", "value"),
+    prevent_initial_call=True,
+)
+def launch_run(_clicks, config, device, n_steps, batch_size, lr, save_name) -> tuple:
+    c = current_context()
+    if c.read_only:
+        return _message(_READ_ONLY, False), no_update, no_update
+    overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr, "save_name": save_name}
+    try:
+        name = c.launcher.launch(config, device=device, overrides=overrides)
+    except LaunchError as e:
+        return _message(f"Not launched. {e}", False), no_update, no_update
+    return _message(f"Launched {name}.", True), name, time.time()
+
+
+@callback(
+    Output("exp-action-msg", "children"),
+    Output("exp-refresh", "data", allow_duplicate=True),
+    Input("exp-stop", "n_clicks"),
+    Input("exp-resume", "n_clicks"),
+    State("exp-selected", "data"),
+    prevent_initial_call=True,
+)
+def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
+    c = current_context()
+    if c.read_only:
+        return _message(_READ_ONLY, False), no_update
+    try:
+        if ctx.triggered_id == "exp-stop":
+            result = c.launcher.stop(selected)
+            text = f"{selected}: {result}."
+        else:
+            c.launcher.resume(selected)
+            text = f"{selected}: resuming from its last snapshot."
+    except LaunchError as e:
+        return _message(str(e), False), no_update
+    return _message(text, True), time.time()
+
+
+@callback(
+    Output("exp-delete-confirm", "displayed"),
+    Output("exp-delete-confirm", "message"),
+    Input("exp-delete", "n_clicks"),
+    State("exp-selected", "data"),
+    prevent_initial_call=True,
+)
+def ask_delete(_clicks, selected: str | None) -> tuple:
+    if not selected:
+        return False, no_update
+    return True, f"Delete run {selected} and all its files (snapshots, history, previews)?"
+
+
+@callback(
+    Output("exp-action-msg", "children", allow_duplicate=True),
+    Output("exp-selected", "data", allow_duplicate=True),
+    Output("exp-refresh", "data", allow_duplicate=True),
+    Input("exp-delete-confirm", "submit_n_clicks"),
+    State("exp-selected", "data"),
+    prevent_initial_call=True,
+)
+def delete_run(_submit, selected: str | None) -> tuple:
+    c = current_context()
+    if c.read_only:
+        return _message(_READ_ONLY, False), no_update, no_update
+    try:
+        c.launcher.delete(selected)
+    except LaunchError as e:
+        return _message(str(e), False), no_update, no_update
+    return _message(f"Deleted {selected}.", True), None, time.time()

@@ -1,0 +1,502 @@
+"""Run page (``/run/<name>``): live curves of one run's history store.
+
+Reads the run directory only. A page load builds every figure from a full (downsampled)
+read; after that each ``run-interval`` tick sends only the points added since the last
+tick, as ``dash.Patch`` appends, with the per-browser read offsets and the EMA
+accumulator kept in the ``run-cursor`` store (see ``app.series``). Polling stops once
+the run's state is final. Zoom and pan survive updates through ``uirevision``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import dash
+import numpy as np
+from dash import Input, Output, Patch, State, callback, ctx, dcc, html, no_update
+
+from app import components, figures, series
+from trainer import runs
+
+dash.register_page(__name__, path_template="/run/<name>", title="VoxelBoard run")
+
+POLL_MS = 2000
+#: states after which nothing new will be written, so polling stops
+STOP_POLLING = runs.FINAL_STATES | {"lost"}
+
+
+COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss", "lr")
+
+_ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
+_HALF = {"flex": "1 1 560px", "minWidth": "0"}
+
+
+def _missing(name: Any) -> html.Div:
+    shown = name if isinstance(name, str) else ""
+    return html.Div(
+        [
+            html.H2("Run not found"),
+            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
+            dcc.Link("Back to the experiments", href="/"),
+        ],
+        id="run-missing",
+        style={"padding": "20px"},
+    )
+
+
+def _graph(graph_id: str) -> dcc.Graph:
+    return dcc.Graph(
+        id=graph_id, figure={"data": [], "layout": {"height": 320}}, config={"displaylogo": False}
+    )
+
+
+def layout(name: str | None = None, **kwargs: Any) -> html.Div:
+    """The run page of run ``name``; a clear message if there is no such run."""
+    root = series.app_runs_dir()
+    run_dir = series.run_dir_for(root, name)
+    if run_dir is None:
+        return _missing(name)
+    others = [p.name for p in runs.iter_run_dirs(root) if p.name != name]
+    controls = html.Div(
+        [
+            html.Div(
+                [
+                    html.Label("Smoothing"),
+                    dcc.RadioItems(
+                        id="run-smoothing",
+                        options=[
+                            {"label": "EMA", "value": "ema"},
+                            {"label": "moving average", "value": "sma"},
+                            {"label": "off", "value": "none"},
+                        ],
+                        value="ema",
+                        inline=True,
+                    ),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Label("EMA weight"),
+                    dcc.Slider(
+                        id="run-ema-weight",
+                        min=0,
+                        max=0.99,
+                        step=0.01,
+                        value=0.6,
+                        marks={0: "0", 0.6: "0.6", 0.9: "0.9", 0.99: "0.99"},
+                        updatemode="mouseup",
+                    ),
+                ],
+                style={"width": "260px"},
+            ),
+            html.Div(
+                [
+                    html.Label("Window"),
+                    dcc.Dropdown(
+                        id="run-sma-window",
+                        options=[5, 10, 20, 50, 100, 200, 500, 1000],
+                        value=50,
+                        clearable=False,
+                        style={"width": "100px"},
+                    ),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Label("x axis"),
+                    dcc.RadioItems(
+                        id="run-xaxis",
+                        options=[
+                            {"label": "step", "value": "step"},
+                            {"label": "training time", "value": "time"},
+                        ],
+                        value="step",
+                        inline=True,
+                    ),
+                ]
+            ),
+            dcc.Checklist(
+                id="run-options", options=[{"label": "log y", "value": "logy"}], value=[]
+            ),
+            html.Button("History CSV", id="run-download-history"),
+            html.Button("Timeline CSV", id="run-download-timeline"),
+            dcc.Download(id="run-download"),
+        ],
+        style={**_ROW, "padding": "8px 0"},
+    )
+    compare = html.Div(
+        [
+            html.Div(
+                [
+                    dcc.Dropdown(
+                        id="run-compare-runs",
+                        options=others,
+                        value=[],
+                        multi=True,
+                        placeholder="compare with runs ...",
+                        style={"minWidth": "320px"},
+                    ),
+                    dcc.Dropdown(
+                        id="run-compare-column",
+                        options=[
+                            {"label": figures.COLUMN_LABELS.get(c, c), "value": c}
+                            for c in COMPARE_COLUMNS
+                        ],
+                        value="valid_loss",
+                        clearable=False,
+                        style={"width": "180px"},
+                    ),
+                ],
+                style=_ROW,
+            ),
+            _graph("run-graph-compare"),
+        ],
+        style=_HALF,
+    )
+    return html.Div(
+        [
+            dcc.Store(id="run-name", data=name),
+            dcc.Store(id="run-cursor", data=None),
+            dcc.Interval(id="run-interval", interval=POLL_MS, disabled=False),
+            html.Div(
+                [
+                    html.H2(name, style={"margin": "0 12px 0 0"}),
+                    html.Div(id="run-header"),
+                    dcc.Link("preview viewer", href=f"/run/{name}/preview", id="run-preview-link"),
+                    dcc.Link("all runs", href="/"),
+                ],
+                style=_ROW,
+            ),
+            controls,
+            html.Div(id="run-error", style={"color": "#dc3545"}),
+            html.Div(
+                [
+                    html.Div(_graph("run-graph-timeline"), style=_HALF),
+                    html.Div(_graph("run-graph-loss"), style=_HALF),
+                    html.Div(_graph("run-graph-error"), style=_HALF),
+                    html.Div(_graph("run-graph-lr"), style=_HALF),
+                    html.Div(_graph("run-graph-gain"), style=_HALF),
+                    compare,
+                    html.Div(_graph("run-graph-schedule"), style=_HALF),
+                ],
+                style=_ROW,
+            ),
+        ],
+        style={"padding": "10px 16px"},
+    )
+
+
+# --------------------------------------------------------------------------- status header
+
+
+def _number(v: Any) -> float | None:
+    # status.json is written by another process; never trust its types
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def status_header(run_dir: Path) -> tuple[list, str]:
+    """Header items (state badge, step / n_steps, it/s, ETA, device) and the shown state."""
+    status = runs.read_status(run_dir)
+    state = runs.effective_state(status)
+    badge = components.state_badge(state)
+    badge.id = "run-state"
+    if status is None:
+        return [badge, html.Span(" no status.json yet")], state
+    extra = status.extra
+    it_s = extra.get("it_per_s")
+    eta = components.fmt_duration(_number(extra.get("eta_s"))) if state == "running" else ""
+    trained = components.fmt_duration(_number(extra.get("train_time_s")))
+    parts = [
+        f"step {status.step:,} / {status.n_steps:,}",
+        f"{it_s:.2f} it/s" if isinstance(it_s, int | float) else None,
+        f"ETA {eta}" if eta else None,
+        f"device {extra['device']}" if extra.get("device") else None,
+        f"trained {trained}" if trained else None,
+    ]
+    items: list = [badge, html.Span("  ·  ".join(p for p in parts if p), id="run-progress")]
+    if status.error:
+        items.append(html.Span(f" {status.error}", style={"color": "#dc3545"}))
+    return items, state
+
+
+# ----------------------------------------------------------------------------- curves
+
+
+def _settings(smoothing: Any, weight: Any, window: Any, options: Any, x_axis: Any):
+    mode = smoothing if smoothing in series.SMOOTHING_MODES else "ema"
+    w = float(weight) if isinstance(weight, int | float) and 0 <= weight < 1 else 0.6
+    n = int(window) if isinstance(window, int | float) and window >= 1 else 50
+    x = x_axis if x_axis in series.X_AXES else "step"
+    return series.Smoothing(mode, w, n), x, "logy" in (options or [])
+
+
+def _timeline_full(tl: series.TimelineCurves, smoothing, x_axis: str, log_y: bool):
+    return figures.timeline_figure(
+        tl.x,
+        tl.loss,
+        tl.smoothed,
+        n_total=tl.n_total,
+        x_axis=x_axis,
+        log_y=log_y,
+        smoothing_label=smoothing.label,
+    )
+
+
+def _timeline_patch(tl: series.TimelineCurves) -> Patch | Any:
+    if len(tl.x) == 0:
+        return no_update
+    p = Patch()
+    xs = tl.x.tolist()
+    p["data"][0]["x"].extend(xs)
+    p["data"][0]["y"].extend(tl.loss.tolist())
+    if tl.smoothed is not None:
+        p["data"][1]["x"].extend(xs)
+        p["data"][1]["y"].extend(tl.smoothed.tolist())
+    p["layout"]["annotations"][0]["text"] = figures.points_note(tl.n_shown, tl.n_total)
+    return p
+
+
+def _history_patches(hi: series.HistoryCurves) -> list:
+    out = []
+    for columns in figures.HISTORY_PANELS.values():
+        new = [
+            (i, hi.curves[c])
+            for i, c in enumerate(columns)
+            if c in hi.curves and len(hi.curves[c][0])
+        ]
+        if not new:
+            out.append(no_update)
+            continue
+        p = Patch()
+        for i, (x, y) in new:
+            p["data"][i]["x"].extend(x.tolist())
+            p["data"][i]["y"].extend(y.tolist())
+        p["layout"]["annotations"][0]["text"] = figures.points_note(hi.n_shown, hi.n_total)
+        out.append(p)
+    return out
+
+
+def update_curves(
+    run_dir: Path,
+    cursor: dict | None,
+    *,
+    smoothing: series.Smoothing,
+    x_axis: str = "step",
+    log_y: bool = False,
+    poll: bool = True,
+    max_points: int = series.DEFAULT_MAX_POINTS,
+) -> dict[str, Any]:
+    """One update of the run page's curves: Patch appends for a poll, full figures otherwise.
+
+    Args:
+        run_dir: the run directory.
+        cursor: the browser's ``run-cursor`` store (``None`` on a first load).
+        smoothing, x_axis, log_y: the page's controls.
+        poll: ``True`` for an interval tick (append if the cursor still fits), ``False``
+            to rebuild every figure (page load, a control changed).
+        max_points: points per curve after downsampling.
+
+    Returns:
+        ``{'timeline', 'loss', 'error', 'lr', 'gain'}`` each a figure, a ``Patch`` or
+        ``no_update``; ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool).
+    """
+    # status first: rows written before a final status are then read by this same update
+    header, state = status_header(run_dir)
+    store = run_dir / runs.HISTORY_DIR
+    cursor = cursor if isinstance(cursor, dict) else {}
+    out: dict[str, Any] = {"header": header, "stop": state in STOP_POLLING}
+
+    tl = None
+    if poll:
+        tl = series.poll_timeline(
+            store, cursor.get("timeline"), x_axis=x_axis, smoothing=smoothing, max_points=max_points
+        )
+    if tl is None:
+        tl = series.load_timeline(store, x_axis=x_axis, smoothing=smoothing, max_points=max_points)
+        out["timeline"] = _timeline_full(tl, smoothing, x_axis, log_y)
+    else:
+        out["timeline"] = _timeline_patch(tl)
+
+    hi = (
+        series.poll_history(store, cursor.get("history"), x_axis=x_axis, max_points=max_points)
+        if poll
+        else None
+    )
+    if hi is None:
+        hi = series.load_history(store, x_axis=x_axis, max_points=max_points)
+        out.update(
+            figures.history_figures(hi.curves, n_total=hi.n_total, x_axis=x_axis, log_y=log_y)
+        )
+    else:
+        out.update(zip(figures.HISTORY_PANELS, _history_patches(hi), strict=True))
+    out["cursor"] = {"run": run_dir.name, "timeline": tl.cursor, "history": hi.cursor}
+    return out
+
+
+@callback(
+    Output("run-graph-timeline", "figure"),
+    Output("run-graph-loss", "figure"),
+    Output("run-graph-error", "figure"),
+    Output("run-graph-lr", "figure"),
+    Output("run-graph-gain", "figure"),
+    Output("run-cursor", "data"),
+    Output("run-header", "children"),
+    Output("run-interval", "disabled"),
+    Output("run-error", "children"),
+    Input("run-interval", "n_intervals"),
+    Input("run-smoothing", "value"),
+    Input("run-ema-weight", "value"),
+    Input("run-sma-window", "value"),
+    Input("run-options", "value"),
+    Input("run-xaxis", "value"),
+    State("run-cursor", "data"),
+    State("run-name", "data"),
+)
+def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
+    root = series.app_runs_dir()
+    run_dir = series.run_dir_for(root, name)
+    if run_dir is None:
+        return (*[no_update] * 7, True, f"run {name!r} is gone from the runs directory")
+    smooth, x, log_y = _settings(smoothing, weight, window, options, x_axis)
+    poll = (
+        ctx.triggered_id == "run-interval"
+        and isinstance(cursor, dict)
+        and cursor.get("run") == name
+    )
+    try:
+        u = update_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
+    except Exception as e:  # a corrupt store must show a message, not break the page
+        return (
+            *[no_update] * 7,
+            False,
+            f"cannot read the history of {name}: {type(e).__name__}: {e}",
+        )
+    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain")]
+    return (*figs, u["cursor"], u["header"], u["stop"], "")
+
+
+# ---------------------------------------------------------------------- compare, schedules
+
+
+def compare_view(
+    root: Path,
+    name: str,
+    others: list[str],
+    column: str,
+    *,
+    x_axis: str = "step",
+    log_y: bool = False,
+):
+    """The compare figure: ``column`` of run ``name`` and of the chosen ``others``."""
+    chosen = {}
+    for n in [name, *[o for o in others if o != name]]:
+        d = series.run_dir_for(root, n)
+        if d is not None:
+            chosen[n] = d
+    curves, totals = series.compare_curves(chosen, column, x_axis=x_axis)
+    return figures.compare_figure(
+        curves, column=column, x_axis=x_axis, log_y=log_y, n_totals=totals
+    )
+
+
+@callback(
+    Output("run-graph-compare", "figure"),
+    Input("run-compare-runs", "value"),
+    Input("run-compare-column", "value"),
+    Input("run-xaxis", "value"),
+    Input("run-options", "value"),
+    State("run-name", "data"),
+)
+def _on_compare(others, column, x_axis, options, name):
+    root = series.app_runs_dir()
+    if root is None or series.run_dir_for(root, name) is None:
+        return no_update
+    column = column if column in COMPARE_COLUMNS else "valid_loss"
+    x_axis = x_axis if x_axis in series.X_AXES else "step"
+    others = [o for o in (others or []) if isinstance(o, str)]
+    try:
+        return compare_view(
+            root, name, others, column, x_axis=x_axis, log_y="logy" in (options or [])
+        )
+    except Exception as e:
+        return figures.compare_figure({}, column=f"{column} (cannot read: {e})")
+
+
+def planned_schedules(config: dict | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Planned values of every schedule in a resolved config, continued to ``n_steps``.
+
+    A schedule whose start value is not a number in ``optimiser_params`` (or whose
+    settings are malformed) is left out.
+    """
+    from trainer.schedules import Schedule
+
+    config = config or {}
+    n_steps = config.get("n_steps")
+    params = config.get("optimiser_params") or {}
+    scheds = config.get("schedules") or {}
+    if not isinstance(n_steps, int) or not isinstance(scheds, dict) or not isinstance(params, dict):
+        return {}
+    aliases = {"mom": "momentum", "wd": "weight_decay"}
+    plans = {}
+    for key, kw in scheds.items():
+        initial = params.get(key, params.get(aliases.get(key, ""), None))
+        if not isinstance(initial, int | float) or not isinstance(kw, dict):
+            continue
+        try:
+            steps, values = Schedule(**kw).plan(n_steps, float(initial))
+        except (ValueError, TypeError):
+            continue
+        if len(steps) and steps[-1] < n_steps:
+            steps, values = np.r_[steps, n_steps], np.r_[values, values[-1]]
+        plans[key] = (steps, values)
+    return plans
+
+
+@callback(
+    Output("run-graph-schedule", "figure"),
+    Input("run-name", "data"),
+    Input("run-options", "value"),
+)
+def _on_schedule(name, options):
+    root = series.app_runs_dir()
+    run_dir = series.run_dir_for(root, name)
+    if run_dir is None:
+        return no_update
+    plans = planned_schedules(runs.read_resolved_config(run_dir))
+    status = runs.read_status(run_dir)
+    try:
+        hist = series.load_history(run_dir / runs.HISTORY_DIR)
+        actual = {k: v for k, v in hist.curves.items() if k in plans}
+    except Exception:
+        actual = {}
+    return figures.schedule_figure(
+        plans,
+        actual=actual,
+        current_step=status.step if status else None,
+        log_y="logy" in (options or []),
+    )
+
+
+@callback(
+    Output("run-download", "data"),
+    Input("run-download-history", "n_clicks"),
+    Input("run-download-timeline", "n_clicks"),
+    State("run-name", "data"),
+    prevent_initial_call=True,
+)
+def _on_download(_h, _t, name):
+    root = series.app_runs_dir()
+    run_dir = series.run_dir_for(root, name)
+    if run_dir is None:
+        return no_update
+    from trainer.history import read_table, table_info
+
+    table = "timeline" if ctx.triggered_id == "run-download-timeline" else "history"
+    store = run_dir / runs.HISTORY_DIR
+    if table_info(store, table) is None:
+        return no_update
+    frame = read_table(store, table)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return dcc.send_data_frame(frame.to_csv, f"{name}-{table}-{stamp}.csv")

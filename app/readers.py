@@ -1,0 +1,256 @@
+"""Read run directories for the experiments table and the log panel; never raise.
+
+Every reader here survives a missing, corrupt or half-written file: the run still gets a
+row, with a short ``badge`` saying what is wrong. Parsed files are cached by
+(path, mtime, size, inode), so a table refresh re-reads only what changed; anything derived from
+the clock (``lost``, ETA, duration) is recomputed on every call.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.runs import (
+    CONSOLE_LOG_FILE,
+    HISTORY_DIR,
+    LOG_FILE,
+    STATUS_FILE,
+    Status,
+    effective_state,
+    iter_run_dirs,
+)
+
+LAUNCH_FILE = "launch.json"
+#: metrics the table shows, as named in status.json and in the history table
+METRICS = ("train_loss", "valid_loss", "train_err", "valid_err")
+#: most bytes read from the end of a log file for the log panel
+TAIL_BYTES = 256 * 1024
+
+
+def _stat_key(path: Path) -> tuple[str, int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    # an atomic replace makes a new inode, so this catches rewrites within one mtime tick
+    return str(path), st.st_mtime_ns, st.st_size, st.st_ino
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_json(path: str, mtime_ns: int, size: int, ino: int) -> tuple[dict | None, str | None]:
+    """(object, None) or (None, problem) for one JSON file version."""
+    name = os.path.basename(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        return None, f"cannot read {name}: {e.strerror}"
+    if not raw.strip():
+        return None, f"{name} is empty (half-written?)"
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return None, f"{name} is corrupt (not valid JSON)"
+    if not isinstance(obj, dict):
+        return None, f"{name} is corrupt (not a JSON object)"
+    return obj, None
+
+
+def read_json(path: str | os.PathLike) -> tuple[dict | None, str | None]:
+    """A JSON object file: ``(obj, None)``, ``(None, None)`` if absent, ``(None, problem)``."""
+    key = _stat_key(Path(path))
+    return (None, None) if key is None else _parse_json(*key)
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _int(value: Any) -> int | None:
+    v = _num(value)
+    return None if v is None else int(v)
+
+
+def _status_from(d: dict) -> tuple[Status, str | None]:
+    """A ``Status`` with the always-present keys type-checked; wrong types are dropped."""
+    status = Status.from_json(d)
+    problems = []
+    if status.state not in ("queued", "running", "finished", "failed", "stopped", "diverged"):
+        problems.append(f"state {status.state!r}")
+        status.state = "failed"
+    for key in ("step", "n_steps"):
+        if _int(getattr(status, key)) is None:
+            problems.append(key)
+        setattr(status, key, _int(getattr(status, key)) or 0)
+    status.pid = _int(status.pid)
+    status.heartbeat = _num(status.heartbeat) or 0.0
+    status.started = _num(status.started)
+    badge = f"status.json: bad {', '.join(problems)}" if problems else None
+    return status, badge
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_history_row(store_dir: str, mtime_ns: int) -> dict[str, float]:
+    """Last row of the history table (cached per store version); ``{}`` if unavailable."""
+    try:
+        from trainer.history import read_table, table_info
+
+        info = table_info(store_dir, "history")
+        if info is None or info.n_rows == 0:
+            return {}
+        df = read_table(store_dir, "history", start=info.n_rows - 1)
+        if len(df) == 0:
+            return {}
+        row = df.iloc[-1]
+        out = {k: _num(float(row[k])) for k in ("steps", *METRICS) if k in row.index}
+        return {k: v for k, v in out.items() if v is not None}
+    except Exception:  # a torn or foreign store must not break the table
+        return {}
+
+
+def _history_fallback(run_dir: Path) -> dict[str, float]:
+    store = run_dir / HISTORY_DIR
+    key = _stat_key(store)
+    if key is None:
+        return {}
+    # appends change the newest file, not the folder: key on the newest mtime inside
+    try:
+        newest = max((e.stat().st_mtime_ns for e in os.scandir(store)), default=key[1])
+    except OSError:
+        return {}
+    return _last_history_row(str(store), newest)
+
+
+def _config_name(run_dir: Path, status: Status | None, launch: dict | None) -> str:
+    if status is not None and isinstance(status.extra.get("config_file"), str):
+        return os.path.basename(status.extra["config_file"])
+    if launch and isinstance(launch.get("config"), str):
+        return launch["config"]
+    copies = sorted(run_dir.glob("0-*.py"))
+    return copies[0].name[2:] if copies else ""
+
+
+def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
+    """One row of the experiments table; never raises.
+
+    Keys: ``name``, ``config``, ``state`` (``lost`` derived), ``step``, ``n_steps``,
+    ``progress`` (0..100), ``eta_s``, ``it_per_s``, ``train_loss``, ``valid_loss``,
+    ``train_err``, ``valid_err``, ``device``, ``started`` (unix time), ``duration_s``,
+    ``pid``, ``error`` (the run's own error message) and ``badge`` (what is wrong with
+    the run's files, or ``None``). Missing numbers are ``None``.
+    """
+    run_dir = Path(run_dir)
+    now = time.time() if now is None else now
+    row: dict[str, Any] = dict.fromkeys(
+        ("config", "eta_s", "it_per_s", *METRICS, "device", "started", "duration_s", "pid"),
+        None,
+    )
+    row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None)
+    try:
+        _fill(row, run_dir, now)
+    except Exception as e:  # last resort: a row with a badge beats a broken page
+        row["badge"] = f"unreadable run: {type(e).__name__}: {e}"
+        row["state"] = row.get("state") or "failed"
+    return row
+
+
+def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
+    d, problem = read_json(run_dir / STATUS_FILE)
+    launch, launch_problem = read_json(run_dir / LAUNCH_FILE)
+    status = None
+    if d is not None:
+        status, problem = _status_from(d)
+    elif problem is None:
+        problem = "no status.json"
+    row["badge"] = problem or (launch_problem and f"{launch_problem}")
+    row["config"] = _config_name(run_dir, status, launch)
+    if status is None:
+        row["state"] = "unknown"
+        return
+
+    state = effective_state(status, now)
+    extra = status.extra
+    row.update(state=state, step=status.step, n_steps=status.n_steps, pid=status.pid)
+    row["error"] = status.error if isinstance(status.error, str) else None
+    row["started"] = status.started
+    row["device"] = str((launch or {}).get("assigned_device") or extra.get("device") or "") or None
+    for k in METRICS:
+        row[k] = _num(extra.get(k))
+    if any(row[k] is None for k in METRICS) and state != "queued":
+        last = _history_fallback(run_dir)
+        for k in METRICS:
+            row[k] = row[k] if row[k] is not None else last.get(k)
+    if status.n_steps > 0:
+        row["progress"] = round(min(100.0, 100.0 * status.step / status.n_steps), 1)
+    row["it_per_s"] = _num(extra.get("it_per_s"))
+    if state == "running":
+        eta = _num(extra.get("eta_s"))
+        if eta is None and row["it_per_s"] and status.n_steps:
+            eta = max(0.0, status.n_steps - status.step) / row["it_per_s"]
+        row["eta_s"] = eta
+    if status.started:
+        end = _num(extra.get("ended"))
+        if end is None:
+            end = now if state == "running" else (status.heartbeat or None)
+        row["duration_s"] = max(0.0, end - status.started) if end else None
+
+
+def list_runs(runs_dir: str | os.PathLike, now: float | None = None) -> list[dict[str, Any]]:
+    """``run_summary`` of every run directory under ``runs_dir``, newest first.
+
+    A run directory is a folder with ``status.json``, ``config.json`` or ``launch.json``.
+    """
+    root = Path(runs_dir)
+    try:
+        dirs = set(iter_run_dirs(root))
+        dirs |= {
+            p.parent for p in root.glob(f"*/{LAUNCH_FILE}") if not p.parent.name.startswith(".")
+        }
+    except OSError:  # the folder vanished or is unreadable: show no runs rather than fail
+        return []
+    now = time.time() if now is None else now
+    rows = [run_summary(p, now) for p in dirs]
+    rows.sort(key=lambda r: (r["started"] or _ctime(root / r["name"]), r["name"]), reverse=True)
+    return rows
+
+
+def _ctime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def log_path(run_dir: str | os.PathLike) -> Path | None:
+    """The log to show for a run: ``train.log``, else ``console.log``, else ``None``."""
+    for name in (LOG_FILE, CONSOLE_LOG_FILE):
+        p = Path(run_dir) / name
+        if p.is_file():
+            return p
+    return None
+
+
+def tail_lines(path: str | os.PathLike, n: int = 200, max_bytes: int = TAIL_BYTES) -> list[str]:
+    """The last ``n`` lines of a text file, reading at most ``max_bytes`` from its end.
+
+    Returns ``[]`` for a missing file. A partial first line (cut by ``max_bytes``) is dropped.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            start = max(0, size - max_bytes)
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError:
+        return []
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0 and lines:
+        lines = lines[1:]
+    return lines[-n:] if n > 0 else []

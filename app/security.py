@@ -1,0 +1,398 @@
+"""The dashboard's safety rules: what may be launched, under which name, and who may ask.
+
+Pure checks (config paths, overrides, run names, devices, bind addresses) and one WSGI
+middleware (Host header allow-list against DNS rebinding, optional HTTP basic auth).
+Nothing here imports Dash, so the launcher and tests can use it alone.
+
+Example:
+    >>> validate_overrides({"n_steps": "200", "lr": 0.01})
+    {'n_steps': 200, 'lr': 0.01}
+    >>> sanitize_run_name("my run/../x")
+    'my_run_.._x'
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import math
+import os
+import re
+import socket
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+#: most characters a run name may have
+MAX_RUN_NAME = 100
+
+_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_DEVICE = re.compile(r"cuda:(\d{1,3})")
+
+
+class LaunchError(ValueError):
+    """A launch request was refused; ``field`` names the offending form field.
+
+    Attributes:
+        field: ``config``, ``device``, ``n_steps``, ``batch_size``, ``lr``, ``save_name``
+            or ``run`` (for stop/resume/delete).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class UnsafeBindError(RuntimeError):
+    """Serving on a non-loopback address without authentication was refused."""
+
+
+# ---------------------------------------------------------------------------------------
+# configs
+
+
+def list_configs(configs_dir: str | os.PathLike) -> list[str]:
+    """Names of the launchable config files (``*.py`` directly in ``configs_dir``).
+
+    Files starting with ``_`` or ``.`` and symlinks that point outside the folder are left
+    out, so the form only offers what ``resolve_config`` accepts.
+    """
+    root = Path(configs_dir)
+    if not root.is_dir():
+        return []
+    names = []
+    for p in sorted(root.glob("*.py")):
+        if p.name.startswith(("_", ".")):
+            continue
+        try:
+            resolve_config(root, p.name)
+        except LaunchError:
+            continue
+        names.append(p.name)
+    return names
+
+
+def resolve_config(configs_dir: str | os.PathLike, name: str) -> Path:
+    """The absolute path of config ``name`` if it is a ``*.py`` file inside ``configs_dir``.
+
+    ``name`` may be relative to ``configs_dir`` or absolute; either way the fully resolved
+    path (symlinks followed) must lie inside the resolved ``configs_dir``.
+
+    Raises:
+        LaunchError: (field ``config``) for an empty name, a path outside the folder
+            (``../x.py``, ``/etc/x.py``, a symlink pointing out), a non-``.py`` file or a
+            missing file.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise LaunchError("config", "config: choose a config file")
+    if "\x00" in name:
+        raise LaunchError("config", "config: the name contains a NUL character")
+    root = Path(configs_dir).resolve()
+    candidate = Path(name) if os.path.isabs(name) else root / name
+    path = candidate.resolve()
+    if not path.is_relative_to(root):
+        raise LaunchError(
+            "config",
+            f"config: {name!r} is outside the configs folder {root}; "
+            "only files inside it can be launched",
+        )
+    if path.suffix != ".py":
+        raise LaunchError("config", f"config: {name!r} is not a .py file")
+    if not path.is_file():
+        raise LaunchError("config", f"config: {name!r} does not exist in {root}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# overrides
+
+#: override name -> (type, lowest, highest, lowest is exclusive)
+OVERRIDE_RULES: dict[str, tuple[type, float, float, bool]] = {
+    "n_steps": (int, 1, 10**9, False),
+    "batch_size": (int, 1, 1024, False),
+    "lr": (float, 0.0, 10.0, True),
+}
+
+
+def validate_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Typed, range-checked overrides; empty values (``None``, ``''``) are dropped.
+
+    Accepted keys: ``n_steps`` (int 1..10^9), ``batch_size`` (int 1..1024),
+    ``lr`` (float, 0 < lr <= 10) and ``save_name`` (see ``sanitize_run_name``).
+    Numbers may arrive as strings from a form.
+
+    Raises:
+        LaunchError: naming the field, the value and the allowed range.
+    """
+    out: dict[str, Any] = {}
+    for key, value in (overrides or {}).items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if key == "save_name":
+            out[key] = sanitize_run_name(value)
+        elif key in OVERRIDE_RULES:
+            out[key] = _check_number(key, value, *OVERRIDE_RULES[key])
+        else:
+            known = ", ".join([*OVERRIDE_RULES, "save_name"])
+            raise LaunchError(key, f"{key}: unknown override; allowed: {known}")
+    return out
+
+
+def _check_number(key: str, value: Any, kind: type, lo: float, hi: float, lo_open: bool) -> Any:
+    expected = "an integer" if kind is int else "a number"
+    if isinstance(value, bool):
+        raise LaunchError(key, f"{key}: expected {expected}, got {value!r}")
+    try:
+        number = float(value.strip()) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        raise LaunchError(key, f"{key}: expected {expected}, got {value!r}") from None
+    if not math.isfinite(number):
+        raise LaunchError(key, f"{key}: expected a finite number, got {value!r}")
+    if kind is int:
+        if number != int(number):
+            raise LaunchError(key, f"{key}: expected an integer, got {value!r}")
+        number = int(number)
+    too_low = number <= lo if lo_open else number < lo
+    if too_low or number > hi:
+        low = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        raise LaunchError(key, f"{key}: {value!r} is out of range; expected {low} and <= {hi:g}")
+    return number
+
+
+def sanitize_run_name(name: Any) -> str:
+    """A safe directory name: ``[A-Za-z0-9._-]``, at most 100 characters, no leading dot.
+
+    Runs of other characters become one ``_``; leading dots are stripped.
+
+    Raises:
+        LaunchError: (field ``save_name``) if nothing usable is left.
+    """
+    text = _NAME_BAD_CHARS.sub("_", str(name).strip()).lstrip(".")[:MAX_RUN_NAME]
+    if not text.strip("_-."):
+        raise LaunchError(
+            "save_name", f"save_name: {name!r} has no usable characters (use A-Z a-z 0-9 . _ -)"
+        )
+    return text
+
+
+def check_run_name(name: Any) -> str:
+    """``name`` itself if it is already a valid run name (for stop/resume/delete requests).
+
+    Raises:
+        LaunchError: (field ``run``) for anything ``sanitize_run_name`` would change.
+    """
+    if not isinstance(name, str) or not name:
+        raise LaunchError("run", "run: no run selected")
+    try:
+        clean = sanitize_run_name(name)
+    except LaunchError:
+        clean = None
+    if clean != name:
+        raise LaunchError("run", f"run: {name!r} is not a valid run name")
+    return name
+
+
+def validate_device(device: Any, gpus: Iterable[int]) -> str:
+    """``auto``, ``cpu`` or ``cuda:N`` for a GPU index in ``gpus``.
+
+    Raises:
+        LaunchError: (field ``device``) for anything else.
+    """
+    gpus = list(gpus)
+    if device in (None, ""):
+        return "auto"
+    if device in ("auto", "cpu"):
+        return device
+    m = _DEVICE.fullmatch(str(device))
+    if m and int(m.group(1)) in gpus:
+        return f"cuda:{int(m.group(1))}"
+    choices = ", ".join(["auto", "cpu", *(f"cuda:{i}" for i in gpus)])
+    raise LaunchError("device", f"device: {device!r} is not available; choose one of {choices}")
+
+
+# ---------------------------------------------------------------------------------------
+# network
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, users: Mapping[str, str] | None) -> None:
+    """Refuse to serve on a non-loopback address unless basic auth is configured.
+
+    Raises:
+        UnsafeBindError: with what to do about it.
+    """
+    if not is_loopback_host(host) and not users:
+        raise UnsafeBindError(
+            f"refusing to serve on {host!r} without authentication: anyone who can reach it "
+            "could launch processes on this machine. Configure basic auth with --auth-file FILE "
+            "or the VOXELBOARD_AUTH environment variable (lines of user:password), "
+            "or serve on 127.0.0.1."
+        )
+
+
+def allowed_hosts_for(host: str, port: int) -> set[str]:
+    """Host header values a browser may send to reach ``host:port``.
+
+    Always the loopback names with the port; plus ``host`` itself; for a wildcard bind
+    (``0.0.0.0``, ``::``) also this machine's name and interface addresses.
+    """
+    names = {"localhost", "127.0.0.1", "::1", host.strip("[]").lower()}
+    if host in ("0.0.0.0", "::", ""):
+        names |= _local_names()
+    names.discard("")
+    return {_with_port(n, port) for n in names} | (names if port == 80 else set())
+
+
+def _with_port(name: str, port: int) -> str:
+    return f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+
+
+def _local_names() -> set[str]:
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    try:
+        import psutil
+
+        for addrs in psutil.net_if_addrs().values():
+            for a in addrs:
+                if a.family in (socket.AF_INET, socket.AF_INET6):
+                    names.add(a.address.split("%")[0].lower())
+    except Exception:  # interface listing is a convenience, never a reason to fail
+        pass
+    return names
+
+
+def default_allowed_hosts() -> set[str]:
+    """Loopback names on any port: what ``create_app`` allows when not told otherwise."""
+    return {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def host_allowed(host_header: str, allowed: set[str]) -> bool:
+    """True if the Host header is in ``allowed`` (entries with or without a port).
+
+    An entry without a port allows that name on any port.
+    """
+    host = (host_header or "").strip().lower()
+    if not host:
+        return False
+    if host in allowed:
+        return True
+    name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return name in allowed or name.strip("[]") in allowed
+
+
+# ---------------------------------------------------------------------------------------
+# authentication
+
+
+def parse_auth(text: str, source: str) -> dict[str, str]:
+    """Users from ``user:password`` lines; blank lines and ``#`` comments are skipped.
+
+    Raises:
+        ValueError: naming ``source`` and the line number of a malformed line.
+    """
+    users: dict[str, str] = {}
+    for i, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"{source}, line {i}: expected 'user:password'")
+        users[user] = password
+    if not users:
+        raise ValueError(f"{source}: no 'user:password' line found")
+    return users
+
+
+def load_auth(
+    auth_file: str | os.PathLike | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str] | None:
+    """Users for basic auth from ``auth_file`` or the ``VOXELBOARD_AUTH`` variable.
+
+    The file wins over the variable; the variable holds the lines themselves. ``None``
+    when neither is set.
+
+    Raises:
+        ValueError: for an unreadable file or a malformed line (naming file and line).
+    """
+    environ = os.environ if environ is None else environ
+    if auth_file:
+        try:
+            text = Path(auth_file).read_text()
+        except OSError as e:
+            raise ValueError(f"cannot read auth file {auth_file}: {e.strerror}") from None
+        return parse_auth(text, str(auth_file))
+    if environ.get("VOXELBOARD_AUTH"):
+        return parse_auth(environ["VOXELBOARD_AUTH"], "VOXELBOARD_AUTH")
+    return None
+
+
+class GuardMiddleware:
+    """WSGI middleware: Host allow-list (400 otherwise) and optional basic auth (401).
+
+    It wraps the whole application, so static files, callbacks and pages are all covered.
+    Passwords are compared in constant time; a malformed Authorization header is a 401,
+    never a server error.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        allowed_hosts: set[str] | None = None,
+        users: Mapping[str, str] | None = None,
+    ) -> None:
+        self.app = app
+        self.allowed_hosts = {h.lower() for h in (allowed_hosts or default_allowed_hosts())}
+        self.users = dict(users or {})
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        host = environ.get("HTTP_HOST") or ""
+        if not host_allowed(host, self.allowed_hosts):
+            return _plain(start_response, "400 Bad Request", f"unexpected Host header {host!r}\n")
+        if self.users and not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
+            return _plain(
+                start_response,
+                "401 Unauthorized",
+                "login required\n",
+                [("WWW-Authenticate", 'Basic realm="VoxelBoard", charset="UTF-8"')],
+            )
+        return self.app(environ, start_response)
+
+    def _authorized(self, header: str) -> bool:
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            return False
+        expected = self.users.get(user)
+        if not sep or expected is None:
+            # compare anyway so an unknown user costs the same time as a wrong password
+            hmac.compare_digest(password.encode(), password.encode())
+            return False
+        return hmac.compare_digest(password.encode(), expected.encode())
+
+
+def _plain(
+    start_response: Callable, status: str, body: str, headers: list | None = None
+) -> list[bytes]:
+    data = body.encode()
+    start_response(
+        status,
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(data)))]
+        + (headers or []),
+    )
+    return [data]

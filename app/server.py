@@ -1,0 +1,99 @@
+"""Serve the dashboard: ``python run.py`` / ``python run.py dashboard`` end up in ``serve``.
+
+One process, several threads (waitress): the launcher, its queue and its children belong to
+one process, so the dashboard must not be forked into several workers (see
+docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from app.security import UnsafeBindError, allowed_hosts_for, check_bind, load_auth
+
+log = logging.getLogger(__name__)
+
+#: waitress worker threads: enough for a handful of browsers polling every 2 s
+THREADS = 8
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    runs_dir: str | os.PathLike = "runs",
+    configs_dir: str | os.PathLike = "examples",
+    data_dir: str | os.PathLike = "data",
+    read_only: bool = False,
+    demo: bool = False,
+    auth_file: str | os.PathLike | None = None,
+    debug: bool = False,
+) -> None:
+    """Run the dashboard until interrupted.
+
+    Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
+    or the ``VOXELBOARD_AUTH`` variable) exits with status 2 before anything else happens.
+    Then creates the demo data if missing, builds the app and serves it with waitress
+    (or Flask's debug server with ``debug=True``).
+
+    Raises:
+        SystemExit: with status 2 for an unsafe bind or an unreadable auth file.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        users = load_auth(auth_file)
+        check_bind(host, users)
+    except (UnsafeBindError, ValueError) as e:
+        print(f"voxelboard: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+    _ensure_demo_data(data_dir)
+
+    from app import app_context, create_app
+
+    extra_hosts = {
+        h.strip().lower() for h in os.environ.get("VOXELBOARD_ALLOWED_HOSTS", "").split(",")
+    }
+    allowed = allowed_hosts_for(host, port) | (extra_hosts - {""})
+    app = create_app(
+        runs_dir,
+        configs_dir,
+        data_dir,
+        read_only=read_only,
+        demo=demo,
+        auth=users,
+        allowed_hosts=allowed,
+    )
+    url_host = f"[{host}]" if ":" in host else host
+    print(
+        f"VoxelBoard on http://{url_host}:{port}/  (runs: {Path(runs_dir).absolute()}, "
+        f"configs: {Path(configs_dir).absolute()}{', read-only' if read_only else ''})",
+        flush=True,
+    )
+    try:
+        if debug:
+            # no reloader: a second process would start a second launcher
+            app.run(host=host, port=port, debug=True, use_reloader=False)
+        else:
+            import waitress
+
+            waitress.serve(app.server, host=host, port=port, threads=THREADS, ident="VoxelBoard")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app_context(app).close()
+
+
+def _ensure_demo_data(data_dir: str | os.PathLike) -> None:
+    """Create the synthetic demo data set on first start (takes a few seconds)."""
+    try:
+        from trainer.synthetic import ensure_demo_data
+    except ImportError as e:
+        log.warning("demo data not created (%s); the demo config will not find its data", e)
+        return
+    try:
+        ensure_demo_data(data_dir)
+    except Exception as e:  # the dashboard is still useful without the demo data
+        log.exception("could not create demo data in %s: %s", data_dir, e)

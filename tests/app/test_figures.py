@@ -1,0 +1,195 @@
+"""Figure builders: trace layout, point-count note, axes, and the preview images' pixels."""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+
+import numpy as np
+import pytest
+
+from app import figures
+
+
+def decode_png(uri: str) -> np.ndarray:
+    """Decode the PNGs ``png_data_uri`` writes (8-bit grey or RGB, filter 0) back to pixels."""
+    prefix = "data:image/png;base64,"
+    assert uri.startswith(prefix)
+    data = base64.b64decode(uri[len(prefix) :])
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        tag, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
+        assert crc == zlib.crc32(tag + body)
+        if tag == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif tag == b"IDAT":
+            idat += body
+        pos += 12 + length
+    w, h, depth, colour_type = header[:4]
+    channels = {0: 1, 2: 3}[colour_type]
+    assert depth == 8
+    rows = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
+    assert (rows[:, 0] == 0).all()
+    img = rows[:, 1:].reshape(h, w, channels)
+    return img[..., 0] if channels == 1 else img
+
+
+@pytest.mark.parametrize(
+    ("shown", "total", "text"),
+    [
+        (2000, 1_000_000, "showing 2,000 of 1,000,000 points"),
+        (5, 5, "5 points"),
+        (0, 0, "0 points"),
+    ],
+)
+def test_points_note(shown, total, text):
+    assert figures.points_note(shown, total) == text
+
+
+def test_timeline_figure_traces_note_and_log_axis():
+    x = np.arange(0, 1000, 10)
+    loss = 1.0 / (1 + x)
+    fig = figures.timeline_figure(
+        x, loss, loss * 0.9, n_total=1000, log_y=True, smoothing_label="EMA 0.6"
+    )
+    assert [t.name for t in fig.data] == ["loss", "EMA 0.6"]
+    assert len(fig.data[0].x) == len(fig.data[1].y) == 100
+    assert fig.data[0].opacity < 1  # the raw curve is faded under the smoothed one
+    assert fig.layout.annotations[0].text == "showing 100 of 1,000 points"
+    assert fig.layout.yaxis.type == "log"
+    assert fig.layout.uirevision == "timeline"
+    # plain lists: a Dash Patch can extend them in the browser, typed-array blobs it cannot
+    assert isinstance(fig.to_plotly_json()["data"][0]["x"], list)
+
+
+def test_timeline_without_smoothing_keeps_an_empty_second_trace():
+    fig = figures.timeline_figure(np.arange(3), np.ones(3))
+    assert len(fig.data) == 2 and len(fig.data[1].x) == 0
+    assert fig.layout.annotations[0].text == "3 points"
+    assert fig.layout.yaxis.type == "linear"
+
+
+@pytest.mark.parametrize(
+    ("x", "loss", "smoothed", "match"),
+    [
+        (np.arange(3), np.ones(4), None, "x and loss differ"),
+        (np.arange(3), np.ones(3), np.ones(2), "x and smoothed differ"),
+    ],
+)
+def test_timeline_figure_rejects_mismatched_arrays(x, loss, smoothed, match):
+    with pytest.raises(ValueError, match=match):
+        figures.timeline_figure(x, loss, smoothed)
+
+
+def test_history_figures_panels_traces_and_axes():
+    x = np.arange(10) * 100
+    curves = {c: (x, np.linspace(1, 0.1, 10)) for c in ("train_loss", "valid_loss", "lr", "mom")}
+    curves["loss_gain"] = (x, np.linspace(-0.1, 0.1, 10))
+    figs = figures.history_figures(curves, n_total=40, log_y=True, x_axis="time")
+    assert set(figs) == {"loss", "error", "lr", "gain"}
+    assert [t.name for t in figs["loss"].data] == ["train loss", "valid loss"]
+    assert [t.name for t in figs["error"].data] == ["train error", "valid error"]
+    assert [len(t.x) for t in figs["error"].data] == [0, 0]  # missing columns: empty traces
+    assert figs["lr"].data[1].yaxis == "y2" and figs["lr"].layout.yaxis2.overlaying == "y"
+    assert figs["loss"].layout.annotations[0].text == "showing 10 of 40 points"
+    assert figs["loss"].layout.yaxis.type == "log"
+    assert figs["gain"].layout.yaxis.type == "linear"  # loss gain may be negative
+    assert figs["loss"].layout.xaxis.title.text == "training time (s)"
+
+
+def test_history_figure_rejects_unknown_panel():
+    with pytest.raises(ValueError, match="unknown history panel 'speed'"):
+        figures.history_figure("speed", {})
+
+
+def test_compare_figure_one_trace_per_run():
+    curves = {"a": (np.arange(5), np.ones(5)), "b": (np.arange(3), np.zeros(3))}
+    fig = figures.compare_figure(curves, column="valid_loss", n_totals={"a": 50, "b": 3})
+    assert [t.name for t in fig.data] == ["a", "b"]
+    assert [len(t.y) for t in fig.data] == [5, 3]
+    assert fig.data[0].line.color != fig.data[1].line.color
+    assert fig.layout.annotations[0].text == "showing 8 of 53 points"
+    assert "valid loss" in fig.layout.title.text
+    assert figures.compare_figure({}).layout.annotations[0].text == "choose runs to compare"
+
+
+def test_schedule_figure_rows_plans_and_logged_values():
+    plans = {
+        "lr": (np.array([0, 1000, 2000]), np.array([0.1, 0.05, 0.05])),
+        "mom": (np.array([0, 2000]), np.array([0.9, 0.9])),
+    }
+    fig = figures.schedule_figure(
+        plans, actual={"lr": (np.array([500]), np.array([0.1]))}, current_step=700
+    )
+    assert [t.name for t in fig.data] == [
+        "learning rate (planned)",
+        "learning rate (logged)",
+        "momentum (planned)",
+    ]
+    assert fig.data[0].line.shape == "hv"  # values hold until the next update point
+    assert fig.data[2].yaxis == "y2"  # one row per scheduled parameter
+    assert any(s.type == "line" and s.x0 == 700 for s in fig.layout.shapes)
+
+
+def test_schedule_figure_without_schedules_says_so():
+    fig = figures.schedule_figure({})
+    assert len(fig.data) == 0
+    assert "no schedules" in fig.layout.annotations[0].text
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (5, 3, 3)])
+def test_png_round_trip(shape):
+    img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    assert np.array_equal(decode_png(figures.png_data_uri(img)), img)
+
+
+@pytest.mark.parametrize(
+    ("img", "match"),
+    [(np.zeros((2, 2)), "uint8"), (np.zeros((2, 2, 4), np.uint8), r"\(h, w\) or \(h, w, 3\)")],
+)
+def test_png_rejects_other_pixels(img, match):
+    with pytest.raises(ValueError, match=match):
+        figures.png_data_uri(img)
+
+
+def test_overlay_blends_class_colour_by_probability_and_opacity():
+    raw = np.full((2, 2), 0.5)
+    prob = np.array([[0.0, 1.0], [0.5, 1.0]])
+    colour = (255, 0, 0)
+    rgb = figures.overlay_rgb(raw, prob, opacity=1.0, colour=colour)
+    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
+    assert rgb[0, 0].tolist() == [128, 128, 128]  # no probability: raw grey
+    assert rgb[0, 1].tolist() == [255, 0, 0]  # certain, full opacity: the class colour
+    assert rgb[1, 0].tolist() == [191, 64, 64]  # half way
+    assert np.array_equal(figures.overlay_rgb(raw, prob, 0.0, colour)[..., 0], np.full((2, 2), 128))
+
+
+def test_preview_figure_overlay_and_side_by_side():
+    raw = np.linspace(0, 1, 12).reshape(3, 4)
+    prob = np.zeros((3, 4))
+    fig = figures.preview_figure(raw, prob, 0.5, "overlay", title="step 10")
+    assert len(fig.data) == 1 and fig.data[0].type == "image"
+    pixels = decode_png(fig.data[0].source)
+    assert pixels.shape == (3, 4, 3)
+    assert np.array_equal(pixels[..., 0], (raw * 255 + 0.5).astype(np.uint8))
+    side = figures.preview_figure(raw, np.ones((3, 4)), 0.5, "side")
+    assert [t.name for t in side.data] == ["raw", "probability"]
+    assert decode_png(side.data[0].source).shape == (3, 4)
+    assert decode_png(side.data[1].source).shape == (3, 4, 3)
+
+
+@pytest.mark.parametrize(
+    ("raw", "prob", "mode", "match"),
+    [
+        (np.zeros((3, 4)), np.zeros((4, 3)), "overlay", "equal in shape"),
+        (np.zeros((2, 3, 4)), np.zeros((2, 3, 4)), "overlay", "2-d"),
+        (np.zeros((3, 4)), np.zeros((3, 4)), "blend", "unknown preview mode 'blend'"),
+    ],
+)
+def test_preview_figure_rejects_bad_input(raw, prob, mode, match):
+    with pytest.raises(ValueError, match=match):
+        figures.preview_figure(raw, prob, 0.5, mode)

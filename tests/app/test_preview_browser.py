@@ -1,0 +1,119 @@
+"""Preview page: reading preview files, clear errors for bad ones, and the z slider in Chromium."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from selenium.webdriver.common.keys import Keys
+
+from app import create_app
+from trainer.runs import Status, write_status
+
+RUN = "prev-run"
+
+
+def write_preview(run_dir, step: int, shape=(6, 16, 20), n_classes: int = 2, n_blocks: int = 1):
+    """A preview file in the documented format; plane z of the raw data is uniform grey z / nz."""
+    d = run_dir / "previews"
+    d.mkdir(exist_ok=True)
+    path = d / f"preview-{step:08d}.h5"
+    nz = shape[0]
+    with h5py.File(path, "w") as f:
+        f.attrs.update(step=step, hours=step / 3600.0, n_classes=n_classes, save_name=run_dir.name)
+        for b in range(n_blocks):
+            g = f.create_group(f"block{b}")
+            raw = np.broadcast_to((np.arange(nz) / nz)[:, None, None], shape).astype(np.float32)
+            prob = np.zeros((n_classes, *shape), np.float16)
+            prob[1 % n_classes, :, :, : shape[2] // 2] = min(1.0, step / 1000)
+            prob[0] = 1 - prob[1 % n_classes]
+            g["raw"], g["prob"] = raw, prob
+            g.attrs.update(source=f"synthetic.h5:raw{b}", z0=100)
+    return path
+
+
+@pytest.fixture
+def preview_app(tmp_path):
+    run_dir = tmp_path / "runs" / RUN
+    run_dir.mkdir(parents=True)
+    write_status(run_dir, Status(state="finished", step=1000, n_steps=1000))
+    files = [write_preview(run_dir, 500), write_preview(run_dir, 1000, n_blocks=2)]
+    app = create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+    return app, sys.modules["app.pages.preview"], run_dir, files
+
+
+def test_meta_and_block_reads_follow_the_format_and_the_cache_sees_rewrites(preview_app):
+    _app, page, run_dir, files = preview_app
+    meta = page.read_meta(files[1])
+    assert (meta.step, meta.n_classes, list(meta.blocks)) == (1000, 2, ["block0", "block1"])
+    assert meta.blocks["block0"] == (6, 16, 20) and meta.z0["block0"] == 100
+    raw, prob = page.read_block(files[0], "block0")
+    assert raw.dtype == prob.dtype == np.float32 and prob.shape == (2, 6, 16, 20)
+    assert page.read_block(files[0], "block0")[0] is raw  # cached
+    write_preview(run_dir, 500, shape=(4, 8, 8))  # rewritten in place: new mtime, new decode
+    os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert page.read_block(files[0], "block0")[0].shape == (4, 8, 8)
+    fig = page.render_preview(files[1], "block1", z=99, cls=1, opacity=0.5, mode="side")
+    assert "z 105" in fig.layout.title.text  # z clamped to the last plane, shown as z0 + z
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"not an h5 file", "cannot read preview file"),
+        (None, "holds no block0"),
+    ],
+)
+def test_unreadable_preview_files_raise_a_clear_error(preview_app, content, match):
+    _app, page, run_dir, _files = preview_app
+    path = run_dir / "previews" / "preview-00002000.h5"
+    if content is None:
+        with h5py.File(path, "w") as f:
+            f.attrs["step"] = 2000
+    else:
+        path.write_bytes(content)
+    with pytest.raises(page.PreviewError, match=match):
+        page.read_meta(path)
+    with pytest.raises(page.PreviewError, match="is gone"):
+        page.read_meta(run_dir / "previews" / "preview-00009999.h5")
+
+
+def _image_src(dash_duo) -> str | None:
+    return dash_duo.driver.execute_script(
+        "const g = document.querySelector('#prev-graph .js-plotly-plot');"
+        "return g && g.data && g.data.length ? g.data[0].source : null;"
+    )
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.browser
+def test_moving_the_z_slider_changes_the_image(dash_duo, preview_app):
+    app, _page, run_dir, _files = preview_app
+    (run_dir / "previews" / "preview-00002000.h5").write_bytes(b"corrupt")
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/preview?z=abc")
+    # the newest preview is corrupt: a message naming it, not a traceback
+    dash_duo.wait_for_contains_text("#prev-file-label", "preview-00002000.h5", timeout=20)
+    dash_duo.wait_for_contains_text("#prev-message", "cannot read preview file", timeout=20)
+    # step back to the previous preview with the keyboard on the preview slider
+    dash_duo.find_element("#prev-file [role='slider']").send_keys(Keys.ARROW_LEFT)
+    dash_duo.wait_for_contains_text("#prev-file-label", "step 1,000", timeout=20)
+    assert _wait(lambda: (_image_src(dash_duo) or "").startswith("data:image/png"))
+    before = _image_src(dash_duo)
+    dash_duo.find_element("#prev-z [role='slider']").send_keys(Keys.ARROW_RIGHT)
+    assert _wait(lambda: _image_src(dash_duo) not in (None, before)), "the image did not change"
+    dash_duo.wait_for_contains_text("#prev-graph", "z 104")

@@ -1,0 +1,155 @@
+"""Run page: live curves in a real Chromium, and the poll's Patch answer without a browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import plotly
+import pytest
+from dash import Patch, no_update
+
+from app import create_app
+from app.series import Smoothing
+from trainer.history import HistoryTracker
+from trainer.runs import Status, atomic_write_json, write_status
+
+RUN = "demo-run"
+
+
+def make_run(runs_dir, name: str = RUN, n_timeline: int = 50, n_history: int = 3) -> HistoryTracker:
+    """A running run (this process is its 'trainer') with a history store; returns its tracker."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    write_status(
+        run_dir,
+        Status(
+            state="running",
+            step=n_timeline,
+            n_steps=1000,
+            pid=os.getpid(),
+            heartbeat=time.time() + 3600,
+            started=time.time(),
+            extra={"device": "cpu", "it_per_s": 12.5},
+        ),
+    )
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "n_steps": 1000,
+            "optimiser_params": {"lr": 0.01, "mom": 0.9},
+            "schedules": {"lr": {"dec": 0.5, "period": 250}},
+        },
+    )
+    tracker = HistoryTracker(run_dir / "history")
+    add_timeline(tracker, 0, n_timeline)
+    for i in range(n_history):
+        tracker.update_history(
+            [10 * i, i, 1.0 / (i + 1), 1.2 / (i + 1), 0.1, 0.3, 0.4, 0.01, 0.9, 0.0]
+        )
+    return tracker
+
+
+def add_timeline(tracker: HistoryTracker, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        tracker.update_timeline([0.1 * i, 1.0 / (1 + 0.05 * i), 0.5])
+
+
+def build_app(tmp_path):
+    return create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+
+
+@pytest.fixture
+def run_page(tmp_path):
+    """The app, the page module its pages were loaded as, and the run's tracker."""
+    tracker = make_run(tmp_path / "runs")
+    app = build_app(tmp_path)
+    yield app, sys.modules["app.pages.run"], tracker
+    tracker.close()
+
+
+def test_poll_answers_a_small_patch_with_only_the_new_row(run_page, tmp_path):
+    _app, page, tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    smoothing = Smoothing("ema", 0.6)
+    full = page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+    assert full["timeline"].layout.annotations[0].text == "50 points"
+    assert full["header"] and not full["stop"]
+    add_timeline(tracker, 50, 51)
+    up = page.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
+    assert isinstance(up["timeline"], Patch)
+    ops = up["timeline"].to_plotly_json()["operations"]
+    extended = {
+        tuple(op["location"]): op["params"]["value"] for op in ops if op["operation"] == "Extend"
+    }
+    assert extended[("data", 0, "x")] == [50]
+    assert len(extended[("data", 1, "y")]) == 1
+    assert all(up[p] is no_update for p in ("loss", "error", "lr", "gain"))  # no new history rows
+    assert up["cursor"]["timeline"]["rows"] == 51
+    size = len(
+        json.dumps([up["timeline"], up["cursor"], up["header"]], cls=plotly.utils.PlotlyJSONEncoder)
+    )
+    assert size < 10_000
+    write_status(run_dir, Status(state="finished", step=51, n_steps=1000))
+    assert page.update_curves(run_dir, up["cursor"], smoothing=smoothing)["stop"]
+
+
+def test_planned_schedules_follow_the_resolved_config(run_page):
+    _app, page, _tracker = run_page
+    plans = page.planned_schedules(
+        {
+            "n_steps": 600,
+            "optimiser_params": {"lr": 0.1},
+            "schedules": {"lr": {"dec": 0.5, "period": 250}, "mom": {"dec": 0.9}},
+        }
+    )
+    assert list(plans) == ["lr"]  # mom has no start value in optimiser_params
+    steps, values = plans["lr"]
+    assert steps.tolist() == [0, 250, 500, 600] and values.tolist() == [0.1, 0.05, 0.025, 0.025]
+    assert page.planned_schedules(None) == {}
+
+
+def _points(dash_duo, graph_id: str) -> int:
+    return dash_duo.driver.execute_script(
+        f"const g = document.querySelector('#{graph_id} .js-plotly-plot');"
+        "return g && g.data && g.data.length ? g.data[0].x.length : -1;"
+    )
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@pytest.mark.browser
+def test_run_page_streams_new_points(dash_duo, run_page):
+    app, _page, tracker = run_page
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}?odd=1&x=%2F..")
+    dash_duo.wait_for_text_to_equal("#run-state", "running", timeout=20)
+    assert _wait(lambda: _points(dash_duo, "run-graph-timeline") == 50)
+    assert _points(dash_duo, "run-graph-loss") == 3
+    dash_duo.wait_for_contains_text("#run-graph-timeline", "50 points")
+    add_timeline(tracker, 50, 75)
+    assert _wait(lambda: _points(dash_duo, "run-graph-timeline") == 75), _points(
+        dash_duo, "run-graph-timeline"
+    )
+    dash_duo.wait_for_contains_text("#run-graph-timeline", "75 points")
+    dash_duo.wait_for_contains_text("#run-progress", "12.50 it/s")
+    assert dash_duo.get_logs() == [] or all(e["level"] != "SEVERE" for e in dash_duo.get_logs())
+
+
+@pytest.mark.browser
+def test_unknown_run_shows_a_message(dash_duo, run_page):
+    app, _page, _tracker = run_page
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run")
+    dash_duo.wait_for_contains_text("#run-missing", "There is no run named 'no-such-run'")
