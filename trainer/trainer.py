@@ -333,8 +333,9 @@ class Trainer:
 
     def _smoothed_loss(self) -> float:
         n = int(getattr(self.exp_config, "loss_smoothing_length", 200))
-        tl = self.tracker.timeline
-        return float(tl["loss"].iloc[-n:].mean()) if len(tl) else math.nan
+        if self.tracker.n_rows("timeline") == 0:
+            return math.nan
+        return float(self.tracker.tail("timeline", n)["loss"].mean())
 
     def _speed(self) -> dict[str, float]:
         if self._t_per_it <= 0:
