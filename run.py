@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="override batch_size")
     t.add_argument("--lr", type=float, help="override optimiser_params['lr']")
     t.add_argument("--max-runtime", type=float, help="override max_runtime (seconds)")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="training processes (DDP through torchrun): GPUs, or CPU processes with gloo")  # fmt: skip
     t.add_argument("--debug", action="store_true", help="show tracebacks")
 
     e = sub.add_parser("evaluate", help="evaluate a run's snapshot")
@@ -68,10 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(log_file: Path | None = None, debug: bool = False) -> None:
-    """Log to stderr and, for a run, to its train.log."""
+def setup_logging(log_file: Path | None = None, debug: bool = False, quiet: bool = False) -> None:
+    """Log to stderr and, for a run, to its train.log; ``quiet`` (ranks > 0) logs warnings only."""
     log = logging.getLogger("voxelboard")
-    log.setLevel(logging.DEBUG if debug else logging.INFO)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
     fmt = logging.Formatter("[%(asctime)s] [%(levelname)s] %(message)s", datefmt="%H:%M:%S")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -85,7 +87,14 @@ def setup_logging(log_file: Path | None = None, debug: bool = False) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from trainer import runs
     from trainer.config import ConfigError, ExperimentConfig
+    from trainer.distributed import env_world_size, from_env
 
+    if args.nproc < 1:
+        print(f"run.py train: --nproc {args.nproc}: expected 1 or more processes", file=sys.stderr)
+        return EXIT_USAGE
+    if args.nproc > 1 and env_world_size() <= 1:
+        return _train_distributed(args)
+    dist = from_env(args.device)
     try:
         if args.resume:
             cfg = _config_for_resume(Path(args.resume))
@@ -101,24 +110,33 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.pop("save_path", None)
         if overrides:
             cfg.apply_overrides(**overrides)
-        run_dir = Path(cfg.run_dir) if args.resume else Path(cfg.make_dir())
+        if args.resume:
+            run_dir = Path(cfg.run_dir)
+        elif dist is None or dist.is_main:
+            run_dir = Path(cfg.make_dir())
+        else:
+            run_dir = None
+        if dist is not None:
+            # the others use rank 0's directory (its default name holds rank 0's clock)
+            run_dir = Path(dist.broadcast(str(run_dir)))
+            cfg.run_dir = run_dir
     except ConfigError as e:
         print(f"run.py train: {e}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
         return EXIT_USAGE
 
-    setup_logging(run_dir / runs.LOG_FILE, args.debug)
+    is_main = dist is None or dist.is_main
+    setup_logging(run_dir / runs.LOG_FILE if is_main else None, args.debug, quiet=not is_main)
     from trainer.trainer import DivergedError, Trainer
 
     try:
-        trainer = Trainer(cfg, device=args.device, resume=bool(args.resume))
+        trainer = Trainer(cfg, device=args.device, resume=bool(args.resume), dist=dist)
     except Exception as e:
         # set-up failed before the loop could report: say so in the status file
         logging.getLogger("voxelboard").error("Set-up failed:\n%s", traceback.format_exc())
-        previous = runs.read_status(run_dir) or runs.Status()
-        previous.state, previous.error = "failed", f"{type(e).__name__}: {e}"
-        runs.write_status(run_dir, previous)
+        if is_main:
+            _mark_failed(run_dir, f"{type(e).__name__}: {e}")
         print(f"run.py train: {e}", file=sys.stderr)
         return (
             EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
@@ -129,9 +147,79 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run.py train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     except Exception as e:
-        print(
-            f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr
-        )
+        print(f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        if dist is not None:
+            dist.close()
+    return EXIT_OK
+
+
+def _mark_failed(run_dir: Path, error: str) -> None:
+    """Write state failed unless the trainer already wrote a final state."""
+    import time
+
+    from trainer import runs
+
+    status = runs.read_status(run_dir) or runs.Status()
+    if status.state in runs.FINAL_STATES:
+        return
+    status.state, status.error = "failed", error
+    status.extra["ended"] = time.time()
+    runs.write_status(run_dir, status)
+
+
+def _train_distributed(args: argparse.Namespace) -> int:
+    """``--nproc N``: make the run directory here, then start N ranks with torchrun.
+
+    This process stays as the run's supervisor: it forwards SIGTERM/SIGINT to torchrun and,
+    when a rank dies without writing a final state, marks the run failed.
+    """
+    import signal
+    import subprocess
+
+    from trainer.config import ConfigError, ExperimentConfig
+
+    argv = ["--device", args.device] if args.device else []
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            argv += ["--resume", str(run_dir)]
+        else:
+            if not args.config:
+                raise ConfigError("train needs a CONFIG file or --resume RUN_DIR")
+            cfg = ExperimentConfig(args.config, use_existing_dir=args.use_existing_dir)
+            named = {"save_name": args.save_name, "save_path": args.save_path}
+            named = {k: v for k, v in named.items() if v is not None}
+            if named:
+                cfg.apply_overrides(**named)
+            run_dir = Path(cfg.make_dir())
+            argv += [args.config, "--save-path", str(run_dir.parent), "--save-name", run_dir.name]
+            argv.append("--use-existing-dir")
+    except ConfigError as e:
+        print(f"run.py train: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    overrides = {"--n-steps": args.n_steps, "--batch-size": args.batch_size, "--lr": args.lr,
+                 "--max-runtime": args.max_runtime}  # fmt: skip
+    for flag, value in overrides.items():
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.debug:
+        argv.append("--debug")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={args.nproc}", "--monitor_interval=0.5",
+           str(Path(__file__).resolve()), "train", *argv]  # fmt: skip
+    child = subprocess.Popen(cmd)
+
+    def forward(signum: int, frame: object) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    rc = child.wait()
+    if rc != 0:
+        _mark_failed(run_dir, f"a training process failed (torchrun exit code {rc}); "
+                              "see console.log or the terminal for the rank's error")  # fmt: skip
         return EXIT_FAILED
     return EXIT_OK
 

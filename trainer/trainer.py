@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from trainer import runs
 from trainer.devices import device_info, resolve_device
+from trainer.distributed import DistContext
 from trainer.history import HistoryTracker
 from trainer.optimisers import get_hyper, make_optimiser
 from trainer.schedules import Schedule
@@ -59,22 +60,36 @@ class Trainer:
         device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``; default the config's
             ``device`` key, else auto.
         resume: continue from the newest snapshot in the run directory.
+        dist: this process's place in a distributed run (``trainer.distributed.from_env``);
+            ``None`` for a single process. Only rank 0 writes the run directory.
     """
 
-    def __init__(self, exp_config: Any, device: str | None = None, resume: bool = False):
+    def __init__(
+        self,
+        exp_config: Any,
+        device: str | None = None,
+        resume: bool = False,
+        dist: DistContext | None = None,
+    ):
         self.exp_config = cfg = exp_config
+        self.dist = dist
+        self.is_main = dist is None or dist.is_main
         if getattr(cfg, "run_dir", None) is None:
             cfg.make_dir()
         self.run_dir = Path(cfg.run_dir)
-        self.device = resolve_device(_device_spec(device, getattr(cfg, "device", None)))
+        spec = _device_spec(device, getattr(cfg, "device", None))
+        self.device = dist.device if dist is not None else resolve_device(spec)
         self.model = self._create_model().to(self.device)
+        self.net = self._wrap_distributed(self.model)
+        self.rank_pids = dist.gather(os.getpid()) if dist is not None else [os.getpid()]
         self.optimizer = make_optimiser(
             self.model.parameters(), cfg.optimiser, cfg.optimiser_params
         )
         self.schedules = self._bind_schedules()
         self.data = self._load_data()
-        self.preview_data = self._load_preview_data()
-        self.tracker = HistoryTracker(path=self.run_dir / runs.HISTORY_DIR)
+        self.preview_data = self._load_preview_data() if self.is_main else []
+        store = self.run_dir / runs.HISTORY_DIR if self.is_main else None
+        self.tracker = HistoryTracker(path=store)
         self.batch_size = int(cfg.batch_size)
         self.monitor_batch_size = _round_up(int(cfg.monitor_batch_size), self.batch_size)
         weights = getattr(cfg, "class_weights", None)
@@ -113,6 +128,16 @@ class Trainer:
             return model
         return _call_create_model(cfg)
 
+    def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP around the model in a distributed run; each rank draws its own batches."""
+        if self.dist is None:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(torch.initial_seed() + self.dist.rank)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=ids)
+
     def _bind_schedules(self) -> dict[str, Schedule]:
         bound: dict[str, Schedule] = {}
         for name, params in (getattr(self.exp_config, "schedules", None) or {}).items():
@@ -138,7 +163,10 @@ class Trainer:
     def _load_data(self) -> Any:
         cfg = self.exp_config
         cls = _resolve_data_class(cfg.data_class)
-        return cls(self.model, None, **(getattr(cfg, "data_init_kwargs", None) or {}))
+        data = cls(self.model, None, **(getattr(cfg, "data_init_kwargs", None) or {}))
+        if self.dist is not None and hasattr(data, "reseed"):
+            data.reseed(int(np.random.SeedSequence().entropy % 2**31) + self.dist.rank)
+        return data
 
     def _load_preview_data(self) -> list[np.ndarray]:
         path = getattr(self.exp_config, "preview_data_path", None)
@@ -196,7 +224,7 @@ class Trainer:
         self.model.train()
         data, target = self._to_device(batch)
         with torch.autocast(self.device.type, enabled=self.amp):
-            loss = self._loss(self.model(data), target)
+            loss = self._loss(self.net(data), target)
         if not torch.isfinite(loss):
             raise DivergedError(
                 f"loss became {loss.item()} at step {self.step}; lower the learning rate "
@@ -231,6 +259,13 @@ class Trainer:
         loss_after = self._eval_loss(batch)
         train_loss, train_err = self.test_model("train")
         valid_loss, valid_err = self.test_model("valid")
+        if self.dist is not None:
+            train_loss, train_err, valid_loss, valid_err, loss, loss_after = self.dist.mean(
+                [train_loss, train_err, valid_loss, valid_err, loss, loss_after]
+            )
+            self._check_ranks_in_sync(status)
+        if not self.is_main:
+            return
         lr = get_hyper(self.optimizer, "lr")
         mom = get_hyper(self.optimizer, "mom")
         row = [step, self.train_time, train_loss, valid_loss, loss_after - loss,
@@ -250,13 +285,27 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         max_runtime = getattr(self.exp_config, "max_runtime", None)
-        if max_runtime and self.train_time > float(max_runtime):
-            self.stop_reason = self.stop_reason or "max_runtime reached"
+        if max_runtime and self.train_time > float(max_runtime) and self.stop_reason is None:
+            self.stop_reason = "max_runtime reached"
             logger.info("Timeout: max_runtime of %s s reached", max_runtime)
-            return True
+        if self.dist is not None and self.dist.any(self.stop_reason is not None):
+            # every rank leaves the loop at the same step, or the others would hang
+            self.stop_reason = self.stop_reason or "another rank stopped"
         return self.stop_reason is not None
 
+    def _check_ranks_in_sync(self, status: runs.StatusFile) -> None:
+        """Record how far apart the ranks' parameters are (DDP keeps them identical)."""
+        from trainer.distributed import param_fingerprint
+
+        prints = np.asarray(self.dist.gather(param_fingerprint(self.model)))
+        diff = float(np.abs(prints - prints[0]).max())
+        status.update(write=False, rank_param_max_diff=diff)
+        if diff > 1e-6 * max(1.0, float(np.abs(prints[0]).max())):
+            logger.warning("Ranks' parameters differ by %.3g: DDP is out of sync", diff)
+
     def _finish(self, status: runs.StatusFile) -> str:
+        if not self.is_main:
+            return "stopped" if self.stop_reason not in (None, "max_runtime reached") else "finished"
         self._save_snapshot("FINAL")
         if getattr(self.exp_config, "plot_on", True):
             with contextlib.suppress(Exception):
@@ -341,10 +390,12 @@ class Trainer:
         if self._t_per_it <= 0:
             return {"it_per_s": 0.0, "voxels_per_s": 0.0, "eta_s": None}
         patch = getattr(self.model, "patch_size", (1,))
-        voxels = self.batch_size * int(np.prod(patch))
+        ranks = self.dist.world_size if self.dist is not None else 1
+        voxels = ranks * self.batch_size * int(np.prod(patch))
         remaining = max(int(self.exp_config.n_steps) - self.step, 0)
         return {
-            "it_per_s": 1.0 / self._t_per_it,
+            # it/s and voxels/s count all ranks: each rank takes one step on its own batch
+            "it_per_s": ranks / self._t_per_it,
             "voxels_per_s": voxels / self._t_per_it,
             "eta_s": remaining * self._t_per_it,
         }
@@ -354,7 +405,9 @@ class Trainer:
             sched.update(step)
 
     # ------------------------------------------------------------------ snapshots
-    def _save_snapshot(self, which: str | int) -> Path:
+    def _save_snapshot(self, which: str | int) -> Path | None:
+        if not self.is_main:
+            return None
         state = {
             "format": SNAPSHOT_FORMAT,
             "model": self.model.state_dict(),
@@ -397,7 +450,8 @@ class Trainer:
             torch.set_rng_state(rng["torch"].cpu())
         if "numpy" in rng:
             np.random.set_state(rng["numpy"])
-        self.tracker.truncate(self.step - 1)
+        if self.is_main:
+            self.tracker.truncate(self.step - 1)
         self.resumed_from = path
         logger.info("Resumed from %s at step %d", path, self.step)
 
@@ -524,12 +578,18 @@ class Trainer:
     # ------------------------------------------------------------------ context managers
     @contextlib.contextmanager
     def _status(self) -> Iterator[runs.StatusFile]:
+        if not self.is_main:
+            yield _NoStatus()
+            return
         cfg = self.exp_config
         info = device_info(self.device)
         status = runs.Status(state="running", step=self.step, n_steps=int(cfg.n_steps),
                              pid=os.getpid(), started=time.time())  # fmt: skip
         previous = runs.read_status(self.run_dir)
         status.extra.update((previous.extra if previous else {}) or {})
+        if self.dist is not None:
+            status.extra.update(world_size=self.dist.world_size, backend=self.dist.backend,
+                                rank_pids=self.rank_pids)  # fmt: skip
         status.extra.update(info, save_name=cfg.save_name, config_file=str(cfg.exp_file),
                             resumed_from=str(getattr(self, "resumed_from", "") or "") or None,
                             ended=None, stop_reason=None)  # fmt: skip
@@ -616,6 +676,13 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- helpers
+class _NoStatus:
+    """Stands in for the status file on ranks other than 0."""
+
+    def update(self, write: bool = True, **fields: Any) -> None:
+        pass
+
+
 def _call_create_model(cfg: Any) -> torch.nn.Module:
     create = getattr(cfg, "create_model", None)
     if create is None:

@@ -1,0 +1,104 @@
+"""DDP for real: two CPU processes with gloo, started through torchrun."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trainer import runs
+from trainer.history import loadhistorytracker
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "examples" / "demo_cnn3d.py"
+
+pytestmark = pytest.mark.slow
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": "1"}
+
+
+def _run(tmp: Path, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp, env=_env(tmp), capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("ddp")
+    proc = _run(tmp, [str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device", "cpu",
+                      "--save-path", str(tmp / "runs"), "--save-name", "ddp", "--n-steps", "8",
+                      "--batch-size", "1"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return tmp / "runs" / "ddp"
+
+
+def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
+    status = runs.read_status(ddp_run)
+    assert status.state == "finished" and status.step == 8
+    assert status.extra["world_size"] == 2 and status.extra["backend"] == "gloo"
+    assert len(set(status.extra["rank_pids"])) == 2
+    # DDP keeps the parameters of both ranks identical after every step
+    assert status.extra["rank_param_max_diff"] == 0.0
+    tracker = loadhistorytracker(ddp_run)
+    assert list(tracker.timeline.index) == list(range(8)), "only rank 0 appends"
+    assert list(tracker.history["steps"]) == [0, 7]
+    assert sorted(p.name for p in (ddp_run / "history").iterdir()) == ["history.vbh", "timeline.vbh"]
+
+
+def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path):
+    proc = _run(ddp_run.parent.parent, [str(REPO / "run.py"), "train", "--resume", str(ddp_run),
+                                        "--nproc", "2", "--device", "cpu", "--n-steps", "12"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    status = runs.read_status(ddp_run)
+    assert status.state == "finished" and status.step == 12
+    assert list(loadhistorytracker(ddp_run).timeline.index) == list(range(12))
+
+
+def test_torchrun_directly(tmp_path: Path):
+    proc = _run(tmp_path, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           str(REPO / "run.py"), "train", str(DEMO), "--device", "cpu",
+                           "--save-path", str(tmp_path / "runs"), "--n-steps", "3",
+                           "--batch-size", "1"])  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()  # both ranks agreed on rank 0's directory
+    status = runs.read_status(run_dir)
+    assert status.state == "finished" and status.extra["world_size"] == 2
+
+
+def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path):
+    cmd = [sys.executable, str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device",
+           "cpu", "--save-path", str(tmp_path / "runs"), "--save-name", "kill", "--n-steps",
+           "100000", "--batch-size", "1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    run_dir = tmp_path / "runs" / "kill"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            status = runs.read_status(run_dir)
+            if status is not None and status.state == "running" and status.step >= 2:
+                break
+            assert proc.poll() is None, proc.stderr.read()[-4000:]
+            time.sleep(0.2)
+        else:
+            pytest.fail("the DDP run did not reach step 2")
+        os.kill(status.extra["rank_pids"][1], signal.SIGKILL)
+        t_kill = time.monotonic()
+        rc = proc.wait(timeout=120)
+        elapsed = time.monotonic() - t_kill
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert rc != 0
+    status = runs.read_status(run_dir)
+    assert status.state == "failed", status
+    assert status.error
+    print(f"run failed {elapsed:.1f} s after a rank was killed")
