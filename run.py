@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--demo", action="store_true", help="start the demo config if nothing runs")
     d.add_argument("--auth-file", help="basic-auth users, one 'user:password' per line")
     d.add_argument("--debug", action="store_true")
+    d.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="run launches as local processes (default) or as Slurm jobs")  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
+                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+        d.add_argument(f"--slurm-{key}", metavar=key.upper(),
+                       help=f"default Slurm {key} for launches (e.g. {example})")  # fmt: skip
 
     t = sub.add_parser("train", help="train a model from an experiment config")
     t.add_argument("config", nargs="?", help="experiment config file (Python)")
@@ -258,11 +264,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     import time
 
-    from trainer.synthetic import make_demo_data
+    from trainer.synthetic import ensure_demo_data, make_demo_data
 
     t0 = time.perf_counter()
-    demo = make_demo_data(args.dir, seed=args.seed, overwrite=args.overwrite)
-    print(f"demo data in {Path(args.dir).resolve()} ({time.perf_counter() - t0:.1f} s): {demo}")
+    if args.overwrite:
+        demo = make_demo_data(args.dir, seed=args.seed, overwrite=True)
+    else:
+        demo = ensure_demo_data(args.dir, seed=args.seed)
+    files = [*demo.raw_files, *demo.label_files, demo.preview_file]
+    print(f"demo data (seed {demo.seed}) in {Path(args.dir).resolve()}, "
+          f"{time.perf_counter() - t0:.1f} s:")  # fmt: skip
+    for f in files:
+        print(f"  {f.name}")
+    print(f"  validation cube(s): {list(demo.valid_cubes)}")
     return EXIT_OK
 
 
@@ -271,7 +285,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     return serve(host=args.host, port=args.port, runs_dir=args.runs_dir,
                  configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
-                 demo=args.demo, auth_file=args.auth_file, debug=args.debug) or EXIT_OK  # fmt: skip
+                 demo=args.demo, auth_file=args.auth_file, debug=args.debug,
+                 backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
+                 ("partition", "account", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
