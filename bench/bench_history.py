@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainer.history import (  # noqa: E402
     HistoryTracker,
+    TableTail,
     loadhistorytracker,
     read_array,
     read_since,
@@ -60,6 +61,16 @@ def main() -> None:
         tail_df = median_time(lambda: read_table(store, "timeline", offset), 2000)
         tail_since = median_time(lambda: read_since(store, "timeline", offset, gen), 2000)
         tail_raw = median_time(lambda: read_array(store, "timeline", offset), 2000)
+        follower = TableTail(store, "timeline")
+        follower.read_new()
+
+        def follow_one_row():
+            follower.offset = offset  # as if exactly one row had been appended since
+            return follower.read_new()
+
+        tail_follow = median_time(follow_one_row, 2000)
+        assert len(follow_one_row()[0]) == 1
+        follower.close()
         full_df = median_time(lambda: read_table(store, "timeline"), 15)
         full_load = median_time(lambda: loadhistorytracker(store).timeline, 7)
         full_raw = median_time(lambda: read_array(store, "timeline"), 15)
@@ -67,12 +78,14 @@ def main() -> None:
         tracker.close()
 
     print(f"tail read of 1 row:  read_table {tail_df * 1e6:8.1f} us | read_since "
-          f"{tail_since * 1e6:8.1f} us | read_array {tail_raw * 1e6:8.1f} us")  # fmt: skip
+          f"{tail_since * 1e6:8.1f} us | read_array {tail_raw * 1e6:8.1f} us | "
+          f"TableTail.read_new {tail_follow * 1e6:8.1f} us")  # fmt: skip
     print(f"full read ({n + 1:,} rows): read_table {full_df * 1e3:8.2f} ms | "
           f"loadhistorytracker {full_load * 1e3:8.2f} ms | read_array {full_raw * 1e3:8.2f} ms")  # fmt: skip
     print(f"ratio full/tail: read_table {full_df / tail_df:,.0f}x | "
           f"loadhistorytracker vs read_since {full_load / tail_since:,.0f}x | "
-          f"read_array {full_raw / tail_raw:,.0f}x (goal >= 1000x)")  # fmt: skip
+          f"read_array {full_raw / tail_raw:,.0f}x | TableTail vs read_array "
+          f"{full_raw / tail_follow:,.0f}x (goal >= 1000x)")  # fmt: skip
 
 
 if __name__ == "__main__":

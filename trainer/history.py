@@ -387,6 +387,62 @@ def read_since(
     return Chunk(rows, start + len(arr), info.generation, reset, info)
 
 
+class TableTail:
+    """A long-lived tail on one table: the file stays open and its header parsed.
+
+    Each ``read_new`` costs one ``stat`` and one ``pread`` whatever the table's length, so a
+    process that follows a run for hours (a dashboard poller, a benchmark) pays per new row,
+    not per row ever written. A table rewritten in the meantime (``truncate`` on resume
+    replaces the file) is detected by its inode and read again from row 0.
+
+    Example:
+        >>> tail = TableTail("runs/demo/history", "timeline")  # doctest: +SKIP
+        >>> rows, reset = tail.read_new()  # doctest: +SKIP
+    """
+
+    def __init__(self, store_dir: str | os.PathLike, table: str):
+        self.path = _table_file(store_dir, table)
+        self.offset = 0
+        self.info: TableInfo | None = None
+        self._fd: int | None = None
+        self._ino: int | None = None
+
+    def read_new(self) -> tuple[np.ndarray, bool]:
+        """Rows added since the last call as an ``(n, k)`` array, and whether the table was
+        rewritten (then the rows start at row 0 again). Empty while the table does not exist."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            reset = self.offset > 0
+            self.close()
+            self.offset = 0
+            return np.empty((0, 0), dtype=_DTYPE), reset
+        reset = False
+        if self._fd is None or st.st_ino != self._ino:
+            reset = self._fd is not None
+            self.close()
+            self._fd = os.open(self.path, _OPEN_READ)
+            self._ino = os.fstat(self._fd).st_ino
+            self.info = _read_info(self._fd, self.path)
+            self.offset = 0 if reset else self.offset
+        k = len(self.info.columns)
+        n_rows = (st.st_size - self.info.header_size) // (8 * k)
+        arr = _read_rows(self._fd, self.info, self.offset, n_rows)
+        self.offset += len(arr)
+        return arr, reset
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> TableTail:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class HistoryReader:
     """Tails a history store: each ``poll()`` returns the rows added since the last one.
 

@@ -408,3 +408,25 @@ def test_reader_tails_a_writing_process_and_sees_every_row_once(tmp_path):
     history = pd.concat(parts["history"])
     assert history["steps"].tolist() == list(range(0, n_steps, HISTORY_EVERY))
     assert polls_with_rows > 1, "the reader should have seen the store grow"
+
+
+def test_table_tail_follows_new_rows_and_a_rewrite(tmp_path):
+    from trainer.history import TableTail
+
+    store = tmp_path / "history"
+    with TableTail(store, "timeline") as tail:
+        rows, reset = tail.read_new()
+        assert rows.size == 0 and not reset  # no table yet
+        h = HistoryTracker(store)
+        for i in range(5):
+            h.update_timeline([float(i), 1.0 / (i + 1), 0.5])
+        rows, reset = tail.read_new()
+        assert rows[:, 0].tolist() == [0, 1, 2, 3, 4] and not reset
+        h.update_timeline([5.0, 0.1, 0.5])
+        rows, reset = tail.read_new()
+        assert rows[:, 0].tolist() == [5.0] and not reset
+        assert tail.read_new()[0].shape[0] == 0
+        h.truncate(2)  # a resume rewrites the file: the tail starts again from row 0
+        rows, reset = tail.read_new()
+        assert reset and rows[:, 0].tolist() == [0, 1, 2]
+        h.close()
