@@ -89,6 +89,9 @@ def create_app(
     gpus: list[int] | None = None,
     start_launcher: bool = True,
     demo_config: str = DEMO_CONFIG,
+    backend: str = "local",
+    slurm_defaults: Mapping[str, Any] | None = None,
+    slurm_poll_s: float = 10.0,
 ) -> dash.Dash:
     """Build the dashboard.
 
@@ -108,6 +111,11 @@ def create_app(
         gpus: GPU indices to schedule on (default: ask NVML).
         start_launcher: start the scheduler thread (``AppContext.close`` stops it).
         demo_config: the config ``demo`` launches.
+        backend: ``local`` (children on this machine) or ``slurm`` (batch jobs; see
+            docs/cluster.md).
+        slurm_defaults: Slurm resources (``partition``, ``account``, ``gpus``, ``cpus``,
+            ``mem``, ``time``) for launches that set none.
+        slurm_poll_s: seconds between two ``squeue`` calls.
 
     Returns:
         The ``dash.Dash`` app; its Flask server is ``app.server``.
@@ -119,7 +127,13 @@ def create_app(
     from app.launcher import Launcher
     from app.security import GuardMiddleware
 
-    launcher_kwargs: dict[str, Any] = {"max_cpu_runs": max_cpu_runs, "grace_s": grace_s}
+    launcher_kwargs: dict[str, Any] = {
+        "max_cpu_runs": max_cpu_runs,
+        "grace_s": grace_s,
+        "backend": backend,
+        "slurm_defaults": slurm_defaults,
+        "slurm_poll_s": slurm_poll_s,
+    }
     if python:
         launcher_kwargs["python"] = python
     if run_py:

@@ -1,4 +1,10 @@
-"""Start, queue, stop, resume and delete training runs as child processes.
+"""Start, queue, stop, resume and delete training runs: as child processes or as Slurm jobs.
+
+Two backends run what the dashboard launches. ``local`` (the default) starts ``run.py
+train`` children on this machine and schedules them on its devices; ``slurm`` writes a batch
+script into the run directory and submits it with ``sbatch``, so the run trains on a compute
+node while the dashboard, on a login node, reads the shared runs directory. A run remembers
+its backend in ``launch.json``; each launcher starts only the queued runs of its own backend.
 
 The launcher keeps no state that the run directories do not hold, so a restarted
 dashboard finds everything again (re-attach):
@@ -15,6 +21,14 @@ dashboard finds everything again (re-attach):
 ``start()`` runs ``tick()`` every ``poll_s`` seconds in a daemon thread (start queued runs,
 reap exited children); ``close()`` stops that thread and leaves the runs alone. A file lock
 in the runs folder keeps two dashboards on the same folder from starting a run twice.
+
+With the ``slurm`` backend (see docs/cluster.md) Slurm does the queueing: a queued run is
+submitted at once and stays ``queued`` while its job is pending (the Slurm reason goes into
+``status.json``'s ``slurm`` entry); ``tick()`` asks ``squeue``/``sacct`` every
+``slurm_poll_s`` seconds and marks the run ``running`` when the job starts, and writes the
+job's final state when it ended without the trainer writing one. Stop sends SIGTERM to the
+job through ``scancel`` (the trainer saves and stops) and cancels it outright after
+``grace_s``.
 
 Example:
     >>> with Launcher("runs", "examples", "data") as launcher:  # doctest: +SKIP
@@ -51,10 +65,12 @@ from app.security import (
     validate_device,
     validate_overrides,
 )
+from app.slurm import Job, Slurm, SlurmError, batch_script, config_section, resources_from
 from trainer.runs import (
     ACTIVE_STATES,
     CONSOLE_LOG_FILE,
     Status,
+    atomic_write_bytes,
     atomic_write_json,
     effective_state,
     latest_snapshot,
@@ -68,6 +84,12 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = "launch.json"
 LOCK_FILE = ".launcher.lock"
+#: the batch script a Slurm launch writes into the run directory
+BATCH_SCRIPT_FILE = "slurm-job.sh"
+#: backends a launcher can run launches with
+BACKENDS = ("local", "slurm")
+#: a submitted job that squeue and sacct both do not know for this long counts as gone
+JOB_UNKNOWN_GRACE_S = 120.0
 
 #: states from which a run may be resumed from its newest snapshot
 RESUMABLE_STATES = frozenset({"stopped", "failed", "lost", "finished"})
@@ -95,7 +117,8 @@ def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 
 class Launcher:
-    """Launches ``run.py train`` children for the dashboard and schedules them on devices.
+    """Launches ``run.py train`` for the dashboard: as children scheduled on this machine's
+    devices (backend ``local``) or as Slurm jobs (backend ``slurm``).
 
     Args:
         runs_dir: where run directories live (created on first launch).
@@ -107,6 +130,15 @@ class Launcher:
         grace_s: seconds between SIGTERM and SIGKILL on stop.
         gpus: GPU indices to schedule on; ``None`` asks NVML (none found: CPU only).
         poll_s: scheduler period of the background thread.
+        backend: ``local`` or ``slurm``.
+        slurm_defaults: resources for Slurm launches that neither the form nor the config's
+            ``slurm`` section set (keys of ``app.slurm.RESOURCE_KEYS``).
+        slurm_poll_s: seconds between two ``squeue`` calls of the scheduler thread (keep it
+            well above a second on a shared cluster).
+        slurm: the Slurm client (tests pass one with another timeout or environment).
+
+    Raises:
+        ValueError: an unknown backend; ``LaunchError`` for bad ``slurm_defaults``.
     """
 
     def __init__(
@@ -120,7 +152,20 @@ class Launcher:
         grace_s: float = 10.0,
         gpus: list[int] | None = None,
         poll_s: float = 0.5,
+        backend: str = "local",
+        slurm_defaults: Mapping[str, Any] | None = None,
+        slurm_poll_s: float = 10.0,
+        slurm: Slurm | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
+        self.backend = backend
+        self.slurm_defaults = resources_from(defaults=slurm_defaults).to_json()
+        self.slurm_poll_s = float(slurm_poll_s)
+        self.slurm = slurm or Slurm()
+        self._jobs: dict[str, Job] = {}
+        self._jobs_error: str | None = None
+        self._last_sync = -float("inf")
         self.runs_dir = Path(runs_dir).absolute()
         self.configs_dir = Path(configs_dir).absolute()
         self.data_dir = Path(data_dir).absolute()
@@ -181,14 +226,19 @@ class Launcher:
         return list(self._gpus)
 
     def devices(self) -> list[str]:
-        """Device choices for the launch form: ``auto``, ``cpu``, ``cuda:N`` per GPU."""
+        """Device choices for the launch form: ``auto``, ``cpu``, ``cuda:N`` per GPU.
+
+        With Slurm the GPUs are the job's (``gpus`` resource): ``auto`` or ``cpu``.
+        """
+        if self.backend == "slurm":
+            return ["auto", "cpu"]
         return ["auto", "cpu", *(f"cuda:{i}" for i in self.gpus())]
 
     def active_runs(self) -> dict[str, str]:
-        """Running launched runs (this process's or re-attached): run name -> device."""
+        """Running local launched runs (this process's or re-attached): run name -> device."""
         out = {}
         with self._lock:
-            for run_dir in self._launched_dirs():
+            for run_dir in self._launched_dirs("local"):
                 status = read_status(run_dir)
                 launch = read_launch(run_dir)
                 if status and launch and self._holds_slot(run_dir.name, status):
@@ -196,9 +246,46 @@ class Launcher:
         return out
 
     def queued_runs(self) -> list[str]:
-        """Names of queued runs in the order they will be considered."""
+        """Names of queued runs in the order they will be considered.
+
+        With Slurm: the runs waiting for their job to start, oldest first.
+        """
         with self._lock:
-            return [name for name, _ in self._queue()]
+            if self.backend == "local":
+                return [name for name, _ in self._queue()]
+            waiting = []
+            for run_dir in self._launched_dirs("slurm"):
+                status = read_status(run_dir)
+                if status is not None and status.state == "queued":
+                    created = (read_launch(run_dir) or {}).get("created", 0.0)
+                    waiting.append((float(created or 0.0), run_dir.name))
+            return [name for _, name in sorted(waiting)]
+
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        """Slurm runs under ``runs_dir``: run name -> ``job_id``, ``state`` and ``reason``.
+
+        ``state`` and ``reason`` are what the last ``squeue``/``sacct`` call said (``None``
+        before one, or for a run this launcher did not ask about because it had ended).
+        Reads only ``launch.json`` files and memory; never calls Slurm.
+        """
+        out = {}
+        for run_dir in self._launched_dirs("slurm"):
+            job_id = _job_id(read_launch(run_dir))
+            if job_id is None:
+                continue
+            job = self._jobs.get(run_dir.name)
+            same = job is not None and job.job_id == job_id
+            out[run_dir.name] = {
+                "job_id": job_id,
+                "state": job.state if same else None,
+                "reason": job.reason if same else None,
+            }
+        return out
+
+    @property
+    def jobs_error(self) -> str | None:
+        """Why the last ``squeue`` call failed, or ``None``."""
+        return self._jobs_error
 
     # -- actions ---------------------------------------------------------------------
 
@@ -207,8 +294,9 @@ class Launcher:
         config_name: str,
         device: str = "auto",
         overrides: Mapping[str, Any] | None = None,
+        resources: Mapping[str, Any] | None = None,
     ) -> str:
-        """Queue a training run and start it if its device is free.
+        """Queue a training run and start it if its device is free (Slurm: submit it).
 
         Everything is validated before anything is written; then the run directory,
         ``launch.json`` and a ``queued`` ``status.json`` are created, then the scheduler runs.
@@ -216,7 +304,11 @@ class Launcher:
         Args:
             config_name: a ``*.py`` file inside ``configs_dir`` (name or path).
             device: ``auto`` (a free GPU, else CPU when there are no GPUs), ``cpu`` or ``cuda:N``.
+                With Slurm: ``auto`` (GPUs if the ``gpus`` resource asks for any) or ``cpu``.
             overrides: optional ``n_steps``, ``batch_size``, ``lr``, ``save_name``.
+            resources: Slurm only: ``partition``, ``account``, ``gpus``, ``cpus``, ``mem``,
+                ``time``; empty values fall back to the config's ``slurm`` section, then to
+                ``slurm_defaults``.
 
         Returns:
             The run name (``save_name`` sanitised, or the config's stem; ``-2``, ``-3``...
@@ -226,14 +318,27 @@ class Launcher:
             LaunchError: naming the offending field.
         """
         config = resolve_config(self.configs_dir, config_name)
-        device = validate_device(device, self.gpus())
         overrides = validate_overrides(overrides)
+        if self.backend == "slurm":
+            problem = self.slurm.problem()
+            if problem:
+                raise LaunchError("backend", f"backend: {problem}")
+            requested = resources_from(resources, config_section(config), self.slurm_defaults)
+            device = self._slurm_device(device, requested.gpus)
+        else:
+            device = validate_device(device, self.gpus())
+            given = sorted(k for k, v in (resources or {}).items() if v not in (None, ""))
+            if given:
+                raise LaunchError(
+                    given[0], f"{given[0]}: Slurm resources need the dashboard's --backend slurm"
+                )
         base = overrides.pop("save_name", None) or sanitize_run_name(config.stem)
         now = time.time()
         with self._locked():
             run_dir = self._claim_dir(base)
             launch = {
                 "format": 1,
+                "backend": self.backend,
                 "mode": "train",
                 "config": config.name,
                 "config_path": str(config),
@@ -241,6 +346,8 @@ class Launcher:
                 "overrides": overrides,
                 "created": now,
             }
+            if self.backend == "slurm":
+                launch["slurm"] = {"resources": requested.to_json()}
             atomic_write_json(run_dir / LAUNCH_FILE, launch)
             write_status(run_dir, self._queued_status(run_dir.name, config.name, launch))
         log.info("queued %s (%s on %s)", run_dir.name, config.name, device)
@@ -251,15 +358,19 @@ class Launcher:
         """Stop a run: a queued one is marked ``stopped``; a running one gets SIGTERM.
 
         SIGTERM goes to the run's process group; if it is still alive after ``grace_s``
-        it gets SIGKILL (from a background thread, so this returns at once).
+        it gets SIGKILL (from a background thread, so this returns at once). A Slurm run's
+        pending job is cancelled; a running job gets SIGTERM through ``scancel --signal``
+        and is cancelled outright after ``grace_s``.
 
         Returns:
             ``'stopped'`` for a queued run, ``'stopping'`` for a running one.
 
         Raises:
-            LaunchError: unknown run, or not queued/running.
+            LaunchError: unknown run, or not queued/running, or scancel failed.
         """
         run_dir = self._existing_run(name)
+        if (read_launch(run_dir) or {}).get("backend") == "slurm":
+            return self._stop_job(name, run_dir)
         with self._locked():
             status = read_status(run_dir)
             state = effective_state(status)
@@ -296,7 +407,7 @@ class Launcher:
         run_dir = self._existing_run(name)
         with self._locked():
             status = read_status(run_dir)
-            state = effective_state(status)
+            state = self._job_state(run_dir, status)
             if state not in RESUMABLE_STATES or name in self._children:
                 allowed = ", ".join(sorted(RESUMABLE_STATES))
                 raise LaunchError("run", f"run: {name} is {state}; only {allowed} runs resume")
@@ -306,16 +417,28 @@ class Launcher:
             if not copies:
                 raise LaunchError("run", f"run: {name} has no config copy (0-<config>.py)")
             old = read_launch(run_dir) or {}
-            device = validate_device(device or old.get("device", "auto"), self.gpus())
             launch = {
                 "format": 1,
+                "backend": self.backend,
                 "mode": "resume",
                 "config": old.get("config", copies[0].name[2:]),
                 "config_path": str(copies[0]),
-                "device": device,
+                "device": device or old.get("device", "auto"),
                 "overrides": {k: v for k, v in old.get("overrides", {}).items() if k in _FLAGS},
                 "created": time.time(),
             }
+            if self.backend == "slurm":
+                problem = self.slurm.problem()
+                if problem:
+                    raise LaunchError("backend", f"backend: {problem}")
+                # the resources of the first launch, else today's section and defaults
+                first = (old.get("slurm") or {}).get("resources") or {}
+                section = first or config_section(copies[0])
+                requested = resources_from(section, defaults=self.slurm_defaults)
+                launch["slurm"] = {"resources": requested.to_json()}
+                launch["device"] = self._slurm_device(launch["device"], requested.gpus)
+            else:
+                launch["device"] = validate_device(launch["device"], self.gpus())
             atomic_write_json(run_dir / LAUNCH_FILE, launch)
             queued = self._queued_status(name, launch["config"], launch)
             queued.step = status.step if status else 0
@@ -333,7 +456,7 @@ class Launcher:
         """
         run_dir = self._existing_run(name)
         with self._locked():
-            state = effective_state(read_status(run_dir))
+            state = self._job_state(run_dir, read_status(run_dir))
             if state not in DELETABLE_STATES or name in self._children:
                 allowed = ", ".join(sorted(DELETABLE_STATES))
                 raise LaunchError("run", f"run: {name} is {state}; only {allowed} runs delete")
@@ -343,32 +466,79 @@ class Launcher:
     def tick(self) -> list[str]:
         """Reap exited children, then start queued runs whose device has a free slot.
 
+        With Slurm: submit queued runs that have no job yet, then (every ``slurm_poll_s``
+        seconds, or after a submission) bring the runs' states up to date with Slurm's.
+
         Returns:
-            Names of the runs started.
+            Names of the runs started (Slurm: submitted).
         """
         started = []
         with self._locked():
             self._reap()
-            queue = self._queue()
-            if not queue:
-                return []
-            busy = self._busy_devices()
-            for name, launch in queue:
-                device = self._free_device(str(launch.get("device", "auto")), busy)
-                if device is None:
-                    continue
+            for name, launch in self._queue():
                 run_dir = self.runs_dir / name
                 try:
-                    self._spawn(run_dir, self._recheck(run_dir, launch), device)
-                except (OSError, LaunchError) as e:
+                    if self.backend == "slurm":
+                        self._submit(run_dir, self._recheck(run_dir, launch))
+                    else:
+                        device = self._free_device(str(launch.get("device", "auto")), busy=None)
+                        if device is None:
+                            continue
+                        self._spawn(run_dir, self._recheck(run_dir, launch), device)
+                except (OSError, LaunchError, SlurmError) as e:
                     status = read_status(run_dir) or Status()
                     status.state, status.error = "failed", f"could not start: {e}"
                     status.extra["ended"] = time.time()
                     write_status(run_dir, status)
                     continue
-                busy.append(device)
                 started.append(name)
+        if started or time.monotonic() - self._last_sync >= self.slurm_poll_s:
+            self.refresh_jobs()
         return started
+
+    def refresh_jobs(self) -> dict[str, Job]:
+        """Ask Slurm about the jobs of active Slurm runs and update their status files.
+
+        A pending job keeps its run ``queued`` with the Slurm state and reason in the
+        status's ``slurm`` entry; a started job marks a still-queued run ``running`` (the
+        trainer then writes its own status); a job that ended while the run's status is
+        still ``queued`` or ``running`` (the trainer could not write a final state) gives the
+        run the job's final state: COMPLETED -> finished, CANCELLED -> stopped, FAILED,
+        TIMEOUT, NODE_FAIL, OUT_OF_MEMORY... -> failed, with the Slurm state, reason and
+        exit code in ``error``. Slurm is asked outside the lock (it can be slow); the files
+        are updated under it.
+
+        Returns:
+            The jobs Slurm reported, by run name.
+        """
+        self._last_sync = time.monotonic()
+        targets = {}
+        for run_dir in self._launched_dirs("slurm"):
+            status = read_status(run_dir)
+            job_id = _job_id(read_launch(run_dir))
+            if job_id and status is not None and status.state in ACTIVE_STATES:
+                targets[run_dir.name] = job_id
+        if not targets:
+            return {}
+        problem = self.slurm.problem()
+        try:
+            if problem:
+                raise SlurmError(problem)
+            by_id = self.slurm.jobs(targets.values())
+        except SlurmError as e:
+            if self._jobs_error != str(e):
+                log.warning("cannot ask Slurm about jobs: %s", e)
+            self._jobs_error = str(e)
+            return {}
+        self._jobs_error = None
+        found = {}
+        with self._locked():
+            for name, job_id in targets.items():
+                job = by_id.get(job_id)
+                if job is not None:
+                    found[name] = self._jobs[name] = job
+                self._apply_job(self.runs_dir / name, job_id, job)
+        return found
 
     # -- internals -------------------------------------------------------------------
 
@@ -422,14 +592,16 @@ class Launcher:
             },
         )
 
-    def _launched_dirs(self) -> Iterator[Path]:
+    def _launched_dirs(self, backend: str | None = None) -> Iterator[Path]:
+        """Run directories with a ``launch.json``; with ``backend``, only that backend's."""
         try:
             entries = sorted(self.runs_dir.iterdir())
         except OSError:  # not created yet (or removed)
             return
         for p in entries:
             if not p.name.startswith(".") and (p / LAUNCH_FILE).is_file():
-                yield p
+                if backend is None or _backend_of(read_launch(p)) == backend:
+                    yield p
 
     def _queue(self) -> list[tuple[str, dict]]:
         queue = []
@@ -442,6 +614,9 @@ class Launcher:
                 status.state, status.error = "failed", f"{LAUNCH_FILE} is missing or corrupt"
                 write_status(run_dir, status)
                 continue
+            # another backend's run, or a Slurm run already waiting in Slurm's queue
+            if _backend_of(launch) != self.backend or _job_id(launch) is not None:
+                continue
             queue.append((float(launch.get("created", 0.0)), run_dir.name, launch))
         return [(name, launch) for _, name, launch in sorted(queue, key=lambda t: t[:2])]
 
@@ -453,7 +628,7 @@ class Launcher:
 
     def _busy_devices(self) -> list[str]:
         busy = [c.device for c in self._children.values() if c.proc.poll() is None]
-        for run_dir in self._launched_dirs():
+        for run_dir in self._launched_dirs("local"):
             if run_dir.name in self._children:
                 continue
             status = read_status(run_dir)
@@ -461,7 +636,8 @@ class Launcher:
                 busy.append(str((read_launch(run_dir) or {}).get("assigned_device", "cpu")))
         return busy
 
-    def _free_device(self, request: str, busy: list[str]) -> str | None:
+    def _free_device(self, request: str, busy: list[str] | None) -> str | None:
+        busy = self._busy_devices() if busy is None else busy
         gpus = self.gpus()
         if request == "cpu" or (request == "auto" and not gpus):
             return "cpu" if busy.count("cpu") < self.max_cpu_runs else None
@@ -497,6 +673,9 @@ class Launcher:
                 "--use-existing-dir",
             ]
         argv += ["--device", child_device]
+        gpus = int(((launch.get("slurm") or {}).get("resources") or {}).get("gpus") or 0)
+        if gpus > 1:  # one DistributedDataParallel process per GPU of the job
+            argv += ["--nproc", str(gpus)]
         for key, flag in _FLAGS.items():
             if key in launch.get("overrides", {}):
                 argv += [flag, repr(launch["overrides"][key])]
@@ -538,6 +717,176 @@ class Launcher:
             status.extra["device"] = device
             write_status(run_dir, status)
         log.info("started %s on %s: pid %d", run_dir.name, device, proc.pid)
+
+    # -- Slurm -----------------------------------------------------------------------
+
+    @staticmethod
+    def _slurm_device(device: str | None, gpus: int) -> str:
+        """The trainer's ``--device`` in a Slurm job: the job's GPUs when it has any."""
+        if device in (None, "", "auto"):
+            return "cuda" if gpus else "cpu"
+        if device == "cpu":
+            if gpus:
+                raise LaunchError(
+                    "device", f"device: cpu, but the job asks for {gpus} GPU(s); set gpus to 0"
+                )
+            return "cpu"
+        raise LaunchError("device", f"device: {device!r}; with Slurm choose auto or cpu")
+
+    def _submit(self, run_dir: Path, launch: dict) -> None:
+        """Write the batch script into the run directory and submit it with sbatch."""
+        resources = resources_from((launch.get("slurm") or {}).get("resources"))
+        argv = self._argv(run_dir, launch, self._slurm_device(launch.get("device"), resources.gpus))
+        script = run_dir / BATCH_SCRIPT_FILE
+        text = batch_script(
+            argv,
+            resources,
+            env={"PYTHONUNBUFFERED": "1", "VOXELBOARD_DATA_DIR": str(self.data_dir)},
+            comment=f"VoxelBoard run {run_dir.name}: written and submitted by the launcher",
+        )
+        atomic_write_bytes(script, text.encode())
+        options = [
+            f"--job-name=vb-{run_dir.name}",
+            f"--output={run_dir / CONSOLE_LOG_FILE}",
+            "--open-mode=append",
+            f"--chdir={self.run_py.parent}",
+        ]
+        job_id = self.slurm.submit(script, options)
+        now = time.time()
+        slurm = {
+            **launch["slurm"],
+            "job_id": job_id,
+            "submitted": now,
+            "script": str(script),
+            "sbatch_options": options,
+        }
+        atomic_write_json(run_dir / LAUNCH_FILE, {**launch, "slurm": slurm, "argv": argv})
+        status = read_status(run_dir)
+        if status is not None and status.state == "queued":
+            status.extra["slurm"] = {"job_id": job_id, "state": "PENDING", "reason": None}
+            status.error = None
+            status.extra.pop("ended", None)
+            write_status(run_dir, status)
+        log.info("submitted %s: Slurm job %s", run_dir.name, job_id)
+
+    def _apply_job(self, run_dir: Path, job_id: str, job: Job | None) -> None:
+        """Bring one Slurm run's status in line with its job (see ``refresh_jobs``)."""
+        status = read_status(run_dir)
+        if status is None or status.state not in ACTIVE_STATES:
+            return  # the trainer (or a stop) wrote a final state: that is the truth
+        if _job_id(read_launch(run_dir)) != job_id:
+            return  # resumed as a new job since Slurm was asked
+        now = time.time()
+        seen = {"job_id": job_id, "state": None, "reason": None}
+        if job is not None:
+            seen.update(state=job.state, reason=job.reason)
+        target = job.run_state if job is not None else None
+        if target is None:
+            submitted = float(((read_launch(run_dir) or {}).get("slurm") or {}).get("submitted", 0))
+            if job is not None or status.state != "queued" or now - submitted < JOB_UNKNOWN_GRACE_S:
+                return  # unknown state word, or a running run: its heartbeat decides (lost)
+            status.state = "failed"
+            status.error = (
+                f"Slurm job {job_id} is known to neither squeue nor sacct; it was never "
+                f"started (see {run_dir / CONSOLE_LOG_FILE})"
+            )
+            status.extra["ended"] = now
+        elif target == "queued":
+            if status.state != "queued" or status.extra.get("slurm") == seen:
+                return  # a requeued running job: the trainer's status stays in charge
+        elif target == "running":
+            if status.state == "queued":
+                status.state, status.started, status.error = "running", now, None
+            elif status.pid is not None:
+                return  # the trainer writes this file now
+            status.heartbeat = now  # the job runs; the trainer has not written yet
+        else:
+            stopping = run_dir.name in self._stopping
+            self._stopping.discard(run_dir.name)
+            status.state = "stopped" if stopping else target
+            status.error = None
+            if status.state == "failed":
+                last = [x for x in tail_lines(run_dir / CONSOLE_LOG_FILE, 20) if x.strip()]
+                said = f": {last[-1].strip()[:300]}" if last else ""
+                why = ", ".join(
+                    x for x in (job.reason, job.exit_code and f"exit {job.exit_code}") if x
+                )
+                status.error = (
+                    f"Slurm job {job_id} ended {job.state}{f' ({why})' if why else ''} "
+                    f"without the trainer writing a final state{said} "
+                    f"(see {run_dir / CONSOLE_LOG_FILE})"
+                )
+            status.extra["ended"] = now
+        status.extra["slurm"] = seen
+        write_status(run_dir, status)
+
+    def _job_state(self, run_dir: Path, status: Status | None) -> str:
+        """``effective_state``, except that a Slurm run whose job is pending or running is
+        ``queued``/``running`` even if its trainer's pid is not one this machine can see."""
+        state = effective_state(status)
+        job_id = _job_id(read_launch(run_dir))
+        if state != "lost" or job_id is None:
+            return state
+        try:
+            job = self.slurm.jobs([job_id]).get(job_id)
+        except SlurmError as e:
+            raise LaunchError("run", f"run: {run_dir.name}: cannot ask Slurm: {e}") from None
+        if job is not None and job.run_state in ACTIVE_STATES:
+            return job.run_state
+        return state
+
+    def _stop_job(self, name: str, run_dir: Path) -> str:
+        with self._locked():
+            status = read_status(run_dir)
+            state = effective_state(status)
+            job_id = _job_id(read_launch(run_dir))
+            if status is None or status.state not in ACTIVE_STATES:
+                raise LaunchError(
+                    "run", f"run: {name} is {state}; only queued or running runs stop"
+                )
+            job = self._jobs.get(name)
+            pending = status.state == "queued" and (job is None or job.run_state != "running")
+            try:
+                if job_id is not None:
+                    self.slurm.cancel(job_id, signal=None if pending else "TERM")
+            except SlurmError as e:
+                raise LaunchError("run", f"run: {name}: {e}") from None
+            if pending:
+                status.state, status.error = "stopped", None
+                status.extra["ended"] = time.time()
+                if job_id is not None:
+                    status.extra["slurm"] = {"job_id": job_id, "state": "CANCELLED", "reason": None}
+                write_status(run_dir, status)
+                return "stopped"
+            self._stopping.add(name)
+        threading.Thread(
+            target=self._escalate_job, args=(name, job_id), name=f"stop-{name}", daemon=True
+        ).start()
+        log.info("stopping %s (Slurm job %s)", name, job_id)
+        return "stopping"
+
+    def _escalate_job(self, name: str, job_id: str | None) -> None:
+        """Cancel the job outright if SIGTERM did not end it within ``grace_s``."""
+        deadline = time.monotonic() + self.grace_s
+        while job_id is not None:
+            try:
+                job = self.slurm.jobs([job_id]).get(job_id)
+            except SlurmError:
+                job = None
+            ended = job is not None and job.run_state not in ("queued", "running")
+            if ended:
+                break
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "%s: job %s did not end within %.0f s: scancel", name, job_id, self.grace_s
+                )
+                with contextlib.suppress(SlurmError):
+                    self.slurm.cancel(job_id)
+                break
+            time.sleep(min(1.0, self.grace_s / 10))
+        self.refresh_jobs()
+
+    # -- local children ----------------------------------------------------------------
 
     def _reap(self) -> None:
         for name, child in list(self._children.items()):
@@ -590,6 +939,17 @@ class Launcher:
                 self._reap()
             else:
                 self._finalize(name, pid, None)
+
+
+def _backend_of(launch: Mapping[str, Any] | None) -> str:
+    """A run's backend; runs launched before backends existed are local."""
+    return str((launch or {}).get("backend") or "local")
+
+
+def _job_id(launch: Mapping[str, Any] | None) -> str | None:
+    """The Slurm job id in a ``launch.json``, or ``None``."""
+    job_id = ((launch or {}).get("slurm") or {}).get("job_id")
+    return str(job_id) if job_id else None
 
 
 def _running(child: _Child | None, pid: int) -> bool:

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from app.security import UnsafeBindError, allowed_hosts_for, check_bind, load_auth
+from app.slurm import resources_from
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +33,14 @@ def serve(
     demo: bool = False,
     auth_file: str | os.PathLike | None = None,
     debug: bool = False,
+    backend: str = "local",
+    slurm_defaults: Mapping[str, Any] | None = None,
 ) -> None:
     """Run the dashboard until interrupted.
 
     Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
-    or the ``VOXELBOARD_AUTH`` variable) exits with status 2 before anything else happens.
+    or the ``VOXELBOARD_AUTH`` variable) exits with status 2 before anything else happens;
+    so do bad Slurm defaults. ``backend`` and ``slurm_defaults`` go to ``create_app``.
     Then creates the demo data if missing, builds the app and serves it with waitress
     (or Flask's debug server with ``debug=True``).
 
@@ -45,6 +51,7 @@ def serve(
     try:
         users = load_auth(auth_file)
         check_bind(host, users)
+        resources_from(defaults=slurm_defaults)
     except (UnsafeBindError, ValueError) as e:
         print(f"voxelboard: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -65,11 +72,14 @@ def serve(
         demo=demo,
         auth=users,
         allowed_hosts=allowed,
+        backend=backend,
+        slurm_defaults=slurm_defaults,
     )
     url_host = f"[{host}]" if ":" in host else host
     print(
         f"VoxelBoard on http://{url_host}:{port}/  (runs: {Path(runs_dir).absolute()}, "
-        f"configs: {Path(configs_dir).absolute()}{', read-only' if read_only else ''})",
+        f"configs: {Path(configs_dir).absolute()}, backend: {backend}"
+        f"{', read-only' if read_only else ''})",
         flush=True,
     )
     try:

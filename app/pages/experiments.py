@@ -30,6 +30,7 @@ from app.components import (
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
 from app.readers import list_runs, log_path, tail_lines
 from app.security import LaunchError, check_run_name, list_configs
+from app.slurm import run_state as slurm_run_state
 from app.system import system_stats
 
 dash.register_page(__name__, path="/", name="Experiments", title="VoxelBoard: experiments")
@@ -38,6 +39,21 @@ REFRESH_MS = 2000
 SYSTEM_MS = 5000
 LOG_LINES = 200
 STOPPABLE_STATES = frozenset({"queued", "running"})
+#: resource fields of the launch form with the Slurm backend (ids ``exp-slurm-<key>``)
+SLURM_FIELDS = {
+    "partition": "Partition",
+    "account": "Account",
+    "gpus": "GPUs",
+    "cpus": "CPUs",
+    "mem": "Memory",
+    "time": "Time limit",
+}
+
+
+def _slurm_defaults(c: Any) -> dict[str, Any] | None:
+    """The launcher's Slurm defaults, or ``None`` when it does not use Slurm."""
+    return c.launcher.slurm_defaults if c.launcher.backend == "slurm" else None
+
 
 _NUM = Format(precision=4, scheme=Scheme.decimal_or_exponent)
 _PCT = Format(precision=0, scheme=Scheme.fixed).symbol(Symbol.yes).symbol_suffix("%")
@@ -55,6 +71,7 @@ COLUMNS = [
     {"id": "train_err", "name": "Train err", "type": "numeric", "format": _NUM},
     {"id": "valid_err", "name": "Valid err", "type": "numeric", "format": _NUM},
     {"id": "device", "name": "Device"},
+    {"id": "job", "name": "Job"},
     {"id": "started", "name": "Started"},
     {"id": "duration", "name": "Duration"},
     {"id": "issue", "name": "Issue"},
@@ -87,17 +104,31 @@ def _table_styles() -> list[dict[str, Any]]:
     return styles
 
 
-def table_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Display rows for the DataTable from ``app.readers.list_runs`` summaries."""
+def table_rows(
+    runs: list[dict[str, Any]], jobs: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Display rows for the DataTable from ``app.readers.list_runs`` summaries.
+
+    ``jobs`` (``Launcher.jobs()``) adds the Slurm job id, the reason a queued job waits,
+    and shows a run whose job Slurm reports running as ``running`` even when its trainer
+    runs on another machine (whose pid this one cannot check).
+    """
     rows = []
     for r in runs:
-        issue = " | ".join(x for x in (r["badge"], r["error"]) if x)
+        job = (jobs or {}).get(r["name"]) or {}
+        state = r["state"]
+        if state == "lost" and slurm_run_state(job.get("state") or "") == "running":
+            state = "running"
+        why = None
+        if state == "queued" and job.get("state"):
+            why = f"Slurm: {job['state']}" + (f" ({job['reason']})" if job.get("reason") else "")
+        issue = " | ".join(x for x in (why, r["badge"], r["error"]) if x)
         rows.append(
             {
                 "id": r["name"],
                 "name": r["name"],
                 "config": r["config"],
-                "state": r["state"],
+                "state": state,
                 "step": r["step"],
                 "n_steps": r["n_steps"],
                 "progress": r["progress"],
@@ -108,6 +139,7 @@ def table_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     for k in ("train_loss", "valid_loss", "train_err", "valid_err")
                 },
                 "device": r["device"] or "",
+                "job": job.get("job_id") or "",
                 "started": fmt_time(r["started"]),
                 "duration": fmt_duration(r["duration_s"]),
                 "issue": issue[:300],
@@ -116,7 +148,9 @@ def table_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _launch_panel(configs: list[str], devices: list[str], hidden: bool) -> html.Section:
+def _launch_panel(
+    configs: list[str], devices: list[str], hidden: bool, slurm: dict[str, Any] | None
+) -> html.Section:
     def field(label: str, component: Any) -> html.Label:
         return html.Label(
             [html.Span(label, className="vb-field-label"), component], className="vb-field"
@@ -149,12 +183,26 @@ def _launch_panel(configs: list[str], devices: list[str], hidden: bool) -> html.
             ],
             className="vb-grid",
         ),
+        html.Div(
+            [
+                field(label, text(f"exp-slurm-{key}", _default_hint(slurm, key)))
+                for key, label in SLURM_FIELDS.items()
+            ],
+            id="exp-slurm-fields",
+            className="vb-grid",
+            hidden=slurm is None,
+        ),
         html.Button("Launch", id="exp-launch", className="vb-button vb-primary"),
         html.Div(id="exp-launch-msg", className="vb-msg"),
         id="exp-launch-panel",
         className="vb-launch",
         hidden=hidden,
     )
+
+
+def _default_hint(defaults: dict[str, Any] | None, key: str) -> str:
+    value = (defaults or {}).get(key)
+    return "config / cluster default" if value in (None, "", 0) else f"default {value}"
 
 
 def _actions_panel(hidden: bool) -> html.Section:
@@ -192,7 +240,7 @@ def layout(**kwargs: Any) -> html.Div:
             dcc.Store(id="exp-log-sig"),
             html.Div(
                 [
-                    _launch_panel(configs, devices, hidden=c.read_only),
+                    _launch_panel(configs, devices, c.read_only, _slurm_defaults(c)),
                     _actions_panel(hidden=c.read_only),
                     panel("System", html.Div(id="exp-system", children=_system_view())),
                 ],
@@ -279,7 +327,11 @@ def _system_view() -> list[Any]:
             ),
             html.Div(f"runs: {', '.join(g.runs) or 'none'}", className="vb-muted"),
         ]
-    if not s.gpus:
+    if c.launcher.backend == "slurm":
+        out.append(html.Div("Launches go to Slurm as batch jobs.", className="vb-muted"))
+        if c.launcher.jobs_error:
+            out.append(html.Div(f"Slurm: {c.launcher.jobs_error}", className="vb-error"))
+    elif not s.gpus:
         out.append(html.Div("No NVIDIA GPU found: runs use the CPU.", className="vb-muted"))
     cpu_runs = sorted(n for n, d in active.items() if d == "cpu")
     queued = c.launcher.queued_runs()
@@ -310,12 +362,13 @@ _READ_ONLY = "This dashboard is read-only."
     Input("exp-selected", "data"),
 )
 def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
-    runs = list_runs(current_context().runs_dir)
+    c = current_context()
+    runs = list_runs(c.runs_dir)
     index = next((i for i, r in enumerate(runs) if r["name"] == selected), None)
     row = runs[index] if index is not None else None
     state = row["state"] if row else None
     return (
-        table_rows(runs),
+        table_rows(runs, c.launcher.jobs()),
         [] if index is None else [index],
         _selection_view(row),
         state not in STOPPABLE_STATES,
@@ -377,15 +430,17 @@ def refresh_system(_n: int | None) -> list[Any]:
     State("exp-batch-size", "value"),
     State("exp-lr", "value"),
     State("exp-save-name", "value"),
+    *(State(f"exp-slurm-{key}", "value") for key in SLURM_FIELDS),
     prevent_initial_call=True,
 )
-def launch_run(_clicks, config, device, n_steps, batch_size, lr, save_name) -> tuple:
+def launch_run(_clicks, config, device, n_steps, batch_size, lr, save_name, *slurm) -> tuple:
     c = current_context()
     if c.read_only:
         return _message(_READ_ONLY, False), no_update, no_update
     overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr, "save_name": save_name}
+    resources = dict(zip(SLURM_FIELDS, slurm)) if c.launcher.backend == "slurm" else None
     try:
-        name = c.launcher.launch(config, device=device, overrides=overrides)
+        name = c.launcher.launch(config, device=device, overrides=overrides, resources=resources)
     except LaunchError as e:
         return _message(f"Not launched. {e}", False), no_update, no_update
     return _message(f"Launched {name}.", True), name, time.time()
