@@ -165,6 +165,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     html.H2(name, style={"margin": "0 12px 0 0"}),
                     html.Div(id="run-header"),
                     dcc.Link("preview viewer", href=f"/run/{name}/preview", id="run-preview-link"),
+                    dcc.Link("evaluation", href=f"/run/{name}/evaluation", id="run-eval-link"),
                     dcc.Link("all runs", href="/"),
                 ],
                 style=_ROW,

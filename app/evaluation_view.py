@@ -1,0 +1,1034 @@
+"""What the evaluation page shows: result files as browser JSON, and its figures.
+
+The evaluation page (``app/pages/evaluation.py``) renders the result files written by
+``trainer.evaluation`` (``<run_dir>/eval/<name>.h5``, format in docs/evaluation.md). This module
+holds everything of that page that does not need Dash:
+
+* ``load_view``: one split of a result file as the JSON the browser keeps in a ``dcc.Store``:
+  the ``coarse/`` cumulative counts (at most ~10^4 thresholds, exact counts), areas, the
+  threshold the evaluation chose, the preset thresholds and the class score histograms. The
+  browser computes every metric at a slider value from these counts (``assets/evaluation.js``
+  mirrors ``trainer.metrics.derived_metrics``), so moving the threshold costs no round trip.
+* Figure builders (pure: arrays in, ``go.Figure`` out): ROC and PR curves with a marker at the
+  threshold and curves of other results overlaid, the confusion heatmap, metric-vs-threshold
+  curves, the error histogram with FP/FN mass shaded, and the thresholded segmentation slice.
+* ``probability_cache``: the validation cubes' probabilities, predicted once with the
+  evaluated snapshot and kept in ``eval/<name>_valid_prob.h5`` for the segmentation view. It is
+  the one function here that touches torch (imported when called).
+
+Traces the browser updates in place carry a ``meta`` tag (``MARKER``, ``FP_SHADE``, ...), so the
+clientside code finds them whatever other traces a figure holds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from app.figures import png_data_uri
+from trainer import runs
+from trainer.evaluation import ResultFileError, read_result
+from trainer.metrics import (
+    NOTHING_POSITIVE,
+    EvaluationResult,
+    ThresholdMetrics,
+    derived_metrics,
+)
+
+#: suffix of the probability caches in ``eval/`` (not result files of their own)
+PROB_SUFFIX = "_prob"
+THRESHOLD_FILE = "threshold.json"
+SPLITS = ("valid", "train")
+#: presets computed on the server; ``precision_at`` needs the typed target and runs in the browser
+PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer")
+PRESET_LABELS = {
+    "max_f1": "max F1",
+    "max_accuracy": "max accuracy",
+    "max_youden": "max Youden's J",
+    "eer": "equal error rate",
+    "precision_at": "precision ≥ target",
+    "chosen": "evaluation's choice",
+}
+
+#: rows of the metrics table: (key, label); counts first. The same keys and order are used by
+#: assets/evaluation.js, the CSV download and threshold.json.
+METRIC_ROWS: tuple[tuple[str, str], ...] = (
+    ("tp", "TP"),
+    ("fp", "FP"),
+    ("tn", "TN"),
+    ("fn", "FN"),
+    ("tpr", "TPR (recall, sensitivity)"),
+    ("fpr", "FPR"),
+    ("tnr", "TNR (specificity)"),
+    ("precision", "precision"),
+    ("recall", "recall"),
+    ("f1", "F1"),
+    ("fbeta", "F-beta"),
+    ("accuracy", "accuracy"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("mcc", "MCC"),
+    ("dice", "Dice"),
+    ("iou", "IoU"),
+    ("youden_j", "Youden's J"),
+    ("predicted_positive_rate", "predicted positive rate"),
+)
+COUNT_KEYS = ("tp", "fp", "tn", "fn")
+
+# trace tags the browser looks for (assets/evaluation.js)
+MARKER = "vb-marker"
+MAIN_CURVE = "vb-curve"
+FN_SHADE = "vb-fn-shade"
+FP_SHADE = "vb-fp-shade"
+CONFUSION = "vb-confusion"
+THRESHOLD_LINE = "vb-threshold"
+
+COLOURS = {
+    "main": "#0d6efd",
+    "marker": "#dc3545",
+    "pos": "#198754",
+    "neg": "#6c757d",
+    "fn": "rgba(13,110,253,0.45)",
+    "fp": "rgba(220,53,69,0.45)",
+    "baseline": "#adb5bd",
+}
+_OTHER_COLOURS = ("#fd7e14", "#6f42c1", "#20c997", "#d63384", "#795548", "#17a2b8")
+#: segmentation colours (RGB): true positives, false positives, false negatives
+SEG_COLOURS = {"tp": (25, 175, 84), "fp": (230, 50, 60), "fn": (40, 120, 255)}
+
+# the title sits at the top of the margin, the legend below it (the modebar takes the right)
+_LAYOUT = {
+    "template": "plotly_white",
+    "margin": {"l": 55, "r": 15, "t": 80, "b": 45},
+    "height": 400,
+    "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0, "font": {"size": 11}},
+}
+
+
+def _title(text: str) -> dict[str, Any]:
+    return {"text": text, "x": 0.01, "y": 0.985, "yanchor": "top", "font": {"size": 15}}
+
+
+class ResultViewError(ValueError):
+    """A result file or split the page cannot show; the message says why and what to do."""
+
+
+# ----------------------------------------------------------------------------------------------
+# result files
+
+
+def eval_dir(run_dir: str | os.PathLike) -> Path:
+    """``<run_dir>/eval``."""
+    return Path(run_dir) / runs.EVAL_DIR
+
+
+def list_results(run_dir: str | os.PathLike) -> list[str]:
+    """Names of the result files in ``<run_dir>/eval`` (``<name>.h5``), newest first.
+
+    Probability caches (``*_prob.h5``) and temporary files are left out.
+    """
+    folder = eval_dir(run_dir)
+    try:
+        files = [
+            p
+            for p in folder.iterdir()
+            if p.suffix == ".h5"
+            and p.is_file()
+            and not p.stem.endswith(PROB_SUFFIX)
+            and not p.name.startswith(".")
+        ]
+    except OSError:
+        return []
+
+    def mtime(p: Path) -> float:
+        try:
+            return p.stat().st_mtime
+        except OSError:
+            return 0.0
+
+    return [p.stem for p in sorted(files, key=lambda p: (-mtime(p), p.name))]
+
+
+def result_file(run_dir: str | os.PathLike, name: str) -> Path:
+    """``<run_dir>/eval/<name>.h5`` for a plain result name (no separators, not hidden).
+
+    Raises:
+        ResultViewError: for a name that could leave the ``eval`` folder.
+    """
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or "\0" in name
+    ):
+        raise ResultViewError(f"{name!r} is not a result name; pick one from the list")
+    return eval_dir(run_dir) / f"{name}.h5"
+
+
+def read_split(path: str | os.PathLike, split: str) -> EvaluationResult:
+    """The browser's (coarse) copy of one split of a result file.
+
+    Raises:
+        ResultViewError: missing, corrupt or old-format file, or no such split; the message
+            names the file and says what to do (never a traceback for the browser).
+    """
+    try:
+        results = read_result(path, coarse=True)
+    except ResultFileError as e:
+        raise ResultViewError(_file_message(e)) from None
+    except Exception as e:  # anything else an unreadable file can raise: still a message
+        raise ResultViewError(
+            f"cannot read evaluation result {path}: {type(e).__name__}: {e}; re-run the evaluation"
+        ) from None
+    if split not in results:
+        have = ", ".join(results) or "none"
+        raise ResultViewError(
+            f"evaluation result {path} has no {split!r} split (it has: {have}); pick another "
+            "split or evaluate it with `python run.py evaluate RUN_DIR --split both`"
+        )
+    return results[split]
+
+
+def _file_message(e: ResultFileError) -> str:
+    lead = {
+        "missing": "No result file",
+        "corrupt": "The result file is damaged or incomplete",
+        "old-format": "The result file is from an older VoxelBoard",
+        "newer-format": "The result file is from a newer VoxelBoard",
+    }.get(e.reason, "Cannot read the result file")
+    return f"{lead}: {e}"
+
+
+def single_class_message(res: EvaluationResult, path: Any, split: str) -> str | None:
+    """A message if only one class was counted (ROC undefined), else ``None``."""
+    if not res.single_class:
+        return None
+    only = "negatives" if res.n_pos == 0 else "positives"
+    return (
+        f"The {split} split of {path} holds only {only} ({res.n_pos:,} positive, "
+        f"{res.n_neg:,} negative voxels): ROC and PR curves and threshold metrics are undefined "
+        "for a single class. Evaluate on cubes whose labels contain both classes."
+    )
+
+
+def presets(res: EvaluationResult) -> dict[str, float]:
+    """Thresholds of the presets that need no input (``PRESETS``); ``chosen`` if recorded."""
+    out = {m: res.choose(m).threshold for m in PRESETS}
+    if res.chosen is not None and math.isfinite(res.chosen.threshold):
+        out["chosen"] = float(res.chosen.threshold)
+    return out
+
+
+def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, Any]:
+    """One split of result ``name`` of a run, as the JSON-able dict the page stores in the browser.
+
+    Keys: ``result``, ``split``, ``mode``, ``n_bins``, ``thresholds``, ``tp``, ``fp``, ``tn``,
+    ``fn`` (the coarse cumulative counts, ascending thresholds), ``n_pos``, ``n_neg``,
+    ``n_ignored``, ``roc_auc``, ``average_precision``, ``nll``, ``chosen`` (threshold, method,
+    value or ``None``), ``presets`` ({preset: threshold}), ``hist`` (edges, pos, neg),
+    ``snapshot``, ``step``.
+
+    Raises:
+        ResultViewError: the file cannot be shown (missing, corrupt, old format, no such split,
+            a single class).
+    """
+    path = result_file(run_dir, name)
+    res = read_split(path, split)
+    msg = single_class_message(res, path, split)
+    if msg:
+        raise ResultViewError(msg)
+    attrs = _root_attrs(path)
+    chosen = res.chosen
+    return {
+        "result": name,
+        "split": split,
+        "mode": res.mode,
+        "n_bins": int(res.n_bins),
+        "thresholds": res.thresholds.tolist(),
+        "tp": res.tp.tolist(),
+        "fp": res.fp.tolist(),
+        "tn": res.tn.tolist(),
+        "fn": res.fn.tolist(),
+        "n_pos": int(res.n_pos),
+        "n_neg": int(res.n_neg),
+        "n_ignored": int(res.n_ignored),
+        "roc_auc": _finite(res.roc_auc),
+        "average_precision": _finite(res.average_precision),
+        "nll": _finite(res.nll),
+        "chosen": None
+        if chosen is None or not math.isfinite(chosen.threshold)
+        else {
+            "threshold": chosen.threshold,
+            "method": chosen.method,
+            "value": _finite(chosen.value),
+        },
+        "presets": presets(res),
+        "hist": {
+            "edges": res.hist_edges.tolist(),
+            "pos": res.hist_pos.tolist(),
+            "neg": res.hist_neg.tolist(),
+        },
+        "snapshot": str(attrs.get("snapshot", "")),
+        "step": int(attrs["step"]) if isinstance(attrs.get("step"), int | np.integer) else None,
+    }
+
+
+def _root_attrs(path: Path) -> dict[str, Any]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return {k: _plain(v) for k, v in f.attrs.items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def _finite(x: float) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def result_from_view(view: Mapping[str, Any]) -> EvaluationResult:
+    """The ``EvaluationResult`` (coarse counts) a ``load_view`` dict describes (for tests)."""
+    hist = view["hist"]
+    return EvaluationResult(
+        mode=view["mode"],
+        thresholds=np.asarray(view["thresholds"], np.float64),
+        tp=np.asarray(view["tp"], np.int64),
+        fp=np.asarray(view["fp"], np.int64),
+        tn=np.asarray(view["tn"], np.int64),
+        fn=np.asarray(view["fn"], np.int64),
+        n_pos=view["n_pos"],
+        n_neg=view["n_neg"],
+        n_ignored=view["n_ignored"],
+        hist_edges=np.asarray(hist["edges"]),
+        hist_pos=np.asarray(hist["pos"]),
+        hist_neg=np.asarray(hist["neg"]),
+        n_bins=view["n_bins"],
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# metrics table
+
+
+def metrics_at(res: EvaluationResult, threshold: float, beta: float = 1.0) -> ThresholdMetrics:
+    """Counts and metrics at ``threshold`` (the stored threshold at or above it, as the slider)."""
+    return res.at(float(threshold), beta=float(beta))
+
+
+def metrics_rows(m: ThresholdMetrics) -> list[tuple[str, str, float | int]]:
+    """``(key, label, value)`` per ``METRIC_ROWS`` row; the F-beta label names its beta."""
+    out = []
+    for key, label in METRIC_ROWS:
+        if key == "fbeta":
+            label = f"F-beta (beta={m.beta:g})"
+        out.append((key, label, getattr(m, key)))
+    return out
+
+
+def format_value(key: str, value: float | int | None) -> str:
+    """A table cell: counts with thousands separators, rates with 4 decimals (as the browser)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if key in COUNT_KEYS:
+        return f"{int(value):,}"
+    return f"{float(value):.4f}"
+
+
+def metrics_csv(m: ThresholdMetrics, *, result: str = "", split: str = "") -> str:
+    """The metrics table as CSV text: ``metric,value`` rows after the threshold and its source."""
+    lines = ["metric,value", f"threshold,{m.threshold!r}", f"beta,{m.beta!r}"]
+    if result:
+        lines.append(f"result,{result}")
+    if split:
+        lines.append(f"split,{split}")
+    for key, _label, value in metrics_rows(m):
+        lines.append(f"{key},{int(value) if key in COUNT_KEYS else repr(float(value))}")
+    return "\n".join(lines) + "\n"
+
+
+def threshold_record(
+    m: ThresholdMetrics, *, run: str, result: str, split: str, method: str = "manual"
+) -> dict[str, Any]:
+    """What ``eval/threshold.json`` holds: the threshold, where it came from, and its metrics."""
+    metrics = {k: (int(v) if k in COUNT_KEYS else _finite(v)) for k, _l, v in metrics_rows(m)}
+    return {
+        "threshold": float(m.threshold),
+        "method": method,
+        "beta": float(m.beta),
+        "run": run,
+        "result": result,
+        "split": split,
+        "saved": time.time(),
+        "metrics": metrics,
+    }
+
+
+def save_threshold(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
+    """Write ``eval/threshold.json`` atomically; returns its path."""
+    path = eval_dir(run_dir) / THRESHOLD_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_json(path, dict(record))
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+def _index(thresholds: np.ndarray, threshold: float) -> int:
+    i = int(np.searchsorted(thresholds, threshold, side="left"))
+    return min(i, thresholds.size - 1)
+
+
+def counts_at(view: Mapping[str, Any], threshold: float) -> dict[str, int]:
+    """``tp``, ``fp``, ``tn``, ``fn`` of a ``load_view`` dict at ``threshold`` (as the slider)."""
+    i = _index(np.asarray(view["thresholds"], np.float64), threshold)
+    return {k: int(view[k][i]) for k in COUNT_KEYS}
+
+
+def _curve_arrays(view: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    tp, fp = np.asarray(view["tp"], np.int64), np.asarray(view["fp"], np.int64)
+    tn, fn = np.asarray(view["tn"], np.int64), np.asarray(view["fn"], np.int64)
+    d = derived_metrics(tp, fp, tn, fn, names=("tpr", "fpr", "precision", "f1", "accuracy"))
+    d["recall"] = d["tpr"]
+    d["thresholds"] = np.asarray(view["thresholds"], np.float64)
+    d["recall_all"] = d["tpr"]
+    return d
+
+
+def _fmt_area(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _marker_trace(x: float, y: float, threshold: float) -> go.Scatter:
+    return go.Scatter(
+        x=[x],
+        y=[y],
+        mode="markers",
+        name=f"threshold {threshold:.4f}",
+        marker={"size": 12, "color": COLOURS["marker"], "line": {"width": 1, "color": "white"}},
+        meta=MARKER,
+        hoverinfo="skip",
+    )
+
+
+def _t_label(t: float) -> str:
+    return "none positive" if t > 1.0 else f"{t:.4f}"
+
+
+def roc_figure(
+    view: Mapping[str, Any],
+    threshold: float,
+    others: Sequence[Mapping[str, Any]] = (),
+    title: str = "ROC curve",
+) -> go.Figure:
+    """ROC curve of ``view`` with a marker at ``threshold``, the chance diagonal and ``others``.
+
+    Args:
+        view: a ``load_view`` dict.
+        threshold: where the marker sits (counts at the stored threshold at or above it).
+        others: curves to overlay, each ``{'label', 'fpr', 'tpr', 'roc_auc'}`` (``compare_curve``).
+        title: figure title.
+
+    The main curve's points carry their threshold as ``customdata`` (clicking picks it).
+    """
+    d = _curve_arrays(view)
+    t = d["thresholds"]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[0, 1],
+            mode="lines",
+            name="chance",
+            line={"dash": "dot", "color": COLOURS["baseline"]},
+            hoverinfo="skip",
+        )
+    )
+    for k, o in enumerate(others):
+        fig.add_trace(
+            go.Scatter(
+                x=o["fpr"],
+                y=o["tpr"],
+                mode="lines",
+                name=f"{o['label']} (AUC {_fmt_area(o.get('roc_auc'))})",
+                line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=d["fpr"],
+            y=d["tpr"],
+            customdata=t,
+            mode="lines",
+            name=f"{view.get('result', '')} {view.get('split', '')} (AUC {_fmt_area(view.get('roc_auc'))})",
+            line={"color": COLOURS["main"], "width": 2},
+            hovertemplate="FPR %{x:.4f}<br>TPR %{y:.4f}<br>threshold %{customdata:.4f}<extra></extra>",
+            meta=MAIN_CURVE,
+        )
+    )
+    i = _index(t, threshold)
+    fig.add_trace(_marker_trace(float(d["fpr"][i]), float(d["tpr"][i]), threshold))
+    fig.update_layout(
+        **_LAYOUT,
+        title=_title(title),
+        xaxis={"title": "false positive rate", "range": [-0.01, 1.01]},
+        yaxis={"title": "true positive rate", "range": [-0.01, 1.01]},
+        hovermode="closest",
+        uirevision="roc",
+    )
+    return fig
+
+
+def pr_figure(
+    view: Mapping[str, Any],
+    threshold: float,
+    others: Sequence[Mapping[str, Any]] = (),
+    title: str = "Precision-recall curve",
+) -> go.Figure:
+    """PR curve of ``view`` (step-wise, as AP sums it) with the prevalence baseline and a marker.
+
+    ``others``: curves to overlay, each ``{'label', 'recall', 'precision', 'average_precision',
+    'prevalence'}``.
+    """
+    d = _curve_arrays(view)
+    t = d["thresholds"]
+    n_pos, n_neg = view["n_pos"], view["n_neg"]
+    prevalence = n_pos / (n_pos + n_neg)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=[0, 1],
+            y=[prevalence, prevalence],
+            mode="lines",
+            name=f"prevalence {prevalence:.3f}",
+            line={"dash": "dot", "color": COLOURS["baseline"]},
+            hoverinfo="skip",
+        )
+    )
+    for k, o in enumerate(others):
+        fig.add_trace(
+            go.Scatter(
+                x=o["recall"],
+                y=o["precision"],
+                mode="lines",
+                line_shape="vh",
+                name=f"{o['label']} (AP {_fmt_area(o.get('average_precision'))})",
+                line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=d["recall"],
+            y=d["precision"],
+            customdata=t,
+            mode="lines",
+            line_shape="vh",
+            name=f"{view.get('result', '')} {view.get('split', '')} (AP {_fmt_area(view.get('average_precision'))})",
+            line={"color": COLOURS["main"], "width": 2},
+            hovertemplate="recall %{x:.4f}<br>precision %{y:.4f}<br>threshold %{customdata:.4f}<extra></extra>",
+            meta=MAIN_CURVE,
+        )
+    )
+    i = _index(t, threshold)
+    fig.add_trace(_marker_trace(float(d["recall"][i]), float(d["precision"][i]), threshold))
+    fig.update_layout(
+        **_LAYOUT,
+        title=_title(title),
+        xaxis={"title": "recall", "range": [-0.01, 1.01]},
+        yaxis={"title": "precision", "range": [-0.01, 1.02]},
+        hovermode="closest",
+        uirevision="pr",
+    )
+    return fig
+
+
+def confusion_z(tp: int, fp: int, tn: int, fn: int) -> tuple[list[list[float]], list[list[str]]]:
+    """Heatmap cells ``[[TN, FP], [FN, TP]]`` (rows: actual negative, positive) as row fractions,
+    and their texts (count and row percentage)."""
+    rows = ((tn, fp), (fn, tp))
+    z, text = [], []
+    for a, b in rows:
+        n = a + b
+        fa, fb = (a / n, b / n) if n else (0.0, 0.0)
+        z.append([fa, fb])
+        text.append([f"{a:,}<br>{100 * fa:.1f}%", f"{b:,}<br>{100 * fb:.1f}%"])
+    return z, text
+
+
+def confusion_figure(tp: int, fp: int, tn: int, fn: int, threshold: float) -> go.Figure:
+    """The 2x2 confusion table as an annotated heatmap: counts and row percentages."""
+    z, text = confusion_z(tp, fp, tn, fn)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=["predicted negative", "predicted positive"],
+            y=["actual negative", "actual positive"],
+            text=text,
+            texttemplate="%{text}",
+            textfont={"size": 15},
+            colorscale="Blues",
+            zmin=0,
+            zmax=1,
+            showscale=False,
+            hovertemplate="%{y}, %{x}: %{text}<extra></extra>",
+            meta=CONFUSION,
+        )
+    )
+    fig.update_layout(
+        **{**_LAYOUT, "height": 320},
+        title=_title(f"Confusion at threshold {_t_label(threshold)}"),
+        yaxis={"autorange": "reversed"},
+    )
+    return fig
+
+
+def _vline(threshold: float) -> dict[str, Any]:
+    x = min(max(float(threshold), 0.0), 1.0)
+    return {
+        "type": "line",
+        "xref": "x",
+        "yref": "paper",
+        "x0": x,
+        "x1": x,
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": COLOURS["marker"], "width": 2, "dash": "dash"},
+        "name": THRESHOLD_LINE,
+    }
+
+
+def metric_curves_figure(view: Mapping[str, Any], threshold: float) -> go.Figure:
+    """Precision, recall, F1 and accuracy against threshold, with a line at ``threshold``."""
+    d = _curve_arrays(view)
+    t = d["thresholds"]
+    keep = t <= 1.0  # NOTHING_POSITIVE has no place on a [0, 1] axis
+    fig = go.Figure()
+    for key, colour in (
+        ("precision", "#d63384"),
+        ("recall", "#198754"),
+        ("f1", "#0d6efd"),
+        ("accuracy", "#fd7e14"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=t[keep],
+                y=d[key][keep],
+                mode="lines",
+                name=key,
+                line={"color": colour, "width": 1.8},
+                customdata=t[keep],
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        title=_title("Metrics against threshold"),
+        xaxis={"title": "threshold", "range": [0, 1]},
+        yaxis={"range": [-0.01, 1.02]},
+        hovermode="x unified",
+        shapes=[_vline(threshold)],
+        uirevision="metric-curves",
+    )
+    return fig
+
+
+def shaded_mass(view: Mapping[str, Any], threshold: float) -> tuple[list[int], list[int], int, int]:
+    """Per histogram bin: the FN part (positives below ``threshold``) and the FP part (negatives
+    at or above it). A bin counts as above when its left edge is >= ``threshold``, so the shading
+    is exact at the bin edges and off by at most one bin elsewhere. Also returns the exact FN and
+    FP counts (from the cumulative counts) for the legend.
+    """
+    edges = np.asarray(view["hist"]["edges"], np.float64)
+    pos = np.asarray(view["hist"]["pos"], np.int64)
+    neg = np.asarray(view["hist"]["neg"], np.int64)
+    above = edges[:-1] >= threshold
+    fn_bins = np.where(above, 0, pos)
+    fp_bins = np.where(above, neg, 0)
+    i = _index(np.asarray(view["thresholds"], np.float64), threshold)
+    return fn_bins.tolist(), fp_bins.tolist(), int(view["fn"][i]), int(view["fp"][i])
+
+
+def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = True) -> go.Figure:
+    """Score histograms of positive and negative voxels with the threshold line; the FN mass
+    (positives below it) and the FP mass (negatives at or above it) shaded."""
+    edges = np.asarray(view["hist"]["edges"], np.float64)
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    widths = np.diff(edges)
+    fn_bins, fp_bins, n_fn, n_fp = shaded_mass(view, threshold)
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=fn_bins,
+            width=widths,
+            name=f"false negatives ({n_fn:,})",
+            marker={"color": COLOURS["fn"], "line": {"width": 0}},
+            meta=FN_SHADE,
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=centres,
+            y=fp_bins,
+            width=widths,
+            name=f"false positives ({n_fp:,})",
+            marker={"color": COLOURS["fp"], "line": {"width": 0}},
+            meta=FP_SHADE,
+        )
+    )
+    for key, label, colour in (
+        ("pos", "positives", COLOURS["pos"]),
+        ("neg", "negatives", COLOURS["neg"]),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=edges,
+                y=list(view["hist"][key]) + [view["hist"][key][-1]],
+                mode="lines",
+                line={"shape": "hv", "color": colour, "width": 1.8},
+                name=label,
+            )
+        )
+    fig.update_layout(
+        **_LAYOUT,
+        title=_title("Score distributions"),
+        xaxis={"title": "predicted probability of class 1", "range": [0, 1]},
+        yaxis={"title": "voxels", "type": "log" if log_y else "linear"},
+        barmode="overlay",
+        bargap=0,
+        shapes=[_vline(threshold)],
+        uirevision=f"hist-{log_y}",
+    )
+    return fig
+
+
+def compare_curve(res: EvaluationResult, label: str) -> dict[str, Any]:
+    """The ROC and PR points of another result for ``roc_figure``/``pr_figure``'s ``others``."""
+    fpr, tpr = res.roc()
+    rec, prec = res.pr()
+    return {
+        "label": label,
+        "fpr": fpr.tolist(),
+        "tpr": tpr.tolist(),
+        "recall": rec.tolist(),
+        "precision": prec.tolist(),
+        "roc_auc": _finite(res.roc_auc),
+        "average_precision": _finite(res.average_precision),
+    }
+
+
+def figure_html(fig: go.Figure) -> str:
+    """A standalone HTML page of ``fig`` with plotly.js inline (opens without internet)."""
+    return fig.to_html(include_plotlyjs=True, full_html=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# thresholded segmentation
+
+
+def segmentation_rgb(
+    raw: np.ndarray, prob: np.ndarray, label: np.ndarray, threshold: float, opacity: float = 0.6
+) -> np.ndarray:
+    """Grey raw slice with TP, FP and FN voxels at ``threshold`` in ``SEG_COLOURS``.
+
+    Predicted positive means ``prob >= threshold`` (as the counts); label -1 voxels stay grey.
+
+    Returns:
+        uint8 RGB ``(h, w, 3)``.
+    """
+    raw = np.clip(np.nan_to_num(np.asarray(raw, np.float32)), 0.0, 1.0)
+    prob, label = np.asarray(prob), np.asarray(label)
+    if not raw.shape == prob.shape == label.shape or raw.ndim != 2:
+        raise ValueError(
+            f"raw, probability and label slices must be 2-d of one shape, got {raw.shape}, "
+            f"{prob.shape} and {label.shape}"
+        )
+    pred = prob >= threshold
+    rgb = np.repeat(raw[..., None], 3, axis=2)
+    a = float(np.clip(opacity, 0.0, 1.0))
+    for key, mask in (
+        ("tp", pred & (label == 1)),
+        ("fp", pred & (label == 0)),
+        ("fn", ~pred & (label == 1)),
+    ):
+        col = np.asarray(SEG_COLOURS[key], np.float32) / 255.0
+        rgb[mask] = rgb[mask] * (1.0 - a) + col * a
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def segmentation_counts(prob: np.ndarray, label: np.ndarray, threshold: float) -> dict[str, int]:
+    """TP, FP, FN, TN of one slice (or cube) at ``threshold``; label -1 ignored."""
+    pred = np.asarray(prob) >= threshold
+    label = np.asarray(label)
+    pos, neg = label == 1, label == 0
+    return {
+        "tp": int(np.count_nonzero(pred & pos)),
+        "fp": int(np.count_nonzero(pred & neg)),
+        "fn": int(np.count_nonzero(~pred & pos)),
+        "tn": int(np.count_nonzero(~pred & neg)),
+    }
+
+
+def segmentation_figure(
+    raw: np.ndarray,
+    prob: np.ndarray,
+    label: np.ndarray,
+    threshold: float,
+    title: str = "",
+    opacity: float = 0.6,
+) -> go.Figure:
+    """One z plane: raw grey with TP (green), FP (red) and FN (blue) at ``threshold``."""
+    c = segmentation_counts(prob, label, threshold)
+    img = png_data_uri(segmentation_rgb(raw, prob, label, threshold, opacity))
+    fig = go.Figure(go.Image(source=img, name="segmentation", hoverinfo="skip"))
+    for key, name in (("tp", "true positive"), ("fp", "false positive"), ("fn", "false negative")):
+        r, g, b = SEG_COLOURS[key]
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"size": 12, "symbol": "square", "color": f"rgb({r},{g},{b})"},
+                name=f"{name} ({c[key]:,})",
+            )
+        )
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=520,
+        template="plotly_white",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.3},
+        uirevision="segmentation",
+    )
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return fig
+
+
+def prob_cache_path(run_dir: str | os.PathLike, name: str, split: str = "valid") -> Path:
+    """``<run_dir>/eval/<name>_<split>_prob.h5``."""
+    return eval_dir(run_dir) / f"{name}_{split}{PROB_SUFFIX}.h5"
+
+
+def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:
+    """Shapes and source of a probability cache: ``{'cubes': {name: (z, y, x)}, 'snapshot'}``.
+
+    Raises:
+        ResultViewError: unreadable or not a probability cache.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            cubes = {
+                k: tuple(int(s) for s in f[k]["prob"].shape)
+                for k in sorted(f, key=lambda k: int(k[4:]) if k[4:].isdigit() else 1 << 30)
+                if k.startswith("cube")
+            }
+            snapshot = str(_plain(f.attrs.get("snapshot", "")))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ResultViewError(
+            f"cannot read probability cache {path}: {e}; delete it and it is predicted again"
+        ) from None
+    if not cubes:
+        raise ResultViewError(f"probability cache {path} holds no cubes; delete it")
+    return {"cubes": cubes, "snapshot": snapshot}
+
+
+def read_prob_slice(
+    path: str | os.PathLike, cube: str, z: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(raw, prob, label)`` of plane ``z`` of one cube of a probability cache (reads one plane).
+
+    Raises:
+        ResultViewError: unreadable file or unknown cube.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            g = f[cube]
+            z = min(max(int(z), 0), g["prob"].shape[0] - 1)
+            return (
+                np.asarray(g["raw"][z], np.float32),
+                np.asarray(g["prob"][z], np.float32),
+                np.asarray(g["label"][z], np.int8),
+            )
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ResultViewError(f"cannot read {cube} of probability cache {path}: {e}") from None
+
+
+def write_prob_cache(
+    path: str | os.PathLike,
+    cubes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``(raw, prob, label)`` cubes ``(z, y, x)`` as ``cube<i>`` groups, atomically.
+
+    ``raw`` is stored as float16 in [0, 1], ``prob`` (class-1 probability) as float16, ``label``
+    as int8 (1, 0, -1).
+    """
+    import io
+
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        for k, v in (attrs or {}).items():
+            f.attrs[k] = v
+        for i, (raw, prob, label) in enumerate(cubes):
+            if not raw.shape == prob.shape == label.shape:
+                raise ValueError(
+                    f"cube {i}: raw {raw.shape}, prob {prob.shape} and label {label.shape} differ"
+                )
+            g = f.create_group(f"cube{i}")
+            chunks = (1, *raw.shape[1:])
+            g.create_dataset("raw", data=raw.astype(np.float16), chunks=chunks)
+            g.create_dataset("prob", data=prob.astype(np.float16), chunks=chunks)
+            g.create_dataset("label", data=label.astype(np.int8), chunks=chunks)
+    runs.atomic_write_bytes(path, buf.getvalue())
+
+
+def _centre_crop(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    lo = [(n - m) // 2 for n, m in zip(a.shape, shape)]
+    return a[tuple(slice(i, i + m) for i, m in zip(lo, shape))]
+
+
+def probability_cache(
+    run_dir: str | os.PathLike,
+    name: str,
+    *,
+    snapshot: str | os.PathLike | None = None,
+    data_dir: str | os.PathLike | None = None,
+    device: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
+) -> Path:
+    """The validation cubes' probabilities for result ``name``, predicted once and cached.
+
+    Returns ``eval/<name>_valid_prob.h5`` if it exists; otherwise loads the run's config and the
+    snapshot the result was computed with (the result file's ``snapshot`` attribute, else
+    ``FINAL``, else the newest), predicts each validation cube with
+    ``trainer.inference.predict_dense`` and writes raw, class-1 probability and labels,
+    centre-cropped to a common shape. The evaluation itself is not recomputed.
+
+    Args:
+        run_dir: the run directory.
+        name: the result name (``eval/<name>.h5``).
+        snapshot: the snapshot to predict with (default: as above).
+        data_dir: ``VOXELBOARD_DATA_DIR`` for configs that read it (the demo's).
+        device: ``'auto'``, ``'cpu'``, ``'cuda:N'``.
+        progress: called as ``progress(cubes_done, cubes_total)``.
+        force: predict again even if the cache exists (after a new evaluation under that name).
+
+    Raises:
+        FileNotFoundError: no config copy or no snapshot in the run.
+    """
+    run_dir = Path(run_dir)
+    path = prob_cache_path(run_dir, name)
+    if path.is_file() and not force:
+        return path
+    import torch
+
+    from trainer.config import ExperimentConfig
+    from trainer.devices import resolve_device
+    from trainer.inference import predict_dense
+    from trainer.trainer import _call_create_model, _resolve_data_class
+
+    if data_dir is not None:
+        os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
+    copies = sorted(run_dir.glob("0-*.py"))
+    if not copies:
+        raise FileNotFoundError(f"{run_dir}: no config copy (0-<config>.py) to predict with")
+    if snapshot is None:
+        recorded = _root_attrs(result_file(run_dir, name)).get("snapshot")
+        final = runs.snapshot_path(run_dir, "FINAL")
+        if recorded and Path(recorded).is_file():
+            snapshot = recorded
+        elif final.is_file():
+            snapshot = final
+        else:
+            snapshot = runs.latest_snapshot(run_dir)
+    if snapshot is None or not Path(snapshot).is_file():
+        raise FileNotFoundError(f"{run_dir}: no snapshot to predict the validation cubes with")
+    cfg = ExperimentConfig(str(copies[0]), use_existing_dir=True)
+    dev = resolve_device(device or "auto")
+    model = _call_create_model(cfg)
+    state = torch.load(snapshot, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"] if "model" in state else state)
+    model.to(dev).eval()
+    data = _resolve_data_class(cfg.data_class)(model, None, **(cfg.data_init_kwargs or {}))
+    cubes = []
+    total = len(data.valid_d)
+    for i, (raw, lab) in enumerate(zip(data.valid_d, data.valid_l)):
+        prob = np.asarray(predict_dense(model, np.asarray(raw), device=dev))[1]
+        lab = np.asarray(lab)
+        lab = lab[0] if lab.ndim == 4 else lab
+        raw3 = np.asarray(raw)
+        raw3 = raw3[0] if raw3.ndim == 4 else raw3
+        shape = tuple(min(a, b) for a, b in zip(prob.shape, lab.shape))
+        raw_f = raw3.astype(np.float32) / (255.0 if raw3.dtype.kind in "iu" else 1.0)
+        cubes.append(
+            (_centre_crop(raw_f, shape), _centre_crop(prob, shape), _centre_crop(lab, shape))
+        )
+        if progress is not None:
+            progress(i + 1, total)
+    write_prob_cache(
+        path,
+        cubes,
+        {"snapshot": str(snapshot), "result": name, "created": time.time()},
+    )
+    return path
+
+
+__all__ = [
+    "COUNT_KEYS",
+    "METRIC_ROWS",
+    "NOTHING_POSITIVE",
+    "PRESETS",
+    "ResultViewError",
+    "compare_curve",
+    "confusion_figure",
+    "confusion_z",
+    "counts_at",
+    "error_hist_figure",
+    "figure_html",
+    "format_value",
+    "list_results",
+    "load_view",
+    "metric_curves_figure",
+    "metrics_at",
+    "metrics_csv",
+    "metrics_rows",
+    "pr_figure",
+    "probability_cache",
+    "read_prob_cache",
+    "read_prob_slice",
+    "read_split",
+    "result_file",
+    "result_from_view",
+    "roc_figure",
+    "save_threshold",
+    "segmentation_figure",
+    "segmentation_rgb",
+    "threshold_record",
+    "write_prob_cache",
+]

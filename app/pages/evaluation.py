@@ -1,0 +1,852 @@
+"""Evaluation page (``/run/<name>/evaluation``): threshold tuning on a run's evaluation results.
+
+Picks a result file (``eval/<name>.h5``, written by ``trainer.evaluation``) and a split, and shows
+ROC and PR curves, the metrics table, the confusion heatmap, metric-vs-threshold curves, the
+error histogram and a thresholded segmentation slice, all at one threshold.
+
+Speed: the split's cumulative counts (at most ~10^4 thresholds) go to the browser once, in the
+``eval-data`` store; moving the threshold runs one clientside callback
+(``assets/evaluation.js``) that computes the metrics, fills the table and moves the figure
+markers in place. Only the segmentation slice asks the server (one plane of a cached
+probability volume; the evaluation is never recomputed).
+
+"Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
+managed by a ``DiskcacheManager``, with progress and cancel), then predicts the validation
+cubes once more for the segmentation view (``app.evaluation_view.probability_cache``).
+
+The module figures in ``app.evaluation_view``; no dataclass lives here (Dash executes page
+modules before registering them).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import dash
+import plotly.graph_objects as go
+from dash import (
+    ClientsideFunction,
+    DiskcacheManager,
+    Input,
+    Output,
+    State,
+    callback,
+    clientside_callback,
+    ctx,
+    dcc,
+    html,
+    no_update,
+)
+from dash.background_callback.managers import BaseBackgroundCallbackManager
+from dash.background_callback.managers.diskcache_manager import _make_job_fn
+
+from app import evaluation_view as ev
+from app import series
+from trainer import runs
+
+dash.register_page(__name__, path_template="/run/<name>/evaluation", title="VoxelBoard evaluation")
+
+_ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
+_HALF = {"flex": "1 1 520px", "minWidth": "0"}
+_ERROR = {"color": "#dc3545", "padding": "4px 0", "whiteSpace": "pre-wrap"}
+_GRAPH_CONFIG = {
+    "displaylogo": False,
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+FIGURES = {
+    "roc": "ROC curve",
+    "pr": "PR curve",
+    "confusion": "confusion table",
+    "curves": "metrics against threshold",
+    "hist": "score distributions",
+    "segmentation": "segmentation",
+}
+
+
+class _LazyDiskcacheManager(DiskcacheManager):
+    """A ``DiskcacheManager`` whose cache folder is opened on first use, not when the page loads.
+
+    The folder is ``<tmp>/voxelboard-dash-<uid>-<pid>`` of the serving process (background jobs
+    are forked from it and reach the same folder); it is made when the app first serves and
+    removed when the serving process exits.
+    """
+
+    def __init__(self) -> None:
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        self._owner = os.getpid()
+        self._directory = Path(tempfile.gettempdir()) / f"voxelboard-dash-{uid}-{self._owner}"
+        self._handle = None
+        self.expire = None
+        BaseBackgroundCallbackManager.__init__(self, None)
+
+    @property
+    def handle(self) -> Any:
+        if self._handle is None:
+            import atexit
+            import shutil
+
+            import diskcache
+
+            self._handle = diskcache.Cache(str(self._directory))
+            if os.getpid() == self._owner:  # not in a forked job: the server owns the folder
+                atexit.register(shutil.rmtree, self._directory, ignore_errors=True)
+        return self._handle
+
+    def make_job_fn(self, fn, progress, key=None):
+        def job_fn(*args):
+            return _make_job_fn(fn, self.handle, progress)(*args)
+
+        return job_fn
+
+
+_MANAGER = _LazyDiskcacheManager()
+
+
+# --------------------------------------------------------------------------------------- layout
+
+
+def _missing(name: Any) -> html.Div:
+    shown = name if isinstance(name, str) else ""
+    return html.Div(
+        [
+            html.H2("Run not found"),
+            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
+            dcc.Link("Back to the experiments", href="/"),
+        ],
+        id="eval-missing",
+        style={"padding": "20px"},
+    )
+
+
+def _labelled(label: str, control: Any, width: str = "auto") -> html.Div:
+    return html.Div(
+        [html.Label(label, style={"display": "block"}), control], style={"width": width}
+    )
+
+
+def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
+    return dcc.Graph(
+        id=graph_id, figure={"data": [], "layout": {"height": height}}, config=_GRAPH_CONFIG
+    )
+
+
+def _snapshot_options(run_dir: Path) -> list[dict[str, str]]:
+    folder = run_dir / runs.SNAPSHOT_DIR
+    try:
+        names = sorted((p.stem for p in folder.glob("*.pt")), reverse=True)
+    except OSError:
+        names = []
+    order = [n for n in ("FINAL", "LAST") if n in names] + [
+        n for n in names if n not in ("FINAL", "LAST")
+    ]
+    return [{"label": n, "value": n} for n in order]
+
+
+def _compare_options(root: Path, name: str) -> list[dict[str, str]]:
+    out = []
+    for d in runs.iter_run_dirs(root):
+        for result in ev.list_results(d):
+            for split in ev.SPLITS:
+                value = f"{d.name}|{result}|{split}"
+                out.append({"label": f"{d.name} · {result} · {split}", "value": value})
+    return out
+
+
+def _metrics_table() -> html.Table:
+    rows = []
+    for key, label in ev.METRIC_ROWS:
+        label_cell = html.Td(label, id="eval-label-fbeta") if key == "fbeta" else html.Td(label)
+        rows.append(
+            html.Tr([label_cell, html.Td("–", id=f"eval-cell-{key}", style={"textAlign": "right"})])
+        )
+    return html.Table(
+        [html.Thead(html.Tr([html.Th("metric"), html.Th("value")])), html.Tbody(rows)],
+        id="eval-table",
+        style={
+            "borderCollapse": "collapse",
+            "minWidth": "300px",
+            "fontVariantNumeric": "tabular-nums",
+        },
+    )
+
+
+def layout(name: str | None = None, **kwargs: Any) -> html.Div:
+    """The evaluation page of run ``name``; a clear message if there is no such run."""
+    root = series.app_runs_dir()
+    run_dir = series.run_dir_for(root, name)
+    if run_dir is None:
+        return _missing(name)
+    snapshots = _snapshot_options(run_dir)
+    preset_buttons = [
+        html.Button(ev.PRESET_LABELS[p], id=f"eval-preset-{p}", n_clicks=0)
+        for p in ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at", "chosen")
+    ]
+    evaluate_panel = html.Div(
+        [
+            _labelled(
+                "Snapshot",
+                dcc.Dropdown(
+                    id="eval-snapshot",
+                    options=snapshots,
+                    value=snapshots[0]["value"] if snapshots else None,
+                    clearable=False,
+                    style={"width": "170px"},
+                ),
+            ),
+            _labelled(
+                "Counting",
+                dcc.RadioItems(
+                    id="eval-mode",
+                    options=[
+                        {"label": "binned", "value": "binned"},
+                        {"label": "exact", "value": "exact"},
+                    ],
+                    value="binned",
+                    inline=True,
+                ),
+            ),
+            html.Button("Evaluate", id="eval-run-button", n_clicks=0),
+            html.Button("Cancel", id="eval-cancel", n_clicks=0, disabled=True),
+            html.Progress(id="eval-progress", value="0", max="1", style={"width": "220px"}),
+            html.Span(id="eval-progress-text"),
+        ],
+        style=_ROW,
+    )
+    threshold_row = html.Div(
+        [
+            html.Div(
+                dcc.Slider(
+                    id="eval-slider",
+                    min=0,
+                    max=1,
+                    step=0.0001,
+                    value=0.5,
+                    marks={i / 10: f"{i / 10:g}" for i in range(11)},
+                    updatemode="drag",
+                    allow_direct_input=False,
+                ),
+                style={"flex": "1 1 480px"},
+            ),
+            _labelled(
+                "Threshold",
+                dcc.Input(
+                    id="eval-t-input",
+                    type="number",
+                    min=0,
+                    max=1.0000001,
+                    step="any",
+                    style={"width": "120px"},
+                ),
+            ),  # fmt: skip
+            html.Span(id="eval-t-label", style={"fontWeight": "bold"}),
+        ],
+        style=_ROW,
+    )
+    presets_row = html.Div(
+        [
+            *preset_buttons,
+            _labelled(
+                "Target precision",
+                dcc.Input(
+                    id="eval-target",
+                    type="number",
+                    min=0,
+                    max=1,
+                    step="any",
+                    value=0.9,
+                    style={"width": "80px"},
+                ),
+            ),  # fmt: skip
+            _labelled(
+                "F-beta: beta",
+                dcc.Input(
+                    id="eval-beta",
+                    type="number",
+                    min=0.01,
+                    step="any",
+                    value=1,
+                    style={"width": "70px"},
+                ),
+            ),  # fmt: skip
+            html.Span(id="eval-preset-msg", style={"color": "#495057"}),
+        ],
+        style=_ROW,
+    )
+    actions = html.Div(
+        [
+            html.Button("Save threshold", id="eval-save", n_clicks=0),
+            html.Button("Metrics CSV", id="eval-csv", n_clicks=0),
+            dcc.Dropdown(
+                id="eval-html-which",
+                options=[{"label": v, "value": k} for k, v in FIGURES.items()],
+                value="roc",
+                clearable=False,
+                style={"width": "220px"},
+            ),
+            html.Button("Figure as HTML", id="eval-html", n_clicks=0),
+            html.Span(id="eval-save-msg"),
+            dcc.Download(id="eval-download-csv"),
+            dcc.Download(id="eval-download-html"),
+        ],
+        style=_ROW,
+    )
+    segmentation = html.Div(
+        [
+            html.H3("Thresholded segmentation", style={"margin": "4px 0"}),
+            html.Div(
+                [
+                    _labelled(
+                        "Cube",
+                        dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
+                    ),
+                    html.Button("Predict the validation cubes", id="eval-seg-predict", n_clicks=0),
+                ],
+                style=_ROW,
+            ),
+            _labelled(
+                "z plane", dcc.Slider(id="eval-seg-z", min=0, max=0, step=1, value=None), "100%"
+            ),
+            html.Div(id="eval-seg-msg", style=_ERROR),
+            _graph("eval-seg", 520),
+        ],
+        style=_HALF,
+    )
+    return html.Div(
+        [
+            dcc.Store(id="eval-run", data=name),
+            dcc.Store(id="eval-data"),
+            dcc.Store(id="eval-t"),
+            dcc.Store(id="eval-done"),
+            dcc.Store(id="eval-seg-ready"),
+            html.Div(
+                [
+                    html.H2(f"{name}: evaluation", style={"margin": "0 12px 0 0"}),
+                    dcc.Link("curves", href=f"/run/{name}"),
+                    dcc.Link("previews", href=f"/run/{name}/preview"),
+                    dcc.Link("all runs", href="/"),
+                ],
+                style=_ROW,
+            ),
+            html.Div(
+                [
+                    _labelled(
+                        "Result",
+                        dcc.Dropdown(id="eval-result", clearable=False, style={"width": "220px"}),
+                    ),
+                    _labelled(
+                        "Split",
+                        dcc.RadioItems(
+                            id="eval-split",
+                            options=[
+                                {"label": "validation", "value": "valid"},
+                                {"label": "training", "value": "train"},
+                            ],
+                            value="valid",
+                            inline=True,
+                        ),
+                    ),
+                    html.Span(id="eval-summary"),
+                ],
+                style=_ROW,
+            ),
+            evaluate_panel,
+            html.Div(id="eval-bg-msg", style=_ERROR),
+            html.Div(id="eval-message", style=_ERROR),
+            threshold_row,
+            presets_row,
+            html.Div(
+                [
+                    html.Div(_graph("eval-roc"), style=_HALF),
+                    html.Div(_graph("eval-pr"), style=_HALF),
+                    html.Div(
+                        [
+                            _metrics_table(),
+                            html.Div(_graph("eval-confusion", 320), style={"flex": "1"}),
+                        ],
+                        style={**_HALF, "display": "flex", "gap": "12px", "flexWrap": "wrap"},
+                    ),
+                    html.Div(_graph("eval-curves"), style=_HALF),
+                    html.Div(
+                        [
+                            dcc.Checklist(
+                                id="eval-hist-log",
+                                options=[{"label": "log y", "value": "log"}],
+                                value=["log"],
+                                inline=True,
+                            ),
+                            _graph("eval-hist"),
+                        ],
+                        style=_HALF,
+                    ),
+                    segmentation,
+                ],
+                style=_ROW,
+            ),
+            html.Div(
+                [
+                    html.H3("Compare", style={"margin": "4px 0"}),
+                    dcc.Dropdown(
+                        id="eval-compare",
+                        options=_compare_options(root, name),
+                        value=[],
+                        multi=True,
+                        placeholder="overlay ROC/PR curves of other results ...",
+                    ),
+                ]
+            ),
+            actions,
+            html.Pre(id="eval-metrics-json", style={"display": "none"}),
+        ],
+        style={"padding": "10px 16px"},
+    )
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _run_dir(name: Any) -> Path | None:
+    return series.run_dir_for(series.app_runs_dir(), name)
+
+
+def _data_dir() -> Path | None:
+    from app import CONTEXT_KEY
+
+    try:
+        import flask
+
+        config = (
+            flask.current_app.config if flask.has_app_context() else dash.get_app().server.config
+        )
+        return getattr(config.get(CONTEXT_KEY), "data_dir", None)
+    except Exception:  # no app: the config's own default applies
+        return None
+
+
+def _threshold(t: Any, view: dict) -> float:
+    if isinstance(t, int | float) and not isinstance(t, bool):
+        return float(t)
+    chosen = view.get("chosen")
+    return float(chosen["threshold"]) if chosen else float(view["presets"]["max_accuracy"])
+
+
+def _others(root: Path | None, selected: Any) -> list[dict]:
+    out = []
+    for value in selected or []:
+        if not isinstance(value, str) or value.count("|") != 2:
+            continue
+        run, result, split = value.split("|")
+        d = series.run_dir_for(root, run)
+        if d is None or split not in ev.SPLITS:
+            continue
+        try:
+            res = ev.read_split(ev.result_file(d, result), split)
+        except ev.ResultViewError:
+            continue
+        if not res.single_class:
+            out.append(ev.compare_curve(res, f"{run} · {result} · {split}"))
+    return out
+
+
+def build_figures(view: dict, threshold: float, others: list, log_y: bool) -> dict[str, go.Figure]:
+    """Every figure of the page at ``threshold`` (the browser moves them afterwards)."""
+    c = ev.counts_at(view, threshold)
+    return {
+        "roc": ev.roc_figure(view, threshold, others),
+        "pr": ev.pr_figure(view, threshold, others),
+        "confusion": ev.confusion_figure(c["tp"], c["fp"], c["tn"], c["fn"], threshold),
+        "curves": ev.metric_curves_figure(view, threshold),
+        "hist": ev.error_hist_figure(view, threshold, log_y),
+    }
+
+
+def _summary(view: dict) -> str:
+    parts = [
+        f"{view['mode']} counts",
+        f"{view['n_pos']:,} positive / {view['n_neg']:,} negative voxels",
+    ]
+    if view.get("n_ignored"):
+        parts.append(f"{view['n_ignored']:,} ignored")
+    if view.get("step") is not None and view["step"] >= 0:
+        parts.append(f"snapshot step {view['step']:,}")
+    return " · ".join(parts)
+
+
+# ---------------------------------------------------------------------------------- callbacks
+
+
+@callback(
+    Output("eval-result", "options"),
+    Output("eval-result", "value"),
+    Output("eval-message", "children", allow_duplicate=True),
+    Input("eval-run", "data"),
+    Input("eval-done", "data"),
+    State("eval-result", "value"),
+    prevent_initial_call="initial_duplicate",
+)
+def _on_results(name, done, current):
+    run_dir = _run_dir(name)
+    if run_dir is None:
+        return [], None, f"run {name!r} is gone from the runs directory"
+    names = ev.list_results(run_dir)
+    if not names:
+        return (
+            [],
+            None,
+            (
+                "This run has no evaluation result yet: pick a snapshot and press Evaluate "
+                "(or run `python run.py evaluate RUN_DIR`)."
+            ),
+        )
+    wanted = (
+        done.get("result")
+        if isinstance(done, dict) and ctx.triggered_id == "eval-done"
+        else current
+    )
+    value = wanted if wanted in names else names[0]
+    return names, value, ""
+
+
+@callback(
+    Output("eval-data", "data"),
+    Output("eval-roc", "figure"),
+    Output("eval-pr", "figure"),
+    Output("eval-confusion", "figure"),
+    Output("eval-curves", "figure"),
+    Output("eval-hist", "figure"),
+    Output("eval-message", "children"),
+    Output("eval-summary", "children"),
+    Input("eval-result", "value"),
+    Input("eval-split", "value"),
+    Input("eval-compare", "value"),
+    Input("eval-hist-log", "value"),
+    Input("eval-done", "data"),
+    State("eval-t", "data"),
+    State("eval-run", "data"),
+)
+def _on_load(result, split, compare, hist_log, _done, t, name):
+    run_dir = _run_dir(name)
+    if run_dir is None or not result:
+        return (None, *[no_update] * 5, no_update, "")
+    split = split if split in ev.SPLITS else "valid"
+    try:
+        view = ev.load_view(run_dir, result, split)
+    except ev.ResultViewError as e:
+        empty = go.Figure(layout={"height": 380})
+        return (None, empty, empty, go.Figure(layout={"height": 300}), empty, empty, str(e), "")
+    reload = ctx.triggered_id in (None, "eval-result", "eval-split", "eval-done")
+    threshold = _threshold(None if reload else t, view)
+    figs = build_figures(
+        view, threshold, _others(series.app_runs_dir(), compare), "log" in (hist_log or [])
+    )
+    data = view if reload else no_update
+    return (
+        data,
+        figs["roc"],
+        figs["pr"],
+        figs["confusion"],
+        figs["curves"],
+        figs["hist"],
+        "",
+        _summary(view),
+    )
+
+
+clientside_callback(
+    ClientsideFunction(namespace="vbEval", function_name="onThreshold"),
+    Output("eval-t", "data"),
+    Output("eval-slider", "value"),
+    Output("eval-t-input", "value"),
+    Output("eval-t-label", "children"),
+    Output("eval-preset-msg", "children"),
+    Output("eval-metrics-json", "children"),
+    Output("eval-label-fbeta", "children"),
+    *[Output(f"eval-cell-{key}", "children") for key, _label in ev.METRIC_ROWS],
+    Input("eval-slider", "value"),
+    Input("eval-t-input", "value"),
+    Input("eval-roc", "clickData"),
+    Input("eval-pr", "clickData"),
+    *[
+        Input(f"eval-preset-{p}", "n_clicks")
+        for p in ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at", "chosen")
+    ],
+    Input("eval-beta", "value"),
+    Input("eval-data", "data"),
+    State("eval-t", "data"),
+    State("eval-target", "value"),
+)
+
+
+# ------------------------------------------------------------------------ segmentation view
+
+
+@callback(
+    Output("eval-seg-cube", "options"),
+    Output("eval-seg-cube", "value"),
+    Output("eval-seg-z", "max"),
+    Output("eval-seg-z", "value"),
+    Output("eval-seg-z", "marks"),
+    Output("eval-seg-msg", "children"),
+    Output("eval-seg-predict", "style"),
+    Input("eval-result", "value"),
+    Input("eval-seg-ready", "data"),
+    State("eval-seg-cube", "value"),
+    State("eval-seg-z", "value"),
+    State("eval-run", "data"),
+)
+def _on_seg_meta(result, _ready, cube, z, name):
+    run_dir = _run_dir(name)
+    hidden, shown = {"display": "none"}, {}
+    if run_dir is None or not result:
+        return [], None, 0, 0, {}, "", hidden
+    path = ev.prob_cache_path(run_dir, result)
+    if not path.is_file():
+        return (
+            [],
+            None,
+            0,
+            0,
+            {},
+            (
+                "No probability maps of the validation cubes for this result yet: press "
+                "'Predict the validation cubes' (once; the evaluation is not repeated)."
+            ),
+            shown,
+        )
+    try:
+        meta = ev.read_prob_cache(path)
+    except ev.ResultViewError as e:
+        return [], None, 0, 0, {}, str(e), shown
+    cubes = list(meta["cubes"])
+    cube = cube if cube in cubes else cubes[0]
+    nz = meta["cubes"][cube][0]
+    z = z if isinstance(z, int) and 0 <= z < nz else nz // 2
+    marks = {i: str(i) for i in sorted({0, nz // 2, nz - 1})}
+    return cubes, cube, nz - 1, z, marks, "", hidden
+
+
+def render_segmentation(
+    run_dir: Path, result: str, cube: str, z: int, threshold: float
+) -> go.Figure:
+    """The segmentation figure of plane ``z`` of ``cube`` at ``threshold`` (one plane read)."""
+    path = ev.prob_cache_path(run_dir, result)
+    raw, prob, label = ev.read_prob_slice(path, cube, z)
+    return ev.segmentation_figure(
+        raw,
+        prob,
+        label,
+        threshold,
+        title=f"{result} · {cube} · z {int(z)} · threshold {threshold:.4f}",
+    )
+
+
+@callback(
+    Output("eval-seg", "figure"),
+    Output("eval-seg-msg", "children", allow_duplicate=True),
+    Input("eval-t", "data"),
+    Input("eval-seg-z", "value"),
+    Input("eval-seg-cube", "value"),
+    State("eval-result", "value"),
+    State("eval-run", "data"),
+    prevent_initial_call=True,
+)
+def _on_seg_render(t, z, cube, result, name):
+    run_dir = _run_dir(name)
+    if run_dir is None or not result or not cube or not isinstance(t, int | float):
+        return no_update, no_update
+    try:
+        return render_segmentation(run_dir, result, cube, int(z or 0), float(t)), ""
+    except ev.ResultViewError as e:
+        return go.Figure(layout={"height": 520}), str(e)
+
+
+# --------------------------------------------------------------------------------- evaluate
+
+
+@callback(
+    Output("eval-done", "data"),
+    Output("eval-seg-ready", "data"),
+    Output("eval-bg-msg", "children"),
+    Input("eval-run-button", "n_clicks"),
+    Input("eval-seg-predict", "n_clicks"),
+    State("eval-run", "data"),
+    State("eval-snapshot", "value"),
+    State("eval-mode", "value"),
+    State("eval-result", "value"),
+    background=True,
+    manager=_MANAGER,
+    progress=[
+        Output("eval-progress", "value"),
+        Output("eval-progress", "max"),
+        Output("eval-progress-text", "children"),
+    ],
+    running=[
+        (Output("eval-run-button", "disabled"), True, False),
+        (Output("eval-seg-predict", "disabled"), True, False),
+        (Output("eval-cancel", "disabled"), False, True),
+    ],
+    cancel=[Input("eval-cancel", "n_clicks")],
+    prevent_initial_call=True,
+)
+def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
+    run_dir = _run_dir(name)
+    if run_dir is None:
+        return no_update, no_update, f"run {name!r} is gone from the runs directory"
+    data_dir = _data_dir()
+    if data_dir is not None:
+        # this is a process of its own: the run's config may read its data folder from here
+        os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
+    try:
+        if ctx.triggered_id == "eval-seg-predict":
+            if not result:
+                return no_update, no_update, "evaluate the run first"
+            set_progress(("0", "1", "predicting the validation cubes ..."))
+            ev.probability_cache(
+                run_dir,
+                result,
+                progress=lambda d, n: set_progress((str(d), str(n), f"predicted cube {d}/{n}")),
+            )
+            set_progress(("1", "1", "done"))
+            return no_update, {"result": result, "t": time.time()}, ""
+        return _evaluate(run_dir, snapshot, mode, set_progress)
+    except Exception as e:  # shown on the page; a traceback would help no user here
+        set_progress(("0", "1", "failed"))
+        return no_update, no_update, f"evaluation failed: {type(e).__name__}: {e}"
+
+
+def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
+    from trainer.evaluation import evaluate_run
+
+    snap = None
+    if isinstance(snapshot, str) and snapshot:
+        snap = (
+            runs.snapshot_path(run_dir, snapshot)
+            if snapshot in ("FINAL", "LAST")
+            else (run_dir / runs.SNAPSHOT_DIR / f"{snapshot}.pt")
+        )
+        if snap.parent != run_dir / runs.SNAPSHOT_DIR or not snap.is_file():
+            return no_update, no_update, f"snapshot {snapshot!r} not found in {run_dir.name}"
+    mode = mode if mode in ("binned", "exact") else "binned"
+    set_progress(("0", "1", "loading the model and the cubes ..."))
+
+    def on_cube(split: str, done: int, total: int) -> None:
+        set_progress((str(done), str(total + 1), f"{split}: cube {done}/{total}"))
+
+    results = evaluate_run(run_dir, snapshot=snap, split="valid", mode=mode, progress=on_cube)
+    name = (snap or _default_snapshot(run_dir)).stem
+    n = len(results)
+    set_progress(
+        (str(n), str(n + 1), "predicting the validation cubes for the segmentation view ...")
+    )
+    ev.probability_cache(run_dir, name, snapshot=snap, force=True)
+    set_progress(("1", "1", "done"))
+    return {"result": name, "t": time.time()}, {"result": name, "t": time.time()}, ""
+
+
+def _default_snapshot(run_dir: Path) -> Path:
+    final = runs.snapshot_path(run_dir, "FINAL")
+    return final if final.is_file() else runs.latest_snapshot(run_dir)
+
+
+# ------------------------------------------------------------------------ save and download
+
+
+def _current(name: Any, result: Any, split: Any, t: Any, beta: Any):
+    """``(run_dir, ThresholdMetrics)`` at the browser's threshold, from the same coarse counts."""
+    run_dir = _run_dir(name)
+    if run_dir is None or not result or not isinstance(t, int | float):
+        return None, None
+    split = split if split in ev.SPLITS else "valid"
+    res = ev.read_split(ev.result_file(run_dir, result), split)
+    b = float(beta) if isinstance(beta, int | float) and beta > 0 else 1.0
+    return run_dir, ev.metrics_at(res, float(t), b)
+
+
+@callback(
+    Output("eval-save-msg", "children"),
+    Input("eval-save", "n_clicks"),
+    State("eval-run", "data"),
+    State("eval-result", "value"),
+    State("eval-split", "value"),
+    State("eval-t", "data"),
+    State("eval-beta", "value"),
+    State("eval-preset-msg", "children"),
+    prevent_initial_call=True,
+)
+def _on_save(_n, name, result, split, t, beta, how):
+    try:
+        run_dir, m = _current(name, result, split, t, beta)
+    except ev.ResultViewError as e:
+        return str(e)
+    if m is None:
+        return "nothing to save: load a result first"
+    record = ev.threshold_record(
+        m, run=name, result=result, split=split, method=str(how or "manual") or "manual"
+    )
+    try:
+        path = ev.save_threshold(run_dir, record)
+    except OSError as e:
+        return f"cannot write {run_dir / 'eval' / ev.THRESHOLD_FILE}: {e.strerror or e}"
+    return f"saved threshold {m.threshold:.4f} to {path.relative_to(run_dir.parent)}"
+
+
+@callback(
+    Output("eval-download-csv", "data"),
+    Input("eval-csv", "n_clicks"),
+    State("eval-run", "data"),
+    State("eval-result", "value"),
+    State("eval-split", "value"),
+    State("eval-t", "data"),
+    State("eval-beta", "value"),
+    prevent_initial_call=True,
+)
+def _on_csv(_n, name, result, split, t, beta):
+    try:
+        _run_dir_, m = _current(name, result, split, t, beta)
+    except ev.ResultViewError:
+        return no_update
+    if m is None:
+        return no_update
+    text = ev.metrics_csv(m, result=result, split=split)
+    return {"content": text, "filename": f"{name}-{result}-{split}-metrics.csv", "type": "text/csv"}
+
+
+@callback(
+    Output("eval-download-html", "data"),
+    Input("eval-html", "n_clicks"),
+    State("eval-html-which", "value"),
+    State("eval-run", "data"),
+    State("eval-result", "value"),
+    State("eval-split", "value"),
+    State("eval-t", "data"),
+    State("eval-compare", "value"),
+    State("eval-hist-log", "value"),
+    State("eval-seg-cube", "value"),
+    State("eval-seg-z", "value"),
+    prevent_initial_call=True,
+)
+def _on_html(_n, which, name, result, split, t, compare, hist_log, cube, z):
+    run_dir = _run_dir(name)
+    if run_dir is None or not result or not isinstance(t, int | float) or which not in FIGURES:
+        return no_update
+    try:
+        if which == "segmentation":
+            if not cube:
+                return no_update
+            fig = render_segmentation(run_dir, result, cube, int(z or 0), float(t))
+        else:
+            view = ev.load_view(run_dir, result, split if split in ev.SPLITS else "valid")
+            figs = build_figures(
+                view, float(t), _others(series.app_runs_dir(), compare), "log" in (hist_log or [])
+            )
+            fig = figs[which]
+    except ev.ResultViewError:
+        return no_update
+    return {
+        "content": ev.figure_html(fig),
+        "filename": f"{name}-{result}-{split}-{which}.html",
+        "type": "text/html",
+    }

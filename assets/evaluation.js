@@ -1,0 +1,304 @@
+/*
+ * VoxelBoard evaluation page: threshold tuning in the browser (loaded by Dash from assets/).
+ *
+ * The page sends one split's cumulative counts once (the `eval-data` store, built by
+ * app.evaluation_view.load_view). Moving the threshold then costs a binary search and a few
+ * divisions here, no round trip: the metrics table is returned as callback outputs, the figures
+ * (markers, threshold lines, confusion cells, shaded error mass) are moved in place with
+ * Plotly.restyle/relayout on the next animation frame.
+ *
+ * The formulas mirror trainer.metrics.derived_metrics operation for operation (float64 in both),
+ * so the numbers equal the Python ones; the browser test checks that.
+ */
+(function () {
+  "use strict";
+
+  var COUNT_KEYS = ["tp", "fp", "tn", "fn"];
+  var ROWS = [
+    "tp", "fp", "tn", "fn", "tpr", "fpr", "tnr", "precision", "recall", "f1", "fbeta",
+    "accuracy", "balanced_accuracy", "mcc", "dice", "iou", "youden_j", "predicted_positive_rate"
+  ];
+  var PRESET_IDS = ["max_f1", "max_accuracy", "max_youden", "eer", "precision_at", "chosen"];
+
+  function div(num, den, empty) {
+    return den !== 0 ? num / den : empty;
+  }
+
+  /* Index of the smallest stored threshold >= t (numpy searchsorted 'left'), clipped. */
+  function searchsorted(a, t) {
+    var lo = 0, hi = a.length;
+    while (lo < hi) {
+      var mid = (lo + hi) >>> 1;
+      if (a[mid] < t) { lo = mid + 1; } else { hi = mid; }
+    }
+    return Math.min(lo, a.length - 1);
+  }
+
+  function fbeta(tp, fp, fn, beta) {
+    var b2 = beta * beta;
+    return div((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp, 0.0);
+  }
+
+  /* Every metric of trainer.metrics.derived_metrics from four counts. */
+  function metrics(tp, fp, tn, fn, beta) {
+    var tpr = div(tp, tp + fn, 0.0);
+    var tnr = div(tn, tn + fp, 0.0);
+    var ftp = tp, ffp = fp, ftn = tn, ffn = fn;
+    var mccDen = Math.sqrt((ftp + ffp) * (ftp + ffn) * (ftn + ffp) * (ftn + ffn));
+    return {
+      tp: tp, fp: fp, tn: tn, fn: fn,
+      tpr: tpr,
+      fpr: div(fp, fp + tn, 0.0),
+      tnr: tnr,
+      fnr: div(fn, tp + fn, 0.0),
+      precision: div(tp, tp + fp, 1.0),
+      recall: tpr,
+      f1: fbeta(tp, fp, fn, 1.0),
+      fbeta: fbeta(tp, fp, fn, beta),
+      accuracy: div(tp + tn, tp + fp + tn + fn, NaN),
+      balanced_accuracy: 0.5 * (tpr + tnr),
+      mcc: div(ftp * ftn - ffp * ffn, mccDen, 0.0),
+      dice: div(2 * tp, 2 * tp + fp + fn, 1.0),
+      iou: div(tp, tp + fp + fn, 1.0),
+      youden_j: tpr + tnr - 1.0,
+      predicted_positive_rate: div(tp + fp, tp + fp + tn + fn, NaN)
+    };
+  }
+
+  function metricsAt(data, t, beta) {
+    var i = searchsorted(data.thresholds, t);
+    var m = metrics(data.tp[i], data.fp[i], data.tn[i], data.fn[i], beta);
+    m.index = i;
+    m.threshold = t;
+    m.stored_threshold = data.thresholds[i];
+    m.beta = beta;
+    return m;
+  }
+
+  /* Smallest threshold with precision >= target and something predicted positive, or null. */
+  function precisionAt(data, target) {
+    var n = data.thresholds.length;
+    for (var i = 0; i < n; i++) {
+      var pp = data.tp[i] + data.fp[i];
+      if (pp > 0 && div(data.tp[i], pp, 1.0) >= target) { return data.thresholds[i]; }
+    }
+    return null;
+  }
+
+  function bestPrecision(data) {
+    var best = NaN;
+    for (var i = 0; i < data.thresholds.length; i++) {
+      var pp = data.tp[i] + data.fp[i];
+      if (pp > 0) {
+        var p = data.tp[i] / pp;
+        if (!(p <= best)) { best = p; }
+      }
+    }
+    return best;
+  }
+
+  function fmt(key, v) {
+    if (v === null || v === undefined || (typeof v === "number" && isNaN(v))) { return "–"; }
+    if (COUNT_KEYS.indexOf(key) >= 0) { return v.toLocaleString("en-US"); }
+    return v.toFixed(4);
+  }
+
+  function tLabel(t) {
+    return t > 1.0 ? "none positive" : t.toFixed(4);
+  }
+
+  function plotOf(id) {
+    var el = document.getElementById(id);
+    if (!el) { return null; }
+    var gd = el.classList && el.classList.contains("js-plotly-plot") ? el : el.querySelector(".js-plotly-plot");
+    return gd && gd.data ? gd : null;
+  }
+
+  function traceIndex(gd, meta) {
+    for (var k = 0; k < gd.data.length; k++) {
+      if (gd.data[k].meta === meta) { return k; }
+    }
+    return -1;
+  }
+
+  function moveMarker(id, x, y, t) {
+    var gd = plotOf(id);
+    if (!gd) { return; }
+    var k = traceIndex(gd, "vb-marker");
+    if (k < 0) { return; }
+    window.Plotly.restyle(gd, { x: [[x]], y: [[y]], name: ["threshold " + tLabel(t)] }, [k]);
+  }
+
+  function moveLine(id, t) {
+    var gd = plotOf(id);
+    if (!gd || !gd.layout.shapes || !gd.layout.shapes.length) { return; }
+    var x = Math.min(Math.max(t, 0), 1);
+    window.Plotly.relayout(gd, { "shapes[0].x0": x, "shapes[0].x1": x });
+  }
+
+  function pct(a, n) { return n ? a / n : 0.0; }
+
+  function updateConfusion(m) {
+    var gd = plotOf("eval-confusion");
+    if (!gd) { return; }
+    var k = traceIndex(gd, "vb-confusion");
+    if (k < 0) { return; }
+    var rows = [[m.tn, m.fp], [m.fn, m.tp]];
+    var z = [], text = [];
+    rows.forEach(function (r) {
+      var n = r[0] + r[1];
+      var fa = pct(r[0], n), fb = pct(r[1], n);
+      z.push([fa, fb]);
+      text.push([
+        r[0].toLocaleString("en-US") + "<br>" + (100 * fa).toFixed(1) + "%",
+        r[1].toLocaleString("en-US") + "<br>" + (100 * fb).toFixed(1) + "%"
+      ]);
+    });
+    window.Plotly.restyle(gd, { z: [z], text: [text] }, [k]);
+    window.Plotly.relayout(gd, { "title.text": "Confusion at threshold " + tLabel(m.threshold) });
+  }
+
+  function updateHist(data, m) {
+    var gd = plotOf("eval-hist");
+    if (!gd) { return; }
+    var kn = traceIndex(gd, "vb-fn-shade"), kp = traceIndex(gd, "vb-fp-shade");
+    var edges = data.hist.edges, pos = data.hist.pos, neg = data.hist.neg;
+    var fnBins = [], fpBins = [];
+    for (var b = 0; b < pos.length; b++) {
+      var above = edges[b] >= m.threshold;
+      fnBins.push(above ? 0 : pos[b]);
+      fpBins.push(above ? neg[b] : 0);
+    }
+    if (kn >= 0 && kp >= 0) {
+      window.Plotly.restyle(gd, {
+        y: [fnBins, fpBins],
+        name: [
+          "false negatives (" + m.fn.toLocaleString("en-US") + ")",
+          "false positives (" + m.fp.toLocaleString("en-US") + ")"
+        ]
+      }, [kn, kp]);
+    }
+    moveLine("eval-hist", m.threshold);
+  }
+
+  var pending = null;
+
+  function drawFigures() {
+    var job = pending;
+    pending = null;
+    if (!job || !window.Plotly) { return; }
+    var m = job.m, t = m.threshold;
+    moveMarker("eval-roc", m.fpr, m.tpr, t);
+    moveMarker("eval-pr", m.recall, m.precision, t);
+    updateConfusion(m);
+    moveLine("eval-curves", t);
+    updateHist(job.data, m);
+  }
+
+  /* Figures follow on the next frame; a burst of slider events draws only the latest. */
+  function scheduleFigures(data, m) {
+    var first = pending === null;
+    pending = { data: data, m: m };
+    if (first) { window.requestAnimationFrame(drawFigures); }
+  }
+
+  /* The threshold of a clicked point of the main curve, whose points are aligned with the
+     stored thresholds (Dash cannot index customdata sent as a typed array, so use the index). */
+  function clickedThreshold(graphId, click, data) {
+    if (!click || !click.points || !click.points.length) { return null; }
+    var gd = plotOf(graphId);
+    for (var k = 0; k < click.points.length; k++) {
+      var p = click.points[k];
+      var trace = gd && gd.data[p.curveNumber];
+      if (trace && trace.meta === "vb-curve" && typeof p.pointNumber === "number") {
+        return data.thresholds[p.pointNumber];
+      }
+    }
+    return null;
+  }
+
+  function finite(x) {
+    return typeof x === "number" && isFinite(x);
+  }
+
+  /*
+   * The one clientside callback: whatever set the threshold (data load, slider, typed value,
+   * click on a curve, preset, beta), answer the threshold store, slider, input, label, message,
+   * the metrics as JSON (full precision, for tests and tools) and every table cell.
+   */
+  function onThreshold(slider, typed, rocClick, prClick, p1, p2, p3, p4, p5, p6, beta, data, current, target) {
+    var nu = window.dash_clientside.no_update;
+    var nOut = 7 + ROWS.length;
+    if (!data || !data.thresholds || !data.thresholds.length) {
+      var out = [];
+      for (var q = 0; q < nOut; q++) { out.push(nu); }
+      return out;
+    }
+    var ctx = window.dash_clientside.callback_context;
+    var trig = ctx && ctx.triggered && ctx.triggered.length ? ctx.triggered[0].prop_id : "";
+    var id = trig.split(".")[0];
+    var t = finite(current) ? current : null;
+    var message = "";
+    var fromSlider = false, fromTyped = false;
+    if (id === "eval-data" || t === null) {
+      t = data.chosen ? data.chosen.threshold : data.presets.max_accuracy;
+      message = data.chosen ? "threshold chosen by the evaluation (" + data.chosen.method + ")" : "";
+    } else if (id === "eval-slider" && finite(slider)) {
+      t = slider; fromSlider = true;
+    } else if (id === "eval-t-input" && finite(typed)) {
+      t = typed; fromTyped = true;
+    } else if (id === "eval-roc" || id === "eval-pr") {
+      var c = clickedThreshold(id, id === "eval-roc" ? rocClick : prClick, data);
+      if (c !== null) { t = c; message = "threshold picked on the " + (id === "eval-roc" ? "ROC" : "PR") + " curve"; }
+    } else if (id.indexOf("eval-preset-") === 0) {
+      var preset = id.slice("eval-preset-".length);
+      if (preset === "precision_at") {
+        var goal = finite(target) ? target : NaN;
+        if (!(goal >= 0 && goal <= 1)) {
+          message = "type a target precision between 0 and 1";
+        } else {
+          var found = precisionAt(data, goal);
+          if (found === null) {
+            message = "no threshold reaches precision ≥ " + goal + " (the best is " + bestPrecision(data).toFixed(4) + "); lower the target";
+          } else {
+            t = found;
+            message = "smallest threshold with precision ≥ " + goal;
+          }
+        }
+      } else if (preset === "chosen") {
+        if (data.chosen) { t = data.chosen.threshold; message = "threshold chosen by the evaluation (" + data.chosen.method + ")"; }
+        else { message = "this result records no chosen threshold"; }
+      } else if (data.presets[preset] !== undefined) {
+        t = data.presets[preset];
+        message = "preset: " + preset.replace("_", " ");
+      }
+    }
+    var b = finite(beta) && beta > 0 ? beta : 1.0;
+    var m = metricsAt(data, t, b);
+    scheduleFigures(data, m);
+    var json = {};
+    ["threshold", "stored_threshold", "index", "beta"].concat(ROWS).forEach(function (k) {
+      json[k] = m[k];
+    });
+    var result = [
+      t,
+      fromSlider ? nu : Math.min(Math.max(t, 0), 1),
+      fromTyped ? nu : t,
+      "threshold " + tLabel(t) + (m.stored_threshold !== t ? " (counts at stored threshold " + tLabel(m.stored_threshold) + ")" : ""),
+      message,
+      JSON.stringify(json),
+      "F-beta (beta=" + b + ")"
+    ];
+    ROWS.forEach(function (k) { result.push(fmt(k, m[k])); });
+    return result;
+  }
+
+  window.dash_clientside = window.dash_clientside || {};
+  window.dash_clientside.vbEval = {
+    onThreshold: onThreshold,
+    metrics: metrics,
+    metricsAt: metricsAt,
+    precisionAt: precisionAt,
+    searchsorted: searchsorted
+  };
+}());

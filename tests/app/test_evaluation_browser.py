@@ -1,0 +1,297 @@
+"""Evaluation page in a real Chromium: threshold tuning, presets, segmentation, bad files, Evaluate."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+from selenium.webdriver.common.keys import Keys
+
+from app import create_app
+from app import evaluation_view as ev
+from trainer.evaluation import read_result, write_result
+from trainer.metrics import SingleClassWarning, evaluate_arrays
+from trainer.runs import Status, write_status
+
+REPO = Path(__file__).resolve().parents[2]
+RUN = "evald"
+SHAPE = (6, 40, 48)
+
+
+def cube(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raw, class-1 probabilities (rounded: ties) and labels (some ignored) of one cube."""
+    rng = np.random.default_rng(seed)
+    label = (rng.random(SHAPE) < 0.35).astype(np.int8)
+    prob = np.clip(rng.normal(0.35 + 0.3 * label, 0.15), 0, 1).round(3).astype(np.float32)
+    label[rng.random(SHAPE) < 0.02] = -1
+    raw = rng.random(SHAPE).astype(np.float32)
+    return raw, prob, label
+
+
+def finished_run(runs_dir: Path, name: str) -> Path:
+    d = runs_dir / name
+    (d / "eval").mkdir(parents=True)
+    write_status(d, Status(state="finished", step=10, n_steps=10))
+    return d
+
+
+def make_evaluated_run(runs_dir: Path, name: str = RUN) -> Path:
+    """A run with an exact-mode result (FINAL.h5) and the probability cache of its cube."""
+    d = finished_run(runs_dir, name)
+    raw, prob, label = cube()
+    # float16 is what the cache stores: evaluate the same numbers the segmentation shows
+    prob = prob.astype(np.float16).astype(np.float32)
+    res = evaluate_arrays(label, prob, mode="exact")
+    write_result(d / "eval" / "FINAL.h5", {"valid": res}, {"snapshot": "", "step": 10})
+    ev.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
+    return d
+
+
+def build_app(tmp_path):
+    return create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if predicate():
+                return True
+        except Exception:  # the page is still rendering
+            pass
+        time.sleep(0.1)
+    return False
+
+
+def shown(dash_duo) -> dict:
+    text = dash_duo.find_element("#eval-metrics-json").get_attribute("textContent")
+    return json.loads(text) if text else {}
+
+
+def assert_shows(dash_duo, res, threshold: float, beta: float = 1.0) -> None:
+    """The browser's numbers at ``threshold`` equal trainer.metrics' exactly, table included."""
+    assert _wait(lambda: shown(dash_duo).get("threshold") == threshold), (
+        shown(dash_duo),
+        threshold,
+    )
+    got = shown(dash_duo)
+    want = res.at(threshold, beta)
+    for key, _label in ev.METRIC_ROWS:
+        w, g = getattr(want, key), got[key]
+        assert g == w or (g is None and math.isnan(w)), (key, g, w)
+    for key in ("tp", "fp", "tn", "fn", "f1", "mcc"):
+        assert _wait(
+            lambda key=key: (
+                dash_duo.find_element(f"#eval-cell-{key}").text
+                == ev.format_value(key, getattr(want, key))
+            )
+        ), key
+    # the confusion heatmap follows on the next animation frame
+    texts = f"{want.tn:,}<br>", f"{want.tp:,}<br>"
+    assert _wait(
+        lambda: all(
+            t in json.dumps(dash_duo.driver.execute_script(
+                "return document.querySelector('#eval-confusion .js-plotly-plot').data[0].text"
+            ))
+            for t in texts
+        )
+    )  # fmt: skip
+
+
+def marker(dash_duo, graph: str) -> list:
+    return dash_duo.driver.execute_script(
+        f"const g = document.querySelector('#{graph} .js-plotly-plot');"
+        "const t = g.data.find(d => d.meta === 'vb-marker'); return [t.x[0], t.y[0]];"
+    )
+
+
+def type_threshold(dash_duo, value: float) -> None:
+    box = dash_duo.find_element("#eval-t-input")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(repr(value))
+
+
+@pytest.fixture
+def evaluated(tmp_path):
+    d = make_evaluated_run(tmp_path / "runs")
+    app = build_app(tmp_path)
+    return app, d, read_result(d / "eval" / "FINAL.h5", coarse=True)["valid"]
+
+
+@pytest.mark.browser
+def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, evaluated):
+    app, run_dir, res = evaluated
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation?x=%2F..")
+    dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)
+    # opens at the threshold the evaluation chose
+    assert_shows(dash_duo, res, res.chosen.threshold)
+
+    for t in (0.25, 0.5, 0.6125, 0.9):
+        type_threshold(dash_duo, t)
+        assert_shows(dash_duo, res, t)
+    m = res.at(0.9)
+    assert _wait(lambda: marker(dash_duo, "eval-roc") == [m.fpr, m.tpr])
+    assert _wait(lambda: marker(dash_duo, "eval-pr") == [m.recall, m.precision])
+
+    # the slider: Home is threshold 0 (everything positive), then one step to the right
+    handle = dash_duo.find_element('#eval-slider [role="slider"]')
+    handle.send_keys(Keys.HOME)
+    assert_shows(dash_duo, res, 0)
+    assert shown(dash_duo)["tp"] == res.n_pos and shown(dash_duo)["fn"] == 0
+    handle.send_keys(Keys.PAGE_UP)
+    assert _wait(lambda: shown(dash_duo)["threshold"] > 0)
+    assert_shows(dash_duo, res, shown(dash_duo)["threshold"])
+
+    # beta of F-beta
+    beta = dash_duo.find_element("#eval-beta")
+    beta.send_keys(Keys.CONTROL, "a")
+    beta.send_keys("2")
+    assert _wait(lambda: shown(dash_duo)["beta"] == 2)
+    assert shown(dash_duo)["fbeta"] == res.at(shown(dash_duo)["threshold"], 2.0).fbeta
+    dash_duo.wait_for_text_to_equal("#eval-label-fbeta", "F-beta (beta=2)")
+    beta.send_keys(Keys.CONTROL, "a")
+    beta.send_keys("1")
+
+    # presets
+    for preset in ("max_f1", "max_accuracy", "max_youden", "eer"):
+        dash_duo.find_element(f"#eval-preset-{preset}").click()
+        assert_shows(dash_duo, res, res.choose(preset).threshold)
+    target = dash_duo.find_element("#eval-target")
+    target.send_keys(Keys.CONTROL, "a")
+    target.send_keys("0.8")
+    dash_duo.find_element("#eval-preset-precision_at").click()
+    assert_shows(dash_duo, res, res.choose("precision_at", 0.8).threshold)
+    dash_duo.find_element("#eval-preset-chosen").click()
+    assert_shows(dash_duo, res, res.chosen.threshold)
+
+    # a click on the ROC curve picks the threshold of the point under the mouse
+    point = len(res.thresholds) // 3
+    fpr, tpr = res.roc()
+    xy = dash_duo.driver.execute_script(
+        "const g = document.querySelector('#eval-roc .js-plotly-plot'); g.scrollIntoView();"
+        "const L = g._fullLayout, r = g.querySelector('.nsewdrag').getBoundingClientRect();"
+        "return [r.left + L.xaxis.l2p(arguments[0]), r.top + L.yaxis.l2p(arguments[1])];",
+        float(fpr[point]),
+        float(tpr[point]),
+    )
+    click = ActionBuilder(dash_duo.driver)
+    click.pointer_action.move_to_location(int(xy[0]), int(xy[1])).pause(0.3).click()
+    click.perform()
+    assert _wait(
+        lambda: dash_duo.find_element("#eval-preset-msg").text.startswith("threshold picked")
+    )
+    picked = shown(dash_duo)["threshold"]
+    assert picked in res.thresholds.tolist()
+    assert abs(fpr[res.index(picked)] - fpr[point]) < 0.05  # a point near the one clicked
+    assert_shows(dash_duo, res, picked)
+
+    # the segmentation slice follows the threshold (server round trip, no re-evaluation)
+    type_threshold(dash_duo, 0.5)
+    assert_shows(dash_duo, res, 0.5)
+    raw, prob, label = ev.read_prob_slice(
+        ev.prob_cache_path(run_dir, "FINAL"), "cube0", SHAPE[0] // 2
+    )
+    c = ev.segmentation_counts(prob, label, 0.5)
+    names = lambda: dash_duo.driver.execute_script(  # noqa: E731
+        "return document.querySelector('#eval-seg .js-plotly-plot').data.slice(1).map(t => t.name)"
+    )
+    assert _wait(lambda: names() == [
+        f"true positive ({c['tp']:,})", f"false positive ({c['fp']:,})", f"false negative ({c['fn']:,})"
+    ]), names()  # fmt: skip
+
+    # save the threshold with its metrics
+    dash_duo.find_element("#eval-save").click()
+    dash_duo.wait_for_contains_text("#eval-save-msg", "saved threshold 0.5000")
+    saved = json.loads((run_dir / "eval" / "threshold.json").read_text())
+    assert saved["threshold"] == 0.5 and saved["metrics"]["tp"] == res.at(0.5).tp
+    assert saved["result"] == "FINAL" and saved["split"] == "valid"
+    assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs() or [])
+
+
+@pytest.mark.browser
+def test_bad_result_files_show_a_message(dash_duo, tmp_path):
+    runs_dir = tmp_path / "runs"
+    (finished_run(runs_dir, "corrupt") / "eval" / "FINAL.h5").write_bytes(b"garbage")
+    with h5py.File(finished_run(runs_dir, "old") / "eval" / "FINAL.h5", "w") as f:
+        f["valid/thresholds"] = np.linspace(0, 1, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SingleClassWarning)
+        single = evaluate_arrays(np.ones(30), np.linspace(0, 1, 30))
+    write_result(finished_run(runs_dir, "single") / "eval" / "FINAL.h5", {"valid": single})
+    finished_run(runs_dir, "fresh")
+    dash_duo.start_server(build_app(tmp_path))
+    for run, text in (
+        ("corrupt", "The result file is damaged or incomplete"),
+        ("old", "The result file is from an older VoxelBoard"),
+        ("single", "holds only positives"),
+        ("fresh", "This run has no evaluation result yet"),
+    ):
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{run}/evaluation")
+        dash_duo.wait_for_contains_text("#eval-message", text, timeout=15)
+        assert "Traceback" not in dash_duo.find_element("body").text
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run/evaluation")
+    dash_duo.wait_for_contains_text("#eval-missing", "There is no run named 'no-such-run'")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A real run: the demo config trained for 3 steps (~15 s), not evaluated yet."""
+    root = tmp_path_factory.mktemp("trained")
+    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
+    cmd = [
+        sys.executable, str(REPO / "run.py"), "train", str(REPO / "examples" / "demo_cnn3d.py"),
+        "--n-steps", "3", "--save-path", str(root / "runs"), "--save-name", "trained",
+        "--device", "cpu",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=root)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return root
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_evaluate_button_shows_progress_then_curves(dash_duo, trained_run):
+    root = trained_run
+    app = create_app(root / "runs", root / "configs", root / "data", start_launcher=False, gpus=[])
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/trained/evaluation")
+    dash_duo.wait_for_contains_text("#eval-message", "no evaluation result yet", timeout=15)
+    dash_duo.wait_for_text_to_equal("#eval-snapshot .Select-value-label, #eval-snapshot", "FINAL")
+    dash_duo.find_element("#eval-run-button").click()
+    # running: the button is disabled, cancel enabled, and the progress text moves
+    assert _wait(lambda: dash_duo.find_element("#eval-run-button").get_attribute("disabled"), 10)
+    assert dash_duo.find_element("#eval-cancel").get_attribute("disabled") is None
+    assert _wait(lambda: dash_duo.find_element("#eval-progress-text").text != "", 20)
+    seen = {dash_duo.find_element("#eval-progress-text").text}
+    end = time.time() + 120
+    while time.time() < end and dash_duo.find_element("#eval-progress-text").text != "done":
+        seen.add(dash_duo.find_element("#eval-progress-text").text)
+        time.sleep(0.2)
+    assert "done" in dash_duo.find_element("#eval-progress-text").text, seen
+    assert any("cube" in s or "loading" in s for s in seen), seen
+    # the curves and table come from the new result file
+    res = read_result(root / "runs" / "trained" / "eval" / "FINAL.h5", coarse=True)["valid"]
+    assert_shows(dash_duo, res, res.chosen.threshold)
+    assert _wait(
+        lambda: (
+            marker(dash_duo, "eval-roc")
+            == [res.at(res.chosen.threshold).fpr, res.at(res.chosen.threshold).tpr]
+        )
+    )
+    assert ev.prob_cache_path(root / "runs" / "trained", "FINAL").is_file()
+    assert _wait(lambda: "true positive" in json.dumps(dash_duo.driver.execute_script(
+        "return document.querySelector('#eval-seg .js-plotly-plot').data.map(t => t.name)"
+    )))  # fmt: skip
