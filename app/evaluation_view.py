@@ -946,36 +946,17 @@ def probability_cache(
     path = prob_cache_path(run_dir, name)
     if path.is_file() and not force:
         return path
-    import torch
-
-    from trainer.config import ExperimentConfig
-    from trainer.devices import resolve_device
+    from trainer.evaluation import load_run
     from trainer.inference import predict_dense
-    from trainer.trainer import _call_create_model, _resolve_data_class
 
     if data_dir is not None:
         os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
-    copies = sorted(run_dir.glob("0-*.py"))
-    if not copies:
-        raise FileNotFoundError(f"{run_dir}: no config copy (0-<config>.py) to predict with")
     if snapshot is None:
         recorded = _root_attrs(result_file(run_dir, name)).get("snapshot")
-        final = runs.snapshot_path(run_dir, "FINAL")
         if recorded and Path(recorded).is_file():
             snapshot = recorded
-        elif final.is_file():
-            snapshot = final
-        else:
-            snapshot = runs.latest_snapshot(run_dir)
-    if snapshot is None or not Path(snapshot).is_file():
-        raise FileNotFoundError(f"{run_dir}: no snapshot to predict the validation cubes with")
-    cfg = ExperimentConfig(str(copies[0]), use_existing_dir=True)
-    dev = resolve_device(device or "auto")
-    model = _call_create_model(cfg)
-    state = torch.load(snapshot, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"] if "model" in state else state)
-    model.to(dev).eval()
-    data = _resolve_data_class(cfg.data_class)(model, None, **(cfg.data_init_kwargs or {}))
+    run = load_run(run_dir, snapshot, device)
+    model, data, dev = run.model, run.data, run.device
     cubes = []
     total = len(data.valid_d)
     for i, (raw, lab) in enumerate(zip(data.valid_d, data.valid_l)):

@@ -857,32 +857,35 @@ def format_report(results: Mapping[str, EvaluationResult]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate_run(
+@dataclasses.dataclass
+class LoadedRun:
+    """A run's model with a snapshot's weights, and its data source, ready to predict."""
+
+    config: Any
+    model: Any
+    data: Any
+    snapshot: Path
+    state: dict
+    device: Any
+
+
+def load_run(
     run_dir: str | os.PathLike,
     snapshot: str | os.PathLike | None = None,
-    split: str = "valid",
-    mode: str = "binned",
     device: str | None = None,
-    name: str | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> dict[str, EvaluationResult]:
-    """Evaluate a run's snapshot on its config's cubes: ``python run.py evaluate RUN_DIR``.
+) -> LoadedRun:
+    """Build a run's model from its config copy, load a snapshot and its data source.
 
-    Reads the run's config copy and a snapshot (FINAL, else the newest), predicts densely and
-    writes ``eval/<name>.h5`` plus figures and a report. Only reads the snapshot, so it is safe
-    on a run that is still training.
+    Only reads the run directory, so it is safe while the run is still training.
 
     Args:
         run_dir: the run directory.
         snapshot: snapshot file; default ``snapshots/FINAL.pt``, else the newest snapshot.
-        split: ``'valid'``, ``'train'`` or ``'both'``.
-        mode: ``'exact'`` or ``'binned'`` counting.
-        device: ``'auto'``, ``'cpu'``, ``'cuda:N'``.
-        name: result name; default the snapshot's file stem (``FINAL``, ``LAST``, ``step-...``).
-        progress: called as ``progress(split, cubes_done, cubes_total)``; default logs a line.
-    """
-    import logging
+        device: ``'auto'``, ``'cpu'``, ``'cuda:N'``; the model is moved there in eval mode.
 
+    Raises:
+        FileNotFoundError: no config copy or no snapshot (the message names the run).
+    """
     import torch
 
     from trainer import runs
@@ -890,10 +893,7 @@ def evaluate_run(
     from trainer.devices import resolve_device
     from trainer.trainer import _call_create_model, _resolve_data_class
 
-    log = logging.getLogger("voxelboard")
     run_dir = Path(run_dir)
-    if split not in ("valid", "train", "both"):
-        raise ValueError(f"split {split!r}: expected 'valid', 'train' or 'both'")
     copies = sorted(run_dir.glob("0-*.py"))
     if not copies:
         raise FileNotFoundError(
@@ -914,17 +914,50 @@ def evaluate_run(
     model.load_state_dict(state["model"] if "model" in state else state)
     model.to(dev).eval()
     data = _resolve_data_class(cfg.data_class)(model, None, **(cfg.data_init_kwargs or {}))
+    return LoadedRun(cfg, model, data, snapshot, state, dev)
+
+
+def evaluate_run(
+    run_dir: str | os.PathLike,
+    snapshot: str | os.PathLike | None = None,
+    split: str = "valid",
+    mode: str = "binned",
+    device: str | None = None,
+    name: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, EvaluationResult]:
+    """Evaluate a run's snapshot on its config's cubes: ``python run.py evaluate RUN_DIR``.
+
+    Reads the run's config copy and a snapshot (FINAL, else the newest; see ``load_run``),
+    predicts densely and writes ``eval/<name>.h5`` plus figures and a report. Only reads the
+    snapshot, so it is safe on a run that is still training.
+
+    Args:
+        run_dir: the run directory.
+        snapshot: snapshot file; default ``snapshots/FINAL.pt``, else the newest snapshot.
+        split: ``'valid'``, ``'train'`` or ``'both'``.
+        mode: ``'exact'`` or ``'binned'`` counting.
+        device: ``'auto'``, ``'cpu'``, ``'cuda:N'``.
+        name: result name; default the snapshot's file stem (``FINAL``, ``LAST``, ``step-...``).
+        progress: called as ``progress(split, cubes_done, cubes_total)``; default logs a line.
+    """
+    import logging
+
+    log = logging.getLogger("voxelboard")
+    if split not in ("valid", "train", "both"):
+        raise ValueError(f"split {split!r}: expected 'valid', 'train' or 'both'")
+    run = load_run(run_dir, snapshot, device)
     splits = ("train", "valid") if split == "both" else (split,)
-    name = name or snapshot.stem
+    name = name or run.snapshot.stem
 
     def log_progress(s: str, done: int, total: int) -> None:
         log.info("evaluate %s: %s cube %d/%d", name, s, done, total)
 
     results = evaluate_model_binary(
-        model, name, data=data, run_dir=run_dir, mode=mode, device=dev, splits=splits,
-        attrs={"snapshot": str(snapshot), "step": int(state.get("step", -1))},
+        run.model, name, data=run.data, run_dir=run_dir, mode=mode, device=run.device,
+        splits=splits, attrs={"snapshot": str(run.snapshot), "step": int(run.state.get("step", -1))},
         progress=progress or log_progress,
     )  # fmt: skip
-    report = run_dir / EVAL_DIR / f"{name}-REPORT.txt"
+    report = Path(run_dir) / EVAL_DIR / f"{name}-REPORT.txt"
     print(report.read_text())
     return results
