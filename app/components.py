@@ -105,3 +105,17 @@ def meter(label: str, fraction: float, text: str) -> html.Div:
         ],
         className="vb-meter",
     )
+
+
+def run_not_found(name: Any, component_id: str) -> html.Div:
+    """The page body for a URL naming a run that is not in the runs directory."""
+    shown = name if isinstance(name, str) else ""
+    return html.Div(
+        [
+            html.H2("Run not found"),
+            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
+            dcc.Link("Back to the experiments", href="/"),
+        ],
+        id=component_id,
+        style={"padding": "20px"},
+    )

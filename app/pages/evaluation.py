@@ -46,6 +46,7 @@ from dash.background_callback.managers.diskcache_manager import _make_job_fn
 
 from app import evaluation_view as ev
 from app import series
+from app.components import run_not_found
 from trainer import runs
 
 dash.register_page(__name__, path_template="/run/<name>/evaluation", title="VoxelBoard evaluation")
@@ -109,19 +110,6 @@ _MANAGER = _LazyDiskcacheManager()
 # --------------------------------------------------------------------------------------- layout
 
 
-def _missing(name: Any) -> html.Div:
-    shown = name if isinstance(name, str) else ""
-    return html.Div(
-        [
-            html.H2("Run not found"),
-            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
-            dcc.Link("Back to the experiments", href="/"),
-        ],
-        id="eval-missing",
-        style={"padding": "20px"},
-    )
-
-
 def _labelled(label: str, control: Any, width: str = "auto") -> html.Div:
     return html.Div(
         [html.Label(label, style={"display": "block"}), control], style={"width": width}
@@ -179,7 +167,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return _missing(name)
+        return run_not_found(name, "eval-missing")
     snapshots = _snapshot_options(run_dir)
     preset_buttons = [
         html.Button(ev.PRESET_LABELS[p], id=f"eval-preset-{p}", n_clicks=0)

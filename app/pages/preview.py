@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html, no_update
 
 from app import figures, series
+from app.components import run_not_found
 from trainer import runs
 
 dash.register_page(__name__, path_template="/run/<name>/preview", title="VoxelBoard preview")
@@ -143,19 +144,6 @@ def _file_marks(files: list[Path]) -> dict:
     return marks
 
 
-def _missing(name: Any) -> html.Div:
-    shown = name if isinstance(name, str) else ""
-    return html.Div(
-        [
-            html.H2("Run not found"),
-            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
-            dcc.Link("Back to the experiments", href="/"),
-        ],
-        id="prev-missing",
-        style={"padding": "20px"},
-    )
-
-
 def _labelled(label: str, control, width: str = "auto") -> html.Div:
     return html.Div([html.Label(label), control], style={"width": width})
 
@@ -165,7 +153,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return _missing(name)
+        return run_not_found(name, "prev-missing")
     files = runs.preview_files(run_dir)
     last = max(len(files) - 1, 0)
     return html.Div(

@@ -18,6 +18,7 @@ import numpy as np
 from dash import Input, Output, Patch, State, callback, ctx, dcc, html, no_update
 
 from app import components, figures, series
+from app.components import run_not_found
 from trainer import runs
 
 dash.register_page(__name__, path_template="/run/<name>", title="VoxelBoard run")
@@ -33,19 +34,6 @@ _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "cen
 _HALF = {"flex": "1 1 560px", "minWidth": "0"}
 
 
-def _missing(name: Any) -> html.Div:
-    shown = name if isinstance(name, str) else ""
-    return html.Div(
-        [
-            html.H2("Run not found"),
-            html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
-            dcc.Link("Back to the experiments", href="/"),
-        ],
-        id="run-missing",
-        style={"padding": "20px"},
-    )
-
-
 def _graph(graph_id: str) -> dcc.Graph:
     return dcc.Graph(
         id=graph_id, figure={"data": [], "layout": {"height": 320}}, config={"displaylogo": False}
@@ -57,7 +45,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return _missing(name)
+        return run_not_found(name, "run-missing")
     others = [p.name for p in runs.iter_run_dirs(root) if p.name != name]
     controls = html.Div(
         [
