@@ -127,3 +127,28 @@ def test_bad_config_exits_2_with_a_short_message(tmp_path: Path):
     assert "did you mean 'history_freq'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
+    from trainer.evaluation import read_result
+
+    cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--split", "both",
+           "--mode", "exact", "--device", "cpu"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
+                          env=_env(finished_run.parent.parent / "data"), timeout=240)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "roc_auc=" in proc.stdout and "valid:" in proc.stdout and "train:" in proc.stdout
+    results = read_result(finished_run / "eval" / "FINAL.h5")
+    assert set(results) == {"train", "valid"}
+    valid = results["valid"]
+    assert valid.n_pos > 0 and valid.n_neg > 0
+    assert 0.5 < valid.roc_auc <= 1.0, "50 steps of the demo already separate membranes"
+    for suffix in ("_valid.performance.html", "_valid.error_histogram.html", "-REPORT.txt"):
+        assert (finished_run / "eval" / f"FINAL{suffix}").exists()
+
+
+def test_evaluate_cli_on_a_folder_without_a_run_exits_2(tmp_path: Path):
+    proc = subprocess.run([sys.executable, str(REPO / "run.py"), "evaluate", str(tmp_path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert "no config copy" in proc.stderr and "Traceback" not in proc.stderr
