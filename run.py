@@ -134,10 +134,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     is_main = dist is None or dist.is_main
     setup_logging(run_dir / runs.LOG_FILE if is_main else None, args.debug, quiet=not is_main)
-    from trainer.trainer import DivergedError, Trainer
+    import trainer as package
+    from trainer.trainer import DivergedError
 
     try:
-        trainer = Trainer(cfg, device=args.device, resume=bool(args.resume), dist=dist)
+        trainer_class = getattr(package, getattr(cfg, "trainer_class", None) or "Trainer")
+        trainer = trainer_class(cfg, device=args.device, resume=bool(args.resume), dist=dist)
     except Exception as e:
         # set-up failed before the loop could report: say so in the status file
         logging.getLogger("voxelboard").error("Set-up failed:\n%s", traceback.format_exc())
@@ -267,11 +269,15 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from trainer.synthetic import ensure_demo_data, make_demo_data
 
     t0 = time.perf_counter()
+    from trainer.skeletons import ensure_tracing_data, make_tracing_data
+
     if args.overwrite:
         demo = make_demo_data(args.dir, seed=args.seed, overwrite=True)
+        make_tracing_data(args.dir, seed=args.seed, overwrite=True)
     else:
         demo = ensure_demo_data(args.dir, seed=args.seed)
-    files = [*demo.raw_files, *demo.label_files, demo.preview_file]
+        ensure_tracing_data(args.dir, seed=args.seed)
+    files = [*demo.raw_files, *demo.label_files, demo.preview_file, Path(args.dir) / "tracing.h5"]
     print(f"demo data (seed {demo.seed}) in {Path(args.dir).resolve()}, "
           f"{time.perf_counter() - t0:.1f} s:")  # fmt: skip
     for f in files:

@@ -83,7 +83,13 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "class_weights": None,
     "lazy_labels": None,
     "sequence_training": None,
+    # VoxelBoard additions
+    "trainer_class": None,  # None/'Trainer', 'TracingTrainer' or 'TracingTrainerRNN' (ELEKTRONN2's --func)
+    "slurm": None,  # Slurm resources for the dashboard's slurm backend (docs/cluster.md)
 }
+
+#: values of ``trainer_class``
+TRAINER_CLASSES = ("Trainer", "TracingTrainer", "TracingTrainerRNN")
 
 #: Accepted for compatibility, never used: ``schedules`` replaces them.
 LEGACY_SCHEDULE_KEYS = (
@@ -310,6 +316,12 @@ def _check_sequence_training(v: Any) -> str | None:
     return "None, bool or int > 0 (maximum sequence length)"
 
 
+def _check_trainer_class(v: Any) -> str | None:
+    if v is None or v in TRAINER_CLASSES:
+        return None
+    return "None or one of " + ", ".join(repr(c) for c in TRAINER_CLASSES)
+
+
 def _check_class_weights(v: Any) -> str | None:
     if v is None or (isinstance(v, list | tuple) and v and all(_is_number(x) for x in v)):
         return None
@@ -375,6 +387,8 @@ CHECKERS: dict[str, Checker] = {
     "class_weights": _check_class_weights,
     "lazy_labels": _check_types("None or bool", bool, allow_none=True),
     "sequence_training": _check_sequence_training,
+    "trainer_class": _check_trainer_class,
+    "slurm": _check_types("None or a dict of Slurm resources", Mapping, allow_none=True),
     # global defaults
     "save_path": _check_types("a directory path (str)", str, os.PathLike),
     "plot_on": _check_bool,

@@ -225,6 +225,13 @@ class Trainer:
         data, target = self._to_device(batch)
         with torch.autocast(self.device.type, enabled=self.amp):
             loss = self._loss(self.net(data), target)
+        self._optimise(loss)
+        labels = target[target >= 0]
+        batch_char = float(labels.float().mean()) if labels.numel() else 0.0
+        return float(loss.detach()), batch_char
+
+    def _optimise(self, loss: torch.Tensor) -> None:
+        """Backward and optimiser step (through the AMP scaler); NaN/inf raises DivergedError."""
         if not torch.isfinite(loss):
             raise DivergedError(
                 f"loss became {loss.item()} at step {self.step}; lower the learning rate "
@@ -234,9 +241,6 @@ class Trainer:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        labels = target[target >= 0]
-        batch_char = float(labels.float().mean()) if labels.numel() else 0.0
-        return float(loss.detach()), batch_char
 
     def _after_step(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> float:
         """Monitoring, snapshots and previews when due.
@@ -389,9 +393,8 @@ class Trainer:
     def _speed(self) -> dict[str, float]:
         if self._t_per_it <= 0:
             return {"it_per_s": 0.0, "voxels_per_s": 0.0, "eta_s": None}
-        patch = getattr(self.model, "patch_size", (1,))
         ranks = self.dist.world_size if self.dist is not None else 1
-        voxels = ranks * self.batch_size * int(np.prod(patch))
+        voxels = ranks * self._voxels_per_step()
         remaining = max(int(self.exp_config.n_steps) - self.step, 0)
         return {
             # it/s and voxels/s count all ranks: each rank takes one step on its own batch
@@ -399,6 +402,10 @@ class Trainer:
             "voxels_per_s": voxels / self._t_per_it,
             "eta_s": remaining * self._t_per_it,
         }
+
+    def _voxels_per_step(self) -> int:
+        """Input voxels one rank processes per step (the MVx/s of the status line)."""
+        return self.batch_size * int(np.prod(getattr(self.model, "patch_size", (1,))))
 
     def _update_schedules(self, step: int) -> None:
         for sched in self.schedules.values():
@@ -708,14 +715,14 @@ def _call_create_model(cfg: Any) -> torch.nn.Module:
 
 def _resolve_data_class(spec: Any) -> type:
     if isinstance(spec, str):
-        module = importlib.import_module("trainer.data")
-        try:
-            return getattr(module, spec)
-        except AttributeError:
-            raise ValueError(
-                f"data_class {spec!r} is not a VoxelBoard data class; use 'BatchCreatorImage' "
-                "or a (file, class name) pair for your own class"
-            ) from None
+        for name in ("trainer.data", "trainer.tracing_data"):
+            module = importlib.import_module(name)
+            if isinstance(getattr(module, spec, None), type):
+                return getattr(module, spec)
+        raise ValueError(
+            f"data_class {spec!r} is not a VoxelBoard data class; use 'BatchCreatorImage', "
+            "'AgentData' (tracing) or a (file, class name) pair for your own class"
+        )
     path, name = spec
     path = os.path.expanduser(path)
     module_spec = importlib.util.spec_from_file_location(Path(path).stem, path)
