@@ -369,6 +369,121 @@ def schedule_figure(
     return fig
 
 
+#: marker symbols of the regression outputs; colour is taken by row age, so outputs differ by shape
+_REGRESSION_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x")
+
+
+def _as_columns(a: np.ndarray | Sequence, what: str) -> np.ndarray:
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"regression {what} must be (n,) or (n, k), got shape {arr.shape}")
+    return arr
+
+
+def regression_figure(
+    pred: np.ndarray | Sequence,
+    target: np.ndarray | Sequence,
+    *,
+    n_total: int | None = None,
+    max_points: int = 5000,
+    uirevision: str = "regression",
+) -> go.Figure:
+    """Predicted against true value of a regression output, newest rows brightest.
+
+    Rows are drawn in table order and only the newest ``max_points`` of them are kept, so
+    the marker colour (the row number, viridis: old dark, new yellow) shows whether the
+    recent predictions moved towards the identity line. Both axes share one range and one
+    scale, so the identity line is the diagonal.
+
+    Args:
+        pred: predictions, ``(n,)`` or ``(n, k)`` for ``k`` outputs (the ``pred_*`` columns
+            of the history's ``regression`` table, oldest row first).
+        target: true values, same shape as ``pred`` (the ``target_*`` columns).
+        n_total: rows in the whole table when ``pred`` holds only its newest rows; the
+            row numbers in the hover text and the "showing N of M points" note count
+            from it. Defaults to ``len(pred)``.
+        max_points: newest rows kept (points per output).
+        uirevision: keeps zoom and pan across updates while unchanged.
+
+    Returns:
+        One ``Scattergl`` trace per output (``x`` true, ``y`` predicted), then the
+        identity line; non-finite pairs are left out.
+
+    Raises:
+        ValueError: ``pred`` and ``target`` differ in shape, are not 1-d or 2-d, or
+            ``max_points`` is below 1.
+
+    Example:
+        >>> fig = regression_figure([1.0, 2.1, 2.9], [1.0, 2.0, 3.0])
+        >>> [t.name for t in fig.data], len(fig.data[0].x)
+        (['prediction', 'identity'], 3)
+    """
+    p, t = _as_columns(pred, "pred"), _as_columns(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"regression pred and target differ in shape: {p.shape} vs {t.shape}")
+    if max_points < 1:
+        raise ValueError(f"regression max_points must be at least 1, got {max_points}")
+    n, k = p.shape
+    n_total = n if n_total is None else max(int(n_total), n)
+    p, t = p[-max_points:], t[-max_points:]
+    rows = np.arange(n_total - len(p), n_total)
+    fig = go.Figure()
+    shown, lo, hi = 0, np.inf, -np.inf
+    for i in range(k):
+        ok = np.isfinite(p[:, i]) & np.isfinite(t[:, i])
+        x, y, r = t[ok, i], p[ok, i], rows[ok]
+        if len(x):
+            lo, hi = min(lo, x.min(), y.min()), max(hi, x.max(), y.max())
+        shown = max(shown, len(x))
+        fig.add_trace(
+            go.Scattergl(
+                x=_list(x),
+                y=_list(y),
+                customdata=_list(r),
+                name="prediction" if k == 1 else f"output {i}",
+                mode="markers",
+                marker={
+                    "color": _list(r),
+                    "colorscale": "Viridis",
+                    "cmin": int(rows[0]) if len(rows) else 0,
+                    "cmax": int(rows[-1]) if len(rows) else 1,
+                    "symbol": _REGRESSION_SYMBOLS[i % len(_REGRESSION_SYMBOLS)],
+                    "size": 5,
+                    "opacity": 0.7,
+                    # one colour bar is enough: every output shares the row scale
+                    "showscale": i == 0,
+                    "colorbar": {"title": {"text": "row"}, "thickness": 12},
+                },
+                hovertemplate="row %{customdata}<br>true %{x:.4g}<br>predicted %{y:.4g}"
+                "<extra>%{fullData.name}</extra>",
+            )
+        )
+    if not np.isfinite(lo):
+        lo, hi = 0.0, 1.0
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(hi), 1.0) * 0.05
+    span = [float(lo - pad), float(hi + pad)]
+    fig.add_trace(
+        go.Scatter(
+            x=span,
+            y=span,
+            name="identity",
+            mode="lines",
+            line={"color": "#999", "dash": "dash", "width": 1},
+            hoverinfo="skip",
+        )
+    )
+    _base_layout(fig, "Regression: predicted vs true", "true", uirevision, "")
+    fig.layout.annotations[0].text = (
+        points_note(shown, n_total) if n_total else "no regression rows yet"
+    )
+    fig.update_layout(height=400, hovermode="closest")
+    fig.update_xaxes(range=span, constrain="domain")
+    fig.update_yaxes(range=span, title_text="predicted", scaleanchor="x", scaleratio=1)
+    return fig
+
+
 def png_data_uri(image: np.ndarray) -> str:
     """Encode a uint8 grey ``(h, w)`` or RGB ``(h, w, 3)`` array as a PNG ``data:`` URI.
 

@@ -5,6 +5,12 @@ read; after that each ``run-interval`` tick sends only the points added since th
 tick, as ``dash.Patch`` appends, with the per-browser read offsets and the EMA
 accumulator kept in the ``run-cursor`` store (see ``app.series``). Polling stops once
 the run's state is final. Zoom and pan survive updates through ``uirevision``.
+
+Runs that write a ``regression`` table (predicted and true values, e.g. the tracing
+trainer's neurite radius) get a predicted-vs-true scatter panel, hidden until the table
+has rows. A tick whose table has new rows rereads its newest ``REGRESSION_POINTS`` rows and
+replaces the figure whole; that read is bounded, and a scatter of recent rows has no
+natural append order worth patching.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dash import Input, Output, Patch, State, callback, ctx, dcc, html, no_updat
 from app import components, figures, series
 from app.components import run_not_found
 from trainer import runs
+from trainer.history import read_array, table_info
 
 dash.register_page(__name__, path_template="/run/<name>", title="VoxelBoard run")
 
@@ -30,8 +37,12 @@ STOP_POLLING = runs.FINAL_STATES | {"lost"}
 
 COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss", "lr")
 
+#: newest rows of the regression table drawn on the run page
+REGRESSION_POINTS = 5000
+
 _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 _HALF = {"flex": "1 1 560px", "minWidth": "0"}
+_HIDDEN = {**_HALF, "display": "none"}
 
 
 def _graph(graph_id: str) -> dcc.Graph:
@@ -169,6 +180,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     html.Div(_graph("run-graph-gain"), style=_HALF),
                     compare,
                     html.Div(_graph("run-graph-schedule"), style=_HALF),
+                    html.Div(
+                        _graph("run-graph-regression"), id="run-regression-panel", style=_HIDDEN
+                    ),
                 ],
                 style=_ROW,
             ),
@@ -267,6 +281,46 @@ def _history_patches(hi: series.HistoryCurves) -> list:
     return out
 
 
+def update_regression(
+    store: Path, previous: dict | None, *, max_points: int = REGRESSION_POINTS
+) -> tuple[Any, Any, dict]:
+    """The regression panel's figure, its style and its cursor for one update.
+
+    Args:
+        store: the run's history store (``<run_dir>/history``).
+        previous: the cursor this browser got last time (``{'rows', 'generation'}``), or
+            ``None`` to build the figure whatever the table holds.
+        max_points: newest rows drawn.
+
+    Returns:
+        ``(figure, style, cursor)``; figure and style are ``no_update`` when the table is
+        as the cursor says. The panel is hidden while the table is missing or empty. A
+        table that cannot be read shows the reason in the panel instead of the scatter.
+    """
+    try:
+        info = table_info(store, "regression")
+        n = info.n_rows if info is not None else 0
+        cursor = {"rows": n, "generation": info.generation if info is not None else None}
+        if cursor == previous:
+            return no_update, no_update, cursor
+        if n == 0:
+            return figures.regression_figure([], []), _HIDDEN, cursor
+        got = read_array(store, "regression", -max_points)
+        if got is None:  # removed since table_info; the next tick sees it gone
+            return no_update, no_update, previous or {}
+        info, arr = got
+        pred = [j for j, c in enumerate(info.columns) if c.startswith("pred_")]
+        target = [j for j, c in enumerate(info.columns) if c.startswith("target_")]
+        fig = figures.regression_figure(
+            arr[:, pred], arr[:, target], n_total=info.n_rows, max_points=max_points
+        )
+        return fig, _HALF, {"rows": info.n_rows, "generation": info.generation}
+    except (OSError, ValueError) as e:  # HistoryFormatError is a ValueError
+        fig = figures.regression_figure([], [])
+        fig.layout.annotations[0].text = f"cannot read the regression table: {e}"
+        return fig, _HALF, {}
+
+
 def update_curves(
     run_dir: Path,
     cursor: dict | None,
@@ -288,8 +342,10 @@ def update_curves(
         max_points: points per curve after downsampling.
 
     Returns:
-        ``{'timeline', 'loss', 'error', 'lr', 'gain'}`` each a figure, a ``Patch`` or
-        ``no_update``; ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool).
+        ``{'timeline', 'loss', 'error', 'lr', 'gain', 'regression'}`` each a figure, a
+        ``Patch`` or ``no_update``; ``'regression_style'`` the regression panel's style
+        (hidden without rows) or ``no_update``; ``'cursor'`` the new store value;
+        ``'header'``; ``'stop'`` (bool).
     """
     # status first: rows written before a final status are then read by this same update
     header, state = status_header(run_dir)
@@ -320,7 +376,15 @@ def update_curves(
         )
     else:
         out.update(zip(figures.HISTORY_PANELS, _history_patches(hi), strict=True))
-    out["cursor"] = {"run": run_dir.name, "timeline": tl.cursor, "history": hi.cursor}
+    # the regression scatter does not depend on the controls: rebuild only for new rows
+    previous = cursor.get("regression") if cursor.get("run") == run_dir.name else None
+    out["regression"], out["regression_style"], reg_cursor = update_regression(store, previous)
+    out["cursor"] = {
+        "run": run_dir.name,
+        "timeline": tl.cursor,
+        "history": hi.cursor,
+        "regression": reg_cursor,
+    }
     return out
 
 
@@ -330,6 +394,8 @@ def update_curves(
     Output("run-graph-error", "figure"),
     Output("run-graph-lr", "figure"),
     Output("run-graph-gain", "figure"),
+    Output("run-graph-regression", "figure"),
+    Output("run-regression-panel", "style"),
     Output("run-cursor", "data"),
     Output("run-header", "children"),
     Output("run-interval", "disabled"),
@@ -347,7 +413,7 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return (*[no_update] * 7, True, f"run {name!r} is gone from the runs directory")
+        return (*[no_update] * 9, True, f"run {name!r} is gone from the runs directory")
     smooth, x, log_y = _settings(smoothing, weight, window, options, x_axis)
     poll = (
         ctx.triggered_id == "run-interval"
@@ -358,11 +424,12 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
         u = update_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
     except Exception as e:  # a corrupt store must show a message, not break the page
         return (
-            *[no_update] * 7,
+            *[no_update] * 9,
             False,
             f"cannot read the history of {name}: {type(e).__name__}: {e}",
         )
-    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain")]
+    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "regression")]
+    figs.append(u["regression_style"])
     return (*figs, u["cursor"], u["header"], u["stop"], "")
 
 

@@ -193,3 +193,58 @@ def test_preview_figure_overlay_and_side_by_side():
 def test_preview_figure_rejects_bad_input(raw, prob, mode, match):
     with pytest.raises(ValueError, match=match):
         figures.preview_figure(raw, prob, 0.5, mode)
+
+
+def test_regression_figure_keeps_newest_rows_coloured_by_row_on_equal_axes():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(1.0, 3.0, (30, 2))
+    pred = target + rng.normal(0, 0.1, (30, 2))
+    pred[-1, 1] = np.nan  # a non-finite pair is left out of its output only
+    fig = figures.regression_figure(pred, target, n_total=100, max_points=20)
+    assert [t.name for t in fig.data] == ["output 0", "output 1", "identity"]
+    assert [t.type for t in fig.data[:2]] == ["scattergl", "scattergl"]
+    assert fig.data[0].x == tuple(target[-20:, 0]) and fig.data[0].y == tuple(pred[-20:, 0])
+    assert len(fig.data[1].x) == 19
+    # rows 10..29 of the 30 passed are rows 80..99 of the 100-row table; newest is brightest
+    assert fig.data[0].customdata == tuple(range(80, 100))
+    assert fig.data[0].marker.color == tuple(range(80, 100))
+    assert (fig.data[0].marker.cmin, fig.data[0].marker.cmax) == (80, 99)
+    assert fig.data[0].marker.symbol != fig.data[1].marker.symbol
+    assert fig.data[0].marker.showscale and not fig.data[1].marker.showscale
+    assert fig.layout.annotations[0].text == "showing 20 of 100 points"
+    ident = fig.data[2]
+    kept = np.concatenate([pred[-20:], target[-20:]])
+    assert ident.x == ident.y and ident.x[0] < np.nanmin(kept) and ident.x[1] > np.nanmax(kept)
+    assert fig.layout.xaxis.range == fig.layout.yaxis.range == ident.x
+    assert fig.layout.yaxis.scaleanchor == "x" and fig.layout.yaxis.scaleratio == 1
+    assert fig.layout.uirevision == "regression"
+    assert isinstance(fig.to_plotly_json()["data"][0]["x"], list)
+
+
+@pytest.mark.parametrize(
+    ("pred", "target", "name", "n", "note"),
+    [
+        ([1.0, 2.0, 3.0], [1.5, 2.0, 2.5], "prediction", 3, "3 points"),
+        ([], [], "prediction", 0, "no regression rows yet"),
+        ([np.nan, np.inf], [1.0, 2.0], "prediction", 0, "0 of 2 points"),
+    ],
+)
+def test_regression_figure_one_output_and_empty(pred, target, name, n, note):
+    fig = figures.regression_figure(pred, target)
+    assert fig.data[0].name == name and len(fig.data[0].x) == n
+    assert note in fig.layout.annotations[0].text
+    lo, hi = fig.layout.xaxis.range
+    assert lo < hi  # a usable range even with nothing finite to scale to
+
+
+@pytest.mark.parametrize(
+    ("pred", "target", "kw", "match"),
+    [
+        (np.ones((3, 2)), np.ones((3, 1)), {}, r"differ in shape: \(3, 2\) vs \(3, 1\)"),
+        (np.ones((2, 2, 2)), np.ones((2, 2, 2)), {}, r"\(n,\) or \(n, k\)"),
+        (np.ones(3), np.ones(3), {"max_points": 0}, "max_points must be at least 1"),
+    ],
+)
+def test_regression_figure_rejects_bad_input(pred, target, kw, match):
+    with pytest.raises(ValueError, match=match):
+        figures.regression_figure(pred, target, **kw)

@@ -98,6 +98,38 @@ def test_poll_answers_a_small_patch_with_only_the_new_row(run_page, tmp_path):
     assert page.update_curves(run_dir, up["cursor"], smoothing=smoothing)["stop"]
 
 
+def add_regression(tracker: HistoryTracker, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        tracker.update_regression([1.0 + 0.01 * i], [1.0 + 0.012 * i])
+
+
+def test_regression_panel_is_rebuilt_only_for_new_rows_and_bounded(run_page, tmp_path):
+    _app, page, tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    smoothing = Smoothing("ema", 0.6)
+    full = page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+    assert full["regression_style"]["display"] == "none"  # no regression rows: hidden
+    assert len(full["regression"].data[0].x) == 0
+    up = page.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
+    assert up["regression"] is no_update and up["regression_style"] is no_update
+    add_regression(tracker, 0, 30)
+    up = page.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=True)
+    assert "display" not in up["regression_style"]
+    assert up["regression"].data[0].x[-1] == pytest.approx(1.0 + 0.012 * 29)
+    assert len(up["regression"].data[0].x) == 30 and up["cursor"]["regression"]["rows"] == 30
+    # a control change rebuilds the curves but not an unchanged scatter
+    again = page.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=False)
+    assert again["regression"] is no_update
+    store = run_dir / "history"
+    fig, style, cursor = page.update_regression(store, None, max_points=10)
+    assert fig.data[0].customdata == tuple(range(20, 30))  # the newest rows only
+    assert fig.layout.annotations[0].text == "showing 10 of 30 points"
+    (store / "regression.vbh").write_bytes(b"not a history table")
+    fig, style, cursor = page.update_regression(store, up["cursor"]["regression"])
+    assert "cannot read the regression table" in fig.layout.annotations[0].text
+    assert "regression.vbh" in fig.layout.annotations[0].text and cursor == {}
+
+
 def test_planned_schedules_follow_the_resolved_config(run_page):
     _app, page, _tracker = run_page
     plans = page.planned_schedules(
@@ -153,3 +185,34 @@ def test_unknown_run_shows_a_message(dash_duo, run_page):
     dash_duo.start_server(app)
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run")
     dash_duo.wait_for_contains_text("#run-missing", "There is no run named 'no-such-run'")
+
+
+def _regression_shown(dash_duo) -> bool:
+    return dash_duo.find_element("#run-regression-panel").is_displayed()
+
+
+@pytest.mark.browser
+def test_run_page_shows_the_regression_scatter_only_with_rows(dash_duo, run_page, tmp_path):
+    app, _page, tracker = run_page
+    other = make_run(tmp_path / "runs", "tracing-run", n_timeline=10, n_history=1)
+    try:
+        add_regression(other, 0, 40)
+        dash_duo.start_server(app)
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/tracing-run")
+        assert _wait(lambda: _points(dash_duo, "run-graph-regression") == 40)
+        assert _regression_shown(dash_duo)
+        dash_duo.wait_for_contains_text("#run-graph-regression", "40 points")
+        add_regression(other, 40, 55)
+        assert _wait(lambda: _points(dash_duo, "run-graph-regression") == 55)
+
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}")
+        # the curves and the regression panel come from the same update
+        assert _wait(lambda: _points(dash_duo, "run-graph-timeline") == 50)
+        assert not _regression_shown(dash_duo)
+        assert _points(dash_duo, "run-graph-regression") == 0
+        add_regression(tracker, 0, 5)
+        assert _wait(lambda: _regression_shown(dash_duo))
+        assert _wait(lambda: _points(dash_duo, "run-graph-regression") == 5)
+        assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs())
+    finally:
+        other.close()
