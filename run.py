@@ -155,7 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run.py train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     except Exception as e:
-        print(f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr)
+        print(
+            f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr
+        )
         return EXIT_FAILED
     finally:
         if dist is not None:

@@ -73,26 +73,12 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _int(value: Any) -> int | None:
-    v = _num(value)
-    return None if v is None else int(v)
-
-
 def _status_from(d: dict) -> tuple[Status, str | None]:
-    """A ``Status`` with the always-present keys type-checked; wrong types are dropped."""
-    status = Status.from_json(d)
-    problems = []
-    if status.state not in ("queued", "running", "finished", "failed", "stopped", "diverged"):
-        problems.append(f"state {status.state!r}")
-        status.state = "failed"
-    for key in ("step", "n_steps"):
-        if _int(getattr(status, key)) is None:
-            problems.append(key)
-        setattr(status, key, _int(getattr(status, key)) or 0)
-    status.pid = _int(status.pid)
-    status.heartbeat = _num(status.heartbeat) or 0.0
-    status.started = _num(status.started)
-    badge = f"status.json: bad {', '.join(problems)}" if problems else None
+    """A ``Status`` whose always-present keys have usable types, and a badge naming bad ones."""
+    status = Status.from_json(d)  # falls back to defaults for fields of the wrong type
+    problems = status.extra.get("status_problems") or []
+    named = [f"state {d.get('state')!r}" if k == "state" else k for k in problems]
+    badge = f"status.json: bad {', '.join(named)}" if named else None
     return status, badge
 
 

@@ -99,9 +99,7 @@ def from_env(device_spec: str | None) -> DistContext | None:
         device = torch.device("cpu")
         backend = "gloo"
     if not dist.is_initialized():
-        dist.init_process_group(
-            backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S)
-        )
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     return DistContext(rank, world_size, local_rank, device, backend)
 
 

@@ -869,6 +869,14 @@ class LoadedRun:
     device: Any
 
 
+def default_snapshot(run_dir: str | os.PathLike) -> Path | None:
+    """The snapshot evaluated when none is named: FINAL, else the newest one, else ``None``."""
+    from trainer import runs
+
+    final = runs.snapshot_path(run_dir, "FINAL")
+    return final if final.is_file() else runs.latest_snapshot(run_dir)
+
+
 def load_run(
     run_dir: str | os.PathLike,
     snapshot: str | os.PathLike | None = None,
@@ -900,8 +908,7 @@ def load_run(
             f"{run_dir}: no config copy (0-<config>.py); give the folder of a VoxelBoard run"
         )
     if snapshot is None:
-        final = runs.snapshot_path(run_dir, "FINAL")
-        snapshot = final if final.exists() else runs.latest_snapshot(run_dir)
+        snapshot = default_snapshot(run_dir)
         if snapshot is None:
             raise FileNotFoundError(f"{run_dir}: no snapshot in {run_dir / runs.SNAPSHOT_DIR} yet")
     snapshot = Path(snapshot)

@@ -456,11 +456,17 @@ class BackgroundProc:
             daemon=True,
         )
         worker = _Worker(index, process, parent_conn, blocks, views)
+        try:
+            with _sigint_blocked():
+                process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            # only the worker may hold its end, so the parent sees EOF when the worker dies
+            child_conn.close()
+        # listed only once started: shutdown joins every listed worker
         self._workers.append(worker)
-        with _sigint_blocked():
-            process.start()
-        # only the worker may hold its end, so the parent sees EOF when the worker dies
-        child_conn.close()
         self._arm(worker)
 
     # ----------------------------------------------------------------------------------

@@ -76,10 +76,42 @@ class Status:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Status:
+        """Build from a parsed status file; fields of the wrong type fall back to their
+        defaults (listed in ``extra['status_problems']``), so readers can format them."""
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: d[k] for k in names if k in d}
         extra = {k: v for k, v in d.items() if k not in names}
-        return cls(**known, extra=extra)
+        problems = [k for k, v in known.items() if not _FIELD_OK[k](v)]
+        bad_state = known.get("state") if "state" in problems else None
+        for k in problems:
+            del known[k]
+        if problems:
+            extra["status_problems"] = problems
+        status = cls(**known, extra=extra)
+        if "state" in problems:
+            # an unknown state is not a live run: show it as failed, saying why
+            status.state = "failed"
+            status.error = status.error or f"unknown state {bad_state!r} in the status file"
+        return status
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+_FIELD_OK = {
+    "state": lambda v: v in STATES and v != "lost",
+    "step": _is_int,
+    "n_steps": _is_int,
+    "pid": lambda v: v is None or _is_int(v),
+    "heartbeat": _is_num,
+    "started": lambda v: v is None or _is_num(v),
+    "error": lambda v: v is None or isinstance(v, str),
+}
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
@@ -97,6 +129,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True)
             f.flush()
             if fsync:
                 os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path in ``path``'s folder that replaces ``path`` when the block succeeds.
+
+    For writers that need a file name (h5py, torch.save to a file): on an exception the
+    temporary file is removed and ``path`` is left as it was.
+
+    Example:
+        >>> with atomic_path("previews/preview-00000010.h5") as tmp:  # doctest: +SKIP
+        ...     write_h5(tmp)
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -168,8 +223,9 @@ def pid_alive(pid: int | None) -> bool:
 def effective_state(status: Status | None, now: float | None = None) -> str:
     """The state a reader should show: ``lost`` for a running run that died silently.
 
-    A run counts as lost when its status says running (or queued with a pid), its
-    heartbeat is older than ``HEARTBEAT_STALE_S`` and its process is gone.
+    A run counts as lost when its status says running, its process is gone and its
+    heartbeat is stale (older than ``HEARTBEAT_STALE_S``, or older than 5 s once the pid is
+    known to be gone). Queued runs are never lost: the launcher owns them.
     """
     if status is None:
         return "queued"

@@ -196,12 +196,18 @@ class Trainer:
         """
         cfg = self.exp_config
         n_steps = int(cfg.n_steps)
-        with self._status() as status, self._signals(), self._batches() as batches:
+        with (
+            contextlib.closing(self.tracker),
+            self._status() as status,
+            self._signals(),
+            self._batches() as batches,
+        ):
             self._log_start()
             t0 = time.perf_counter()
             while self.step < n_steps:
+                t_fetch = time.perf_counter()
                 batch = next(batches)
-                self.data_wait_s += time.perf_counter() - t0
+                self.data_wait_s += time.perf_counter() - t_fetch
                 loss, batch_char = self._train_step(batch)
                 now = time.perf_counter()
                 self._count_time(now - t0)
@@ -226,9 +232,7 @@ class Trainer:
         with torch.autocast(self.device.type, enabled=self.amp):
             loss = self._loss(self.net(data), target)
         self._optimise(loss)
-        labels = target[target >= 0]
-        batch_char = float(labels.float().mean()) if labels.numel() else 0.0
-        return float(loss.detach()), batch_char
+        return float(loss.detach()), _batch_char(batch[1])
 
     def _optimise(self, loss: torch.Tensor) -> None:
         """Backward and optimiser step (through the AMP scaler); NaN/inf raises DivergedError."""
@@ -309,7 +313,9 @@ class Trainer:
 
     def _finish(self, status: runs.StatusFile) -> str:
         if not self.is_main:
-            return "stopped" if self.stop_reason not in (None, "max_runtime reached") else "finished"
+            return (
+                "stopped" if self.stop_reason not in (None, "max_runtime reached") else "finished"
+            )
         self._save_snapshot("FINAL")
         if getattr(self.exp_config, "plot_on", True):
             with contextlib.suppress(Exception):
@@ -553,8 +559,7 @@ class Trainer:
         offsets = [int(o) for o in self.model.offsets]
         path = self.run_dir / runs.PREVIEW_DIR / f"preview-{int(number):08d}.h5"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with h5py.File(tmp, "w") as f:
+        with runs.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(step=int(number), hours=self.train_time / 3600.0,
                            n_classes=int(self.model.n_classes),
                            save_name=str(self.exp_config.save_name))  # fmt: skip
@@ -573,7 +578,6 @@ class Trainer:
                 )
                 g.attrs["z0"] = oz
                 g.attrs["source"] = str(getattr(self.exp_config, "preview_data_path", ""))
-        os.replace(tmp, path)
         return path
 
     def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
@@ -734,6 +738,14 @@ def _resolve_data_class(spec: Any) -> type:
         return getattr(module, name)
     except AttributeError:
         raise ValueError(f"data_class file {path!r} has no class {name!r}") from None
+
+
+def _batch_char(labels: np.ndarray) -> float:
+    """ELEKTRONN2's timeline ``batch_char``: the mean label of the batch, ignored voxels left
+    out. Computed on the host array, so no device sync is added to the step."""
+    labels = np.asarray(labels)
+    known = labels[labels >= 0]
+    return float(known.mean()) if known.size else 0.0
 
 
 def _device_spec(cli: str | None, config: Any) -> str:

@@ -706,7 +706,7 @@ def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
 
 
 def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
-    from trainer.evaluation import evaluate_run
+    from trainer.evaluation import default_snapshot, evaluate_run
 
     snap = None
     if isinstance(snapshot, str) and snapshot:
@@ -723,8 +723,12 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
     def on_cube(split: str, done: int, total: int) -> None:
         set_progress((str(done), str(total + 1), f"{split}: cube {done}/{total}"))
 
+    # chosen once: a running trainer keeps replacing LAST.pt and writing step-N.pt
+    snap = snap or default_snapshot(run_dir)
+    if snap is None:
+        return no_update, no_update, f"{run_dir.name} has no snapshot to evaluate yet"
     results = evaluate_run(run_dir, snapshot=snap, split="valid", mode=mode, progress=on_cube)
-    name = (snap or _default_snapshot(run_dir)).stem
+    name = snap.stem
     n = len(results)
     set_progress(
         (str(n), str(n + 1), "predicting the validation cubes for the segmentation view ...")
@@ -732,11 +736,6 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
     ev.probability_cache(run_dir, name, snapshot=snap, force=True)
     set_progress(("1", "1", "done"))
     return {"result": name, "t": time.time()}, {"result": name, "t": time.time()}, ""
-
-
-def _default_snapshot(run_dir: Path) -> Path:
-    final = runs.snapshot_path(run_dir, "FINAL")
-    return final if final.is_file() else runs.latest_snapshot(run_dir)
 
 
 # ------------------------------------------------------------------------ save and download

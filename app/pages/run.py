@@ -551,8 +551,12 @@ def _on_download(_h, _t, name):
 
     table = "timeline" if ctx.triggered_id == "run-download-timeline" else "history"
     store = run_dir / runs.HISTORY_DIR
-    if table_info(store, table) is None:
+    try:
+        if table_info(store, table) is None:
+            return no_update
+        frame = read_table(store, table)
+    except (OSError, ValueError):
+        # a corrupt table: the curves panel already names the file; offer no download
         return no_update
-    frame = read_table(store, table)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return dcc.send_data_frame(frame.to_csv, f"{name}-{table}-{stamp}.csv")

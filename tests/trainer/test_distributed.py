@@ -49,7 +49,10 @@ def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
     tracker = loadhistorytracker(ddp_run)
     assert list(tracker.timeline.index) == list(range(8)), "only rank 0 appends"
     assert list(tracker.history["steps"]) == [0, 7]
-    assert sorted(p.name for p in (ddp_run / "history").iterdir()) == ["history.vbh", "timeline.vbh"]
+    assert sorted(p.name for p in (ddp_run / "history").iterdir()) == [
+        "history.vbh",
+        "timeline.vbh",
+    ]
 
 
 def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path):

@@ -51,7 +51,9 @@ def data_dir(tmp_path_factory) -> Path:
 
 def make_trainer(tmp: Path, data_dir: Path, n_steps: int = 8, extra: str = "", **kw) -> Trainer:
     cfg_file = tmp / "cfg.py"
-    cfg_file.write_text(CONFIG.format(data=str(data_dir), n_steps=n_steps, extra=textwrap.dedent(extra)))
+    cfg_file.write_text(
+        CONFIG.format(data=str(data_dir), n_steps=n_steps, extra=textwrap.dedent(extra))
+    )
     cfg = ExperimentConfig(str(cfg_file))
     cfg.apply_overrides(save_path=str(tmp / "runs"), save_name=kw.pop("name", "run"))
     cfg.make_dir()
@@ -175,7 +177,9 @@ def test_a_model_without_geometry_is_refused_with_a_hint(tmp_path, data_dir):
 def test_model_methods_of_the_reference_api(tmp_path, data_dir):
     tr = make_trainer(tmp_path, data_dir, n_steps=1)
     data, target = tr.debug_getcnnbatch()[:2]
-    assert target.shape[-3:] == tuple(np.asarray(data.shape[-3:]) - 2 * np.asarray(tr.model.offsets))
+    assert target.shape[-3:] == tuple(
+        np.asarray(data.shape[-3:]) - 2 * np.asarray(tr.model.offsets)
+    )
     path = tr.preview_slice_from_traindata(cube_i=0, off=(0, 0, 0), sh=(7, 30, 30), number=3)
     assert path.name == "preview-00000003.h5"
     loss, err = tr.test_model("train")
