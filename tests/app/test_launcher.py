@@ -88,7 +88,7 @@ def make_launcher(dirs):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     for launcher in made:
-        for child in launcher._children.values():
+        for child in list(launcher._children.values()):  # a stop thread may still reap
             child.proc.wait(timeout=10)
 
 
