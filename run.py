@@ -236,14 +236,15 @@ def _train_distributed(args: argparse.Namespace) -> int:
 
 def _config_for_resume(run_dir: Path):
     from trainer.config import ConfigError, ExperimentConfig
+    from trainer.runs import config_copy
 
-    copies = sorted(run_dir.glob("0-*.py"))
-    if not run_dir.is_dir() or not copies:
+    copy = config_copy(run_dir) if run_dir.is_dir() else None
+    if copy is None:
         raise ConfigError(
             f"--resume {run_dir}: not a run directory with a config copy (0-<config>.py); "
             "give the folder of a run started by VoxelBoard"
         )
-    cfg = ExperimentConfig(str(copies[0]), use_existing_dir=True)
+    cfg = ExperimentConfig(str(copy), use_existing_dir=True)
     cfg.save_name = run_dir.name
     cfg.save_path = str(run_dir.parent)
     cfg.run_dir = run_dir

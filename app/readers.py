@@ -22,6 +22,7 @@ from trainer.runs import (
     LOG_FILE,
     STATUS_FILE,
     Status,
+    config_copy,
     effective_state,
     iter_run_dirs,
 )
@@ -119,8 +120,8 @@ def _config_name(run_dir: Path, status: Status | None, launch: dict | None) -> s
         return os.path.basename(status.extra["config_file"])
     if launch and isinstance(launch.get("config"), str):
         return launch["config"]
-    copies = sorted(run_dir.glob("0-*.py"))
-    return copies[0].name[2:] if copies else ""
+    copy = config_copy(run_dir)
+    return copy.name[2:] if copy else ""
 
 
 def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:

@@ -902,8 +902,8 @@ def load_run(
     from trainer.trainer import _call_create_model, _resolve_data_class
 
     run_dir = Path(run_dir)
-    copies = sorted(run_dir.glob("0-*.py"))
-    if not copies:
+    copy = runs.config_copy(run_dir)
+    if copy is None:
         raise FileNotFoundError(
             f"{run_dir}: no config copy (0-<config>.py); give the folder of a VoxelBoard run"
         )
@@ -914,7 +914,7 @@ def load_run(
     snapshot = Path(snapshot)
     if not snapshot.exists():
         raise FileNotFoundError(f"snapshot {snapshot} does not exist")
-    cfg = ExperimentConfig(str(copies[0]), use_existing_dir=True)
+    cfg = ExperimentConfig(str(copy), use_existing_dir=True)
     dev = resolve_device(device or "auto")
     model = _call_create_model(cfg)
     state = torch.load(snapshot, map_location="cpu", weights_only=False)

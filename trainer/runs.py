@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -160,13 +161,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, fsync: bool = True) -> None:
-    """``atomic_write_bytes`` of ``obj`` as indented JSON (NaN written as null)."""
+    """``atomic_write_bytes`` of ``obj`` as indented JSON (NaN and inf written as null)."""
     text = json.dumps(_json_safe(obj), indent=1, sort_keys=True, default=str)
     atomic_write_bytes(path, text.encode(), fsync=fsync)
 
 
 def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and obj != obj:  # NaN
+    if isinstance(obj, float) and not math.isfinite(obj):  # NaN/inf are not JSON
         return None
     if isinstance(obj, dict):
         return {str(k): _json_safe(v) for k, v in obj.items()}
@@ -265,6 +266,12 @@ def read_resolved_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
         return d if isinstance(d, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def config_copy(run_dir: str | os.PathLike) -> Path | None:
+    """The copy of the experiment config in a run directory (``0-<config>.py``), if any."""
+    copies = sorted(Path(run_dir).glob("0-*.py"))
+    return copies[0] if copies else None
 
 
 def snapshot_path(run_dir: str | os.PathLike, which: str | int) -> Path:

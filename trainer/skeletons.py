@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,7 +39,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from trainer.runs import atomic_write_json
+from trainer.runs import atomic_path, atomic_write_json
 
 __all__ = [
     "TRACING_FILE",
@@ -416,25 +415,18 @@ def write_tracing_file(
     path = Path(path)
     aniso = skeletons[0].aniso_factor if skeletons else ANISO
     valid_set = {int(v) for v in valid}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("raw", data=np.asarray(raw, dtype=np.uint8), compression="gzip",
-                             compression_opts=1)  # fmt: skip
-            f["raw"].attrs["aniso_factor"] = aniso
-            g = f.create_group("skeletons")
-            for k, sk in enumerate(skeletons):
-                s = g.create_group(f"{k:04d}")
-                s.create_dataset("nodes", data=sk.nodes.astype(np.float32))
-                s.create_dataset("radii", data=sk.radii.astype(np.float32))
-                s.create_dataset("edges", data=sk.edges.astype(np.int32))
-                s.attrs["split"] = "valid" if k in valid_set else "train"
-                s.attrs["name"] = sk.name
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("raw", data=np.asarray(raw, dtype=np.uint8), compression="gzip",
+                         compression_opts=1)  # fmt: skip
+        f["raw"].attrs["aniso_factor"] = aniso
+        g = f.create_group("skeletons")
+        for k, sk in enumerate(skeletons):
+            s = g.create_group(f"{k:04d}")
+            s.create_dataset("nodes", data=sk.nodes.astype(np.float32))
+            s.create_dataset("radii", data=sk.radii.astype(np.float32))
+            s.create_dataset("edges", data=sk.edges.astype(np.int32))
+            s.attrs["split"] = "valid" if k in valid_set else "train"
+            s.attrs["name"] = sk.name
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from trainer.runs import atomic_write_json
+from trainer.runs import atomic_path, atomic_write_json
 
 MANIFEST_FILE = "demo.json"
 RAW_KEY = "raw"
@@ -333,15 +332,8 @@ def _smooth_noise(
 
 def _write_h5(path: Path, key: str, array: np.ndarray) -> Path:
     """Write ``array`` as ``path[key]`` under a temporary name, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset(key, data=array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset(key, data=array)
     return path
 
 
