@@ -39,6 +39,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import fcntl
 import json
@@ -55,7 +56,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from app.readers import tail_lines
+from app.readers import read_json, tail_lines
 from app.security import (
     MAX_RUN_NAME,
     LaunchError,
@@ -69,6 +70,7 @@ from app.slurm import Job, Slurm, SlurmError, batch_script, config_section, reso
 from trainer.runs import (
     ACTIVE_STATES,
     CONSOLE_LOG_FILE,
+    STATUS_FILE,
     Status,
     atomic_write_bytes,
     atomic_write_json,
@@ -105,6 +107,45 @@ class _Child:
     name: str
     proc: subprocess.Popen
     device: str
+
+
+@dataclasses.dataclass
+class _Run:
+    """One run directory as one scan of ``runs_dir`` read it.
+
+    ``launch`` is shared with ``app.readers.read_json``'s cache: read it, never change it
+    (``_queue`` hands out copies). ``launched`` is True when a ``launch.json`` exists, even
+    a corrupt one (then ``launch`` is ``None``).
+    """
+
+    dir: Path
+    launched: bool
+    launch: Mapping[str, Any] | None
+    status: Status | None
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def backend(self) -> str:
+        return _backend_of(self.launch)
+
+
+@dataclasses.dataclass
+class Overview:
+    """What the dashboard's system panel shows, from one scan of the runs folder.
+
+    Attributes:
+        active: as ``Launcher.active_runs()``: running local launched runs -> device.
+        queued: as ``Launcher.queued_runs()``.
+        pids: pid -> run name of every run (launched or not) whose status says running
+            and whose process is alive or only just gone.
+    """
+
+    active: dict[str, str]
+    queued: list[str]
+    pids: dict[int, str]
 
 
 def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
@@ -236,14 +277,8 @@ class Launcher:
 
     def active_runs(self) -> dict[str, str]:
         """Running local launched runs (this process's or re-attached): run name -> device."""
-        out = {}
         with self._lock:
-            for run_dir in self._launched_dirs("local"):
-                status = read_status(run_dir)
-                launch = read_launch(run_dir)
-                if status and launch and self._holds_slot(run_dir.name, status):
-                    out[run_dir.name] = str(launch.get("assigned_device", "cpu"))
-        return out
+            return self._active(self._scan())
 
     def queued_runs(self) -> list[str]:
         """Names of queued runs in the order they will be considered.
@@ -251,15 +286,23 @@ class Launcher:
         With Slurm: the runs waiting for their job to start, oldest first.
         """
         with self._lock:
-            if self.backend == "local":
-                return [name for name, _ in self._queue()]
-            waiting = []
-            for run_dir in self._launched_dirs("slurm"):
-                status = read_status(run_dir)
-                if status is not None and status.state == "queued":
-                    created = (read_launch(run_dir) or {}).get("created", 0.0)
-                    waiting.append((float(created or 0.0), run_dir.name))
-            return [name for _, name in sorted(waiting)]
+            return self._queued_names(self._scan())
+
+    def overview(self) -> Overview:
+        """``active_runs()``, ``queued_runs()`` and the pids of running runs in one scan.
+
+        For a panel refreshed every few seconds: each run's files are read once, not once
+        per question.
+        """
+        with self._lock:
+            runs = self._scan(every=True)
+            launched = [r for r in runs if r.launched]
+            pids = {
+                r.status.pid: r.name
+                for r in runs
+                if r.status is not None and r.status.pid and effective_state(r.status) == "running"
+            }
+            return Overview(self._active(launched), self._queued_names(launched), pids)
 
     def jobs(self) -> dict[str, dict[str, Any]]:
         """Slurm runs under ``runs_dir``: run name -> ``job_id``, ``state`` and ``reason``.
@@ -269,13 +312,13 @@ class Launcher:
         Reads only ``launch.json`` files and memory; never calls Slurm.
         """
         out = {}
-        for run_dir in self._launched_dirs("slurm"):
-            job_id = _job_id(read_launch(run_dir))
+        for run in self._scan():
+            job_id = _job_id(run.launch) if run.backend == "slurm" else None
             if job_id is None:
                 continue
-            job = self._jobs.get(run_dir.name)
+            job = self._jobs.get(run.name)
             same = job is not None and job.job_id == job_id
-            out[run_dir.name] = {
+            out[run.name] = {
                 "job_id": job_id,
                 "state": job.state if same else None,
                 "reason": job.reason if same else None,
@@ -475,16 +518,19 @@ class Launcher:
         started = []
         with self._locked():
             self._reap()
-            for name, launch in self._queue():
-                run_dir = self.runs_dir / name
+            runs = self._scan()  # each run's files are read once per tick, here
+            busy = self._busy_devices(runs)
+            for run, launch in self._queue(runs):
+                run_dir, name = run.dir, run.name
                 try:
                     if self.backend == "slurm":
                         self._submit(run_dir, self._recheck(run_dir, launch))
                     else:
-                        device = self._free_device(str(launch.get("device", "auto")), busy=None)
+                        device = self._free_device(str(launch.get("device", "auto")), busy)
                         if device is None:
                             continue
-                        self._spawn(run_dir, self._recheck(run_dir, launch), device)
+                        self._spawn(run_dir, self._recheck(run_dir, launch), device, run.status)
+                        busy.append(device)
                 except (OSError, LaunchError, SlurmError) as e:
                     status = read_status(run_dir) or Status()
                     status.state, status.error = "failed", f"could not start: {e}"
@@ -513,11 +559,10 @@ class Launcher:
         """
         self._last_sync = time.monotonic()
         targets = {}
-        for run_dir in self._launched_dirs("slurm"):
-            status = read_status(run_dir)
-            job_id = _job_id(read_launch(run_dir))
-            if job_id and status is not None and status.state in ACTIVE_STATES:
-                targets[run_dir.name] = job_id
+        for run in self._scan():
+            job_id = _job_id(run.launch) if run.backend == "slurm" else None
+            if job_id and run.status is not None and run.status.state in ACTIVE_STATES:
+                targets[run.name] = job_id
         if not targets:
             return {}
         problem = self.slurm.problem()
@@ -592,33 +637,68 @@ class Launcher:
             },
         )
 
-    def _launched_dirs(self, backend: str | None = None) -> Iterator[Path]:
-        """Run directories with a ``launch.json``; with ``backend``, only that backend's."""
-        try:
-            entries = sorted(self.runs_dir.iterdir())
-        except OSError:  # not created yet (or removed)
-            return
-        for p in entries:
-            if not p.name.startswith(".") and (p / LAUNCH_FILE).is_file():
-                if backend is None or _backend_of(read_launch(p)) == backend:
-                    yield p
+    def _scan(self, every: bool = False) -> list[_Run]:
+        """Every launched run directory, by name, with its ``launch.json`` and ``status.json``.
 
-    def _queue(self) -> list[tuple[str, dict]]:
-        queue = []
-        for run_dir in self._launched_dirs():
-            status = read_status(run_dir)
-            if status is None or status.state != "queued" or run_dir.name in self._children:
+        The one place the scheduler reads run files: a tick scans once and passes the list
+        down. ``launch.json`` goes through the stat-keyed cache (it rarely changes);
+        ``status.json`` is read afresh. With ``every``, run directories without a
+        ``launch.json`` but with a ``status.json`` (runs started from the command line)
+        are included too.
+        """
+        try:
+            entries = sorted(os.scandir(self.runs_dir), key=lambda e: e.name)
+        except OSError:  # not created yet (or removed)
+            return []
+        runs = []
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir():
                 continue
-            launch = read_launch(run_dir)
-            if launch is None or "config_path" not in launch:
+            run_dir = Path(entry.path)
+            launch, problem = read_json(run_dir / LAUNCH_FILE)
+            launched = launch is not None or problem is not None
+            if not launched and not (every and (run_dir / STATUS_FILE).is_file()):
+                continue
+            runs.append(_Run(run_dir, launched, launch, read_status(run_dir)))
+        return runs
+
+    def _queue(self, runs: list[_Run]) -> list[tuple[_Run, dict]]:
+        """Queued runs of this launcher's backend, oldest first, each with a copy of its launch."""
+        queue = []
+        for run in runs:
+            status = run.status
+            if status is None or status.state != "queued" or run.name in self._children:
+                continue
+            if run.launch is None or "config_path" not in run.launch:
                 status.state, status.error = "failed", f"{LAUNCH_FILE} is missing or corrupt"
-                write_status(run_dir, status)
+                write_status(run.dir, status)
                 continue
             # another backend's run, or a Slurm run already waiting in Slurm's queue
-            if _backend_of(launch) != self.backend or _job_id(launch) is not None:
+            if run.backend != self.backend or _job_id(run.launch) is not None:
                 continue
-            queue.append((float(launch.get("created", 0.0)), run_dir.name, launch))
-        return [(name, launch) for _, name, launch in sorted(queue, key=lambda t: t[:2])]
+            queue.append((float(run.launch.get("created", 0.0)), run.name, run))
+        queue.sort(key=lambda t: t[:2])
+        return [(run, copy.deepcopy(dict(run.launch or {}))) for _, _, run in queue]
+
+    def _active(self, runs: list[_Run]) -> dict[str, str]:
+        return {
+            run.name: str(run.launch.get("assigned_device", "cpu"))
+            for run in runs
+            if run.backend == "local"
+            and run.status is not None
+            and run.launch is not None
+            and self._holds_slot(run.name, run.status)
+        }
+
+    def _queued_names(self, runs: list[_Run]) -> list[str]:
+        if self.backend == "local":
+            return [run.name for run, _ in self._queue(runs)]
+        waiting = sorted(
+            (float((run.launch or {}).get("created", 0.0) or 0.0), run.name)
+            for run in runs
+            if run.backend == "slurm" and run.status is not None and run.status.state == "queued"
+        )
+        return [name for _, name in waiting]
 
     def _holds_slot(self, name: str, status: Status) -> bool:
         child = self._children.get(name)
@@ -626,18 +706,18 @@ class Launcher:
             return child.proc.poll() is None
         return status.state == "running" and pid_alive(status.pid)
 
-    def _busy_devices(self) -> list[str]:
+    def _busy_devices(self, runs: list[_Run]) -> list[str]:
+        """Devices held by a run: this launcher's live children, then re-attached runs."""
         busy = [c.device for c in self._children.values() if c.proc.poll() is None]
-        for run_dir in self._launched_dirs("local"):
-            if run_dir.name in self._children:
+        for run in runs:
+            if run.backend != "local" or run.name in self._children:
                 continue
-            status = read_status(run_dir)
-            if status is not None and self._holds_slot(run_dir.name, status):
-                busy.append(str((read_launch(run_dir) or {}).get("assigned_device", "cpu")))
+            if run.status is not None and self._holds_slot(run.name, run.status):
+                busy.append(str((run.launch or {}).get("assigned_device", "cpu")))
         return busy
 
-    def _free_device(self, request: str, busy: list[str] | None) -> str | None:
-        busy = self._busy_devices() if busy is None else busy
+    def _free_device(self, request: str, busy: list[str]) -> str | None:
+        """A device for ``request`` with a free slot given the ``busy`` devices, or ``None``."""
         gpus = self.gpus()
         if request == "cpu" or (request == "auto" and not gpus):
             return "cpu" if busy.count("cpu") < self.max_cpu_runs else None
@@ -681,7 +761,14 @@ class Launcher:
                 argv += [flag, repr(launch["overrides"][key])]
         return argv
 
-    def _spawn(self, run_dir: Path, launch: dict, device: str) -> None:
+    def _spawn(self, run_dir: Path, launch: dict, device: str, queued: Status | None) -> None:
+        """Start the child; ``queued`` is the run's status as this tick read it.
+
+        The child owns ``status.json`` from its first write on (an early config error
+        writes ``failed`` at once), so the launcher marks the run ``running`` before the
+        child exists and afterwards only fills in the pid, and only while the file still
+        holds the launcher's own write (``_replace_unless_changed``).
+        """
         env = dict(os.environ, PYTHONUNBUFFERED="1", VOXELBOARD_DATA_DIR=str(self.data_dir))
         if device.startswith("cuda:"):
             env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
@@ -690,6 +777,15 @@ class Launcher:
             env["CUDA_VISIBLE_DEVICES"] = ""  # keep CPU runs off the GPUs
             child_device = "cpu"
         argv = self._argv(run_dir, launch, child_device)
+        now = time.time()
+        status = queued or Status()
+        status.state, status.pid, status.heartbeat = "running", None, now
+        status.started = status.started or now
+        status.error = None
+        status.extra.pop("ended", None)
+        status.extra["device"] = device
+        write_status(run_dir, status)
+        written = (run_dir / STATUS_FILE).read_bytes()
         with open(run_dir / CONSOLE_LOG_FILE, "ab") as console:
             console.write(f"$ {shlex.join(argv)}\n".encode())
             console.flush()
@@ -702,20 +798,17 @@ class Launcher:
                 env=env,
                 start_new_session=True,
             )
-        now = time.time()
         self._children[run_dir.name] = _Child(run_dir.name, proc, device)
+        status.pid = proc.pid  # so readers see a live run before the trainer's first write
+        try:
+            _replace_unless_changed(run_dir / STATUS_FILE, written, status.to_json())
+        except OSError as e:  # the child runs: a missing pid only delays what readers see
+            log.warning("%s: could not record pid %d in %s: %s", run_dir.name, proc.pid,
+                        STATUS_FILE, e)  # fmt: skip
         atomic_write_json(
             run_dir / LAUNCH_FILE,
             {**launch, "assigned_device": device, "pid": proc.pid, "started": now, "argv": argv},
         )
-        status = read_status(run_dir)
-        if status is not None and status.state == "queued":  # else the child was quicker
-            status.state, status.pid, status.heartbeat = "running", proc.pid, now
-            status.started = status.started or now
-            status.error = None
-            status.extra.pop("ended", None)
-            status.extra["device"] = device
-            write_status(run_dir, status)
         log.info("started %s on %s: pid %d", run_dir.name, device, proc.pid)
 
     # -- Slurm -----------------------------------------------------------------------
@@ -950,6 +1043,50 @@ def _job_id(launch: Mapping[str, Any] | None) -> str | None:
     """The Slurm job id in a ``launch.json``, or ``None``."""
     job_id = ((launch or {}).get("slurm") or {}).get("job_id")
     return str(job_id) if job_id else None
+
+
+def _replace_unless_changed(path: Path, expected: bytes, obj: Any) -> bool:
+    """Replace the JSON file ``path`` with ``obj`` only while it still holds ``expected``.
+
+    Another process (the child) replaces ``path`` at any moment and takes no lock, so
+    read-compare-write could overwrite it in between. Instead the current file is renamed
+    aside (atomic), compared, and the new or the old one is hard-linked back; a link never
+    replaces a file the other process wrote meanwhile. For an instant ``path`` is absent,
+    which readers of status files tolerate.
+
+    Returns:
+        True if ``obj`` was written.
+    """
+    tag = f"{os.getpid()}.{threading.get_ident()}"
+    aside = path.with_name(f".{path.name}.{tag}.aside")
+    new = path.with_name(f".{path.name}.{tag}.new")
+    atomic_write_json(new, obj, fsync=False)
+    try:
+        try:
+            os.rename(path, aside)
+        except OSError:
+            return False  # gone (run deleted) or not ours to move: leave it as it is
+        try:
+            ours = aside.read_bytes() == expected
+        except OSError:
+            ours = False
+        source = new if ours else aside
+        try:
+            os.link(source, path)
+        except FileExistsError:
+            return False  # the other process wrote a newer file: it wins
+        except OSError:  # a filesystem without hard links: replace, unless written meanwhile
+            if path.exists():
+                return False
+            os.replace(source, path)
+        return ours
+    finally:
+        if not path.exists():  # never leave the run without a status file
+            with contextlib.suppress(OSError):
+                os.replace(aside, path)
+        for p in (new, aside):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
 
 
 def _running(child: _Child | None, pid: int) -> bool:

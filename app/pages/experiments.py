@@ -302,12 +302,10 @@ def _selection_view(row: dict[str, Any] | None) -> Any:
 
 def _system_view() -> list[Any]:
     c = current_context()
-    active = c.launcher.active_runs()
-    pids = {
-        r["pid"]: r["name"] for r in list_runs(c.runs_dir) if r["state"] == "running" and r["pid"]
-    }
+    runs = c.launcher.overview()  # one scan of the runs folder for the whole panel
+    active = runs.active
     gpus_of_runs = {n: int(d.split(":")[1]) for n, d in active.items() if d.startswith("cuda:")}
-    s = system_stats(pids, gpus_of_runs)
+    s = system_stats(runs.pids, gpus_of_runs)
     out: list[Any] = [
         meter("CPU", s.cpu_percent / 100, f"{s.cpu_percent:.0f}% of {s.n_cpus} cores"),
         meter(
@@ -334,9 +332,8 @@ def _system_view() -> list[Any]:
     elif not s.gpus:
         out.append(html.Div("No NVIDIA GPU found: runs use the CPU.", className="vb-muted"))
     cpu_runs = sorted(n for n, d in active.items() if d == "cpu")
-    queued = c.launcher.queued_runs()
     out.append(html.Div(f"CPU runs: {', '.join(cpu_runs) or 'none'}", className="vb-muted"))
-    out.append(html.Div(f"Queue: {', '.join(queued) or 'empty'}", className="vb-muted"))
+    out.append(html.Div(f"Queue: {', '.join(runs.queued) or 'empty'}", className="vb-muted"))
     return out
 
 

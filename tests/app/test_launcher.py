@@ -13,11 +13,27 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import Launcher, read_launch
+from app.launcher import Launcher, _replace_unless_changed, read_launch
 from app.security import LaunchError
 from trainer.runs import effective_state, read_status
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
+
+# a child that never gets to training: a config error written at once, or nothing at all
+TINY_CHILD = """
+import json, os, sys, time
+from pathlib import Path
+
+args = sys.argv[1:]
+run_dir = Path(args[args.index("--save-path") + 1]) / args[args.index("--save-name") + 1]
+if "CONFIG_ERROR" in Path(args[1]).read_text():
+    tmp = run_dir / ".status.json.child"
+    tmp.write_text(json.dumps({"state": "failed", "pid": os.getpid(), "heartbeat": time.time(),
+                               "error": "config: lr: expected a number, got 'fast'"}))
+    os.replace(tmp, run_dir / "status.json")
+    sys.exit(1)
+time.sleep(60)
+"""
 
 
 def wait_for(predicate, timeout=15.0, what="condition"):
@@ -369,3 +385,90 @@ def test_config_swapped_for_a_symlink_while_queued_is_refused(make_launcher, dir
         "could not start: config: " in status.error and "outside the configs folder" in status.error
     )
     assert not (runs / name / "console.log").exists()
+
+
+def test_early_child_error_is_kept(make_launcher, dirs):
+    runs, configs, _ = dirs
+    (configs / "bad.py").write_text("CONFIG_ERROR = True\n")
+    child = runs.parent / "tiny_child.py"
+    child.write_text(TINY_CHILD)
+    launcher = make_launcher(run_py=child, max_cpu_runs=4)
+    names = [launcher.launch("bad.py", "cpu") for _ in range(4)]
+    wait_for(lambda: launcher.tick() is not None and not launcher._children, what="reaped")
+    for name in names:
+        status = read_status(runs / name)
+        assert (status.state, status.error) == (
+            "failed",
+            "config: lr: expected a number, got 'fast'",
+        )
+        assert sorted(p.name for p in (runs / name).iterdir()) == [
+            "console.log",
+            "launch.json",
+            "status.json",
+        ]
+
+
+def test_launcher_names_the_pid_until_the_child_writes(make_launcher, dirs):
+    runs, configs, _ = dirs
+    (configs / "quiet.py").write_text("# writes no status\n")
+    child = runs.parent / "tiny_child.py"
+    child.write_text(TINY_CHILD)
+    launcher = make_launcher(run_py=child)
+    name = launcher.launch("quiet.py", "cpu")
+    status = read_status(runs / name)
+    assert (status.state, status.pid) == ("running", read_launch(runs / name)["pid"])
+    assert status.extra["device"] == "cpu"
+    assert launcher.active_runs() == {name: "cpu"}
+    launcher.stop(name)
+    wait_for(lambda: state(runs / name) == "stopped", what="state stopped")
+
+
+@pytest.mark.parametrize(
+    "current, expected, written",
+    [
+        (b'{"state": "running"}', b'{"state": "running"}', True),  # still the launcher's
+        (b'{"state": "failed"}', b'{"state": "running"}', False),  # the child wrote first
+        (None, b'{"state": "running"}', False),  # removed meanwhile: nothing is created
+    ],
+)
+def test_replace_unless_changed(tmp_path, current, expected, written):
+    path = tmp_path / "status.json"
+    if current is not None:
+        path.write_bytes(current)
+    assert _replace_unless_changed(path, expected, {"state": "running", "pid": 7}) is written
+    if written:
+        assert json.loads(path.read_text()) == {"state": "running", "pid": 7}
+    elif current is None:
+        assert not path.exists()
+    else:
+        assert path.read_bytes() == current
+    assert [p.name for p in tmp_path.iterdir()] == ([] if current is None else ["status.json"])
+
+
+def test_one_tick_fills_every_free_slot_once(make_launcher, dirs):
+    runs = dirs[0]
+    launcher = make_launcher(max_cpu_runs=0)
+    names = [launcher.launch("train.py", "cpu") for _ in range(3)]
+    launcher.max_cpu_runs = 2
+    assert launcher.tick() == names[:2]
+    assert launcher.tick() == []
+    assert launcher.queued_runs() == names[2:]
+    assert [state(runs / n) for n in names] == ["running", "running", "queued"]
+
+
+def test_overview_is_the_queries_in_one(make_launcher, dirs):
+    runs = dirs[0]
+    launcher = make_launcher(max_cpu_runs=1)
+    running = launcher.launch("train.py", "cpu")
+    waiting = launcher.launch("train.py", "cpu")
+    cli = runs / "from_the_shell"  # started without the launcher: no launch.json
+    cli.mkdir()
+    (cli / "status.json").write_text(
+        json.dumps({"state": "running", "pid": os.getpid(), "heartbeat": time.time()})
+    )
+    (runs / "finished").mkdir()
+    (runs / "finished" / "status.json").write_text('{"state": "finished", "pid": 1}')
+    overview = launcher.overview()
+    assert overview.active == launcher.active_runs() == {running: "cpu"}
+    assert overview.queued == launcher.queued_runs() == [waiting]
+    assert overview.pids == {read_launch(runs / running)["pid"]: running, os.getpid(): cli.name}
