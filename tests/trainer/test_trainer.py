@@ -198,3 +198,24 @@ def test_resume_restores_model_optimizer_and_schedule(tmp_path, data_dir):
     assert again.optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
     assert again.run() == "finished"
     assert list(again.tracker.timeline.index) == list(range(7))
+
+
+def test_resume_after_a_crash_drops_the_rows_past_the_snapshot(tmp_path, data_dir):
+    import shutil
+
+    tr = make_trainer(tmp_path, data_dir, n_steps=6)
+    tr.run()
+    snaps = tr.run_dir / runs.SNAPSHOT_DIR
+    shutil.copy(snaps / "LAST.pt", tmp_path / "at-step-6.pt")
+    tr.exp_config.n_steps = 8
+    Trainer(tr.exp_config, device="cpu", resume=True).run()
+    # a crash after step 7 whose only snapshot is from step 6: the store is ahead of it
+    for p in snaps.iterdir():
+        p.unlink()
+    shutil.copy(tmp_path / "at-step-6.pt", snaps / "LAST.pt")
+    tr.exp_config.n_steps = 10
+    again = Trainer(tr.exp_config, device="cpu", resume=True)
+    assert again.step == 6
+    again.run()
+    assert list(again.tracker.timeline.index) == list(range(10)), "no duplicate and no gap"
+    assert list(again.tracker.history["steps"]) == [0, 5, 9]
