@@ -155,9 +155,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"run.py train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
     except Exception as e:
-        print(
-            f"run.py train: failed: {e} (traceback in {run_dir / runs.LOG_FILE})", file=sys.stderr
-        )
+        if is_main:
+            # the trainer writes the final state itself; this retries if the disk was full then
+            _mark_failed(
+                run_dir, str(e) if isinstance(e, runs.RunWriteError) else f"{type(e).__name__}: {e}"
+            )
+        print(f"run.py train: failed: {e} (log in {run_dir / runs.LOG_FILE})", file=sys.stderr)
         return EXIT_FAILED
     finally:
         if dist is not None:
@@ -176,7 +179,14 @@ def _mark_failed(run_dir: Path, error: str) -> None:
         return
     status.state, status.error = "failed", error
     status.extra["ended"] = time.time()
-    runs.write_status(run_dir, status)
+    try:
+        runs.write_status(run_dir, status)
+    except OSError as e:  # a full disk: the error still reaches the terminal and train.log
+        logging.getLogger("voxelboard").error(
+            "The failure could not be recorded in %s: %s",
+            run_dir / runs.STATUS_FILE,
+            runs.os_error_in_words(e),
+        )
 
 
 def _train_distributed(args: argparse.Namespace) -> int:

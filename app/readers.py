@@ -12,19 +12,25 @@ import functools
 import json
 import math
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from trainer.runs import (
     CONSOLE_LOG_FILE,
+    EVAL_DIR,
     HISTORY_DIR,
     LOG_FILE,
     STATUS_FILE,
     Status,
+    check_snapshot,
     config_copy,
     effective_state,
     iter_run_dirs,
+    latest_snapshot,
+    preview_files,
+    snapshot_path,
 )
 
 LAUNCH_FILE = "launch.json"
@@ -32,6 +38,8 @@ LAUNCH_FILE = "launch.json"
 METRICS = ("train_loss", "valid_loss", "train_err", "valid_err")
 #: most bytes read from the end of a log file for the log panel
 TAIL_BYTES = 256 * 1024
+#: most bytes of train.log searched for the error of a run that died without a final state
+LOG_ERROR_BYTES = 64 * 1024
 
 
 def _stat_key(path: Path) -> tuple[str, int, int, int] | None:
@@ -156,7 +164,8 @@ def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
         status, problem = _status_from(d)
     elif problem is None:
         problem = "no status.json"
-    row["badge"] = problem or (launch_problem and f"{launch_problem}")
+    problems = [problem or launch_problem, *file_problems(run_dir)]
+    row["badge"] = "; ".join(p for p in problems if p) or None
     row["config"] = _config_name(run_dir, status, launch)
     if status is None:
         row["state"] = "unknown"
@@ -166,6 +175,9 @@ def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
     extra = status.extra
     row.update(state=state, step=status.step, n_steps=status.n_steps, pid=status.pid)
     row["error"] = status.error if isinstance(status.error, str) else None
+    if state == "lost" or (state == "failed" and not row["error"]):
+        # the trainer could not write its final state (a full disk): its log may say why
+        row["error"] = _log_error(run_dir)
     row["started"] = status.started
     row["device"] = str((launch or {}).get("assigned_device") or extra.get("device") or "") or None
     for k in METRICS:
@@ -187,6 +199,107 @@ def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
         if end is None:
             end = now if state == "running" else (status.heartbeat or None)
         row["duration_s"] = max(0.0, end - status.started) if end else None
+
+
+def file_problems(run_dir: str | os.PathLike) -> list[str]:
+    """What is wrong with a run's snapshot, history store, newest preview and evaluation files.
+
+    Cheap enough for every table refresh: each file version (path, mtime, size, inode) is
+    checked once, by its header or directory only (no full loads). Returns short messages
+    naming the file relative to the run directory, e.g. ``snapshots/LAST.pt is corrupt or
+    truncated (...)``; ``[]`` when all is well or nothing is there yet.
+    """
+    run_dir = Path(run_dir)
+    checks: list[tuple[str, Path]] = []
+    newest = latest_snapshot(run_dir)
+    final = snapshot_path(run_dir, "FINAL")
+    checks += [("snapshot", p) for p in dict.fromkeys(x for x in (newest, final) if x)]
+    checks += [("history", p) for p in _files(run_dir / HISTORY_DIR, ".vbh")]
+    checks += [("h5", p) for p in preview_files(run_dir)[-1:]]
+    checks += [("h5", p) for p in _files(run_dir / EVAL_DIR, ".h5")]
+    out = []
+    for kind, path in checks:
+        key = _stat_key(path)
+        if key is not None and (found := _file_problem(kind, *key)):
+            out.append(found)
+    return out
+
+
+def _files(folder: Path, suffix: str) -> list[Path]:
+    try:
+        with os.scandir(folder) as it:
+            names = [e.name for e in it if e.name.endswith(suffix) and not e.name.startswith(".")]
+    except OSError:
+        return []
+    return [folder / n for n in sorted(names)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_problem(kind: str, path: str, mtime_ns: int, size: int, ino: int) -> str | None:
+    """One check of one file version: ``None`` or a message naming ``<folder>/<file>``."""
+    shown = "/".join(Path(path).parts[-2:])
+    if size == 0:
+        return f"{shown} is empty (a write that never finished?)"
+    if kind == "snapshot":
+        return check_snapshot(path, shown)
+    if kind == "history":
+        return _history_problem(Path(path), shown)
+    return _h5_problem(path, shown)
+
+
+def _history_problem(path: Path, shown: str) -> str | None:
+    from trainer.history import TABLES, HistoryFormatError, table_info
+
+    if path.stem not in TABLES:
+        return None  # not one of ours: the history page ignores it too
+    try:
+        table_info(path.parent, path.stem)
+    except HistoryFormatError as e:
+        # its messages name the file and say what to do
+        return str(e).replace(f"history file {path}", shown).replace(str(path), shown)
+    except OSError as e:
+        return f"cannot read {shown}: {e.strerror or e}"
+    return None
+
+
+def _h5_problem(path: str, shown: str) -> str | None:
+    import h5py
+
+    try:
+        with h5py.File(path, "r"):
+            pass
+    except OSError as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "unable to lock file" in detail.lower():
+            return None  # another process holds it open: busy, not corrupt
+        # "Unable to synchronously open file (file signature not found)": keep the reason
+        detail = re.sub(r"^Unable to (?:synchronously )?open file \((.*)\)$", r"\1", detail)
+        return f"{shown} is corrupt or truncated (not a readable HDF5 file: {detail[:120]})"
+    return None
+
+
+def _log_error(run_dir: Path) -> str | None:
+    """The last error the trainer logged in its current attempt, as ``train.log: ...``."""
+    key = _stat_key(run_dir / LOG_FILE)
+    return None if key is None else _last_log_error(*key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_log_error(path: str, mtime_ns: int, size: int, ino: int) -> str | None:
+    lines = tail_lines(path, n=10_000, max_bytes=LOG_ERROR_BYTES)
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if "] [INFO] Training " in line:
+            return None  # the start of the latest attempt: nothing went wrong since
+        if "] [ERROR] " not in line:
+            continue
+        text = line.split("] [ERROR] ", 1)[1].strip()
+        if text.endswith(":"):
+            # "Training failed at step N:" and a traceback: its last line says what failed
+            tail = [t.strip() for t in lines[i + 1 :] if t.strip() and not t.startswith("[")]
+            text = f"{text} {tail[-1]}" if tail else text
+        return f"{LOG_FILE}: {text}"[:300]
+    return None
 
 
 def list_runs(runs_dir: str | os.PathLike, now: float | None = None) -> list[dict[str, Any]]:

@@ -893,13 +893,12 @@ def load_run(
 
     Raises:
         FileNotFoundError: no config copy or no snapshot (the message names the run).
+        trainer.trainer.SnapshotError: the snapshot is corrupt or truncated (names the file).
     """
-    import torch
-
     from trainer import runs
     from trainer.config import ExperimentConfig
     from trainer.devices import resolve_device
-    from trainer.trainer import _call_create_model, _resolve_data_class
+    from trainer.trainer import _call_create_model, _resolve_data_class, load_snapshot
 
     run_dir = Path(run_dir)
     copy = runs.config_copy(run_dir)
@@ -917,7 +916,7 @@ def load_run(
     cfg = ExperimentConfig(str(copy), use_existing_dir=True)
     dev = resolve_device(device or "auto")
     model = _call_create_model(cfg)
-    state = torch.load(snapshot, map_location="cpu", weights_only=False)
+    state = load_snapshot(snapshot, "cpu")
     model.load_state_dict(state["model"] if "model" in state else state)
     model.to(dev).eval()
     data = _resolve_data_class(cfg.data_class)(model, None, **(cfg.data_init_kwargs or {}))

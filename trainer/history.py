@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.runs import HISTORY_DIR, atomic_write_bytes, is_run_dir
+from trainer.runs import HISTORY_DIR, atomic_write_bytes, is_run_dir, writing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -536,11 +536,12 @@ class _Table:
                 f"({', '.join(self.columns or ())}), got {vals!r}"
             ) from None
         if self.store is not None:
-            fd = self.fd if self.fd is not None else self._open_writer()
-            # one write per record: O_APPEND puts it at the end even if the file was cut
-            done = os.write(fd, rec)
-            if done != len(rec):
-                self._write_rest(fd, rec, done)
+            with writing(self.path, shown=f"{self.store.name}/{self.path.name}"):
+                fd = self.fd if self.fd is not None else self._open_writer()
+                # one write per record: O_APPEND puts it at the end even if the file was cut
+                done = os.write(fd, rec)
+                if done != len(rec):
+                    self._write_rest(fd, rec, done)
         self.buf += rec
         self.n += 1
         self._frame = None

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -113,6 +114,76 @@ _FIELD_OK = {
     "started": lambda v: v is None or _is_num(v),
     "error": lambda v: v is None or isinstance(v, str),
 }
+
+
+class RunWriteError(OSError):
+    """A file of a run directory could not be written: a full disk, a quota, a read-only mount.
+
+    The message says what failed in words, which file, and what to do, e.g. ``no space left
+    on device while writing snapshots/LAST.pt; ...``. ``errno`` is the cause's.
+
+    Attributes:
+        path: the file that was being written.
+        cause: the original ``OSError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        cause: OSError,
+        run_dir: str | os.PathLike | None = None,
+        shown: str | None = None,
+    ):
+        self.path, self.cause = Path(path), cause
+        if shown is None:
+            shown = str(self.path)
+            if run_dir is not None:
+                with contextlib.suppress(ValueError):
+                    shown = str(self.path.relative_to(run_dir))
+        resume = f"python run.py train --resume {run_dir or 'RUN_DIR'}"
+        self.message = (
+            f"{os_error_in_words(cause)} while writing {shown}; free space (or fix the file "
+            f"system), then continue the run with `{resume}`"
+        )
+        super().__init__(_errno_of(cause), self.message, str(self.path))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _errno_of(e: OSError) -> int | None:
+    if e.errno is not None:
+        return e.errno
+    # h5py and torch put the C library's errno only into the text
+    m = re.search(r"errno\s*=\s*(\d+)", str(e))
+    return int(m.group(1)) if m else None
+
+
+def os_error_in_words(e: OSError) -> str:
+    """``'no space left on device'`` for ENOSPC, ``'disk quota exceeded'`` for EDQUOT, ..."""
+    code = _errno_of(e)
+    if code is None:
+        return str(e) or type(e).__name__
+    words = os.strerror(code)
+    return words[0].lower() + words[1:]
+
+
+@contextlib.contextmanager
+def writing(
+    path: str | os.PathLike, run_dir: str | os.PathLike | None = None, shown: str | None = None
+) -> Iterator[None]:
+    """Turn any ``OSError`` in the block into a ``RunWriteError`` naming ``path``.
+
+    Example:
+        >>> with writing(run_dir / "snapshots/LAST.pt", run_dir):  # doctest: +SKIP
+        ...     atomic_write_bytes(run_dir / "snapshots/LAST.pt", data)
+    """
+    try:
+        yield
+    except RunWriteError:
+        raise
+    except OSError as e:
+        raise RunWriteError(path, e, run_dir, shown) from e
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
@@ -289,6 +360,31 @@ def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
     return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
+def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | None:
+    """What is wrong with a snapshot file, cheaply (its zip directory, no unpickling), or ``None``.
+
+    Snapshots are ``torch.save`` zip archives: a truncated file has no central directory at
+    its end, a foreign one no ``data.pkl`` record. ``shown`` names the file in the message
+    (default its name).
+    """
+    import zipfile
+
+    path = Path(path)
+    shown = shown or path.name
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read {shown} ({os_error_in_words(e)})"
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        return f"{shown} is corrupt or truncated ({e})"
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return f"{shown} is not a PyTorch snapshot (no data.pkl in the archive)"
+    return None
+
+
 def preview_files(run_dir: str | os.PathLike) -> list[Path]:
     """Preview h5 files, oldest step first."""
     d = Path(run_dir) / PREVIEW_DIR
@@ -300,10 +396,14 @@ class StatusFile:
 
     The heartbeat thread rewrites the file every ``interval`` seconds, so the dashboard sees
     a live run as alive even during a long monitoring or preview step. All writes are atomic.
+    A write that fails raises ``RunWriteError``: at once from ``update``, and from the next
+    ``check`` when the heartbeat thread hit it (a run whose status cannot be written must
+    stop, not train on unseen).
 
     Example:
         >>> with StatusFile(run_dir, Status(state="running", n_steps=100)) as sf:  # doctest: +SKIP
         ...     sf.update(step=10, it_per_s=3.2)
+        ...     sf.check()
     """
 
     def __init__(self, run_dir: str | os.PathLike, status: Status, interval: float = 2.0):
@@ -312,6 +412,8 @@ class StatusFile:
         self.run_dir = Path(run_dir)
         self.status = status
         self.interval = interval
+        #: the heartbeat's write error, raised by the next ``check``
+        self.failure: RunWriteError | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -321,6 +423,9 @@ class StatusFile:
 
         With ``write=False`` the next heartbeat writes them: the per-step call in the
         training loop stays free of file I/O.
+
+        Raises:
+            RunWriteError: ``status.json`` could not be written (``write=True`` only).
         """
         with self._lock:
             for k, v in fields.items():
@@ -331,24 +436,36 @@ class StatusFile:
             if write:
                 self._write_locked()
 
+    def check(self) -> None:
+        """Raise the heartbeat thread's write error, if it had one (cheap: no I/O).
+
+        Raises:
+            RunWriteError: a heartbeat could not write ``status.json``.
+        """
+        if self.failure is not None:
+            raise self.failure
+
     def _write_locked(self) -> None:
         self.status.heartbeat = time.time()
-        write_status(self.run_dir, self.status)
+        with writing(self.run_dir / STATUS_FILE, self.run_dir):
+            write_status(self.run_dir, self.status)
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             with self._lock:
                 try:
                     self._write_locked()
-                except OSError:
-                    # a full disk must not kill training; the next beat retries
-                    pass
+                except RunWriteError as e:
+                    # the training loop raises it at its next check; beating on is pointless
+                    self.failure = e
+                    return
 
     def __enter__(self) -> StatusFile:
         import threading
 
         with self._lock:
             self._write_locked()
+        self.failure = None
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, name="voxelboard-heartbeat", daemon=True)
         self._thread.start()

@@ -261,6 +261,7 @@ class Trainer:
         excluded = self._preview(step) if self._preview_due(step) else 0.0
         status.update(write=False, step=self.step, train_time_s=self.train_time,
                       data_wait_s=self.data_wait_s, **self._speed())  # fmt: skip
+        status.check()  # the heartbeat could not write status.json: stop, do not train unseen
         return excluded
 
     def _monitor(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
@@ -318,8 +319,10 @@ class Trainer:
             )
         self._save_snapshot("FINAL")
         if getattr(self.exp_config, "plot_on", True):
-            with contextlib.suppress(Exception):
+            try:
                 self.tracker.plot(str(self.run_dir / "0-history"))
+            except Exception as e:  # the HTML copy of the history is a convenience
+                logger.warning("Could not write the history plot 0-history.*.html: %s", e)
         interrupted = self.stop_reason is not None and self.stop_reason != "max_runtime reached"
         state = "stopped" if interrupted else "finished"
         status.update(state=state, step=self.step, ended=time.time(), stop_reason=self.stop_reason)
@@ -436,8 +439,10 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         path = runs.snapshot_path(self.run_dir, which)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_bytes(path, buf.getvalue())
+        with runs.writing(path, self.run_dir):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # a failed write leaves the previous snapshot of this name as it was
+            runs.atomic_write_bytes(path, buf.getvalue())
         return path
 
     def _resume(self) -> None:
@@ -447,7 +452,9 @@ class Trainer:
                 f"cannot resume {self.run_dir}: no snapshot in {self.run_dir / runs.SNAPSHOT_DIR}; "
                 "start a new run instead"
             )
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_snapshot(
+            path, self.device, hint="move it out of snapshots/ so --resume takes the next newest"
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         for name, s in state.get("schedules", {}).items():
@@ -464,7 +471,8 @@ class Trainer:
         if "numpy" in rng:
             np.random.set_state(rng["numpy"])
         if self.is_main:
-            self.tracker.truncate(self.step - 1)
+            with runs.writing(self.run_dir / runs.HISTORY_DIR, self.run_dir):
+                self.tracker.truncate(self.step - 1)
         self.resumed_from = path
         logger.info("Resumed from %s at step %d", path, self.step)
 
@@ -491,6 +499,8 @@ class Trainer:
             kw = dict(getattr(self.exp_config, "preview_kwargs", None) or {})
             kw.pop("number", None)
             self.preview_slice(number=step, **kw)
+        except runs.RunWriteError:
+            raise  # a full disk stops the run; a preview that cannot be computed does not
         except Exception:
             logger.warning("Preview at step %d failed:\n%s", step, traceback.format_exc())
         return time.perf_counter() - t0
@@ -556,9 +566,14 @@ class Trainer:
         return np.ascontiguousarray(cube[:, z0 : z0 + need], dtype=np.float32)
 
     def _write_preview(self, number: int, blocks: list, export_class: str | int) -> Path:
-        offsets = [int(o) for o in self.model.offsets]
         path = self.run_dir / runs.PREVIEW_DIR / f"preview-{int(number):08d}.h5"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        with runs.writing(path, self.run_dir):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._write_preview_file(path, blocks, number, export_class)
+        return path
+
+    def _write_preview_file(self, path: Path, blocks: list, number: int, export_class: Any) -> None:
+        offsets = [int(o) for o in self.model.offsets]
         with runs.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(step=int(number), hours=self.train_time / 3600.0,
                            n_classes=int(self.model.n_classes),
@@ -578,7 +593,6 @@ class Trainer:
                 )
                 g.attrs["z0"] = oz
                 g.attrs["source"] = str(getattr(self.exp_config, "preview_data_path", ""))
-        return path
 
     def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
         """One training batch with dense (un-strided) labels, for inspection."""
@@ -610,11 +624,16 @@ class Trainer:
                 yield sf
             except DivergedError as e:
                 logger.error("Diverged: %s", e)
-                sf.update(state="diverged", error=str(e), ended=time.time())
+                _final_state(sf, state="diverged", error=str(e))
+                raise
+            except runs.RunWriteError as e:
+                logger.error("Training stopped at step %d: %s", self.step, e)
+                logger.debug("%s", traceback.format_exc())
+                _final_state(sf, state="failed", error=str(e))
                 raise
             except BaseException as e:
                 logger.error("Training failed at step %d:\n%s", self.step, traceback.format_exc())
-                sf.update(state="failed", error=f"{type(e).__name__}: {e}", ended=time.time())
+                _final_state(sf, state="failed", error=f"{type(e).__name__}: {e}")
                 raise
 
     @contextlib.contextmanager
@@ -692,6 +711,66 @@ class _NoStatus:
 
     def update(self, write: bool = True, **fields: Any) -> None:
         pass
+
+    def check(self) -> None:
+        pass
+
+
+def _final_state(sf: runs.StatusFile, state: str, error: str) -> None:
+    """Write a failure into status.json if the disk still lets us; else say so in the log."""
+    try:
+        sf.update(state=state, error=error, ended=time.time())
+    except runs.RunWriteError as e:
+        logger.error("The final state (%s) could not be recorded either: %s", state, e)
+
+
+class SnapshotError(ValueError):
+    """A snapshot file that cannot be loaded (truncated, overwritten, not a snapshot).
+
+    Attributes:
+        path: the snapshot file.
+    """
+
+    def __init__(self, path: Path, detail: str, hint: str):
+        self.path = path
+        super().__init__(f"{_snapshot_name(path)} is corrupt or truncated ({detail}): {hint}")
+
+
+def load_snapshot(
+    path: str | os.PathLike, map_location: Any = "cpu", hint: str | None = None
+) -> dict:
+    """Load a snapshot written by ``Trainer._save_snapshot`` (or a plain state dict).
+
+    Raises:
+        FileNotFoundError: no such file.
+        SnapshotError: the file is not a loadable snapshot; the message names the file and
+            what to do (``hint``, default: pick another snapshot or re-train).
+    """
+    path = Path(path)
+    hint = hint or "pick another snapshot with --snapshot, or re-train / --resume the run"
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch reports a damaged archive as RuntimeError, OSError, EOFError...
+        raise SnapshotError(path, _first_line(e), hint) from e
+    if not isinstance(state, dict):
+        raise SnapshotError(path, f"holds a {type(state).__name__}, not a state dict", hint)
+    return state
+
+
+def _snapshot_name(path: Path) -> str:
+    """``<run>/snapshots/LAST.pt`` for a run's snapshot, else the path as given."""
+    if path.parent.name == runs.SNAPSHOT_DIR:
+        return f"{path.parent.parent.name}/{runs.SNAPSHOT_DIR}/{path.name}"
+    return str(path)
+
+
+def _first_line(e: BaseException) -> str:
+    """``Type: first sentence`` of an exception (torch appends paragraphs of advice)."""
+    text = str(e).strip().splitlines()
+    first = text[0].split(". ")[0].rstrip(".") if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
 def _call_create_model(cfg: Any) -> torch.nn.Module:
