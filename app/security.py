@@ -1,7 +1,8 @@
 """The dashboard's safety rules: what may be launched, under which name, and who may ask.
 
 Pure checks (config paths, overrides, run names, devices, bind addresses) and one WSGI
-middleware (Host header allow-list against DNS rebinding, optional HTTP basic auth).
+middleware (Host header allow-list against DNS rebinding, request body limit, optional HTTP
+basic auth, Origin/Referer check against cross-site requests).
 Nothing here imports Dash, so the launcher and tests can use it alone.
 
 Example:
@@ -24,6 +25,7 @@ import socket
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 #: most characters a run name may have
 MAX_RUN_NAME = 100
@@ -46,7 +48,7 @@ class LaunchError(ValueError):
 
 
 class UnsafeBindError(RuntimeError):
-    """Serving on a non-loopback address without authentication was refused."""
+    """Serving was refused: a non-loopback address without auth, or with the debugger."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -215,6 +217,13 @@ def validate_device(device: Any, gpus: Iterable[int]) -> str:
 # ---------------------------------------------------------------------------------------
 # network
 
+#: largest request body accepted, in bytes (8 MiB): a callback sends a few kB of JSON, so
+#: anything near this is not the dashboard talking; bigger bodies get 413 unread
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: methods that only read; any other method is state-changing and must not come from a
+#: foreign page (Origin / Referer check)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
 
 def is_loopback_host(host: str) -> bool:
     """True for ``localhost`` and loopback IPs (``127.0.0.0/8``, ``::1``)."""
@@ -239,6 +248,22 @@ def check_bind(host: str, users: Mapping[str, str] | None) -> None:
             "could launch processes on this machine. Configure basic auth with --auth-file FILE "
             "or the VOXELBOARD_AUTH environment variable (lines of user:password), "
             "or serve on 127.0.0.1."
+        )
+
+
+def check_debug_bind(host: str, debug: bool) -> None:
+    """Refuse the debug server on a non-loopback address, auth or not.
+
+    The debugger runs Python code for whoever unlocks it; it is for a developer at this
+    machine only.
+
+    Raises:
+        UnsafeBindError: with what to do about it.
+    """
+    if debug and not is_loopback_host(host):
+        raise UnsafeBindError(
+            f"refusing --debug on {host!r}: the debugger runs code for whoever reaches it. "
+            "Use --debug only with --host 127.0.0.1 (the default), or drop --debug."
         )
 
 
@@ -340,11 +365,29 @@ def load_auth(
 
 
 class GuardMiddleware:
-    """WSGI middleware: Host allow-list (400 otherwise) and optional basic auth (401).
+    """WSGI middleware: the checks every request passes before the app sees it.
+
+    In this order, each answered with a short text and never by reading the body:
+
+    1. ``Host`` header in the allow-list, else 400 (DNS rebinding).
+    2. Request body at most ``max_body`` bytes (``MAX_BODY_BYTES``, 8 MiB) by its
+       ``Content-Length``, else 413; a body without a declared length (chunked, as the
+       debug server passes it on) gets 411. Waitress also stops reading at the limit
+       (``serve`` sets its ``max_request_body_size``), so a huge body is never buffered.
+    3. Basic auth when users are configured, else 401 (passwords compared in constant
+       time; a malformed ``Authorization`` header is a 401, never a server error).
+    4. For state-changing methods (anything but GET, HEAD, OPTIONS): an ``Origin``
+       header, or without one a non-empty ``Referer``, must name an allowed host, else 403
+       (cross-site request forgery). ``Origin: null`` (sandboxed frames, ``file://``
+       pages) is refused. A request with neither header (a script, ``curl``) passes: a
+       browser sends ``Origin`` with every cross-site POST.
 
     It wraps the whole application, so static files, callbacks and pages are all covered.
-    Passwords are compared in constant time; a malformed Authorization header is a 401,
-    never a server error.
+
+    Attributes:
+        app: the wrapped WSGI application. ``serve(debug=True)`` puts Werkzeug's debugger
+            here, inside the guard, so its console and resources need the same Host and
+            login as the pages.
     """
 
     def __init__(
@@ -352,15 +395,20 @@ class GuardMiddleware:
         app: Callable,
         allowed_hosts: set[str] | None = None,
         users: Mapping[str, str] | None = None,
+        max_body: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self.allowed_hosts = {h.lower() for h in (allowed_hosts or default_allowed_hosts())}
         self.users = dict(users or {})
+        self.max_body = max_body
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         host = environ.get("HTTP_HOST") or ""
         if not host_allowed(host, self.allowed_hosts):
             return _plain(start_response, "400 Bad Request", f"unexpected Host header {host!r}\n")
+        refusal = _body_refusal(environ, self.max_body)
+        if refusal:
+            return _plain(start_response, *refusal)
         if self.users and not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
             return _plain(
                 start_response,
@@ -368,7 +416,32 @@ class GuardMiddleware:
                 "login required\n",
                 [("WWW-Authenticate", 'Basic realm="VoxelBoard", charset="UTF-8"')],
             )
+        method = (environ.get("REQUEST_METHOD") or "GET").upper()
+        if method not in SAFE_METHODS:
+            source = self._foreign_source(environ)
+            if source is not None:
+                return _plain(
+                    start_response,
+                    "403 Forbidden",
+                    f"cross-site {method} refused: {source} is not this dashboard\n",
+                )
         return self.app(environ, start_response)
+
+    def _foreign_source(self, environ: dict) -> str | None:
+        """The ``Origin`` or ``Referer`` header if it names a host not allowed, else None."""
+        if "HTTP_ORIGIN" in environ:
+            header, value = "Origin", environ["HTTP_ORIGIN"]
+        elif environ.get("HTTP_REFERER"):
+            header, value = "Referer", environ["HTTP_REFERER"]
+        else:
+            return None
+        try:
+            netloc = urlsplit(value.strip()).netloc.rpartition("@")[2]
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            netloc = ""
+        if netloc and host_allowed(netloc, self.allowed_hosts):
+            return None
+        return f"{header} {value[:200]!r}"
 
     def _authorized(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -384,6 +457,30 @@ class GuardMiddleware:
             hmac.compare_digest(password.encode(), password.encode())
             return False
         return hmac.compare_digest(password.encode(), expected.encode())
+
+
+def _body_refusal(environ: Mapping[str, Any], limit: int) -> tuple[str, str] | None:
+    """(status, text) refusing the request's body by its declared length, or None."""
+    declared = (environ.get("CONTENT_LENGTH") or "").strip()
+    if declared:
+        try:
+            length = int(declared)
+        except ValueError:
+            length = -1
+        if length < 0:
+            return "400 Bad Request", f"invalid Content-Length {declared[:40]!r}\n"
+        if length > limit:
+            return (
+                "413 Request Entity Too Large",
+                f"request body of {length} bytes refused: the limit is {limit} bytes\n",
+            )
+        return None
+    if environ.get("HTTP_TRANSFER_ENCODING"):
+        return (
+            "411 Length Required",
+            f"a request body needs a Content-Length header (at most {limit} bytes)\n",
+        )
+    return None
 
 
 def _plain(

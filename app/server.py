@@ -2,19 +2,28 @@
 
 One process, several threads (waitress): the launcher, its queue and its children belong to
 one process, so the dashboard must not be forked into several workers (see
-docs/dashboard.md).
+docs/dashboard.md). SIGTERM stops it the way Ctrl+C does, so its clean-up runs either way.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.security import UnsafeBindError, allowed_hosts_for, check_bind, load_auth
+from app.security import (
+    MAX_BODY_BYTES,
+    GuardMiddleware,
+    UnsafeBindError,
+    allowed_hosts_for,
+    check_bind,
+    check_debug_bind,
+    load_auth,
+)
 from app.slurm import resources_from
 
 log = logging.getLogger(__name__)
@@ -39,10 +48,12 @@ def serve(
     """Run the dashboard until interrupted.
 
     Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
-    or the ``VOXELBOARD_AUTH`` variable) exits with status 2 before anything else happens;
-    so do bad Slurm defaults. ``backend`` and ``slurm_defaults`` go to ``create_app``.
-    Then creates the demo data if missing, builds the app and serves it with waitress
-    (or Flask's debug server with ``debug=True``).
+    or the ``VOXELBOARD_AUTH`` variable), or with ``debug``, exits with status 2 before
+    anything else happens; so do bad Slurm defaults. ``backend`` and ``slurm_defaults`` go
+    to ``create_app``. Then creates the demo data if missing, builds the app and serves it
+    with waitress (or Flask's debug server with ``debug=True``, its debugger inside the
+    Host and auth guard) until Ctrl+C or SIGTERM; either way the launcher is closed and
+    the process's exit handlers run, and ``serve`` returns normally (exit status 0).
 
     Raises:
         SystemExit: with status 2 for an unsafe bind or an unreadable auth file.
@@ -50,6 +61,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         users = load_auth(auth_file)
+        check_debug_bind(host, debug)
         check_bind(host, users)
         resources_from(defaults=slurm_defaults)
     except (UnsafeBindError, ValueError) as e:
@@ -82,18 +94,67 @@ def serve(
         f"{', read-only' if read_only else ''})",
         flush=True,
     )
+    previous = _interrupt_on_sigterm()
     try:
         if debug:
-            # no reloader: a second process would start a second launcher
-            app.run(host=host, port=port, debug=True, use_reloader=False)
+            _run_debug(app, host, port)
         else:
             import waitress
 
-            waitress.serve(app.server, host=host, port=port, threads=THREADS, ident="VoxelBoard")
+            # a second layer under GuardMiddleware: waitress stops receiving a body (chunked
+            # ones too) at the limit instead of spooling it to disk first
+            waitress.serve(
+                app.server,
+                host=host,
+                port=port,
+                threads=THREADS,
+                ident="VoxelBoard",
+                max_request_body_size=MAX_BODY_BYTES + 1,  # waitress refuses >= this
+            )
     except KeyboardInterrupt:
         pass
     finally:
         app_context(app).close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt_on_sigterm() -> Any:
+    """Make SIGTERM raise KeyboardInterrupt in the main thread; returns the old handler.
+
+    Without it SIGTERM kills the process on the spot: no ``finally``, no ``atexit``
+    (the background-callback cache folder would stay in the temp folder). A second
+    SIGTERM during the clean-up kills at once. ``None`` outside the main thread, where
+    handlers cannot be set.
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        return None
+
+
+def _run_debug(app: Any, host: str, port: int) -> None:
+    """Flask's debug server with Werkzeug's debugger inside the Host and auth guard.
+
+    ``app.run(debug=True)`` would wrap the whole server in the debugger, outside
+    ``GuardMiddleware``: its console and resources would answer any Host and no login.
+    """
+    from werkzeug.debug import DebuggedApplication
+
+    guard = app.server.wsgi_app
+    if not isinstance(guard, GuardMiddleware):
+        raise RuntimeError("create_app did not install GuardMiddleware; refusing the debugger")
+    debugger = DebuggedApplication(guard.app, evalex=True)
+    debugger.trusted_hosts.append(host)
+    guard.app = debugger
+    log.info("debugger PIN: %s (the console is at /console)", debugger.pin)
+    # no reloader: a second process would start a second launcher
+    app.run(host=host, port=port, debug=True, use_reloader=False, use_debugger=False)
 
 
 def _ensure_demo_data(data_dir: str | os.PathLike) -> None:
