@@ -60,8 +60,8 @@ def serve(
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        users = load_auth(auth_file)
         check_debug_bind(host, debug)
+        users = load_auth(auth_file)
         check_bind(host, users)
         resources_from(defaults=slurm_defaults)
     except (UnsafeBindError, ValueError) as e:
