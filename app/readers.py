@@ -9,6 +9,7 @@ the clock (``lost``, ETA, duration) is recomputed on every call.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -286,17 +287,17 @@ def _log_error(run_dir: Path) -> str | None:
 
 @functools.lru_cache(maxsize=1024)
 def _last_log_error(path: str, mtime_ns: int, size: int, ino: int) -> str | None:
+    """The first error after the log's latest start line: the cause, not its aftermath."""
     lines = tail_lines(path, n=10_000, max_bytes=LOG_ERROR_BYTES)
-    for i in range(len(lines) - 1, -1, -1):
-        line = lines[i]
-        if "] [INFO] Training " in line:
-            return None  # the start of the latest attempt: nothing went wrong since
-        if "] [ERROR] " not in line:
+    start = max((i for i, t in enumerate(lines) if "] [INFO] Training " in t), default=-1)
+    for i in range(start + 1, len(lines)):
+        if "] [ERROR] " not in lines[i]:
             continue
-        text = line.split("] [ERROR] ", 1)[1].strip()
+        text = lines[i].split("] [ERROR] ", 1)[1].strip()
         if text.endswith(":"):
             # "Training failed at step N:" and a traceback: its last line says what failed
-            tail = [t.strip() for t in lines[i + 1 :] if t.strip() and not t.startswith("[")]
+            block = itertools.takewhile(lambda t: not t.startswith("["), lines[i + 1 :])
+            tail = [t.strip() for t in block if t.strip()]
             text = f"{text} {tail[-1]}" if tail else text
         return f"{LOG_FILE}: {text}"[:300]
     return None

@@ -624,16 +624,16 @@ class Trainer:
                 yield sf
             except DivergedError as e:
                 logger.error("Diverged: %s", e)
-                _final_state(sf, state="diverged", error=str(e))
+                _final_state(sf, state="diverged", error=str(e), step=self.step)
                 raise
             except runs.RunWriteError as e:
                 logger.error("Training stopped at step %d: %s", self.step, e)
                 logger.debug("%s", traceback.format_exc())
-                _final_state(sf, state="failed", error=str(e))
+                _final_state(sf, state="failed", error=str(e), step=self.step)
                 raise
             except BaseException as e:
                 logger.error("Training failed at step %d:\n%s", self.step, traceback.format_exc())
-                _final_state(sf, state="failed", error=f"{type(e).__name__}: {e}")
+                _final_state(sf, state="failed", error=f"{type(e).__name__}: {e}", step=self.step)
                 raise
 
     @contextlib.contextmanager
@@ -716,10 +716,10 @@ class _NoStatus:
         pass
 
 
-def _final_state(sf: runs.StatusFile, state: str, error: str) -> None:
+def _final_state(sf: runs.StatusFile, state: str, error: str, step: int) -> None:
     """Write a failure into status.json if the disk still lets us; else say so in the log."""
     try:
-        sf.update(state=state, error=error, ended=time.time())
+        sf.update(state=state, error=error, step=step, ended=time.time())
     except runs.RunWriteError as e:
         logger.error("The final state (%s) could not be recorded either: %s", state, e)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 
@@ -221,3 +222,99 @@ def test_summary_of_a_run_being_written_never_raises(tmp_path):
         row = run_summary(run_dir)
         assert row["name"] == "busy"
         assert (row["badge"] is None) == (step % 2 == 0)
+
+
+# ---------------------------------------------------------------------- corrupt run files
+def _run_with_files(root: Path, name: str) -> Path:
+    """A finished run with a good snapshot, history store, preview and evaluation result."""
+    import h5py
+    import numpy as np
+    import torch
+
+    run_dir = make_run(root, name, state="finished", step=10, n_steps=10, started=NOW - 60)
+    for folder in ("snapshots", "previews", "eval"):
+        (run_dir / folder).mkdir()
+    torch.save({"model": {"w": torch.zeros(8)}, "step": 10}, run_dir / "snapshots" / "LAST.pt")
+    with HistoryTracker(run_dir / "history") as tracker:
+        tracker.update_timeline([0.0, 1.0, 0.5])
+        tracker.update_history([0, 0.0, 1.0, 1.1, 0.0, 50.0, 50.0, 0.01, 0.9, 0.0])
+    for path in (run_dir / "previews" / "preview-00000010.h5", run_dir / "eval" / "LAST.h5"):
+        with h5py.File(path, "w") as f:
+            f["prob"] = np.zeros((2, 64, 64), np.float32)
+    return run_dir
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(".new")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _truncate(path: Path) -> None:
+    _replace(path, path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _random(path: Path) -> None:
+    _replace(path, random.Random(0).randbytes(4096))
+
+
+def _bad_header(path: Path) -> None:
+    data = path.read_bytes()
+    _replace(path, b"\0" * 16 + data[16:])
+
+
+@pytest.mark.parametrize(
+    ("file", "damage", "says"),
+    [
+        ("snapshots/LAST.pt", _truncate, "snapshots/LAST.pt is corrupt or truncated"),
+        ("snapshots/LAST.pt", _random, "snapshots/LAST.pt is corrupt or truncated"),
+        ("history/timeline.vbh", _bad_header, "history/timeline.vbh does not start with"),
+        ("history/history.vbh", _truncate, "history/history.vbh"),
+        ("previews/preview-00000010.h5", _truncate, "previews/preview-00000010.h5 is corrupt"),
+        ("eval/LAST.h5", _random, "eval/LAST.h5 is corrupt or truncated"),
+        ("eval/LAST.h5", _truncate, "eval/LAST.h5 is corrupt or truncated"),
+    ],
+)
+def test_a_corrupt_run_file_reaches_the_issue_badge(tmp_path, file, damage, says):
+    good = _run_with_files(tmp_path, "good")
+    bad = _run_with_files(tmp_path, "bad")
+    rows = {r["name"]: r for r in list_runs(tmp_path, now=NOW)}
+    assert rows["good"]["badge"] is None and rows["bad"]["badge"] is None, "good files pass"
+
+    damage(bad / file)
+    rows = {r["name"]: r for r in list_runs(tmp_path, now=NOW)}
+    assert rows["good"]["badge"] is None
+    assert says in (rows["bad"]["badge"] or ""), rows["bad"]
+    assert rows["bad"]["state"] == "finished", "a corrupt file is an issue, not a state"
+    assert good.is_dir()
+
+
+def test_a_lost_run_shows_the_first_error_of_its_last_attempt(tmp_path):
+    dead_pid = 2**22 + 12345
+    run_dir = make_run(tmp_path, "full", state="running", step=40, n_steps=40, pid=dead_pid,
+                       heartbeat=NOW - 120, started=NOW - 200)  # fmt: skip
+    log = run_dir / "train.log"
+    start = "[07:48:19] [INFO] Training full on cpu (torch 2), 40 steps from step 0, run dir x\n"
+    cause = "no space left on device while writing status.json; free space (...)"
+    log.write_text(
+        "[07:40:00] [INFO] Training full on cpu (torch 2), 40 steps from step 0, run dir x\n"
+        "[07:41:00] [ERROR] Training failed at step 3:\n"
+        "Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "RuntimeError: an earlier attempt\n"
+        f"{start}"
+        f"[07:48:27] [ERROR] Training stopped at step 40: {cause}\n"
+        f"[07:48:27] [ERROR] The final state (failed) could not be recorded either: {cause}\n"
+    )
+    row = run_summary(run_dir, now=NOW)
+    assert row["state"] == "lost"
+    assert row["error"] == f"train.log: Training stopped at step 40: {cause}"
+
+    log.write_text(log.read_text() + start)  # resumed since: nothing wrong in this attempt
+    assert run_summary(run_dir, now=NOW)["error"] is None
+
+    log.write_text(log.read_text() + "[07:50:00] [ERROR] Training failed at step 7:\n"
+                   "Traceback (most recent call last):\nOSError: [Errno 5] bad sector\n")  # fmt: skip
+    assert run_summary(run_dir, now=NOW)["error"] == (
+        "train.log: Training failed at step 7: OSError: [Errno 5] bad sector"
+    )

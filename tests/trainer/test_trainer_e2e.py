@@ -152,3 +152,34 @@ def test_evaluate_cli_on_a_folder_without_a_run_exits_2(tmp_path: Path):
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "no config copy" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "random bytes"])
+def test_evaluate_names_a_corrupt_snapshot_and_what_to_do(finished_run, tmp_path, monkeypatch,
+                                                          damage):  # fmt: skip
+    import random
+    import shutil
+
+    from trainer.evaluation import load_run
+    from trainer.trainer import SnapshotError
+
+    run_dir = tmp_path / "demo"
+    shutil.copytree(finished_run, run_dir)
+    snap = run_dir / runs.SNAPSHOT_DIR / "FINAL.pt"
+    data = snap.read_bytes()
+    bad = data[: len(data) // 2] if damage == "truncated" else random.Random(0).randbytes(4096)
+    snap.write_bytes(bad)
+    data_dir = finished_run.parent.parent / "data"
+    cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run_dir), "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True,
+                          timeout=240)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert message.startswith("run.py evaluate: demo/snapshots/FINAL.pt is corrupt or truncated (")
+    assert message.endswith("pick another snapshot with --snapshot, or re-train / --resume the run")
+
+    # the evaluation page loads snapshots through the same function
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    with pytest.raises(SnapshotError, match=r"^demo/snapshots/FINAL\.pt is corrupt or truncated"):
+        load_run(run_dir, device="cpu")
