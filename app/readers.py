@@ -8,6 +8,7 @@ the clock (``lost``, ETA, duration) is recomputed on every call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -23,15 +24,14 @@ from trainer.runs import (
     EVAL_DIR,
     HISTORY_DIR,
     LOG_FILE,
+    PREVIEW_DIR,
+    SNAPSHOT_DIR,
     STATUS_FILE,
     Status,
     check_snapshot,
     config_copy,
     effective_state,
     iter_run_dirs,
-    latest_snapshot,
-    preview_files,
-    snapshot_path,
 )
 
 LAUNCH_FILE = "launch.json"
@@ -205,34 +205,43 @@ def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
 def file_problems(run_dir: str | os.PathLike) -> list[str]:
     """What is wrong with a run's snapshot, history store, newest preview and evaluation files.
 
-    Cheap enough for every table refresh: each file version (path, mtime, size, inode) is
-    checked once, by its header or directory only (no full loads). Returns short messages
-    naming the file relative to the run directory, e.g. ``snapshots/LAST.pt is corrupt or
-    truncated (...)``; ``[]`` when all is well or nothing is there yet.
+    Cheap enough for every table refresh: one directory scan per folder, and each file
+    version (path, mtime, size, inode) is checked once, by its header or zip directory only
+    (no full loads). Checked: the newest snapshot (and FINAL), every history table, the newest
+    preview and every ``eval/*.h5``. Returns short messages naming the file relative to the
+    run directory, e.g. ``snapshots/LAST.pt is corrupt or truncated (...)``; ``[]`` when all
+    is well or nothing is there yet.
     """
-    run_dir = Path(run_dir)
-    checks: list[tuple[str, Path]] = []
-    newest = latest_snapshot(run_dir)
-    final = snapshot_path(run_dir, "FINAL")
-    checks += [("snapshot", p) for p in dict.fromkeys(x for x in (newest, final) if x)]
-    checks += [("history", p) for p in _files(run_dir / HISTORY_DIR, ".vbh")]
-    checks += [("h5", p) for p in preview_files(run_dir)[-1:]]
-    checks += [("h5", p) for p in _files(run_dir / EVAL_DIR, ".h5")]
+    run_dir = os.fspath(run_dir)
+    # the same picks as trainer.runs.latest_snapshot and preview_files, without pathlib
+    snapshots = _entries(os.path.join(run_dir, SNAPSHOT_DIR), "", ".pt")
+    newest = max(snapshots, key=lambda e: e[1].st_mtime_ns, default=None)
+    final = [e for e in snapshots if os.path.basename(e[0]) == "FINAL.pt" and e is not newest]
+    previews = _entries(os.path.join(run_dir, PREVIEW_DIR), "preview-", ".h5")
+    checks = [("snapshot", e) for e in ([newest] if newest else []) + final]
+    checks += [("history", e) for e in _entries(os.path.join(run_dir, HISTORY_DIR), "", ".vbh")]
+    checks += [("h5", max(previews))] if previews else []
+    checks += [("h5", e) for e in _entries(os.path.join(run_dir, EVAL_DIR), "", ".h5")]
     out = []
-    for kind, path in checks:
-        key = _stat_key(path)
-        if key is not None and (found := _file_problem(kind, *key)):
+    for kind, (path, st) in checks:
+        if found := _file_problem(kind, path, st.st_mtime_ns, st.st_size, st.st_ino):
             out.append(found)
     return out
 
 
-def _files(folder: Path, suffix: str) -> list[Path]:
+def _entries(folder: str, prefix: str, suffix: str) -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of the files ``<prefix>*<suffix>`` in ``folder``, temporary files left out."""
+    out = []
     try:
         with os.scandir(folder) as it:
-            names = [e.name for e in it if e.name.endswith(suffix) and not e.name.startswith(".")]
+            for e in it:
+                name = e.name
+                if name.startswith(prefix) and name.endswith(suffix) and name[0] != ".":
+                    with contextlib.suppress(OSError):  # removed since the scan: skip it
+                        out.append((e.path, e.stat()))
     except OSError:
         return []
-    return [folder / n for n in sorted(names)]
+    return out
 
 
 @functools.lru_cache(maxsize=4096)
