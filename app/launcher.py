@@ -737,19 +737,18 @@ class Launcher:
         return launch
 
     def _argv(self, run_dir: Path, launch: dict, child_device: str) -> list[str]:
+        # names and paths go as --option=value: a value starting with '-' stays a value
         config = launch["config_path"]
         if launch.get("mode") == "resume":
-            argv = [self.python, str(self.run_py), "train", config, "--resume", str(run_dir)]
+            argv = [self.python, str(self.run_py), "train", config, f"--resume={run_dir}"]
         else:
             argv = [
                 self.python,
                 str(self.run_py),
                 "train",
                 config,
-                "--save-path",
-                str(self.runs_dir),
-                "--save-name",
-                run_dir.name,
+                f"--save-path={self.runs_dir}",
+                f"--save-name={run_dir.name}",
                 "--use-existing-dir",
             ]
         argv += ["--device", child_device]

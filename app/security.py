@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 #: most characters a run name may have
 MAX_RUN_NAME = 100
+#: longest file name (one path part) most file systems accept, in bytes
+MAX_NAME_BYTES = 255
 
 _NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DEVICE = re.compile(r"cuda:(\d{1,3})")
@@ -84,27 +86,48 @@ def resolve_config(configs_dir: str | os.PathLike, name: str) -> Path:
 
     Raises:
         LaunchError: (field ``config``) for an empty name, a path outside the folder
-            (``../x.py``, ``/etc/x.py``, a symlink pointing out), a non-``.py`` file or a
-            missing file.
+            (``../x.py``, ``/etc/x.py``, a symlink pointing out), a name no file can have
+            (NUL, a part over 255 bytes, text the file system cannot encode), a non-``.py``
+            file, a missing file or one that cannot be looked at.
     """
     if not isinstance(name, str) or not name.strip():
         raise LaunchError("config", "config: choose a config file")
     if "\x00" in name:
         raise LaunchError("config", "config: the name contains a NUL character")
-    root = Path(configs_dir).resolve()
-    candidate = Path(name) if os.path.isabs(name) else root / name
-    path = candidate.resolve()
-    if not path.is_relative_to(root):
+    try:
+        parts = os.fsencode(name).split(b"/")
+    except UnicodeError:
+        raise LaunchError("config", f"config: {_shown(name)} is not a valid file name") from None
+    if any(len(part) > MAX_NAME_BYTES for part in parts):
         raise LaunchError(
             "config",
-            f"config: {name!r} is outside the configs folder {root}; "
-            "only files inside it can be launched",
+            f"config: {_shown(name)} is longer than {MAX_NAME_BYTES} bytes, the most a file "
+            "name may have; choose a config from the list",
         )
-    if path.suffix != ".py":
-        raise LaunchError("config", f"config: {name!r} is not a .py file")
-    if not path.is_file():
-        raise LaunchError("config", f"config: {name!r} does not exist in {root}")
+    root = Path(configs_dir).resolve()
+    candidate = Path(name) if os.path.isabs(name) else root / name
+    try:
+        path = candidate.resolve()
+        if not path.is_relative_to(root):
+            raise LaunchError(
+                "config",
+                f"config: {_shown(name)} is outside the configs folder {root}; "
+                "only files inside it can be launched",
+            )
+        if path.suffix != ".py":
+            raise LaunchError("config", f"config: {_shown(name)} is not a .py file")
+        if not path.is_file():
+            raise LaunchError("config", f"config: {_shown(name)} does not exist in {root}")
+    except (OSError, RuntimeError) as e:  # too long a path, a symlink loop, no permission
+        reason = getattr(e, "strerror", None) or str(e)
+        raise LaunchError("config", f"config: cannot open {_shown(name)}: {reason}") from None
     return path
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr`` of a client value for a message, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,33 +171,48 @@ def _check_number(key: str, value: Any, kind: type, lo: float, hi: float, lo_ope
         raise LaunchError(key, f"{key}: expected {expected}, got {value!r}")
     try:
         number = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise LaunchError(key, f"{key}: expected {expected}, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float
+        raise LaunchError(key, f"{key}: expected {expected}, got {_shown(value)}") from None
     if not math.isfinite(number):
-        raise LaunchError(key, f"{key}: expected a finite number, got {value!r}")
+        raise LaunchError(key, f"{key}: expected a finite number, got {_shown(value)}")
     if kind is int:
         if number != int(number):
-            raise LaunchError(key, f"{key}: expected an integer, got {value!r}")
+            raise LaunchError(key, f"{key}: expected an integer, got {_shown(value)}")
         number = int(number)
     too_low = number <= lo if lo_open else number < lo
     if too_low or number > hi:
         low = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        raise LaunchError(key, f"{key}: {value!r} is out of range; expected {low} and <= {hi:g}")
+        raise LaunchError(
+            key, f"{key}: {_shown(value)} is out of range; expected {low} and <= {hi:g}"
+        )
     return number
 
 
 def sanitize_run_name(name: Any) -> str:
-    """A safe directory name: ``[A-Za-z0-9._-]``, at most 100 characters, no leading dot.
+    """A safe directory name: ``[A-Za-z0-9._-]``, at most 100 characters, no leading dot or dash.
 
-    Runs of other characters become one ``_``; leading dots are stripped.
+    Runs of other characters become one ``_``; leading dots and dashes are stripped: a
+    hidden directory is easy to overlook, and a name starting with ``-`` (``--help``,
+    ``-rf``) reads as an option on the command line the run is started with.
+
+    Example:
+        >>> sanitize_run_name("--help"), sanitize_run_name(".-rf")
+        ('help', 'rf')
 
     Raises:
-        LaunchError: (field ``save_name``) if nothing usable is left.
+        LaunchError: (field ``save_name``) for a value that is not text, or if nothing
+            usable is left.
     """
-    text = _NAME_BAD_CHARS.sub("_", str(name).strip()).lstrip(".")[:MAX_RUN_NAME]
+    if not isinstance(name, str):
+        raise LaunchError(
+            "save_name", f"save_name: expected text, got {type(name).__name__} {_shown(name)}"
+        )
+    text = _NAME_BAD_CHARS.sub("_", name.strip()).lstrip(".-")[:MAX_RUN_NAME]
     if not text.strip("_-."):
         raise LaunchError(
-            "save_name", f"save_name: {name!r} has no usable characters (use A-Z a-z 0-9 . _ -)"
+            "save_name",
+            f"save_name: {_shown(name)} has no usable characters (use A-Z a-z 0-9 . _ -, "
+            "not starting with . or -)",
         )
     return text
 

@@ -27,6 +27,7 @@ from app.components import (
     round_sig,
     state_badge,
 )
+from app.inputs import strings
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
 from app.readers import list_runs, log_path, tail_lines
 from app.security import LaunchError, check_run_name, list_configs
@@ -381,7 +382,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
     prevent_initial_call=True,
 )
 def select_run(row_ids: list[str] | None, current: str | None) -> Any:
-    name = row_ids[0] if row_ids else None
+    name = next(iter(strings(row_ids)), None)
     return no_update if name == current or name is None else name
 
 
@@ -475,9 +476,11 @@ def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
     prevent_initial_call=True,
 )
 def ask_delete(_clicks, selected: str | None) -> tuple:
-    if not selected:
+    try:
+        name = check_run_name(selected)
+    except LaunchError:  # nothing selected, or not a run name: nothing to ask about
         return False, no_update
-    return True, f"Delete run {selected} and all its files (snapshots, history, previews)?"
+    return True, f"Delete run {name} and all its files (snapshots, history, previews)?"
 
 
 @callback(

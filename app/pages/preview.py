@@ -23,7 +23,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Input, Output, State, callback, dcc, html, no_update
 
-from app import figures, series
+from app import figures, inputs, series
 from app.components import run_not_found
 from trainer import runs
 
@@ -231,6 +231,11 @@ def _files_of(name: Any) -> list[Path] | None:
     return None if run_dir is None else runs.preview_files(run_dir)
 
 
+def _pick(files: list[Path], index: Any) -> Path:
+    """The file at slider position ``index`` (clamped; the first for anything not a number)."""
+    return files[inputs.integer(index, lo=0, hi=len(files) - 1) or 0]
+
+
 @callback(
     Output("prev-file", "max"),
     Output("prev-file", "marks"),
@@ -249,8 +254,9 @@ def _on_refresh(_tick, value, old_max, name):
     if new_max == old_max:
         return no_update, no_update, no_update
     # a viewer on the newest preview follows new ones; one looking back stays put
-    follow = value is None or value == old_max
-    return new_max, _file_marks(files), new_max if follow else min(value, new_max)
+    index = inputs.integer(value, lo=0)
+    follow = index is None or index == old_max
+    return new_max, _file_marks(files), new_max if follow else min(index, new_max)
 
 
 @callback(
@@ -268,15 +274,16 @@ def _on_file(index, block, cls, name):
     files = _files_of(name)
     if not files:
         return [], None, [], None, "no previews yet: the trainer writes one every preview interval"
-    path = files[min(max(int(index or 0), 0), len(files) - 1)]
+    path = _pick(files, index)
     try:
         meta = read_meta(path)
     except PreviewError as e:
         return [], None, [], None, str(e)
     blocks = list(meta.blocks)
     classes = [{"label": f"class {c}", "value": c} for c in range(meta.n_classes)]
-    block = block if block in meta.blocks else blocks[0]
-    cls = cls if isinstance(cls, int) and 0 <= cls < meta.n_classes else min(1, meta.n_classes - 1)
+    block = inputs.choice(block, meta.blocks, blocks[0])
+    cls = inputs.integer(cls)
+    cls = cls if cls is not None and 0 <= cls < meta.n_classes else min(1, meta.n_classes - 1)
     return blocks, block, classes, cls, _preview_label(path)
 
 
@@ -291,9 +298,9 @@ def _on_file(index, block, cls, name):
 )
 def _on_block(block, index, z, name):
     files = _files_of(name)
-    if not files or block is None:
+    if not files or inputs.text(block) is None:
         return no_update, no_update, no_update
-    path = files[min(max(int(index or 0), 0), len(files) - 1)]
+    path = _pick(files, index)
     try:
         meta = read_meta(path)
     except PreviewError:
@@ -302,7 +309,8 @@ def _on_block(block, index, z, name):
         return no_update, no_update, no_update
     nz = meta.blocks[block][0]
     z0 = meta.z0.get(block, 0)
-    z = z if isinstance(z, int) and 0 <= z < nz else nz // 2
+    z = inputs.integer(z)
+    z = z if z is not None and 0 <= z < nz else nz // 2
     marks = {i: str(z0 + i) for i in sorted({0, nz // 2, nz - 1})}
     return nz - 1, z, marks
 
@@ -347,13 +355,15 @@ def _on_render(index, block, z, cls, opacity, mode, name):
         return no_update, f"run {name!r} is gone from the runs directory"
     if not files:
         return no_update, "This run has no previews yet."
-    path = files[min(max(int(index or 0), 0), len(files) - 1)]
-    mode = mode if mode in ("overlay", "side") else "overlay"
-    opacity = float(opacity) if isinstance(opacity, int | float) else 0.5
+    path = _pick(files, index)
+    mode = inputs.choice(mode, ("overlay", "side"), "overlay")
+    opacity = inputs.number(opacity, lo=0.0, hi=1.0)
+    block, cls = inputs.text(block), inputs.integer(cls, lo=0)
     try:
         if block is None or cls is None:  # the cube and class choices are still on their way
             read_meta(path)
             return no_update, ""
-        return render_preview(path, block, int(z or 0), int(cls), opacity, mode), ""
+        z = inputs.integer(z, lo=0) or 0
+        return render_preview(path, block, z, cls, 0.5 if opacity is None else opacity, mode), ""
     except PreviewError as e:
         return go.Figure(layout={"height": 560}), str(e)

@@ -23,7 +23,7 @@ import dash
 import numpy as np
 from dash import Input, Output, Patch, State, callback, ctx, dcc, html, no_update
 
-from app import components, figures, series
+from app import components, figures, inputs, series
 from app.components import run_not_found
 from trainer import runs
 from trainer.history import read_array, table_info
@@ -39,6 +39,8 @@ COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss",
 
 #: newest rows of the regression table drawn on the run page
 REGRESSION_POINTS = 5000
+#: widest moving-average window a request may ask for (the dropdown offers up to 1000)
+MAX_SMA_WINDOW = 1_000_000
 
 _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 _HALF = {"flex": "1 1 560px", "minWidth": "0"}
@@ -227,12 +229,21 @@ def status_header(run_dir: Path) -> tuple[list, str]:
 # ----------------------------------------------------------------------------- curves
 
 
-def _settings(smoothing: Any, weight: Any, window: Any, options: Any, x_axis: Any):
-    mode = smoothing if smoothing in series.SMOOTHING_MODES else "ema"
-    w = float(weight) if isinstance(weight, int | float) and 0 <= weight < 1 else 0.6
-    n = int(window) if isinstance(window, int | float) and window >= 1 else 50
-    x = x_axis if x_axis in series.X_AXES else "step"
-    return series.Smoothing(mode, w, n), x, "logy" in (options or [])
+def _settings(
+    smoothing: Any, weight: Any, window: Any, options: Any, x_axis: Any
+) -> tuple[series.Smoothing, str, bool]:
+    """The curve controls as sent, with anything malformed or non-finite at its default."""
+    mode = inputs.choice(smoothing, series.SMOOTHING_MODES, "ema")
+    w = inputs.number(weight)
+    w = w if w is not None and 0 <= w < 1 else 0.6
+    n = inputs.integer(window, hi=MAX_SMA_WINDOW)
+    n = n if n is not None and n >= 1 else 50
+    x = inputs.choice(x_axis, series.X_AXES, "step")
+    return series.Smoothing(mode, w, n), x, _log_y(options)
+
+
+def _log_y(options: Any) -> bool:
+    return "logy" in inputs.strings(options)
 
 
 def _timeline_full(tl: series.TimelineCurves, smoothing, x_axis: str, log_y: bool):
@@ -469,13 +480,11 @@ def _on_compare(others, column, x_axis, options, name):
     root = series.app_runs_dir()
     if root is None or series.run_dir_for(root, name) is None:
         return no_update
-    column = column if column in COMPARE_COLUMNS else "valid_loss"
-    x_axis = x_axis if x_axis in series.X_AXES else "step"
-    others = [o for o in (others or []) if isinstance(o, str)]
+    column = inputs.choice(column, COMPARE_COLUMNS, "valid_loss")
+    x_axis = inputs.choice(x_axis, series.X_AXES, "step")
+    others = inputs.strings(others)
     try:
-        return compare_view(
-            root, name, others, column, x_axis=x_axis, log_y="logy" in (options or [])
-        )
+        return compare_view(root, name, others, column, x_axis=x_axis, log_y=_log_y(options))
     except Exception as e:
         return figures.compare_figure({}, column=f"{column} (cannot read: {e})")
 
@@ -531,7 +540,7 @@ def _on_schedule(name, options):
         plans,
         actual=actual,
         current_step=status.step if status else None,
-        log_y="logy" in (options or []),
+        log_y=_log_y(options),
     )
 
 

@@ -25,7 +25,8 @@ import json, os, sys, time
 from pathlib import Path
 
 args = sys.argv[1:]
-run_dir = Path(args[args.index("--save-path") + 1]) / args[args.index("--save-name") + 1]
+opts = dict(a.split("=", 1) for a in args if a.startswith("--") and "=" in a)
+run_dir = Path(opts["--save-path"]) / opts["--save-name"]
 if "CONFIG_ERROR" in Path(args[1]).read_text():
     tmp = run_dir / ".status.json.child"
     tmp.write_text(json.dumps({"state": "failed", "pid": os.getpid(), "heartbeat": time.time(),
@@ -156,10 +157,8 @@ def test_start_and_stop(make_launcher, dirs):
     assert info["argv"] == [
         "train",
         str((configs / "train.py").resolve()),
-        "--save-path",
-        str(runs),
-        "--save-name",
-        name,
+        f"--save-path={runs}",
+        f"--save-name={name}",
         "--use-existing-dir",
         "--device",
         "cpu",
@@ -337,8 +336,7 @@ def test_resume(make_launcher, dirs):
     assert info["argv"] == [
         "train",
         str(run_dir / "0-train.py"),
-        "--resume",
-        str(run_dir),
+        f"--resume={run_dir}",
         "--device",
         "cpu",
         "--n-steps",

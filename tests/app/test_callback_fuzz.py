@@ -1,0 +1,429 @@
+"""Forged callback requests with hostile values: no callback may answer with a server error.
+
+Every server-side callback ``/_dash-dependencies`` lists gets requests as a browser would
+send them (JSON body, same-host ``Origin``), with one input or state slot at a time set to
+a hostile value (None, booleans, huge and non-finite numbers, over-long and path-like
+text, nested containers) and once with every slot hostile. The other slots hold what the
+pages' real layouts hold for a runs folder of real-looking runs (history store, previews,
+an evaluation result), so callbacks get past their early returns. A callback may answer
+with a message, ``no_update`` or nothing (204); never with a status of 500 or more, and
+never by raising: an exception the app logs while answering counts as a failure even when
+the app's error banner turns it into a 200 (``ErrorLog``).
+
+The background evaluation starts a process per request: it gets fewer values, each
+request is polled to its end as the page would, and the test leaves no child behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import psutil
+import pytest
+
+from app import app_context, create_app
+from trainer.evaluation import write_result
+from trainer.history import HistoryTracker
+from trainer.metrics import evaluate_arrays
+from trainer.runs import Status, atomic_write_json, write_status
+
+HOST = "127.0.0.1:8050"
+HEADERS = {"Origin": f"http://{HOST}", "Accept": "application/json"}
+UPDATE = "/_dash-update-component"
+FAKE_RUN = Path(__file__).with_name("fake_run.py")
+
+#: values a client can put into any input or state; the JSON body holds ``Infinity``,
+#: ``NaN`` and a 31-digit integer for the numbers
+BAD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    10**30,
+    1e308,
+    math.inf,
+    math.nan,
+    "",
+    "x" * 300,
+    "x" * 300 + ".py",  # over-long, with the suffix a file-picking callback looks for
+    "é" * 200,
+    "../../etc/passwd",
+    "/tmp/x",
+    "a\x00b",
+    "\ud800.py",  # a lone surrogate: valid JSON, no file system can encode it
+    "-rf",
+    [],
+    {},
+    [[[]]],
+    {"a": {"b": [1]}},
+]
+#: what the background evaluation gets: each request is a process
+BACKGROUND_VALUES: list[Any] = [
+    None,
+    True,
+    math.inf,
+    math.nan,
+    "",
+    "x" * 300,
+    "../../etc/passwd",
+    [],
+    {"a": {"b": [1]}},
+]
+#: the background callback's output, for ``BACKGROUND_VALUES`` and its own test
+BACKGROUND_OUTPUT = "eval-done.data"
+
+RUNS = ("alpha", "beta", "victim")
+#: the run stop, resume and delete requests name when their slot is not the one fuzzed
+SELECTED = "victim"
+PAGES = ["/", "/run/alpha", "/run/alpha/preview", "/run/alpha/evaluation"]
+#: values the layouts leave unset but a browser has by the time it sends the request
+BROWSER_VALUES = {
+    "exp-selected.data": SELECTED,
+    "exp-table.selected_row_ids": [SELECTED],
+    "eval-t.data": 0.5,
+    "eval-seg-ready.data": {"result": "FINAL", "t": 1.0},
+    "eval-done.data": {"result": "FINAL", "t": 1.0},
+    "eval-result.value": "FINAL",
+    "eval-seg-cube.value": "cube0",
+    "eval-seg-z.value": 1,
+    "prev-block.value": "block0",
+    "prev-class.value": 1,
+    "prev-z.value": 2,
+    "_pages_location.pathname": "/run/alpha",
+    "_pages_location.search": "",
+}
+#: properties a browser counts up; a triggered request carries at least 1
+COUNTERS = {"n_clicks", "n_intervals", "submit_n_clicks"}
+#: hostile values that only make sense for one property: the page router's URL parts
+#: (the query string's ``name`` overrides the path's for the layout)
+EXTRA_VALUES = {
+    "_pages_location.pathname": ["/run/" + "x" * 300, "/run/..", "/run/a%00b/preview", "//"],
+    "_pages_location.search": ["?name=../../etc", "?name=" + "x" * 300, "?a=1&a=2", "?"],
+}
+
+
+# ------------------------------------------------------------------------------------ runs
+
+
+def write_run(runs_dir: Path, name: str, state: str, error: str | None = None) -> Path:
+    """A run directory as the trainer leaves it: status, config, history, log, previews."""
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    write_status(
+        run_dir,
+        Status(
+            state=state,
+            step=60,
+            n_steps=60,
+            heartbeat=time.time(),
+            started=time.time() - 60,
+            error=error,
+            extra={"device": "cpu", "it_per_s": 12.5, "config_file": "train.py"},
+        ),
+    )
+    atomic_write_json(
+        run_dir / "config.json",
+        {
+            "n_steps": 60,
+            "optimiser_params": {"lr": 0.01, "mom": 0.9},
+            "schedules": {"lr": {"dec": 0.5, "period": 20}},
+        },
+    )
+    tracker = HistoryTracker(run_dir / "history")
+    for i in range(60):
+        tracker.update_timeline([0.1 * i, 1.0 / (1 + 0.05 * i), 0.5])
+    for i in range(4):
+        tracker.update_history(
+            [15 * i, 1.5 * i, 1.0 / (i + 1), 1.2 / (i + 1), 0.1, 0.3, 0.4, 0.01, 0.9, 0.0]
+        )
+    for i in range(20):
+        tracker.update_regression([1.0 + 0.01 * i], [1.0 + 0.012 * i])
+    tracker.close()
+    (run_dir / "train.log").write_text("".join(f"step {i} loss 0.5\n" for i in range(60)))
+    for step in (30, 60):
+        write_preview(run_dir, step)
+    return run_dir
+
+
+def write_preview(run_dir: Path, step: int, shape=(4, 12, 16), n_classes: int = 2) -> None:
+    """A preview file in the documented format (docs/run-directory.md)."""
+    folder = run_dir / "previews"
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(step)
+    with h5py.File(folder / f"preview-{step:08d}.h5", "w") as f:
+        f.attrs.update(step=step, hours=step / 3600.0, n_classes=n_classes, save_name=run_dir.name)
+        for b in range(2):
+            g = f.create_group(f"block{b}")
+            prob = rng.random((n_classes, *shape)).astype(np.float16)
+            g["raw"], g["prob"] = rng.random(shape).astype(np.float32), prob
+            g.attrs.update(z0=10 * b)
+
+
+def write_evaluation(run_dir: Path) -> None:
+    """An evaluation result ``eval/FINAL.h5`` and its probability cache for the segmentation."""
+    rng = np.random.default_rng(0)
+    gt = (rng.random(3000) < 0.3).astype(np.int8)
+    scores = np.clip(rng.normal(0.35 + 0.3 * gt, 0.15), 0, 1)
+    (run_dir / "eval").mkdir()
+    write_result(
+        run_dir / "eval" / "FINAL.h5",
+        {"valid": evaluate_arrays(gt, scores, mode="binned", n_bins=200)},
+        {"snapshot": "", "step": 60},
+    )
+    with h5py.File(run_dir / "eval" / "FINAL_valid_prob.h5", "w") as f:
+        f.attrs["snapshot"] = ""
+        g = f.create_group("cube0")
+        g["raw"] = rng.random((3, 8, 8)).astype(np.float16)
+        g["prob"] = rng.random((3, 8, 8)).astype(np.float16)
+        g["label"] = (rng.random((3, 8, 8)) < 0.5).astype(np.int8)
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory):
+    """The app over three finished or failed runs; a config to launch; nothing ever starts."""
+    root = tmp_path_factory.mktemp("fuzz")
+    runs_dir, configs = root / "runs", root / "configs"
+    configs.mkdir()
+    (configs / "train.py").write_text("# ordinary run\n")
+    write_evaluation(write_run(runs_dir, "alpha", "finished"))
+    write_run(runs_dir, "beta", "failed", error="diverged at step 40")
+    write_run(runs_dir, "victim", "finished")
+    app = create_app(
+        runs_dir,
+        configs,
+        root / "data",
+        start_launcher=False,
+        gpus=[],
+        max_cpu_runs=0,  # launches and resumes stay queued: no trainer is ever started
+        run_py=FAKE_RUN,
+    )
+    errors = ErrorLog()
+    logger = logging.getLogger(app.server.logger.name)
+    logger.addHandler(errors)
+    try:
+        yield Client(app, errors)
+    finally:
+        logger.removeHandler(errors)
+        app_context(app).close()
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+class ErrorLog(logging.Handler):
+    """The exceptions the app logs: Flask's for a 500, the app's for a callback that raised.
+
+    A callback that raises is a failure even when the app turns it into a banner on the
+    page: a hostile value must get a message of its own or be ignored.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None:
+            return
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        lines = text.splitlines() or [type(exc).__name__]
+        # a background job's error carries the job's traceback: its last line is the cause
+        self.causes.append(lines[-1] if "Traceback (most recent call last)" in text else lines[0])
+
+
+class Client:
+    """Sends callback requests as a browser on ``HOST`` would, and records server errors."""
+
+    def __init__(self, app: Any, errors: ErrorLog) -> None:
+        self.http = app.server.test_client()
+        self.errors = errors
+        self.sent = 0
+        page = self.http.get("/", base_url=f"http://{HOST}")
+        assert page.status_code == 200, page.status_code
+        config = re.search(
+            r'<script id="_dash-config" type="application/json">(.*?)</script>', page.text, re.S
+        )
+        # the page-load token the renderer echoes on every callback request
+        self.end_id = json.loads(config.group(1))["end_id"]
+        deps = self.http.get("/_dash-dependencies", base_url=f"http://{HOST}")
+        assert deps.status_code == 200, deps.status_code
+        self.callbacks = [Callback(d) for d in deps.get_json() if not d.get("clientside_function")]
+        self.values: dict[str, Any] = {}
+        for path in PAGES:
+            self.values.update(self.layout_values(path))
+        self.values.update(BROWSER_VALUES)
+
+    def post(self, body: dict, **args: str) -> tuple[int, Any, str]:
+        """``(status, JSON answer or None, exception the app logged or '')`` of one request."""
+        self.sent += 1
+        before = len(self.errors.causes)
+        response = self.http.post(
+            UPDATE,
+            base_url=f"http://{HOST}",
+            query_string={"endId": self.end_id, **args},
+            data=json.dumps(body),  # writes Infinity and NaN as JavaScript does not
+            content_type="application/json",
+            headers=HEADERS,
+        )
+        cause = "; ".join(self.errors.causes[before:])
+        answer = response.get_json(silent=True) if response.status_code == 200 else None
+        return response.status_code, answer, cause
+
+    def layout_values(self, path: str) -> dict[str, Any]:
+        """``{'id.prop': value}`` of every component of the page at ``path``, as served."""
+        router = next(c for c in self.callbacks if c.output.startswith(".._pages_content."))
+        body = router.body(
+            {"_pages_location.pathname": path, "_pages_location.search": ""},
+            "_pages_location.pathname",
+        )
+        status, answer, cause = self.post(body)
+        assert status == 200, f"page {path}: {status} {cause}"
+        values: dict[str, Any] = {}
+        _collect(answer["response"]["_pages_content"]["children"], values)
+        return values
+
+    def slot_values(self, cb: Callback) -> dict[str, Any]:
+        values = {}
+        for slot in cb.slots:
+            prop = slot.rsplit(".", 1)[1]
+            value = self.values.get(slot)
+            values[slot] = max(value or 0, 1) if prop in COUNTERS else value
+        return values
+
+
+def _collect(node: Any, out: dict[str, Any]) -> None:
+    if isinstance(node, list):
+        for child in node:
+            _collect(child, out)
+    elif isinstance(node, dict) and "props" in node:
+        props = node["props"]
+        if "id" in props:
+            key = props["id"] if isinstance(props["id"], str) else json.dumps(props["id"])
+            for prop, value in props.items():
+                if prop != "children":
+                    out[f"{key}.{prop}"] = value
+        for value in props.values():
+            _collect(value, out)
+
+
+def _component_id(text: str) -> Any:
+    # pattern-matching ids are JSON in the dependency list; others escape their dots
+    return json.loads(text) if text.startswith("{") else text.replace("\\.", ".")
+
+
+def _split(spec: str) -> tuple[str, str]:
+    component, prop = spec.rsplit(".", 1)
+    return component, prop
+
+
+class Callback:
+    """One entry of ``/_dash-dependencies`` and the request bodies a browser builds from it."""
+
+    def __init__(self, dep: dict) -> None:
+        self.output = dep["output"]
+        self.multi = self.output.startswith("..")
+        specs = self.output[2:-2].split("...") if self.multi else [self.output]
+        self.outputs = [
+            {"id": _component_id(c), "property": p} for c, p in (_split(s) for s in specs)
+        ]
+        self.inputs = [f"{i['id']}.{i['property']}" for i in dep["inputs"]]
+        self.state = [f"{s['id']}.{s['property']}" for s in dep["state"]]
+        self.background = bool(dep.get("background"))
+
+    @property
+    def slots(self) -> list[str]:
+        return [*self.inputs, *self.state]
+
+    @property
+    def name(self) -> str:
+        return ", ".join(f"{o['id']}.{o['property'].split('@')[0]}" for o in self.outputs)
+
+    def body(self, values: dict[str, Any], changed: str | None = None, turn: int = 0) -> dict:
+        """The request a browser sends when ``changed`` changed.
+
+        For a state slot (a change of state alone sends nothing) the trigger is input
+        number ``turn`` (cycling), so each branch on the trigger gets hostile values.
+        """
+
+        def entries(slots: list[str]) -> list[dict]:
+            out = []
+            for slot in slots:
+                component, prop = _split(slot)
+                out.append(
+                    {"id": _component_id(component), "property": prop, "value": values.get(slot)}
+                )
+            return out
+
+        if changed not in self.inputs:
+            changed = self.inputs[turn % len(self.inputs)] if self.inputs else None
+        return {
+            "output": self.output,
+            "outputs": self.outputs if self.multi else self.outputs[0],
+            "inputs": entries(self.inputs),
+            "state": entries(self.state),
+            "changedPropIds": [changed] if changed else [],
+        }
+
+
+# ----------------------------------------------------------------------------------- tests
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:20]}...({len(text)} chars)"
+
+
+def _fuzz(client: Client, cb: Callback, values: list[Any], failures: list[str]) -> None:
+    base = client.slot_values(cb)
+    cases = [(slot, value) for slot in cb.slots for value in values]
+    if values is BAD_VALUES:
+        cases += [(slot, v) for slot in cb.slots for v in EXTRA_VALUES.get(slot, [])]
+    cases += [("every slot", value) for value in values]
+    for turn, (slot, value) in enumerate(cases):
+        sent = {s: value for s in cb.slots} if slot == "every slot" else {**base, slot: value}
+        body = cb.body(sent, slot, turn)
+        status, answer, cause = client.post(body)
+        if cb.background and status == 200 and answer and "cacheKey" in answer:
+            status, cause = _follow(client, body, answer)
+        if status >= 500 or cause:
+            failures.append(f"{cb.name} | {slot} = {_show(value)} | HTTP {status} | {cause}")
+
+
+def _follow(client: Client, body: dict, job: dict, limit_s: float = 120.0) -> tuple[int, str]:
+    """Poll a background job as the page does until it answers; its final status and cause."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        status, answer, cause = client.post(body, cacheKey=job["cacheKey"], job=job["job"])
+        if status != 200 or (answer and ("response" in answer or "sideUpdate" in answer)):
+            return status, cause
+        time.sleep(0.1)
+    raise AssertionError(f"background job of {body['output']} did not finish in {limit_s} s")
+
+
+def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app):
+    import multiprocess
+
+    client = fuzz_app
+    failures: list[str] = []
+    assert len(client.callbacks) >= 20, [cb.name for cb in client.callbacks]
+    assert [cb for cb in client.callbacks if cb.background and BACKGROUND_OUTPUT in cb.name]
+    try:
+        for cb in client.callbacks:
+            _fuzz(client, cb, BACKGROUND_VALUES if cb.background else BAD_VALUES, failures)
+    finally:
+        multiprocess.active_children()  # joins the background jobs that have finished
+        me = psutil.Process(os.getpid())
+        _gone, alive = psutil.wait_procs(me.children(recursive=True), timeout=30)
+    print(f"{client.sent} requests to {len(client.callbacks)} callbacks")
+    assert not alive, f"processes left behind: {alive}"
+    assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures)
