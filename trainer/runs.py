@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -141,9 +142,13 @@ class RunWriteError(OSError):
                 with contextlib.suppress(ValueError):
                     shown = str(self.path.relative_to(run_dir))
         resume = f"python run.py train --resume {run_dir or 'RUN_DIR'}"
+        if _errno_of(cause) in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            fix = "free space on its disk"
+        else:
+            fix = "check that folder (permissions, mount, a file where a folder belongs)"
         self.message = (
-            f"{os_error_in_words(cause)} while writing {shown}; free space (or fix the file "
-            f"system), then continue the run with `{resume}`"
+            f"{os_error_in_words(cause)} while writing {shown}; {fix}, then continue the run "
+            f"with `{resume}`"
         )
         super().__init__(_errno_of(cause), self.message, str(self.path))
 

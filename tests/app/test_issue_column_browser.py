@@ -17,8 +17,8 @@ from trainer.runs import Status, write_status
 pytestmark = pytest.mark.browser
 
 DISK_FULL = (
-    "no space left on device while writing snapshots/LAST.pt; free space (or fix the file "
-    "system), then continue the run with `python run.py train --resume runs/disk-full`"
+    "no space left on device while writing snapshots/LAST.pt; free space on its disk, then "
+    "continue the run with `python run.py train --resume runs/disk-full`"
 )
 
 

@@ -295,7 +295,7 @@ def test_a_lost_run_shows_the_first_error_of_its_last_attempt(tmp_path):
                        heartbeat=NOW - 120, started=NOW - 200)  # fmt: skip
     log = run_dir / "train.log"
     start = "[07:48:19] [INFO] Training full on cpu (torch 2), 40 steps from step 0, run dir x\n"
-    cause = "no space left on device while writing status.json; free space (...)"
+    cause = "no space left on device while writing status.json; free space on its disk (...)"
     log.write_text(
         "[07:40:00] [INFO] Training full on cpu (torch 2), 40 steps from step 0, run dir x\n"
         "[07:41:00] [ERROR] Training failed at step 3:\n"

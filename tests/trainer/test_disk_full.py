@@ -176,7 +176,7 @@ def test_a_full_disk_fails_the_run_in_words_and_resume_finishes(tmp_path, data_d
                   "--save-name", "full", "--n-steps", "40")  # fmt: skip
     assert proc.returncode == 1, f"{small_disk.kind}: {proc.stderr[-3000:]}"
 
-    cause = re.compile(r"no space left on device while writing snapshots/LAST\.pt; free space")
+    cause = re.compile(r"no space left on device while writing snapshots/LAST\.pt; free space on")
     status = runs.read_status(run_dir)
     assert status.state == "failed", status
     assert cause.search(status.error), status.error
@@ -256,7 +256,9 @@ def test_a_heartbeat_that_cannot_write_is_raised_by_check(tmp_path):
         deadline = time.monotonic() + 30
         while sf.failure is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        with pytest.raises(runs.RunWriteError, match=r"while writing status\.json; free space"):
+        with pytest.raises(
+            runs.RunWriteError, match=r"is a directory while writing status\.json; check that"
+        ):
             sf.check()
     assert sf.failure.path == tmp_path / runs.STATUS_FILE
 
@@ -299,4 +301,6 @@ def test_a_failed_write_stops_the_run_naming_the_file(tmp_path, data_dir, folder
         tr.run()
     status = runs.read_status(tr.run_dir)
     assert status.state == "failed"
-    assert re.match(rf"[a-z][a-z ]+ while writing {re.escape(file)}; free space", status.error)
+    assert re.match(
+        rf"file exists while writing {re.escape(file)}; check that folder", status.error
+    )
