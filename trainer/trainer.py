@@ -492,7 +492,11 @@ class Trainer:
         return hours - self._preview_hours_done >= period
 
     def _preview(self, step: int) -> float:
-        """Write a preview; a failure is logged, never fatal. Returns the seconds it took."""
+        """Write a preview. Returns the seconds it took.
+
+        A preview that cannot be computed is logged and training goes on; one that cannot be
+        written (a full disk) raises ``RunWriteError`` and stops the run.
+        """
         t0 = time.perf_counter()
         self._preview_hours_done = self.train_time / 3600.0
         try:
