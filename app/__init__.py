@@ -17,8 +17,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +50,8 @@ class AppContext:
         read_only: hide and refuse launch, stop, resume and delete.
         demo: the app launched the demo config at start if nothing ran.
         launcher: this app's launcher (queue and children).
+        jobs_dir: this app's background-job folder (Dash's job results and the evaluation
+            slots); removed by ``close``.
     """
 
     runs_dir: Path
@@ -55,17 +60,41 @@ class AppContext:
     read_only: bool
     demo: bool
     launcher: Launcher
+    jobs_dir: Path
 
     def close(self) -> None:
-        """Stop the launcher's scheduler thread (runs keep running)."""
+        """Stop the scheduler thread and background jobs, remove the job folder.
+
+        Training runs keep running (a later dashboard re-attaches to them).
+        """
         self.launcher.close()
+        _close_jobs(self.jobs_dir)
 
 
 def current_context() -> AppContext:
-    """The ``AppContext`` of the app serving the current request (layouts, callbacks)."""
+    """The ``AppContext`` of the app serving the current request (layouts, callbacks).
+
+    In a background job (a process forked from the server) there is no request: the job's
+    app is the one Dash knows as the current app.
+    """
     import flask
 
-    return flask.current_app.config[CONTEXT_KEY]
+    if flask.has_app_context():
+        return flask.current_app.config[CONTEXT_KEY]
+    import dash
+
+    return app_context(dash.get_app())
+
+
+def changes_runs(func: Callable) -> Callable:
+    """Mark a callback that writes under the runs folder or starts a process.
+
+    Apply it under ``@callback``. A read-only app refuses every request for such a callback
+    with 403 before Dash runs it, so a forged request cannot start it either; pages also
+    leave its controls out of their read-only layouts.
+    """
+    func.changes_runs = True
+    return func
 
 
 def app_context(app: dash.Dash) -> AppContext:
@@ -139,6 +168,7 @@ def create_app(
     if run_py:
         launcher_kwargs["run_py"] = run_py
     launcher = Launcher(runs_dir, configs_dir, data_dir, gpus=gpus, **launcher_kwargs)
+    jobs_dir, manager = _background_manager()
     context = AppContext(
         runs_dir=Path(runs_dir).absolute(),
         configs_dir=Path(configs_dir).absolute(),
@@ -146,6 +176,7 @@ def create_app(
         read_only=bool(read_only),
         demo=bool(demo),
         launcher=launcher,
+        jobs_dir=jobs_dir,
     )
 
     _drop_unclaimed_callbacks()
@@ -159,19 +190,191 @@ def create_app(
         suppress_callback_exceptions=True,
         title="VoxelBoard",
         update_title=None,
+        background_callback_manager=manager,
+        on_error=_show_callback_error,
     )
     app.server.config[CONTEXT_KEY] = context
     app.layout = html.Div(
-        [components.navbar(read_only), html.Main(dash.page_container, className="vb-main")],
+        [
+            components.navbar(read_only),
+            components.callback_error_banner(),
+            html.Main(dash.page_container, className="vb-main"),
+        ],
         className="vb-root",
     )
+    app.clientside_callback(
+        "function (n) { return true; }",
+        dash.Output(components.ERROR_BANNER, "hidden", allow_duplicate=True),
+        dash.Input(components.ERROR_CLOSE, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    app.server.before_request(functools.partial(_check_callback_request, app))
+    app.server.register_error_handler(500, _plain_500)
     app.server.wsgi_app = GuardMiddleware(app.server.wsgi_app, allowed_hosts, auth)
 
-    if start_launcher:
-        launcher.start()
-    if demo:
-        _start_demo(context, demo_config)
+    if read_only:
+        # a read-only dashboard starts nothing: queued runs in a shared folder wait for a
+        # dashboard that may launch them
+        if demo:
+            log.warning("--demo ignored: a read-only dashboard launches no run")
+    else:
+        if start_launcher:
+            launcher.start()
+        if demo:
+            _start_demo(context, demo_config)
     return app
+
+
+def _background_manager() -> tuple[Path, Any]:
+    """A folder of this app's own and the ``DiskcacheManager`` keeping job results in it.
+
+    The folder is ``<tmp>/voxelboard-dash-<uid>-<pid>-<random>``; ``AppContext.close`` removes
+    it, and so does a normal exit of the serving process.
+    """
+    import atexit
+    import tempfile
+
+    import diskcache
+    from dash import DiskcacheManager
+
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.mkdtemp(prefix=f"voxelboard-dash-{uid}-{os.getpid()}-"))
+    owner = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == owner:  # never from a forked background job
+            shutil.rmtree(folder, ignore_errors=True)
+
+    atexit.register(remove)
+    return folder, DiskcacheManager(diskcache.Cache(str(folder)))
+
+
+def _close_jobs(folder: Path) -> None:
+    """Stop this process's background jobs and remove the job folder."""
+    try:
+        import multiprocess
+
+        for job in multiprocess.active_children():
+            job.terminate()
+            job.join(timeout=5)
+    except ImportError:
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _show_callback_error(err: Exception) -> None:
+    """Every callback's last resort: the cause, in words, in the page's error banner."""
+    from dash import ctx, set_props
+
+    from app import components
+
+    message = str(err).strip()
+    marker = "An error occurred inside a background callback: "
+    if message.startswith(marker):  # Dash appends the job's traceback; the log keeps it
+        message = message[len(marker) :].split("\n", 1)[0]
+        kind = "background job"
+    else:
+        kind = type(err).__name__
+    outputs = ", ".join(sorted({str(o.get("id")) for o in _flat(ctx.outputs_list)})) or "?"
+    log.error("callback for %s failed", outputs, exc_info=err)
+    set_props(components.ERROR_TEXT, {"children": f"Something failed ({kind}): {message}"})
+    set_props(components.ERROR_BANNER, {"hidden": False})
+
+
+def _flat(items: Any) -> list[dict]:
+    if isinstance(items, dict):
+        return [items]
+    if isinstance(items, list):
+        return [x for item in items for x in _flat(item)]
+    return []
+
+
+#: deepest nesting of lists and objects a callback request may carry
+MAX_BODY_DEPTH = 32
+
+
+def _check_callback_request(app: dash.Dash) -> Any:
+    """Refuse a callback request the app must not run, before Dash reads it.
+
+    A body that is not a callback request gets 400, and so does one nested deeper than
+    ``MAX_BODY_DEPTH``, one holding text that is not valid Unicode (no browser sends it, and
+    echoed back it cannot be encoded), or a page address that is not a path: Dash would answer
+    those with 500. On a read-only app, a request for a callback marked with
+    ``changes_runs`` gets 403, whoever sent it.
+    """
+    import flask
+
+    if flask.request.method != "POST" or not flask.request.path.endswith("/_dash-update-component"):
+        return None
+    try:
+        body = flask.request.get_json(silent=True)
+    except RecursionError:
+        body = None
+    if not isinstance(body, dict) or not isinstance(body.get("output"), str):
+        return _refuse(400, "not a callback request: expected a JSON object with an 'output'")
+    for key in ("inputs", "state"):
+        if not isinstance(body.get(key, []), list):
+            return _refuse(400, f"not a callback request: '{key}' must be a list")
+    problem = _body_problem(body)
+    if problem:
+        return _refuse(400, f"not a callback request: {problem}")
+    entry = app.callback_map.get(body["output"])
+    if entry is None:
+        return _refuse(400, "no such callback on this dashboard; reload the page")
+    if app_context(app).read_only and getattr(entry.get("callback"), "changes_runs", False):
+        return _refuse(
+            403,
+            "refused: this dashboard is read-only (it writes nothing under the runs folder "
+            "and starts no process)",
+        )
+    return None
+
+
+def _body_problem(body: dict) -> str | None:
+    """What makes a parsed callback body unfit for Dash, or ``None``."""
+    stack = [(body, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_BODY_DEPTH:
+            return f"values are nested deeper than {MAX_BODY_DEPTH} levels"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a text value is not valid Unicode"
+        elif isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in (*value.keys(), *value.values()))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+    for entry in [*body.get("inputs", []), *body.get("state", [])]:
+        if isinstance(entry, dict) and entry.get("id") == "_pages_location":
+            value = entry.get("value")
+            if entry.get("property") == "pathname" and not (
+                isinstance(value, str) and value.startswith("/")
+            ):
+                return "the page address must be a path starting with '/'"
+            if entry.get("property") in ("search", "hash") and not isinstance(value, str | None):
+                return f"the page's {entry.get('property')} must be text"
+    return None
+
+
+def _plain_500(err: Exception) -> Any:
+    """A failure outside any callback, as one line the page's banner can show."""
+    import flask
+
+    cause = getattr(err, "original_exception", None) or err
+    log.error("request failed", exc_info=cause)
+    return flask.Response(
+        f"internal error: {type(cause).__name__}: {cause}; details are in the server log",
+        status=500,
+        mimetype="text/plain",
+    )
+
+
+def _refuse(status: int, message: str) -> Any:
+    import flask
+
+    return flask.Response(message, status=status, mimetype="text/plain")
 
 
 def _drop_unclaimed_callbacks() -> None:

@@ -25,6 +25,27 @@ STATE_COLORS = {
 }
 
 
+#: ids of the app-wide banner that says why a callback failed (``assets/errors.js`` fills it
+#: for refused or failed requests, ``app._show_callback_error`` for exceptions in callbacks)
+ERROR_BANNER = "vb-callback-error"
+ERROR_TEXT = "vb-callback-error-text"
+ERROR_CLOSE = "vb-callback-error-close"
+
+
+def callback_error_banner() -> html.Div:
+    """The hidden banner that shows why an action failed, with a close button."""
+    return html.Div(
+        [
+            html.Span(id=ERROR_TEXT),
+            html.Button("×", id=ERROR_CLOSE, n_clicks=0, title="dismiss", className="vb-close"),
+        ],
+        id=ERROR_BANNER,
+        hidden=True,
+        role="alert",
+        className="vb-callback-error",
+    )
+
+
 def navbar(read_only: bool = False) -> html.Nav:
     """The top bar: product name, link to the experiments page, read-only marker."""
     items: list[Any] = [

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from app import paths
 from app.figures import png_data_uri
 from trainer import runs
 from trainer.evaluation import ResultFileError, read_result
@@ -155,22 +156,16 @@ def list_results(run_dir: str | os.PathLike) -> list[str]:
     return [p.stem for p in sorted(files, key=lambda p: (-mtime(p), p.name))]
 
 
-def result_file(run_dir: str | os.PathLike, name: str) -> Path:
-    """``<run_dir>/eval/<name>.h5`` for a plain result name (no separators, not hidden).
+def result_file(run_dir: str | os.PathLike, name: Any) -> Path:
+    """``<run_dir>/eval/<name>.h5`` for a result name a client sent (see ``app.paths``).
 
     Raises:
         ResultViewError: for a name that could leave the ``eval`` folder.
     """
-    if (
-        not isinstance(name, str)
-        or not name
-        or name.startswith(".")
-        or "/" in name
-        or "\\" in name
-        or "\0" in name
-    ):
-        raise ResultViewError(f"{name!r} is not a result name; pick one from the list")
-    return eval_dir(run_dir) / f"{name}.h5"
+    try:
+        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, ".h5")
+    except paths.ClientPathError as e:
+        raise ResultViewError(str(e)) from None
 
 
 def read_split(path: str | os.PathLike, split: str) -> EvaluationResult:
@@ -823,9 +818,18 @@ def segmentation_figure(
     return fig
 
 
-def prob_cache_path(run_dir: str | os.PathLike, name: str, split: str = "valid") -> Path:
-    """``<run_dir>/eval/<name>_<split>_prob.h5``."""
-    return eval_dir(run_dir) / f"{name}_{split}{PROB_SUFFIX}.h5"
+def prob_cache_path(run_dir: str | os.PathLike, name: Any, split: str = "valid") -> Path:
+    """``<run_dir>/eval/<name>_<split>_prob.h5`` for a result name a client sent.
+
+    Raises:
+        ResultViewError: for a name that could leave the ``eval`` folder or an unknown split.
+    """
+    if split not in SPLITS:
+        raise ResultViewError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    try:
+        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, f"_{split}{PROB_SUFFIX}.h5")
+    except paths.ClientPathError as e:
+        raise ResultViewError(str(e)) from None
 
 
 def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:

@@ -90,6 +90,8 @@ LOCK_FILE = ".launcher.lock"
 BATCH_SCRIPT_FILE = "slurm-job.sh"
 #: backends a launcher can run launches with
 BACKENDS = ("local", "slurm")
+#: launches waiting in the queue at once; more are refused (a visitor cannot pile up work)
+MAX_QUEUED = 20
 #: a submitted job that squeue and sacct both do not know for this long counts as gone
 JOB_UNKNOWN_GRACE_S = 120.0
 
@@ -177,6 +179,7 @@ class Launcher:
         slurm_poll_s: seconds between two ``squeue`` calls of the scheduler thread (keep it
             well above a second on a shared cluster).
         slurm: the Slurm client (tests pass one with another timeout or environment).
+        max_queued: queued launches allowed at once; ``launch`` refuses more.
 
     Raises:
         ValueError: an unknown backend; ``LaunchError`` for bad ``slurm_defaults``.
@@ -197,6 +200,7 @@ class Launcher:
         slurm_defaults: Mapping[str, Any] | None = None,
         slurm_poll_s: float = 10.0,
         slurm: Slurm | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
@@ -213,6 +217,7 @@ class Launcher:
         self.python = str(python)
         self.run_py = Path(run_py).absolute()
         self.max_cpu_runs = int(max_cpu_runs)
+        self.max_queued = int(max_queued)
         self.grace_s = float(grace_s)
         self.poll_s = float(poll_s)
         self._gpus = None if gpus is None else list(gpus)
@@ -378,6 +383,13 @@ class Launcher:
         base = overrides.pop("save_name", None) or sanitize_run_name(config.stem)
         now = time.time()
         with self._locked():
+            waiting = len(self._queued_names(self._scan()))
+            if waiting >= self.max_queued:
+                raise LaunchError(
+                    "config",
+                    f"not queued: {waiting} launches are already waiting, the most this "
+                    "dashboard queues; stop or delete one, or wait until one starts",
+                )
             run_dir = self._claim_dir(base)
             launch = {
                 "format": 1,

@@ -32,13 +32,13 @@ moving average rereads the ``window - 1`` rows before the new ones. Both are pur
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from app import paths
 from trainer.smoothing import ema_debiased, minmax_downsample, sma
 
 DEFAULT_MAX_POINTS = 2000
@@ -48,10 +48,6 @@ HISTORY_COLUMNS = ("train_loss", "valid_loss", "train_err", "valid_err", "lr", "
 
 SMOOTHING_MODES = ("ema", "sma", "none")
 X_AXES = ("step", "time")
-
-#: a run name as the launcher makes them (app.security.sanitize_run_name): no separators,
-#: no leading dot, at most 100 characters
-_RUN_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}$")
 
 #: ``server.config`` key of the runs directory; the app context (key ``VOXELBOARD``,
 #: attribute ``runs_dir``) is the fallback
@@ -81,20 +77,15 @@ def app_runs_dir() -> Path | None:
 def run_dir_for(runs_dir: str | Path | None, name: Any) -> Path | None:
     """The run directory ``runs_dir/name``, or ``None`` if ``name`` is not a run there.
 
-    Only a plain directory name directly under ``runs_dir`` is accepted: no separators,
-    no ``..``, no hidden names, and a symlink must not lead out of ``runs_dir``. Use it on
-    every name that comes from a URL or a browser.
+    For every name that comes from a URL or a browser: ``app.paths.run_dir`` decides
+    (one plain name directly under ``runs_dir``, no symlink leading out of it).
     """
-    if runs_dir is None or not isinstance(name, str) or not _RUN_NAME.match(name):
+    if runs_dir is None:
         return None
-    root = Path(runs_dir).resolve()
-    path = root / name
     try:
-        if not path.is_dir() or path.resolve().parent != root:
-            return None
-    except OSError:
+        return paths.run_dir(runs_dir, name)
+    except paths.ClientPathError:
         return None
-    return path
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,6 @@ modules before registering them).
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ import dash
 import plotly.graph_objects as go
 from dash import (
     ClientsideFunction,
-    DiskcacheManager,
     Input,
     Output,
     State,
@@ -41,11 +39,9 @@ from dash import (
     html,
     no_update,
 )
-from dash.background_callback.managers import BaseBackgroundCallbackManager
-from dash.background_callback.managers.diskcache_manager import _make_job_fn
 
+from app import changes_runs, current_context, inputs, limits, paths, series
 from app import evaluation_view as ev
-from app import series
 from app.components import run_not_found
 from trainer import runs
 
@@ -66,45 +62,6 @@ FIGURES = {
     "hist": "score distributions",
     "segmentation": "segmentation",
 }
-
-
-class _LazyDiskcacheManager(DiskcacheManager):
-    """A ``DiskcacheManager`` whose cache folder is opened on first use, not when the page loads.
-
-    The folder is ``<tmp>/voxelboard-dash-<uid>-<pid>`` of the serving process (background jobs
-    are forked from it and reach the same folder); it is made when the app first serves and
-    removed when the serving process exits.
-    """
-
-    def __init__(self) -> None:
-        uid = os.getuid() if hasattr(os, "getuid") else 0
-        self._owner = os.getpid()
-        self._directory = Path(tempfile.gettempdir()) / f"voxelboard-dash-{uid}-{self._owner}"
-        self._handle = None
-        self.expire = None
-        BaseBackgroundCallbackManager.__init__(self, None)
-
-    @property
-    def handle(self) -> Any:
-        if self._handle is None:
-            import atexit
-            import shutil
-
-            import diskcache
-
-            self._handle = diskcache.Cache(str(self._directory))
-            if os.getpid() == self._owner:  # not in a forked job: the server owns the folder
-                atexit.register(shutil.rmtree, self._directory, ignore_errors=True)
-        return self._handle
-
-    def make_job_fn(self, fn, progress, key=None):
-        def job_fn(*args):
-            return _make_job_fn(fn, self.handle, progress)(*args)
-
-        return job_fn
-
-
-_MANAGER = _LazyDiskcacheManager()
 
 
 # --------------------------------------------------------------------------------------- layout
@@ -169,6 +126,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     if run_dir is None:
         return run_not_found(name, "eval-missing")
     snapshots = _snapshot_options(run_dir)
+    # a read-only dashboard evaluates, predicts and saves nothing: those controls stay hidden
+    # (and app._check_callback_request refuses their callbacks)
+    read_only = current_context().read_only
     preset_buttons = [
         html.Button(ev.PRESET_LABELS[p], id=f"eval-preset-{p}", n_clicks=0)
         for p in ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at", "chosen")
@@ -203,6 +163,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.Span(id="eval-progress-text"),
         ],
         style=_ROW,
+        hidden=read_only,
     )
     threshold_row = html.Div(
         [
@@ -266,7 +227,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     )
     actions = html.Div(
         [
-            html.Button("Save threshold", id="eval-save", n_clicks=0),
+            html.Button("Save threshold", id="eval-save", n_clicks=0, hidden=read_only),
             html.Button("Metrics CSV", id="eval-csv", n_clicks=0),
             dcc.Dropdown(
                 id="eval-html-which",
@@ -291,7 +252,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         "Cube",
                         dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
                     ),
-                    html.Button("Predict the validation cubes", id="eval-seg-predict", n_clicks=0),
+                    html.Button(
+                        "Predict the validation cubes",
+                        id="eval-seg-predict",
+                        n_clicks=0,
+                        style={"display": "none"},
+                    ),
                 ],
                 style=_ROW,
             ),
@@ -400,31 +366,18 @@ def _run_dir(name: Any) -> Path | None:
     return series.run_dir_for(series.app_runs_dir(), name)
 
 
-def _data_dir() -> Path | None:
-    from app import CONTEXT_KEY
-
-    try:
-        import flask
-
-        config = (
-            flask.current_app.config if flask.has_app_context() else dash.get_app().server.config
-        )
-        return getattr(config.get(CONTEXT_KEY), "data_dir", None)
-    except Exception:  # no app: the config's own default applies
-        return None
-
-
 def _threshold(t: Any, view: dict) -> float:
-    if isinstance(t, int | float) and not isinstance(t, bool):
-        return float(t)
+    t = inputs.number(t, lo=0.0, hi=1.0)
+    if t is not None:
+        return t
     chosen = view.get("chosen")
     return float(chosen["threshold"]) if chosen else float(view["presets"]["max_accuracy"])
 
 
 def _others(root: Path | None, selected: Any) -> list[dict]:
     out = []
-    for value in selected or []:
-        if not isinstance(value, str) or value.count("|") != 2:
+    for value in inputs.strings(selected):
+        if value.count("|") != 2:
             continue
         run, result, split = value.split("|")
         d = series.run_dir_for(root, run)
@@ -519,7 +472,7 @@ def _on_load(result, split, compare, hist_log, _done, t, name):
     run_dir = _run_dir(name)
     if run_dir is None or not result:
         return (None, *[no_update] * 5, no_update, "")
-    split = split if split in ev.SPLITS else "valid"
+    split = inputs.choice(split, ev.SPLITS, "valid")
     try:
         view = ev.load_view(run_dir, result, split)
     except ev.ResultViewError as e:
@@ -527,9 +480,8 @@ def _on_load(result, split, compare, hist_log, _done, t, name):
         return (None, empty, empty, go.Figure(layout={"height": 300}), empty, empty, str(e), "")
     reload = ctx.triggered_id in (None, "eval-result", "eval-split", "eval-done")
     threshold = _threshold(None if reload else t, view)
-    figs = build_figures(
-        view, threshold, _others(series.app_runs_dir(), compare), "log" in (hist_log or [])
-    )
+    log_y = "log" in inputs.strings(hist_log)
+    figs = build_figures(view, threshold, _others(series.app_runs_dir(), compare), log_y)
     data = view if reload else no_update
     return (
         data,
@@ -587,23 +539,22 @@ clientside_callback(
 )
 def _on_seg_meta(result, _ready, cube, z, name):
     run_dir = _run_dir(name)
-    hidden, shown = {"display": "none"}, {}
+    hidden = {"display": "none"}
+    shown = hidden if current_context().read_only else {}
     if run_dir is None or not result:
         return [], None, 0, 0, {}, "", hidden
-    path = ev.prob_cache_path(run_dir, result)
+    try:
+        path = ev.prob_cache_path(run_dir, result)
+    except ev.ResultViewError as e:
+        return [], None, 0, 0, {}, str(e), hidden
     if not path.is_file():
-        return (
-            [],
-            None,
-            0,
-            0,
-            {},
-            (
-                "No probability maps of the validation cubes for this result yet: press "
-                "'Predict the validation cubes' (once; the evaluation is not repeated)."
-            ),
-            shown,
+        how = (
+            "a dashboard that is not read-only predicts them once"
+            if current_context().read_only
+            else "press 'Predict the validation cubes' (once; the evaluation is not repeated)"
         )
+        message = f"No probability maps of the validation cubes for this result yet: {how}."
+        return [], None, 0, 0, {}, message, shown
     try:
         meta = ev.read_prob_cache(path)
     except ev.ResultViewError as e:
@@ -619,8 +570,16 @@ def _on_seg_meta(result, _ready, cube, z, name):
 def render_segmentation(
     run_dir: Path, result: str, cube: str, z: int, threshold: float
 ) -> go.Figure:
-    """The segmentation figure of plane ``z`` of ``cube`` at ``threshold`` (one plane read)."""
+    """The segmentation figure of plane ``z`` of ``cube`` at ``threshold`` (one plane read).
+
+    Raises:
+        ResultViewError: a refused result or cube name, or an unreadable cache.
+    """
     path = ev.prob_cache_path(run_dir, result)
+    try:
+        paths.check_name("cube", cube)
+    except paths.ClientPathError as e:
+        raise ev.ResultViewError(str(e)) from None
     raw, prob, label = ev.read_prob_slice(path, cube, z)
     return ev.segmentation_figure(
         raw,
@@ -642,11 +601,11 @@ def render_segmentation(
     prevent_initial_call=True,
 )
 def _on_seg_render(t, z, cube, result, name):
-    run_dir = _run_dir(name)
-    if run_dir is None or not result or not cube or not isinstance(t, int | float):
+    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
+    if run_dir is None or not result or not cube or t is None:
         return no_update, no_update
     try:
-        return render_segmentation(run_dir, result, cube, int(z or 0), float(t)), ""
+        return render_segmentation(run_dir, result, cube, inputs.integer(z, lo=0) or 0, t), ""
     except ev.ResultViewError as e:
         return go.Figure(layout={"height": 520}), str(e)
 
@@ -665,7 +624,6 @@ def _on_seg_render(t, z, cube, result, name):
     State("eval-mode", "value"),
     State("eval-result", "value"),
     background=True,
-    manager=_MANAGER,
     progress=[
         Output("eval-progress", "value"),
         Output("eval-progress", "max"),
@@ -679,43 +637,50 @@ def _on_seg_render(t, z, cube, result, name):
     cancel=[Input("eval-cancel", "n_clicks")],
     prevent_initial_call=True,
 )
+@changes_runs
 def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
     run_dir = _run_dir(name)
     if run_dir is None:
         return no_update, no_update, f"run {name!r} is gone from the runs directory"
-    data_dir = _data_dir()
-    if data_dir is not None:
-        # this is a process of its own: the run's config may read its data folder from here
-        os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
+    c = current_context()
+    # this is a process of its own: the run's config may read its data folder from here
+    os.environ["VOXELBOARD_DATA_DIR"] = str(c.data_dir)
     try:
-        if ctx.triggered_id == "eval-seg-predict":
-            if not result:
-                return no_update, no_update, "evaluate the run first"
-            set_progress(("0", "1", "predicting the validation cubes ..."))
-            ev.probability_cache(
-                run_dir,
-                result,
-                progress=lambda d, n: set_progress((str(d), str(n), f"predicted cube {d}/{n}")),
-            )
-            set_progress(("1", "1", "done"))
-            return no_update, {"result": result, "t": time.time()}, ""
-        return _evaluate(run_dir, snapshot, mode, set_progress)
+        with limits.job_slot(c.jobs_dir, run_dir.name, limits.MAX_EVALUATIONS, "evaluation"):
+            if ctx.triggered_id == "eval-seg-predict":
+                return _predict_cubes(run_dir, result, set_progress)
+            return _evaluate(run_dir, snapshot, mode, set_progress)
+    except limits.Busy as e:
+        return no_update, no_update, str(e)
     except Exception as e:  # shown on the page; a traceback would help no user here
         set_progress(("0", "1", "failed"))
         return no_update, no_update, f"evaluation failed: {type(e).__name__}: {e}"
+
+
+def _predict_cubes(run_dir: Path, result: Any, set_progress) -> tuple:
+    if not result:
+        return no_update, no_update, "evaluate the run first"
+    ev.result_file(run_dir, result)  # a refused name fails here, before any work
+    set_progress(("0", "1", "predicting the validation cubes ..."))
+    ev.probability_cache(
+        run_dir,
+        result,
+        progress=lambda d, n: set_progress((str(d), str(n), f"predicted cube {d}/{n}")),
+    )
+    set_progress(("1", "1", "done"))
+    return no_update, {"result": result, "t": time.time()}, ""
 
 
 def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
     from trainer.evaluation import default_snapshot, evaluate_run
 
     snap = None
-    if isinstance(snapshot, str) and snapshot:
-        snap = (
-            runs.snapshot_path(run_dir, snapshot)
-            if snapshot in ("FINAL", "LAST")
-            else (run_dir / runs.SNAPSHOT_DIR / f"{snapshot}.pt")
-        )
-        if snap.parent != run_dir / runs.SNAPSHOT_DIR or not snap.is_file():
+    if snapshot:
+        try:
+            snap = paths.run_file(run_dir, runs.SNAPSHOT_DIR, "snapshot", snapshot, ".pt")
+        except paths.ClientPathError as e:
+            return no_update, no_update, str(e)
+        if not snap.is_file():
             return no_update, no_update, f"snapshot {snapshot!r} not found in {run_dir.name}"
     mode = mode if mode in ("binned", "exact") else "binned"
     set_progress(("0", "1", "loading the model and the cubes ..."))
@@ -743,13 +708,17 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
 
 def _current(name: Any, result: Any, split: Any, t: Any, beta: Any):
     """``(run_dir, ThresholdMetrics)`` at the browser's threshold, from the same coarse counts."""
-    run_dir = _run_dir(name)
-    if run_dir is None or not result or not isinstance(t, int | float):
+    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
+    if run_dir is None or not result or t is None:
         return None, None
-    split = split if split in ev.SPLITS else "valid"
-    res = ev.read_split(ev.result_file(run_dir, result), split)
-    b = float(beta) if isinstance(beta, int | float) and beta > 0 else 1.0
-    return run_dir, ev.metrics_at(res, float(t), b)
+    res = ev.read_split(ev.result_file(run_dir, result), _split(split))
+    # beta weighs recall against precision; beyond these bounds F-beta is recall or precision
+    b = inputs.number(beta, lo=1e-3, hi=1e3)
+    return run_dir, ev.metrics_at(res, t, 1.0 if b is None or b <= 0 else b)
+
+
+def _split(split: Any) -> str:
+    return inputs.choice(split, ev.SPLITS, "valid")
 
 
 @callback(
@@ -763,6 +732,7 @@ def _current(name: Any, result: Any, split: Any, t: Any, beta: Any):
     State("eval-preset-msg", "children"),
     prevent_initial_call=True,
 )
+@changes_runs
 def _on_save(_n, name, result, split, t, beta, how):
     try:
         run_dir, m = _current(name, result, split, t, beta)
@@ -770,9 +740,8 @@ def _on_save(_n, name, result, split, t, beta, how):
         return str(e)
     if m is None:
         return "nothing to save: load a result first"
-    record = ev.threshold_record(
-        m, run=name, result=result, split=split, method=str(how or "manual") or "manual"
-    )
+    how = inputs.text(how) or "manual"
+    record = ev.threshold_record(m, run=name, result=result, split=_split(split), method=how[:200])
     try:
         path = ev.save_threshold(run_dir, record)
     except OSError as e:
@@ -797,6 +766,7 @@ def _on_csv(_n, name, result, split, t, beta):
         return no_update
     if m is None:
         return no_update
+    split = _split(split)
     text = ev.metrics_csv(m, result=result, split=split)
     return {"content": text, "filename": f"{name}-{result}-{split}-metrics.csv", "type": "text/csv"}
 
@@ -816,20 +786,19 @@ def _on_csv(_n, name, result, split, t, beta):
     prevent_initial_call=True,
 )
 def _on_html(_n, which, name, result, split, t, compare, hist_log, cube, z):
-    run_dir = _run_dir(name)
-    if run_dir is None or not result or not isinstance(t, int | float) or which not in FIGURES:
+    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
+    which, split = inputs.choice(which, FIGURES), _split(split)
+    if run_dir is None or not result or t is None or which is None:
         return no_update
     try:
         if which == "segmentation":
             if not cube:
                 return no_update
-            fig = render_segmentation(run_dir, result, cube, int(z or 0), float(t))
+            fig = render_segmentation(run_dir, result, cube, inputs.integer(z, lo=0) or 0, t)
         else:
-            view = ev.load_view(run_dir, result, split if split in ev.SPLITS else "valid")
-            figs = build_figures(
-                view, float(t), _others(series.app_runs_dir(), compare), "log" in (hist_log or [])
-            )
-            fig = figs[which]
+            view = ev.load_view(run_dir, result, split)
+            log_y = "log" in inputs.strings(hist_log)
+            fig = build_figures(view, t, _others(series.app_runs_dir(), compare), log_y)[which]
     except ev.ResultViewError:
         return no_update
     return {

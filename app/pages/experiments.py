@@ -16,7 +16,7 @@ import dash
 from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
 from dash.dash_table.Format import Format, Scheme, Symbol
 
-from app import current_context
+from app import changes_runs, current_context
 from app.components import (
     STATE_COLORS,
     fmt_bytes,
@@ -431,6 +431,7 @@ def refresh_system(_n: int | None) -> list[Any]:
     *(State(f"exp-slurm-{key}", "value") for key in SLURM_FIELDS),
     prevent_initial_call=True,
 )
+@changes_runs
 def launch_run(_clicks, config, device, n_steps, batch_size, lr, save_name, *slurm) -> tuple:
     c = current_context()
     if c.read_only:
@@ -452,6 +453,7 @@ def launch_run(_clicks, config, device, n_steps, batch_size, lr, save_name, *slu
     State("exp-selected", "data"),
     prevent_initial_call=True,
 )
+@changes_runs
 def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
     c = current_context()
     if c.read_only:
@@ -491,6 +493,7 @@ def ask_delete(_clicks, selected: str | None) -> tuple:
     State("exp-selected", "data"),
     prevent_initial_call=True,
 )
+@changes_runs
 def delete_run(_submit, selected: str | None) -> tuple:
     c = current_context()
     if c.read_only:

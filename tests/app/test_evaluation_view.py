@@ -158,10 +158,14 @@ def test_bad_result_files_give_a_message(tmp_path, make, split, match):
         ev.load_view(tmp_path, "bad", split)
 
 
-@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "", None])
+@pytest.mark.parametrize(
+    "name", ["../x", "a/b", ".hidden", "", None, "/tmp/x/secret", "../../../x/secret", "a\x00b"]
+)
 def test_result_names_cannot_leave_the_eval_folder(tmp_path, name):
-    with pytest.raises(ev.ResultViewError, match="not a result name"):
+    with pytest.raises(ev.ResultViewError, match="result name .* is refused"):
         ev.result_file(tmp_path, name)
+    with pytest.raises(ev.ResultViewError, match="result name .* is refused"):
+        ev.prob_cache_path(tmp_path, name)
 
 
 def test_list_results_skips_caches_and_temporaries(run_dir):

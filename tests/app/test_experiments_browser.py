@@ -159,13 +159,19 @@ def test_read_only_hides_controls_and_refuses(dash_duo, make_app, folders):
     assert not dash_duo.find_element("#exp-buttons").is_displayed()
 
     before = sorted(p.name for p in runs.iterdir())
-    # a hidden button clicked anyway (as a crafted request would): the server refuses
+    # a hidden button clicked anyway (as a crafted request would): the server refuses with
+    # 403 before the callback runs, and the page says why in its error banner
+    assert not dash_duo.find_element("#vb-callback-error").is_displayed()
     dash_duo.driver.execute_script(
         "window.dash_clientside.set_props('exp-config', {value: 'train.py'});"
         "document.getElementById('exp-launch').click();"
     )
     deadline = time.monotonic() + 10
-    while "read-only" not in (text_content(dash_duo, "#exp-launch-msg") or ""):
+    while "read-only" not in (text_content(dash_duo, "#vb-callback-error-text") or ""):
         assert time.monotonic() < deadline, "no read-only refusal shown"
         time.sleep(0.1)
+    assert dash_duo.find_element("#vb-callback-error").is_displayed()
+    assert "HTTP 403" in text_content(dash_duo, "#vb-callback-error-text")
+    dash_duo.find_element("#vb-callback-error-close").click()
+    dash_duo.wait_until(lambda: not dash_duo.find_element("#vb-callback-error").is_displayed(), 5)
     assert sorted(p.name for p in runs.iterdir()) == before
