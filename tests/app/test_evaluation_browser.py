@@ -246,6 +246,67 @@ def test_bad_result_files_show_a_message(dash_duo, tmp_path):
     dash_duo.wait_for_contains_text("#eval-missing", "There is no run named 'no-such-run'")
 
 
+@pytest.mark.browser
+def test_read_only_evaluation_page_shows_no_writing_controls(dash_duo, tmp_path):
+    run_dir = make_evaluated_run(tmp_path / "runs")
+    (run_dir / "eval" / "FINAL_valid_prob.h5").unlink()
+    app = create_app(tmp_path / "runs", tmp_path / "configs", tmp_path / "data",
+                     read_only=True, start_launcher=False, gpus=[])  # fmt: skip
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
+    dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)  # reading works
+    dash_duo.wait_for_contains_text("#eval-seg-msg", "not read-only predicts them", timeout=10)
+    for hidden in ("#eval-run-button", "#eval-cancel", "#eval-snapshot", "#eval-save",
+                   "#eval-seg-predict"):  # fmt: skip
+        assert not dash_duo.find_element(hidden).is_displayed(), hidden
+    for shown_ in ("#eval-csv", "#eval-html", "#eval-slider"):
+        assert dash_duo.find_element(shown_).is_displayed(), shown_
+    assert sorted(p.name for p in (run_dir / "eval").iterdir()) == ["FINAL.h5"]
+
+
+@pytest.mark.browser
+def test_a_failing_callback_shows_its_cause(dash_duo, tmp_path):
+    """Whatever a callback raises, in the server or in a background job, the page says it."""
+    from dash import Input, Output, html
+
+    app = build_app(tmp_path)
+    app.layout.children.append(
+        html.Div(
+            [
+                html.Button("a", id="t-fail"),
+                html.Button("b", id="t-fail-bg"),
+                html.Span(id="t-out"),
+                html.Span(id="t-out-bg"),
+            ]
+        )  # fmt: skip
+    )
+
+    @app.callback(Output("t-out", "children"), Input("t-fail", "n_clicks"),
+                  prevent_initial_call=True)  # fmt: skip
+    def fail(_n):
+        raise OSError(28, "No space left on device", "eval/FINAL.h5")
+
+    @app.callback(Output("t-out-bg", "children"), Input("t-fail-bg", "n_clicks"),
+                  background=True, prevent_initial_call=True)  # fmt: skip
+    def fail_in_job(_n):
+        raise RuntimeError("the model does not fit this cube")
+
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#t-fail")
+    assert not dash_duo.find_element("#vb-callback-error").is_displayed()
+    dash_duo.find_element("#t-fail").click()
+    dash_duo.wait_for_contains_text("#vb-callback-error-text", "No space left on device", 10)
+    assert "OSError" in dash_duo.find_element("#vb-callback-error-text").text
+    assert dash_duo.find_element("#vb-callback-error").is_displayed()
+    dash_duo.find_element("#t-fail-bg").click()
+    dash_duo.wait_for_contains_text(
+        "#vb-callback-error-text", "the model does not fit this cube", 30
+    )
+    assert "Traceback" not in dash_duo.find_element("body").text
+    # answered by the app's error handler, not by a server error
+    assert [e for e in dash_duo.get_logs() if "status of 500" in e.get("message", "")] == []
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A real run: the demo config trained for 3 steps (~15 s), not evaluated yet."""

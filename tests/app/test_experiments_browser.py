@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dash.testing.wait import until
 
 from app import app_context, create_app
 from app.launcher import read_launch
@@ -173,5 +174,5 @@ def test_read_only_hides_controls_and_refuses(dash_duo, make_app, folders):
     assert dash_duo.find_element("#vb-callback-error").is_displayed()
     assert "HTTP 403" in text_content(dash_duo, "#vb-callback-error-text")
     dash_duo.find_element("#vb-callback-error-close").click()
-    dash_duo.wait_until(lambda: not dash_duo.find_element("#vb-callback-error").is_displayed(), 5)
+    until(lambda: not dash_duo.find_element("#vb-callback-error").is_displayed(), 5)
     assert sorted(p.name for p in runs.iterdir()) == before
