@@ -152,7 +152,7 @@ def create_app(
     import dash
     from dash import html
 
-    from app import components
+    from app import callbacks, components, pages
     from app.launcher import Launcher
     from app.security import GuardMiddleware
 
@@ -179,12 +179,10 @@ def create_app(
         jobs_dir=jobs_dir,
     )
 
-    _drop_unclaimed_callbacks()
-    _preregister_page_modules(Path(__file__).parent / "pages")
     app = dash.Dash(
         __name__,
         use_pages=True,
-        pages_folder=str(Path(__file__).parent / "pages"),
+        pages_folder="",  # the page modules are imported and registered below
         assets_folder=str(REPO_ROOT / "assets"),
         # page layouts come and go; their callbacks' ids are not all in one layout
         suppress_callback_exceptions=True,
@@ -193,6 +191,9 @@ def create_app(
         background_callback_manager=manager,
         on_error=_show_callback_error,
     )
+    for page in pages.modules():
+        dash.register_page(page.__name__, layout=page.layout, **page.PAGE)
+    callbacks.register(app)
     app.server.config[CONTEXT_KEY] = context
     app.layout = html.Div(
         [
@@ -375,36 +376,6 @@ def _refuse(status: int, message: str) -> Any:
     import flask
 
     return flask.Response(message, status=status, mimetype="text/plain")
-
-
-def _drop_unclaimed_callbacks() -> None:
-    """Forget page callbacks registered for an app that never served a request.
-
-    Dash collects ``dash.callback`` registrations in a process-wide list that the next app
-    claims on its first request; page modules are executed again for every app, so an
-    unused earlier app would hand the next one a second copy of every callback.
-    """
-    from dash import _callback
-
-    _callback.GLOBAL_CALLBACK_LIST.clear()
-    _callback.GLOBAL_CALLBACK_MAP.clear()
-
-
-def _preregister_page_modules(pages_folder: Path) -> None:
-    """Give each page module a ``sys.modules`` entry before Dash executes it.
-
-    Dash executes a page module first and registers it in ``sys.modules`` afterwards, so
-    code that looks its own module up while it runs (``@dataclasses.dataclass`` with
-    ``from __future__ import annotations``) would fail on the first app. An empty stand-in
-    is enough for that look-up; Dash replaces it with the real module right after.
-    """
-    import sys
-    import types
-
-    for path in pages_folder.glob("*.py"):
-        if not path.name.startswith(("_", ".")):
-            name = f"{__name__}.pages.{path.stem}"
-            sys.modules.setdefault(name, types.ModuleType(name))
 
 
 def _start_demo(context: AppContext, demo_config: str) -> None:

@@ -14,8 +14,7 @@ probability volume; the evaluation is never recomputed).
 managed by a ``DiskcacheManager``, with progress and cancel), then predicts the validation
 cubes once more for the segmentation view (``app.evaluation_view.probability_cache``).
 
-The module figures in ``app.evaluation_view``; no dataclass lives here (Dash executes page
-modules before registering them).
+The page's figures are built in ``app.evaluation_view``.
 """
 
 from __future__ import annotations
@@ -25,27 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dash
 import plotly.graph_objects as go
-from dash import (
-    ClientsideFunction,
-    Input,
-    Output,
-    State,
-    callback,
-    clientside_callback,
-    ctx,
-    dcc,
-    html,
-    no_update,
-)
+from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from app import changes_runs, current_context, inputs, limits, paths, series
 from app import evaluation_view as ev
+from app.callbacks import callback, clientside_callback
 from app.components import run_not_found
 from trainer import runs
 
-dash.register_page(__name__, path_template="/run/<name>/evaluation", title="VoxelBoard evaluation")
+#: where the page is served (``create_app`` registers it)
+PAGE = {"path_template": "/run/<name>/evaluation", "title": "VoxelBoard evaluation"}
 
 _ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 _HALF = {"flex": "1 1 520px", "minWidth": "0"}

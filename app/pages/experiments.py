@@ -12,11 +12,11 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-import dash
-from dash import Input, Output, State, callback, ctx, dash_table, dcc, html, no_update
+from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
 from dash.dash_table.Format import Format, Scheme, Symbol
 
 from app import changes_runs, current_context
+from app.callbacks import callback
 from app.components import (
     STATE_COLORS,
     fmt_bytes,
@@ -34,7 +34,8 @@ from app.security import LaunchError, check_run_name, list_configs
 from app.slurm import run_state as slurm_run_state
 from app.system import system_stats
 
-dash.register_page(__name__, path="/", name="Experiments", title="VoxelBoard: experiments")
+#: where the page is served (``create_app`` registers it)
+PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
 REFRESH_MS = 2000
 SYSTEM_MS = 5000

@@ -17,17 +17,18 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import dash
 import h5py
 import numpy as np
 import plotly.graph_objects as go
-from dash import Input, Output, State, callback, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
 
 from app import figures, inputs, series
+from app.callbacks import callback
 from app.components import run_not_found
 from trainer import runs
 
-dash.register_page(__name__, path_template="/run/<name>/preview", title="VoxelBoard preview")
+#: where the page is served (``create_app`` registers it)
+PAGE = {"path_template": "/run/<name>/preview", "title": "VoxelBoard preview"}
 
 REFRESH_MS = 5000
 _STEP_IN_NAME = re.compile(r"preview-(\d+)\.h5$")

@@ -19,16 +19,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import dash
 import numpy as np
-from dash import Input, Output, Patch, State, callback, ctx, dcc, html, no_update
+from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from app import components, figures, inputs, series
+from app.callbacks import callback
 from app.components import run_not_found
 from trainer import runs
 from trainer.history import read_array, table_info
 
-dash.register_page(__name__, path_template="/run/<name>", title="VoxelBoard run")
+#: where the page is served (``create_app`` registers it)
+PAGE = {"path_template": "/run/<name>", "title": "VoxelBoard run"}
 
 POLL_MS = 2000
 #: states after which nothing new will be written, so polling stops
