@@ -7,6 +7,10 @@ A run directory ``<runs_dir>/<save_name>/`` holds (see docs/run-directory.md)::
     status.json          current state, replaced atomically (see ``Status``)
     train.log            human-readable log written by the trainer
     console.log          stdout/stderr of a launched process (dashboard launches only)
+    launch.json          the launch request (dashboard launches only; trainer.runs.launch)
+    launcher.json        the launcher's record: pid, device, Slurm job, exit code
+                         (trainer.runs.launcher_record); supervisor.json the same for --nproc
+    slurm-job.sh         the batch script of a Slurm launch
     history/             the append-only history store (trainer.history)
     snapshots/           LAST.pt, FINAL.pt, step-<N>.pt
     previews/            preview-<step>.h5
@@ -35,6 +39,29 @@ from trainer.runs.atomic import (
     os_error_in_words,
     writing,
 )
+from trainer.runs.launch import (  # noqa: F401 - re-exported
+    BATCH_SCRIPT_FILE,
+    LAUNCH_FILE,
+    launch_backend,
+    launch_path,
+    read_launch,
+    write_launch,
+)
+from trainer.runs.launcher_record import (  # noqa: F401 - re-exported
+    LAUNCHER_FILE,
+    SUPERVISOR_FILE,
+    LauncherRecord,
+    job_run_state,
+    read_launcher_record,
+    slurm_exit_code,
+    write_launcher_record,
+)
+from trainer.runs.state import (  # noqa: F401 - re-exported
+    HEARTBEAT_STALE_S,
+    RunState,
+    merge_state,
+    read_run_state,
+)
 
 STATES = ("queued", "running", "finished", "failed", "stopped", "diverged", "lost")
 FINAL_STATES = frozenset({"finished", "failed", "stopped", "diverged"})
@@ -48,9 +75,6 @@ HISTORY_DIR = "history"
 SNAPSHOT_DIR = "snapshots"
 PREVIEW_DIR = "previews"
 EVAL_DIR = "eval"
-
-#: a running run whose heartbeat is older than this (seconds) and whose pid is gone is "lost"
-HEARTBEAT_STALE_S = 30.0
 
 
 @dataclasses.dataclass
@@ -168,25 +192,15 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def effective_state(status: Status | None, now: float | None = None) -> str:
-    """The state a reader should show: ``lost`` for a running run that died silently.
+    """The state of a run known only by its status (started from a shell): ``lost`` for a
+    running run that died silently. With a launcher record use ``merge_state`` or
+    ``read_run_state``.
 
     A run counts as lost when its status says running, its process is gone and its
     heartbeat is stale (older than ``HEARTBEAT_STALE_S``, or older than 5 s once the pid is
-    known to be gone). Queued runs are never lost: the launcher owns them.
+    known to be gone).
     """
-    if status is None:
-        return "queued"
-    if status.state not in ACTIVE_STATES:
-        return status.state
-    now = time.time() if now is None else now
-    stale = now - (status.heartbeat or 0.0) > HEARTBEAT_STALE_S
-    if status.state == "running" and not pid_alive(status.pid) and stale:
-        return "lost"
-    if status.state == "running" and not pid_alive(status.pid) and status.pid is not None:
-        # pid gone but heartbeat still fresh: the process just died; give it the benefit
-        # of the doubt only until the final state would have been written
-        return "lost" if now - (status.heartbeat or 0.0) > 5.0 else "running"
-    return status.state
+    return merge_state(status, None, time.time() if now is None else now, pid_alive).state
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
