@@ -35,7 +35,8 @@ def holders():
 
     yield start
     for p, release in started:
-        release.set()
+        if p.is_alive():  # a killed holder never acknowledges a wake-up: set() would block
+            release.set()
         p.join(10)
         if p.is_alive():
             p.kill()
