@@ -140,3 +140,23 @@ def run_not_found(name: Any, component_id: str) -> html.Div:
         id=component_id,
         style={"padding": "20px"},
     )
+
+
+#: style of a row of controls or links that wraps on narrow screens
+ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
+
+
+def labelled(label: str, control: Any, width: str = "auto") -> html.Div:
+    """``control`` with ``label`` above it, ``width`` wide (a CSS width)."""
+    return html.Div(
+        [html.Label(label, style={"display": "block"}), control], style={"width": width}
+    )
+
+
+def graph(graph_id: str, height: int = 320, config: dict[str, Any] | None = None) -> dcc.Graph:
+    """An empty graph ``height`` pixels high that a callback fills (no Plotly logo by default)."""
+    return dcc.Graph(
+        id=graph_id,
+        figure={"data": [], "layout": {"height": height}},
+        config={"displaylogo": False} if config is None else config,
+    )

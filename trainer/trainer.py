@@ -28,7 +28,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -570,33 +569,19 @@ class Trainer:
         return np.ascontiguousarray(cube[:, z0 : z0 + need], dtype=np.float32)
 
     def _write_preview(self, number: int, blocks: list, export_class: str | int) -> Path:
-        path = self.run_dir / runs.PREVIEW_DIR / f"preview-{int(number):08d}.h5"
-        with runs.writing(path, self.run_dir):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._write_preview_file(path, blocks, number, export_class)
-        return path
-
-    def _write_preview_file(self, path: Path, blocks: list, number: int, export_class: Any) -> None:
-        offsets = [int(o) for o in self.model.offsets]
-        with runs.atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-            f.attrs.update(step=int(number), hours=self.train_time / 3600.0,
-                           n_classes=int(self.model.n_classes),
-                           save_name=str(self.exp_config.save_name))  # fmt: skip
-            for name, raw, prob in blocks:
-                g = f.create_group(f"block{name}")
-                oz, oy, ox = offsets
-                region = raw[
-                    0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox
-                ]
-                prob = _select_classes(prob, export_class)
-                g.create_dataset(
-                    "raw", data=region[: prob.shape[1], : prob.shape[2], : prob.shape[3]]
-                )
-                g.create_dataset(
-                    "prob", data=prob.astype(np.float16), compression="gzip", compression_opts=1
-                )
-                g.attrs["z0"] = oz
-                g.attrs["source"] = str(getattr(self.exp_config, "preview_data_path", ""))
+        """Write ``(name, raw cube, probabilities)`` blocks as the preview of step ``number``:
+        each raw cube cut to the region its probabilities cover (the model's offsets)."""
+        oz, oy, ox = (int(o) for o in self.model.offsets)
+        aligned = []
+        for name, raw, prob in blocks:
+            region = raw[0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox]
+            prob = _select_classes(prob, export_class)
+            aligned.append((name, region[: prob.shape[1], : prob.shape[2], : prob.shape[3]], prob))
+        return runs.write_preview(
+            self.run_dir, number, aligned, hours=self.train_time / 3600.0,
+            n_classes=int(self.model.n_classes), save_name=str(self.exp_config.save_name),
+            z0=oz, source=str(self.exp_config.preview_data_path),
+        )  # fmt: skip
 
     def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
         """One training batch with dense (un-strided) labels, for inspection."""

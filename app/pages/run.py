@@ -24,7 +24,7 @@ from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from app import components, figures, inputs, series
 from app.callbacks import callback
-from app.components import run_not_found
+from app.components import ROW, graph, run_not_found
 from trainer import runs
 from trainer.history import read_array, table_info
 
@@ -43,15 +43,8 @@ REGRESSION_POINTS = 5000
 #: widest moving-average window a request may ask for (the dropdown offers up to 1000)
 MAX_SMA_WINDOW = 1_000_000
 
-_ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 _HALF = {"flex": "1 1 560px", "minWidth": "0"}
 _HIDDEN = {**_HALF, "display": "none"}
-
-
-def _graph(graph_id: str) -> dcc.Graph:
-    return dcc.Graph(
-        id=graph_id, figure={"data": [], "layout": {"height": 320}}, config={"displaylogo": False}
-    )
 
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
@@ -126,7 +119,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.Button("Timeline CSV", id="run-download-timeline"),
             dcc.Download(id="run-download"),
         ],
-        style={**_ROW, "padding": "8px 0"},
+        style={**ROW, "padding": "8px 0"},
     )
     compare = html.Div(
         [
@@ -151,9 +144,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style={"width": "180px"},
                     ),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
-            _graph("run-graph-compare"),
+            graph("run-graph-compare"),
         ],
         style=_HALF,
     )
@@ -170,24 +163,24 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     dcc.Link("evaluation", href=f"/run/{name}/evaluation", id="run-eval-link"),
                     dcc.Link("all runs", href="/"),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
             controls,
             html.Div(id="run-error", style={"color": "#dc3545"}),
             html.Div(
                 [
-                    html.Div(_graph("run-graph-timeline"), style=_HALF),
-                    html.Div(_graph("run-graph-loss"), style=_HALF),
-                    html.Div(_graph("run-graph-error"), style=_HALF),
-                    html.Div(_graph("run-graph-lr"), style=_HALF),
-                    html.Div(_graph("run-graph-gain"), style=_HALF),
+                    html.Div(graph("run-graph-timeline"), style=_HALF),
+                    html.Div(graph("run-graph-loss"), style=_HALF),
+                    html.Div(graph("run-graph-error"), style=_HALF),
+                    html.Div(graph("run-graph-lr"), style=_HALF),
+                    html.Div(graph("run-graph-gain"), style=_HALF),
                     compare,
-                    html.Div(_graph("run-graph-schedule"), style=_HALF),
+                    html.Div(graph("run-graph-schedule"), style=_HALF),
                     html.Div(
-                        _graph("run-graph-regression"), id="run-regression-panel", style=_HIDDEN
+                        graph("run-graph-regression"), id="run-regression-panel", style=_HIDDEN
                     ),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
         ],
         style={"padding": "10px 16px"},
@@ -205,11 +198,12 @@ def _number(v: Any) -> float | None:
 def status_header(run_dir: Path) -> tuple[list, str]:
     """Header items (state badge, step / n_steps, it/s, ETA, device) and the shown state."""
     status = runs.read_status(run_dir)
-    state = runs.effective_state(status)
+    shown = runs.read_run_state(run_dir)  # the trainer's status merged with the launcher's record
+    state = shown.state
     badge = components.state_badge(state)
     badge.id = "run-state"
     if status is None:
-        return [badge, html.Span(" no status.json yet")], state
+        return [badge, html.Span(f" {shown.error or 'no status.json yet'}")], state
     extra = status.extra
     it_s = extra.get("it_per_s")
     eta = components.fmt_duration(_number(extra.get("eta_s"))) if state == "running" else ""
@@ -218,12 +212,12 @@ def status_header(run_dir: Path) -> tuple[list, str]:
         f"step {status.step:,} / {status.n_steps:,}",
         f"{it_s:.2f} it/s" if isinstance(it_s, int | float) else None,
         f"ETA {eta}" if eta else None,
-        f"device {extra['device']}" if extra.get("device") else None,
+        f"device {shown.device}" if shown.device else None,
         f"trained {trained}" if trained else None,
     ]
     items: list = [badge, html.Span("  ·  ".join(p for p in parts if p), id="run-progress")]
-    if status.error:
-        items.append(html.Span(f" {status.error}", style={"color": "#dc3545"}))
+    if shown.error:
+        items.append(html.Span(f" {shown.error}", style={"color": "#dc3545"}))
     return items, state
 
 

@@ -12,7 +12,13 @@ import pytest
 from selenium.webdriver.common.keys import Keys
 
 from app import create_app
-from trainer.runs import Status, write_status
+from trainer.runs import (
+    PreviewError,
+    Status,
+    read_preview_block,
+    read_preview_meta,
+    write_status,
+)
 
 RUN = "prev-run"
 
@@ -50,15 +56,15 @@ def preview_app(tmp_path):
 
 def test_meta_and_block_reads_follow_the_format_and_the_cache_sees_rewrites(preview_app):
     _app, page, run_dir, files = preview_app
-    meta = page.read_meta(files[1])
+    meta = read_preview_meta(files[1])
     assert (meta.step, meta.n_classes, list(meta.blocks)) == (1000, 2, ["block0", "block1"])
     assert meta.blocks["block0"] == (6, 16, 20) and meta.z0["block0"] == 100
-    raw, prob = page.read_block(files[0], "block0")
+    raw, prob = read_preview_block(files[0], "block0")
     assert raw.dtype == prob.dtype == np.float32 and prob.shape == (2, 6, 16, 20)
-    assert page.read_block(files[0], "block0")[0] is raw  # cached
+    assert read_preview_block(files[0], "block0")[0] is raw  # cached
     write_preview(run_dir, 500, shape=(4, 8, 8))  # rewritten in place: new mtime, new decode
     os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10**9))
-    assert page.read_block(files[0], "block0")[0].shape == (4, 8, 8)
+    assert read_preview_block(files[0], "block0")[0].shape == (4, 8, 8)
     fig = page.render_preview(files[1], "block1", z=99, cls=1, opacity=0.5, mode="side")
     assert "z 105" in fig.layout.title.text  # z clamped to the last plane, shown as z0 + z
 
@@ -78,10 +84,10 @@ def test_unreadable_preview_files_raise_a_clear_error(preview_app, content, matc
             f.attrs["step"] = 2000
     else:
         path.write_bytes(content)
-    with pytest.raises(page.PreviewError, match=match):
-        page.read_meta(path)
-    with pytest.raises(page.PreviewError, match="is gone"):
-        page.read_meta(run_dir / "previews" / "preview-00009999.h5")
+    with pytest.raises(PreviewError, match=match):
+        read_preview_meta(path)
+    with pytest.raises(PreviewError, match="is gone"):
+        read_preview_meta(run_dir / "previews" / "preview-00009999.h5")
 
 
 def _image_src(dash_duo) -> str | None:

@@ -39,6 +39,17 @@ from trainer.runs.atomic import (
     os_error_in_words,
     writing,
 )
+from trainer.runs.previews import (  # noqa: F401 - re-exported
+    PREVIEW_DIR,
+    PreviewError,
+    PreviewMeta,
+    preview_files,
+    preview_path,
+    preview_step,
+    read_preview_block,
+    read_preview_meta,
+    write_preview,
+)
 from trainer.runs.launch import (  # noqa: F401 - re-exported
     BATCH_SCRIPT_FILE,
     LAUNCH_FILE,
@@ -73,7 +84,6 @@ LOG_FILE = "train.log"
 CONSOLE_LOG_FILE = "console.log"
 HISTORY_DIR = "history"
 SNAPSHOT_DIR = "snapshots"
-PREVIEW_DIR = "previews"
 EVAL_DIR = "eval"
 
 
@@ -272,12 +282,6 @@ def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | N
     if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return f"{shown} is not a PyTorch snapshot (no data.pkl in the archive)"
     return None
-
-
-def preview_files(run_dir: str | os.PathLike) -> list[Path]:
-    """Preview h5 files, oldest step first."""
-    d = Path(run_dir) / PREVIEW_DIR
-    return sorted(d.glob("preview-*.h5")) if d.is_dir() else []
 
 
 class StatusFile:
