@@ -25,10 +25,12 @@ import sys
 import traceback
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from trainer.errors import ConfigError, ConfigWarning, levenshtein, suggest
+from trainer.optimisers import OPTIMISERS, canonical_optimiser, check_optimiser_params
 from trainer.runs import (
     EVAL_DIR,
     PREVIEW_DIR,
@@ -117,8 +119,6 @@ IGNORED_KEYS = (
 #: Accepted, but an existing run directory is never deleted whatever its value.
 OVERWRITE_KEY = "overwrite"
 
-OPTIMISERS = ("SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta")
-
 REQUIRED_KEYS: dict[str, str] = {
     "data_class": "data_class = 'BatchCreatorImage'  # or ('my_data.py', 'MyBatchCreator')",
     "batch_size": "batch_size = 1",
@@ -143,72 +143,8 @@ KNOWN_KEYS: tuple[str, ...] = (
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-class ConfigError(ValueError):
-    """A config file (or an override) that cannot be used; the message says what to change."""
-
-
-class ConfigWarning(UserWarning):
-    """Something in a config file that is accepted but probably not what was meant."""
-
-
 # ---------------------------------------------------------------------------------------------
 # pure helpers
-
-
-def levenshtein(s1: str, s2: str) -> int:
-    """Edit distance between two strings (insertions, deletions, substitutions cost 1).
-
-    Example:
-        >>> levenshtein("kitten", "sitting")
-        3
-    """
-    if len(s1) < len(s2):
-        s1, s2 = s2, s1
-    # one row of the DP table at a time: row[j] = distance(s1[:i], s2[:j])
-    row = list(range(len(s2) + 1))
-    for i, c1 in enumerate(s1, start=1):
-        prev_diag, row[0] = row[0], i
-        for j, c2 in enumerate(s2, start=1):
-            prev_diag, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev_diag + (c1 != c2))
-    return row[-1]
-
-
-def typo_limit(name: str, min_len: int = 4) -> int | None:
-    """Largest edit distance at which ``name`` still counts as a typo of a known key.
-
-    Names shorter than ``min_len`` are never typos (a helper variable ``lr`` is not a typo of
-    ``wd``); up to 5 characters one edit is allowed, from 6 characters two.
-    """
-    if len(name) < min_len:
-        return None
-    return 1 if len(name) < 6 else 2
-
-
-def suggest(name: str, candidates: Iterable[str] = KNOWN_KEYS, min_len: int = 4) -> str | None:
-    """The candidate closest to ``name`` if it is close enough to be a typo, else ``None``.
-
-    A typo is within ``typo_limit(name)`` edits and starts with the same letter. Case is
-    ignored; ties go to the earlier candidate.
-
-    Example:
-        >>> suggest("histroy_freq")
-        'history_freq'
-        >>> suggest("my_helper") is None
-        True
-    """
-    limit = typo_limit(name, min_len)
-    if limit is None:
-        return None
-    best, best_d = None, limit + 1
-    for cand in candidates:
-        # typos rarely hit the first letter, while helper names often differ only there
-        # ('patch_size' is a helper variable, not a misspelt 'batch_size')
-        if cand[:1].lower() != name[:1].lower():
-            continue
-        d = levenshtein(name.lower(), cand.lower())
-        if d < best_d:
-            best, best_d = cand, d
-    return best
 
 
 def _is_ignored_name(name: str, value: Any) -> bool:
@@ -408,13 +344,6 @@ CHECKERS: dict[str, Checker] = {
 }
 
 
-def canonical_optimiser(name: Any) -> str | None:
-    """The canonical spelling of an optimiser name (case-insensitive), or ``None``."""
-    if not isinstance(name, str):
-        return None
-    return {o.lower(): o for o in OPTIMISERS}.get(name.lower())
-
-
 def to_jsonable(value: Any) -> Any:
     """A JSON-serialisable rendering of any config value.
 
@@ -572,7 +501,7 @@ class ExperimentConfig:
     @staticmethod
     def suggest(name: str) -> str | None:
         """The known config key closest to ``name`` if it looks like a typo, else ``None``."""
-        return suggest(name)
+        return suggest(name, KNOWN_KEYS)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -661,8 +590,6 @@ class ExperimentConfig:
         self.optimiser = name
         if not isinstance(self.optimiser_params, Mapping):
             return []
-        from trainer.optimisers import check_optimiser_params
-
         return [
             f"'optimiser_params': {e}" for e in check_optimiser_params(name, self.optimiser_params)
         ]
@@ -699,7 +626,7 @@ class ExperimentConfig:
     def _check_unknown_names(self) -> list[str]:
         errors, helpers = [], []
         for name, path in self._unknown.items():
-            guess = suggest(name)
+            guess = suggest(name, KNOWN_KEYS)
             if guess is not None:
                 errors.append(f"unknown config key '{name}' in {path}: did you mean '{guess}'?")
             else:

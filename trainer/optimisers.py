@@ -32,10 +32,13 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from trainer.config import OPTIMISERS, ConfigError, canonical_optimiser, suggest
+from trainer.errors import ConfigError, suggest
 
 if TYPE_CHECKING:
     import torch
+
+#: optimiser names a config may give (any case), in their canonical spelling
+OPTIMISERS = ("SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta")
 
 #: canonical name -> torch.optim class name
 TORCH_CLASSES = {
@@ -95,8 +98,17 @@ _VALUE_CHECKS = {
     ),
 }
 
-#: hyper-parameter names the trainer, schedules and shell use -> what they mean per optimiser
-HYPER_KEYS = ("lr", "mom", "wd")
+
+def canonical_optimiser(name: Any) -> str | None:
+    """The canonical spelling of an optimiser name (case-insensitive), or ``None``.
+
+    Example:
+        >>> canonical_optimiser("adamw"), canonical_optimiser("lbfgs")
+        ('AdamW', None)
+    """
+    if not isinstance(name, str):
+        return None
+    return {o.lower(): o for o in OPTIMISERS}.get(name.lower())
 
 
 def _is_number(v: Any) -> bool:

@@ -57,7 +57,7 @@ def _prompt() -> str:
 def banner(local_vars: MutableMapping[str, Any]) -> str:
     """The text shown on entering the shell and for ``help``."""
     cfg = getattr(local_vars.get("trainer"), "exp_config", None)
-    name = getattr(cfg, "save_name", "?")
+    name = "?" if cfg is None else cfg.save_name
     width = max(len(k) for k in SHORTCUTS)
     lines = [f"VoxelBoard shell - training '{name}' is paused.", "Shortcuts:"]
     lines += [f"  {k.ljust(width)}  {v}" for k, v in SHORTCUTS.items()]
@@ -159,7 +159,7 @@ def run_shortcut(line: str, local_vars: MutableMapping[str, Any]) -> str | None:
         return f"{key} = {get_hyper(optimizer, key):g}"
     if word == "preview" and len(parts) == 1:
         trainer = _trainer(local_vars)
-        trainer.preview_slice(**(getattr(trainer.exp_config, "preview_kwargs", None) or {}))
+        trainer.preview_slice(**trainer.exp_config.preview_kwargs)
         return "preview done"
     if word in ("paramstats", "gradstats") and len(parts) == 1:
         model = _trainer(local_vars).model

@@ -359,14 +359,14 @@ class TracingTrainer(Trainer):
 
     # -- set-up hooks ---------------------------------------------------------------------
     def _load_preview_data(self) -> list[np.ndarray]:
-        if getattr(self.exp_config, "preview_data_path", None):
+        if self.exp_config.preview_data_path:
             logger.info("Tracing runs write no previews; preview_data_path is ignored")
         return []
 
     @property
     def max_tracing(self) -> int:
         """Longest trace of sequence training; 0 without sequence training."""
-        seq = getattr(self.exp_config, "sequence_training", None)
+        seq = self.exp_config.sequence_training
         if not seq:
             return 0
         return int(seq) if not isinstance(seq, bool) and int(seq) > 1 else 50
@@ -374,7 +374,7 @@ class TracingTrainer(Trainer):
     # -- batches --------------------------------------------------------------------------
     @contextlib.contextmanager
     def _batches(self) -> Iterator[Iterator[TracingBatch]]:
-        if getattr(self.exp_config, "background_processes", False):
+        if self.exp_config.background_processes:
             logger.info("background_processes is ignored by tracing: the next patch depends "
                         "on the last prediction")  # fmt: skip
         self._slots = []

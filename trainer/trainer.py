@@ -73,10 +73,10 @@ class Trainer:
         self.exp_config = cfg = exp_config
         self.dist = dist
         self.is_main = dist is None or dist.is_main
-        if getattr(cfg, "run_dir", None) is None:
+        if cfg.run_dir is None:
             cfg.make_dir()
         self.run_dir = Path(cfg.run_dir)
-        spec = _device_spec(device, getattr(cfg, "device", None))
+        spec = _device_spec(device, cfg.device)
         self.device = dist.device if dist is not None else resolve_device(spec)
         self.model = self._create_model().to(self.device)
         self.net = self._wrap_distributed(self.model)
@@ -91,11 +91,11 @@ class Trainer:
         self.tracker = HistoryTracker(path=store)
         self.batch_size = int(cfg.batch_size)
         self.monitor_batch_size = _round_up(int(cfg.monitor_batch_size), self.batch_size)
-        weights = getattr(cfg, "class_weights", None)
+        weights = cfg.class_weights
         self.class_weights = (
             torch.tensor(weights, dtype=torch.float32, device=self.device) if weights else None
         )
-        self.amp = bool(getattr(cfg, "mixed_precision", False)) and self.device.type == "cuda"
+        self.amp = cfg.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0  # index of the next training step
         self.train_time = 0.0  # seconds of training, without previews and the shell
@@ -110,14 +110,14 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def _create_model(self) -> torch.nn.Module:
         cfg = self.exp_config
-        load_path = getattr(cfg, "model_load_path", None)
+        load_path = cfg.model_load_path
         if load_path:
             state = torch.load(
                 os.path.expanduser(load_path), map_location="cpu", weights_only=False
             )
             if isinstance(state, torch.nn.Module):
                 return state
-            if getattr(cfg, "create_model", None) is None:
+            if cfg.create_model is None:
                 raise ValueError(
                     f"model_load_path {load_path!r} holds a state dict, not a model; "
                     "also give create_model so VoxelBoard can build the model to load it into"
@@ -139,7 +139,7 @@ class Trainer:
 
     def _bind_schedules(self) -> dict[str, Schedule]:
         bound: dict[str, Schedule] = {}
-        for name, params in (getattr(self.exp_config, "schedules", None) or {}).items():
+        for name, params in self.exp_config.schedules.items():
             if not params:
                 continue
             sched = Schedule(**params)
@@ -162,13 +162,13 @@ class Trainer:
     def _load_data(self) -> Any:
         cfg = self.exp_config
         cls = _resolve_data_class(cfg.data_class)
-        data = cls(self.model, None, **(getattr(cfg, "data_init_kwargs", None) or {}))
+        data = cls(self.model, None, **cfg.data_init_kwargs)
         if self.dist is not None and hasattr(data, "reseed"):
             data.reseed(int(np.random.SeedSequence().entropy % 2**31) + self.dist.rank)
         return data
 
     def _load_preview_data(self) -> list[np.ndarray]:
-        path = getattr(self.exp_config, "preview_data_path", None)
+        path = self.exp_config.preview_data_path
         if not path:
             return []
         from trainer.data import load_preview_data
@@ -178,7 +178,7 @@ class Trainer:
     @property
     def batch_kwargs(self) -> dict[str, Any]:
         """getbatch kwargs for training batches (config's data_batch_args + batch_size)."""
-        kw = dict(getattr(self.exp_config, "data_batch_args", None) or {})
+        kw = dict(self.exp_config.data_batch_args)
         kw.update(batch_size=self.batch_size, source="train")
         return kw
 
@@ -254,8 +254,7 @@ class Trainer:
         cfg = self.exp_config
         if step % int(cfg.history_freq) == 0 or self.step >= int(cfg.n_steps):
             self._monitor(step, batch, loss, status)
-        save_it = int(getattr(cfg, "param_save_it", 0) or 0)
-        if save_it and step > 0 and step % save_it == 0:
+        if step > 0 and step % int(cfg.param_save_it) == 0:
             self._save_snapshot(step)
         excluded = self._preview(step) if self._preview_due(step) else 0.0
         status.update(write=False, step=self.step, train_time_s=self.train_time,
@@ -283,7 +282,7 @@ class Trainer:
         speed = self._speed()
         status.update(train_loss=train_loss, valid_loss=valid_loss, train_err=train_err,
                       valid_err=valid_err, lr=lr, **speed)  # fmt: skip
-        if getattr(self.exp_config, "print_status", True):
+        if self.exp_config.print_status:
             logger.info(
                 "%05i L_m=%.3f, L=%.2f, tr=%05.2f%%, vl=%05.2f%%, L_diff=%+.1e, LR=%.2e, "
                 "%.2f it/s, %.2f MVx/s, %s",
@@ -292,7 +291,7 @@ class Trainer:
             )  # fmt: skip
 
     def _should_stop(self) -> bool:
-        max_runtime = getattr(self.exp_config, "max_runtime", None)
+        max_runtime = self.exp_config.max_runtime
         if max_runtime and self.train_time > float(max_runtime) and self.stop_reason is None:
             self.stop_reason = "max_runtime reached"
             logger.info("Timeout: max_runtime of %s s reached", max_runtime)
@@ -317,7 +316,7 @@ class Trainer:
                 "stopped" if self.stop_reason not in (None, "max_runtime reached") else "finished"
             )
         self._save_snapshot("FINAL")
-        if getattr(self.exp_config, "plot_on", True):
+        if self.exp_config.plot_on:
             try:
                 self.tracker.plot(str(self.run_dir / "0-history"))
             except Exception as e:  # the HTML copy of the history is a convenience
@@ -341,7 +340,7 @@ class Trainer:
         """
         from trainer.data import NoValidationData
 
-        kw = dict(getattr(self.exp_config, "data_batch_args", None) or {})
+        kw = dict(self.exp_config.data_batch_args)
         kw.update(batch_size=self.monitor_batch_size, source=data_source)
         try:
             data, target = self.data.getbatch(**kw)[:2]
@@ -393,7 +392,7 @@ class Trainer:
         )
 
     def _smoothed_loss(self) -> float:
-        n = int(getattr(self.exp_config, "loss_smoothing_length", 200))
+        n = int(self.exp_config.loss_smoothing_length)
         if self.tracker.n_rows("timeline") == 0:
             return math.nan
         return float(self.tracker.tail("timeline", n)["loss"].mean())
@@ -480,12 +479,10 @@ class Trainer:
         if not self.preview_data:
             return False
         cfg = self.exp_config
-        every = getattr(cfg, "preview_every", None)
-        if every and step % int(every) == 0:
+        if cfg.preview_every and step % int(cfg.preview_every) == 0:
             return True
         hours = self.train_time / 3600.0
-        initial = float(getattr(cfg, "initial_prev_h", 1.0))
-        period = float(getattr(cfg, "prev_save_h", 3.0))
+        initial, period = float(cfg.initial_prev_h), float(cfg.prev_save_h)
         if self._preview_hours_done is None:
             return hours >= initial
         return hours - self._preview_hours_done >= period
@@ -499,7 +496,7 @@ class Trainer:
         t0 = time.perf_counter()
         self._preview_hours_done = self.train_time / 3600.0
         try:
-            kw = dict(getattr(self.exp_config, "preview_kwargs", None) or {})
+            kw = dict(self.exp_config.preview_kwargs)
             kw.pop("number", None)
             self.preview_slice(number=step, **kw)
         except runs.RunWriteError:
@@ -607,7 +604,7 @@ class Trainer:
         status.extra.update(info, save_name=cfg.save_name, config_file=str(cfg.exp_file),
                             resumed_from=str(getattr(self, "resumed_from", "") or "") or None,
                             ended=None, stop_reason=None)  # fmt: skip
-        interval = float(getattr(cfg, "heartbeat_s", 2.0) or 2.0)
+        interval = float(cfg.heartbeat_s)
         with runs.StatusFile(self.run_dir, status, interval=interval) as sf:
             try:
                 yield sf
@@ -656,7 +653,7 @@ class Trainer:
 
     @contextlib.contextmanager
     def _batches(self) -> Iterator[Iterator[tuple]]:
-        bp = getattr(self.exp_config, "background_processes", False)
+        bp = self.exp_config.background_processes
         kw = self.batch_kwargs
         if not bp:
             yield (self.data.getbatch(**kw) for _ in iter(int, 1))
@@ -763,12 +760,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _call_create_model(cfg: Any) -> torch.nn.Module:
-    create = getattr(cfg, "create_model", None)
+    create = cfg.create_model
     if create is None:
         raise ValueError(
             f"{cfg.exp_file}: one of 'create_model' or 'model_load_path' must be given"
         )
-    args = getattr(cfg, "model_load_args", None)
+    args = cfg.model_load_args
     model = create(args) if args is not None else create()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(

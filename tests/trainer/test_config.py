@@ -17,10 +17,9 @@ from trainer.config import (
     ConfigError,
     ConfigWarning,
     ExperimentConfig,
-    levenshtein,
-    suggest,
     to_jsonable,
 )
+from trainer.errors import levenshtein, suggest
 
 VALID = """
 data_class = 'BatchCreatorImage'
@@ -101,14 +100,14 @@ def test_levenshtein_table(a, b, d):
     ],
 )
 def test_suggest(name, expected):
-    assert suggest(name) == expected
+    assert suggest(name, KNOWN_KEYS) == expected
     assert ExperimentConfig.suggest(name) == expected
 
 
 def test_no_known_key_is_a_typo_of_another_known_key_it_would_shadow():
     # every known key suggests itself, never a neighbour
     for key in KNOWN_KEYS:
-        assert suggest(key) in (key, None)
+        assert suggest(key, KNOWN_KEYS) in (key, None)
 
 
 # --- valid configs ------------------------------------------------------------------------
