@@ -56,11 +56,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from app import paths
 from app.readers import read_json, tail_lines
 from app.security import (
     MAX_RUN_NAME,
     LaunchError,
-    check_run_name,
     resolve_config,
     sanitize_run_name,
     validate_device,
@@ -617,13 +617,10 @@ class Launcher:
                     self._lock_file = None
 
     def _existing_run(self, name: str) -> Path:
-        name = check_run_name(name)
-        run_dir = self.runs_dir / name
-        if run_dir.is_symlink() or not run_dir.is_dir():
-            raise LaunchError("run", f"run: no run directory {name!r} in {self.runs_dir}")
-        if run_dir.resolve().parent != self.runs_dir.resolve():
-            raise LaunchError("run", f"run: {name!r} is not inside {self.runs_dir}")
-        return run_dir
+        try:
+            return paths.run_dir(self.runs_dir, name)
+        except paths.ClientPathError as e:
+            raise LaunchError("run", f"run: {e}") from None
 
     def _claim_dir(self, base: str) -> Path:
         self.runs_dir.mkdir(parents=True, exist_ok=True)

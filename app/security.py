@@ -217,23 +217,6 @@ def sanitize_run_name(name: Any) -> str:
     return text
 
 
-def check_run_name(name: Any) -> str:
-    """``name`` itself if it is already a valid run name (for stop/resume/delete requests).
-
-    Raises:
-        LaunchError: (field ``run``) for anything ``sanitize_run_name`` would change.
-    """
-    if not isinstance(name, str) or not name:
-        raise LaunchError("run", "run: no run selected")
-    try:
-        clean = sanitize_run_name(name)
-    except LaunchError:
-        clean = None
-    if clean != name:
-        raise LaunchError("run", f"run: {name!r} is not a valid run name")
-    return name
-
-
 def validate_device(device: Any, gpus: Iterable[int]) -> str:
     """``auto``, ``cpu`` or ``cuda:N`` for a GPU index in ``gpus``.
 

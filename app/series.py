@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from app import paths
+from trainer.runs import history_dir
 from trainer.smoothing import ema_debiased, minmax_downsample, sma
 
 DEFAULT_MAX_POINTS = 2000
@@ -48,10 +49,6 @@ HISTORY_COLUMNS = ("train_loss", "valid_loss", "train_err", "valid_err", "lr", "
 
 SMOOTHING_MODES = ("ema", "sma", "none")
 X_AXES = ("step", "time")
-
-#: ``server.config`` key of the runs directory; the app context (key ``VOXELBOARD``,
-#: attribute ``runs_dir``) is the fallback
-RUNS_DIR_KEY = "VOXELBOARD_RUNS_DIR"
 
 
 def app_runs_dir() -> Path | None:
@@ -70,7 +67,7 @@ def app_runs_dir() -> Path | None:
             config = dash.get_app().server.config
         except Exception:  # no app created yet
             return None
-    value = config.get(RUNS_DIR_KEY) or getattr(config.get("VOXELBOARD"), "runs_dir", None)
+    value = getattr(config.get("VOXELBOARD"), "runs_dir", None)
     return Path(value) if value else None
 
 
@@ -463,7 +460,7 @@ def compare_curves(
     table_info, read_table = _table_api()
     table = "timeline" if column == "loss" else "history"
     for name, run_dir in runs.items():
-        store = Path(run_dir) / "history"
+        store = history_dir(run_dir)
         info = table_info(store, table)
         if info is None:
             continue

@@ -38,6 +38,7 @@ from trainer.runs import (
     SNAPSHOT_DIR,
     atomic_write_bytes,
     atomic_write_json,
+    config_copy_path,
 )
 
 #: Environment variable naming a user defaults file (a Python file like a config file).
@@ -742,7 +743,7 @@ class ExperimentConfig:
             ) from None
         for sub in (SNAPSHOT_DIR, PREVIEW_DIR, EVAL_DIR):
             (run_dir / sub).mkdir(exist_ok=True)
-        copy_path = run_dir / f"0-{self.exp_file.name}"
+        copy_path = config_copy_path(run_dir, self.exp_file)
         if not copy_path.exists():
             atomic_write_bytes(copy_path, self.exp_file.read_bytes())
         self.run_dir = run_dir

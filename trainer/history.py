@@ -42,7 +42,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trainer.runs import HISTORY_DIR, atomic_write_bytes, is_run_dir, writing
+from trainer.runs import (
+    HISTORY_DIR,
+    HISTORY_PLOT_PREFIX,
+    atomic_write_bytes,
+    is_run_dir,
+    writing,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -926,7 +932,7 @@ class HistoryTracker:
                 raise ValueError(
                     "HistoryTracker.plot needs save_name when the tracker has no store path"
                 )
-            save_name = str(self._source.parent / "0-history")
+            save_name = str(self._source.parent / HISTORY_PLOT_PREFIX)
         figures = {
             "timeline": plotting.timeline_figure(
                 self.timeline, self.history, self.loss_smoothing_length, autoscale

@@ -40,6 +40,7 @@ DEFAULT_HIST_BINS = 100
 #: results with more thresholds than this get a coarse copy for the browser (see ``coarsen``)
 COARSE_ABOVE = 100_000
 COARSE_SIZE = 10_000
+#: counting modes (``make_accumulator``); the evaluation page and ``run.py evaluate`` offer these
 MODES = ("exact", "binned")
 PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at")
 
@@ -393,7 +394,7 @@ def make_accumulator(
         return ExactAccumulator(hist_bins=hist_bins, nll=nll)
     if mode == "binned":
         return BinnedAccumulator(n_bins=n_bins, hist_bins=hist_bins, nll=nll)
-    raise ValueError(f"mode must be 'exact' or 'binned', got {mode!r}")
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
 def evaluate_arrays(

@@ -278,7 +278,7 @@ class Trainer:
         row = [step, self.train_time, train_loss, valid_loss, loss_after - loss,
                train_err, valid_err, lr, mom, 0.0]  # fmt: skip
         self.tracker.update_history(row)
-        self._save_snapshot("LAST")
+        self._save_snapshot(runs.LAST)
         speed = self._speed()
         status.update(train_loss=train_loss, valid_loss=valid_loss, train_err=train_err,
                       valid_err=valid_err, lr=lr, **speed)  # fmt: skip
@@ -315,12 +315,13 @@ class Trainer:
             return (
                 "stopped" if self.stop_reason not in (None, "max_runtime reached") else "finished"
             )
-        self._save_snapshot("FINAL")
+        self._save_snapshot(runs.FINAL)
         if self.exp_config.plot_on:
+            prefix = runs.history_plot_prefix(self.run_dir)
             try:
-                self.tracker.plot(str(self.run_dir / "0-history"))
+                self.tracker.plot(str(prefix))
             except Exception as e:  # the HTML copy of the history is a convenience
-                logger.warning("Could not write the history plot 0-history.*.html: %s", e)
+                logger.warning("Could not write the history plot %s.*.html: %s", prefix.name, e)
         interrupted = self.stop_reason is not None and self.stop_reason != "max_runtime reached"
         state = "stopped" if interrupted else "finished"
         status.update(state=state, step=self.step, ended=time.time(), stop_reason=self.stop_reason)

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
 from dash.dash_table.Format import Format, Scheme, Symbol
 
-from app import changes_runs, current_context
+from app import changes_runs, current_context, paths
 from app.callbacks import callback
 from app.components import (
     STATE_COLORS,
@@ -30,7 +30,7 @@ from app.components import (
 from app.inputs import strings
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
 from app.readers import list_runs, log_path, tail_lines
-from app.security import LaunchError, check_run_name, list_configs
+from app.security import LaunchError, list_configs
 from app.slurm import run_state as slurm_run_state
 from app.system import system_stats
 
@@ -397,8 +397,8 @@ def select_run(row_ids: list[str] | None, current: str | None) -> Any:
 )
 def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
     try:
-        run_dir = current_context().runs_dir / check_run_name(selected)
-    except LaunchError:  # nothing selected, or a crafted name: never leave runs_dir
+        run_dir = paths.run_dir(current_context().runs_dir, selected)
+    except paths.ClientPathError:  # nothing selected, or a crafted name: never leave runs_dir
         return "", "", None
     path = log_path(run_dir)
     try:
@@ -480,8 +480,8 @@ def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
 )
 def ask_delete(_clicks, selected: str | None) -> tuple:
     try:
-        name = check_run_name(selected)
-    except LaunchError:  # nothing selected, or not a run name: nothing to ask about
+        name = paths.run_dir(current_context().runs_dir, selected).name
+    except paths.ClientPathError:  # nothing selected, or not a run: nothing to ask about
         return False, no_update
     return True, f"Delete run {name} and all its files (snapshots, history, previews)?"
 

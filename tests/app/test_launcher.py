@@ -298,9 +298,9 @@ def test_delete_rules(make_launcher, dirs, tmp_path):
     (outside / "status.json").write_text('{"state": "finished"}')
     (runs / "link").symlink_to(outside)
     for bad, match in [
-        ("../precious", "not a valid run name"),
-        ("link", "no run directory"),
-        ("missing", "no run directory"),
+        ("../precious", "run name '../precious' is refused"),
+        ("link", "'link' is not a run directory"),
+        ("missing", "'missing' is not a run directory"),
     ]:
         with pytest.raises(LaunchError, match=match):
             launcher.delete(bad)

@@ -50,6 +50,19 @@ from trainer.runs.previews import (  # noqa: F401 - re-exported
     read_preview_meta,
     write_preview,
 )
+from trainer.runs.snapshots import (  # noqa: F401 - re-exported
+    FINAL,
+    HISTORY_DIR,
+    HISTORY_PLOT_PREFIX,
+    LAST,
+    SNAPSHOT_DIR,
+    check_snapshot,
+    history_dir,
+    history_plot_prefix,
+    latest_snapshot,
+    snapshot_names,
+    snapshot_path,
+)
 from trainer.runs.launch import (  # noqa: F401 - re-exported
     BATCH_SCRIPT_FILE,
     LAUNCH_FILE,
@@ -82,8 +95,6 @@ STATUS_FILE = "status.json"
 RESOLVED_CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
 CONSOLE_LOG_FILE = "console.log"
-HISTORY_DIR = "history"
-SNAPSHOT_DIR = "snapshots"
 EVAL_DIR = "eval"
 
 
@@ -244,44 +255,9 @@ def config_copy(run_dir: str | os.PathLike) -> Path | None:
     return copies[0] if copies else None
 
 
-def snapshot_path(run_dir: str | os.PathLike, which: str | int) -> Path:
-    """Path of a snapshot: ``'LAST'``, ``'FINAL'`` or a step number."""
-    name = f"step-{which:08d}.pt" if isinstance(which, int) else f"{which}.pt"
-    return Path(run_dir) / SNAPSHOT_DIR / name
-
-
-def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
-    """The snapshot to resume or evaluate from: the newest of FINAL, LAST and step-N files."""
-    d = Path(run_dir) / SNAPSHOT_DIR
-    if not d.is_dir():
-        return None
-    files = [p for p in d.glob("*.pt") if not p.name.startswith(".")]
-    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
-
-
-def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | None:
-    """What is wrong with a snapshot file, cheaply (its zip directory, no unpickling), or ``None``.
-
-    Snapshots are ``torch.save`` zip archives: a truncated file has no central directory at
-    its end, a foreign one no ``data.pkl`` record. ``shown`` names the file in the message
-    (default its name).
-    """
-    import zipfile
-
-    path = Path(path)
-    shown = shown or path.name
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        return f"cannot read {shown} ({os_error_in_words(e)})"
-    except (zipfile.BadZipFile, ValueError, EOFError) as e:
-        return f"{shown} is corrupt or truncated ({e})"
-    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
-        return f"{shown} is not a PyTorch snapshot (no data.pkl in the archive)"
-    return None
+def config_copy_path(run_dir: str | os.PathLike, exp_file: str | os.PathLike) -> Path:
+    """Where ``make_dir`` copies the experiment config ``exp_file``: ``0-<its name>``."""
+    return Path(run_dir) / f"0-{Path(exp_file).name}"
 
 
 class StatusFile:

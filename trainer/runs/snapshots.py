@@ -1,0 +1,87 @@
+"""Snapshots (``snapshots/``) and the history store's place (``history/``, ``0-history.*.html``).
+
+``snapshots/LAST.pt`` is replaced at every history step, ``step-<N:08d>.pt`` is kept every
+``param_save_it`` steps, ``FINAL.pt`` is written at the end of training (docs/run-directory.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from trainer.runs.atomic import os_error_in_words
+
+SNAPSHOT_DIR = "snapshots"
+#: the snapshot replaced at every history step, and the one written at the end of training
+LAST, FINAL = "LAST", "FINAL"
+_SUFFIX = ".pt"
+
+HISTORY_DIR = "history"
+#: prefix of the trainer's HTML copies of the history (``0-history.timeline.html``, ...)
+HISTORY_PLOT_PREFIX = "0-history"
+
+
+def history_dir(run_dir: str | os.PathLike) -> Path:
+    """The run's history store (``trainer.history`` owns its format)."""
+    return Path(run_dir) / HISTORY_DIR
+
+
+def history_plot_prefix(run_dir: str | os.PathLike) -> Path:
+    """Path prefix of the history's HTML plots: ``<run_dir>/0-history``."""
+    return Path(run_dir) / HISTORY_PLOT_PREFIX
+
+
+def snapshot_names(run_dir: str | os.PathLike) -> list[str]:
+    """Names of the run's snapshots: FINAL, LAST, then ``step-N`` newest first; ``[]`` if none.
+
+    Example:
+        >>> snapshot_names(run_dir)  # doctest: +SKIP
+        ['FINAL', 'LAST', 'step-00002000', 'step-00001000']
+    """
+    folder = Path(run_dir) / SNAPSHOT_DIR
+    try:
+        names = sorted((p.stem for p in folder.glob(f"*{_SUFFIX}")), reverse=True)
+    except OSError:
+        return []
+    fixed = [n for n in (FINAL, LAST) if n in names]
+    return fixed + [n for n in names if n not in fixed and not n.startswith(".")]
+
+
+def snapshot_path(run_dir: str | os.PathLike, which: str | int) -> Path:
+    """Path of a snapshot: ``'LAST'``, ``'FINAL'`` or a step number."""
+    name = f"step-{which:08d}{_SUFFIX}" if isinstance(which, int) else f"{which}{_SUFFIX}"
+    return Path(run_dir) / SNAPSHOT_DIR / name
+
+
+def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
+    """The snapshot to resume or evaluate from: the newest of FINAL, LAST and step-N files."""
+    d = Path(run_dir) / SNAPSHOT_DIR
+    if not d.is_dir():
+        return None
+    files = [p for p in d.glob(f"*{_SUFFIX}") if not p.name.startswith(".")]
+    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | None:
+    """What is wrong with a snapshot file, cheaply (its zip directory, no unpickling), or ``None``.
+
+    Snapshots are ``torch.save`` zip archives: a truncated file has no central directory at
+    its end, a foreign one no ``data.pkl`` record. ``shown`` names the file in the message
+    (default its name).
+    """
+    import zipfile
+
+    path = Path(path)
+    shown = shown or path.name
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot read {shown} ({os_error_in_words(e)})"
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        return f"{shown} is corrupt or truncated ({e})"
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        return f"{shown} is not a PyTorch snapshot (no data.pkl in the archive)"
+    return None
