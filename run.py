@@ -263,16 +263,17 @@ def _config_for_resume(run_dir: Path):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     setup_logging(None, args.debug)
-    from trainer.evaluation import evaluate_run
+    from trainer.evaluation import evaluate_run, format_report
 
     try:
-        evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split, mode=args.mode,
-                     device=args.device, name=args.name)  # fmt: skip
+        results = evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split,
+                               mode=args.mode, device=args.device, name=args.name)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py evaluate: {e}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
         return EXIT_USAGE
+    print(format_report(results))
     return EXIT_OK
 
 

@@ -2,7 +2,8 @@
 
 The evaluation page (``app/pages/evaluation.py``) renders the result files written by
 ``trainer.evaluation`` (``<run_dir>/eval/<name>.h5``, format in docs/evaluation.md). This module
-holds everything of that page that does not need Dash:
+holds everything of that page that does not need Dash (file names, formats and readers of the
+result files are ``trainer.runs``'s):
 
 * ``load_view``: one split of a result file as the JSON the browser keeps in a ``dcc.Store``:
   the ``coarse/`` cumulative counts (at most ~10^4 thresholds, exact counts), areas, the
@@ -12,9 +13,9 @@ holds everything of that page that does not need Dash:
 * Figure builders (pure: arrays in, ``go.Figure`` out): ROC and PR curves with a marker at the
   threshold and curves of other results overlaid, the confusion heatmap, metric-vs-threshold
   curves, the error histogram with FP/FN mass shaded, and the thresholded segmentation slice.
-* ``probability_cache``: the validation cubes' probabilities, predicted once with the
-  evaluated snapshot and kept in ``eval/<name>_valid_prob.h5`` for the segmentation view. It is
-  the one function here that touches torch (imported when called).
+* The thresholded segmentation of one plane, from the probability cache the evaluation wrote
+  with the result (``eval/<name>_valid_prob.h5``; format and readers in
+  ``trainer.runs.results``). Nothing here predicts: the page never imports torch.
 
 Traces the browser updates in place carry a ``meta`` tag (``MARKER``, ``FP_SHADE``, ...), so the
 clientside code finds them whatever other traces a figure holds.
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,14 @@ import plotly.graph_objects as go
 from app import paths
 from app.figures import png_data_uri
 from trainer import runs
-from trainer.evaluation import ResultFileError, read_result
 from trainer.metrics import (
     NOTHING_POSITIVE,
     EvaluationResult,
     ThresholdMetrics,
     derived_metrics,
 )
+from trainer.runs import ResultFileError, read_result
 
-#: suffix of the probability caches in ``eval/`` (not result files of their own)
-PROB_SUFFIX = "_prob"
-THRESHOLD_FILE = "threshold.json"
-SPLITS = ("valid", "train")
 #: presets computed on the server; ``precision_at`` needs the typed target and runs in the browser
 PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer")
 PRESET_LABELS = {
@@ -124,38 +121,6 @@ class ResultViewError(ValueError):
 # result files
 
 
-def eval_dir(run_dir: str | os.PathLike) -> Path:
-    """``<run_dir>/eval``."""
-    return Path(run_dir) / runs.EVAL_DIR
-
-
-def list_results(run_dir: str | os.PathLike) -> list[str]:
-    """Names of the result files in ``<run_dir>/eval`` (``<name>.h5``), newest first.
-
-    Probability caches (``*_prob.h5``) and temporary files are left out.
-    """
-    folder = eval_dir(run_dir)
-    try:
-        files = [
-            p
-            for p in folder.iterdir()
-            if p.suffix == ".h5"
-            and p.is_file()
-            and not p.stem.endswith(PROB_SUFFIX)
-            and not p.name.startswith(".")
-        ]
-    except OSError:
-        return []
-
-    def mtime(p: Path) -> float:
-        try:
-            return p.stat().st_mtime
-        except OSError:
-            return 0.0
-
-    return [p.stem for p in sorted(files, key=lambda p: (-mtime(p), p.name))]
-
-
 def result_file(run_dir: str | os.PathLike, name: Any) -> Path:
     """``<run_dir>/eval/<name>.h5`` for a result name a client sent (see ``app.paths``).
 
@@ -163,7 +128,7 @@ def result_file(run_dir: str | os.PathLike, name: Any) -> Path:
         ResultViewError: for a name that could leave the ``eval`` folder.
     """
     try:
-        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, ".h5")
+        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, runs.RESULT_SUFFIX)
     except paths.ClientPathError as e:
         raise ResultViewError(str(e)) from None
 
@@ -240,7 +205,7 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
     msg = single_class_message(res, path, split)
     if msg:
         raise ResultViewError(msg)
-    attrs = _root_attrs(path)
+    attrs = runs.read_result_attrs(path)
     chosen = res.chosen
     return {
         "result": name,
@@ -274,24 +239,6 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
         "snapshot": str(attrs.get("snapshot", "")),
         "step": int(attrs["step"]) if isinstance(attrs.get("step"), int | np.integer) else None,
     }
-
-
-def _root_attrs(path: Path) -> dict[str, Any]:
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            return {k: _plain(v) for k, v in f.attrs.items()}
-    except (OSError, ValueError):
-        return {}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
 
 
 def _finite(x: float) -> float | None:
@@ -374,14 +321,6 @@ def threshold_record(
         "saved": time.time(),
         "metrics": metrics,
     }
-
-
-def save_threshold(run_dir: str | os.PathLike, record: Mapping[str, Any]) -> Path:
-    """Write ``eval/threshold.json`` atomically; returns its path."""
-    path = eval_dir(run_dir) / THRESHOLD_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_json(path, dict(record))
-    return path
 
 
 # ----------------------------------------------------------------------------------------------
@@ -824,164 +763,12 @@ def prob_cache_path(run_dir: str | os.PathLike, name: Any, split: str = "valid")
     Raises:
         ResultViewError: for a name that could leave the ``eval`` folder or an unknown split.
     """
-    if split not in SPLITS:
-        raise ResultViewError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    if split not in runs.SPLITS:
+        raise ResultViewError(f"split {split!r} is not one of {', '.join(runs.SPLITS)}")
     try:
-        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, f"_{split}{PROB_SUFFIX}.h5")
+        return paths.run_file(run_dir, runs.EVAL_DIR, "result", name, runs.prob_cache_suffix(split))
     except paths.ClientPathError as e:
         raise ResultViewError(str(e)) from None
-
-
-def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:
-    """Shapes and source of a probability cache: ``{'cubes': {name: (z, y, x)}, 'snapshot'}``.
-
-    Raises:
-        ResultViewError: unreadable or not a probability cache.
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            cubes = {
-                k: tuple(int(s) for s in f[k]["prob"].shape)
-                for k in sorted(f, key=lambda k: int(k[4:]) if k[4:].isdigit() else 1 << 30)
-                if k.startswith("cube")
-            }
-            snapshot = str(_plain(f.attrs.get("snapshot", "")))
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise ResultViewError(
-            f"cannot read probability cache {path}: {e}; delete it and it is predicted again"
-        ) from None
-    if not cubes:
-        raise ResultViewError(f"probability cache {path} holds no cubes; delete it")
-    return {"cubes": cubes, "snapshot": snapshot}
-
-
-def read_prob_slice(
-    path: str | os.PathLike, cube: str, z: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(raw, prob, label)`` of plane ``z`` of one cube of a probability cache (reads one plane).
-
-    Raises:
-        ResultViewError: unreadable file or unknown cube.
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            g = f[cube]
-            z = min(max(int(z), 0), g["prob"].shape[0] - 1)
-            return (
-                np.asarray(g["raw"][z], np.float32),
-                np.asarray(g["prob"][z], np.float32),
-                np.asarray(g["label"][z], np.int8),
-            )
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        raise ResultViewError(f"cannot read {cube} of probability cache {path}: {e}") from None
-
-
-def write_prob_cache(
-    path: str | os.PathLike,
-    cubes: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    attrs: Mapping[str, Any] | None = None,
-) -> None:
-    """Write ``(raw, prob, label)`` cubes ``(z, y, x)`` as ``cube<i>`` groups, atomically.
-
-    ``raw`` is stored as float16 in [0, 1], ``prob`` (class-1 probability) as float16, ``label``
-    as int8 (1, 0, -1).
-    """
-    import io
-
-    import h5py
-
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = v
-        for i, (raw, prob, label) in enumerate(cubes):
-            if not raw.shape == prob.shape == label.shape:
-                raise ValueError(
-                    f"cube {i}: raw {raw.shape}, prob {prob.shape} and label {label.shape} differ"
-                )
-            g = f.create_group(f"cube{i}")
-            chunks = (1, *raw.shape[1:])
-            g.create_dataset("raw", data=raw.astype(np.float16), chunks=chunks)
-            g.create_dataset("prob", data=prob.astype(np.float16), chunks=chunks)
-            g.create_dataset("label", data=label.astype(np.int8), chunks=chunks)
-    runs.atomic_write_bytes(path, buf.getvalue())
-
-
-def _centre_crop(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    lo = [(n - m) // 2 for n, m in zip(a.shape, shape)]
-    return a[tuple(slice(i, i + m) for i, m in zip(lo, shape))]
-
-
-def probability_cache(
-    run_dir: str | os.PathLike,
-    name: str,
-    *,
-    snapshot: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    device: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    force: bool = False,
-) -> Path:
-    """The validation cubes' probabilities for result ``name``, predicted once and cached.
-
-    Returns ``eval/<name>_valid_prob.h5`` if it exists; otherwise loads the run's config and the
-    snapshot the result was computed with (the result file's ``snapshot`` attribute, else
-    ``FINAL``, else the newest), predicts each validation cube with
-    ``trainer.inference.predict_dense`` and writes raw, class-1 probability and labels,
-    centre-cropped to a common shape. The evaluation itself is not recomputed.
-
-    Args:
-        run_dir: the run directory.
-        name: the result name (``eval/<name>.h5``).
-        snapshot: the snapshot to predict with (default: as above).
-        data_dir: ``VOXELBOARD_DATA_DIR`` for configs that read it (the demo's).
-        device: ``'auto'``, ``'cpu'``, ``'cuda:N'``.
-        progress: called as ``progress(cubes_done, cubes_total)``.
-        force: predict again even if the cache exists (after a new evaluation under that name).
-
-    Raises:
-        FileNotFoundError: no config copy or no snapshot in the run.
-    """
-    run_dir = Path(run_dir)
-    path = prob_cache_path(run_dir, name)
-    if path.is_file() and not force:
-        return path
-    from trainer.evaluation import load_run
-    from trainer.inference import predict_dense
-
-    if data_dir is not None:
-        os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
-    if snapshot is None:
-        recorded = _root_attrs(result_file(run_dir, name)).get("snapshot")
-        if recorded and Path(recorded).is_file():
-            snapshot = recorded
-    run = load_run(run_dir, snapshot, device)
-    model, data, dev = run.model, run.data, run.device
-    cubes = []
-    total = len(data.valid_d)
-    for i, (raw, lab) in enumerate(zip(data.valid_d, data.valid_l)):
-        prob = np.asarray(predict_dense(model, np.asarray(raw), device=dev))[1]
-        lab = np.asarray(lab)
-        lab = lab[0] if lab.ndim == 4 else lab
-        raw3 = np.asarray(raw)
-        raw3 = raw3[0] if raw3.ndim == 4 else raw3
-        shape = tuple(min(a, b) for a, b in zip(prob.shape, lab.shape))
-        raw_f = raw3.astype(np.float32) / (255.0 if raw3.dtype.kind in "iu" else 1.0)
-        cubes.append(
-            (_centre_crop(raw_f, shape), _centre_crop(prob, shape), _centre_crop(lab, shape))
-        )
-        if progress is not None:
-            progress(i + 1, total)
-    write_prob_cache(
-        path,
-        cubes,
-        {"snapshot": str(snapshot), "result": name, "created": time.time()},
-    )
-    return path
 
 
 __all__ = [
@@ -997,23 +784,17 @@ __all__ = [
     "error_hist_figure",
     "figure_html",
     "format_value",
-    "list_results",
     "load_view",
     "metric_curves_figure",
     "metrics_at",
     "metrics_csv",
     "metrics_rows",
     "pr_figure",
-    "probability_cache",
-    "read_prob_cache",
-    "read_prob_slice",
     "read_split",
     "result_file",
     "result_from_view",
     "roc_figure",
-    "save_threshold",
     "segmentation_figure",
     "segmentation_rgb",
     "threshold_record",
-    "write_prob_cache",
 ]

@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from app import create_app  # noqa: E402
 from app import evaluation_view as ev  # noqa: E402
-from trainer.evaluation import write_result  # noqa: E402
+from trainer import runs  # noqa: E402
 from trainer.metrics import evaluate_arrays  # noqa: E402
-from trainer.runs import Status, write_status  # noqa: E402
+from trainer.runs import Status, write_result, write_status  # noqa: E402
 
 RUN = "bench"
 
@@ -69,7 +69,7 @@ def make_run(runs_dir: Path, n_voxels: int) -> Path:
     shape = (64, 128, 128)
     label = (rng.random(shape) < 0.3).astype(np.int8)
     prob = np.clip(rng.normal(0.35 + 0.3 * label, 0.15), 0, 1).astype(np.float32)
-    ev.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(rng.random(shape), prob, label)])
+    runs.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(rng.random(shape), prob, label)])
     return d
 
 

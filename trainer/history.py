@@ -934,15 +934,15 @@ class HistoryTracker:
                 )
             save_name = str(self._source.parent / HISTORY_PLOT_PREFIX)
         figures = {
-            "timeline": plotting.timeline_figure(
+            "timeline": plotting.timeline_report(
                 self.timeline, self.history, self.loss_smoothing_length, autoscale
             ),
-            "history": plotting.history_figure(self.history, autoscale),
+            "history": plotting.history_report(self.history, autoscale),
         }
         if self._debug.n:
-            figures["debug"] = plotting.debug_figure(self.debug_outputs)
+            figures["debug"] = plotting.debug_report(self.debug_outputs)
         if self._regression.n:
-            figures["regression"] = plotting.regression_figure(self.regression)
+            figures["regression"] = plotting.regression_report(self.regression)
         written = []
         for kind, fig in figures.items():
             path = Path(f"{save_name}.{kind}.html")

@@ -120,6 +120,48 @@ def predict_dense(
     return result
 
 
+def centre_crop(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """The centred block of ``a`` with the given (trailing) ``shape``; leading axes are kept."""
+    shape = tuple(shape)
+    lead = a.ndim - len(shape)
+    lo = [(n - m) // 2 for n, m in zip(a.shape[lead:], shape)]
+    return a[(Ellipsis, *(slice(i, i + m) for i, m in zip(lo, shape)))]
+
+
+def predict_labelled(
+    model: nn.Module,
+    raw: np.ndarray,
+    label: np.ndarray,
+    channel: int = 1,
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predict a labelled cube: ``(raw, label, prob)`` centre-cropped to one ``(z, y, x)`` shape.
+
+    A valid-convolution model predicts less than its input, and labels may be larger or smaller
+    than the prediction: all three are cropped to the shape they share, centred.
+
+    Args:
+        model: as for ``predict_dense``.
+        raw: ``(C, z, y, x)`` or ``(z, y, x)``; float values as they are, integers / 255.
+        label: ``(z, y, x)``.
+        channel: the class whose probability is returned.
+        device: as for ``predict_dense``.
+
+    Returns:
+        ``raw`` (its first channel, float32 in the scale the model saw), ``label`` (as given)
+        and the class-``channel`` probability (float32).
+    """
+    label = np.asarray(label)
+    if label.ndim != 3:
+        raise ValueError(f"labels must have shape (z, y, x), got {label.shape}")
+    raw = np.asarray(raw)
+    prob = predict_dense(model, raw, device=device)[channel]
+    shape = tuple(min(a, b) for a, b in zip(prob.shape, label.shape))
+    raw3 = raw[0] if raw.ndim == 4 else raw
+    raw3 = raw3.astype(np.float32) / (255.0 if raw3.dtype.kind in "iu" else 1.0)
+    return centre_crop(raw3, shape), centre_crop(label, shape), centre_crop(prob, shape)
+
+
 def predict_volume_direct(
     model: nn.Module, raw: np.ndarray, device: torch.device | str | None = None
 ) -> np.ndarray:

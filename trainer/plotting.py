@@ -1,7 +1,9 @@
-"""Figures of a training history: pure functions, DataFrames in, ``plotly.graph_objects.Figure`` out.
+"""The trainer's HTML report of a training history: DataFrames in, ``go.Figure`` out (pure).
 
-The trainer writes them as HTML (``HistoryTracker.plot``); the dashboard can show the same
-figures. Long curves are thinned with ``minmax_downsample`` (spikes survive) after smoothing
+``HistoryTracker.plot`` writes these as ``0-history.<kind>.html`` pages next to a run, in
+ELEKTRONN2's layout (several panels per page, ELEKTRONN2's autoscaling). They are the trainer's
+own report, named ``*_report``; the dashboard draws its live, incrementally updated figures with
+``app/figures.py`` (``timeline_figure``, ``history_figure``, ``regression_figure``). Long curves are thinned with ``minmax_downsample`` (spikes survive) after smoothing
 on the full data, so a 10^7-step run still gives a small page.
 """
 
@@ -20,12 +22,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "debug_figure",
-    "history_figure",
+    "debug_report",
+    "history_report",
     "loss_range",
-    "regression_figure",
+    "regression_report",
     "runtime_label",
-    "timeline_figure",
+    "timeline_report",
 ]
 
 TRAIN_COLOUR = "#2ca02c"
@@ -86,7 +88,7 @@ def _empty(fig: go.Figure, text: str) -> go.Figure:
     return fig
 
 
-def timeline_figure(
+def timeline_report(
     timeline: pd.DataFrame,
     history: pd.DataFrame | None = None,
     smoothing_length: int = 200,
@@ -167,7 +169,7 @@ def timeline_figure(
     return fig
 
 
-def history_figure(history: pd.DataFrame, autoscale: bool = True) -> go.Figure:
+def history_report(history: pd.DataFrame, autoscale: bool = True) -> go.Figure:
     """Monitoring history: losses, loss gain, lr/momentum, errors (raw dashed, SMA(8) solid).
 
     Args:
@@ -262,7 +264,7 @@ def _autoscale_history(fig: go.Figure, col: dict[str, np.ndarray]) -> None:
         fig.update_yaxes(range=[lo, m + 2 * s], row=4, col=1)
 
 
-def debug_figure(
+def debug_report(
     debug: pd.DataFrame, smoothing_length: int = 70, max_points: int = 2000
 ) -> go.Figure:
     """Moving averages of the total loss and of every debug output (``step, loss, <names>``)."""
@@ -285,7 +287,7 @@ def debug_figure(
     return fig
 
 
-def regression_figure(regression: pd.DataFrame, max_points: int = 2000) -> go.Figure:
+def regression_report(regression: pd.DataFrame, max_points: int = 2000) -> go.Figure:
     """Prediction vs. target for each regression component, with the identity line.
 
     The last ``max_points`` pairs are drawn as points, over a density contour of all pairs.

@@ -122,10 +122,10 @@ class Trainer:
                     f"model_load_path {load_path!r} holds a state dict, not a model; "
                     "also give create_model so VoxelBoard can build the model to load it into"
                 )
-            model = _call_create_model(cfg)
+            model = build_model(cfg)
             model.load_state_dict(state.get("model", state))
             return model
-        return _call_create_model(cfg)
+        return build_model(cfg)
 
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
         """DDP around the model in a distributed run; each rank draws its own batches."""
@@ -161,7 +161,7 @@ class Trainer:
 
     def _load_data(self) -> Any:
         cfg = self.exp_config
-        cls = _resolve_data_class(cfg.data_class)
+        cls = resolve_data_class(cfg.data_class)
         data = cls(self.model, None, **cfg.data_init_kwargs)
         if self.dist is not None and hasattr(data, "reseed"):
             data.reseed(int(np.random.SeedSequence().entropy % 2**31) + self.dist.rank)
@@ -760,7 +760,14 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
-def _call_create_model(cfg: Any) -> torch.nn.Module:
+def build_model(cfg: Any) -> torch.nn.Module:
+    """The model of a config: ``create_model(model_load_args)`` (or ``create_model()``), checked.
+
+    Raises:
+        ValueError: the config has no ``create_model``.
+        TypeError: it returned no ``torch.nn.Module``, or one without the geometry attributes
+            (``patch_size``, ``offsets``, ``strides``, ``n_classes``) VoxelBoard needs.
+    """
     create = cfg.create_model
     if create is None:
         raise ValueError(
@@ -783,7 +790,13 @@ def _call_create_model(cfg: Any) -> torch.nn.Module:
     return model
 
 
-def _resolve_data_class(spec: Any) -> type:
+def resolve_data_class(spec: Any) -> type:
+    """The data class a config names: a class of ``trainer.data`` / ``trainer.tracing_data`` by
+    name, or a ``(file, class name)`` pair.
+
+    Raises:
+        ValueError: no such class (the message says what a config may give).
+    """
     if isinstance(spec, str):
         for name in ("trainer.data", "trainer.tracing_data"):
             module = importlib.import_module(name)

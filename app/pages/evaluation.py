@@ -11,15 +11,15 @@ markers in place. Only the segmentation slice asks the server (one plane of a ca
 probability volume; the evaluation is never recomputed).
 
 "Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
-managed by a ``DiskcacheManager``, with progress and cancel), then predicts the validation
-cubes once more for the segmentation view (``app.evaluation_view.probability_cache``).
+managed by a ``DiskcacheManager``, with progress and cancel): one prediction pass writes the
+result file and the probability cache the segmentation view reads. The dashboard process never
+predicts and never imports torch; only the background job does.
 
 The page's figures are built in ``app.evaluation_view``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -83,8 +83,8 @@ def _snapshot_options(run_dir: Path) -> list[dict[str, str]]:
 def _compare_options(root: Path, name: str) -> list[dict[str, str]]:
     out = []
     for d in runs.iter_run_dirs(root):
-        for result in ev.list_results(d):
-            for split in ev.SPLITS:
+        for result in runs.list_results(d):
+            for split in runs.SPLITS:
                 value = f"{d.name}|{result}|{split}"
                 out.append({"label": f"{d.name} · {result} · {split}", "value": value})
     return out
@@ -242,7 +242,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
                     ),
                     html.Button(
-                        "Predict the validation cubes",
+                        "Evaluate again for the segmentation",
                         id="eval-seg-predict",
                         n_clicks=0,
                         style={"display": "none"},
@@ -370,7 +370,7 @@ def _others(root: Path | None, selected: Any) -> list[dict]:
             continue
         run, result, split = value.split("|")
         d = series.run_dir_for(root, run)
-        if d is None or split not in ev.SPLITS:
+        if d is None or split not in runs.SPLITS:
             continue
         try:
             res = ev.read_split(ev.result_file(d, result), split)
@@ -421,7 +421,7 @@ def _on_results(name, done, current):
     run_dir = _run_dir(name)
     if run_dir is None:
         return [], None, f"run {name!r} is gone from the runs directory"
-    names = ev.list_results(run_dir)
+    names = runs.list_results(run_dir)
     if not names:
         return (
             [],
@@ -461,7 +461,7 @@ def _on_load(result, split, compare, hist_log, _done, t, name):
     run_dir = _run_dir(name)
     if run_dir is None or not result:
         return (None, *[no_update] * 5, no_update, "")
-    split = inputs.choice(split, ev.SPLITS, "valid")
+    split = inputs.choice(split, runs.SPLITS, "valid")
     try:
         view = ev.load_view(run_dir, result, split)
     except ev.ResultViewError as e:
@@ -538,15 +538,18 @@ def _on_seg_meta(result, _ready, cube, z, name):
         return [], None, 0, 0, {}, str(e), hidden
     if not path.is_file():
         how = (
-            "a dashboard that is not read-only predicts them once"
+            "a dashboard that is not read-only predicts them by evaluating it again"
             if current_context().read_only
-            else "press 'Predict the validation cubes' (once; the evaluation is not repeated)"
+            else "press 'Evaluate again for the segmentation' (its snapshot, counting and splits)"
         )
-        message = f"No probability maps of the validation cubes for this result yet: {how}."
+        message = (
+            "This result was written without probability maps of the validation cubes (an "
+            f"evaluation writes them with the result): {how}."
+        )
         return [], None, 0, 0, {}, message, shown
     try:
-        meta = ev.read_prob_cache(path)
-    except ev.ResultViewError as e:
+        meta = runs.read_prob_cache(path)
+    except runs.ProbCacheError as e:
         return [], None, 0, 0, {}, str(e), shown
     cubes = list(meta["cubes"])
     cube = cube if cube in cubes else cubes[0]
@@ -569,7 +572,10 @@ def render_segmentation(
         paths.check_name("cube", cube)
     except paths.ClientPathError as e:
         raise ev.ResultViewError(str(e)) from None
-    raw, prob, label = ev.read_prob_slice(path, cube, z)
+    try:
+        raw, prob, label = runs.read_prob_slice(path, cube, z)
+    except runs.ProbCacheError as e:
+        raise ev.ResultViewError(str(e)) from None
     return ev.segmentation_figure(
         raw,
         prob,
@@ -632,13 +638,11 @@ def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
     if run_dir is None:
         return no_update, no_update, f"run {name!r} is gone from the runs directory"
     c = current_context()
-    # this is a process of its own: the run's config may read its data folder from here
-    os.environ["VOXELBOARD_DATA_DIR"] = str(c.data_dir)
     try:
         with limits.job_slot(c.jobs_dir, run_dir.name, limits.MAX_EVALUATIONS, "evaluation"):
             if ctx.triggered_id == "eval-seg-predict":
-                return _predict_cubes(run_dir, result, set_progress)
-            return _evaluate(run_dir, snapshot, mode, set_progress)
+                return _evaluate_again(run_dir, result, c.data_dir, set_progress)
+            return _evaluate(run_dir, snapshot, mode, c.data_dir, set_progress)
     except limits.Busy as e:
         return no_update, no_update, str(e)
     except Exception as e:  # shown on the page; a traceback would help no user here
@@ -646,21 +650,28 @@ def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
         return no_update, no_update, f"evaluation failed: {type(e).__name__}: {e}"
 
 
-def _predict_cubes(run_dir: Path, result: Any, set_progress) -> tuple:
+def _on_cube(set_progress):
+    def on_cube(split: str, done: int, total: int) -> None:
+        set_progress((str(done), str(total + 1), f"{split}: cube {done}/{total}"))
+
+    return on_cube
+
+
+def _evaluate_again(run_dir: Path, result: Any, data_dir: Path, set_progress) -> tuple:
+    """A result written before probability caches existed: evaluate it again as it was made
+    (this job's process imports torch, the dashboard's never does)."""
+    from trainer.evaluation import evaluate_again
+
     if not result:
         return no_update, no_update, "evaluate the run first"
     ev.result_file(run_dir, result)  # a refused name fails here, before any work
-    set_progress(("0", "1", "predicting the validation cubes ..."))
-    ev.probability_cache(
-        run_dir,
-        result,
-        progress=lambda d, n: set_progress((str(d), str(n), f"predicted cube {d}/{n}")),
-    )
+    set_progress(("0", "1", "loading the model and the cubes ..."))
+    evaluate_again(run_dir, result, progress=_on_cube(set_progress), data_dir=data_dir)
     set_progress(("1", "1", "done"))
-    return no_update, {"result": result, "t": time.time()}, ""
+    return {"result": result, "t": time.time()}, {"result": result, "t": time.time()}, ""
 
 
-def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
+def _evaluate(run_dir: Path, snapshot: Any, mode: Any, data_dir: Path, set_progress) -> tuple:
     from trainer.evaluation import default_snapshot, evaluate_run
 
     snap = None
@@ -673,21 +684,13 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, set_progress) -> tuple:
             return no_update, no_update, f"snapshot {snapshot!r} not found in {run_dir.name}"
     mode = mode if mode in ("binned", "exact") else "binned"
     set_progress(("0", "1", "loading the model and the cubes ..."))
-
-    def on_cube(split: str, done: int, total: int) -> None:
-        set_progress((str(done), str(total + 1), f"{split}: cube {done}/{total}"))
-
     # chosen once: a running trainer keeps replacing LAST.pt and writing step-N.pt
     snap = snap or default_snapshot(run_dir)
     if snap is None:
         return no_update, no_update, f"{run_dir.name} has no snapshot to evaluate yet"
-    results = evaluate_run(run_dir, snapshot=snap, split="valid", mode=mode, progress=on_cube)
+    # one pass: the result file and the probability cache of the segmentation view
+    evaluate_run(run_dir, snap, "valid", mode, progress=_on_cube(set_progress), data_dir=data_dir)
     name = snap.stem
-    n = len(results)
-    set_progress(
-        (str(n), str(n + 1), "predicting the validation cubes for the segmentation view ...")
-    )
-    ev.probability_cache(run_dir, name, snapshot=snap, force=True)
     set_progress(("1", "1", "done"))
     return {"result": name, "t": time.time()}, {"result": name, "t": time.time()}, ""
 
@@ -707,7 +710,7 @@ def _current(name: Any, result: Any, split: Any, t: Any, beta: Any):
 
 
 def _split(split: Any) -> str:
-    return inputs.choice(split, ev.SPLITS, "valid")
+    return inputs.choice(split, runs.SPLITS, "valid")
 
 
 @callback(
@@ -732,9 +735,9 @@ def _on_save(_n, name, result, split, t, beta, how):
     how = inputs.text(how) or "manual"
     record = ev.threshold_record(m, run=name, result=result, split=_split(split), method=how[:200])
     try:
-        path = ev.save_threshold(run_dir, record)
+        path = runs.write_threshold(run_dir, record)
     except OSError as e:
-        return f"cannot write {run_dir / 'eval' / ev.THRESHOLD_FILE}: {e.strerror or e}"
+        return f"cannot write {runs.threshold_path(run_dir)}: {e.strerror or e}; check that folder"
     return f"saved threshold {m.threshold:.4f} to {path.relative_to(run_dir.parent)}"
 
 

@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from app import app_context, create_app
-from trainer.evaluation import write_result
+from trainer.runs import write_result
 from trainer.history import HistoryTracker
 from trainer.metrics import evaluate_arrays
 from trainer.runs import Status, atomic_write_json, write_status

@@ -19,9 +19,9 @@ from selenium.webdriver.common.keys import Keys
 
 from app import create_app
 from app import evaluation_view as ev
-from trainer.evaluation import read_result, write_result
+from trainer import runs
 from trainer.metrics import SingleClassWarning, evaluate_arrays
-from trainer.runs import Status, write_status
+from trainer.runs import Status, read_result, write_result, write_status
 
 REPO = Path(__file__).resolve().parents[2]
 RUN = "evald"
@@ -53,7 +53,7 @@ def make_evaluated_run(runs_dir: Path, name: str = RUN) -> Path:
     prob = prob.astype(np.float16).astype(np.float32)
     res = evaluate_arrays(label, prob, mode="exact")
     write_result(d / "eval" / "FINAL.h5", {"valid": res}, {"snapshot": "", "step": 10})
-    ev.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
+    runs.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
     return d
 
 
@@ -201,7 +201,7 @@ def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, eva
     # the segmentation slice follows the threshold (server round trip, no re-evaluation)
     type_threshold(dash_duo, 0.5)
     assert_shows(dash_duo, res, 0.5)
-    raw, prob, label = ev.read_prob_slice(
+    raw, prob, label = runs.read_prob_slice(
         ev.prob_cache_path(run_dir, "FINAL"), "cube0", SHAPE[0] // 2
     )
     c = ev.segmentation_counts(prob, label, 0.5)

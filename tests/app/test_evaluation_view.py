@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from app import evaluation_view as ev
-from trainer.evaluation import confusion_table, read_result, write_result
+from trainer import runs
+from trainer.evaluation import confusion_table
 from trainer.metrics import NOTHING_POSITIVE, SingleClassWarning, evaluate_arrays
+from trainer.runs import read_result, write_result
 
 RUN = "evald"
 
@@ -113,7 +115,7 @@ def test_metrics_csv_and_saved_threshold_hold_the_table(run_dir):
     assert csv["metric"] == "value" and float(csv["threshold"]) == 0.42 and csv["split"] == "valid"
     assert int(csv["tp"]) == m.tp and float(csv["fbeta"]) == m.fbeta and float(csv["mcc"]) == m.mcc
     record = ev.threshold_record(m, run=RUN, result="FINAL", split="valid", method="preset: max f1")
-    path = ev.save_threshold(run_dir, record)
+    path = runs.write_threshold(run_dir, record)
     saved = json.loads(path.read_text())
     assert path == run_dir / "eval" / "threshold.json"
     assert saved["threshold"] == 0.42 and saved["metrics"]["tp"] == m.tp
@@ -172,8 +174,8 @@ def test_list_results_skips_caches_and_temporaries(run_dir):
     (run_dir / "eval" / "FINAL_valid_prob.h5").write_bytes(b"")
     (run_dir / "eval" / ".FINAL.h5.123.tmp").write_bytes(b"")
     (run_dir / "eval" / "FINAL-REPORT.txt").write_text("")
-    assert ev.list_results(run_dir) == ["FINAL"]
-    assert ev.list_results(run_dir / "nowhere") == []
+    assert runs.list_results(run_dir) == ["FINAL"]
+    assert runs.list_results(run_dir / "nowhere") == []
 
 
 # -------------------------------------------------------------------------------- figures
@@ -261,16 +263,16 @@ def test_probability_cache_round_trip(tmp_path):
     label = (rng.random((4, 6, 5)) < 0.4).astype(np.int8)
     path = ev.prob_cache_path(tmp_path, "FINAL")
     path.parent.mkdir()
-    ev.write_prob_cache(path, [(raw, prob, label)], {"snapshot": "snap.pt"})
-    assert ev.read_prob_cache(path) == {"cubes": {"cube0": (4, 6, 5)}, "snapshot": "snap.pt"}
-    r, p, g = ev.read_prob_slice(path, "cube0", 2)
+    runs.write_prob_cache(path, [(raw, prob, label)], {"snapshot": "snap.pt"})
+    assert runs.read_prob_cache(path) == {"cubes": {"cube0": (4, 6, 5)}, "snapshot": "snap.pt"}
+    r, p, g = runs.read_prob_slice(path, "cube0", 2)
     assert np.allclose(r, raw[2], atol=1e-3) and np.allclose(p, prob[2], atol=1e-3)
     assert np.array_equal(g, label[2])
     # the view's counts come from the same threshold rule as the evaluation's
     tp, tn, fp, fn = confusion_table(label[2], p >= 0.5)
     assert ev.segmentation_counts(p, g, 0.5) == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
-    with pytest.raises(ev.ResultViewError, match="cube9"):
-        ev.read_prob_slice(path, "cube9", 0)
+    with pytest.raises(runs.ProbCacheError, match="cube9"):
+        runs.read_prob_slice(path, "cube9", 0)
     path.write_bytes(b"junk")
-    with pytest.raises(ev.ResultViewError, match="delete it"):
-        ev.read_prob_cache(path)
+    with pytest.raises(runs.ProbCacheError, match="delete it"):
+        runs.read_prob_cache(path)

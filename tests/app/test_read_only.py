@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from app.launcher import Launcher
-from trainer.evaluation import write_result
+from trainer.runs import write_result
 from trainer.metrics import evaluate_arrays
 from trainer.runs import Status, read_status, write_status
 

@@ -12,10 +12,8 @@ import pytest
 from sklearn import metrics as skm
 
 from trainer.evaluation import (
-    FORMAT_VERSION,
     REFERENCE_GRID,
     EvaluationInputError,
-    ResultFileError,
     SingleClassWarning,
     binary_nll,
     confusion_table,
@@ -27,11 +25,10 @@ from trainer.evaluation import (
     find_nearest,
     format_report,
     performance_measure,
-    read_result,
     rescale_fudge,
     roc_area,
-    write_result,
 )
+from trainer.runs import FORMAT_VERSION, ResultFileError, read_result, write_result
 
 
 def _data(n: int = 3000, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:

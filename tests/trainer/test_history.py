@@ -302,7 +302,7 @@ def test_timeline_figure_downsamples_but_keeps_spikes():
         {"time": np.arange(n) * 0.1, "loss": loss, "batch_char": np.full(n, 0.3)},
         index=pd.RangeIndex(n, name="step"),
     )
-    fig = plotting.timeline_figure(tl, max_points=4000)
+    fig = plotting.timeline_report(tl, max_points=4000)
     raw = fig.data[0]
     assert len(raw.x) <= 4002 and 123_457 in set(raw.x) and 50.0 in set(raw.y)
     assert fig.data[1].name == "moving average (200)"
@@ -310,7 +310,7 @@ def test_timeline_figure_downsamples_but_keeps_spikes():
 
 def test_figures_of_empty_tables():
     h = HistoryTracker()
-    for fig in (plotting.timeline_figure(h.timeline), plotting.history_figure(h.history)):
+    for fig in (plotting.timeline_report(h.timeline), plotting.history_report(h.history)):
         assert "no" in fig.layout.annotations[-1].text
 
 

@@ -17,6 +17,7 @@ import torch
 
 from trainer import runs
 from trainer.history import loadhistorytracker
+from trainer.metrics import evaluate_arrays
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo_cnn3d.py"
@@ -130,7 +131,7 @@ def test_bad_config_exits_2_with_a_short_message(tmp_path: Path):
 
 
 def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
-    from trainer.evaluation import read_result
+    from trainer.runs import read_result
 
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--split", "both",
            "--mode", "exact", "--device", "cpu"]  # fmt: skip
@@ -145,6 +146,45 @@ def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
     assert 0.5 < valid.roc_auc <= 1.0, "50 steps of the demo already separate membranes"
     for suffix in ("_valid.performance.html", "_valid.error_histogram.html", "-REPORT.txt"):
         assert (finished_run / "eval" / f"FINAL{suffix}").exists()
+    # one pass: the probability cache of the validation cubes is written with the result, from
+    # the same predictions (the segmentation view only reads it)
+    cache = runs.prob_cache_path(finished_run, "FINAL")
+    meta = runs.read_prob_cache(cache)
+    assert meta["snapshot"].endswith("FINAL.pt")
+    with h5py.File(cache) as f:
+        label = np.concatenate([f[c]["label"][()].ravel() for c in meta["cubes"]])
+        prob = np.concatenate([f[c]["prob"][()].astype(np.float32).ravel() for c in meta["cubes"]])
+    again = evaluate_arrays(label, prob, mode="exact")
+    assert (again.n_pos, again.n_neg, again.n_ignored) == (
+        valid.n_pos,
+        valid.n_neg,
+        valid.n_ignored,
+    )
+    assert again.roc_auc == pytest.approx(valid.roc_auc, abs=2e-3)  # float16 in the cache
+
+
+def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch):
+    import shutil
+
+    from trainer.evaluation import evaluate_again, evaluate_run
+
+    run_dir = tmp_path / "demo"
+    shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns("eval"))
+    data_dir = finished_run.parent.parent / "data"
+    monkeypatch.delenv("VOXELBOARD_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # a config that missed data_dir would make ./data here
+    evaluate_run(run_dir, split="both", device="cpu", name="OLD", data_dir=data_dir)
+    cache = runs.prob_cache_path(run_dir, "OLD")
+    cache.unlink()  # as a result written before caches existed
+    results = evaluate_again(run_dir, "OLD", device="cpu", data_dir=data_dir)
+    assert set(results) == {"train", "valid"} and results["valid"].mode == "binned"
+    assert runs.read_prob_cache(cache)["cubes"]
+    assert "VOXELBOARD_DATA_DIR" not in os.environ and not (tmp_path / "data").exists()
+    # a training-split evaluation under that name drops the cache that no longer belongs to it
+    evaluate_run(run_dir, split="train", device="cpu", name="OLD", data_dir=data_dir)
+    assert not cache.exists() and set(runs.read_result(runs.result_path(run_dir, "OLD"))) == {
+        "train"
+    }
 
 
 def test_evaluate_cli_on_a_folder_without_a_run_exits_2(tmp_path: Path):

@@ -39,6 +39,23 @@ from trainer.runs.atomic import (
     os_error_in_words,
     writing,
 )
+from trainer.runs.launch import (  # noqa: F401 - re-exported
+    BATCH_SCRIPT_FILE,
+    LAUNCH_FILE,
+    launch_backend,
+    launch_path,
+    read_launch,
+    write_launch,
+)
+from trainer.runs.launcher_record import (  # noqa: F401 - re-exported
+    LAUNCHER_FILE,
+    SUPERVISOR_FILE,
+    LauncherRecord,
+    job_run_state,
+    read_launcher_record,
+    slurm_exit_code,
+    write_launcher_record,
+)
 from trainer.runs.previews import (  # noqa: F401 - re-exported
     PREVIEW_DIR,
     PreviewError,
@@ -63,22 +80,33 @@ from trainer.runs.snapshots import (  # noqa: F401 - re-exported
     snapshot_names,
     snapshot_path,
 )
-from trainer.runs.launch import (  # noqa: F401 - re-exported
-    BATCH_SCRIPT_FILE,
-    LAUNCH_FILE,
-    launch_backend,
-    launch_path,
-    read_launch,
-    write_launch,
-)
-from trainer.runs.launcher_record import (  # noqa: F401 - re-exported
-    LAUNCHER_FILE,
-    SUPERVISOR_FILE,
-    LauncherRecord,
-    job_run_state,
-    read_launcher_record,
-    slurm_exit_code,
-    write_launcher_record,
+from trainer.runs.results import (  # noqa: F401 - re-exported
+    EVAL_DIR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    RESULT_SUFFIX,
+    SPLITS,
+    THRESHOLD_FILE,
+    ProbCacheError,
+    ProbCacheWriter,
+    ResultFileError,
+    eval_dir,
+    figure_path,
+    list_results,
+    prob_cache_path,
+    prob_cache_suffix,
+    read_prob_cache,
+    read_prob_slice,
+    read_result,
+    read_result_attrs,
+    read_threshold,
+    report_path,
+    result_path,
+    threshold_path,
+    update_split,
+    write_prob_cache,
+    write_result,
+    write_threshold,
 )
 from trainer.runs.state import (  # noqa: F401 - re-exported
     HEARTBEAT_STALE_S,
@@ -95,7 +123,6 @@ STATUS_FILE = "status.json"
 RESOLVED_CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
 CONSOLE_LOG_FILE = "console.log"
-EVAL_DIR = "eval"
 
 
 @dataclasses.dataclass
