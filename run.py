@@ -169,16 +169,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _mark_failed(run_dir: Path, error: str) -> None:
-    """Write state failed unless the trainer already wrote a final state."""
+    """Write state failed unless this trainer process already wrote a final state.
+
+    Called only in the trainer process (``cmd_train``), the one writer of ``status.json``;
+    a final state left by an earlier attempt (a resumed run) is overwritten.
+    """
+    import os
     import time
 
     from trainer import runs
 
     status = runs.read_status(run_dir) or runs.Status()
-    if status.state in runs.FINAL_STATES:
+    if status.state in runs.FINAL_STATES and status.pid == os.getpid():
         return
-    status.state, status.error = "failed", error
-    status.extra["ended"] = time.time()
+    status.state, status.error, status.pid = "failed", error, os.getpid()
+    status.heartbeat = status.extra["ended"] = time.time()
     try:
         runs.write_status(run_dir, status)
     except OSError as e:  # a full disk: the error still reaches the terminal and train.log
@@ -192,12 +197,16 @@ def _mark_failed(run_dir: Path, error: str) -> None:
 def _train_distributed(args: argparse.Namespace) -> int:
     """``--nproc N``: make the run directory here, then start N ranks with torchrun.
 
-    This process stays as the run's supervisor: it forwards SIGTERM/SIGINT to torchrun and,
-    when a rank dies without writing a final state, marks the run failed.
+    This process stays as the run's supervisor: it forwards SIGTERM/SIGINT to torchrun and
+    records torchrun's exit code in ``supervisor.json`` (never in ``status.json``, which
+    rank 0 writes); readers show a non-zero exit without a final state as failed.
     """
+    import os
     import signal
     import subprocess
+    import time
 
+    from trainer import runs
     from trainer.config import ConfigError, ExperimentConfig
 
     argv = ["--device", args.device] if args.device else []
@@ -229,6 +238,9 @@ def _train_distributed(args: argparse.Namespace) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
            f"--nproc_per_node={args.nproc}", "--monitor_interval=0.5",
            str(Path(__file__).resolve()), "train", *argv]  # fmt: skip
+    # this process is not the trainer: it records the ranks' fate in its own file
+    record = runs.LauncherRecord("torchrun", pid=os.getpid(), started=time.time())
+    runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
     child = subprocess.Popen(cmd)
 
     def forward(signum: int, frame: object) -> None:
@@ -237,11 +249,16 @@ def _train_distributed(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = child.wait()
+    record.exit_code, record.ended = rc, time.time()
     if rc != 0:
-        _mark_failed(run_dir, f"a training process failed (torchrun exit code {rc}); "
-                              "see console.log or the terminal for the rank's error")  # fmt: skip
-        return EXIT_FAILED
-    return EXIT_OK
+        record.error = (f"a training process failed (torchrun exit code {rc}); "
+                        "see console.log or the terminal for the rank's error")  # fmt: skip
+    try:
+        runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
+    except OSError as e:  # a full disk: the exit code still reaches the terminal
+        print(f"run.py train: cannot record the exit in {runs.SUPERVISOR_FILE}: {e}",
+              file=sys.stderr)  # fmt: skip
+    return EXIT_FAILED if rc != 0 else EXIT_OK
 
 
 def _config_for_resume(run_dir: Path):

@@ -1,34 +1,28 @@
 """Start, queue, stop, resume and delete training runs: as child processes or as Slurm jobs.
 
-Two backends run what the dashboard launches. ``local`` (the default) starts ``run.py
-train`` children on this machine and schedules them on its devices; ``slurm`` writes a batch
-script into the run directory and submits it with ``sbatch``, so the run trains on a compute
-node while the dashboard, on a login node, reads the shared runs directory. A run remembers
-its backend in ``launch.json``; each launcher starts only the queued runs of its own backend.
+Two backends run what the dashboard launches (``app.backends``): ``local`` (the default)
+starts ``run.py train`` children on this machine and schedules them on its devices;
+``slurm`` writes a batch script into the run directory and submits it with ``sbatch``, so
+the run trains on a compute node while the dashboard, on a login node, reads the shared
+runs directory. A run remembers its backend in ``launch.json``; each launcher starts only
+the queued runs of its own backend.
 
 The launcher keeps no state that the run directories do not hold, so a restarted
 dashboard finds everything again (re-attach):
 
-* a launch creates ``<runs_dir>/<name>/`` with ``launch.json`` (what to run) and a
-  ``status.json`` in state ``queued`` before any process starts;
-* the queue is every run directory with a ``launch.json`` whose status is ``queued``, oldest
-  first; a run starts when its device has a free slot (one run per GPU, ``max_cpu_runs``
-  on the CPU);
-* a slot is busy while a launched run's status says ``running`` and its pid is alive;
-* the child is ``run.py train`` without a shell, in its own process group, with its output
-  in ``console.log``; the trainer then keeps ``status.json`` up to date itself.
+* a launch creates ``<runs_dir>/<name>/`` with ``launch.json`` (what to run) and
+  ``launcher.json`` (the launcher's record, see ``trainer.runs.launcher_record``) before any
+  process starts;
+* a run's state is ``trainer.runs.merge_state`` of the trainer's ``status.json`` and the
+  record; the queue is every launched run in state ``queued`` that no backend has started,
+  oldest first;
+* the backend records the pid or job id when it starts the run, and the exit code, the Slurm
+  state and a stop request as they happen; the trainer alone writes ``status.json``.
 
-``start()`` runs ``tick()`` every ``poll_s`` seconds in a daemon thread (start queued runs,
-reap exited children); ``close()`` stops that thread and leaves the runs alone. A file lock
-in the runs folder keeps two dashboards on the same folder from starting a run twice.
-
-With the ``slurm`` backend (see docs/cluster.md) Slurm does the queueing: a queued run is
-submitted at once and stays ``queued`` while its job is pending (the Slurm reason goes into
-``status.json``'s ``slurm`` entry); ``tick()`` asks ``squeue``/``sacct`` every
-``slurm_poll_s`` seconds and marks the run ``running`` when the job starts, and writes the
-job's final state when it ended without the trainer writing one. Stop sends SIGTERM to the
-job through ``scancel`` (the trainer saves and stops) and cancels it outright after
-``grace_s``.
+``start()`` runs ``tick()`` every ``poll_s`` seconds in a daemon thread (let the backends
+look at their processes and jobs, start queued runs); ``close()`` stops that thread and
+leaves the runs alone. A file lock in the runs folder keeps two dashboards on the same
+folder from starting a run twice.
 
 Example:
     >>> with Launcher("runs", "examples", "data") as launcher:  # doctest: +SKIP
@@ -42,13 +36,9 @@ import contextlib
 import copy
 import dataclasses
 import fcntl
-import json
 import logging
 import os
-import shlex
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -57,43 +47,41 @@ from pathlib import Path
 from typing import Any
 
 from app import paths
-from app.readers import read_json, tail_lines
+from app.backends import Backend, RunEntry, Spawn
+from app.backends.local import LocalBackend
+from app.backends.slurm import SlurmBackend
+from app.readers import read_json
 from app.security import (
     MAX_RUN_NAME,
     LaunchError,
     resolve_config,
     sanitize_run_name,
-    validate_device,
     validate_overrides,
 )
-from app.slurm import Job, Slurm, SlurmError, batch_script, config_section, resources_from
+from app.slurm import Slurm, SlurmError
 from trainer.runs import (
-    ACTIVE_STATES,
     CONSOLE_LOG_FILE,
-    STATUS_FILE,
-    Status,
-    atomic_write_bytes,
-    atomic_write_json,
-    effective_state,
+    LAUNCH_FILE,
+    LauncherRecord,
+    config_copy,
     latest_snapshot,
+    launch_path,
+    merge_state,
     pid_alive,
+    read_launcher_record,
     read_status,
-    write_status,
+    write_launch,
+    write_launcher_record,
 )
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-LAUNCH_FILE = "launch.json"
 LOCK_FILE = ".launcher.lock"
-#: the batch script a Slurm launch writes into the run directory
-BATCH_SCRIPT_FILE = "slurm-job.sh"
 #: backends a launcher can run launches with
 BACKENDS = ("local", "slurm")
 #: launches waiting in the queue at once; more are refused (a visitor cannot pile up work)
 MAX_QUEUED = 20
-#: a submitted job that squeue and sacct both do not know for this long counts as gone
-JOB_UNKNOWN_GRACE_S = 120.0
 
 #: states from which a run may be resumed from its newest snapshot
 RESUMABLE_STATES = frozenset({"stopped", "failed", "lost", "finished"})
@@ -105,58 +93,18 @@ _FLAGS = {"n_steps": "--n-steps", "batch_size": "--batch-size", "lr": "--lr"}
 
 
 @dataclasses.dataclass
-class _Child:
-    name: str
-    proc: subprocess.Popen
-    device: str
-
-
-@dataclasses.dataclass
-class _Run:
-    """One run directory as one scan of ``runs_dir`` read it.
-
-    ``launch`` is shared with ``app.readers.read_json``'s cache: read it, never change it
-    (``_queue`` hands out copies). ``launched`` is True when a ``launch.json`` exists, even
-    a corrupt one (then ``launch`` is ``None``).
-    """
-
-    dir: Path
-    launched: bool
-    launch: Mapping[str, Any] | None
-    status: Status | None
-
-    @property
-    def name(self) -> str:
-        return self.dir.name
-
-    @property
-    def backend(self) -> str:
-        return _backend_of(self.launch)
-
-
-@dataclasses.dataclass
 class Overview:
     """What the dashboard's system panel shows, from one scan of the runs folder.
 
     Attributes:
         active: as ``Launcher.active_runs()``: running local launched runs -> device.
         queued: as ``Launcher.queued_runs()``.
-        pids: pid -> run name of every run (launched or not) whose status says running
-            and whose process is alive or only just gone.
+        pids: pid -> run name of every run (launched or not) whose state is running.
     """
 
     active: dict[str, str]
     queued: list[str]
     pids: dict[int, str]
-
-
-def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """``launch.json`` of a run, or ``None`` if absent or unreadable."""
-    try:
-        d = json.loads((Path(run_dir) / LAUNCH_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 class Launcher:
@@ -170,7 +118,7 @@ class Launcher:
         python: interpreter for children.
         run_py: the ``run.py`` to execute (tests pass a stand-in).
         max_cpu_runs: CPU runs allowed at once.
-        grace_s: seconds between SIGTERM and SIGKILL on stop.
+        grace_s: seconds between SIGTERM and SIGKILL (Slurm: ``scancel``) on stop.
         gpus: GPU indices to schedule on; ``None`` asks NVML (none found: CPU only).
         poll_s: scheduler period of the background thread.
         backend: ``local`` or ``slurm``.
@@ -205,29 +153,55 @@ class Launcher:
         if backend not in BACKENDS:
             raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
-        self.slurm_defaults = resources_from(defaults=slurm_defaults).to_json()
-        self.slurm_poll_s = float(slurm_poll_s)
-        self.slurm = slurm or Slurm()
-        self._jobs: dict[str, Job] = {}
-        self._jobs_error: str | None = None
-        self._last_sync = -float("inf")
         self.runs_dir = Path(runs_dir).absolute()
         self.configs_dir = Path(configs_dir).absolute()
         self.data_dir = Path(data_dir).absolute()
         self.python = str(python)
         self.run_py = Path(run_py).absolute()
-        self.max_cpu_runs = int(max_cpu_runs)
         self.max_queued = int(max_queued)
-        self.grace_s = float(grace_s)
         self.poll_s = float(poll_s)
-        self._gpus = None if gpus is None else list(gpus)
         self._lock = threading.RLock()
         self._lock_depth = 0
         self._lock_file: Any = None
-        self._children: dict[str, _Child] = {}
-        self._stopping: set[str] = set()
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        spawn = Spawn(
+            argv=self._argv,
+            env={"PYTHONUNBUFFERED": "1", "VOXELBOARD_DATA_DIR": str(self.data_dir)},
+            cwd=self.run_py.parent,
+        )
+        #: every backend, by name: a run is stopped and watched by the backend that started it
+        self.backends: dict[str, Backend] = {
+            "local": LocalBackend(
+                spawn, self._locked, _gpu_finder(gpus), max_cpu_runs=max_cpu_runs, grace_s=grace_s
+            ),
+            "slurm": SlurmBackend(
+                spawn,
+                self._locked,
+                slurm or Slurm(),
+                defaults=slurm_defaults,
+                poll_s=slurm_poll_s,
+                grace_s=grace_s,
+            ),
+        }
+
+    @property
+    def runner(self) -> Backend:
+        """The backend new launches go to."""
+        return self.backends[self.backend]
+
+    @property
+    def slurm_defaults(self) -> dict[str, Any]:
+        """The dashboard's default Slurm resources (the launch form's placeholders)."""
+        return self.backends["slurm"].defaults
+
+    @property
+    def max_cpu_runs(self) -> int:
+        return self.backends["local"].max_cpu_runs
+
+    @max_cpu_runs.setter
+    def max_cpu_runs(self, value: int) -> None:
+        self.backends["local"].max_cpu_runs = int(value)
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -265,20 +239,14 @@ class Launcher:
 
     def gpus(self) -> list[int]:
         """GPU indices runs may be scheduled on."""
-        if self._gpus is None:
-            from app.system import gpu_indices
-
-            self._gpus = gpu_indices()
-        return list(self._gpus)
+        return self.backends["local"].gpus()
 
     def devices(self) -> list[str]:
         """Device choices for the launch form: ``auto``, ``cpu``, ``cuda:N`` per GPU.
 
         With Slurm the GPUs are the job's (``gpus`` resource): ``auto`` or ``cpu``.
         """
-        if self.backend == "slurm":
-            return ["auto", "cpu"]
-        return ["auto", "cpu", *(f"cuda:{i}" for i in self.gpus())]
+        return self.runner.devices()
 
     def active_runs(self) -> dict[str, str]:
         """Running local launched runs (this process's or re-attached): run name -> device."""
@@ -286,10 +254,7 @@ class Launcher:
             return self._active(self._scan())
 
     def queued_runs(self) -> list[str]:
-        """Names of queued runs in the order they will be considered.
-
-        With Slurm: the runs waiting for their job to start, oldest first.
-        """
+        """Names of this backend's queued runs, oldest first (Slurm: pending jobs too)."""
         with self._lock:
             return self._queued_names(self._scan())
 
@@ -302,38 +267,29 @@ class Launcher:
         with self._lock:
             runs = self._scan(every=True)
             launched = [r for r in runs if r.launched]
-            pids = {
-                r.status.pid: r.name
-                for r in runs
-                if r.status is not None and r.status.pid and effective_state(r.status) == "running"
-            }
+            pids = {r.view.pid: r.name for r in runs if r.view.pid and r.view.state == "running"}
             return Overview(self._active(launched), self._queued_names(launched), pids)
 
     def jobs(self) -> dict[str, dict[str, Any]]:
         """Slurm runs under ``runs_dir``: run name -> ``job_id``, ``state`` and ``reason``.
 
-        ``state`` and ``reason`` are what the last ``squeue``/``sacct`` call said (``None``
-        before one, or for a run this launcher did not ask about because it had ended).
-        Reads only ``launch.json`` files and memory; never calls Slurm.
+        ``state`` and ``reason`` are what the last ``squeue``/``sacct`` answer recorded in
+        ``launcher.json`` (``None`` before one). Reads files only; never calls Slurm.
         """
-        out = {}
-        for run in self._scan():
-            job_id = _job_id(run.launch) if run.backend == "slurm" else None
-            if job_id is None:
-                continue
-            job = self._jobs.get(run.name)
-            same = job is not None and job.job_id == job_id
-            out[run.name] = {
-                "job_id": job_id,
-                "state": job.state if same else None,
-                "reason": job.reason if same else None,
+        return {
+            run.name: {
+                "job_id": run.record.job_id,
+                "state": run.record.slurm_state,
+                "reason": run.record.slurm_reason,
             }
-        return out
+            for run in self._scan()
+            if run.record is not None and run.record.job_id
+        }
 
     @property
     def jobs_error(self) -> str | None:
         """Why the last ``squeue`` call failed, or ``None``."""
-        return self._jobs_error
+        return self.backends["slurm"].error
 
     # -- actions ---------------------------------------------------------------------
 
@@ -347,7 +303,7 @@ class Launcher:
         """Queue a training run and start it if its device is free (Slurm: submit it).
 
         Everything is validated before anything is written; then the run directory,
-        ``launch.json`` and a ``queued`` ``status.json`` are created, then the scheduler runs.
+        ``launch.json`` and ``launcher.json`` are created, then the scheduler runs.
 
         Args:
             config_name: a ``*.py`` file inside ``configs_dir`` (name or path).
@@ -367,19 +323,7 @@ class Launcher:
         """
         config = resolve_config(self.configs_dir, config_name)
         overrides = validate_overrides(overrides)
-        if self.backend == "slurm":
-            problem = self.slurm.problem()
-            if problem:
-                raise LaunchError("backend", f"backend: {problem}")
-            requested = resources_from(resources, config_section(config), self.slurm_defaults)
-            device = self._slurm_device(device, requested.gpus)
-        else:
-            device = validate_device(device, self.gpus())
-            given = sorted(k for k, v in (resources or {}).items() if v not in (None, ""))
-            if given:
-                raise LaunchError(
-                    given[0], f"{given[0]}: Slurm resources need the dashboard's --backend slurm"
-                )
+        fields = self.runner.prepare(config, device, resources)
         base = overrides.pop("save_name", None) or sanitize_run_name(config.stem)
         now = time.time()
         with self._locked():
@@ -397,15 +341,12 @@ class Launcher:
                 "mode": "train",
                 "config": config.name,
                 "config_path": str(config),
-                "device": device,
                 "overrides": overrides,
                 "created": now,
+                **fields,
             }
-            if self.backend == "slurm":
-                launch["slurm"] = {"resources": requested.to_json()}
-            atomic_write_json(run_dir / LAUNCH_FILE, launch)
-            write_status(run_dir, self._queued_status(run_dir.name, config.name, launch))
-        log.info("queued %s (%s on %s)", run_dir.name, config.name, device)
+            self._queue_launch(run_dir, launch)
+        log.info("queued %s (%s on %s)", run_dir.name, config.name, launch["device"])
         self.tick()
         return run_dir.name
 
@@ -424,31 +365,9 @@ class Launcher:
             LaunchError: unknown run, or not queued/running, or scancel failed.
         """
         run_dir = self._existing_run(name)
-        if (read_launch(run_dir) or {}).get("backend") == "slurm":
-            return self._stop_job(name, run_dir)
         with self._locked():
-            status = read_status(run_dir)
-            state = effective_state(status)
-            if status is not None and status.state == "queued" and name not in self._children:
-                status.state = "stopped"
-                status.extra["ended"] = time.time()
-                write_status(run_dir, status)
-                return "stopped"
-            if status is None or state != "running":
-                raise LaunchError(
-                    "run", f"run: {name} is {state}; only queued or running runs stop"
-                )
-            child = self._children.get(name)
-            pid = child.proc.pid if child else status.pid
-            if child is None and not _same_process(pid, status):
-                raise LaunchError("run", f"run: {name}: process {pid} is not the run's trainer")
-            self._stopping.add(name)
-            leads_group = _signal_group(pid, signal.SIGTERM)
-        threading.Thread(
-            target=self._escalate, args=(name, pid, leads_group), name=f"stop-{name}", daemon=True
-        ).start()
-        log.info("stopping %s (pid %s)", name, pid)
-        return "stopping"
+            run = self._entry(run_dir)
+            return self.backends[_backend_name(run)].stop(run)
 
     def resume(self, name: str, device: str | None = None) -> str:
         """Queue a stopped, failed, lost or finished run to continue from its newest snapshot.
@@ -461,44 +380,31 @@ class Launcher:
         """
         run_dir = self._existing_run(name)
         with self._locked():
-            status = read_status(run_dir)
-            state = self._job_state(run_dir, status)
-            if state not in RESUMABLE_STATES or name in self._children:
+            run = self._fresh_entry(run_dir)
+            state = run.view.state
+            if state not in RESUMABLE_STATES or self._tracked(name):
                 allowed = ", ".join(sorted(RESUMABLE_STATES))
                 raise LaunchError("run", f"run: {name} is {state}; only {allowed} runs resume")
             if latest_snapshot(run_dir) is None:
                 raise LaunchError("run", f"run: {name} has no snapshot in snapshots/ to resume")
-            copies = sorted(run_dir.glob("0-*.py"))
-            if not copies:
+            copied = config_copy(run_dir)
+            if copied is None:
                 raise LaunchError("run", f"run: {name} has no config copy (0-<config>.py)")
-            old = read_launch(run_dir) or {}
+            old = dict(run.launch or {})
+            fields = self.runner.prepare(
+                copied, device or old.get("device", "auto"), None, previous=old
+            )
             launch = {
                 "format": 1,
                 "backend": self.backend,
                 "mode": "resume",
-                "config": old.get("config", copies[0].name[2:]),
-                "config_path": str(copies[0]),
-                "device": device or old.get("device", "auto"),
+                "config": old.get("config", copied.name[2:]),
+                "config_path": str(copied),
                 "overrides": {k: v for k, v in old.get("overrides", {}).items() if k in _FLAGS},
                 "created": time.time(),
+                **fields,
             }
-            if self.backend == "slurm":
-                problem = self.slurm.problem()
-                if problem:
-                    raise LaunchError("backend", f"backend: {problem}")
-                # the resources of the first launch, else today's section and defaults
-                first = (old.get("slurm") or {}).get("resources") or {}
-                section = first or config_section(copies[0])
-                requested = resources_from(section, defaults=self.slurm_defaults)
-                launch["slurm"] = {"resources": requested.to_json()}
-                launch["device"] = self._slurm_device(launch["device"], requested.gpus)
-            else:
-                launch["device"] = validate_device(launch["device"], self.gpus())
-            atomic_write_json(run_dir / LAUNCH_FILE, launch)
-            queued = self._queued_status(name, launch["config"], launch)
-            queued.step = status.step if status else 0
-            queued.n_steps = launch["overrides"].get("n_steps", status.n_steps if status else 0)
-            write_status(run_dir, queued)
+            self._queue_launch(run_dir, launch)
         self.tick()
         return name
 
@@ -511,91 +417,46 @@ class Launcher:
         """
         run_dir = self._existing_run(name)
         with self._locked():
-            state = self._job_state(run_dir, read_status(run_dir))
-            if state not in DELETABLE_STATES or name in self._children:
+            state = self._fresh_entry(run_dir).view.state
+            if state not in DELETABLE_STATES or self._tracked(name):
                 allowed = ", ".join(sorted(DELETABLE_STATES))
                 raise LaunchError("run", f"run: {name} is {state}; only {allowed} runs delete")
             shutil.rmtree(run_dir)
         log.info("deleted %s", run_dir)
 
     def tick(self) -> list[str]:
-        """Reap exited children, then start queued runs whose device has a free slot.
+        """Let the backends look at their runs, then start queued runs that can start.
 
-        With Slurm: submit queued runs that have no job yet, then (every ``slurm_poll_s``
-        seconds, or after a submission) bring the runs' states up to date with Slurm's.
+        The local backend reaps exited children (recording their exit codes); the Slurm
+        backend asks ``squeue``/``sacct`` every ``slurm_poll_s`` seconds (and after a
+        submission) and records each job's state. Then queued runs of this launcher's
+        backend start while their device has a free slot (Slurm: are submitted).
 
         Returns:
             Names of the runs started (Slurm: submitted).
         """
         started = []
         with self._locked():
-            self._reap()
-            runs = self._scan()  # each run's files are read once per tick, here
-            busy = self._busy_devices(runs)
+            runs = self._scan()
+            for backend in self.backends.values():
+                backend.poll(runs)
+            runs = self._scan()  # each run's files are read once per tick, after the poll
+            busy = [d for r in runs if (d := self.backends["local"].slot(r))]
             for run, launch in self._queue(runs):
-                run_dir, name = run.dir, run.name
                 try:
-                    if self.backend == "slurm":
-                        self._submit(run_dir, self._recheck(run_dir, launch))
-                    else:
-                        device = self._free_device(str(launch.get("device", "auto")), busy)
-                        if device is None:
-                            continue
-                        self._spawn(run_dir, self._recheck(run_dir, launch), device, run.status)
-                        busy.append(device)
+                    record = self.runner.start(run, self._recheck(run.dir, launch), busy)
                 except (OSError, LaunchError, SlurmError) as e:
-                    status = read_status(run_dir) or Status()
-                    status.state, status.error = "failed", f"could not start: {e}"
-                    status.extra["ended"] = time.time()
-                    write_status(run_dir, status)
+                    self._refuse(run, f"could not start: {e}")
                     continue
-                started.append(name)
-        if started or time.monotonic() - self._last_sync >= self.slurm_poll_s:
-            self.refresh_jobs()
+                if record is not None:
+                    started.append(run.name)
+        if started:
+            self.runner.poll(self._scan())
         return started
 
-    def refresh_jobs(self) -> dict[str, Job]:
-        """Ask Slurm about the jobs of active Slurm runs and update their status files.
-
-        A pending job keeps its run ``queued`` with the Slurm state and reason in the
-        status's ``slurm`` entry; a started job marks a still-queued run ``running`` (the
-        trainer then writes its own status); a job that ended while the run's status is
-        still ``queued`` or ``running`` (the trainer could not write a final state) gives the
-        run the job's final state: COMPLETED -> finished, CANCELLED -> stopped, FAILED,
-        TIMEOUT, NODE_FAIL, OUT_OF_MEMORY... -> failed, with the Slurm state, reason and
-        exit code in ``error``. Slurm is asked outside the lock (it can be slow); the files
-        are updated under it.
-
-        Returns:
-            The jobs Slurm reported, by run name.
-        """
-        self._last_sync = time.monotonic()
-        targets = {}
-        for run in self._scan():
-            job_id = _job_id(run.launch) if run.backend == "slurm" else None
-            if job_id and run.status is not None and run.status.state in ACTIVE_STATES:
-                targets[run.name] = job_id
-        if not targets:
-            return {}
-        problem = self.slurm.problem()
-        try:
-            if problem:
-                raise SlurmError(problem)
-            by_id = self.slurm.jobs(targets.values())
-        except SlurmError as e:
-            if self._jobs_error != str(e):
-                log.warning("cannot ask Slurm about jobs: %s", e)
-            self._jobs_error = str(e)
-            return {}
-        self._jobs_error = None
-        found = {}
-        with self._locked():
-            for name, job_id in targets.items():
-                job = by_id.get(job_id)
-                if job is not None:
-                    found[name] = self._jobs[name] = job
-                self._apply_job(self.runs_dir / name, job_id, job)
-        return found
+    def refresh_jobs(self) -> None:
+        """Ask Slurm about the jobs of unfinished Slurm runs now and record the answers."""
+        self.backends["slurm"].poll(self._scan(), force=True)
 
     # -- internals -------------------------------------------------------------------
 
@@ -634,24 +495,44 @@ class Launcher:
             return self.runs_dir / name
         raise LaunchError("save_name", f"save_name: no free name left for {base!r}")
 
-    def _queued_status(self, name: str, config: str, launch: dict) -> Status:
-        return Status(
-            state="queued",
-            n_steps=int(launch["overrides"].get("n_steps", 0)),
-            heartbeat=time.time(),
-            extra={
-                "save_name": name,
-                "config_file": config,
-                "launcher": {"device_request": launch["device"], "overrides": launch["overrides"]},
-            },
-        )
+    def _queue_launch(self, run_dir: Path, launch: dict[str, Any]) -> None:
+        """Write the request and a fresh record: the run is queued from now on."""
+        write_launch(run_dir, launch)
+        write_launcher_record(run_dir, LauncherRecord(launch["backend"], queued=launch["created"]))
 
-    def _scan(self, every: bool = False) -> list[_Run]:
-        """Every launched run directory, by name, with its ``launch.json`` and ``status.json``.
+    def _refuse(self, run: RunEntry, error: str) -> None:
+        """Record that a queued run could not be started: it shows as failed with ``error``."""
+        now = time.time()
+        queued = float((run.launch or {}).get("created") or 0.0) or now
+        rec = run.record or LauncherRecord(_backend_name(run), queued=queued)
+        write_launcher_record(run.dir, dataclasses.replace(rec, error=error, ended=now))
+
+    def _tracked(self, name: str) -> bool:
+        return any(b.busy(name) for b in self.backends.values())
+
+    def _entry(self, run_dir: Path, launched: bool | None = None) -> RunEntry:
+        """One run directory's files, read now, with their merged state."""
+        launch, problem = read_json(launch_path(run_dir))
+        status = read_status(run_dir)
+        record = read_launcher_record(run_dir)
+        view = merge_state(
+            status, record, time.time(), pid_alive, console=str(run_dir / CONSOLE_LOG_FILE)
+        )
+        launched = launch is not None or problem is not None if launched is None else launched
+        return RunEntry(run_dir, launched, launch, status, record, view)
+
+    def _fresh_entry(self, run_dir: Path) -> RunEntry:
+        """Like ``_entry``, after the run's backend recorded what it knows now (Slurm: asks)."""
+        run = self._entry(run_dir)
+        self.backends[_backend_name(run)].poll([run], force=True)
+        return self._entry(run_dir)
+
+    def _scan(self, every: bool = False) -> list[RunEntry]:
+        """Every launched run directory, by name, with its files and merged state.
 
         The one place the scheduler reads run files: a tick scans once and passes the list
-        down. ``launch.json`` goes through the stat-keyed cache (it rarely changes);
-        ``status.json`` is read afresh. With ``every``, run directories without a
+        down. ``launch.json`` goes through the stat-keyed cache (it rarely changes); the
+        status and the record are read afresh. With ``every``, run directories without a
         ``launch.json`` but with a ``status.json`` (runs started from the command line)
         are included too.
         """
@@ -664,75 +545,42 @@ class Launcher:
             if entry.name.startswith(".") or not entry.is_dir():
                 continue
             run_dir = Path(entry.path)
-            launch, problem = read_json(run_dir / LAUNCH_FILE)
-            launched = launch is not None or problem is not None
-            if not launched and not (every and (run_dir / STATUS_FILE).is_file()):
+            launched = launch_path(run_dir).exists()
+            if not launched and not (every and read_status(run_dir) is not None):
                 continue
-            runs.append(_Run(run_dir, launched, launch, read_status(run_dir)))
+            runs.append(self._entry(run_dir, launched))
         return runs
 
-    def _queue(self, runs: list[_Run]) -> list[tuple[_Run, dict]]:
-        """Queued runs of this launcher's backend, oldest first, each with a copy of its launch."""
+    def _queue(self, runs: list[RunEntry]) -> list[tuple[RunEntry, dict]]:
+        """Queued runs of this launcher's backend that no backend started yet, oldest first,
+        each with a copy of its launch."""
         queue = []
         for run in runs:
-            status = run.status
-            if status is None or status.state != "queued" or run.name in self._children:
+            rec = run.record
+            if run.view.state != "queued" or self._tracked(run.name):
                 continue
+            if rec is not None and (rec.pid is not None or rec.job_id is not None):
+                continue  # started (a Slurm job waiting in Slurm's queue)
             if run.launch is None or "config_path" not in run.launch:
-                status.state, status.error = "failed", f"{LAUNCH_FILE} is missing or corrupt"
-                write_status(run.dir, status)
+                self._refuse(run, f"{LAUNCH_FILE} is missing or corrupt")
                 continue
-            # another backend's run, or a Slurm run already waiting in Slurm's queue
-            if run.backend != self.backend or _job_id(run.launch) is not None:
-                continue
+            if _backend_name(run) != self.backend:
+                continue  # another backend's run
             queue.append((float(run.launch.get("created", 0.0)), run.name, run))
         queue.sort(key=lambda t: t[:2])
         return [(run, copy.deepcopy(dict(run.launch or {}))) for _, _, run in queue]
 
-    def _active(self, runs: list[_Run]) -> dict[str, str]:
-        return {
-            run.name: str(run.launch.get("assigned_device", "cpu"))
-            for run in runs
-            if run.backend == "local"
-            and run.status is not None
-            and run.launch is not None
-            and self._holds_slot(run.name, run.status)
-        }
+    def _active(self, runs: list[RunEntry]) -> dict[str, str]:
+        local = self.backends["local"]
+        return {run.name: device for run in runs if (device := local.slot(run))}
 
-    def _queued_names(self, runs: list[_Run]) -> list[str]:
-        if self.backend == "local":
-            return [run.name for run, _ in self._queue(runs)]
+    def _queued_names(self, runs: list[RunEntry]) -> list[str]:
         waiting = sorted(
             (float((run.launch or {}).get("created", 0.0) or 0.0), run.name)
             for run in runs
-            if run.backend == "slurm" and run.status is not None and run.status.state == "queued"
+            if _backend_name(run) == self.backend and run.view.state == "queued"
         )
         return [name for _, name in waiting]
-
-    def _holds_slot(self, name: str, status: Status) -> bool:
-        child = self._children.get(name)
-        if child is not None:
-            return child.proc.poll() is None
-        return status.state == "running" and pid_alive(status.pid)
-
-    def _busy_devices(self, runs: list[_Run]) -> list[str]:
-        """Devices held by a run: this launcher's live children, then re-attached runs."""
-        busy = [c.device for c in self._children.values() if c.proc.poll() is None]
-        for run in runs:
-            if run.backend != "local" or run.name in self._children:
-                continue
-            if run.status is not None and self._holds_slot(run.name, run.status):
-                busy.append(str((run.launch or {}).get("assigned_device", "cpu")))
-        return busy
-
-    def _free_device(self, request: str, busy: list[str]) -> str | None:
-        """A device for ``request`` with a free slot given the ``busy`` devices, or ``None``."""
-        gpus = self.gpus()
-        if request == "cpu" or (request == "auto" and not gpus):
-            return "cpu" if busy.count("cpu") < self.max_cpu_runs else None
-        if request == "auto":
-            return next((f"cuda:{i}" for i in gpus if f"cuda:{i}" not in busy), None)
-        return request if request not in busy else None
 
     def _recheck(self, run_dir: Path, launch: dict) -> dict:
         """Validate ``launch.json`` again at start: the config may have been swapped while queued."""
@@ -745,7 +593,7 @@ class Launcher:
             launch["config_path"] = str(resolve_config(self.configs_dir, launch["config_path"]))
         return launch
 
-    def _argv(self, run_dir: Path, launch: dict, child_device: str) -> list[str]:
+    def _argv(self, run_dir: Path, launch: Mapping[str, Any], child_device: str) -> list[str]:
         # names and paths go as --option=value: a value starting with '-' stays a value
         config = launch["config_path"]
         if launch.get("mode") == "resume":
@@ -769,365 +617,20 @@ class Launcher:
                 argv += [flag, repr(launch["overrides"][key])]
         return argv
 
-    def _spawn(self, run_dir: Path, launch: dict, device: str, queued: Status | None) -> None:
-        """Start the child; ``queued`` is the run's status as this tick read it.
 
-        The child owns ``status.json`` from its first write on (an early config error
-        writes ``failed`` at once), so the launcher marks the run ``running`` before the
-        child exists and afterwards only fills in the pid, and only while the file still
-        holds the launcher's own write (``_replace_unless_changed``).
-        """
-        env = dict(os.environ, PYTHONUNBUFFERED="1", VOXELBOARD_DATA_DIR=str(self.data_dir))
-        if device.startswith("cuda:"):
-            env["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-            child_device = "cuda:0"  # the one GPU the child can see
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = ""  # keep CPU runs off the GPUs
-            child_device = "cpu"
-        argv = self._argv(run_dir, launch, child_device)
-        now = time.time()
-        status = queued or Status()
-        status.state, status.pid, status.heartbeat = "running", None, now
-        status.started = status.started or now
-        status.error = None
-        status.extra.pop("ended", None)
-        status.extra["device"] = device
-        write_status(run_dir, status)
-        written = (run_dir / STATUS_FILE).read_bytes()
-        with open(run_dir / CONSOLE_LOG_FILE, "ab") as console:
-            console.write(f"$ {shlex.join(argv)}\n".encode())
-            console.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                cwd=self.run_py.parent,
-                env=env,
-                start_new_session=True,
-            )
-        self._children[run_dir.name] = _Child(run_dir.name, proc, device)
-        status.pid = proc.pid  # so readers see a live run before the trainer's first write
-        try:
-            _replace_unless_changed(run_dir / STATUS_FILE, written, status.to_json())
-        except OSError as e:  # the child runs: a missing pid only delays what readers see
-            log.warning("%s: could not record pid %d in %s: %s", run_dir.name, proc.pid,
-                        STATUS_FILE, e)  # fmt: skip
-        atomic_write_json(
-            run_dir / LAUNCH_FILE,
-            {**launch, "assigned_device": device, "pid": proc.pid, "started": now, "argv": argv},
-        )
-        log.info("started %s on %s: pid %d", run_dir.name, device, proc.pid)
-
-    # -- Slurm -----------------------------------------------------------------------
-
-    @staticmethod
-    def _slurm_device(device: str | None, gpus: int) -> str:
-        """The trainer's ``--device`` in a Slurm job: the job's GPUs when it has any."""
-        if device in (None, "", "auto"):
-            return "cuda" if gpus else "cpu"
-        if device == "cpu":
-            if gpus:
-                raise LaunchError(
-                    "device", f"device: cpu, but the job asks for {gpus} GPU(s); set gpus to 0"
-                )
-            return "cpu"
-        raise LaunchError("device", f"device: {device!r}; with Slurm choose auto or cpu")
-
-    def _submit(self, run_dir: Path, launch: dict) -> None:
-        """Write the batch script into the run directory and submit it with sbatch."""
-        resources = resources_from((launch.get("slurm") or {}).get("resources"))
-        argv = self._argv(run_dir, launch, self._slurm_device(launch.get("device"), resources.gpus))
-        script = run_dir / BATCH_SCRIPT_FILE
-        text = batch_script(
-            argv,
-            resources,
-            env={"PYTHONUNBUFFERED": "1", "VOXELBOARD_DATA_DIR": str(self.data_dir)},
-            comment=f"VoxelBoard run {run_dir.name}: written and submitted by the launcher",
-        )
-        atomic_write_bytes(script, text.encode())
-        options = [
-            f"--job-name=vb-{run_dir.name}",
-            f"--output={run_dir / CONSOLE_LOG_FILE}",
-            "--open-mode=append",
-            f"--chdir={self.run_py.parent}",
-        ]
-        job_id = self.slurm.submit(script, options)
-        now = time.time()
-        slurm = {
-            **launch["slurm"],
-            "job_id": job_id,
-            "submitted": now,
-            "script": str(script),
-            "sbatch_options": options,
-        }
-        atomic_write_json(run_dir / LAUNCH_FILE, {**launch, "slurm": slurm, "argv": argv})
-        status = read_status(run_dir)
-        if status is not None and status.state == "queued":
-            status.extra["slurm"] = {"job_id": job_id, "state": "PENDING", "reason": None}
-            status.error = None
-            status.extra.pop("ended", None)
-            write_status(run_dir, status)
-        log.info("submitted %s: Slurm job %s", run_dir.name, job_id)
-
-    def _apply_job(self, run_dir: Path, job_id: str, job: Job | None) -> None:
-        """Bring one Slurm run's status in line with its job (see ``refresh_jobs``)."""
-        status = read_status(run_dir)
-        if status is None or status.state not in ACTIVE_STATES:
-            return  # the trainer (or a stop) wrote a final state: that is the truth
-        if _job_id(read_launch(run_dir)) != job_id:
-            return  # resumed as a new job since Slurm was asked
-        now = time.time()
-        seen = {"job_id": job_id, "state": None, "reason": None}
-        if job is not None:
-            seen.update(state=job.state, reason=job.reason)
-        target = job.run_state if job is not None else None
-        if target is None:
-            submitted = float(((read_launch(run_dir) or {}).get("slurm") or {}).get("submitted", 0))
-            if job is not None or status.state != "queued" or now - submitted < JOB_UNKNOWN_GRACE_S:
-                return  # unknown state word, or a running run: its heartbeat decides (lost)
-            status.state = "failed"
-            status.error = (
-                f"Slurm job {job_id} is known to neither squeue nor sacct; it was never "
-                f"started (see {run_dir / CONSOLE_LOG_FILE})"
-            )
-            status.extra["ended"] = now
-        elif target == "queued":
-            if status.state != "queued" or status.extra.get("slurm") == seen:
-                return  # a requeued running job: the trainer's status stays in charge
-        elif target == "running":
-            if status.state == "queued":
-                status.state, status.started, status.error = "running", now, None
-            elif status.pid is not None:
-                return  # the trainer writes this file now
-            status.heartbeat = now  # the job runs; the trainer has not written yet
-        else:
-            stopping = run_dir.name in self._stopping
-            self._stopping.discard(run_dir.name)
-            status.state = "stopped" if stopping else target
-            status.error = None
-            if status.state == "failed":
-                last = [x for x in tail_lines(run_dir / CONSOLE_LOG_FILE, 20) if x.strip()]
-                said = f": {last[-1].strip()[:300]}" if last else ""
-                why = ", ".join(
-                    x for x in (job.reason, job.exit_code and f"exit {job.exit_code}") if x
-                )
-                status.error = (
-                    f"Slurm job {job_id} ended {job.state}{f' ({why})' if why else ''} "
-                    f"without the trainer writing a final state{said} "
-                    f"(see {run_dir / CONSOLE_LOG_FILE})"
-                )
-            status.extra["ended"] = now
-        status.extra["slurm"] = seen
-        write_status(run_dir, status)
-
-    def _job_state(self, run_dir: Path, status: Status | None) -> str:
-        """``effective_state``, except that a Slurm run whose job is pending or running is
-        ``queued``/``running`` even if its trainer's pid is not one this machine can see."""
-        state = effective_state(status)
-        job_id = _job_id(read_launch(run_dir))
-        if state != "lost" or job_id is None:
-            return state
-        try:
-            job = self.slurm.jobs([job_id]).get(job_id)
-        except SlurmError as e:
-            raise LaunchError("run", f"run: {run_dir.name}: cannot ask Slurm: {e}") from None
-        if job is not None and job.run_state in ACTIVE_STATES:
-            return job.run_state
-        return state
-
-    def _stop_job(self, name: str, run_dir: Path) -> str:
-        with self._locked():
-            status = read_status(run_dir)
-            state = effective_state(status)
-            job_id = _job_id(read_launch(run_dir))
-            if status is None or status.state not in ACTIVE_STATES:
-                raise LaunchError(
-                    "run", f"run: {name} is {state}; only queued or running runs stop"
-                )
-            job = self._jobs.get(name)
-            pending = status.state == "queued" and (job is None or job.run_state != "running")
-            try:
-                if job_id is not None:
-                    self.slurm.cancel(job_id, signal=None if pending else "TERM")
-            except SlurmError as e:
-                raise LaunchError("run", f"run: {name}: {e}") from None
-            if pending:
-                status.state, status.error = "stopped", None
-                status.extra["ended"] = time.time()
-                if job_id is not None:
-                    status.extra["slurm"] = {"job_id": job_id, "state": "CANCELLED", "reason": None}
-                write_status(run_dir, status)
-                return "stopped"
-            self._stopping.add(name)
-        threading.Thread(
-            target=self._escalate_job, args=(name, job_id), name=f"stop-{name}", daemon=True
-        ).start()
-        log.info("stopping %s (Slurm job %s)", name, job_id)
-        return "stopping"
-
-    def _escalate_job(self, name: str, job_id: str | None) -> None:
-        """Cancel the job outright if SIGTERM did not end it within ``grace_s``."""
-        deadline = time.monotonic() + self.grace_s
-        while job_id is not None:
-            try:
-                job = self.slurm.jobs([job_id]).get(job_id)
-            except SlurmError:
-                job = None
-            ended = job is not None and job.run_state not in ("queued", "running")
-            if ended:
-                break
-            if time.monotonic() >= deadline:
-                log.warning(
-                    "%s: job %s did not end within %.0f s: scancel", name, job_id, self.grace_s
-                )
-                with contextlib.suppress(SlurmError):
-                    self.slurm.cancel(job_id)
-                break
-            time.sleep(min(1.0, self.grace_s / 10))
-        self.refresh_jobs()
-
-    # -- local children ----------------------------------------------------------------
-
-    def _reap(self) -> None:
-        for name, child in list(self._children.items()):
-            code = child.proc.poll()
-            if code is None:
-                continue
-            del self._children[name]
-            self._finalize(name, child.proc.pid, code)
-
-    def _finalize(self, name: str, pid: int | None, code: int | None) -> None:
-        """Write a final state for a run whose process ended without writing one."""
-        run_dir = self.runs_dir / name
-        stopping = name in self._stopping
-        self._stopping.discard(name)
-        status = read_status(run_dir)
-        if status is None or status.state not in ACTIVE_STATES or status.pid not in (pid, None):
-            return
-        if stopping:
-            status.state, status.error = "stopped", None
-        else:
-            how = "without exit code" if code is None else f"with code {code}"
-            last = [line for line in tail_lines(run_dir / CONSOLE_LOG_FILE, 20) if line.strip()]
-            said = f": {last[-1].strip()[:300]}" if last and not last[-1].startswith("$ ") else ""
-            status.state = "failed"
-            status.error = (
-                f"process exited {how} without writing a final state{said} "
-                f"(see {run_dir / CONSOLE_LOG_FILE})"
-            )
-        status.extra["ended"] = time.time()
-        write_status(run_dir, status)
-
-    def _escalate(self, name: str, pid: int, leads_group: bool) -> None:
-        child = self._children.get(name)
-        deadline = time.monotonic() + self.grace_s
-        while time.monotonic() < deadline and _running(child, pid):
-            time.sleep(0.05)
-        if _running(child, pid):
-            log.warning("%s did not stop within %.0f s: SIGKILL", name, self.grace_s)
-            _signal_group(pid, signal.SIGKILL)
-            if child is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.proc.wait(timeout=10)
-        if leads_group:
-            # helpers of the trainer (data-loader workers) that outlived it go too; the group
-            # id cannot be reused while any member is left, so this only reaches them
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        with self._locked():
-            if child is not None:
-                self._reap()
-            else:
-                self._finalize(name, pid, None)
+def _backend_name(run: RunEntry) -> str:
+    """The backend that owns a run; an unknown name (a newer dashboard's) counts as local."""
+    return run.backend if run.backend in BACKENDS else "local"
 
 
-def _backend_of(launch: Mapping[str, Any] | None) -> str:
-    """A run's backend; runs launched before backends existed are local."""
-    return str((launch or {}).get("backend") or "local")
+def _gpu_finder(gpus: list[int] | None) -> Any:
+    """The GPU list, or a function that asks NVML once (nothing probed at construction)."""
+    if gpus is not None:
+        return list(gpus)
 
+    def find() -> list[int]:
+        from app.system import gpu_indices
 
-def _job_id(launch: Mapping[str, Any] | None) -> str | None:
-    """The Slurm job id in a ``launch.json``, or ``None``."""
-    job_id = ((launch or {}).get("slurm") or {}).get("job_id")
-    return str(job_id) if job_id else None
+        return gpu_indices()
 
-
-def _replace_unless_changed(path: Path, expected: bytes, obj: Any) -> bool:
-    """Replace the JSON file ``path`` with ``obj`` only while it still holds ``expected``.
-
-    Another process (the child) replaces ``path`` at any moment and takes no lock, so
-    read-compare-write could overwrite it in between. Instead the current file is renamed
-    aside (atomic), compared, and the new or the old one is hard-linked back; a link never
-    replaces a file the other process wrote meanwhile. For an instant ``path`` is absent,
-    which readers of status files tolerate.
-
-    Returns:
-        True if ``obj`` was written.
-    """
-    tag = f"{os.getpid()}.{threading.get_ident()}"
-    aside = path.with_name(f".{path.name}.{tag}.aside")
-    new = path.with_name(f".{path.name}.{tag}.new")
-    atomic_write_json(new, obj, fsync=False)
-    try:
-        try:
-            os.rename(path, aside)
-        except OSError:
-            return False  # gone (run deleted) or not ours to move: leave it as it is
-        try:
-            ours = aside.read_bytes() == expected
-        except OSError:
-            ours = False
-        source = new if ours else aside
-        try:
-            os.link(source, path)
-        except FileExistsError:
-            return False  # the other process wrote a newer file: it wins
-        except OSError:  # a filesystem without hard links: replace, unless written meanwhile
-            if path.exists():
-                return False
-            os.replace(source, path)
-        return ours
-    finally:
-        if not path.exists():  # never leave the run without a status file
-            with contextlib.suppress(OSError):
-                os.replace(aside, path)
-        for p in (new, aside):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(p)
-
-
-def _running(child: _Child | None, pid: int) -> bool:
-    return child.proc.poll() is None if child is not None else pid_alive(pid)
-
-
-def _same_process(pid: int | None, status: Status) -> bool:
-    """Guard against a recycled pid: the process must be older than the run's last heartbeat."""
-    if not pid or pid == os.getpid() or not pid_alive(pid):
-        return False
-    import psutil
-
-    try:
-        created = psutil.Process(pid).create_time()
-    except psutil.Error:
-        return False
-    return created <= (status.heartbeat or time.time()) + 1.0
-
-
-def _signal_group(pid: int | None, sig: int) -> bool:
-    """Signal the process group led by ``pid``, or just ``pid`` if it leads none.
-
-    Returns:
-        True if a whole group (led by ``pid``) was signalled.
-    """
-    if not pid or pid == os.getpid():
-        return False
-    try:
-        pgid = os.getpgid(pid)
-        if pgid == pid and pgid != os.getpgrp():
-            os.killpg(pgid, sig)
-            return True
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-    return False
+    return find

@@ -23,18 +23,23 @@ from trainer.runs import (
     CONSOLE_LOG_FILE,
     EVAL_DIR,
     HISTORY_DIR,
+    LAUNCH_FILE,
+    LAUNCHER_FILE,
     LOG_FILE,
     PREVIEW_DIR,
     SNAPSHOT_DIR,
     STATUS_FILE,
+    SUPERVISOR_FILE,
+    LauncherRecord,
     Status,
     check_snapshot,
     config_copy,
-    effective_state,
     iter_run_dirs,
+    merge_state,
+    pid_alive,
 )
+from trainer.runs.launcher_record import legacy_record
 
-LAUNCH_FILE = "launch.json"
 #: metrics the table shows, as named in status.json and in the history table
 METRICS = ("train_loss", "valid_loss", "train_err", "valid_err")
 #: most bytes read from the end of a log file for the log panel
@@ -136,16 +141,30 @@ def _config_name(run_dir: Path, status: Status | None, launch: dict | None) -> s
 def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
     """One row of the experiments table; never raises.
 
-    Keys: ``name``, ``config``, ``state`` (``lost`` derived), ``step``, ``n_steps``,
-    ``progress`` (0..100), ``eta_s``, ``it_per_s``, ``train_loss``, ``valid_loss``,
-    ``train_err``, ``valid_err``, ``device``, ``started`` (unix time), ``duration_s``,
-    ``pid``, ``error`` (the run's own error message) and ``badge`` (what is wrong with
-    the run's files, or ``None``). Missing numbers are ``None``.
+    Keys: ``name``, ``config``, ``state`` (``trainer.runs.merge_state`` of the trainer's
+    status and the launcher's record), ``step``, ``n_steps``, ``progress`` (0..100),
+    ``eta_s``, ``it_per_s``, ``train_loss``, ``valid_loss``, ``train_err``, ``valid_err``,
+    ``device``, ``started`` (unix time), ``duration_s``, ``pid``, ``exit_code``, ``job_id``,
+    ``slurm_state``, ``slurm_reason``, ``error`` (the run's own error message) and
+    ``badge`` (what is wrong with the run's files, or ``None``). Missing values are ``None``.
     """
     run_dir = Path(run_dir)
     now = time.time() if now is None else now
     row: dict[str, Any] = dict.fromkeys(
-        ("config", "eta_s", "it_per_s", *METRICS, "device", "started", "duration_s", "pid"),
+        (
+            "config",
+            "eta_s",
+            "it_per_s",
+            *METRICS,
+            "device",
+            "started",
+            "duration_s",
+            "pid",
+            "exit_code",
+            "job_id",
+            "slurm_state",
+            "slurm_reason",
+        ),
         None,
     )
     row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None)
@@ -157,49 +176,66 @@ def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[st
     return row
 
 
+def _record(run_dir: Path, name: str, launch: dict | None) -> LauncherRecord | None:
+    d, _ = read_json(run_dir / name)
+    if d is not None:
+        return LauncherRecord.from_json(d)
+    # a run launched before launcher.json existed: its launch.json named pid and job
+    return legacy_record(launch) if name == LAUNCHER_FILE else None
+
+
 def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
     d, problem = read_json(run_dir / STATUS_FILE)
     launch, launch_problem = read_json(run_dir / LAUNCH_FILE)
+    record = _record(run_dir, LAUNCHER_FILE, launch)
     status = None
     if d is not None:
         status, problem = _status_from(d)
-    elif problem is None:
+    elif problem is None and record is None:
         problem = "no status.json"
     problems = [problem or launch_problem, *file_problems(run_dir)]
     row["badge"] = "; ".join(p for p in problems if p) or None
     row["config"] = _config_name(run_dir, status, launch)
-    if status is None:
+    if status is None and record is None:
         row["state"] = "unknown"
         return
 
-    state = effective_state(status, now)
-    extra = status.extra
-    row.update(state=state, step=status.step, n_steps=status.n_steps, pid=status.pid)
-    row["error"] = status.error if isinstance(status.error, str) else None
+    shown = merge_state(status, record, now, pid_alive, _record(run_dir, SUPERVISOR_FILE, None),
+                        console=str(run_dir / CONSOLE_LOG_FILE))  # fmt: skip
+    state = shown.state
+    extra = status.extra if status is not None else {}
+    planned = ((launch or {}).get("overrides") or {}).get("n_steps")
+    row.update(state=state, pid=shown.pid, exit_code=shown.exit_code, job_id=shown.job_id,
+               slurm_state=shown.slurm_state, slurm_reason=shown.slurm_reason)  # fmt: skip
+    row["step"] = status.step if status is not None else 0
+    row["n_steps"] = status.n_steps if status is not None else planned
+    if not isinstance(row["n_steps"], int) or isinstance(row["n_steps"], bool):
+        row["n_steps"] = 0
+    row["error"] = shown.error if isinstance(shown.error, str) else None
     if state == "lost" or (state == "failed" and not row["error"]):
         # the trainer could not write its final state (a full disk): its log may say why
         row["error"] = _log_error(run_dir)
-    row["started"] = status.started
-    row["device"] = str((launch or {}).get("assigned_device") or extra.get("device") or "") or None
+    row["started"] = shown.started
+    row["device"] = shown.device
     for k in METRICS:
         row[k] = _num(extra.get(k))
     if any(row[k] is None for k in METRICS) and state != "queued":
         last = _history_fallback(run_dir)
         for k in METRICS:
             row[k] = row[k] if row[k] is not None else last.get(k)
-    if status.n_steps > 0:
-        row["progress"] = round(min(100.0, 100.0 * status.step / status.n_steps), 1)
+    if row["n_steps"] > 0:
+        row["progress"] = round(min(100.0, 100.0 * row["step"] / row["n_steps"]), 1)
     row["it_per_s"] = _num(extra.get("it_per_s"))
     if state == "running":
         eta = _num(extra.get("eta_s"))
-        if eta is None and row["it_per_s"] and status.n_steps:
-            eta = max(0.0, status.n_steps - status.step) / row["it_per_s"]
+        if eta is None and row["it_per_s"] and row["n_steps"]:
+            eta = max(0.0, row["n_steps"] - row["step"]) / row["it_per_s"]
         row["eta_s"] = eta
-    if status.started:
-        end = _num(extra.get("ended"))
+    if shown.started:
+        end = _num(shown.ended)
         if end is None:
-            end = now if state == "running" else (status.heartbeat or None)
-        row["duration_s"] = max(0.0, end - status.started) if end else None
+            end = now if state == "running" else (status.heartbeat if status else None) or None
+        row["duration_s"] = max(0.0, end - shown.started) if end else None
 
 
 def file_problems(run_dir: str | os.PathLike) -> list[str]:

@@ -4,7 +4,8 @@ The pure half builds and checks things: ``resources_from`` validates the resourc
 (partition, account, GPUs, CPUs, memory, time limit) and merges the launch form, the
 config's ``slurm`` section and the dashboard defaults; ``batch_script`` writes the script
 text; ``parse_sbatch``, ``parse_squeue`` and ``parse_sacct`` read the tools' output;
-``run_state`` maps a Slurm job state to a run state. The ``Slurm`` class is the thin shell
+``run_state`` (``trainer.runs.job_run_state``, owned by the launcher record's module) maps
+a Slurm job state to a run state. The ``Slurm`` class is the thin shell
 that runs the commands.
 
 Slurm keeps a finished job in ``squeue --states=all`` only for ``MinJobAge`` seconds (300 by
@@ -32,34 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from app.security import LaunchError
-
-#: Slurm job states (first word of squeue's %T or sacct's State) -> VoxelBoard run state
-JOB_STATES: dict[str, str] = {
-    **dict.fromkeys(
-        ("PENDING", "CONFIGURING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "RESV_DEL_HOLD"),
-        "queued",
-    ),
-    **dict.fromkeys(
-        ("RUNNING", "COMPLETING", "RESIZING", "SIGNALING", "STAGE_OUT", "SUSPENDED", "STOPPED"),
-        "running",
-    ),
-    "COMPLETED": "finished",
-    "CANCELLED": "stopped",
-    **dict.fromkeys(
-        (
-            "FAILED",
-            "TIMEOUT",
-            "NODE_FAIL",
-            "OUT_OF_MEMORY",
-            "BOOT_FAIL",
-            "DEADLINE",
-            "PREEMPTED",
-            "REVOKED",
-            "SPECIAL_EXIT",
-        ),
-        "failed",
-    ),
-}
+from trainer.runs.launcher_record import JOB_STATES  # noqa: F401 - re-exported
+from trainer.runs.launcher_record import job_run_state as run_state
 
 #: form and config keys of a resource request, in the order the script lists them
 RESOURCE_KEYS = ("partition", "account", "gpus", "cpus", "mem", "time")
@@ -129,16 +104,6 @@ class Job:
     def run_state(self) -> str | None:
         """The VoxelBoard state this job state means (see ``run_state``)."""
         return run_state(self.state)
-
-
-def run_state(slurm_state: str) -> str | None:
-    """``queued``, ``running``, ``finished``, ``stopped`` or ``failed`` for a Slurm state.
-
-    ``None`` for a state this module does not know (the caller keeps the run's own state).
-    Extra words (sacct's ``CANCELLED by 1000``) and a trailing ``+`` are ignored.
-    """
-    word = slurm_state.strip().split(" ", 1)[0].rstrip("+").upper() if slurm_state else ""
-    return JOB_STATES.get(word)
 
 
 # ---- resources -------------------------------------------------------------------------------

@@ -597,8 +597,6 @@ class Trainer:
         info = device_info(self.device)
         status = runs.Status(state="running", step=self.step, n_steps=int(cfg.n_steps),
                              pid=os.getpid(), started=time.time())  # fmt: skip
-        previous = runs.read_status(self.run_dir)
-        status.extra.update((previous.extra if previous else {}) or {})
         if self.dist is not None:
             status.extra.update(world_size=self.dist.world_size, backend=self.dist.backend,
                                 rank_pids=self.rank_pids)  # fmt: skip

@@ -111,13 +111,18 @@ def table_rows(
 ) -> list[dict[str, Any]]:
     """Display rows for the DataTable from ``app.readers.list_runs`` summaries.
 
-    ``jobs`` (``Launcher.jobs()``) adds the Slurm job id, the reason a queued job waits,
-    and shows a run whose job Slurm reports running as ``running`` even when its trainer
-    runs on another machine (whose pid this one cannot check).
+    The Slurm job id and the reason a queued job waits come from the summary (the
+    launcher's record); ``jobs`` (``Launcher.jobs()``) fills them in for summaries without.
+    The state is the summary's (``trainer.runs.merge_state`` already trusts Slurm's
+    ``RUNNING`` over a pid on another machine); a ``lost`` row whose job ``jobs`` says is
+    running shows as running.
     """
     rows = []
     for r in runs:
-        job = (jobs or {}).get(r["name"]) or {}
+        job = dict((jobs or {}).get(r["name"]) or {})
+        if r.get("job_id"):
+            job = {"job_id": r["job_id"], "state": r.get("slurm_state"),
+                   "reason": r.get("slurm_reason")}  # fmt: skip
         state = r["state"]
         if state == "lost" and slurm_run_state(job.get("state") or "") == "running":
             state = "running"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from app import app_context, create_app
-from app.launcher import read_launch
 from trainer import runs
+from trainer.runs import read_launcher_record
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -46,7 +46,7 @@ def demo_app(tmp_path):
     yield app, runs_dir
     app_context(app).close()
     for run_dir in runs_dir.iterdir() if runs_dir.exists() else []:
-        pid = (read_launch(run_dir) or {}).get("pid")
+        pid = getattr(read_launcher_record(run_dir), "pid", None)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
@@ -67,7 +67,7 @@ def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
     dash_duo.wait_for_contains_text("#exp-launch-msg", "Launched newcomer.", timeout=15)
 
     run_dir = runs_dir / "newcomer"
-    assert _wait(lambda: (runs.read_status(run_dir) or runs.Status()).state == "running", 90)
+    assert _wait(lambda: runs.read_run_state(run_dir).state == "running", 90)
 
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/newcomer")
     dash_duo.wait_for_text_to_equal("#run-state", "running", timeout=30)
@@ -91,6 +91,6 @@ def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
     )
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=15).click()
     dash_duo.wait_for_contains_text("#exp-action-msg", "newcomer: stopping.", timeout=10)
-    assert _wait(lambda: (runs.read_status(run_dir) or runs.Status()).state == "stopped", 60)
+    assert _wait(lambda: runs.read_run_state(run_dir).state == "stopped", 60)
     dash_duo.wait_for_contains_text("#exp-table", "stopped", timeout=20)
     assert runs.snapshot_path(run_dir, "FINAL").exists()

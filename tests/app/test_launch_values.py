@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import Launcher, read_launch
+from app.launcher import Launcher
 from app.security import LaunchError, resolve_config, validate_overrides
-from trainer.runs import effective_state, read_status
+from trainer.runs import read_launcher_record, read_run_state, read_status
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
@@ -61,11 +61,11 @@ def launcher(tmp_path):
     made.close()
     runs = tmp_path / "runs"
     for run_dir in runs.iterdir() if runs.is_dir() else []:
-        pid = (read_launch(run_dir) or {}).get("pid")
+        pid = getattr(read_launcher_record(run_dir), "pid", None)
         if pid:  # every child leads its own process group
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-    for child in list(made._children.values()):
+    for child in list(made.backends["local"].children.values()):
         child.proc.wait(timeout=10)
 
 
@@ -81,7 +81,7 @@ def test_save_name_starting_with_a_dash_trains_under_a_plain_name(
     info = wait_for(lambda: fake_info(run_dir), what="child start")
     assert f"--save-name={expected}" in info["argv"]
     assert f"--save-path={runs}" in info["argv"]
-    wait_for(lambda: effective_state(read_status(run_dir)) == "finished", what="run finished")
+    wait_for(lambda: read_run_state(run_dir).state == "finished", what="run finished")
     assert read_status(run_dir).step == 5
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import Launcher, _replace_unless_changed, read_launch
+from app.launcher import Launcher
 from app.security import LaunchError
-from trainer.runs import effective_state, read_status
+from trainer.runs import read_launch, read_launcher_record, read_run_state, read_status
 
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
@@ -63,8 +63,14 @@ def fake_info(run_dir: Path) -> dict | None:
         return None
 
 
+def step(run_dir: Path) -> int:
+    """The trainer's last step; 0 before its first status write."""
+    status = read_status(run_dir)
+    return status.step if status else 0
+
+
 def state(run_dir: Path) -> str:
-    return effective_state(read_status(run_dir))
+    return read_run_state(run_dir).state
 
 
 @pytest.fixture
@@ -98,14 +104,16 @@ def make_launcher(dirs):
     runs = dirs[0]
     for launcher in made:
         launcher.close()
-    # every child leads its own process group; launch.json names it from the moment it starts
+    # every child leads its own process group; launcher.json names it from the moment it starts
     for run_dir in runs.glob("*") if runs.is_dir() else []:
-        pid = (read_launch(run_dir) or {}).get("pid")
+        pid = getattr(read_launcher_record(run_dir), "pid", None)
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
     for launcher in made:
-        for child in list(launcher._children.values()):  # a stop thread may still reap
+        for child in list(
+            launcher.backends["local"].children.values()
+        ):  # a stop thread may still reap
             child.proc.wait(timeout=10)
 
 
@@ -115,9 +123,10 @@ def test_launch_writes_everything_before_starting(make_launcher, dirs):
     name = launcher.launch("train.py", "cpu", {"n_steps": "50", "lr": "0.5", "save_name": "a b"})
     assert name == "a_b"
     run_dir = runs / name
-    status = read_status(run_dir)
-    assert (status.state, status.n_steps, status.pid) == ("queued", 50, None)
+    assert read_status(run_dir) is None  # only the trainer writes status.json
+    assert (read_run_state(run_dir).state, read_run_state(run_dir).pid) == ("queued", None)
     launch = read_launch(run_dir)
+    assert read_launcher_record(run_dir).queued == launch["created"]
     assert launch["config_path"] == str((configs / "train.py").resolve())
     assert (launch["device"], launch["overrides"]) == ("cpu", {"n_steps": 50, "lr": 0.5})
     assert launch["created"] > 0
@@ -170,9 +179,9 @@ def test_start_and_stop(make_launcher, dirs):
         "0.01",
     ]
     assert info["env"] == {"CUDA_VISIBLE_DEVICES": "", "PYTHONUNBUFFERED": "1"}
-    pid = read_launch(run_dir)["pid"]
+    pid = read_launcher_record(run_dir).pid
     assert info["pgid"] == pid != os.getpgrp()  # its own process group
-    wait_for(lambda: (read_status(run_dir).step or 0) >= 1, what="first step")
+    wait_for(lambda: step(run_dir) >= 1, what="first step")
     assert state(run_dir) == "running"
     assert launcher.active_runs() == {name: "cpu"}
 
@@ -188,8 +197,8 @@ def test_stop_escalates_to_sigkill(make_launcher, dirs):
     launcher = make_launcher(grace_s=0.5)
     name = launcher.launch("stubborn.py", "cpu")
     run_dir = dirs[0] / name
-    wait_for(lambda: (read_status(run_dir).step or 0) >= 1, what="first step")
-    pid = read_launch(run_dir)["pid"]
+    wait_for(lambda: step(run_dir) >= 1, what="first step")
+    pid = read_launcher_record(run_dir).pid
     launcher.stop(name)
     wait_for(lambda: not group_alive(pid), what="SIGKILL")
     wait_for(lambda: state(run_dir) == "stopped", what="state stopped")
@@ -200,7 +209,8 @@ def test_child_dying_without_final_state_is_failed(make_launcher, dirs):
     name = launcher.launch("crash.py", "cpu")
     run_dir = dirs[0] / name
     wait_for(lambda: launcher.tick() is not None and state(run_dir) == "failed", what="failed")
-    error = read_status(run_dir).error
+    error = read_run_state(run_dir).error
+    assert read_run_state(run_dir).exit_code == 3
     assert "exited with code 3 without writing a final state: crashing on purpose" in error
     assert str(run_dir / "console.log") in error
     assert "crashing on purpose" in (run_dir / "console.log").read_text()
@@ -258,20 +268,20 @@ def test_reattach_after_restart(make_launcher, dirs):
     runs = dirs[0]
     old = make_launcher()
     running = old.launch("train.py", "cpu", {"save_name": "running"})
-    wait_for(lambda: (read_status(runs / running).step or 0) >= 1, what="running")
+    wait_for(lambda: step(runs / running) >= 1, what="running")
     old_full = make_launcher(max_cpu_runs=0)
     waiting = old_full.launch("train.py", "cpu", {"save_name": "waiting"})
     old.close()
-    pid = read_launch(runs / running)["pid"]
+    pid = read_launcher_record(runs / running).pid
     # the old dashboard is gone; its orphaned child is reaped by init, not by the new one
-    orphan = old._children.pop(running).proc
+    orphan = old.backends["local"].children.pop(running).proc
     threading.Thread(target=orphan.wait, daemon=True).start()
 
     new = make_launcher(max_cpu_runs=1)  # a restarted dashboard
     assert new.tick() == []  # the one CPU slot is taken by the re-attached run
     assert new.active_runs() == {"running": "cpu"}
     assert new.queued_runs() == [waiting]
-    assert read_launch(runs / running)["pid"] == pid  # not started twice
+    assert read_launcher_record(runs / running).pid == pid  # not started twice
 
     new.stop(running)
     wait_for(lambda: not group_alive(pid), what="re-attached run stopped")
@@ -288,7 +298,10 @@ def test_delete_rules(make_launcher, dirs, tmp_path):
     with pytest.raises(LaunchError, match="is running; only .* runs delete"):
         launcher.delete(name)
     launcher.stop(name)
-    wait_for(lambda: state(runs / name) == "stopped" and not launcher._children, what="stopped")
+    wait_for(
+        lambda: state(runs / name) == "stopped" and not launcher.backends["local"].children,
+        what="stopped",
+    )
     launcher.tick()
     launcher.delete(name)
     assert not (runs / name).exists()
@@ -316,11 +329,14 @@ def test_resume(make_launcher, dirs):
     launcher = make_launcher()
     name = launcher.launch("train.py", "cpu", {"n_steps": 500, "batch_size": 2})
     run_dir = runs / name
-    wait_for(lambda: (read_status(run_dir).step or 0) >= 1, what="first step")
+    wait_for(lambda: step(run_dir) >= 1, what="first step")
     with pytest.raises(LaunchError, match="is running; only .* runs resume"):
         launcher.resume(name)
     launcher.stop(name)
-    wait_for(lambda: state(run_dir) == "stopped" and not launcher._children, what="stopped")
+    wait_for(
+        lambda: state(run_dir) == "stopped" and not launcher.backends["local"].children,
+        what="stopped",
+    )
     with pytest.raises(LaunchError, match="no snapshot"):
         launcher.resume(name)
 
@@ -345,7 +361,7 @@ def test_resume(make_launcher, dirs):
         "2",
     ]
     assert read_launch(run_dir)["mode"] == "resume"
-    wait_for(lambda: (read_status(run_dir).step or 0) > step_before, what="steps continue")
+    wait_for(lambda: step(run_dir) > step_before, what="steps continue")
     launcher.stop(name)
     wait_for(lambda: state(run_dir) == "stopped", what="stopped again")
 
@@ -377,10 +393,10 @@ def test_config_swapped_for_a_symlink_while_queued_is_refused(make_launcher, dir
     (configs / "later.py").symlink_to(tmp_path / "evil.py")
     launcher.max_cpu_runs = 1
     assert launcher.tick() == []
-    status = read_status(runs / name)
-    assert status.state == "failed"
+    shown = read_run_state(runs / name)
+    assert shown.state == "failed"
     assert (
-        "could not start: config: " in status.error and "outside the configs folder" in status.error
+        "could not start: config: " in shown.error and "outside the configs folder" in shown.error
     )
     assert not (runs / name / "console.log").exists()
 
@@ -392,7 +408,10 @@ def test_early_child_error_is_kept(make_launcher, dirs):
     child.write_text(TINY_CHILD)
     launcher = make_launcher(run_py=child, max_cpu_runs=4)
     names = [launcher.launch("bad.py", "cpu") for _ in range(4)]
-    wait_for(lambda: launcher.tick() is not None and not launcher._children, what="reaped")
+    wait_for(
+        lambda: launcher.tick() is not None and not launcher.backends["local"].children,
+        what="reaped",
+    )
     for name in names:
         status = read_status(runs / name)
         assert (status.state, status.error) == (
@@ -402,6 +421,7 @@ def test_early_child_error_is_kept(make_launcher, dirs):
         assert sorted(p.name for p in (runs / name).iterdir()) == [
             "console.log",
             "launch.json",
+            "launcher.json",
             "status.json",
         ]
 
@@ -413,34 +433,12 @@ def test_launcher_names_the_pid_until_the_child_writes(make_launcher, dirs):
     child.write_text(TINY_CHILD)
     launcher = make_launcher(run_py=child)
     name = launcher.launch("quiet.py", "cpu")
-    status = read_status(runs / name)
-    assert (status.state, status.pid) == ("running", read_launch(runs / name)["pid"])
-    assert status.extra["device"] == "cpu"
+    shown = read_run_state(runs / name)
+    assert (shown.state, shown.pid) == ("running", read_launcher_record(runs / name).pid)
+    assert shown.device == "cpu" and read_status(runs / name) is None
     assert launcher.active_runs() == {name: "cpu"}
     launcher.stop(name)
     wait_for(lambda: state(runs / name) == "stopped", what="state stopped")
-
-
-@pytest.mark.parametrize(
-    "current, expected, written",
-    [
-        (b'{"state": "running"}', b'{"state": "running"}', True),  # still the launcher's
-        (b'{"state": "failed"}', b'{"state": "running"}', False),  # the child wrote first
-        (None, b'{"state": "running"}', False),  # removed meanwhile: nothing is created
-    ],
-)
-def test_replace_unless_changed(tmp_path, current, expected, written):
-    path = tmp_path / "status.json"
-    if current is not None:
-        path.write_bytes(current)
-    assert _replace_unless_changed(path, expected, {"state": "running", "pid": 7}) is written
-    if written:
-        assert json.loads(path.read_text()) == {"state": "running", "pid": 7}
-    elif current is None:
-        assert not path.exists()
-    else:
-        assert path.read_bytes() == current
-    assert [p.name for p in tmp_path.iterdir()] == ([] if current is None else ["status.json"])
 
 
 def test_one_tick_fills_every_free_slot_once(make_launcher, dirs):
@@ -469,4 +467,7 @@ def test_overview_is_the_queries_in_one(make_launcher, dirs):
     overview = launcher.overview()
     assert overview.active == launcher.active_runs() == {running: "cpu"}
     assert overview.queued == launcher.queued_runs() == [waiting]
-    assert overview.pids == {read_launch(runs / running)["pid"]: running, os.getpid(): cli.name}
+    assert overview.pids == {
+        read_launcher_record(runs / running).pid: running,
+        os.getpid(): cli.name,
+    }

@@ -24,7 +24,7 @@ import pytest
 from app.launcher import Launcher
 from trainer.runs import write_result
 from trainer.metrics import evaluate_arrays
-from trainer.runs import Status, read_status, write_status
+from trainer.runs import Status, read_run_state, write_status
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -170,7 +170,7 @@ def read_only_server(tmp_path_factory):
     (configs / "wait.py").write_text("n_steps = 5\n")
     launcher = Launcher(runs, configs, root / "data", gpus=[], max_cpu_runs=0)
     queued = launcher.launch("wait.py", device="cpu")
-    assert read_status(runs / queued).state == "queued"
+    assert read_run_state(runs / queued).state == "queued"
     server = Server(runs, root / "data", "--read-only")
     try:
         yield server, runs, queued
@@ -195,7 +195,7 @@ def test_forged_requests_are_refused_and_nothing_is_written_or_started(read_only
     time.sleep(2.5)  # five ticks of a scheduler, had one been started
     assert psutil.Process(server.proc.pid).children(recursive=True) == []
     assert tree(runs) == before
-    assert read_status(runs / queued).state == "queued"
+    assert read_run_state(runs / queued).state == "queued"
 
 
 def test_reading_still_works_on_a_read_only_dashboard(read_only_server):

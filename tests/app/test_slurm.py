@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from app.launcher import BATCH_SCRIPT_FILE, Launcher, read_launch
+from app.launcher import Launcher
 from app.security import LaunchError
 from app.slurm import (
     Job,
@@ -35,7 +35,14 @@ from app.slurm import (
     run_state,
     time_limit_s,
 )
-from trainer.runs import FINAL_STATES, effective_state, read_status
+from trainer.runs import (
+    BATCH_SCRIPT_FILE,
+    FINAL_STATES,
+    read_launch,
+    read_launcher_record,
+    read_run_state,
+    read_status,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
@@ -385,12 +392,20 @@ def ended_job(launcher: Launcher, cluster: Cluster, job_id: str) -> Job:
 
 
 def state_of(run_dir: Path) -> str:
-    return effective_state(read_status(run_dir))
+    return read_run_state(run_dir).state
 
 
 def slurm_entry(run_dir: Path) -> dict:
+    """The job as the launcher last recorded it in launcher.json."""
+    record = read_launcher_record(run_dir)
+    if record is None:
+        return {}
+    return {"job_id": record.job_id, "state": record.slurm_state, "reason": record.slurm_reason}
+
+
+def step_of(run_dir: Path) -> int:
     status = read_status(run_dir)
-    return (status.extra.get("slurm") or {}) if status else {}
+    return status.step if status else 0
 
 
 @pytest.mark.slow
@@ -402,7 +417,7 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
     runs = launcher.runs_dir
 
     first = launcher.launch("demo_cnn3d.py", overrides={"n_steps": 30}, resources={"cpus": 2})
-    job = read_launch(runs / first)["slurm"]["job_id"]
+    job = read_launcher_record(runs / first).job_id
     seen = [state_of(runs / first)]
     assert seen == ["queued"] and slurm_entry(runs / first)["job_id"] == job
     script = (runs / first / BATCH_SCRIPT_FILE).read_text()
@@ -419,7 +434,7 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
 
     # the first job holds both CPUs, so the second waits in Slurm's queue and says why
     second = launcher.launch("demo_cnn3d.py", "auto", {"n_steps": 100000}, {"cpus": "2"})
-    second_job = read_launch(runs / second)["slurm"]["job_id"]
+    second_job = read_launcher_record(runs / second).job_id
     pending = poll(
         launcher,
         lambda: (
@@ -442,7 +457,8 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
     assert seen == ["queued", "running", "finished"]
     status = read_status(runs / first)
     assert (status.step, status.n_steps, status.error) == (30, 30, None)
-    assert status.extra["slurm"]["job_id"] == job  # the trainer kept the launcher's entry
+    assert read_launcher_record(runs / first).job_id == job
+    assert "slurm" not in status.extra  # status.json is the trainer's alone
     assert (runs / first / "history").is_dir()
     assert f"Slurm job {job} on" in (runs / first / "console.log").read_text()
     assert ended_job(launcher, cluster, job).state == "COMPLETED"
@@ -450,7 +466,7 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
     # the second job starts once the first is done; the trainer takes over status.json
     poll(
         launcher,
-        lambda: read_status(runs / second).pid and read_status(runs / second).step >= 1,
+        lambda: step_of(runs / second) >= 1,
         90,
         "the second run to train",
     )
@@ -459,7 +475,7 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
 
     # a third run, pending behind the second, is cancelled while it waits
     third = launcher.launch("demo_cnn3d.py", overrides={"n_steps": 50}, resources={"cpus": 2})
-    third_job = read_launch(runs / third)["slurm"]["job_id"]
+    third_job = read_launcher_record(runs / third).job_id
     poll(launcher, lambda: slurm_entry(runs / third).get("state") == "PENDING", 30, "pending")
     assert launcher.stop(third) == "stopped"
     assert state_of(runs / third) == "stopped"
@@ -477,19 +493,20 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
     assert launcher.resume(first) == first
     launch = read_launch(runs / first)
     assert (launch["mode"], launch["backend"]) == ("resume", "slurm")
-    assert launch["slurm"]["job_id"] != job
-    assert f"--resume {runs / first}" in (runs / first / BATCH_SCRIPT_FILE).read_text()
+    new_job = read_launcher_record(runs / first).job_id
+    assert new_job != job
+    assert f"--resume={runs / first}" in (runs / first / BATCH_SCRIPT_FILE).read_text()
     poll(launcher, lambda: state_of(runs / first) == "finished", 90, "the resumed run to end")
-    assert read_status(runs / first).extra["slurm"]["job_id"] == launch["slurm"]["job_id"]
+    assert read_launcher_record(runs / first).job_id == new_job
 
 
 def test_a_job_that_dies_without_a_final_state_gets_slurms(make_launcher, cluster, dirs):
     _, configs, _ = dirs
     launcher = make_launcher(configs, run_py=FAKE_RUN, slurm_defaults={"cpus": 1})
     name = launcher.launch("crash.py", overrides={"n_steps": 5})
-    job = read_launch(launcher.runs_dir / name)["slurm"]["job_id"]
+    job = read_launcher_record(launcher.runs_dir / name).job_id
     poll(launcher, lambda: state_of(launcher.runs_dir / name) == "failed", 60, "the failure")
-    error = read_status(launcher.runs_dir / name).error
+    error = read_run_state(launcher.runs_dir / name).error
     assert f"Slurm job {job} ended FAILED" in error
     assert "exit" in error or "NonZeroExitCode" in error
     assert "crashing on purpose" in error  # the last line of console.log
@@ -500,16 +517,16 @@ def test_a_job_cancelled_outside_the_dashboard_is_marked_stopped(make_launcher, 
     launcher = make_launcher(configs, run_py=FAKE_RUN, slurm_defaults={"cpus": 1})
     name = launcher.launch("stubborn.py", overrides={"n_steps": 10000})
     run_dir = launcher.runs_dir / name
-    job = read_launch(run_dir)["slurm"]["job_id"]
-    poll(launcher, lambda: (read_status(run_dir).step or 0) >= 2, 60, "the stand-in to step")
+    job = read_launcher_record(run_dir).job_id
+    poll(launcher, lambda: step_of(run_dir) >= 2, 60, "the stand-in to step")
     # plain scancel: SIGTERM (ignored by this child), SIGKILL after KillWait; the child never
     # writes a final state, so the launcher writes the job's
     cluster.slurm.cancel(job)
     poll(launcher, lambda: state_of(run_dir) in FINAL_STATES, 60, "the job's end")
-    status = read_status(run_dir)
-    assert (status.state, status.error) == ("stopped", None)
-    assert status.extra["slurm"] == {"job_id": job, "state": "CANCELLED", "reason": None}
-    assert status.extra["ended"] > status.started
+    shown = read_run_state(run_dir)
+    assert (shown.state, shown.error) == ("stopped", None)
+    assert slurm_entry(run_dir) == {"job_id": job, "state": "CANCELLED", "reason": None}
+    assert shown.ended > shown.started
 
 
 # ---- the experiments page ------------------------------------------------------------------

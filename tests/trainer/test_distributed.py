@@ -101,7 +101,9 @@ def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert rc != 0
-    status = runs.read_status(run_dir)
-    assert status.state == "failed", status
-    assert status.error
+    shown = runs.read_run_state(run_dir)  # status.json merged with the supervisor's record
+    assert shown.state == "failed", shown
+    assert shown.error
+    supervisor = runs.read_launcher_record(run_dir, runs.SUPERVISOR_FILE)
+    assert supervisor.exit_code != 0 and supervisor.ended is not None
     print(f"run failed {elapsed:.1f} s after a rank was killed")
