@@ -15,7 +15,7 @@ managed by a ``DiskcacheManager``, with progress and cancel): one prediction pas
 result file and the probability cache the segmentation view reads. The dashboard process never
 predicts and never imports torch; only the background job does.
 
-The page's figures are built in ``app.evaluation_view``.
+The page's view model is ``app.evaluation_view``, its figures ``app.evaluation_figures``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import plotly.graph_objects as go
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
 from app import changes_runs, current_context, inputs, limits, paths, series
+from app import evaluation_figures as ef
 from app import evaluation_view as ev
 from app.callbacks import callback, clientside_callback
 from app.components import run_not_found
@@ -385,11 +386,11 @@ def build_figures(view: dict, threshold: float, others: list, log_y: bool) -> di
     """Every figure of the page at ``threshold`` (the browser moves them afterwards)."""
     c = ev.counts_at(view, threshold)
     return {
-        "roc": ev.roc_figure(view, threshold, others),
-        "pr": ev.pr_figure(view, threshold, others),
-        "confusion": ev.confusion_figure(c["tp"], c["fp"], c["tn"], c["fn"], threshold),
-        "curves": ev.metric_curves_figure(view, threshold),
-        "hist": ev.error_hist_figure(view, threshold, log_y),
+        "roc": ef.roc_figure(view, threshold, others),
+        "pr": ef.pr_figure(view, threshold, others),
+        "confusion": ef.confusion_figure(c["tp"], c["fp"], c["tn"], c["fn"], threshold),
+        "curves": ef.metric_curves_figure(view, threshold),
+        "hist": ef.error_hist_figure(view, threshold, log_y),
     }
 
 
@@ -576,7 +577,7 @@ def render_segmentation(
         raw, prob, label = runs.read_prob_slice(path, cube, z)
     except runs.ProbCacheError as e:
         raise ev.ResultViewError(str(e)) from None
-    return ev.segmentation_figure(
+    return ef.segmentation_figure(
         raw,
         prob,
         label,
@@ -794,7 +795,7 @@ def _on_html(_n, which, name, result, split, t, compare, hist_log, cube, z):
     except ev.ResultViewError:
         return no_update
     return {
-        "content": ev.figure_html(fig),
+        "content": ef.figure_html(fig),
         "filename": f"{name}-{result}-{split}-{which}.html",
         "type": "text/html",
     }

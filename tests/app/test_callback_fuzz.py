@@ -32,10 +32,9 @@ import psutil
 import pytest
 
 from app import app_context, create_app
-from trainer.runs import write_result
 from trainer.history import HistoryTracker
 from trainer.metrics import evaluate_arrays
-from trainer.runs import Status, atomic_write_json, write_status
+from trainer.runs import Status, atomic_write_json, write_result, write_status
 
 HOST = "127.0.0.1:8050"
 HEADERS = {"Origin": f"http://{HOST}", "Accept": "application/json"}

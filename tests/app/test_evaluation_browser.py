@@ -18,6 +18,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.keys import Keys
 
 from app import create_app
+from app import evaluation_figures as ef
 from app import evaluation_view as ev
 from trainer import runs
 from trainer.metrics import SingleClassWarning, evaluate_arrays
@@ -204,7 +205,7 @@ def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, eva
     raw, prob, label = runs.read_prob_slice(
         ev.prob_cache_path(run_dir, "FINAL"), "cube0", SHAPE[0] // 2
     )
-    c = ev.segmentation_counts(prob, label, 0.5)
+    c = ef.segmentation_counts(prob, label, 0.5)
     names = lambda: dash_duo.driver.execute_script(  # noqa: E731
         "return document.querySelector('#eval-seg .js-plotly-plot').data.slice(1).map(t => t.name)"
     )

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from app import evaluation_figures as ef
 from app import evaluation_view as ev
 from trainer import runs
 from trainer.evaluation import confusion_table
@@ -191,48 +192,48 @@ def test_roc_and_pr_figures_mark_the_threshold_and_overlay_others(run_dir):
     res = ev.result_from_view(view)
     m = res.at(0.45)
     other = ev.compare_curve(read_result(run_dir / "eval" / "FINAL.h5")["train"], "FINAL train")
-    roc = ev.roc_figure(view, 0.45, [other])
-    marker = _trace(roc, ev.MARKER)
+    roc = ef.roc_figure(view, 0.45, [other])
+    marker = _trace(roc, ef.MARKER)
     assert (marker.x[0], marker.y[0]) == (m.fpr, m.tpr)
-    curve = _trace(roc, ev.MAIN_CURVE)
+    curve = _trace(roc, ef.MAIN_CURVE)
     assert list(curve.customdata) == view["thresholds"]  # clicks give thresholds
     assert "AUC" in curve.name and any("FINAL train" in t.name for t in roc.data)
-    pr = ev.pr_figure(view, 0.45)
-    marker = _trace(pr, ev.MARKER)
+    pr = ef.pr_figure(view, 0.45)
+    marker = _trace(pr, ef.MARKER)
     assert (marker.x[0], marker.y[0]) == (m.recall, m.precision)
     prevalence = view["n_pos"] / (view["n_pos"] + view["n_neg"])
-    assert pr.data[0].y == (prevalence, prevalence) and "AP" in _trace(pr, ev.MAIN_CURVE).name
+    assert pr.data[0].y == (prevalence, prevalence) and "AP" in _trace(pr, ef.MAIN_CURVE).name
 
 
 def test_confusion_cells_hold_counts_and_row_percentages():
-    z, text = ev.confusion_z(tp=30, fp=10, tn=90, fn=70)
+    z, text = ef.confusion_z(tp=30, fp=10, tn=90, fn=70)
     assert z == [[0.9, 0.1], [0.7, 0.3]]
     assert text[0][0] == "90<br>90.0%" and text[1][1] == "30<br>30.0%"
-    fig = ev.confusion_figure(30, 10, 90, 70, 0.5)
-    assert fig.data[0].meta == ev.CONFUSION and "0.5000" in fig.layout.title.text
-    assert ev.confusion_z(0, 0, 5, 0)[0] == [[1.0, 0.0], [0.0, 0.0]]  # an empty row stays 0
+    fig = ef.confusion_figure(30, 10, 90, 70, 0.5)
+    assert fig.data[0].meta == ef.CONFUSION and "0.5000" in fig.layout.title.text
+    assert ef.confusion_z(0, 0, 5, 0)[0] == [[1.0, 0.0], [0.0, 0.0]]  # an empty row stays 0
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.3, 0.55, 0.99])
 def test_error_histogram_shades_the_fp_and_fn_mass(run_dir, threshold):
     view = ev.load_view(run_dir, "FINAL", "valid")
-    fig = ev.error_hist_figure(view, threshold, log_y=True)
-    fn_bins, fp_bins = _trace(fig, ev.FN_SHADE).y, _trace(fig, ev.FP_SHADE).y
+    fig = ef.error_hist_figure(view, threshold, log_y=True)
+    fn_bins, fp_bins = _trace(fig, ef.FN_SHADE).y, _trace(fig, ef.FP_SHADE).y
     c = ev.counts_at(view, threshold)
     # thresholds on a histogram edge: the shaded bins hold exactly the FN and FP voxels
     assert sum(fn_bins) == c["fn"] and sum(fp_bins) == c["fp"]
-    assert f"({c['fn']:,})" in _trace(fig, ev.FN_SHADE).name
+    assert f"({c['fn']:,})" in _trace(fig, ef.FN_SHADE).name
     assert fig.layout.yaxis.type == "log" and fig.layout.shapes[0].x0 == threshold
-    assert ev.error_hist_figure(view, threshold, log_y=False).layout.yaxis.type == "linear"
+    assert ef.error_hist_figure(view, threshold, log_y=False).layout.yaxis.type == "linear"
 
 
 def test_metric_curves_draw_four_metrics_and_the_threshold_line(run_dir):
     view = ev.load_view(run_dir, "FINAL", "valid")
-    fig = ev.metric_curves_figure(view, 0.4)
+    fig = ef.metric_curves_figure(view, 0.4)
     assert [t.name for t in fig.data] == ["precision", "recall", "f1", "accuracy"]
     assert max(fig.data[0].x) <= 1.0  # the none-positive end point is left out
     assert fig.layout.shapes[0].x0 == 0.4
-    html = ev.figure_html(fig)
+    html = ef.figure_html(fig)
     # standalone: plotly.js inline (MBs), no script loaded from the network
     assert "<html>" in html and len(html) > 1_000_000 and '<script src="http' not in html
 
@@ -241,19 +242,19 @@ def test_segmentation_colours_tp_fp_fn_and_counts_them():
     raw = np.full((2, 3), 0.5, np.float32)
     prob = np.array([[0.9, 0.9, 0.1], [0.1, 0.6, 0.2]], np.float32)
     label = np.array([[1, 0, 1], [0, -1, 0]], np.int8)
-    rgb = ev.segmentation_rgb(raw, prob, label, 0.5, opacity=1.0)
-    assert tuple(rgb[0, 0]) == ev.SEG_COLOURS["tp"]
-    assert tuple(rgb[0, 1]) == ev.SEG_COLOURS["fp"]
-    assert tuple(rgb[0, 2]) == ev.SEG_COLOURS["fn"]
+    rgb = ef.segmentation_rgb(raw, prob, label, 0.5, opacity=1.0)
+    assert tuple(rgb[0, 0]) == ef.SEG_COLOURS["tp"]
+    assert tuple(rgb[0, 1]) == ef.SEG_COLOURS["fp"]
+    assert tuple(rgb[0, 2]) == ef.SEG_COLOURS["fn"]
     assert tuple(rgb[1, 0]) == (128, 128, 128) and tuple(rgb[1, 1]) == (128, 128, 128)
-    assert ev.segmentation_counts(prob, label, 0.5) == {"tp": 1, "fp": 1, "fn": 1, "tn": 2}
-    fig = ev.segmentation_figure(raw, prob, label, 0.5, title="t")
+    assert ef.segmentation_counts(prob, label, 0.5) == {"tp": 1, "fp": 1, "fn": 1, "tn": 2}
+    fig = ef.segmentation_figure(raw, prob, label, 0.5, title="t")
     assert fig.data[0].source.startswith("data:image/png;base64,")
     assert [t.name for t in fig.data[1:]] == [
         "true positive (1)", "false positive (1)", "false negative (1)"
     ]  # fmt: skip
     with pytest.raises(ValueError, match="2-d of one shape"):
-        ev.segmentation_rgb(raw, prob[:1], label, 0.5)
+        ef.segmentation_rgb(raw, prob[:1], label, 0.5)
 
 
 def test_probability_cache_round_trip(tmp_path):
@@ -270,7 +271,7 @@ def test_probability_cache_round_trip(tmp_path):
     assert np.array_equal(g, label[2])
     # the view's counts come from the same threshold rule as the evaluation's
     tp, tn, fp, fn = confusion_table(label[2], p >= 0.5)
-    assert ev.segmentation_counts(p, g, 0.5) == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    assert ef.segmentation_counts(p, g, 0.5) == {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     with pytest.raises(runs.ProbCacheError, match="cube9"):
         runs.read_prob_slice(path, "cube9", 0)
     path.write_bytes(b"junk")

@@ -22,9 +22,8 @@ import psutil
 import pytest
 
 from app.launcher import Launcher
-from trainer.runs import write_result
 from trainer.metrics import evaluate_arrays
-from trainer.runs import Status, read_run_state, write_status
+from trainer.runs import Status, read_run_state, write_result, write_status
 
 REPO = Path(__file__).resolve().parents[2]
 
