@@ -22,6 +22,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from trainer.metrics import MODES
+
     parser = argparse.ArgumentParser(
         prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run_dir")
     e.add_argument("--snapshot", help="snapshot file (default FINAL, else LAST)")
     e.add_argument("--split", choices=("valid", "train", "both"), default="valid")
-    e.add_argument("--mode", choices=("exact", "binned"), default="binned")
+    e.add_argument("--mode", choices=MODES, default="binned")
     e.add_argument("--device", default=None)
     e.add_argument("--name", default=None, help="result name (default: the snapshot name)")
     e.add_argument("--debug", action="store_true")
@@ -138,7 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.trainer import DivergedError
 
     try:
-        trainer_class = getattr(package, getattr(cfg, "trainer_class", None) or "Trainer")
+        trainer_class = getattr(package, cfg.trainer_class or "Trainer")
         trainer = trainer_class(cfg, device=args.device, resume=bool(args.resume), dist=dist)
     except Exception as e:
         # set-up failed before the loop could report: say so in the status file

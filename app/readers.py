@@ -19,15 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainer import runs
 from trainer.runs import (
     CONSOLE_LOG_FILE,
-    EVAL_DIR,
     HISTORY_DIR,
     LAUNCH_FILE,
     LAUNCHER_FILE,
     LOG_FILE,
-    PREVIEW_DIR,
-    SNAPSHOT_DIR,
     STATUS_FILE,
     SUPERVISOR_FILE,
     LauncherRecord,
@@ -250,14 +248,19 @@ def file_problems(run_dir: str | os.PathLike) -> list[str]:
     """
     run_dir = os.fspath(run_dir)
     # the same picks as trainer.runs.latest_snapshot and preview_files, without pathlib
-    snapshots = _entries(os.path.join(run_dir, SNAPSHOT_DIR), "", ".pt")
+    snapshots = _entries(os.path.join(run_dir, runs.SNAPSHOT_DIR), "", runs.SNAPSHOT_SUFFIX)
     newest = max(snapshots, key=lambda e: e[1].st_mtime_ns, default=None)
-    final = [e for e in snapshots if os.path.basename(e[0]) == "FINAL.pt" and e is not newest]
-    previews = _entries(os.path.join(run_dir, PREVIEW_DIR), "preview-", ".h5")
+    final_name = runs.FINAL + runs.SNAPSHOT_SUFFIX
+    final = [e for e in snapshots if os.path.basename(e[0]) == final_name and e is not newest]
+    previews = _entries(
+        os.path.join(run_dir, runs.PREVIEW_DIR), runs.PREVIEW_PREFIX, runs.PREVIEW_SUFFIX
+    )
     checks = [("snapshot", e) for e in ([newest] if newest else []) + final]
     checks += [("history", e) for e in _entries(os.path.join(run_dir, HISTORY_DIR), "", ".vbh")]
     checks += [("h5", max(previews))] if previews else []
-    checks += [("h5", e) for e in _entries(os.path.join(run_dir, EVAL_DIR), "", ".h5")]
+    checks += [
+        ("h5", e) for e in _entries(os.path.join(run_dir, runs.EVAL_DIR), "", runs.RESULT_SUFFIX)
+    ]
     out = []
     for kind, (path, st) in checks:
         if found := _file_problem(kind, path, st.st_mtime_ns, st.st_size, st.st_ino):

@@ -1,8 +1,6 @@
 """Architecture checks anyone can run: an AST walk and an import graph of the project's modules.
 
-Each check is one test whose failure lists every offender as ``file:line: what``. The checks
-(``test_no_dash_private_name`` runs on the project now; the others' project-wide tests join it as
-the modules they name are reworked, each helper already tested on an offending source):
+Each check is one test whose failure lists every offender as ``file:line: what``:
 
 * run-directory file names are spelt only inside ``trainer/runs/`` (string literals and path
   joins, docstrings left out: prose may name files);
@@ -120,6 +118,19 @@ def run_file_names(source: str, filename: str = "<source>") -> list[str]:
     return sorted(set(found), key=lambda s: int(s.split(":")[0]))
 
 
+def test_run_file_names_are_spelt_only_in_the_run_directory_package():
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in _files()
+        if RUNS_PACKAGE not in path.parents
+        for hit in run_file_names(path.read_text(), str(path))
+    ]
+    assert not offenders, (
+        "run-directory file names outside trainer/runs/ (ask trainer.runs for the path):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
 @pytest.mark.parametrize(
     ("source", "hit"),
     [
@@ -229,6 +240,19 @@ def _project_sources() -> dict[str, tuple[str, bool]]:
     return {_module_name(p): (p.read_text(), p.name == "__init__.py") for p in _files()}
 
 
+def test_no_import_circle_among_project_modules():
+    graph = import_graph(_project_sources())
+    lines = []
+    for group in import_cycles(graph):
+        lines.append(" <-> ".join(group))
+        members = set(group)
+        for m in group:
+            lines += [f"    {m}:{line} imports {t}" for t, line in graph[m].items() if t in members]
+    assert not lines, "import circles (break each by moving the shared part down):\n  " + (
+        "\n  ".join(lines)
+    )
+
+
 def test_import_circle_check_sees_function_level_and_relative_imports():
     sources = {
         "pkg": ("from pkg.a import x\n", True),
@@ -321,6 +345,20 @@ def _config_keys() -> set[str]:
     return {*DEFAULTS, *EXPERIMENT_DEFAULTS}
 
 
+def test_config_defaults_are_written_only_in_the_config_module():
+    keys = _config_keys()
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in _files()
+        if path != ROOT / "trainer" / "config.py"
+        for hit in restated_defaults(path.read_text(), keys)
+    ]
+    assert not offenders, (
+        "config defaults restated outside trainer/config.py (read cfg.<key>):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
 def test_restated_default_check_sees_getattr_with_a_fallback():
     keys = _config_keys()
     assert restated_defaults("x = getattr(self.exp_config, 'plot_on', True)", keys)
@@ -351,6 +389,14 @@ def backend_branches(source: str) -> list[str]:
         if backend and named:
             found.append(f"{node.lineno}: {ast.unparse(node)}")
     return found
+
+
+def test_no_backend_branch_in_the_launcher():
+    offenders = backend_branches(LAUNCHER.read_text())
+    assert not offenders, (
+        "backend branches in app/launcher.py (move them into the backend classes):\n  "
+        + "\n  ".join(offenders)
+    )
 
 
 def test_backend_branch_check_sees_comparisons_either_way_round():

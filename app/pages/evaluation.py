@@ -31,13 +31,13 @@ from app import changes_runs, current_context, inputs, limits, paths, series
 from app import evaluation_figures as ef
 from app import evaluation_view as ev
 from app.callbacks import callback, clientside_callback
-from app.components import run_not_found
+from app.components import ROW, graph, labelled, run_not_found
 from trainer import runs
+from trainer.metrics import MODES
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>/evaluation", "title": "VoxelBoard evaluation"}
 
-_ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 _HALF = {"flex": "1 1 520px", "minWidth": "0"}
 _ERROR = {"color": "#dc3545", "padding": "4px 0", "whiteSpace": "pre-wrap"}
 _GRAPH_CONFIG = {
@@ -57,28 +57,12 @@ FIGURES = {
 # --------------------------------------------------------------------------------------- layout
 
 
-def _labelled(label: str, control: Any, width: str = "auto") -> html.Div:
-    return html.Div(
-        [html.Label(label, style={"display": "block"}), control], style={"width": width}
-    )
-
-
 def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
-    return dcc.Graph(
-        id=graph_id, figure={"data": [], "layout": {"height": height}}, config=_GRAPH_CONFIG
-    )
+    return graph(graph_id, height, _GRAPH_CONFIG)
 
 
 def _snapshot_options(run_dir: Path) -> list[dict[str, str]]:
-    folder = run_dir / runs.SNAPSHOT_DIR
-    try:
-        names = sorted((p.stem for p in folder.glob("*.pt")), reverse=True)
-    except OSError:
-        names = []
-    order = [n for n in ("FINAL", "LAST") if n in names] + [
-        n for n in names if n not in ("FINAL", "LAST")
-    ]
-    return [{"label": n, "value": n} for n in order]
+    return [{"label": n, "value": n} for n in runs.snapshot_names(run_dir)]
 
 
 def _compare_options(root: Path, name: str) -> list[dict[str, str]]:
@@ -125,7 +109,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     ]
     evaluate_panel = html.Div(
         [
-            _labelled(
+            labelled(
                 "Snapshot",
                 dcc.Dropdown(
                     id="eval-snapshot",
@@ -135,14 +119,11 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     style={"width": "170px"},
                 ),
             ),
-            _labelled(
+            labelled(
                 "Counting",
                 dcc.RadioItems(
                     id="eval-mode",
-                    options=[
-                        {"label": "binned", "value": "binned"},
-                        {"label": "exact", "value": "exact"},
-                    ],
+                    options=[{"label": m, "value": m} for m in sorted(MODES)],
                     value="binned",
                     inline=True,
                 ),
@@ -152,7 +133,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.Progress(id="eval-progress", value="0", max="1", style={"width": "220px"}),
             html.Span(id="eval-progress-text"),
         ],
-        style=_ROW,
+        style=ROW,
         hidden=read_only,
     )
     threshold_row = html.Div(
@@ -170,7 +151,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 ),
                 style={"flex": "1 1 480px"},
             ),
-            _labelled(
+            labelled(
                 "Threshold",
                 dcc.Input(
                     id="eval-t-input",
@@ -183,12 +164,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),  # fmt: skip
             html.Span(id="eval-t-label", style={"fontWeight": "bold"}),
         ],
-        style=_ROW,
+        style=ROW,
     )
     presets_row = html.Div(
         [
             *preset_buttons,
-            _labelled(
+            labelled(
                 "Target precision",
                 dcc.Input(
                     id="eval-target",
@@ -200,7 +181,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     style={"width": "80px"},
                 ),
             ),  # fmt: skip
-            _labelled(
+            labelled(
                 "F-beta: beta",
                 dcc.Input(
                     id="eval-beta",
@@ -213,7 +194,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),  # fmt: skip
             html.Span(id="eval-preset-msg", style={"color": "#495057"}),
         ],
-        style=_ROW,
+        style=ROW,
     )
     actions = html.Div(
         [
@@ -231,14 +212,14 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Download(id="eval-download-csv"),
             dcc.Download(id="eval-download-html"),
         ],
-        style=_ROW,
+        style=ROW,
     )
     segmentation = html.Div(
         [
             html.H3("Thresholded segmentation", style={"margin": "4px 0"}),
             html.Div(
                 [
-                    _labelled(
+                    labelled(
                         "Cube",
                         dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
                     ),
@@ -249,9 +230,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style={"display": "none"},
                     ),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
-            _labelled(
+            labelled(
                 "z plane", dcc.Slider(id="eval-seg-z", min=0, max=0, step=1, value=None), "100%"
             ),
             html.Div(id="eval-seg-msg", style=_ERROR),
@@ -273,15 +254,15 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     dcc.Link("previews", href=f"/run/{name}/preview"),
                     dcc.Link("all runs", href="/"),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
             html.Div(
                 [
-                    _labelled(
+                    labelled(
                         "Result",
                         dcc.Dropdown(id="eval-result", clearable=False, style={"width": "220px"}),
                     ),
-                    _labelled(
+                    labelled(
                         "Split",
                         dcc.RadioItems(
                             id="eval-split",
@@ -295,7 +276,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     ),
                     html.Span(id="eval-summary"),
                 ],
-                style=_ROW,
+                style=ROW,
             ),
             evaluate_panel,
             html.Div(id="eval-bg-msg", style=_ERROR),
@@ -328,7 +309,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     ),
                     segmentation,
                 ],
-                style=_ROW,
+                style=ROW,
             ),
             html.Div(
                 [
@@ -683,7 +664,7 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, data_dir: Path, set_progr
             return no_update, no_update, str(e)
         if not snap.is_file():
             return no_update, no_update, f"snapshot {snapshot!r} not found in {run_dir.name}"
-    mode = mode if mode in ("binned", "exact") else "binned"
+    mode = inputs.choice(mode, MODES, "binned")
     set_progress(("0", "1", "loading the model and the cubes ..."))
     # chosen once: a running trainer keeps replacing LAST.pt and writing step-N.pt
     snap = snap or default_snapshot(run_dir)

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 # other modules ask ``trainer.runs``; its submodules import their siblings directly
-from trainer.runs.atomic import (
+from trainer.runs.atomic import (  # noqa: F401 - re-exported
     RunWriteError,
-    atomic_path,  # noqa: F401 - re-exported
-    atomic_write_bytes,  # noqa: F401 - re-exported
+    atomic_path,
+    atomic_write_bytes,
     atomic_write_json,
     os_error_in_words,
     writing,
@@ -58,6 +58,8 @@ from trainer.runs.launcher_record import (  # noqa: F401 - re-exported
 )
 from trainer.runs.previews import (  # noqa: F401 - re-exported
     PREVIEW_DIR,
+    PREVIEW_PREFIX,
+    PREVIEW_SUFFIX,
     PreviewError,
     PreviewMeta,
     preview_files,
@@ -66,19 +68,6 @@ from trainer.runs.previews import (  # noqa: F401 - re-exported
     read_preview_block,
     read_preview_meta,
     write_preview,
-)
-from trainer.runs.snapshots import (  # noqa: F401 - re-exported
-    FINAL,
-    HISTORY_DIR,
-    HISTORY_PLOT_PREFIX,
-    LAST,
-    SNAPSHOT_DIR,
-    check_snapshot,
-    history_dir,
-    history_plot_prefix,
-    latest_snapshot,
-    snapshot_names,
-    snapshot_path,
 )
 from trainer.runs.results import (  # noqa: F401 - re-exported
     EVAL_DIR,
@@ -108,11 +97,24 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     write_result,
     write_threshold,
 )
+from trainer.runs.snapshots import (  # noqa: F401 - re-exported
+    FINAL,
+    HISTORY_DIR,
+    HISTORY_PLOT_PREFIX,
+    LAST,
+    SNAPSHOT_DIR,
+    SNAPSHOT_SUFFIX,
+    check_snapshot,
+    history_dir,
+    history_plot_prefix,
+    latest_snapshot,
+    snapshot_names,
+    snapshot_path,
+)
 from trainer.runs.state import (  # noqa: F401 - re-exported
     HEARTBEAT_STALE_S,
     RunState,
     merge_state,
-    read_run_state,
 )
 
 STATES = ("queued", "running", "finished", "failed", "stopped", "diverged", "lost")
@@ -372,3 +374,15 @@ class StatusFile:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def read_run_state(run_dir: str | os.PathLike, now: float | None = None) -> RunState:
+    """``merge_state`` of a run directory's files, with the live process table."""
+    return merge_state(
+        read_status(run_dir),
+        read_launcher_record(run_dir, LAUNCHER_FILE),
+        time.time() if now is None else now,
+        pid_alive,
+        read_launcher_record(run_dir, SUPERVISOR_FILE),
+        console=str(os.path.join(run_dir, CONSOLE_LOG_FILE)),
+    )

@@ -30,7 +30,9 @@ import numpy as np
 from trainer.runs.atomic import atomic_path, writing
 
 PREVIEW_DIR = "previews"
-_PREFIX, _SUFFIX = "preview-", ".h5"
+#: a preview file is ``<PREVIEW_PREFIX><step:08d><PREVIEW_SUFFIX>``
+PREVIEW_PREFIX, PREVIEW_SUFFIX = "preview-", ".h5"
+_PREFIX, _SUFFIX = PREVIEW_PREFIX, PREVIEW_SUFFIX
 _STEP_IN_NAME = re.compile(rf"{_PREFIX}(\d+){re.escape(_SUFFIX)}$")
 _BLOCK = re.compile(r"^block(\d+)$")
 

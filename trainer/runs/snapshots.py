@@ -14,7 +14,8 @@ from trainer.runs.atomic import os_error_in_words
 SNAPSHOT_DIR = "snapshots"
 #: the snapshot replaced at every history step, and the one written at the end of training
 LAST, FINAL = "LAST", "FINAL"
-_SUFFIX = ".pt"
+SNAPSHOT_SUFFIX = ".pt"
+_SUFFIX = SNAPSHOT_SUFFIX
 
 HISTORY_DIR = "history"
 #: prefix of the trainer's HTML copies of the history (``0-history.timeline.html``, ...)

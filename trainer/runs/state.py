@@ -28,16 +28,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
 from collections.abc import Callable
 
 from trainer.runs.launcher_record import (
-    LAUNCHER_FILE,
-    SUPERVISOR_FILE,
     LauncherRecord,
     job_run_state,
-    read_launcher_record,
 )
 
 #: a running run whose heartbeat is older than this (seconds) and whose pid is gone is "lost"
@@ -195,17 +190,3 @@ def _liveness(st, now: float, alive: Callable[[int | None], bool]) -> str:
     if age > HEARTBEAT_STALE_S or (st.pid is not None and age > EXIT_GRACE_S):
         return "lost"
     return "running"
-
-
-def read_run_state(run_dir: str | os.PathLike, now: float | None = None) -> RunState:
-    """``merge_state`` of a run directory's files, with the live process table."""
-    from trainer.runs import CONSOLE_LOG_FILE, pid_alive, read_status
-
-    return merge_state(
-        read_status(run_dir),
-        read_launcher_record(run_dir, LAUNCHER_FILE),
-        time.time() if now is None else now,
-        pid_alive,
-        read_launcher_record(run_dir, SUPERVISOR_FILE),
-        console=str(os.path.join(run_dir, CONSOLE_LOG_FILE)),
-    )
