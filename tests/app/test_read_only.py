@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import h5py
 import numpy as np
 import psutil
 import pytest
@@ -213,3 +214,29 @@ def test_unknown_and_malformed_callback_requests_are_400(read_only_server):
     assert server.post({"output": "nope.children", "inputs": []})[0] == 400
     assert server.post({"inputs": []})[0] == 400
     assert server.post({"output": "eval-save-msg.children", "inputs": "x"})[0] == 400
+
+
+def test_client_names_cannot_read_outside_the_runs_folder(read_only_server, tmp_path):
+    """A result or cube name from the client never opens a file outside the run's eval/."""
+    server, runs, _queued = read_only_server
+    secret = tmp_path / "x" / "secret"
+    secret.parent.mkdir()
+    with h5py.File(f"{secret}_valid_prob.h5", "w") as f:  # a probability cache's layout
+        for key in ("raw", "prob", "label"):
+            f[f"cube0/{key}"] = np.ones((2, 8, 8), np.float16 if key != "label" else np.int8)
+    relative = os.path.relpath(secret, runs / "evald" / "eval")
+    deps = server.get("/_dash-dependencies")
+
+    def dep(output: str) -> dict:
+        (found,) = [d for d in deps if output in outputs_of(d)]
+        return found
+
+    for result in (str(secret), relative, "cube0/../" + relative):
+        values = {"eval-run.data": "evald", "eval-result.value": result, "eval-t.data": 0.5,
+                  "eval-seg-cube.value": "cube0", "eval-seg-z.value": 0, "eval-html.n_clicks": 1,
+                  "eval-html-which.value": "segmentation", "eval-split.value": "valid"}  # fmt: skip
+        for output in ("eval-seg.figure", "eval-seg-cube.options", "eval-download-html.data"):
+            status, text = server.post(forged(dep(output), values))
+            assert status in (200, 204), (output, result, status, text[:300])
+            assert "data:image" not in text and '"cube0"' not in text, (output, result)
+            assert "content" not in text, (output, result)
