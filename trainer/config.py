@@ -62,6 +62,8 @@ DEFAULTS: dict[str, Any] = {
     "inspection": 0,
     "mixed_precision": False,
     "heartbeat_s": 2.0,
+    # MiB of training cubes held in RAM; larger HDF5 data are read patch by patch (docs/data.md)
+    "data_memory_budget_mb": 4096,
 }
 
 #: Experiment keys and their defaults (``save_path`` lives in ``DEFAULTS``).
@@ -341,6 +343,7 @@ CHECKERS: dict[str, Checker] = {
     "inspection": _check_inspection,
     "mixed_precision": _check_bool,
     "heartbeat_s": _check_number(0, strict=True),
+    "data_memory_budget_mb": _check_number(0, strict=False),
     OVERWRITE_KEY: _check_bool,
 }
 

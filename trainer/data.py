@@ -29,6 +29,8 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
+from trainer.volumes import ChunkReadError, Volume, VolumeError, open_volume
+
 __all__ = [
     "BatchCreatorImage",
     "DataError",
@@ -84,9 +86,17 @@ class BatchCreatorImage:
         aniso_factor: z voxel size over x/y voxel size, used by the warp.
         target_vec_ix: accepted for compatibility; vector targets are not supported.
         target_discrete_ix: accepted for compatibility; all labels are discrete here.
-        h5stream: accepted for compatibility; data are always loaded into RAM.
+        h5stream: read HDF5 cubes patch by patch from disk instead of loading them into RAM.
+            zarr and N5 cubes are always read that way; HDF5 cubes too when all cubes
+            together (as float32 raw plus labels) exceed ``memory_budget_mb``.
         zxy: ``False`` if the files store (x, y, z): the last spatial axis is moved first.
         seed: seed of this instance's random generator (default: from pid and time).
+        memory_budget_mb: MiB of cubes to hold in RAM at most (default: the config's
+            ``data_memory_budget_mb``); above it HDF5 cubes are read lazily too.
+
+    A file entry is ``(file, key)`` or ``(file, key, {"scale": level})`` for a level of an
+    OME-Zarr multiscale group; ``file`` is an HDF5 file or a zarr/N5 folder
+    (``trainer.volumes`` tells which by content).
 
     Raises:
         FileNotFoundError: a data file is missing (all missing paths are listed).
@@ -111,6 +121,7 @@ class BatchCreatorImage:
         h5stream: bool = False,
         zxy: bool = True,
         seed: int | None = None,
+        memory_budget_mb: float | None = None,
     ) -> None:
         self.patch_size, self.offsets, self.strides = _model_geometry(input_node)
         self.target_ps = self.patch_size - 2 * self.offsets
@@ -137,9 +148,9 @@ class BatchCreatorImage:
             )
         self.valid_cubes = sorted(set(valid))
 
-        d_names = [_resolve(d_path, f) for f, _ in d_files]
-        l_names = [_resolve(l_path, f) for f, _ in l_files]
-        missing = [p for p in dict.fromkeys(d_names + l_names) if not os.path.isfile(p)]
+        d_names = [_resolve(d_path, entry[0]) for entry in d_files]
+        l_names = [_resolve(l_path, entry[0]) for entry in l_files]
+        missing = [p for p in dict.fromkeys(d_names + l_names) if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(
                 "data file(s) not found: "
@@ -159,26 +170,40 @@ class BatchCreatorImage:
         self.n_labelled_pixel = 0
         self.t_n_f: int | None = None
         self.n_f: int | None = None
-        for k, ((d_name, (_, d_key)), (l_name, (_, l_key))) in enumerate(
-            zip(zip(d_names, d_files), zip(l_names, l_files))
-        ):
-            raw = _normalise_raw(_read_dataset(d_name, d_key), zxy)
-            lab = _as_labels(_read_dataset(l_name, l_key), zxy, l_name, l_key)
-            lo = self._check_cube(raw, lab, f"{d_name}['{d_key}']", f"{l_name}['{l_key}']")
+        d_vols = [_open_entry(name, entry, "d_files") for name, entry in zip(d_names, d_files)]
+        l_vols = [_open_entry(name, entry, "l_files") for name, entry in zip(l_names, l_files)]
+        for vol in l_vols:
+            _check_label_dtype(vol)
+        if memory_budget_mb is None:
+            from trainer.config import DEFAULTS
+
+            memory_budget_mb = DEFAULTS["data_memory_budget_mb"]
+        self.memory_budget_mb = float(memory_budget_mb)
+        in_ram = sum(4 * v.nbytes // v.dtype.itemsize for v in d_vols) + sum(
+            v.nbytes for v in l_vols
+        )
+        stream = bool(h5stream) or in_ram > self.memory_budget_mb * 2**20
+        #: per cube (in ``d_files`` order): read from disk patch by patch
+        self.lazy: list[bool] = []
+        for k, (d_vol, l_vol) in enumerate(zip(d_vols, l_vols)):
+            raw = _raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5")
+            lab = _label_cube(l_vol, zxy, stream or l_vol.format != "hdf5")
+            self.lazy.append(isinstance(raw, LazyCube) or isinstance(lab, LazyCube))
+            lo = self._check_cube(raw, lab, d_vol.name, l_vol.name)
             self.n_labelled_pixel += int(np.prod(lab.shape[1:]))
             if k in self.valid_cubes:
                 self.valid_d.append(raw)
                 self.valid_l.append(lab)
                 self._valid_lo.append(lo)
-                self._valid_names.append(d_name)
+                self._valid_names.append(d_vol.path)
             else:
                 self.train_d.append(raw)
                 self.train_l.append(lab)
                 self._train_lo.append(lo)
-                self._train_names.append(d_name)
+                self._train_names.append(d_vol.path)
 
         if cube_prios is None:
-            prios = np.array([lab[0].size for lab in self.train_l], float)
+            prios = np.array([np.prod(lab.shape[1:]) for lab in self.train_l], float)
         else:
             prios = np.asarray(cube_prios, float)
             if prios.shape != (len(self.train_l),) or (prios < 0).any() or prios.sum() <= 0:
@@ -430,13 +455,15 @@ class BatchCreatorImage:
         centre = s + half_in
         d = np.empty((raw.shape[0], *self.patch_size), np.float32)
         box = _source_box(centre, np.abs(m) @ half_in + 1, rs)
+        cut = raw[(slice(None), *box)]
         for c in range(raw.shape[0]):
-            d[c] = _affine(raw[c], box, m, centre, self.patch_size, order=1)
+            d[c] = _affine(cut[c], box, m, centre, self.patch_size, order=1)
         t = np.empty((lab.shape[0], *self.target_ps), lab.dtype)
         centre_l = centre - lo
         box_l = _source_box(centre_l, np.abs(m) @ half_t + 1, ls)
+        cut = lab[(slice(None), *box_l)]
         for c in range(lab.shape[0]):
-            t[c] = _affine(lab[c], box_l, m, centre_l, self.target_ps, order=0)
+            t[c] = _affine(cut[c], box_l, m, centre_l, self.target_ps, order=0)
         return d, t, {"start": None, "warped": True}
 
     def _decide_warp(self, warp: bool | float) -> bool:
@@ -509,7 +536,7 @@ def load_preview_data(preview_data_path: str | os.PathLike | Sequence[str]) -> l
     else:
         path, key = preview_data_path
         path = os.path.expanduser(os.fspath(path))
-        if not os.path.isfile(path):
+        if not os.path.exists(path):
             raise FileNotFoundError(f"preview data file not found: {path}")
         keys = [key]
     out = []
@@ -565,15 +592,101 @@ def _resolve(folder: str | os.PathLike | None, name: str) -> str:
 
 
 def _read_dataset(path: str, key: str) -> np.ndarray:
-    with h5py.File(path, "r") as f:
-        obj = f.get(key)
-        if not isinstance(obj, h5py.Dataset):
-            present: list[str] = []
-            f.visititems(lambda n, o: present.append(n) if isinstance(o, h5py.Dataset) else None)
-            raise DataError(
-                f"dataset '{key}' not found in {path}; datasets present: {present or 'none'}"
+    return _read_all(_open_entry(path, (path, key), "preview_data_path"))
+
+
+def _open_entry(path: str, entry: Sequence[Any], what: str) -> Volume:
+    """Open a ``(file, key)`` or ``(file, key, {"scale": n})`` entry of ``what``."""
+    if not 2 <= len(entry) <= 3 or (len(entry) == 3 and not isinstance(entry[2], dict)):
+        raise DataError(
+            f"{what} entry {tuple(entry)!r}: expected (file, key) or (file, key, {{'scale': n}})"
+        )
+    options = dict(entry[2]) if len(entry) == 3 else {}
+    unknown = sorted(set(options) - {"scale"})
+    if unknown:
+        raise DataError(f"{what} entry {tuple(entry)!r}: unknown option(s) {unknown}; known: scale")
+    try:
+        vol = open_volume(path, entry[1], scale=options.get("scale"))
+        if not (np.issubdtype(vol.dtype, np.number) or vol.dtype == bool):
+            raise VolumeError(
+                f"{vol.name} has dtype {vol.dtype}: expected numbers (integer or float)"
             )
-        return obj[()]
+        vol.check_readable()
+    except VolumeError as e:
+        raise DataError(f"{what}: {e}") from None
+    return vol
+
+
+def _read_all(vol: Volume) -> np.ndarray:
+    try:
+        return vol.read()
+    except ChunkReadError as e:
+        raise DataError(str(e)) from None
+
+
+def _check_label_dtype(vol: Volume) -> None:
+    if len(vol.shape) not in (3, 4):
+        raise DataError(
+            f"label dataset {vol.name} has shape {vol.shape}: expected (z, y, x) or (c, z, y, x)"
+        )
+    if not (np.issubdtype(vol.dtype, np.integer) or vol.dtype == bool):
+        raise DataError(
+            f"label dataset {vol.name} has dtype {vol.dtype}: expected integer class labels "
+            "(negative values mark voxels to ignore); convert it, e.g. to uint8 or int16"
+        )
+
+
+def _raw_cube(vol: Volume, zxy: bool, lazy: bool) -> np.ndarray | LazyCube:
+    if len(vol.shape) not in (3, 4):
+        raise DataError(
+            f"raw dataset {vol.name} has shape {vol.shape}: expected (z, y, x) or (c, z, y, x)"
+        )
+    if lazy:
+        return LazyCube(vol, zxy, labels=False)
+    return _normalise_raw(_read_all(vol), zxy)
+
+
+def _label_cube(vol: Volume, zxy: bool, lazy: bool) -> np.ndarray | LazyCube:
+    if lazy:
+        return LazyCube(vol, zxy, labels=True)
+    return _as_labels(_read_all(vol), zxy, vol.path, vol.key)
+
+
+class LazyCube:
+    """A cube on disk that reads like the in-memory (C, z, y, x) array of ``BatchCreatorImage``.
+
+    Indexing with one slice per axis reads only the chunks under that box and returns what
+    the same index of the loaded cube would: raw values as float32 (integers divided by
+    255), labels in their stored dtype. Only slices of step 1 are supported.
+    """
+
+    def __init__(self, vol: Volume, zxy: bool, labels: bool) -> None:
+        self.volume = vol
+        self.labels = labels
+        nd = len(vol.shape)
+        # loaded cube = stored array (channel axis added for 3-D) with axes in this order
+        self._perm = list(range(nd)) if zxy else [*range(nd - 3), nd - 1, nd - 3, nd - 2]
+        spatial = tuple(vol.shape[p] for p in self._perm[-3:])
+        channels = 1 if nd == 3 else vol.shape[self._perm[0]]
+        self.shape = (channels, *spatial)
+        self.ndim = 4
+        self.dtype = vol.dtype if labels else np.dtype(np.float32)
+
+    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
+        channel, *spatial = index
+        wanted = spatial if len(self.volume.shape) == 3 else [channel, *spatial]
+        stored: list[slice] = [slice(None)] * len(self._perm)
+        for axis, s in zip(self._perm, wanted):
+            stored[axis] = s
+        box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(stored, self.volume.shape))
+        a = self.volume.read(box).transpose(self._perm)
+        if len(self.volume.shape) == 3:
+            a = a[None][channel]
+        if self.labels:
+            return np.ascontiguousarray(a)
+        if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+            return a.astype(np.float32) / 255.0
+        return np.ascontiguousarray(a, dtype=np.float32)
 
 
 def _spatial_first(a: np.ndarray, zxy: bool) -> np.ndarray:
@@ -643,15 +756,15 @@ def _source_box(centre: np.ndarray, reach: np.ndarray, shape: np.ndarray) -> tup
 
 
 def _affine(
-    vol: np.ndarray,
+    cut: np.ndarray,
     box: tuple[slice, ...],
     m: np.ndarray,
     centre: np.ndarray,
     out_shape: np.ndarray,
     order: int,
 ) -> np.ndarray:
-    """Sample ``vol`` at ``centre + m @ (o - out_centre)`` for every output voxel ``o``."""
-    cut = vol[box]
+    """Sample ``cut`` (the part ``box`` of a volume) at ``centre + m @ (o - out_centre)``
+    for every output voxel ``o``."""
     origin = np.array([s.start for s in box])
     out_centre = (np.asarray(out_shape) - 1) / 2.0
     offset = centre - origin - m @ out_centre

@@ -162,7 +162,12 @@ class Trainer:
     def _load_data(self) -> Any:
         cfg = self.exp_config
         cls = resolve_data_class(cfg.data_class)
-        data = cls(self.model, None, **cfg.data_init_kwargs)
+        kwargs = dict(cfg.data_init_kwargs)
+        from trainer.data import BatchCreatorImage
+
+        if isinstance(cls, type) and issubclass(cls, BatchCreatorImage):
+            kwargs.setdefault("memory_budget_mb", cfg.data_memory_budget_mb)
+        data = cls(self.model, None, **kwargs)
         if self.dist is not None and hasattr(data, "reseed"):
             data.reseed(int(np.random.SeedSequence().entropy % 2**31) + self.dist.rank)
         return data

@@ -1,0 +1,354 @@
+"""Volumes on disk: one way to name an array in HDF5, zarr (v2 and v3), OME-Zarr or N5.
+
+A volume is named by ``(path, key)`` as in ``d_files``/``l_files``; an OME-Zarr multiscale
+group picks a level by its key (``'0'``) or by ``scale`` (an index into its ``datasets``).
+The container type is told by its content: the HDF5 signature for a file; ``zarr.json``
+(zarr v3), ``.zarray``/``.zgroup`` (zarr v2) or an N5 ``attributes.json`` for a folder.
+
+zarr-python reads zarr v2/v3 (and, through zarr-n5, N5); h5py reads HDF5. A ``Volume``
+keeps only its name and metadata; the file handle is opened on the first read in each
+process, so a forked background worker opens its own and a pickled ``Volume`` carries no
+handle. N5 lists dimensions fastest first (x, y, z); a ``Volume`` reverses them so every
+container reads in C order, (z, y, x), as z5py does.
+
+Example:
+    >>> vol = open_volume("data/demo/raw.zarr", "raw_0")  # doctest: +SKIP
+    >>> vol.format, vol.shape, vol.chunks  # doctest: +SKIP
+    ('zarr3', (40, 160, 160), (8, 64, 64))
+    >>> patch = vol.read((slice(0, 8), slice(0, 32), slice(0, 32)))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "ChunkReadError",
+    "FORMATS",
+    "Volume",
+    "VolumeError",
+    "detect_format",
+    "open_volume",
+]
+
+#: container types ``detect_format`` tells apart
+FORMATS = ("hdf5", "zarr2", "zarr3", "n5")
+
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+class VolumeError(ValueError):
+    """A volume cannot be opened or does not hold what it should (named in the message)."""
+
+
+class ChunkReadError(RuntimeError):
+    """A chunk of an opened volume cannot be read or decoded (corrupt or missing codec)."""
+
+
+def detect_format(path: str | os.PathLike, key: str = "") -> str:
+    """The container type of ``path`` from its content: one of ``FORMATS``.
+
+    A folder is told by its top-level metadata file, or by the array's own (``key``) or a
+    subfolder's where the root has none (N5 writers often leave the root's
+    ``attributes.json`` out).
+
+    Raises:
+        VolumeError: ``path`` does not exist or is no container VoxelBoard reads.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            head = f.read(8)
+        # HDF5 allows a user block of 512 * 2**n bytes before the signature
+        if head == _HDF5_SIGNATURE or h5py.is_hdf5(path):
+            return "hdf5"
+        raise VolumeError(
+            f"{path} is a file but not HDF5 (no HDF5 signature): give an HDF5 file or a "
+            "zarr/N5 folder"
+        )
+    if os.path.isdir(path):
+        subfolders = sorted(e.path for e in os.scandir(path) if e.is_dir())
+        for folder in dict.fromkeys((path, os.path.join(path, key), *subfolders)):
+            if os.path.isfile(os.path.join(folder, "zarr.json")):
+                return "zarr3"
+            if any(os.path.isfile(os.path.join(folder, n)) for n in (".zgroup", ".zarray")):
+                return "zarr2"
+            if os.path.isfile(os.path.join(folder, "attributes.json")):
+                return "n5"
+        raise VolumeError(
+            f"{path} is a folder but neither zarr (zarr.json, .zgroup or .zarray) nor N5 "
+            f"(attributes.json) at its top or at key '{key}': name the container's root "
+            "folder and the array's key"
+        )
+    raise VolumeError(f"{path} does not exist: check the path (d_path/l_path and the file name)")
+
+
+@dataclass
+class Volume:
+    """One array in a container, read box by box; the handle is opened per process.
+
+    Attributes:
+        path: the container (file or folder).
+        key: the array's key in it (for OME-Zarr, the chosen level's path).
+        format: one of ``FORMATS``.
+        shape: array shape in C order.
+        dtype: numpy dtype of the stored values.
+        chunks: chunk shape in C order (the whole shape for a contiguous HDF5 dataset).
+    """
+
+    path: str
+    key: str
+    format: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    chunks: tuple[int, ...]
+    _handle: Any = field(default=None, repr=False, compare=False)
+    _pid: int = field(default=-1, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """``path['key']`` for messages."""
+        return f"{self.path}['{self.key}']"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole array in its stored dtype."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a handle belongs to the process that opened it
+        return {**self.__dict__, "_handle": None, "_pid": -1}
+
+    def read(self, box: tuple[slice, ...] | None = None) -> np.ndarray:
+        """The values inside ``box`` (one slice per axis, step 1; ``None``: everything).
+
+        Raises:
+            ChunkReadError: a chunk inside ``box`` cannot be read; the message names it.
+        """
+        box = tuple(slice(0, n) for n in self.shape) if box is None else tuple(box)
+        try:
+            return self._read(box)
+        except Exception as e:  # noqa: BLE001 - any reader error becomes a named chunk error
+            raise self._chunk_error(box, e) from e
+
+    def check_readable(self) -> None:
+        """Read the first chunk, so a missing codec or a broken chunk shows before training.
+
+        Raises:
+            VolumeError: that chunk cannot be read.
+        """
+        box = tuple(slice(0, min(c, n)) for c, n in zip(self.chunks, self.shape))
+        try:
+            self.read(box)
+        except ChunkReadError as e:
+            raise VolumeError(str(e)) from None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _array(self) -> Any:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle = _open_array(self.path, self.key, self.format)
+            self._pid = os.getpid()
+        return self._handle
+
+    def _read(self, box: tuple[slice, ...]) -> np.ndarray:
+        arr = self._array()
+        if self.format == "n5":
+            return np.asarray(arr[box[::-1]]).transpose()
+        return np.asarray(arr[box])
+
+    def _chunk_error(self, box: tuple[slice, ...], error: Exception) -> ChunkReadError:
+        """Find the first chunk in ``box`` that fails alone and name it."""
+        for index in _chunk_indices(box, self.chunks, self.shape):
+            cbox = tuple(
+                slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, self.chunks, self.shape)
+            )
+            try:
+                self._read(cbox)
+            except Exception as e:  # noqa: BLE001
+                return ChunkReadError(
+                    f"cannot read chunk {index} (voxels {_box_str(cbox)}{self._chunk_key(index)}) "
+                    f"of {self.name} ({self.format}): {type(e).__name__}: {e}. The file is "
+                    "corrupt or needs a codec that is not installed: rewrite that chunk or "
+                    "the volume, or install the codec's package (hdf5plugin for HDF5 filters)"
+                )
+        return ChunkReadError(
+            f"cannot read voxels {_box_str(box)} of {self.name} ({self.format}): "
+            f"{type(error).__name__}: {error}"
+        )
+
+    def _chunk_key(self, index: tuple[int, ...]) -> str:
+        if self.format == "hdf5":
+            return ""
+        try:
+            meta = self._array().metadata
+            key = meta.encode_chunk_key(index[::-1] if self.format == "n5" else index)
+        except Exception:  # noqa: BLE001 - the key only adds detail to the message
+            return ""
+        return f", file {os.path.join(self.path, self.key, key)}"
+
+
+def open_volume(
+    path: str | os.PathLike, key: str | None = None, *, scale: int | None = None
+) -> Volume:
+    """Open ``path['key']`` in whatever container ``path`` is; read its metadata only.
+
+    Args:
+        path: an HDF5 file or a zarr/N5 folder (``~`` expanded).
+        key: the array's key; ``''``/``None`` for an array at the root. For an OME-Zarr
+            multiscale group: the group's key, then ``scale`` picks the level.
+        scale: index into an OME-Zarr group's ``multiscales[0].datasets`` (default 0).
+
+    Raises:
+        VolumeError: missing path or key (the present arrays are listed), a key naming a
+            group that is no multiscale group, a scale out of range, or an unknown codec.
+    """
+    path = os.path.expanduser(os.fspath(path))
+    key = (key or "").strip("/")
+    fmt = detect_format(path, key)
+    if fmt != "hdf5":
+        key = _resolve_multiscale(path, key, fmt, scale)
+    elif scale is not None:
+        raise VolumeError(f"scale={scale} given for {path}['{key}']: only OME-Zarr has levels")
+    try:
+        arr = _open_array(path, key, fmt)
+    except VolumeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - unknown codecs, broken metadata
+        raise VolumeError(
+            f"cannot open {path}['{key}'] ({fmt}): {type(e).__name__}: {e}. Check the key and "
+            "that the codec is supported (zarr: numcodecs; N5: raw, gzip, blosc, zstd)"
+        ) from None
+    shape = tuple(int(n) for n in arr.shape)
+    chunks = tuple(int(c) for c in (arr.chunks or shape))
+    if fmt == "n5":
+        shape, chunks = shape[::-1], chunks[::-1]
+    return Volume(path, key, fmt, shape, np.dtype(arr.dtype), chunks, arr, os.getpid())
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def _open_array(path: str, key: str, fmt: str) -> Any:
+    if fmt == "hdf5":
+        f = h5py.File(path, "r")
+        obj = f.get(key) if key else None
+        if not isinstance(obj, h5py.Dataset):
+            present: list[str] = []
+            f.visititems(lambda n, o: present.append(n) if isinstance(o, h5py.Dataset) else None)
+            f.close()
+            raise VolumeError(
+                f"dataset '{key}' not found in {path}; datasets present: {present or 'none'}"
+            )
+        return obj
+    import zarr
+
+    store = _zarr_store(path, fmt)
+    try:
+        node = zarr.open(store, path=key, mode="r", zarr_format=2 if fmt == "zarr2" else 3)
+    except (FileNotFoundError, KeyError) as e:
+        present = _list_arrays(path, fmt)
+        raise VolumeError(
+            f"array '{key}' not found in {path} ({fmt}); arrays present: {present or 'none'}"
+        ) from e
+    if not isinstance(node, zarr.Array):
+        present = _list_arrays(path, fmt)
+        raise VolumeError(
+            f"'{key}' in {path} is a group, not an array; arrays present: {present or 'none'}"
+        )
+    return node
+
+
+def _zarr_store(path: str, fmt: str) -> Any:
+    from zarr.storage import LocalStore
+
+    store = LocalStore(path, read_only=True)
+    if fmt == "n5":
+        from zarr_n5 import N5WrapperStore
+
+        return N5WrapperStore(store)
+    return store
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def _group_attrs(path: str, key: str, fmt: str) -> dict[str, Any]:
+    folder = os.path.join(path, key)
+    if fmt == "zarr3":
+        meta = _read_json(os.path.join(folder, "zarr.json"))
+        return meta.get("attributes", {}) if meta.get("node_type") == "group" else {}
+    if fmt == "zarr2":
+        return _read_json(os.path.join(folder, ".zattrs"))
+    return {}
+
+
+def _resolve_multiscale(path: str, key: str, fmt: str, scale: int | None) -> str:
+    """The level's key if ``path['key']`` is an OME-Zarr multiscale group, else ``key``."""
+    attrs = _group_attrs(path, key, fmt)
+    multiscales = attrs.get("ome", attrs).get("multiscales")
+    if not multiscales:
+        if scale is not None:
+            raise VolumeError(
+                f"scale={scale} given but {path}['{key}'] is no OME-Zarr multiscale group; "
+                "drop scale or name the group holding 'multiscales'"
+            )
+        return key
+    datasets = [d["path"] for d in multiscales[0].get("datasets", [])]
+    level = 0 if scale is None else int(scale)
+    if not 0 <= level < len(datasets):
+        raise VolumeError(
+            f"scale={scale} out of range for OME-Zarr group {path}['{key}'], which has "
+            f"{len(datasets)} level(s): {datasets}; use 0..{len(datasets) - 1}"
+        )
+    return "/".join(p for p in (key, datasets[level]) if p)
+
+
+def _list_arrays(path: str, fmt: str, limit: int = 20) -> list[str]:
+    """Keys of the arrays in a zarr/N5 folder (first ``limit``), for messages."""
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        rel = os.path.relpath(root, path).replace(os.sep, "/")
+        rel = "" if rel == "." else rel
+        is_array = (
+            (fmt == "zarr2" and ".zarray" in files)
+            or (
+                fmt == "zarr3"
+                and _read_json(os.path.join(root, "zarr.json")).get("node_type") == "array"
+            )
+            or (fmt == "n5" and "dimensions" in _read_json(os.path.join(root, "attributes.json")))
+        )
+        if is_array:
+            found.append(rel)
+            dirs[:] = []  # chunk folders below an array
+        if len(found) >= limit:
+            break
+    return found
+
+
+def _chunk_indices(
+    box: tuple[slice, ...], chunks: tuple[int, ...], shape: tuple[int, ...]
+) -> Iterator[tuple[int, ...]]:
+    ranges = [
+        range(max(s.start or 0, 0) // c, (min(s.stop if s.stop is not None else n, n) - 1) // c + 1)
+        for s, c, n in zip(box, chunks, shape)
+    ]
+    return itertools.product(*ranges)
+
+
+def _box_str(box: tuple[slice, ...]) -> str:
+    return "[" + ", ".join(f"{s.start}:{s.stop}" for s in box) + "]"
