@@ -1,35 +1,37 @@
-"""Optimisers: ELEKTRONN2's optimiser names and parameter keys on ``torch.optim``.
+"""Optimisers: ELEKTRONN2's optimiser names, parameter keys and update rules on PyTorch.
 
-ELEKTRONN2 keys (``lr``, ``mom``, ``beta2``, ``wd``) are translated to the PyTorch arguments;
-PyTorch's own argument names (``momentum``, ``betas``, ``eps``, ...) are accepted as well.
+ELEKTRONN2 keys (``lr``, ``mom``, ``beta2``, ``wd``) are translated to the optimiser's
+param-group keys; PyTorch's own argument names (``momentum``, ``betas``, ``eps``, ...) are
+accepted as well. Weight decay (``wd``, or PyTorch's name ``weight_decay``) is ELEKTRONN2's for
+every optimiser: decoupled, ``p <- p - lr * (update + wd * p)``, and only on weights (conv,
+linear and recurrent ``weight*`` tensors; never biases or normalisation parameters). The
+classes are in ``trainer.update_rules``; docs/porting.md compares them with ELEKTRONN2.
 
-==========  ===============  ==================================================================
-name        torch class      accepted ``optimiser_params`` keys
-==========  ===============  ==================================================================
-SGD         ``SGD``          lr, mom -> momentum, wd -> weight_decay, nesterov, dampening
-Adam        ``Adam``         lr, mom -> betas[0], beta2 -> betas[1], wd -> weight_decay, betas,
-                             eps, amsgrad
-AdamW       ``AdamW``        as Adam (weight decay decoupled)
-RMSprop     ``RMSprop``      lr, mom -> momentum, beta2 -> alpha, wd -> weight_decay, eps,
-                             centered
-AdaGrad     ``Adagrad``      lr, wd -> weight_decay, eps, lr_decay, initial_accumulator_value
-AdaDelta    ``Adadelta``     lr, wd -> weight_decay, rho, eps (no ``mom``: AdaDelta has no
-                             momentum; ``rho`` is the decay of its running averages)
-==========  ===============  ==================================================================
+==========  ==========================  ========================================================
+name        update rule                 accepted ``optimiser_params`` keys
+==========  ==========================  ========================================================
+SGD         torch ``SGD`` direction     lr, mom -> momentum, wd, nesterov, dampening
+Adam        ELEKTRONN2's Adam           lr, mom -> betas[0], beta2 -> betas[1], wd, betas, eps
+                                        (ε 1e-5 inside the square root)
+AdamW       torch ``AdamW`` direction   as Adam, plus amsgrad (ε 1e-8 outside the root)
+RMSprop     torch ``RMSprop`` direction lr, mom -> momentum, beta2 -> alpha, wd, eps, centered
+AdaGrad     ELEKTRONN2's AdaGrad        lr, wd
+AdaDelta    ELEKTRONN2's AdaDelta       lr, mom -> rho (ELEKTRONN2's ``mom`` was AdaDelta's
+                                        decay rate), wd, eps
+==========  ==========================  ========================================================
 
 Example:
     >>> import torch
-    >>> opt = make_optimiser(torch.nn.Linear(2, 1).parameters(), "Adam", {"lr": 1e-3, "mom": 0.8})
-    >>> get_hyper(opt, "mom")
-    0.8
+    >>> opt = make_optimiser(torch.nn.Linear(2, 1), "Adam", {"lr": 1e-3, "mom": 0.8, "wd": 1e-4})
+    >>> get_hyper(opt, "mom"), [g["wd_mult"] for g in opt.param_groups]
+    (0.8, [1.0, 0.0])
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import numbers
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import ConfigError, suggest
@@ -40,35 +42,40 @@ if TYPE_CHECKING:
 #: optimiser names a config may give (any case), in their canonical spelling
 OPTIMISERS = ("SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta")
 
-#: canonical name -> torch.optim class name
-TORCH_CLASSES = {
-    "SGD": "SGD",
-    "Adam": "Adam",
-    "AdamW": "AdamW",
-    "RMSprop": "RMSprop",
-    "AdaGrad": "Adagrad",
-    "AdaDelta": "Adadelta",
-}
+#: canonical name -> class in trainer.update_rules
+CLASSES = {name: name for name in OPTIMISERS}
 
-# ELEKTRONN2 key -> torch argument; ("betas", i) is one element of the betas pair
-_ADAM_ALIASES = {"lr": "lr", "mom": ("betas", 0), "beta2": ("betas", 1), "wd": "weight_decay"}
+# config key -> param-group key; ("betas", i) is one element of the betas pair. PyTorch's
+# ``weight_decay`` is another name for ``wd``: both are ELEKTRONN2's decoupled decay.
+_DECAY = {"wd": "wd", "weight_decay": "wd"}
+_ADAM_ALIASES = {"lr": "lr", "mom": ("betas", 0), "beta2": ("betas", 1), **_DECAY}
 ALIASES: dict[str, dict[str, Any]] = {
-    "SGD": {"lr": "lr", "mom": "momentum", "wd": "weight_decay"},
+    "SGD": {"lr": "lr", "mom": "momentum", **_DECAY},
     "Adam": _ADAM_ALIASES,
     "AdamW": _ADAM_ALIASES,
-    "RMSprop": {"lr": "lr", "mom": "momentum", "beta2": "alpha", "wd": "weight_decay"},
-    "AdaGrad": {"lr": "lr", "wd": "weight_decay"},
-    "AdaDelta": {"lr": "lr", "wd": "weight_decay"},
+    "RMSprop": {"lr": "lr", "mom": "momentum", "beta2": "alpha", **_DECAY},
+    "AdaGrad": {"lr": "lr", **_DECAY},
+    "AdaDelta": {"lr": "lr", "mom": "rho", **_DECAY},
 }
 
-#: torch arguments accepted under their own names
+#: param-group keys accepted under their own names
 NATIVE: dict[str, tuple[str, ...]] = {
-    "SGD": ("momentum", "weight_decay", "nesterov", "dampening"),
-    "Adam": ("betas", "eps", "weight_decay", "amsgrad"),
-    "AdamW": ("betas", "eps", "weight_decay", "amsgrad"),
-    "RMSprop": ("alpha", "eps", "weight_decay", "momentum", "centered"),
-    "AdaGrad": ("eps", "weight_decay", "lr_decay", "initial_accumulator_value"),
-    "AdaDelta": ("rho", "eps", "weight_decay"),
+    "SGD": ("momentum", "nesterov", "dampening"),
+    "Adam": ("betas", "eps"),
+    "AdamW": ("betas", "eps", "amsgrad"),
+    "RMSprop": ("alpha", "eps", "momentum", "centered"),
+    "AdaGrad": (),
+    "AdaDelta": ("rho", "eps"),
+}
+
+#: PyTorch keys that ELEKTRONN2's rules have no place for: what to use instead
+_NOT_IN_RULE = {
+    ("Adam", "amsgrad"): "ELEKTRONN2's Adam has no amsgrad; optimiser 'AdamW' (PyTorch's Adam "
+    "direction) takes it. ",
+    **{
+        ("AdaGrad", key): f"ELEKTRONN2's AdaGrad rule has no '{key}' (PyTorch's Adagrad had). "
+        for key in ("eps", "lr_decay", "initial_accumulator_value")
+    },
 }
 
 # value checks: key -> (predicate, expected)
@@ -133,7 +140,7 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
 
     Example:
         >>> check_optimiser_params("SGD", {"lr": 0.01, "mon": 0.9})
-        ["unknown key 'mon' for SGD: did you mean 'mom'? accepted: lr, mom, wd, momentum, weight_decay, nesterov, dampening"]
+        ["unknown key 'mon' for SGD: did you mean 'mom'? accepted: lr, mom, wd, weight_decay, momentum, nesterov, dampening"]
     """
     canonical = canonical_optimiser(name)
     if canonical is None:
@@ -145,8 +152,7 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
         if key not in accepted:
             guess = suggest(str(key), accepted, min_len=2)
             hint = f"did you mean '{guess}'? " if guess else ""
-            if key == "mom" and canonical == "AdaDelta":
-                hint = "AdaDelta has no momentum; use 'rho' for the decay of its averages. "
+            hint = _NOT_IN_RULE.get((canonical, key), hint)
             errors.append(
                 f"unknown key '{key}' for {canonical}: {hint}accepted: {', '.join(accepted)}"
             )
@@ -170,12 +176,14 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
 
 
 def make_optimiser(
-    params: Iterable[Any], name: str, optimiser_params: Mapping[str, Any]
+    params: Any, name: str, optimiser_params: Mapping[str, Any]
 ) -> torch.optim.Optimizer:
-    """Build a ``torch.optim`` optimiser from ELEKTRONN2-style settings.
+    """Build an optimiser from ELEKTRONN2-style settings.
 
     Args:
-        params: model parameters (or parameter groups).
+        params: a model (its weights are decayed, its other parameters not: see
+            ``trainer.update_rules.weight_groups``), or parameters / param groups (each group
+            decayed with its ``wd_mult``, default 1).
         name: one of SGD, Adam, AdamW, RMSprop, AdaGrad, AdaDelta (case-insensitive).
         optimiser_params: e.g. ``{'lr': 1e-3, 'mom': 0.9, 'wd': 5e-4}``; see the module table.
 
@@ -184,11 +192,13 @@ def make_optimiser(
 
     Example:
         >>> import torch
-        >>> opt = make_optimiser(torch.nn.Linear(2, 1).parameters(), "sgd", {"lr": 0.1, "mom": 0.9})
+        >>> opt = make_optimiser(torch.nn.Linear(2, 1), "sgd", {"lr": 0.1, "mom": 0.9})
         >>> type(opt).__name__, opt.param_groups[0]["momentum"]
         ('SGD', 0.9)
     """
     import torch
+
+    from trainer import update_rules
 
     errors = check_optimiser_params(name, optimiser_params)
     if errors:
@@ -202,10 +212,12 @@ def make_optimiser(
             betas[target[1]] = float(value)
         else:
             kwargs[target] = tuple(value) if target == "betas" else value
-    cls = getattr(torch.optim, TORCH_CLASSES[canonical])
+    cls = getattr(update_rules, CLASSES[canonical])
     if betas:
-        b0, b1 = kwargs.get("betas", inspect.signature(cls).parameters["betas"].default)
+        b0, b1 = kwargs.get("betas", (0.9, 0.999))  # the default of every Adam here
         kwargs["betas"] = (betas.get(0, b0), betas.get(1, b1))
+    if isinstance(params, torch.nn.Module):
+        params = update_rules.weight_groups(params)
     return cls(params, **kwargs)
 
 
@@ -213,13 +225,18 @@ def _hyper_slot(group: Mapping[str, Any], key: str) -> tuple[str, int | None] | 
     """Where hyper-parameter ``key`` lives in a param group: (entry, index in a pair)."""
     if key == "lr":
         return ("lr", None)
-    if key == "wd":
-        return ("weight_decay", None) if "weight_decay" in group else None
+    if key in ("wd", "weight_decay"):
+        for entry in ("wd", "weight_decay"):
+            if entry in group:
+                return (entry, None)
+        return None
     if key == "mom":
         if "momentum" in group:
             return ("momentum", None)
         if "betas" in group:
             return ("betas", 0)
+        if "rho" in group:
+            return ("rho", None)
         return None
     return (key, None) if key in group else None
 
@@ -227,7 +244,8 @@ def _hyper_slot(group: Mapping[str, Any], key: str) -> tuple[str, int | None] | 
 def get_hyper(optimizer: torch.optim.Optimizer, key: str) -> float:
     """Current value of ``'lr'``, ``'mom'`` or ``'wd'`` (or any param-group entry) as a float.
 
-    ``mom`` is ``momentum`` or ``betas[0]``; NaN when the optimiser has no such parameter
+    ``mom`` is ``momentum``, ``betas[0]`` or AdaDelta's ``rho``; ``wd`` is ``wd`` (the
+    decay of the weights' groups) or a plain torch optimiser's ``weight_decay``. NaN when the optimiser has no such parameter
     (e.g. ``mom`` for AdaGrad). The first param group is read.
     """
     group = optimizer.param_groups[0]

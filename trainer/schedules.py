@@ -47,7 +47,7 @@ _MODES = ("dec", "updates", "lindec")
 _VALID_KWARGS = (*_MODES, "period")
 
 #: optimiser hyper-parameter aliases: ELEKTRONN2 name -> torch param-group key
-_GROUP_ALIASES = {"wd": "weight_decay", "mom": "momentum"}
+_GROUP_ALIASES = {"wd": "weight_decay", "weight_decay": "wd", "mom": "momentum"}
 
 
 class Schedule:
@@ -128,8 +128,9 @@ class Schedule:
 
         * ``variable_param``: an object with ``get_value()`` and ``set_value(v)``;
         * ``obj`` with ``param_groups`` (a torch optimiser) and ``prop_name`` a param-group key:
-          ``lr``, ``momentum`` / ``mom`` (``betas[0]`` for Adam-like optimisers),
-          ``weight_decay`` / ``wd``, or any other key the groups have. Every group is set;
+          ``lr``, ``momentum`` / ``mom`` (``betas[0]`` for Adam-like optimisers, ``rho`` for
+          AdaDelta), ``weight_decay`` / ``wd`` (either name finds the other), or any other
+          key the groups have. Every group is set;
           the first group's value is read;
         * ``obj`` and ``prop_name`` an attribute or settable property (e.g. an ``nn.Dropout``'s
           ``p``, a config's ``history_freq``).
@@ -422,8 +423,12 @@ def _accessors(obj: Any, prop_name: str) -> tuple[Callable[[], Any], Callable[[A
 def _group_accessors(
     opt: Any, groups: list[dict[str, Any]], prop_name: str
 ) -> tuple[Callable[[], Any], Callable[[Any], None]]:
-    key = _GROUP_ALIASES.get(prop_name, prop_name)
     first = groups[0]
+    key = prop_name if prop_name in first else _GROUP_ALIASES.get(prop_name, prop_name)
+    if prop_name in ("wd", "weight_decay") and "wd" in first:
+        key = "wd"  # VoxelBoard's optimisers decay through 'wd'; torch's weight_decay stays 0
+    if key == "momentum" and "momentum" not in first and "rho" in first:
+        key = "rho"  # ELEKTRONN2's mom is AdaDelta's rho
     if key == "momentum" and "momentum" not in first and "betas" in first:
 
         def get_beta() -> float:

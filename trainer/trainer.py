@@ -81,9 +81,7 @@ class Trainer:
         self.model = self._create_model().to(self.device)
         self.net = self._wrap_distributed(self.model)
         self.rank_pids = dist.gather(os.getpid()) if dist is not None else [os.getpid()]
-        self.optimizer = make_optimiser(
-            self.model.parameters(), cfg.optimiser, cfg.optimiser_params
-        )
+        self.optimizer = make_optimiser(self.model, cfg.optimiser, cfg.optimiser_params)
         self.schedules = self._bind_schedules()
         self.data = self._load_data()
         self.preview_data = self._load_preview_data() if self.is_main else []

@@ -123,7 +123,7 @@ def test_bad_shortcut_arguments_print_a_hint_and_keep_the_shell(capsys, line, hi
 def test_setmom_without_momentum_prints_hint(capsys):
     trainer = StandInTrainer("AdaGrad", {"lr": 0.1})
     run(["setmom 0.9", "q"], trainer=trainer)
-    assert "Adagrad has no parameter 'mom'" in capsys.readouterr().out
+    assert "AdaGrad has no parameter 'mom'" in capsys.readouterr().out
 
 
 def test_preview_and_debugbatch_call_the_trainer():
