@@ -4,6 +4,7 @@
     python run.py                     start the dashboard (same as `python run.py dashboard`)
     python run.py train CONFIG        train a model from an experiment config file
     python run.py evaluate RUN_DIR    evaluate a run's snapshot on its validation/training cubes
+    python run.py predict RUN_DIR INPUT OUTPUT   predict a whole volume block by block to disk
     python run.py demo-data [DIR]     write the synthetic EM-like demo data set
 
 Run `python run.py <command> --help` for the options of each command.
@@ -17,7 +18,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ("dashboard", "train", "evaluate", "demo-data")
+COMMANDS = ("dashboard", "train", "evaluate", "predict", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
@@ -70,6 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default=None)
     e.add_argument("--name", default=None, help="result name (default: the snapshot name)")
     e.add_argument("--debug", action="store_true")
+
+    p = sub.add_parser("predict", help="predict a whole volume to disk, block by block")
+    p.add_argument("run_dir")
+    p.add_argument("input", help="HDF5 file or zarr/N5 folder of the raw volume")
+    p.add_argument("output", help="zarr folder (made as zarr v3) or .h5/.hdf5 file; resumed")
+    p.add_argument("--key", default=None, help="the input's dataset key (OME-Zarr: a level)")
+    p.add_argument("--output-key", default="prob", help="the output array's key (default prob)")
+    p.add_argument("--snapshot", help="snapshot file or name (default FINAL, else LAST)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default auto)")
+    p.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="input block (tile) shape; default as predict_dense chooses")  # fmt: skip
+    p.add_argument("--dtype", choices=("float16", "uint8"), default="float16")
+    p.add_argument("--debug", action="store_true")
 
     g = sub.add_parser("demo-data", help="write the synthetic demo data set")
     g.add_argument("dir", nargs="?", default="data")
@@ -296,6 +310,30 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    setup_logging(None, args.debug)
+    from trainer.evaluation import load_run
+    from trainer.predictions import check_input, predict_to_disk
+
+    def show(done: int, total: int, seconds: float) -> None:
+        eta = seconds / done * (total - done)
+        print(f"\rblock {done}/{total} ({100 * done // total}%), {seconds:.0f} s, "
+              f"ETA {eta:.0f} s", end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        volume = check_input(args.input, args.key)
+        run = load_run(args.run_dir, snapshot=args.snapshot, device=args.device)
+        out = predict_to_disk(run.model, volume, args.output, key=args.output_key,
+                              dtype=args.dtype, tile_shape=args.block, progress=show)  # fmt: skip
+    except (ValueError, FileNotFoundError) as e:
+        print(f"run.py predict: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    print(f"probabilities in {out}['{args.output_key}']")
+    return EXIT_OK
+
+
 def cmd_demo_data(args: argparse.Namespace) -> int:
     import time
 
@@ -335,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "dashboard")
     args = build_parser().parse_args(argv)
     handler = {"dashboard": cmd_dashboard, "train": cmd_train, "evaluate": cmd_evaluate,
-               "demo-data": cmd_demo_data}[args.command]  # fmt: skip
+               "predict": cmd_predict, "demo-data": cmd_demo_data}[args.command]  # fmt: skip
     return handler(args)
 
 

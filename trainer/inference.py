@@ -24,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,28 +74,17 @@ def predict_dense(
             other than 1.
     """
     net, run_device = _model_on(model, device)
-    offsets = _geometry(model)
     volume = _as_input(raw, model.in_channels)
     shape = volume.shape[1:]
-    _check_min_shape(model, shape, offsets)
-
-    padded_shape = tuple(model.valid_input_shape(shape))
+    plan = plan_tiles(model, shape, tile_shape, margin)
+    padded_shape, tile, out_shape = plan.padded_shape, plan.tile, plan.out_shape
     pad = [(0, 0)] + [(0, p - s) for p, s in zip(padded_shape, shape)]
     if any(after for _, after in pad):
         # symmetric needs pad <= size, which holds: the pad is below the pooling product
         volume = np.pad(volume, pad, mode="symmetric")
 
-    tile = _tile_shape(model, padded_shape, tile_shape)
-    out_tile = tuple(t - 2 * o for t, o in zip(tile, offsets))
-    margin = tuple(model.default_margin(tile) if margin is None else margin)
-    out_full = tuple(p - 2 * o for p, o in zip(padded_shape, offsets))
-    axes = [
-        _axis_tiles(n, t, m, axis) for axis, (n, t, m) in enumerate(zip(out_full, out_tile, margin))
-    ]
-
-    out_shape = tuple(s - 2 * o for s, o in zip(shape, offsets))
     result = np.empty((model.n_classes, *out_shape), dtype=np.float32)
-    tiles = [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
+    tiles = plan.tiles
     with _eval_mode(net), torch.inference_mode():
         for first in range(0, len(tiles), max(1, int(batch_size))):
             chunk = tiles[first : first + max(1, int(batch_size))]
@@ -118,6 +108,73 @@ def predict_dense(
                 dst = tuple(slice(lo, hi) for lo, hi in keep)
                 result[(slice(None), *dst)] = prob[(slice(None), *src)]
     return result
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """How ``predict_dense`` cuts a volume: the same for in-memory and on-disk prediction.
+
+    Attributes:
+        shape: the volume's spatial shape.
+        padded_shape: ``shape`` mirror-padded at its far end to a shape the model accepts.
+        tile: input tile ``(z, y, x)``.
+        out_shape: spatial shape of the result (``shape - 2 * offsets``).
+        tiles: per tile, per axis ``(start, keep_lo, keep_hi)`` in output coordinates: the
+            tile reads padded input ``start : start + tile`` and keeps output
+            ``keep_lo : keep_hi`` (clipped to ``out_shape``).
+    """
+
+    shape: Shape3
+    padded_shape: Shape3
+    tile: Shape3
+    out_shape: Shape3
+    tiles: list[tuple[tuple[int, int, int], ...]]
+
+
+def plan_tiles(
+    model: nn.Module,
+    shape: Sequence[int],
+    tile_shape: Sequence[int] | None = None,
+    margin: Sequence[int] | None = None,
+) -> TilePlan:
+    """The tiles ``predict_dense`` uses for a volume of spatial ``shape`` (see there)."""
+    offsets = _geometry(model)
+    shape = tuple(int(n) for n in shape)
+    _check_min_shape(model, shape, offsets)
+    padded_shape = tuple(model.valid_input_shape(shape))
+    tile = _tile_shape(model, padded_shape, tile_shape)
+    out_tile = tuple(t - 2 * o for t, o in zip(tile, offsets))
+    margin = tuple(model.default_margin(tile) if margin is None else margin)
+    out_full = tuple(p - 2 * o for p, o in zip(padded_shape, offsets))
+    axes = [
+        _axis_tiles(n, t, m, axis) for axis, (n, t, m) in enumerate(zip(out_full, out_tile, margin))
+    ]
+    out_shape = tuple(s - 2 * o for s, o in zip(shape, offsets))
+    tiles = [(z, y, x) for z in axes[0] for y in axes[1] for x in axes[2]]
+    return TilePlan(shape, padded_shape, tile, out_shape, tiles)  # type: ignore[arg-type]
+
+
+def read_padded_tile(
+    read: Callable[[tuple[slice, ...]], np.ndarray],
+    shape: Sequence[int],
+    starts: Sequence[int],
+    tile: Sequence[int],
+) -> np.ndarray:
+    """Input ``starts : starts + tile`` of the volume mirror-padded at its far end.
+
+    ``read(box)`` returns the volume's ``(C, z, y, x)`` values inside a spatial ``box``;
+    only the voxels under the tile are read. Equals slicing ``np.pad(volume, ...,
+    mode='symmetric')`` as ``predict_dense`` does.
+    """
+    index = []
+    for a, t, n in zip(starts, tile, shape):
+        j = np.arange(a, a + t)
+        index.append(np.where(j < n, j, 2 * n - 1 - j))
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    block = read(box)
+    if all(i[0] == b.start and (np.diff(i) == 1).all() for i, b in zip(index, box)):
+        return block
+    return block[np.ix_(range(block.shape[0]), *(i - b.start for i, b in zip(index, box)))]
 
 
 def centre_crop(a: np.ndarray, shape: Sequence[int]) -> np.ndarray:
