@@ -172,6 +172,16 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
 
 
+def _plain_value(v: Any) -> Any:
+    """What ELEKTRONN2 configs wrote, as the plain value it means: a whole-number float
+    (``n_steps = 1e6``) as an int, a numpy array or scalar as a list or number."""
+    if _is_number(v) and not isinstance(v, numbers.Integral) and float(v).is_integer():
+        return int(v)
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        return v.tolist()
+    return v
+
+
 def _is_pathlike(v: Any) -> bool:
     return isinstance(v, str | os.PathLike) and str(v) != ""
 
@@ -569,6 +579,9 @@ class ExperimentConfig:
             if (key in REQUIRED_KEYS and value is None) or not hasattr(self, key):
                 continue
             expected = checker(value)
+            if expected is not None and checker(plain := _plain_value(value)) is None:
+                setattr(self, key, plain)  # n_steps = 1e6, class_weights = np.array([...])
+                expected = None
             if expected is not None:
                 errors.append(f"'{key}': expected {expected}, got {_describe(value)}")
 
@@ -631,6 +644,8 @@ class ExperimentConfig:
         errors, helpers = [], []
         for name, path in self._unknown.items():
             guess = suggest(name, KNOWN_KEYS)
+            if guess in LEGACY_SCHEDULE_KEYS:
+                guess = "schedules"  # the legacy keys are ignored: point to the one that works
             if guess is not None:
                 errors.append(f"unknown config key '{name}' in {path}: did you mean '{guess}'?")
             else:

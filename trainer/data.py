@@ -243,7 +243,7 @@ class BatchCreatorImage:
         self,
         batch_size: int = 1,
         source: str = "train",
-        grey_augment_channels: Sequence[int] | None = (0,),
+        grey_augment_channels: Sequence[int] | None = (),
         warp: bool | float = 0,
         warp_args: dict[str, Any] | None = None,
         ignore_thresh: bool | float = False,
@@ -262,7 +262,7 @@ class BatchCreatorImage:
             source: ``'train'`` (cubes drawn by priority) or ``'valid'`` (drawn uniformly).
             grey_augment_channels: input channels that get the random grey-value transform
                 ``clip(a*d + c, 0, 1) ** g`` (a in [0.85, 1.15], c in [-0.15, 0.15],
-                g in [0.5, 2]); ``None`` or ``()`` for none.
+                g in [0.5, 2]); ``None`` or ``()`` (the default, as in ELEKTRONN2) for none.
             warp: 0/False never, 1/True always, 0 < p < 1 with probability p: a random
                 affine warp (rotation about z, small shear/scale).
             warp_args: ``warp_amount`` (default 1: scales rotation and shear),

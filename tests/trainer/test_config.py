@@ -239,6 +239,11 @@ def test_missing_model_says_both_alternatives(tmp_path):
         ("n_steps = 0", r"'n_steps': expected int > 0, got int 0"),
         ("n_steps = True", r"'n_steps': expected int > 0, got bool True"),
         ("batch_size = 1.5", r"'batch_size': expected int > 0, got float 1.5"),
+        ("n_steps = 1e-3", r"'n_steps': expected int > 0, got float 0.001"),
+        (
+            "class_weights = __import__('numpy').array(['a'])",
+            r"'class_weights': expected None or a non-empty list of numbers",
+        ),
         ("history_freq = -1", r"'history_freq': expected int > 0, got int -1"),
         ("max_runtime = 0", r"'max_runtime': expected number > 0 or None, got int 0"),
         ("max_runtime = '1h'", r"'max_runtime': expected number > 0 or None, got str '1h'"),
@@ -298,6 +303,8 @@ def test_wrong_values_name_key_expected_and_got(tmp_path, extra, match):
         ("batch_siez", "batch_size"),
         ("param_save_iter", "param_save_it"),
         ("schedule", "schedules"),
+        ("lr_schedules", "schedules"),  # not the ignored legacy 'lr_schedule'
+        ("wd_schedules", "schedules"),
     ],
 )
 def test_typo_is_an_error_with_suggestion(tmp_path, typo, right):
@@ -305,6 +312,24 @@ def test_typo_is_an_error_with_suggestion(tmp_path, typo, right):
     with pytest.raises(ConfigError) as info:
         load(tmp_path, f"{typo} = 5\n")
     assert f"unknown config key '{typo}' in {path}: did you mean '{right}'?" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key", "expected"),
+    [
+        ("n_steps = 1e6", "n_steps", 1_000_000),
+        ("history_freq = 2e2", "history_freq", 200),
+        ("param_save_it = 5e3", "param_save_it", 5000),
+        ("class_weights = np.array([0.2653, 0.7347])", "class_weights", [0.2653, 0.7347]),
+        ("class_weights = np.array([1, 3])", "class_weights", [1, 3]),
+    ],
+)
+def test_values_elektronn2_configs_contain_are_converted(tmp_path, extra, key, expected):
+    cfg = load(tmp_path, f"import numpy as np\n{extra}\n")
+    value = getattr(cfg, key)
+    assert value == expected and type(value) is type(expected)
+    if isinstance(value, list):
+        assert all(type(v) in (int, float) for v in value)
 
 
 def test_all_errors_are_collected_each_on_its_own_line(tmp_path):

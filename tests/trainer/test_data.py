@@ -158,6 +158,15 @@ def test_grey_augment_changes_values_and_stays_in_unit_range(demo):
         np.testing.assert_array_equal(plain[b], crop)
 
 
+def test_grey_augment_is_off_by_default_as_in_elektronn2(demo):
+    d = demo_data(demo)
+    x, _, info = d.getbatch(8, flip=False, ret_info=True)
+    for b, i in enumerate(info):
+        z, yy, xx = i["start"]
+        crop = d.train_d[i["cube"]][:, z : z + 8, yy : yy + 32, xx : xx + 32]
+        np.testing.assert_array_equal(x[b], crop)
+
+
 @pytest.mark.parametrize(
     ("warp", "low", "high"), [(0, 0, 0), (False, 0, 0), (1, 40, 40), (True, 40, 40), (0.5, 5, 35)]
 )
