@@ -337,7 +337,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     import time
 
-    from trainer.synthetic import ensure_demo_data, make_demo_data
+    from trainer.synthetic import ensure_demo_data, ensure_demo_zarr, make_demo_data
 
     t0 = time.perf_counter()
     from trainer.skeletons import ensure_tracing_data, make_tracing_data
@@ -348,7 +348,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     else:
         demo = ensure_demo_data(args.dir, seed=args.seed)
         ensure_tracing_data(args.dir, seed=args.seed)
-    files = [*demo.raw_files, *demo.label_files, demo.preview_file, Path(args.dir) / "tracing.h5"]
+    zarr_copy = ensure_demo_zarr(demo)
+    files = [*demo.raw_files, *demo.label_files, demo.preview_file, Path(args.dir) / "tracing.h5",
+             zarr_copy]  # fmt: skip
     print(f"demo data (seed {demo.seed}) in {Path(args.dir).resolve()}, "
           f"{time.perf_counter() - t0:.1f} s:")  # fmt: skip
     for f in files:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,7 @@ from trainer.runs import atomic_path, atomic_write_json
 MANIFEST_FILE = "demo.json"
 RAW_KEY = "raw"
 LABEL_KEY = "lab"
+ZARR_FOLDER = "demo.zarr"
 PREVIEW_FILE = "preview.h5"
 #: z voxels are this many times thicker than x/y voxels
 ANISO = 2.0
@@ -83,6 +86,23 @@ class DemoData:
             "l_files": [(p.name, LABEL_KEY) for p in self.label_files],
             "valid_cubes": list(self.valid_cubes),
             "aniso_factor": ANISO,
+        }
+
+    @property
+    def zarr_path(self) -> Path:
+        """The zarr v3 copy of the cubes (``ensure_demo_zarr`` writes it)."""
+        return self.out_dir / ZARR_FOLDER
+
+    def zarr_data_init_kwargs(self) -> dict[str, Any]:
+        """``data_init_kwargs`` reading the zarr copy (lazily, patch by patch)."""
+        n = len(self.raw_files)
+        path = str(self.zarr_path)
+        return {
+            **self.data_init_kwargs(),
+            "d_path": None,
+            "l_path": None,
+            "d_files": [(path, f"{RAW_KEY}_{i}") for i in range(n)],
+            "l_files": [(path, f"{LABEL_KEY}_{i}") for i in range(n)],
         }
 
     @property
@@ -185,6 +205,38 @@ def ensure_demo_data(
     ):
         return existing
     return make_demo_data(out_dir, seed, shape, n_cubes, preview_shape, overwrite=True)
+
+
+def ensure_demo_zarr(demo: DemoData, chunks: tuple[int, int, int] = (32, 64, 64)) -> Path:
+    """Write the demo cubes as one zarr v3 group (``raw_<i>``, ``lab_<i>``) unless present.
+
+    The group is written to a temporary folder beside it and renamed into place, so a
+    stopped write never leaves a half-made ``demo.zarr``.
+    """
+    import zarr
+
+    target = demo.zarr_path
+    stamp = {"seed": demo.seed, "shape": list(demo.shape), "n_cubes": len(demo.raw_files)}
+    if (target / "zarr.json").is_file():
+        if json.loads((target / "zarr.json").read_text()).get("attributes", {}) == stamp:
+            return target
+        shutil.rmtree(target)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-zarr-", dir=demo.out_dir))
+    try:
+        group = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=stamp)
+        pairs = zip(demo.raw_files, demo.label_files)
+        for i, (raw_file, label_file) in enumerate(pairs):
+            for path, key, name in (
+                (raw_file, RAW_KEY, RAW_KEY),
+                (label_file, LABEL_KEY, LABEL_KEY),
+            ):
+                with h5py.File(path, "r") as f:
+                    a = f[key][()]
+                group.create_array(f"{name}_{i}", data=a, chunks=chunks[-a.ndim :])
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def load_demo_data(out_dir: str | os.PathLike) -> DemoData | None:

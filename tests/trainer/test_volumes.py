@@ -287,3 +287,37 @@ def test_bad_data_exits_2_before_training(tmp_path):
     )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "'nope' not found" in proc.stderr and "v.zarr" in proc.stderr
+
+
+# -- the demo ----------------------------------------------------------------------------------
+
+
+def test_demo_zarr_copy_trains_lazily_with_the_same_patches(tmp_path):
+    from trainer.synthetic import ensure_demo_zarr, make_demo_data
+
+    demo = make_demo_data(tmp_path, seed=0, shape=(16, 48, 48), preview_shape=(8, 48, 48))
+    path = ensure_demo_zarr(demo)
+    assert detect_format(path) == "zarr3"
+    mtime = (path / "zarr.json").stat().st_mtime_ns
+    assert ensure_demo_zarr(demo) == path and (path / "zarr.json").stat().st_mtime_ns == mtime
+    m = model(patch_size=(8, 32, 32), offsets=(0, 0, 0), strides=(1, 1, 1))
+    lazy = BatchCreatorImage(m, seed=3, **demo.zarr_data_init_kwargs())
+    mem = BatchCreatorImage(m, seed=3, **demo.data_init_kwargs())
+    assert all(lazy.lazy) and not any(mem.lazy)
+    for a, b in zip(lazy.getbatch(4, warp=0.5), mem.getbatch(4, warp=0.5)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_demo_zarr_example_config_reads_the_zarr_copy(tmp_path):
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path)}
+    code = (
+        "from trainer.config import ExperimentConfig\n"
+        "cfg = ExperimentConfig('examples/demo_cnn3d_zarr.py')\n"
+        "print(cfg.data_init_kwargs['d_files'][0])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(tmp_path / "demo.zarr") in proc.stdout and "raw_0" in proc.stdout
+    assert detect_format(tmp_path / "demo.zarr") == "zarr3"
