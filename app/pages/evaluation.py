@@ -601,6 +601,7 @@ def _on_seg_render(t, z, cube, result, name):
     State("eval-mode", "value"),
     State("eval-result", "value"),
     background=True,
+    interval=500,  # ms between the browser's progress polls
     progress=[
         Output("eval-progress", "value"),
         Output("eval-progress", "max"),
@@ -642,30 +643,32 @@ def _on_cube(set_progress):
 def _evaluate_again(run_dir: Path, result: Any, data_dir: Path, set_progress) -> tuple:
     """A result written before probability caches existed: evaluate it again as it was made
     (this job's process imports torch, the dashboard's never does)."""
-    from trainer.evaluation import evaluate_again
-
     if not result:
         return no_update, no_update, "evaluate the run first"
     ev.result_file(run_dir, result)  # a refused name fails here, before any work
     set_progress(("0", "1", "loading the model and the cubes ..."))
+    from trainer.evaluation import evaluate_again
+
     evaluate_again(run_dir, result, progress=_on_cube(set_progress), data_dir=data_dir)
     set_progress(("1", "1", "done"))
     return {"result": result, "t": time.time()}, {"result": result, "t": time.time()}, ""
 
 
 def _evaluate(run_dir: Path, snapshot: Any, mode: Any, data_dir: Path, set_progress) -> tuple:
-    from trainer.evaluation import default_snapshot, evaluate_run
-
     snap = None
     if snapshot:
         try:
-            snap = paths.run_file(run_dir, runs.SNAPSHOT_DIR, "snapshot", snapshot, ".pt")
+            snap = paths.run_file(
+                run_dir, runs.SNAPSHOT_DIR, "snapshot", snapshot, runs.SNAPSHOT_SUFFIX
+            )
         except paths.ClientPathError as e:
             return no_update, no_update, str(e)
         if not snap.is_file():
             return no_update, no_update, f"snapshot {snapshot!r} not found in {run_dir.name}"
     mode = inputs.choice(mode, MODES, "binned")
     set_progress(("0", "1", "loading the model and the cubes ..."))
+    from trainer.evaluation import default_snapshot, evaluate_run  # torch, in this job only
+
     # chosen once: a running trainer keeps replacing LAST.pt and writing step-N.pt
     snap = snap or default_snapshot(run_dir)
     if snap is None:
