@@ -187,8 +187,7 @@ def write_evaluation(run_dir: Path) -> None:
         g["label"] = (rng.random((3, 8, 8)) < 0.5).astype(np.int8)
 
 
-@pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory):
+def _client(tmp_path_factory, read_only: bool):
     """The app over three finished or failed runs; a config to launch; nothing ever starts."""
     root = tmp_path_factory.mktemp("fuzz")
     runs_dir, configs = root / "runs", root / "configs"
@@ -205,6 +204,7 @@ def fuzz_app(tmp_path_factory):
         gpus=[],
         max_cpu_runs=0,  # launches and resumes stay queued: no trainer is ever started
         run_py=FAKE_RUN,
+        read_only=read_only,
     )
     errors = ErrorLog()
     logger = logging.getLogger(app.server.logger.name)
@@ -214,6 +214,16 @@ def fuzz_app(tmp_path_factory):
     finally:
         logger.removeHandler(errors)
         app_context(app).close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(tmp_path_factory):
+    yield from _client(tmp_path_factory, read_only=False)
+
+
+@pytest.fixture(scope="module")
+def read_only_app(tmp_path_factory):
+    yield from _client(tmp_path_factory, read_only=True)
 
 
 # ---------------------------------------------------------------------------------- client
@@ -244,6 +254,7 @@ class Client:
     """Sends callback requests as a browser on ``HOST`` would, and records server errors."""
 
     def __init__(self, app: Any, errors: ErrorLog) -> None:
+        self.app = app
         self.http = app.server.test_client()
         self.errors = errors
         self.sent = 0
@@ -426,3 +437,35 @@ def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app)
     print(f"{client.sent} requests to {len(client.callbacks)} callbacks")
     assert not alive, f"processes left behind: {alive}"
     assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures)
+
+
+def test_no_callback_writes_or_starts_anything_on_a_read_only_app(read_only_app):
+    """Every callback, sent what a browser would (a click on each of its inputs in turn):
+    a read-only app's runs folder stays as it was and no process is started. A new callback
+    that writes and lacks ``@changes_runs`` fails here."""
+    client = read_only_app
+    runs_dir = app_context(client.app).runs_dir
+
+    def tree() -> dict[str, tuple[int, int]]:
+        return {
+            str(p.relative_to(runs_dir)): (p.lstat().st_size, p.lstat().st_mtime_ns)
+            for p in sorted(runs_dir.rglob("*"))
+        }
+
+    before = tree()
+    me = psutil.Process(os.getpid())
+    children_before = {p.pid for p in me.children(recursive=True)}
+    refused = []
+    for cb in client.callbacks:
+        values = client.slot_values(cb)
+        for turn, changed in enumerate(cb.inputs or [None]):
+            status, answer, _cause = client.post(cb.body(values, changed, turn))
+            started = bool(answer and "cacheKey" in answer)
+            assert not started, f"{cb.name}: a background job was started on a read-only app"
+            if status == 403:
+                refused.append(cb.name)
+        new = {p.pid for p in me.children(recursive=True)} - children_before
+        assert not new, f"{cb.name} started processes {new} on a read-only app"
+        assert tree() == before, f"{cb.name} changed the runs folder of a read-only app"
+    # the writing callbacks are among those refused: launch, stop/resume, delete, Evaluate, Save
+    assert len(set(refused)) >= 5, refused
