@@ -319,3 +319,32 @@ def regression_report(regression: pd.DataFrame, max_points: int = 2000) -> go.Fi
         fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity",
                                  line={"color": "black", "dash": "dash"}))  # fmt: skip
     return fig
+
+
+def batch_figure(data: np.ndarray, labels: np.ndarray, offsets: tuple[int, ...]) -> go.Figure:
+    """ELEKTRONN2's ``plot_trainingtarget`` for one example: data, target and overlay panels.
+
+    Args:
+        data: ``(C, z, y, x)`` input of one example; channel 0 is shown.
+        labels: ``(T, z', y', x')`` dense labels under the output (``force_dense=True``);
+            target 0 is shown, negative (ignored) labels as 0.
+        offsets: the model's ``(z, y, x)`` offsets between input and output.
+
+    Returns:
+        Three heat maps of the middle target section ``t`` and input section ``offsets[0] + t``;
+        the target is zero-padded to the input size, the overlay is
+        ``0.75 * data + 0.25 * (1 - target)``.
+    """
+    t = labels.shape[1] // 2
+    img = np.asarray(data[0, offsets[0] + t], dtype=np.float64)
+    lab = np.clip(np.asarray(labels[0, t], dtype=np.float64), 0, None)
+    padded = np.zeros_like(img)
+    oy, ox = (img.shape[0] - lab.shape[0]) // 2, (img.shape[1] - lab.shape[1]) // 2
+    padded[oy : oy + lab.shape[0], ox : ox + lab.shape[1]] = lab
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("data", "target", "overlay"))
+    for col, z in enumerate((img, padded, 0.75 * img + 0.25 * (1 - padded)), start=1):
+        fig.add_trace(go.Heatmap(z=z, colorscale="gray", showscale=False), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{col}", row=1, col=col)
+    fig.update_layout(template="plotly_white", height=420,
+                      title=f"Training batch, example 0: input z {offsets[0] + t}, target z {t}")  # fmt: skip
+    return fig

@@ -33,13 +33,20 @@ SHORTCUTS = {
     "preview": "make a preview now (trainer.preview_slice)",
     "paramstats": "print statistics of the model parameters",
     "gradstats": "print statistics of the last gradients",
-    "debugbatch": "plot one training batch (trainer.debug_getcnnbatch)",
+    "debugbatch": "plot one training batch into the run directory (trainer.debug_getcnnbatch)",
     "load <file.pt>": "load model weights from a snapshot or state_dict file",
     "ip": "embedded IPython shell, if IPython is installed",
 }
 
 _LEAVE = {"q": "q", "exit": "q", "quit": "q", "exit()": "q", "quit()": "q", "kill": "kill"}
 _HYPER = {"setlr": "lr", "setmom": "mom", "setwd": "wd"}
+#: ELEKTRONN2 shortcuts VoxelBoard does not have, and what to use instead
+_NOT_HERE = {
+    "sf": "sf (filter mosaics) is not available in VoxelBoard: use paramstats, or look at "
+    "trainer.model's weights directly (e.g. trainer.model.state_dict())",
+    "actstats": "actstats (activation statistics) is not available in VoxelBoard: use "
+    "paramstats and gradstats, or register a forward hook on trainer.model",
+}
 
 
 class ShellCommandError(ValueError):
@@ -170,6 +177,8 @@ def run_shortcut(line: str, local_vars: MutableMapping[str, Any]) -> str | None:
     if word == "debugbatch" and len(parts) == 1:
         result = _trainer(local_vars).debug_getcnnbatch()
         return "debug batch done" if result is None else f"debug batch done: {result}"
+    if word in _NOT_HERE:
+        return _NOT_HERE[word]
     if word == "load":
         if len(parts) != 2:
             raise ShellCommandError("usage: load <file.pt>")

@@ -585,10 +585,26 @@ class Trainer:
         )  # fmt: skip
 
     def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
-        """One training batch with dense (un-strided) labels, for inspection."""
+        """One training batch with dense (un-strided) labels, for inspection.
+
+        Also writes its first example (data, target, overlay of the middle target section)
+        to ``Batch_test_image.html`` in the run directory, as ELEKTRONN2 wrote a PNG.
+        """
+        from trainer.plotting import batch_figure
+
         kw = self.batch_kwargs
         kw["force_dense"] = True
-        return self.data.getbatch(**kw)
+        batch = self.data.getbatch(**kw)
+        offsets = tuple(getattr(self.model, "offsets", (0, 0, 0)))
+        if self.is_main and batch[0].ndim == 5:
+            html = batch_figure(batch[0][0], batch[1][0], offsets).to_html(
+                include_plotlyjs="directory"
+            )
+            path = self.run_dir / runs.DEBUG_BATCH_FILE
+            with runs.writing(path, self.run_dir):
+                runs.atomic_write_bytes(path, html.encode())
+            logger.info("Wrote %s", path)
+        return batch
 
     # ------------------------------------------------------------------ context managers
     @contextlib.contextmanager

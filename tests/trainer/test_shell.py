@@ -126,6 +126,16 @@ def test_setmom_without_momentum_prints_hint(capsys):
     assert "AdaGrad has no parameter 'mom'" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(
+    ("word", "match"),
+    [("sf", "sf (filter mosaics) is not available"), ("actstats", "actstats (activation")],
+)
+def test_elektronn2_shortcuts_without_an_equivalent_say_so(capsys, word, match):
+    run([word, "q"])
+    out = capsys.readouterr().out
+    assert match in out and "NameError" not in out
+
+
 def test_preview_and_debugbatch_call_the_trainer():
     _, trainer, _ = run(["preview", "debugbatch", "preview", "q"])
     assert trainer.previews == [{"max_z_pred": 3}, {"max_z_pred": 3}]

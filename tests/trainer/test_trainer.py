@@ -186,6 +186,21 @@ def test_model_methods_of_the_reference_api(tmp_path, data_dir):
     assert loss > 0 and 0 <= err <= 100
 
 
+def test_debug_getcnnbatch_writes_the_batch_image(tmp_path, data_dir):
+    from trainer.plotting import batch_figure
+
+    tr = make_trainer(tmp_path, data_dir, n_steps=1)
+    data, target = tr.debug_getcnnbatch()[:2]
+    page = (tr.run_dir / "Batch_test_image.html").read_text()
+    assert "overlay" in page and "plotly.min.js" in page
+    fig = batch_figure(data[0], target[0], tr.model.offsets)
+    t = target.shape[2] // 2
+    np.testing.assert_array_equal(fig.data[0].z, data[0, 0, tr.model.offsets[0] + t])
+    lab = np.asarray(fig.data[1].z)
+    oy, ox = tr.model.offsets[1:]
+    np.testing.assert_array_equal(lab[oy:-oy, ox:-ox], np.clip(target[0, 0, t], 0, None))
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="fork-based workers")
 def test_resume_restores_model_optimizer_and_schedule(tmp_path, data_dir):
     tr = make_trainer(tmp_path, data_dir, n_steps=5)

@@ -125,6 +125,8 @@ STATUS_FILE = "status.json"
 RESOLVED_CONFIG_FILE = "config.json"
 LOG_FILE = "train.log"
 CONSOLE_LOG_FILE = "console.log"
+#: the shell's ``debugbatch`` image (ELEKTRONN2's Batch_test_image.png)
+DEBUG_BATCH_FILE = "Batch_test_image.html"
 
 
 @dataclasses.dataclass
