@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="evaluate a run's snapshot")
     e.add_argument("run_dir")
-    e.add_argument("--snapshot", help="snapshot file (default FINAL, else LAST)")
+    e.add_argument("--snapshot",
+                   help="snapshot file or name: FINAL, LAST, BEST, step-N (default FINAL, else LAST)")  # fmt: skip
     e.add_argument("--split", choices=("valid", "train", "both"), default="valid")
     e.add_argument("--mode", choices=MODES, default="binned")
     e.add_argument("--device", default=None)

@@ -91,6 +91,10 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # VoxelBoard additions
     "trainer_class": None,  # None/'Trainer', 'TracingTrainer' or 'TracingTrainerRNN' (ELEKTRONN2's --func)
     "slurm": None,  # Slurm resources for the dashboard's slurm backend (docs/cluster.md)
+    "loss": "CrossEntropy",  # a name of trainer.losses.LOSSES, or a callable / torch.nn.Module
+    "loss_params": None,  # e.g. dict(ce_weight=1.0, dice_weight=0.5) for 'CrossEntropy+Dice'
+    "best_metric": "valid_loss",  # history column that decides snapshots/BEST.pt
+    "best_mode": None,  # None (from the column's name), 'min' or 'max'
 }
 
 #: values of ``trainer_class``
@@ -586,6 +590,7 @@ class ExperimentConfig:
                 errors.append(f"'{key}': expected {expected}, got {_describe(value)}")
 
         errors += self._check_optimiser()
+        errors += self._check_loss_and_best()
         errors += self._check_files()
         errors += self._check_unknown_names()
         if errors:
@@ -610,6 +615,17 @@ class ExperimentConfig:
         return [
             f"'optimiser_params': {e}" for e in check_optimiser_params(name, self.optimiser_params)
         ]
+
+    def _check_loss_and_best(self) -> list[str]:
+        from trainer.losses import check_loss
+
+        errors = check_loss(self.loss, self.loss_params)
+        if self.best_mode not in (None, "min", "max"):
+            errors.append(
+                f"'best_mode': expected None, 'min' or 'max', got {_describe(self.best_mode)}"
+            )
+        problem = check_best_metric(self.best_metric)
+        return errors + ([f"'best_metric': {problem}"] if problem else [])
 
     def _check_files(self) -> list[str]:
         errors = []
@@ -783,6 +799,30 @@ class ExperimentConfig:
             run_dir=self.run_dir,
         )
         return to_jsonable(d)
+
+
+def check_best_metric(name: Any, columns: tuple[str, ...] | None = None) -> str | None:
+    """What is wrong with a ``best_metric`` value, or ``None``.
+
+    Args:
+        name: the value.
+        columns: the history columns of the run, when known (the trainer knows them once the
+            model is built); else the standard columns and the per-class metric columns.
+    """
+    from trainer.class_metrics import CLASS_METRIC_PATTERNS, CLASS_METRIC_RE
+    from trainer.history import HISTORY_COLUMNS
+
+    if columns is not None:
+        if name in columns:
+            return None
+        listed = columns
+    else:
+        if name in HISTORY_COLUMNS or (isinstance(name, str) and CLASS_METRIC_RE.match(name)):
+            return None
+        listed = (*HISTORY_COLUMNS, *CLASS_METRIC_PATTERNS)
+    guess = suggest(str(name), listed, min_len=2) if isinstance(name, str) else None
+    hint = f"did you mean '{guess}'? " if guess else ""
+    return f"{name!r} is no history column of this run: {hint}use one of {', '.join(listed)}"
 
 
 def _parse_number(key: str, value: Any) -> Any:

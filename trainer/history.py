@@ -36,7 +36,7 @@ import secrets
 import struct
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -658,14 +658,23 @@ class HistoryTracker:
     Only one tracker (one process) may write a store; any number may read it.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, loss_smoothing_length: int = 200):
+    def __init__(
+        self,
+        path: str | os.PathLike | None = None,
+        *,
+        loss_smoothing_length: int = 200,
+        extra_history_columns: Sequence[str] = (),
+    ):
         self.path = None if path is None else Path(path)
         self.loss_smoothing_length = int(loss_smoothing_length)
         self.debug_output_names: list[str] | None = None
         self._source = self.path  # store the data came from: default place for plots
+        clash = set(extra_history_columns) & set(HISTORY_COLUMNS)
+        if clash:
+            raise ValueError(f"extra history columns {sorted(clash)} are standard columns already")
         self._tables = {
             "timeline": _Table("timeline", self.path, TIMELINE_COLUMNS),
-            "history": _Table("history", self.path, HISTORY_COLUMNS),
+            "history": _Table("history", self.path, (*HISTORY_COLUMNS, *extra_history_columns)),
             "debug": _Table("debug", self.path),
             "regression": _Table("regression", self.path),
         }
@@ -682,10 +691,22 @@ class HistoryTracker:
         """Append one timeline row ``[time, loss, batch_char]`` (row number = step)."""
         self._timeline.append(vals)
 
-    def update_history(self, vals: Sequence[float]) -> None:
+    def update_history(self, vals: Sequence[float] | Mapping[str, float]) -> None:
         """Append one history row: ``steps, time, train_loss, valid_loss, loss_gain,
-        train_err, valid_err, lr, mom, gradnetrate``."""
+        train_err, valid_err, lr, mom, gradnetrate``, then any extra columns.
+
+        A mapping is written by column name: columns it lacks get NaN, names the table has
+        no column for are left out (a resumed run keeps the columns its store began with).
+        """
+        if isinstance(vals, Mapping):
+            columns = self._history.columns or HISTORY_COLUMNS
+            vals = [float(vals.get(c, np.nan)) for c in columns]
         self._history.append(vals)
+
+    @property
+    def history_columns(self) -> tuple[str, ...]:
+        """The columns of the history table (the store's own when it was loaded)."""
+        return self._history.columns or HISTORY_COLUMNS
 
     def register_debug_output_names(self, names: Sequence[str]) -> None:
         """Name the debug outputs (the columns after ``step, loss`` in the debug table).

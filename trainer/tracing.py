@@ -363,6 +363,10 @@ class TracingTrainer(Trainer):
             logger.info("Tracing runs write no previews; preview_data_path is ignored")
         return []
 
+    def _history_metric_columns(self) -> tuple[str, ...]:
+        # tracing has no voxel classes: the history keeps its ten standard columns
+        return ()
+
     @property
     def max_tracing(self) -> int:
         """Longest trace of sequence training; 0 without sequence training."""

@@ -30,12 +30,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from trainer import runs
+from trainer.best import BestValue
+from trainer.class_metrics import class_counts, metric_columns, overlap_scores
 from trainer.devices import device_info, resolve_device
 from trainer.distributed import DistContext
+from trainer.errors import ConfigError
 from trainer.history import HistoryTracker
+from trainer.losses import make_loss
 from trainer.optimisers import get_hyper, make_optimiser
 from trainer.schedules import Schedule
 
@@ -85,14 +88,20 @@ class Trainer:
         self.schedules = self._bind_schedules()
         self.data = self._load_data()
         self.preview_data = self._load_preview_data() if self.is_main else []
-        store = self.run_dir / runs.HISTORY_DIR if self.is_main else None
-        self.tracker = HistoryTracker(path=store)
         self.batch_size = int(cfg.batch_size)
         self.monitor_batch_size = _round_up(int(cfg.monitor_batch_size), self.batch_size)
         weights = cfg.class_weights
         self.class_weights = (
-            torch.tensor(weights, dtype=torch.float32, device=self.device) if weights else None
+            torch.tensor(np.asarray(weights, dtype=np.float32), device=self.device)
+            if weights is not None
+            else None
         )
+        self.loss_spec = make_loss(cfg.loss, cfg.loss_params, self.class_weights)
+        self._loss_checked = False
+        self.metric_columns = self._history_metric_columns()
+        store = self.run_dir / runs.HISTORY_DIR if self.is_main else None
+        self.tracker = HistoryTracker(path=store, extra_history_columns=self.metric_columns)
+        self.best = self._best_value()
         self.amp = cfg.mixed_precision and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.step = 0  # index of the next training step
@@ -156,6 +165,23 @@ class Trainer:
             bound[name] = sched
             logger.info("Schedule for %s: %r", name, sched)
         return bound
+
+    def _history_metric_columns(self) -> tuple[str, ...]:
+        """Extra history columns: per-class IoU/Dice for class losses (hook: none for tracing)."""
+        if self.loss_spec.targets != "classes":
+            return ()
+        return metric_columns(int(self.model.n_classes))
+
+    def _best_value(self) -> BestValue:
+        """The ``best_metric`` record; its column must be one this run writes."""
+        from trainer.config import check_best_metric
+        from trainer.history import HISTORY_COLUMNS
+
+        cfg = self.exp_config
+        problem = check_best_metric(cfg.best_metric, (*HISTORY_COLUMNS, *self.metric_columns))
+        if problem:
+            raise ConfigError(f"{cfg.exp_file}: 'best_metric': {problem}")
+        return BestValue(cfg.best_metric, cfg.best_mode)
 
     def _load_data(self) -> Any:
         cfg = self.exp_config
@@ -233,8 +259,32 @@ class Trainer:
         data, target = self._to_device(batch)
         with torch.autocast(self.device.type, enabled=self.amp):
             loss = self._loss(self.net(data), target)
+        if not self._loss_checked:
+            self._check_loss_output(loss)
         self._optimise(loss)
         return float(loss.detach()), _batch_char(batch[1])
+
+    def _check_loss_output(self, loss: Any) -> None:
+        """The first step's loss must be a finite scalar tensor: else the config's loss is wrong.
+
+        Raises:
+            ValueError: naming the ``loss`` config key and what it returned.
+        """
+        cfg = self.exp_config
+        if not isinstance(loss, torch.Tensor):
+            got = f"a {type(loss).__name__}"
+        elif loss.numel() != 1:
+            got = f"a tensor of shape {tuple(loss.shape)}"
+        elif not torch.isfinite(loss.detach()).all():
+            got = f"{loss.item()}"
+        else:
+            self._loss_checked = True
+            return
+        raise ValueError(
+            f"{cfg.exp_file}: the loss of config key 'loss' ({self.loss_spec.name}) returned "
+            f"{got} at step {self.step}; it must return a finite scalar tensor "
+            "(reduce over the batch, e.g. .mean(), and check it for NaN)"
+        )
 
     def _optimise(self, loss: torch.Tensor) -> None:
         """Backward and optimiser step (through the AMP scaler); NaN/inf raises DivergedError."""
@@ -268,23 +318,35 @@ class Trainer:
     def _monitor(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
         loss_after = self._eval_loss(batch)
         train_loss, train_err = self.test_model("train")
-        valid_loss, valid_err = self.test_model("valid")
+        valid_loss, valid_err, counts = self._validate()
         if self.dist is not None:
-            train_loss, train_err, valid_loss, valid_err, loss, loss_after = self.dist.mean(
-                [train_loss, train_err, valid_loss, valid_err, loss, loss_after]
-            )
+            train_loss, train_err, valid_loss, valid_err, loss, loss_after, *flat = self.dist.mean(
+                [train_loss, train_err, valid_loss, valid_err, loss, loss_after,
+                 *(counts.ravel().tolist() if counts is not None else [])]
+            )  # fmt: skip
+            # mean counts over ranks: the same ratios (IoU, Dice) as the summed counts
+            counts = np.reshape(flat, counts.shape) if counts is not None else None
             self._check_ranks_in_sync(status)
         if not self.is_main:
             return
         lr = get_hyper(self.optimizer, "lr")
         mom = get_hyper(self.optimizer, "mom")
-        row = [step, self.train_time, train_loss, valid_loss, loss_after - loss,
-               train_err, valid_err, lr, mom, 0.0]  # fmt: skip
+        row = dict(steps=step, time=self.train_time, train_loss=train_loss, valid_loss=valid_loss,
+                   loss_gain=loss_after - loss, train_err=train_err, valid_err=valid_err, lr=lr,
+                   mom=mom, gradnetrate=0.0)  # fmt: skip
+        if self.metric_columns:
+            row.update(self._scores(counts))
         self.tracker.update_history(row)
+        improved = self.best.update(row.get(self.best.metric, math.nan), step, self.train_time)
         self._save_snapshot(runs.LAST)
+        if improved:
+            best = runs.snapshot_path(self.run_dir, runs.BEST)
+            with runs.writing(best, self.run_dir):
+                runs.keep_snapshot_as(self.run_dir, runs.LAST, runs.BEST)
         speed = self._speed()
         status.update(train_loss=train_loss, valid_loss=valid_loss, train_err=train_err,
-                      valid_err=valid_err, lr=lr, **speed)  # fmt: skip
+                      valid_err=valid_err, lr=lr, error_metric=self.loss_spec.error_label,
+                      **self.best.state_dict(), **speed)  # fmt: skip
         if self.exp_config.print_status:
             logger.info(
                 "%05i L_m=%.3f, L=%.2f, tr=%05.2f%%, vl=%05.2f%%, L_diff=%+.1e, LR=%.2e, "
@@ -292,6 +354,12 @@ class Trainer:
                 step, self._smoothed_loss(), loss, train_err, valid_err, loss_after - loss, lr,
                 speed["it_per_s"], speed["voxels_per_s"] / 1e6, _pretty_time(self.train_time),
             )  # fmt: skip
+
+    def _scores(self, counts: np.ndarray | None) -> dict[str, float]:
+        """Per-class IoU/Dice columns of validation counts; NaN without validation data."""
+        if counts is None:
+            return dict.fromkeys(self.metric_columns, math.nan)
+        return overlap_scores(counts)
 
     def _should_stop(self) -> bool:
         max_runtime = self.exp_config.max_runtime
@@ -341,7 +409,19 @@ class Trainer:
 
         Returns:
             ``(loss, error)``; ``(nan, nan)`` when the data source has no validation set.
+            The error is the classification error in percent of labelled voxels for class
+            losses, the mean squared error for ``SquaredLoss`` (``loss_spec.error_label``).
         """
+        return self._test(data_source)[:2]
+
+    def _validate(self) -> tuple[float, float, np.ndarray | None]:
+        """Validation loss, error and per-class counts (``None`` without class metrics)."""
+        if not self.metric_columns:
+            return (*self.test_model("valid"), None)
+        return self._test("valid")
+
+    def _test(self, data_source: str) -> tuple[float, float, np.ndarray | None]:
+        """``test_model`` and the per-class (tp, fp, fn) counts of class losses."""
         from trainer.data import NoValidationData
 
         kw = dict(self.exp_config.data_batch_args)
@@ -349,27 +429,30 @@ class Trainer:
         try:
             data, target = self.data.getbatch(**kw)[:2]
         except NoValidationData:
-            return math.nan, math.nan
+            return math.nan, math.nan, None
+        classes = self.loss_spec.targets == "classes"
+        counts = np.zeros((int(self.model.n_classes), 3)) if classes else None
         was_training = self.model.training
         self.model.eval()
         loss_sum = wrong = counted = 0.0
         try:
             with torch.inference_mode():
                 for i in range(0, len(data), self.batch_size):
-                    x, y = self._to_device(
-                        (data[i : i + self.batch_size], target[i : i + self.batch_size])
-                    )
+                    sl = slice(i, i + self.batch_size)
+                    x, y = self._to_device((data[sl], target[sl]))
                     with torch.autocast(self.device.type, enabled=self.amp):
-                        logits = self.model(x)
-                    n = int((y >= 0).sum())
-                    loss_sum += float(self._loss(logits, y)) * n
-                    wrong += float(((logits.argmax(1) != y) & (y >= 0)).sum())
-                    counted += n
+                        out = self.model(x)
+                    n, bad = _error_terms(out, y, classes)
+                    loss_sum += float(self._loss(out, y)) * n
+                    wrong, counted = wrong + bad, counted + n
+                    if classes:
+                        counts += class_counts(out.argmax(1), y, counts.shape[0])
         finally:
             self.model.train(was_training)
         if counted == 0:
-            return math.nan, math.nan
-        return loss_sum / counted, 100.0 * wrong / counted
+            return math.nan, math.nan, None
+        scale = 100.0 if classes else 1.0
+        return loss_sum / counted, scale * wrong / counted, counts
 
     def _eval_loss(self, batch: tuple) -> float:
         """Loss on ``batch`` after the update (the ``loss_gain`` of ELEKTRONN2)."""
@@ -378,18 +461,20 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self.amp):
                 return float(self._loss(self.model(data), target))
 
-    def _loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            logits.float(), target, weight=self.class_weights, ignore_index=IGNORE_INDEX
-        )
+    def _loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The config's ``loss`` (trainer.losses; ELEKTRONN2's weighting by default)."""
+        return self.loss_spec.fn(output, target)
 
     def _to_device(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor]:
         data, target = batch[0], batch[1]
         x = torch.as_tensor(np.ascontiguousarray(data), dtype=torch.float32)
-        y = torch.as_tensor(np.ascontiguousarray(target)).long()
-        if y.ndim == x.ndim:  # (bs, 1, z, y, x) -> (bs, z, y, x)
-            y = y[:, 0]
-        y = torch.where(y < 0, torch.full_like(y, IGNORE_INDEX), y)
+        if self.loss_spec.targets == "values":
+            y = torch.as_tensor(np.ascontiguousarray(target), dtype=torch.float32)
+        else:
+            y = torch.as_tensor(np.ascontiguousarray(target)).long()
+            if y.ndim == x.ndim:  # (bs, 1, z, y, x) -> (bs, z, y, x)
+                y = y[:, 0]
+            y = torch.where(y < 0, torch.full_like(y, IGNORE_INDEX), y)
         non_blocking = self.device.type == "cuda"
         return x.to(self.device, non_blocking=non_blocking), y.to(
             self.device, non_blocking=non_blocking
@@ -437,6 +522,7 @@ class Trainer:
             "save_name": self.exp_config.save_name,
             "preview_hours_done": self._preview_hours_done,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
+            "best": self.best.state_dict(),
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -467,6 +553,7 @@ class Trainer:
         self.step = int(state["step"])
         self.train_time = float(state.get("train_time_s", 0.0))
         self._preview_hours_done = state.get("preview_hours_done")
+        self.best.load_state_dict(state.get("best"))
         rng = state.get("rng") or {}
         if "torch" in rng:
             torch.set_rng_state(rng["torch"].cpu())
@@ -834,6 +921,18 @@ def resolve_data_class(spec: Any) -> type:
         return getattr(module, name)
     except AttributeError:
         raise ValueError(f"data_class file {path!r} has no class {name!r}") from None
+
+
+def _error_terms(out: torch.Tensor, y: torch.Tensor, classes: bool) -> tuple[int, float]:
+    """``(counted voxels, their error sum)``: wrong argmax over labelled voxels for class
+    targets, squared error over non-NaN targets for value targets."""
+    if classes:
+        known = y >= 0
+        return int(known.sum()), float(((out.argmax(1) != y) & known).sum())
+    y = y.unsqueeze(1) if y.ndim == out.ndim - 1 else y
+    known = ~torch.isnan(y)
+    diff = torch.where(known, out.float() - y, torch.zeros_like(y))
+    return int(known.sum()), float((diff * diff).sum())
 
 
 def _batch_char(labels: np.ndarray) -> float:

@@ -430,3 +430,24 @@ def test_table_tail_follows_new_rows_and_a_rewrite(tmp_path):
         rows, reset = tail.read_new()
         assert reset and rows[:, 0].tolist() == [0, 1, 2]
         h.close()
+
+
+def test_extra_history_columns_follow_the_standard_ones_and_rows_go_by_name(tmp_path):
+    from trainer.history import HISTORY_COLUMNS, read_table, table_info
+
+    store = tmp_path / "history"
+    with HistoryTracker(store, extra_history_columns=("valid_iou_0", "valid_iou_mean")) as h:
+        h.update_history(dict(steps=0, time=1.0, valid_loss=0.5, valid_iou_0=0.25))
+    info = table_info(store, "history")
+    assert info.columns == (*HISTORY_COLUMNS, "valid_iou_0", "valid_iou_mean")
+    row = read_table(store, "history").iloc[0]
+    assert (row["steps"], row["valid_loss"], row["valid_iou_0"]) == (0, 0.5, 0.25)
+    assert np.isnan(row["train_loss"]) and np.isnan(row["valid_iou_mean"])
+    # a store of the ten standard columns (an older run) resumed by a writer with extras
+    old = tmp_path / "old"
+    with HistoryTracker(old) as h:
+        h.update_history([0, 1.0, 0.6, 0.7, 0.0, 10.0, 12.0, 0.01, 0.9, 0.0])
+    with HistoryTracker(old, extra_history_columns=("valid_iou_mean",)) as h:
+        h.update_history(dict(steps=5, time=2.0, valid_loss=0.4, valid_iou_mean=0.3))
+    frame = read_table(old, "history")
+    assert tuple(frame.columns) == HISTORY_COLUMNS and list(frame["steps"]) == [0, 5]

@@ -102,7 +102,8 @@ def test_snapshots_previews_and_status(tmp_path, data_dir):
     tr.run()
     run_dir = tr.run_dir
     names = sorted(p.name for p in (run_dir / runs.SNAPSHOT_DIR).iterdir())
-    assert names == ["FINAL.pt", "LAST.pt", "step-00000004.pt", "step-00000008.pt"]
+    # BEST.pt: valid_loss (the default best_metric) was best at some history step
+    assert names == ["BEST.pt", "FINAL.pt", "LAST.pt", "step-00000004.pt", "step-00000008.pt"]
     assert [p.name for p in runs.preview_files(run_dir)] == [
         "preview-00000000.h5", "preview-00000004.h5", "preview-00000008.h5"]  # fmt: skip
     status = runs.read_status(run_dir)
@@ -234,3 +235,16 @@ def test_resume_after_a_crash_drops_the_rows_past_the_snapshot(tmp_path, data_di
     again.run()
     assert list(again.tracker.timeline.index) == list(range(10)), "no duplicate and no gap"
     assert list(again.tracker.history["steps"]) == [0, 5, 9]
+
+
+def test_class_weights_are_normalised_as_in_elektronn2(tmp_path, data_dir):
+    # 85 voxels of class 0, 15 of class 1, 10 ignored; the true class gets p = 0.409 each
+    tr = make_trainer(tmp_path, data_dir, extra="class_weights = [0.2653, 0.7347]")
+    target = np.array([0] * 85 + [1] * 15 + [-1] * 10).reshape(1, 1, 110, 1, 1)
+    margin = np.log(0.40915 / (1 - 0.40915))
+    logits = np.zeros((1, 2, 110, 1, 1), dtype=np.float32)
+    logits[0, 1, :, 0, 0] = np.where(target.ravel() == 1, margin, -margin)
+    x, y = tr._to_device((np.zeros((1, 1, 1, 1, 1)), target))
+    loss = float(tr._loss(torch.from_numpy(logits), y))
+    # ELEKTRONN2: sum of w * nll over labelled voxels / 100; torch's weighting gives 0.894
+    assert loss == pytest.approx(0.300, abs=5e-4)

@@ -110,8 +110,14 @@ def load_run(
         if snapshot is None:
             raise FileNotFoundError(f"{run_dir}: no snapshot in {run_dir / runs.SNAPSHOT_DIR} yet")
     snapshot = Path(snapshot)
+    if not snapshot.exists() and str(snapshot) in runs.snapshot_names(run_dir):
+        snapshot = runs.snapshot_path(run_dir, str(snapshot))  # a name: BEST, LAST, step-N
     if not snapshot.exists():
-        raise FileNotFoundError(f"snapshot {snapshot} does not exist")
+        names = ", ".join(runs.snapshot_names(run_dir)) or "none yet"
+        raise FileNotFoundError(
+            f"snapshot {snapshot} does not exist; give a file or a snapshot name of the run "
+            f"({names})"
+        )
     with _data_dir(data_dir):
         cfg = ExperimentConfig(str(copy), use_existing_dir=True)
         dev = resolve_device(device or "auto")

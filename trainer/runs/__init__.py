@@ -98,6 +98,7 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     write_threshold,
 )
 from trainer.runs.snapshots import (  # noqa: F401 - re-exported
+    BEST,
     FINAL,
     HISTORY_DIR,
     HISTORY_PLOT_PREFIX,
@@ -107,6 +108,7 @@ from trainer.runs.snapshots import (  # noqa: F401 - re-exported
     check_snapshot,
     history_dir,
     history_plot_prefix,
+    keep_snapshot_as,
     latest_snapshot,
     snapshot_names,
     snapshot_path,

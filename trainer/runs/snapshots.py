@@ -1,7 +1,8 @@
 """Snapshots (``snapshots/``) and the history store's place (``history/``, ``0-history.*.html``).
 
 ``snapshots/LAST.pt`` is replaced at every history step, ``step-<N:08d>.pt`` is kept every
-``param_save_it`` steps, ``FINAL.pt`` is written at the end of training (docs/run-directory.md).
+``param_save_it`` steps, ``FINAL.pt`` is written at the end of training, ``BEST.pt`` whenever
+the config's ``best_metric`` reaches its best value so far (docs/run-directory.md).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from trainer.runs.atomic import os_error_in_words
 SNAPSHOT_DIR = "snapshots"
 #: the snapshot replaced at every history step, and the one written at the end of training
 LAST, FINAL = "LAST", "FINAL"
+#: the snapshot at the best ``best_metric`` value so far (its step and value are in it)
+BEST = "BEST"
 SNAPSHOT_SUFFIX = ".pt"
 _SUFFIX = SNAPSHOT_SUFFIX
 
@@ -33,33 +36,58 @@ def history_plot_prefix(run_dir: str | os.PathLike) -> Path:
 
 
 def snapshot_names(run_dir: str | os.PathLike) -> list[str]:
-    """Names of the run's snapshots: FINAL, LAST, then ``step-N`` newest first; ``[]`` if none.
+    """Names of the run's snapshots: FINAL, LAST, BEST, then ``step-N`` newest first; ``[]``
+    if none.
 
     Example:
         >>> snapshot_names(run_dir)  # doctest: +SKIP
-        ['FINAL', 'LAST', 'step-00002000', 'step-00001000']
+        ['FINAL', 'LAST', 'BEST', 'step-00002000', 'step-00001000']
     """
     folder = Path(run_dir) / SNAPSHOT_DIR
     try:
         names = sorted((p.stem for p in folder.glob(f"*{_SUFFIX}")), reverse=True)
     except OSError:
         return []
-    fixed = [n for n in (FINAL, LAST) if n in names]
+    fixed = [n for n in (FINAL, LAST, BEST) if n in names]
     return fixed + [n for n in names if n not in fixed and not n.startswith(".")]
 
 
 def snapshot_path(run_dir: str | os.PathLike, which: str | int) -> Path:
-    """Path of a snapshot: ``'LAST'``, ``'FINAL'`` or a step number."""
+    """Path of a snapshot: ``'LAST'``, ``'FINAL'``, ``'BEST'`` or a step number."""
     name = f"step-{which:08d}{_SUFFIX}" if isinstance(which, int) else f"{which}{_SUFFIX}"
     return Path(run_dir) / SNAPSHOT_DIR / name
 
 
+def keep_snapshot_as(run_dir: str | os.PathLike, source: str, target: str) -> Path:
+    """Make snapshot ``target`` (e.g. BEST) the file snapshot ``source`` (e.g. LAST) is now.
+
+    A hard link where the file system has them (no second copy on disk: ``source`` is later
+    replaced by a new file, the link keeps the old one), else a copy; either way ``target``
+    is replaced atomically and is left as it was when this fails.
+    """
+    import shutil
+
+    from trainer.runs.atomic import atomic_path
+
+    src, dst = snapshot_path(run_dir, source), snapshot_path(run_dir, target)
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+    return dst
+
+
 def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
-    """The snapshot to resume or evaluate from: the newest of FINAL, LAST and step-N files."""
+    """The snapshot to resume or evaluate from: the newest of FINAL, LAST and step-N files.
+
+    BEST is left out: it holds an earlier state of the run, not where training stands.
+    """
     d = Path(run_dir) / SNAPSHOT_DIR
     if not d.is_dir():
         return None
-    files = [p for p in d.glob(f"*{_SUFFIX}") if not p.name.startswith(".")]
+    files = [p for p in d.glob(f"*{_SUFFIX}") if not p.name.startswith(".") and p.stem != BEST]
     return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
 
 
