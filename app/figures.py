@@ -18,12 +18,14 @@ from __future__ import annotations
 import base64
 import struct
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
+
+from trainer.class_metrics import CLASS_METRIC_RE
 
 #: trace order of ``timeline_figure``: raw loss (faded), then its smoothed line
 TIMELINE_TRACES: tuple[str, ...] = ("loss", "smoothed")
@@ -56,6 +58,8 @@ COLUMN_LABELS = {
     "mom": "momentum",
     "loss_gain": "loss gain",
     "loss": "loss",
+    "valid_iou_mean": "valid IoU (mean over classes)",
+    "valid_dice_mean": "valid Dice (mean over classes)",
 }
 
 X_TITLES = {"step": "step", "time": "training time (s)"}
@@ -267,6 +271,86 @@ def history_figures(
         panel: history_figure(panel, curves, n_total=n_total, x_axis=x_axis, log_y=log_y)
         for panel in HISTORY_PANELS
     }
+
+
+def label_error_panel(fig: go.Figure, error_label: str | None) -> go.Figure:
+    """Name what the error columns hold (status.json's ``error_metric``, e.g. ``'mean squared
+    error'`` for a regression loss) in the error panel's title and y axis."""
+    if error_label:
+        fig.update_layout(title={"text": f"Error: {error_label}"})
+        fig.update_yaxes(title_text=error_label)
+    return fig
+
+
+def class_columns(columns: Iterable[str]) -> list[str]:
+    """The per-class metric columns among ``columns`` in trace order: IoU per class, Dice per
+    class, then the two means."""
+    found = [c for c in columns if CLASS_METRIC_RE.match(c)]
+
+    def key(c: str) -> tuple[int, int, int]:
+        metric, which = CLASS_METRIC_RE.match(c).groups()
+        mean = which == "mean"
+        return (mean, metric != "iou", -1 if mean else int(which))
+
+    return sorted(found, key=key)
+
+
+def class_metric_label(column: str) -> str:
+    """``valid_iou_1`` -> ``IoU class 1``, ``valid_dice_mean`` -> ``Dice mean``."""
+    metric, which = CLASS_METRIC_RE.match(column).groups()
+    name = "IoU" if metric == "iou" else "Dice"
+    return f"{name} mean" if which == "mean" else f"{name} class {which}"
+
+
+def class_metrics_figure(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    n_total: int | None = None,
+    x_axis: str = "step",
+    uirevision: str = "classes",
+) -> go.Figure:
+    """Per-class validation IoU (solid) and Dice (dotted) and their means (thick), one trace per
+    column in ``class_columns`` order, so live appends can address them by index."""
+    fig = go.Figure()
+    shown = 0
+    for col in class_columns(curves):
+        x, y = (np.asarray(a) for a in curves[col])
+        metric, which = CLASS_METRIC_RE.match(col).groups()
+        mean = which == "mean"
+        rgb = (40, 40, 40) if mean else CLASS_COLOURS[int(which) % len(CLASS_COLOURS)]
+        line = {"color": f"rgb{rgb}", "width": 3 if mean else 1.5}
+        if metric == "dice":
+            line["dash"] = "dot"
+        fig.add_trace(go.Scatter(x=_list(x), y=_list(y), name=class_metric_label(col),
+                                 mode="lines", line=line))  # fmt: skip
+        shown = max(shown, len(x))
+    n_total = shown if n_total is None else n_total
+    _base_layout(fig, "Per-class IoU / Dice (validation)", X_TITLES.get(x_axis, x_axis),
+                 uirevision, "")  # fmt: skip
+    fig.layout.annotations[0].text = (
+        points_note(shown, n_total) if fig.data else "no per-class metrics in this run's history"
+    )
+    fig.update_yaxes(title_text="IoU / Dice", range=[0, 1.02])
+    return fig
+
+
+def add_best_marker(fig: go.Figure, x: float | None, y: float | None, label: str) -> go.Figure:
+    """Append the "best" marker trace (always the figure's last trace; empty until a best)."""
+    fig.add_trace(
+        go.Scatter(
+            x=[] if x is None else [x],
+            y=[] if y is None else [y],
+            name=label,
+            mode="markers",
+            marker={
+                "symbol": "star",
+                "size": 14,
+                "color": "#ffd700",
+                "line": {"color": "black", "width": 1},
+            },
+        )  # fmt: skip
+    )
+    return fig
 
 
 def compare_figure(

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from app import paths
+from app.figures import class_columns
 from trainer.runs import history_dir
 from trainer.smoothing import ema_debiased, minmax_downsample, sma
 
@@ -367,7 +368,8 @@ class HistoryCurves:
     """Points of the history figures (full load) or points to append (poll).
 
     Attributes:
-        curves: column -> ``(x, y)``, for the columns of ``HISTORY_COLUMNS`` the table has.
+        curves: column -> ``(x, y)``, for the columns of ``HISTORY_COLUMNS`` the table has
+            and its per-class metric columns (``valid_iou_<c>``, ``valid_dice_mean``, ...).
         n_total: rows in the table.
         n_shown: points of the longest curve in the browser after this load or append.
         cursor: the new cursor.
@@ -384,7 +386,7 @@ def _history_curves(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     x = _x_values(frame, start, x_axis, "steps")
     curves, shown = {}, 0
-    for col in HISTORY_COLUMNS:
+    for col in (*HISTORY_COLUMNS, *class_columns(frame.columns)):
         if col not in frame:
             continue
         y = frame[col].to_numpy(dtype=np.float64)

@@ -26,6 +26,7 @@ from app import components, figures, inputs, series
 from app.callbacks import callback
 from app.components import ROW, graph, run_not_found
 from trainer import runs
+from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.history import read_array, table_info
 
 #: where the page is served (``create_app`` registers it)
@@ -36,7 +37,8 @@ POLL_MS = 2000
 STOP_POLLING = runs.FINAL_STATES | {"lost"}
 
 
-COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss", "lr")
+COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss", "lr",
+                   "valid_iou_mean", "valid_dice_mean")  # fmt: skip
 
 #: newest rows of the regression table drawn on the run page
 REGRESSION_POINTS = 5000
@@ -54,6 +56,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     if run_dir is None:
         return run_not_found(name, "run-missing")
     others = [p.name for p in runs.iter_run_dirs(root) if p.name != name]
+    compare_columns = _compare_columns(run_dir)
     controls = html.Div(
         [
             html.Div(
@@ -137,7 +140,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         id="run-compare-column",
                         options=[
                             {"label": figures.COLUMN_LABELS.get(c, c), "value": c}
-                            for c in COMPARE_COLUMNS
+                            for c in compare_columns
                         ],
                         value="valid_loss",
                         clearable=False,
@@ -174,6 +177,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     html.Div(graph("run-graph-error"), style=_HALF),
                     html.Div(graph("run-graph-lr"), style=_HALF),
                     html.Div(graph("run-graph-gain"), style=_HALF),
+                    html.Div(graph("run-graph-classes"), id="run-classes-panel", style=_HIDDEN),
                     compare,
                     html.Div(graph("run-graph-schedule"), style=_HALF),
                     html.Div(
@@ -348,10 +352,12 @@ def update_curves(
         max_points: points per curve after downsampling.
 
     Returns:
-        ``{'timeline', 'loss', 'error', 'lr', 'gain', 'regression'}`` each a figure, a
-        ``Patch`` or ``no_update``; ``'regression_style'`` the regression panel's style
-        (hidden without rows) or ``no_update``; ``'cursor'`` the new store value;
-        ``'header'``; ``'stop'`` (bool).
+        ``{'timeline', 'loss', 'error', 'lr', 'gain', 'classes', 'regression'}`` each a
+        figure, a ``Patch`` or ``no_update``; ``'classes_style'`` and ``'regression_style'``
+        the per-class and regression panels' styles (hidden without data) or ``no_update``;
+        ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool). The panel holding
+        status.json's ``best_metric`` gets a "best" marker as its last trace, moved when the
+        best value changes; the error panel is titled with status.json's ``error_metric``.
     """
     # status first: rows written before a final status are then read by this same update
     header, state = status_header(run_dir)
@@ -375,13 +381,22 @@ def update_curves(
         if poll
         else None
     )
+    status = runs.read_status(run_dir)
+    extra = status.extra if status is not None else {}
     if hi is None:
         hi = series.load_history(store, x_axis=x_axis, max_points=max_points)
         out.update(
             figures.history_figures(hi.curves, n_total=hi.n_total, x_axis=x_axis, log_y=log_y)
         )
+        error_label = extra.get("error_metric")
+        figures.label_error_panel(out["error"], error_label if isinstance(error_label, str) else "")
+        out["classes"] = figures.class_metrics_figure(hi.curves, n_total=hi.n_total, x_axis=x_axis)
+        out["classes_style"] = _HALF if out["classes"].data else _HIDDEN
+        best = _add_best_marker(out, extra, x_axis)
     else:
         out.update(zip(figures.HISTORY_PANELS, _history_patches(hi), strict=True))
+        out["classes"], out["classes_style"] = _classes_patch(hi), no_update
+        best = _move_best_marker(out, extra, x_axis, cursor.get("best"))
     # the regression scatter does not depend on the controls: rebuild only for new rows
     previous = cursor.get("regression") if cursor.get("run") == run_dir.name else None
     out["regression"], out["regression_style"], reg_cursor = update_regression(store, previous)
@@ -390,8 +405,76 @@ def update_curves(
         "timeline": tl.cursor,
         "history": hi.cursor,
         "regression": reg_cursor,
+        "best": best,
     }
     return out
+
+
+def _best_point(extra: dict, x_axis: str) -> tuple[str, float | None, float | None, str] | None:
+    """``(panel, x, y, label)`` of the best ``best_metric`` value in status.json, if drawn."""
+    metric = extra.get("best_metric")
+    if not isinstance(metric, str):
+        return None
+    if CLASS_METRIC_RE.match(metric):
+        panel = "classes"
+    else:
+        panel = next((p for p, cols in figures.HISTORY_PANELS.items() if metric in cols), None)
+    if panel is None:
+        return None
+    x = _number(extra.get("best_step" if x_axis == "step" else "best_time_s"))
+    y = _number(extra.get("best_value"))
+    label = f"best {figures.COLUMN_LABELS.get(metric, metric)}"
+    return panel, (None if y is None else x), (None if x is None else y), label
+
+
+def _add_best_marker(out: dict[str, Any], extra: dict, x_axis: str) -> dict | None:
+    """Put the best-value marker on the full figure of its panel; its cursor entry."""
+    point = _best_point(extra, x_axis)
+    if point is None:
+        return None
+    panel, x, y, label = point
+    index = len(out[panel].data)
+    figures.add_best_marker(out[panel], x, y, label)
+    return {"panel": panel, "index": index, "xy": [x, y]}
+
+
+def _move_best_marker(out: dict[str, Any], extra: dict, x_axis: str, previous: Any) -> dict | None:
+    """Move the marker drawn at the last full build when the best value changed (a Patch)."""
+    point = _best_point(extra, x_axis)
+    if not isinstance(previous, dict) or point is None or point[0] != previous.get("panel"):
+        return previous if isinstance(previous, dict) else None
+    panel, x, y, _label = point
+    if [x, y] == previous.get("xy"):
+        return previous
+    p = out[panel] if isinstance(out[panel], Patch) else Patch()
+    p["data"][int(previous["index"])]["x"] = [] if x is None else [x]
+    p["data"][int(previous["index"])]["y"] = [] if y is None else [y]
+    out[panel] = p
+    return {**previous, "xy": [x, y]}
+
+
+def _classes_patch(hi: series.HistoryCurves) -> Patch | Any:
+    """Appends to the per-class panel (traces in ``figures.class_columns`` order)."""
+    columns = figures.class_columns(hi.curves)
+    new = [(i, hi.curves[c]) for i, c in enumerate(columns) if len(hi.curves[c][0])]
+    if not new:
+        return no_update
+    p = Patch()
+    for i, (x, y) in new:
+        p["data"][i]["x"].extend(x.tolist())
+        p["data"][i]["y"].extend(y.tolist())
+    p["layout"]["annotations"][0]["text"] = figures.points_note(hi.n_shown, hi.n_total)
+    return p
+
+
+def _compare_columns(run_dir: Path) -> list[str]:
+    """The compare dropdown's columns: the usual ones and this run's per-class metrics."""
+    try:
+        info = table_info(run_dir / runs.HISTORY_DIR, "history")
+    except (OSError, ValueError):  # a corrupt store: the curves panel names it
+        info = None
+    extra = figures.class_columns(info.columns) if info is not None else []
+    return [*COMPARE_COLUMNS, *(c for c in extra if c not in COMPARE_COLUMNS)]
 
 
 @callback(
@@ -400,6 +483,8 @@ def update_curves(
     Output("run-graph-error", "figure"),
     Output("run-graph-lr", "figure"),
     Output("run-graph-gain", "figure"),
+    Output("run-graph-classes", "figure"),
+    Output("run-classes-panel", "style"),
     Output("run-graph-regression", "figure"),
     Output("run-regression-panel", "style"),
     Output("run-cursor", "data"),
@@ -419,7 +504,7 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return (*[no_update] * 9, True, f"run {name!r} is gone from the runs directory")
+        return (*[no_update] * 11, True, f"run {name!r} is gone from the runs directory")
     smooth, x, log_y = _settings(smoothing, weight, window, options, x_axis)
     poll = (
         ctx.triggered_id == "run-interval"
@@ -430,12 +515,12 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
         u = update_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
     except Exception as e:  # a corrupt store must show a message, not break the page
         return (
-            *[no_update] * 9,
+            *[no_update] * 11,
             False,
             f"cannot read the history of {name}: {type(e).__name__}: {e}",
         )
-    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "regression")]
-    figs.append(u["regression_style"])
+    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "classes", "classes_style")]
+    figs += [u["regression"], u["regression_style"]]
     return (*figs, u["cursor"], u["header"], u["stop"], "")
 
 
@@ -475,7 +560,8 @@ def _on_compare(others, column, x_axis, options, name):
     root = series.app_runs_dir()
     if root is None or series.run_dir_for(root, name) is None:
         return no_update
-    column = inputs.choice(column, COMPARE_COLUMNS, "valid_loss")
+    if not (isinstance(column, str) and CLASS_METRIC_RE.match(column)):
+        column = inputs.choice(column, COMPARE_COLUMNS, "valid_loss")
     x_axis = inputs.choice(x_axis, series.X_AXES, "step")
     others = inputs.strings(others)
     try:

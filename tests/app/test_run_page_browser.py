@@ -14,7 +14,7 @@ from dash import Patch, no_update
 from app import create_app
 from app.series import Smoothing
 from trainer.history import HistoryTracker
-from trainer.runs import Status, atomic_write_json, write_status
+from trainer.runs import Status, atomic_write_json, read_status, write_status
 
 RUN = "demo-run"
 
@@ -216,3 +216,81 @@ def test_run_page_shows_the_regression_scatter_only_with_rows(dash_duo, run_page
         assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs())
     finally:
         other.close()
+
+
+def make_class_run(runs_dir, name: str = "seg-run") -> HistoryTracker:
+    """A run whose history has per-class IoU/Dice columns, best_metric valid_iou_mean at step 10
+    and, being a regression-free class run, the classification error label."""
+    from trainer.class_metrics import metric_columns
+
+    run_dir = runs_dir / name
+    run_dir.mkdir(parents=True)
+    extra = {"device": "cpu", "best_metric": "valid_iou_mean", "best_mode": "max",
+             "best_step": 10, "best_value": 0.6, "best_time_s": 1.0,
+             "error_metric": "mean squared error"}  # fmt: skip
+    write_status(run_dir, Status(state="running", step=30, n_steps=1000, pid=os.getpid(),
+                                 heartbeat=time.time() + 3600, started=time.time(), extra=extra))  # fmt: skip
+    tracker = HistoryTracker(run_dir / "history", extra_history_columns=metric_columns(2))
+    add_timeline(tracker, 0, 30)
+    for i, (iou0, iou1) in enumerate([(0.5, 0.2), (0.8, 0.4), (0.7, 0.3)]):
+        scores = {"valid_iou_0": iou0, "valid_iou_1": iou1, "valid_iou_mean": (iou0 + iou1) / 2,
+                  "valid_dice_0": 2 * iou0 / (1 + iou0), "valid_dice_1": 2 * iou1 / (1 + iou1)}  # fmt: skip
+        scores["valid_dice_mean"] = (scores["valid_dice_0"] + scores["valid_dice_1"]) / 2
+        tracker.update_history(dict(steps=10 * i, time=i, train_loss=1.0, valid_loss=1.1,
+                                    loss_gain=0.0, train_err=0.3, valid_err=0.4, lr=0.01, mom=0.9,
+                                    gradnetrate=0.0, **scores))  # fmt: skip
+    return tracker
+
+
+def _traces(dash_duo, graph_id: str) -> list:
+    return dash_duo.driver.execute_script(
+        f"const g = document.querySelector('#{graph_id} .js-plotly-plot');"
+        "return g && g.data ? g.data.map(t => [t.name, t.x, t.y]) : null;"
+    )
+
+
+@pytest.mark.browser
+def test_run_page_draws_per_class_curves_and_marks_the_best_point(dash_duo, run_page, tmp_path):
+    app, _page, _tracker = run_page
+    tracker = make_class_run(tmp_path / "runs")
+    try:
+        dash_duo.start_server(app)
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/seg-run")
+        assert _wait(lambda: (_traces(dash_duo, "run-graph-classes") or [[0, []]])[0][1] != [])
+        assert dash_duo.find_element("#run-classes-panel").is_displayed()
+        traces = {name: (x, y) for name, x, y in _traces(dash_duo, "run-graph-classes")}
+        assert traces["IoU class 0"] == ([0, 10, 20], [0.5, 0.8, 0.7])
+        assert traces["IoU class 1"] == ([0, 10, 20], [0.2, 0.4, 0.3])
+        assert traces["Dice mean"][1] == pytest.approx([0.5, 0.7302, 0.6425], abs=1e-4)
+        # the best valid_iou_mean (0.6 at step 10) is marked on its curve
+        best = traces["best valid IoU (mean over classes)"]
+        assert best == ([10], [0.6]) and best[1][0] == pytest.approx(traces["IoU mean"][1][1])
+        dash_duo.wait_for_contains_text("#run-graph-classes", "Per-class IoU / Dice")
+        # the error panel says what its columns hold
+        dash_duo.wait_for_contains_text("#run-graph-error", "mean squared error")
+        # a new history row is appended to every per-class curve
+        tracker.update_history(dict(steps=30, time=3, valid_iou_0=0.9, valid_iou_1=0.5,
+                                    valid_iou_mean=0.7, valid_dice_0=0.9, valid_dice_1=0.6,
+                                    valid_dice_mean=0.75))  # fmt: skip
+        assert _wait(lambda: _traces(dash_duo, "run-graph-classes")[0][1] == [0, 10, 20, 30])
+        # a new best moves the marker
+        status = read_status(tmp_path / "runs" / "seg-run")
+        status.extra.update(best_step=30, best_value=0.7, best_time_s=3.0)
+        write_status(tmp_path / "runs" / "seg-run", status)
+        assert _wait(lambda: _traces(dash_duo, "run-graph-classes")[-1][1:] == [[30], [0.7]])
+        assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs())
+    finally:
+        tracker.close()
+
+
+def test_compare_offers_and_draws_the_per_class_columns(tmp_path):
+    tracker = make_class_run(tmp_path / "runs")
+    try:
+        build_app(tmp_path)
+        page = sys.modules["app.pages.run"]
+        columns = page._compare_columns(tmp_path / "runs" / "seg-run")
+        assert {"valid_iou_0", "valid_iou_1", "valid_dice_0", "valid_iou_mean"} <= set(columns)
+        fig = page.compare_view(tmp_path / "runs", "seg-run", [], "valid_dice_1")
+        assert list(fig.data[0].y) == pytest.approx([1 / 3, 0.5714, 0.4615], abs=1e-4)
+    finally:
+        tracker.close()
