@@ -6,7 +6,9 @@ The tracker keeps four tables, each a pandas DataFrame when read:
   ``time`` (training seconds so far), ``loss`` (loss of the update), ``batch_char``
   (mean target of the batch).
 * ``history``: one row per monitoring step: ``steps`` (int), ``time``, ``train_loss``,
-  ``valid_loss``, ``loss_gain``, ``train_err``, ``valid_err``, ``lr``, ``mom``, ``gradnetrate``.
+  ``valid_loss``, ``loss_gain``, ``train_err``, ``valid_err``, ``lr``, ``mom``, ``gradnetrate``,
+  then any ``extra_history_columns`` the writer declared (the trainer's per-class
+  ``valid_iou_<c>`` / ``valid_dice_<c>`` and their means; readers find columns by name).
 * ``debug``: ``step`` (int), ``loss``, then one column per registered debug output name.
 * ``regression``: ``pred_0..k``, ``target_0..k`` (row length fixed by the first row).
 

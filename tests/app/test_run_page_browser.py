@@ -294,3 +294,25 @@ def test_compare_offers_and_draws_the_per_class_columns(tmp_path):
         assert list(fig.data[0].y) == pytest.approx([1 / 3, 0.5714, 0.4615], abs=1e-4)
     finally:
         tracker.close()
+
+
+def test_the_best_valid_loss_is_marked_on_the_loss_panel(run_page, tmp_path):
+    _app, page, _tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    status = read_status(run_dir)
+    status.extra.update(best_metric="valid_loss", best_mode="min", best_step=20,
+                        best_value=0.4, best_time_s=2.0)  # fmt: skip
+    write_status(run_dir, status)
+    full = page.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
+    marker = full["loss"].data[-1]
+    assert (marker.name, list(marker.x), list(marker.y)) == ("best valid loss", [20], [0.4])
+    assert full["cursor"]["best"] == {"panel": "loss", "index": 2, "xy": [20, 0.4]}
+    timed = page.update_curves(run_dir, None, smoothing=Smoothing("none"), x_axis="time",
+                               poll=False)  # fmt: skip
+    assert list(timed["loss"].data[-1].x) == [2.0]
+    # no best_metric in status.json (an older run): no marker
+    for key in ("best_metric", "best_value", "best_step"):
+        status.extra.pop(key)
+    write_status(run_dir, status)
+    plain = page.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
+    assert [t.name for t in plain["loss"].data] == ["train loss", "valid loss"]
