@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Sequence
@@ -29,7 +30,7 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from trainer.volumes import ChunkReadError, Volume, VolumeError, open_volume
+from trainer.volumes import ChunkCache, ChunkReadError, Volume, VolumeError, open_volume
 
 __all__ = [
     "BatchCreatorImage",
@@ -92,7 +93,9 @@ class BatchCreatorImage:
         zxy: ``False`` if the files store (x, y, z): the last spatial axis is moved first.
         seed: seed of this instance's random generator (default: from pid and time).
         memory_budget_mb: MiB of cubes to hold in RAM at most (default: the config's
-            ``data_memory_budget_mb``); above it HDF5 cubes are read lazily too.
+            ``data_memory_budget_mb``); above it HDF5 cubes are read lazily too. Lazy
+            cubes keep decoded chunks in ``chunk_cache`` within the same budget: half for
+            the background workers together, half for this process (docs/data.md).
 
     A file entry is ``(file, key)`` or ``(file, key, {"scale": level})`` for a level of an
     OME-Zarr multiscale group; ``file`` is an HDF5 file or a zarr/N5 folder
@@ -183,11 +186,15 @@ class BatchCreatorImage:
             v.nbytes for v in l_vols
         )
         stream = bool(h5stream) or in_ram > self.memory_budget_mb * 2**20
+        #: decoded chunks of the lazy cubes, per reading process (see ``_chunk_cache_share``)
+        self.chunk_cache = ChunkCache(
+            functools.partial(_chunk_cache_share, int(self.memory_budget_mb * 2**20))
+        )
         #: per cube (in ``d_files`` order): read from disk patch by patch
         self.lazy: list[bool] = []
         for k, (d_vol, l_vol) in enumerate(zip(d_vols, l_vols)):
-            raw = _raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5")
-            lab = _label_cube(l_vol, zxy, stream or l_vol.format != "hdf5")
+            raw = _raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5", self.chunk_cache)
+            lab = _label_cube(l_vol, zxy, stream or l_vol.format != "hdf5", self.chunk_cache)
             self.lazy.append(isinstance(raw, LazyCube) or isinstance(lab, LazyCube))
             lo = self._check_cube(raw, lab, d_vol.name, l_vol.name)
             self.n_labelled_pixel += int(np.prod(lab.shape[1:]))
@@ -636,19 +643,19 @@ def _check_label_dtype(vol: Volume) -> None:
         )
 
 
-def _raw_cube(vol: Volume, zxy: bool, lazy: bool) -> np.ndarray | LazyCube:
+def _raw_cube(vol: Volume, zxy: bool, lazy: bool, cache: ChunkCache) -> np.ndarray | LazyCube:
     if len(vol.shape) not in (3, 4):
         raise DataError(
             f"raw dataset {vol.name} has shape {vol.shape}: expected (z, y, x) or (c, z, y, x)"
         )
     if lazy:
-        return LazyCube(vol, zxy, labels=False)
+        return LazyCube(vol, zxy, labels=False, cache=cache)
     return _normalise_raw(_read_all(vol), zxy)
 
 
-def _label_cube(vol: Volume, zxy: bool, lazy: bool) -> np.ndarray | LazyCube:
+def _label_cube(vol: Volume, zxy: bool, lazy: bool, cache: ChunkCache) -> np.ndarray | LazyCube:
     if lazy:
-        return LazyCube(vol, zxy, labels=True)
+        return LazyCube(vol, zxy, labels=True, cache=cache)
     return _as_labels(_read_all(vol), zxy, vol.path, vol.key)
 
 
@@ -657,11 +664,15 @@ class LazyCube:
 
     Indexing with one slice per axis reads only the chunks under that box and returns what
     the same index of the loaded cube would: raw values as float32 (integers divided by
-    255), labels in their stored dtype. Only slices of step 1 are supported.
+    255), labels in their stored dtype. Only slices of step 1 are supported. With a
+    ``cache``, decoded chunks are kept there, so overlapping patches decode each chunk once.
     """
 
-    def __init__(self, vol: Volume, zxy: bool, labels: bool) -> None:
+    def __init__(
+        self, vol: Volume, zxy: bool, labels: bool, cache: ChunkCache | None = None
+    ) -> None:
         self.volume = vol
+        self.cache = cache
         self.labels = labels
         nd = len(vol.shape)
         # loaded cube = stored array (channel axis added for 3-D) with axes in this order
@@ -679,7 +690,7 @@ class LazyCube:
         for axis, s in zip(self._perm, wanted):
             stored[axis] = s
         box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(stored, self.volume.shape))
-        a = self.volume.read(box).transpose(self._perm)
+        a = self.volume.read(box, self.cache).transpose(self._perm)
         if len(self.volume.shape) == 3:
             a = a[None][channel]
         if self.labels:
@@ -687,6 +698,16 @@ class LazyCube:
         if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
             return a.astype(np.float32) / 255.0
         return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def _chunk_cache_share(budget_bytes: int) -> int:
+    """This process's share of the chunk cache: half the budget goes to the background
+    workers (split evenly), half to the process that made the data (validation batches,
+    scripts), so all caches together stay within ``data_memory_budget_mb``."""
+    from trainer.parallel import get_worker_info
+
+    info = get_worker_info()
+    return budget_bytes // 2 if info is None else budget_bytes // (2 * info.n_proc)
 
 
 def _spatial_first(a: np.ndarray, zxy: bool) -> np.ndarray:

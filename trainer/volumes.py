@@ -23,7 +23,8 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ import h5py
 import numpy as np
 
 __all__ = [
+    "ChunkCache",
     "ChunkReadError",
     "FORMATS",
     "Volume",
@@ -127,14 +129,23 @@ class Volume:
         # a handle belongs to the process that opened it
         return {**self.__dict__, "_handle": None, "_pid": -1}
 
-    def read(self, box: tuple[slice, ...] | None = None) -> np.ndarray:
+    def read(
+        self, box: tuple[slice, ...] | None = None, cache: ChunkCache | None = None
+    ) -> np.ndarray:
         """The values inside ``box`` (one slice per axis, step 1; ``None``: everything).
+
+        Args:
+            box: the voxels to read, clipped to the array.
+            cache: keep the decoded chunks under ``box`` there and take the ones it holds
+                from it (a new array is returned either way); ``None``: read ``box`` alone.
 
         Raises:
             ChunkReadError: a chunk inside ``box`` cannot be read; the message names it.
         """
         box = tuple(slice(0, n) for n in self.shape) if box is None else tuple(box)
         try:
+            if cache is not None and cache.holds(self):
+                return self._read_cached(box, cache)
             return self._read(box)
         except Exception as e:  # noqa: BLE001 - any reader error becomes a named chunk error
             raise self._chunk_error(box, e) from e
@@ -165,6 +176,27 @@ class Volume:
             return np.asarray(arr[box[::-1]]).transpose()
         return np.asarray(arr[box])
 
+    def _read_cached(self, box: tuple[slice, ...], cache: ChunkCache) -> np.ndarray:
+        """``box`` put together from whole chunks, each decoded once while the cache holds it."""
+        box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(box, self.shape))
+        out = np.empty([max(s.stop - s.start, 0) for s in box], self.dtype)
+        if out.size == 0:
+            return out
+        for index in _chunk_indices(box, self.chunks, self.shape):
+            lo = [i * c for i, c in zip(index, self.chunks)]
+            chunk = cache.get((self.path, self.key, index))
+            if chunk is None:
+                cbox = tuple(
+                    slice(a, min(a + c, n)) for a, c, n in zip(lo, self.chunks, self.shape)
+                )
+                chunk = np.ascontiguousarray(self._read(cbox))
+                cache.put((self.path, self.key, index), chunk)
+            part = [(max(s.start, a), min(s.stop, a + c)) for s, a, c in zip(box, lo, self.chunks)]
+            out[tuple(slice(p - s.start, q - s.start) for (p, q), s in zip(part, box))] = chunk[
+                tuple(slice(p - a, q - a) for (p, q), a in zip(part, lo))
+            ]
+        return out
+
     def _chunk_error(self, box: tuple[slice, ...], error: Exception) -> ChunkReadError:
         """Find the first chunk in ``box`` that fails alone and name it."""
         for index in _chunk_indices(box, self.chunks, self.shape):
@@ -194,6 +226,78 @@ class Volume:
         except Exception:  # noqa: BLE001 - the key only adds detail to the message
             return ""
         return f", file {os.path.join(self.path, self.key, key)}"
+
+
+class ChunkCache:
+    """Decoded chunks of lazily read volumes, least recently used dropped first.
+
+    One per reading process: the decoded chunks are this process's own, so a forked
+    process starts with an empty cache and its own limit. ``max_bytes`` is an int or a
+    function called once in each process that uses the cache (a process's share of a
+    budget, say). A volume whose chunks are larger than an eighth of the limit is read
+    box by box, not through the cache, so one chunk never takes the whole budget.
+
+    Example:
+        >>> cache = ChunkCache(64 * 2**20)
+        >>> patch = vol.read((slice(0, 8), slice(0, 32), slice(0, 32)), cache)  # doctest: +SKIP
+    """
+
+    def __init__(self, max_bytes: int | Callable[[], int]) -> None:
+        self._max_bytes = max_bytes
+        self._pid = -1
+        self._limit = 0
+        self._chunks: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        # decoded chunks belong to the process that read them
+        return {**self.__dict__, "_pid": -1, "_chunks": OrderedDict(), "_nbytes": 0}
+
+    def __len__(self) -> int:
+        self._own()
+        return len(self._chunks)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the chunks this process holds now."""
+        self._own()
+        return self._nbytes
+
+    @property
+    def limit(self) -> int:
+        """This process's limit in bytes."""
+        self._own()
+        return self._limit
+
+    def holds(self, volume: Volume) -> bool:
+        """Whether ``volume`` is read through this cache (its chunks fit an eighth of it)."""
+        return 8 * int(np.prod(volume.chunks)) * volume.dtype.itemsize <= self.limit
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        """The chunk stored under ``key`` (now the most recently used), or ``None``."""
+        self._own()
+        chunk = self._chunks.get(key)
+        if chunk is not None:
+            self._chunks.move_to_end(key)
+        return chunk
+
+    def put(self, key: tuple, chunk: np.ndarray) -> None:
+        """Keep ``chunk``, dropping the least recently used ones beyond the limit."""
+        self._own()
+        old = self._chunks.pop(key, None)
+        self._nbytes -= 0 if old is None else old.nbytes
+        self._chunks[key] = chunk
+        self._nbytes += chunk.nbytes
+        while self._nbytes > self._limit and self._chunks:
+            self._nbytes -= self._chunks.popitem(last=False)[1].nbytes
+
+    def _own(self) -> None:
+        if self._pid != os.getpid():
+            self._chunks = OrderedDict()  # the parent's chunks stay the parent's
+            self._nbytes = 0
+            limit = self._max_bytes() if callable(self._max_bytes) else self._max_bytes
+            self._limit = max(int(limit), 0)
+            self._pid = os.getpid()
 
 
 def open_volume(

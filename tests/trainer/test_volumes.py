@@ -21,7 +21,13 @@ import zarr
 
 from trainer.data import BatchCreatorImage, DataError, LazyCube
 from trainer.parallel import BackgroundProc
-from trainer.volumes import ChunkReadError, VolumeError, detect_format, open_volume
+from trainer.volumes import (
+    ChunkCache,
+    ChunkReadError,
+    VolumeError,
+    detect_format,
+    open_volume,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPE = (20, 44, 44)
@@ -184,6 +190,96 @@ def test_background_workers_open_their_own_handles(tmp_path):
             assert pids[0] == pids[1] != parent  # opened in the worker, by the worker
             assert x.shape == (2, 1, 8, 24, 24) and 0 <= x.min() and x.max() <= 1
             assert set(np.unique(y)) <= {-1, 0, 1, 2}
+
+
+# -- chunk cache -------------------------------------------------------------------------------
+
+
+def _chunk_bytes(vol):
+    return int(np.prod(vol.chunks)) * vol.dtype.itemsize
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_overlapping_boxes_through_a_bounded_cache_read_the_stored_values(tmp_path, fmt):
+    raw, _ = cube()
+    vol = open_volume(write(fmt, tmp_path, f"v.{fmt}", {"raw": raw}), "raw")
+    limit = 10 * _chunk_bytes(vol)  # 10 of the 27 chunks
+    cache = ChunkCache(limit)
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        lo = rng.integers(0, np.array(SHAPE) - 1)
+        hi = np.minimum(lo + rng.integers(1, 20, 3), SHAPE)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        got = vol.read(box, cache)
+        np.testing.assert_array_equal(got, raw[box])
+        got[...] = 0  # the caller's copy, not the cached chunk
+        assert 0 < cache.nbytes <= limit
+    np.testing.assert_array_equal(vol.read(None, cache), raw)
+    assert cache.nbytes <= limit and len(cache) < 27  # chunks were dropped to stay in it
+
+
+def test_cache_drops_the_least_recently_used_chunk_and_serves_the_held_ones(tmp_path):
+    raw, _ = cube()
+    p = write("zarr3", tmp_path, "v.zarr", {"raw": raw})
+    vol = open_volume(p, "raw")
+    cache = ChunkCache(8 * _chunk_bytes(vol))  # 8 whole chunks: the smallest cache used
+
+    def box(index):
+        return tuple(slice(i * c, (i + 1) * c) for i, c in zip(index, CHUNKS))
+
+    whole = [(z, y, x) for z in (0, 1) for y in (0, 1) for x in (0, 1)]
+    whole.insert(1, whole.pop(4))  # (0, 0, 0), (1, 0, 0), ...
+    for index in [*whole, (0, 0, 0)]:  # used again: (1, 0, 0) is now the least recently used
+        vol.read(box(index), cache)
+    assert len(cache) == 8 and cache.nbytes == cache.limit
+    vol.read((slice(16, 20), slice(32, 44), slice(32, 44)), cache)  # chunk (2, 2, 2)
+    assert cache.get((vol.path, vol.key, (1, 0, 0))) is None  # the least recently used
+    assert all(cache.get((vol.path, vol.key, i)) is not None for i in whole if i != (1, 0, 0))
+    # a held chunk is not read again: its file may be corrupt now, the values stay
+    _corrupt(p / "raw" / "c" / "0" / "0" / "0")
+    np.testing.assert_array_equal(vol.read(box((0, 0, 0)), cache), raw[box((0, 0, 0))])
+    with pytest.raises(ChunkReadError, match=r"chunk \(0, 0, 0\)"):
+        vol.read(box((0, 0, 0)))  # without the cache the corrupt chunk is met and named
+
+
+def test_chunks_too_big_for_the_cache_are_read_box_by_box(tmp_path):
+    raw, _ = cube()
+    vol = open_volume(write("zarr3", tmp_path, "v.zarr", {"raw": raw}), "raw")
+    cache = ChunkCache(8 * _chunk_bytes(vol) - 1)
+    assert not cache.holds(vol)
+    box = (slice(2, 9), slice(3, 30), slice(0, 44))
+    np.testing.assert_array_equal(vol.read(box, cache), raw[box])
+    assert len(cache) == 0 and cache.nbytes == 0
+
+
+def test_lazy_patches_with_a_small_budget_equal_in_memory_and_stay_in_it(tmp_path):
+    kwargs = _two_cubes("zarr3", tmp_path)
+    # 128 KiB: this process caches 64 KiB of the 2 x 115 KiB of decoded chunks
+    lazy = BatchCreatorImage(model(), seed=3, memory_budget_mb=0.125, **kwargs)
+    mem = BatchCreatorImage(model(), seed=3, **_memory_reference(tmp_path, kwargs))
+    for args in [dict(batch_size=8, warp=0.5), dict(batch_size=4, source="valid")] * 3:
+        x_lazy, y_lazy = lazy.getbatch(**args)
+        x_mem, y_mem = mem.getbatch(**args)
+        np.testing.assert_array_equal(x_lazy, x_mem)
+        np.testing.assert_array_equal(y_lazy, y_mem)
+        assert 0 < lazy.chunk_cache.nbytes <= lazy.chunk_cache.limit == 2**16
+
+
+def test_each_worker_caches_its_share_of_the_budget_from_empty(tmp_path):
+    data = BatchCreatorImage(model(), seed=1, memory_budget_mb=4, **_two_cubes("zarr3", tmp_path))
+    data.getbatch(2)
+    held = len(data.chunk_cache)
+    assert held > 0 and data.chunk_cache.limit == 2 * 2**20  # half for the parent
+
+    def cache_state():
+        before = len(data.chunk_cache)  # what the fork copied from the parent is not used
+        data.getbatch(1)
+        return np.array([before, data.chunk_cache.limit, data.chunk_cache.nbytes])
+
+    with BackgroundProc(cache_state, n_proc=2, seed=0) as bg:
+        states = [bg.get()[0] for _ in range(2)]
+    assert [int(s[0]) for s in states] == [0, 0]
+    assert all(s[1] == 2**20 and 0 < s[2] <= s[1] for s in states)  # 2 MiB over 2 workers
 
 
 # -- bad input ---------------------------------------------------------------------------------
