@@ -350,7 +350,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         demo = ensure_demo_data(args.dir, seed=args.seed)
         ensure_tracing_data(args.dir, seed=args.seed)
     zarr_copy = ensure_demo_zarr(demo)
-    files = [*demo.raw_files, *demo.label_files, demo.preview_file, Path(args.dir) / "tracing.h5",
+    files = [*demo.raw_files, *demo.label_files, *demo.instance_files, demo.preview_file,
+             Path(args.dir) / "tracing.h5",
              zarr_copy]  # fmt: skip
     print(f"demo data (seed {demo.seed}) in {Path(args.dir).resolve()}, "
           f"{time.perf_counter() - t0:.1f} s:")  # fmt: skip

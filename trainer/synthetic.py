@@ -5,6 +5,8 @@ Its layout (all in one folder) mirrors ELEKTRONN2's ``neuro_data_zxy`` example d
 
     raw_0.h5['raw'] ... raw_{n-1}.h5['raw']     uint8 (z, y, x) grey values
     labels_0.h5['lab'] ... labels_{n-1}.h5['lab'] int16 (z, y, x): 1 = membrane, 0 = inside
+    neurons_0.h5['ids'] ... neurons_{n-1}.h5['ids'] int32 (z, y, x): one id (1, 2, ...) per cell,
+                                                0 = membrane (the ground-truth neurons)
     preview.h5['raw']                           uint8, a separate cube with its own seed
     demo.json                                   manifest, written last
 
@@ -39,12 +41,13 @@ from trainer.runs import atomic_path, atomic_write_json
 MANIFEST_FILE = "demo.json"
 RAW_KEY = "raw"
 LABEL_KEY = "lab"
+INSTANCE_KEY = "ids"
 ZARR_FOLDER = "demo.zarr"
 PREVIEW_FILE = "preview.h5"
 #: z voxels are this many times thicker than x/y voxels
 ANISO = 2.0
 #: bumped whenever the generator changes its output, so old datasets are regenerated
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Mean distance (in x/y voxels) between the skeleton points of neighbouring cells; sets the
 # cell calibre and with it the membrane fraction (about 30 % with 2-px membranes).
@@ -59,6 +62,7 @@ class DemoData:
         out_dir: the dataset folder.
         raw_files: ``raw_<i>.h5`` paths (dataset ``'raw'``).
         label_files: ``labels_<i>.h5`` paths (dataset ``'lab'``).
+        instance_files: ``neurons_<i>.h5`` paths (dataset ``'ids'``): the cell ids.
         preview_file: ``preview.h5`` path (dataset ``'raw'``).
         manifest: ``demo.json`` path.
         seed: generator seed.
@@ -76,6 +80,7 @@ class DemoData:
     shape: tuple[int, int, int]
     preview_shape: tuple[int, int, int]
     valid_cubes: list[int]
+    instance_files: list[Path] = dataclasses.field(default_factory=list)
 
     def data_init_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``BatchCreatorImage`` (a config's ``data_init_kwargs``)."""
@@ -87,6 +92,10 @@ class DemoData:
             "valid_cubes": list(self.valid_cubes),
             "aniso_factor": ANISO,
         }
+
+    def instance_files_kwarg(self) -> list[tuple[str, str]]:
+        """The ground-truth neurons as ``(file, key)`` pairs, one per cube (``i_files``)."""
+        return [(str(p), INSTANCE_KEY) for p in self.instance_files]
 
     @property
     def zarr_path(self) -> Path:
@@ -157,11 +166,12 @@ def make_demo_data(
 
     # independent streams per cube, so a cube does not change when n_cubes does
     streams = np.random.SeedSequence(int(seed)).spawn(n_cubes + 1)
-    raw_files, label_files = [], []
+    raw_files, label_files, instance_files = [], [], []
     for i in range(n_cubes):
-        raw, lab = generate_cube(shape, np.random.default_rng(streams[i + 1]))
+        raw, lab, ids = generate_cube_neurons(shape, np.random.default_rng(streams[i + 1]))
         raw_files.append(_write_h5(out / f"raw_{i}.h5", RAW_KEY, raw))
         label_files.append(_write_h5(out / f"labels_{i}.h5", LABEL_KEY, lab))
+        instance_files.append(_write_h5(out / f"neurons_{i}.h5", INSTANCE_KEY, ids))
     preview_raw, _ = generate_cube(preview_shape, np.random.default_rng(streams[0]))
     preview_file = _write_h5(out / PREVIEW_FILE, RAW_KEY, preview_raw)
 
@@ -175,6 +185,7 @@ def make_demo_data(
         shape=shape,
         preview_shape=preview_shape,
         valid_cubes=[n_cubes - 1],
+        instance_files=instance_files,
     )
     atomic_write_json(manifest, _manifest_dict(demo))
     return demo
@@ -257,10 +268,11 @@ def load_demo_data(out_dir: str | os.PathLike) -> DemoData | None:
             shape=tuple(int(s) for s in m["shape"]),
             preview_shape=tuple(int(s) for s in m["preview_shape"]),
             valid_cubes=[int(k) for k in m["valid_cubes"]],
+            instance_files=[out / f for f, _ in m["i_files"]],
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    files = [*demo.raw_files, *demo.label_files, demo.preview_file]
+    files = [*demo.raw_files, *demo.label_files, *demo.instance_files, demo.preview_file]
     if not all(f.is_file() for f in files):
         return None
     return demo
@@ -279,10 +291,34 @@ def generate_cube(
         ``(raw, labels)``: uint8 grey values (dark membranes on bright cytoplasm) and int16
         labels (1 = membrane, 0 = inside), both of ``shape``.
     """
+    raw, lab, _ = generate_cube_neurons(shape, rng)
+    return raw, lab
+
+
+def generate_cube_neurons(
+    shape: tuple[int, int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``generate_cube`` plus the ground-truth neurons it was drawn from (same ``rng`` use).
+
+    Returns:
+        ``(raw, labels, ids)``: as ``generate_cube``, and int32 cell ids of ``shape``: one id
+        per cell (1, 2, ... in order of first appearance), 0 on the membrane voxels.
+    """
     cells, n_cells = _cell_volume(shape, rng)
     membrane = _membrane(cells)
     raw = _render(cells, n_cells, membrane, rng)
-    return raw, membrane.astype(np.int16)
+    return raw, membrane.astype(np.int16), _cell_ids(cells, membrane)
+
+
+def _cell_ids(cells: np.ndarray, membrane: np.ndarray) -> np.ndarray:
+    """Consecutive ids 1..n for the cells present inside the membranes, 0 on the membranes."""
+    inside = cells[~membrane]
+    _, first, inverse = np.unique(inside, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int32)
+    rank[np.argsort(first, kind="stable")] = np.arange(1, len(first) + 1, dtype=np.int32)
+    ids = np.zeros(cells.shape, np.int32)
+    ids[~membrane] = rank[inverse.ravel()]
+    return ids
 
 
 def _cell_volume(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple[np.ndarray, int]:
@@ -398,9 +434,11 @@ def _manifest_dict(demo: DemoData) -> dict[str, Any]:
         "aniso_factor": ANISO,
         "d_files": [[p.name, RAW_KEY] for p in demo.raw_files],
         "l_files": [[p.name, LABEL_KEY] for p in demo.label_files],
+        "i_files": [[p.name, INSTANCE_KEY] for p in demo.instance_files],
         "preview_file": demo.preview_file.name,
         "valid_cubes": list(demo.valid_cubes),
         "labels": {"0": "inside", "1": "membrane"},
+        "instance_labels": {"0": "membrane (no neuron)", "1...": "one id per cell"},
     }
 
 

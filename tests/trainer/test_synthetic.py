@@ -12,6 +12,7 @@ from trainer.synthetic import (
     MANIFEST_FILE,
     ensure_demo_data,
     generate_cube,
+    generate_cube_neurons,
     load_demo_data,
     make_demo_data,
 )
@@ -50,6 +51,41 @@ def test_layout_and_manifest(tmp_path):
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
     kwargs = demo.data_init_kwargs()
     assert kwargs["valid_cubes"] == [1] and kwargs["d_path"] == str(tmp_path)
+
+
+def test_ground_truth_neurons_written_and_named(tmp_path):
+    demo = make_demo_data(tmp_path, seed=3, **SMALL)
+    assert [p.name for p in demo.instance_files] == ["neurons_0.h5", "neurons_1.h5"]
+    manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
+    assert manifest["i_files"] == [["neurons_0.h5", "ids"], ["neurons_1.h5", "ids"]]
+    assert load_demo_data(tmp_path).instance_files == demo.instance_files
+    for lab_file, ids_file in zip(demo.label_files, demo.instance_files):
+        with h5py.File(lab_file, "r") as f, h5py.File(ids_file, "r") as g:
+            lab, ids = f["lab"][()], g["ids"][()]
+        assert ids.dtype == np.int32 and ids.shape == lab.shape
+        # 0 exactly on the membrane, consecutive ids 1..n inside
+        np.testing.assert_array_equal(ids == 0, lab == 1)
+        n = int(ids.max())
+        assert n > 5 and set(np.unique(ids)) == set(range(n + 1))
+    # a missing neurons file makes the dataset incomplete
+    demo.instance_files[0].unlink()
+    assert load_demo_data(tmp_path) is None
+
+
+def test_neurons_are_the_cells_behind_the_membranes():
+    raw, lab, ids = generate_cube_neurons((24, 64, 64), np.random.default_rng(5))
+    raw2, lab2 = generate_cube((24, 64, 64), np.random.default_rng(5))
+    np.testing.assert_array_equal(raw, raw2)
+    np.testing.assert_array_equal(lab, lab2)
+    # two face-adjacent inside voxels with different ids always have a membrane between them
+    # in the generator's own cells: so neighbours inside are never of two cells
+    for ax in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[ax], b[ax] = slice(1, None), slice(None, -1)
+        x, y = ids[tuple(a)], ids[tuple(b)]
+        both = (x > 0) & (y > 0)
+        assert np.all(x[both] == y[both])
 
 
 def test_same_seed_same_bytes_other_seed_differs(tmp_path):
