@@ -424,6 +424,8 @@ def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app)
     import multiprocess
 
     client = fuzz_app
+    me = psutil.Process(os.getpid())
+    earlier = {p.pid for p in me.children(recursive=True)}  # other tests' processes
     failures: list[str] = []
     assert len(client.callbacks) >= 20, [cb.name for cb in client.callbacks]
     assert [cb for cb in client.callbacks if cb.background and BACKGROUND_OUTPUT in cb.name]
@@ -432,8 +434,8 @@ def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app)
             _fuzz(client, cb, BACKGROUND_VALUES if cb.background else BAD_VALUES, failures)
     finally:
         multiprocess.active_children()  # joins the background jobs that have finished
-        me = psutil.Process(os.getpid())
-        _gone, alive = psutil.wait_procs(me.children(recursive=True), timeout=30)
+        started = [p for p in me.children(recursive=True) if p.pid not in earlier]
+        _gone, alive = psutil.wait_procs(started, timeout=60)
     print(f"{client.sent} requests to {len(client.callbacks)} callbacks")
     assert not alive, f"processes left behind: {alive}"
     assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures)
