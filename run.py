@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", choices=MODES, default="binned")
     e.add_argument("--device", default=None)
     e.add_argument("--name", default=None, help="result name (default: the snapshot name)")
+    e.add_argument("--instances", action="store_true",
+                   help="also score the neurons (VOI, adapted Rand, seeded segmentation) against "
+                        "the config's instance_files")  # fmt: skip
+    e.add_argument("--seg-grid", choices=("fast", "elektronn2"), default="fast",
+                   help="optimise_segmentation's grid: 12 settings, or ELEKTRONN2's 144")  # fmt: skip
     e.add_argument("--debug", action="store_true")
 
     p = sub.add_parser("predict", help="predict a whole volume to disk, block by block")
@@ -300,14 +305,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluation import evaluate_run, format_report
 
     try:
+        from trainer.segmentation import ELEKTRONN2_GRID
+
+        grid = {"grid": ELEKTRONN2_GRID} if args.seg_grid == "elektronn2" else None
         results = evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split,
-                               mode=args.mode, device=args.device, name=args.name)  # fmt: skip
+                               mode=args.mode, device=args.device, name=args.name,
+                               instances=args.instances, neuron_kwargs=grid)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py evaluate: {e}", file=sys.stderr)
         if args.debug:
             traceback.print_exc()
         return EXIT_USAGE
-    print(format_report(results))
+    from trainer import runs
+    from trainer.evaluation.run import default_snapshot
+
+    name = args.name or Path(args.snapshot or default_snapshot(args.run_dir) or "").stem
+    neurons = runs.read_neurons(runs.result_path(args.run_dir, name)) if args.instances else []
+    print(format_report(results, neurons))
     return EXIT_OK
 
 

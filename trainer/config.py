@@ -78,6 +78,9 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "data_class": None,
     "data_init_kwargs": {},
     "data_batch_args": {},
+    # ground-truth neurons, one (file, key) per cube as l_files (names taken from l_path):
+    # `run.py evaluate --instances` scores the segmentations of the validation cubes with them
+    "instance_files": None,
     "n_steps": None,
     "max_runtime": None,
     "history_freq": None,
@@ -311,6 +314,17 @@ def _check_preview_path(v: Any) -> str | None:
     return "None, an h5 file path (str) or a (file path, dataset key) pair"
 
 
+def _check_instance_files(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, list | tuple) and all(
+        isinstance(e, list | tuple) and len(e) == 2 and _is_pathlike(e[0]) and isinstance(e[1], str)
+        for e in v
+    ):
+        return None
+    return "None or a list of (file, dataset key) pairs, one per cube as in l_files"
+
+
 def _check_callable(v: Any) -> str | None:
     return None if v is None or callable(v) else "a function returning a torch.nn.Module"
 
@@ -331,6 +345,7 @@ CHECKERS: dict[str, Checker] = {
     "data_class": _check_data_class,
     "data_init_kwargs": _DICT,
     "data_batch_args": _DICT,
+    "instance_files": _check_instance_files,
     "n_steps": _check_int(1),
     "max_runtime": _check_number(0, strict=True, allow_none=True),
     "history_freq": _check_int(1),

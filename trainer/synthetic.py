@@ -94,8 +94,8 @@ class DemoData:
         }
 
     def instance_files_kwarg(self) -> list[tuple[str, str]]:
-        """The ground-truth neurons as ``(file, key)`` pairs, one per cube (``i_files``)."""
-        return [(str(p), INSTANCE_KEY) for p in self.instance_files]
+        """A config's ``instance_files``: the neurons as ``(name, key)`` pairs, one per cube."""
+        return [(p.name, INSTANCE_KEY) for p in self.instance_files]
 
     @property
     def zarr_path(self) -> Path:

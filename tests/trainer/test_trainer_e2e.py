@@ -163,6 +163,37 @@ def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
     assert again.roc_auc == pytest.approx(valid.roc_auc, abs=2e-3)  # float16 in the cache
 
 
+def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path):
+    from trainer.evaluation.neurons import THRESHOLDS
+    from trainer.inference import centre_crop
+    from trainer.segmentation import segmentation_scores, threshold_components
+
+    cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--instances",
+           "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
+                          env=_env(finished_run.parent.parent / "data"), timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (finished_run / "eval" / "NEURONS-REPORT.txt").read_text()
+    assert report.splitlines()[0].endswith("ri0, ri1, ri2, ri3, rim")
+    assert "valid cube 0 neurons: best VOI at threshold" in proc.stdout
+    (cube,) = runs.read_neurons(runs.result_path(finished_run, "NEURONS"))
+    np.testing.assert_array_equal(cube["curve/thresholds"], THRESHOLDS)
+    assert len(cube["search/thresh"]) == 12 and 0 < cube["seg_rand_index"] <= 1
+    # the curve at the best adapted-Rand threshold is the score of the cached prediction there
+    cache = runs.prob_cache_path(finished_run, "NEURONS")
+    with h5py.File(cache) as f:
+        prob = f["cube0/prob"][()].astype(np.float32)
+    with h5py.File(finished_run.parent.parent / "data" / "neurons_2.h5") as f:
+        ids = centre_crop(f["ids"][()], prob.shape)
+    assert cube["segmentation"].shape == prob.shape
+    i = int(np.argmin(cube["curve/adapted_rand_error"]))
+    assert cube["best_are_threshold"] == THRESHOLDS[i]
+    s = segmentation_scores(ids, threshold_components(prob, THRESHOLDS[i]))
+    # float16 in the cache moves a few voxels across the threshold
+    assert s.adapted_rand_error == pytest.approx(cube["curve/adapted_rand_error"][i], abs=0.02)
+    assert cube["curve/adapted_rand_error"][i] < 1.0
+
+
 def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch):
     import shutil
 

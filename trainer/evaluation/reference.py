@@ -333,6 +333,8 @@ def evaluate_model_binary(
     progress: Callable[[str, int, int], None] | None = None,
     splits: Sequence[str] = ("train", "valid"),
     on_prediction: OnPrediction | None = None,
+    instances: Sequence[np.ndarray] | None = None,
+    neuron_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, EvaluationResult]:
     """Predict the validation (and the first ``n_train`` training) cubes densely and evaluate them.
 
@@ -364,6 +366,11 @@ def evaluate_model_binary(
             cube as it is counted (raw's first channel, labels and the class probabilities,
             centre-cropped to one shape): a caller keeps what it needs of the prediction (the
             probability cache) without predicting again.
+        instances: the ground-truth neurons of the validation cubes (one id per neuron,
+            0 = membrane), each of its membrane labels' shape: the result file gets their
+            neuron scores (``trainer.evaluation.neurons.evaluate_neurons``) and the report
+            ELEKTRONN2's ``ri*`` columns.
+        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc).
 
     Returns:
         ``{'train': ..., 'valid': ...}`` (train only if training cubes exist).
@@ -396,8 +403,14 @@ def evaluate_model_binary(
             stacklevel=2,
         )
     channel = 0 if betaloss else 1
+    if instances is not None and len(instances) != len(vd):
+        raise EvaluationInputError(
+            f"{len(instances)} instance label cubes for {len(vd)} validation cubes: give one "
+            "per validation cube"
+        )
     runs.eval_dir(run_dir).mkdir(parents=True, exist_ok=True)
     results: dict[str, EvaluationResult] = {}
+    neurons: list[dict[str, Any]] = []
     thresh = None
     for split, raws, labels in (("train", td[:n_train], tl[:n_train]), ("valid", vd, vl)):
         if not raws or split not in splits:
@@ -411,6 +424,8 @@ def evaluate_model_binary(
         for i, (raw, lab) in enumerate(zip(raws, labels)):
             raw_c, gt, prob = _predict_cube(model, raw, lab, channel, device)
             acc.add(gt, prob)
+            if split == "valid" and instances is not None:
+                neurons.append(_neurons_of_cube(i, instances[i], lab, prob, neuron_kwargs))
             if on_prediction is not None:
                 on_prediction(split, i, raw_c, gt, prob)
             if fudgeysoft:
@@ -448,8 +463,10 @@ def evaluate_model_binary(
             error_histogram_figure(hist),
         )
         results[split] = res
-    runs.write_result(runs.result_path(run_dir, name), results, {"name": name, **(attrs or {})})
-    report = format_report(results).encode()
+    runs.write_result(
+        runs.result_path(run_dir, name), results, {"name": name, **(attrs or {})}, neurons
+    )
+    report = format_report(results, neurons).encode()
     runs.atomic_write_bytes(runs.report_path(run_dir, name), report)
     return results
 
@@ -470,12 +487,36 @@ def _predict_cube(
     return predict_labelled(model, raw, label, channel, device)
 
 
+def _neurons_of_cube(
+    i: int, inst: Any, label: Any, prob: np.ndarray, kwargs: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The neuron record of validation cube ``i``: its instance labels cropped as its labels."""
+    from trainer.evaluation.neurons import evaluate_neurons
+    from trainer.inference import centre_crop
+
+    inst, label = np.asarray(inst), np.asarray(label)
+    label_shape = label.shape[1:] if label.ndim == 4 else label.shape
+    if inst.shape != label_shape:
+        raise EvaluationInputError(
+            f"validation cube {i}: instance labels have shape {inst.shape} but its membrane "
+            f"labels have shape {label_shape}; give instance labels of the labels' shape"
+        )
+    return evaluate_neurons(centre_crop(inst, prob.shape), prob, **(kwargs or {}))
+
+
 def _with_nll(res: EvaluationResult, nll: float) -> EvaluationResult:
     return dataclasses.replace(res, nll=nll)
 
 
-def format_report(results: Mapping[str, EvaluationResult]) -> str:
-    """A short text report: ELEKTRONN2's header line and values, then one readable line per split."""
+def format_report(
+    results: Mapping[str, EvaluationResult], neurons: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """A short text report: ELEKTRONN2's header line and values, then one readable line per split.
+
+    With neuron records (``--instances``) the header ends with ELEKTRONN2's ``ri0 .. ri3, rim``
+    (the best seeded segmentation's Rand index per validation cube and their mean) and one line
+    per cube follows.
+    """
     cols, vals = [], []
     for tag, split in (("T", "train"), ("V", "valid")):
         r = results.get(split)
@@ -484,6 +525,11 @@ def format_report(results: Mapping[str, EvaluationResult]) -> str:
         vals += [r.nll if r else math.nan, acc, r.roc_auc if r else math.nan]
     cols += ["d_acc", "d_ROCA"]
     vals += [vals[1] - vals[4], vals[2] - vals[5]]
+    if neurons:
+        from trainer.evaluation.neurons import report_columns
+
+        ri_cols, ri_vals = report_columns(list(neurons))
+        cols, vals = cols + ri_cols, vals + ri_vals
     lines = [", ".join(cols), ",\t".join(f"{v:.6g}" for v in vals), ""]
     for split, r in results.items():
         ch = r.chosen
@@ -494,5 +540,14 @@ def format_report(results: Mapping[str, EvaluationResult]) -> str:
             f"threshold={ch.threshold if ch else math.nan:.4f} ({ch.method if ch else '-'}) "
             f"f1={at.f1 if at else math.nan:.4f} positives={r.n_pos} negatives={r.n_neg} "
             f"ignored={r.n_ignored} mode={r.mode}"
+        )
+    for i, n in enumerate(neurons):
+        lines.append(
+            f"valid cube {i} neurons: best VOI at threshold {n['best_voi_threshold']:.2f}, best "
+            f"adapted Rand at {n['best_are_threshold']:.2f}; seeded segmentation thresh="
+            f"{n['seg_thresh']} grow_it={tuple(int(g) for g in n['seg_grow_it'])} "
+            f"hi={n['seg_hi_thresh']} lo={n['seg_lo_thresh']}: rand_index="
+            f"{n['seg_rand_index']:.4f} adapted_rand_error={n['seg_adapted_rand_error']:.4f} "
+            f"voi_split={n['seg_voi_split']:.4f} voi_merge={n['seg_voi_merge']:.4f}"
         )
     return "\n".join(lines) + "\n"

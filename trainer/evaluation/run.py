@@ -138,6 +138,8 @@ def evaluate_run(
     name: str | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     data_dir: str | os.PathLike | None = None,
+    instances: bool = False,
+    neuron_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, EvaluationResult]:
     """Evaluate a run's snapshot on its config's cubes, predicting each cube once.
 
@@ -157,14 +159,21 @@ def evaluate_run(
         progress: called as ``progress(split, cubes_done, cubes_total)``; default logs a line.
         data_dir: the data folder for configs that read ``$VOXELBOARD_DATA_DIR`` (see
             ``load_run``).
+        instances: also score the neurons of the validation cubes against the config's
+            ``instance_files`` (``trainer.evaluation.neurons``).
+        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc).
 
     Returns:
         ``{split: EvaluationResult}`` as written (``trainer.evaluation.format_report`` prints it).
+
+    Raises:
+        ValueError: ``instances`` without ``instance_files`` in the config, or unusable ones.
     """
     if split not in ("valid", "train", "both"):
         raise ValueError(f"split {split!r}: expected 'valid', 'train' or 'both'")
     run = load_run(run_dir, snapshot, device, data_dir)
     splits = ("train", "valid") if split == "both" else (split,)
+    inst = _instances(run) if instances and "valid" in splits else None
     name = name or run.snapshot.stem
     step = int(run.state.get("step", -1))
 
@@ -190,7 +199,22 @@ def evaluate_run(
             run.model, name, data=run.data, run_dir=run_dir, mode=mode, device=run.device,
             splits=splits, attrs={"snapshot": str(run.snapshot), "step": step},
             progress=progress or log_progress, on_prediction=keep if w is not None else None,
+            instances=inst, neuron_kwargs=neuron_kwargs,
         )  # fmt: skip
+
+
+def _instances(run: LoadedRun) -> list[np.ndarray]:
+    """The instance label cubes of the run's validation cubes (config key ``instance_files``)."""
+    from trainer.evaluation.neurons import load_instances
+
+    files = getattr(run.config, "instance_files", None)
+    if not files:
+        raise ValueError(
+            "--instances needs the ground-truth neurons: set instance_files = [(file, key), ...] "
+            "in the config, one per cube as l_files (the demo data has neurons_<i>.h5['ids'])"
+        )
+    l_path = (run.config.data_init_kwargs or {}).get("l_path")
+    return load_instances(files, l_path, list(getattr(run.data, "valid_cubes", [])))
 
 
 def evaluate_again(
@@ -224,5 +248,6 @@ def evaluate_again(
     split = "both" if {"train", "valid"} <= set(results) else next(iter(results), "valid")
     mode = next(iter(results.values())).mode if results else "binned"
     return evaluate_run(
-        run_dir, snapshot, split, mode, device, name, progress=progress, data_dir=data_dir
-    )
+        run_dir, snapshot, split, mode, device, name, progress=progress, data_dir=data_dir,
+        instances=bool(runs.read_neurons(path)),
+    )  # fmt: skip

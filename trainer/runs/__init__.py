@@ -84,6 +84,7 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     list_results,
     prob_cache_path,
     prob_cache_suffix,
+    read_neurons,
     read_prob_cache,
     read_prob_slice,
     read_result,

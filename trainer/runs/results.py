@@ -2,7 +2,8 @@
 
 ``<run_dir>/eval/`` holds (format in docs/evaluation.md)::
 
-    <name>.h5                          result file: counts at every threshold, per split
+    <name>.h5                          result file: counts at every threshold, per split, and
+                                       with ``--instances`` the neuron scores per validation cube
     <name>_valid_prob.h5               probability cache: the validation cubes as predicted
     <name>-REPORT.txt                  text report
     <name>_<split>.performance.html    Plotly figures (self-contained HTML)
@@ -60,6 +61,7 @@ __all__ = [
     "prob_cache_path",
     "prob_cache_suffix",
     "read_prob_cache",
+    "read_neurons",
     "read_prob_slice",
     "read_result",
     "read_result_attrs",
@@ -76,7 +78,11 @@ __all__ = [
 #: the folder of a run that holds its evaluation files
 EVAL_DIR = "eval"
 FORMAT_NAME = "voxelboard-evaluation"
-FORMAT_VERSION = 1
+#: 2 added the optional ``neurons`` group (neuron scores per validation cube); 1 is still read
+FORMAT_VERSION = 2
+OLDEST_READABLE_VERSION = 1
+#: the group of the neuron scores: ``neurons/cube<i>`` per validation cube
+NEURONS_GROUP = "neurons"
 #: the splits a result file can hold
 SPLITS = ("valid", "train")
 RESULT_SUFFIX = ".h5"
@@ -188,6 +194,7 @@ def write_result(
     path: str | os.PathLike,
     result_by_split: Mapping[str, EvaluationResult],
     attrs: Mapping[str, Any] | None = None,
+    neurons: Sequence[Mapping[str, Any]] | None = None,
 ) -> None:
     """Write one result file (HDF5) atomically: readers see the old or the new file.
 
@@ -195,6 +202,9 @@ def write_result(
         path: the file, usually ``result_path(run_dir, name)``.
         result_by_split: e.g. ``{'valid': res, 'train': res}``.
         attrs: extra root attributes (snapshot, step, ...): str, numbers or None.
+        neurons: per validation cube, the neuron scores (``trainer.evaluation.neurons``):
+            arrays become datasets under ``neurons/cube<i>/<key>`` (a key may hold ``/``),
+            numbers and strings attributes of ``neurons/cube<i>``.
     """
     import h5py
 
@@ -207,7 +217,48 @@ def write_result(
             f.attrs[k] = "" if v is None else v
         for split, res in result_by_split.items():
             _write_split(f.create_group(split), res)
+        for i, cube in enumerate(neurons or ()):
+            g = f.create_group(f"{NEURONS_GROUP}/cube{i}")
+            for k, v in cube.items():
+                if isinstance(v, np.ndarray):
+                    _dataset(g, k, v)
+                else:
+                    g.attrs[k] = v
     atomic_write_bytes(path, buf.getvalue())
+
+
+def read_neurons(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The neuron scores per validation cube as written by ``write_result(neurons=...)``:
+    ``[]`` for a file evaluated without instance labels (or of format version 1).
+
+    Raises:
+        ResultFileError: the file cannot be read or is of another format.
+    """
+    import h5py
+
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
+    out: list[dict[str, Any]] = []
+    with f:
+        _check_format(path, f.attrs.get("format"), f.attrs.get("format_version"))
+        group = f.get(NEURONS_GROUP)
+        for name in sorted(group or (), key=_cube_order):
+            g = group[name]
+            cube: dict[str, Any] = {k: _plain(v) for k, v in g.attrs.items()}
+            cube.update({k: g[k][()] for k in _dataset_names(g)})
+            out.append(cube)
+    return out
+
+
+def _dataset_names(group: Any) -> list[str]:
+    import h5py
+
+    names: list[str] = []
+    group.visititems(lambda k, obj: names.append(k) if isinstance(obj, h5py.Dataset) else None)
+    return names
 
 
 def _dataset(group: Any, name: str, data: np.ndarray) -> None:
@@ -288,7 +339,11 @@ def read_result(
         raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
     with f:
         _check_format(path, f.attrs.get("format"), f.attrs.get("format_version"))
-        names = [s for s in f if isinstance(f[s], h5py.Group)] if splits is None else list(splits)
+        names = (
+            [s for s in f if s in SPLITS and isinstance(f[s], h5py.Group)]
+            if splits is None
+            else list(splits)
+        )
         out = {}
         for split in names:
             if split not in f:
@@ -309,11 +364,11 @@ def _check_format(path: Path, fmt: Any, version: Any) -> None:
         raise ResultFileError(
             path, "old-format", f"not a {FORMAT_NAME} file (no format attribute); {_HINT}"
         )
-    if int(version) < FORMAT_VERSION:
+    if int(version) < OLDEST_READABLE_VERSION:
         raise ResultFileError(
             path,
             "old-format",
-            f"format version {int(version)} is older than {FORMAT_VERSION}; {_HINT}",
+            f"format version {int(version)} is older than {OLDEST_READABLE_VERSION}; {_HINT}",
         )
     if int(version) > FORMAT_VERSION:
         raise ResultFileError(
@@ -403,13 +458,15 @@ def update_split(
     """
     path = Path(path)
     existing: dict[str, EvaluationResult] = {}
+    neurons: list[dict[str, Any]] = []
     if path.exists():
         try:
             existing = read_result(path)
+            neurons = read_neurons(path)
         except ResultFileError as e:
             warnings.warn(f"replacing unreadable result file: {e}", stacklevel=3)
     existing[split] = make(existing.get(split))
-    write_result(path, existing)
+    write_result(path, existing, neurons=neurons)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,117 @@
+"""Neuron scores of validation cubes: curves, best thresholds, the grid search record, the
+result file (format 2, format 1 still read) and the report's ri* columns."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from trainer.evaluation.neurons import (
+    THRESHOLDS,
+    evaluate_neurons,
+    load_instances,
+    report_columns,
+)
+from trainer.evaluation.reference import format_report
+from trainer.metrics import evaluate_arrays
+from trainer.runs import read_result, update_split, write_result
+from trainer.runs.results import read_neurons
+from trainer.segmentation import segmentation_scores, threshold_components
+from trainer.synthetic import generate_cube_neurons, make_demo_data
+
+GRID = {"thresh": [20, 37], "grow_it": [(0, 0, 0)], "hi_thresh": [240], "lo_thresh": [30]}
+
+
+@pytest.fixture(scope="module")
+def cube():
+    _, lab, ids = generate_cube_neurons((16, 48, 48), np.random.default_rng(4))
+    rng = np.random.default_rng(0)
+    prob = np.clip(0.7 * lab + 0.5 * rng.random(lab.shape), 0, 1).astype(np.float32)
+    return lab, ids, prob
+
+
+@pytest.fixture(scope="module")
+def record(cube):
+    _, ids, prob = cube
+    return evaluate_neurons(ids, prob, grid=GRID, n_proc=1)
+
+
+def test_curves_are_the_scores_at_each_threshold(cube, record):
+    _, ids, prob = cube
+    np.testing.assert_array_equal(record["curve/thresholds"], THRESHOLDS)
+    assert len(THRESHOLDS) == 49
+    for i in (0, 20, 48):
+        s = segmentation_scores(ids, threshold_components(prob, THRESHOLDS[i]))
+        assert record["curve/voi_split"][i] == s.voi_split
+        assert record["curve/adapted_rand_error"][i] == s.adapted_rand_error
+        assert record["curve/n_merges"][i] == s.n_merges
+    voi = record["curve/voi_split"] + record["curve/voi_merge"]
+    assert record["best_voi_threshold"] == THRESHOLDS[np.argmin(voi)]
+    are = record["curve/adapted_rand_error"]
+    assert record["best_are_threshold"] == THRESHOLDS[np.argmin(are)]
+    # high thresholds join neurons, low ones cut them: VOI merge falls, VOI split rises
+    assert record["curve/voi_merge"][0] < record["curve/voi_merge"][-1]
+
+
+def test_search_record_holds_table_best_setting_and_segmentation(cube, record):
+    _, ids, _ = cube
+    assert len(record["search/thresh"]) == 2
+    best = int(np.argmin(record["search/adapted_rand_error"]))
+    assert record["seg_thresh"] == record["search/thresh"][best]
+    assert record["seg_adapted_rand_error"] == record["search/adapted_rand_error"][best]
+    assert record["segmentation"].shape == ids.shape
+    s = segmentation_scores(ids, record["segmentation"])
+    assert s.rand_index == pytest.approx(record["seg_rand_index"])
+
+
+def test_instance_shape_must_match_prediction(cube):
+    _, ids, prob = cube
+    with pytest.raises(ValueError, match=r"\(16, 48, 48\).*\(16, 48, 40\)"):
+        evaluate_neurons(ids, prob[..., :40], grid=GRID, n_proc=1)
+
+
+def test_result_file_round_trip_and_older_files(tmp_path, cube, record):
+    lab, _, prob = cube
+    res = evaluate_arrays(lab, prob)
+    path = tmp_path / "r.h5"
+    write_result(path, {"valid": res}, neurons=[record])
+    assert set(read_result(path)) == {"valid"}  # the neurons group is no split
+    (back,) = read_neurons(path)
+    for k, v in record.items():
+        if isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(back[k], v)
+        else:
+            assert back[k] == v
+    # replacing a split keeps the neuron scores
+    update_split(path, "train", lambda _old: res)
+    assert set(read_result(path)) == {"valid", "train"} and len(read_neurons(path)) == 1
+    # a format-1 file (before neurons) still reads, with no neuron scores
+    write_result(tmp_path / "old.h5", {"valid": res})
+    with h5py.File(tmp_path / "old.h5", "a") as f:
+        f.attrs["format_version"] = 1
+    assert set(read_result(tmp_path / "old.h5")) == {"valid"}
+    assert read_neurons(tmp_path / "old.h5") == []
+
+
+def test_report_has_elektronn2s_ri_columns(cube, record):
+    lab, _, prob = cube
+    cols, vals = report_columns([record, record])
+    assert cols == ["ri0", "ri1", "ri2", "ri3", "rim"]
+    assert vals[:2] == [record["seg_rand_index"]] * 2 and np.isnan(vals[2])
+    assert vals[4] == pytest.approx(record["seg_rand_index"])
+    report = format_report({"valid": evaluate_arrays(lab, prob)}, [record])
+    header, values = report.splitlines()[:2]
+    assert header.endswith("ri0, ri1, ri2, ri3, rim")
+    assert len(values.split(",\t")) == len(header.split(", "))
+    assert "valid cube 0 neurons: best VOI at threshold" in report
+    assert "ri0" not in format_report({"valid": evaluate_arrays(lab, prob)})
+
+
+def test_load_instances_reads_the_demo_neurons(tmp_path):
+    demo = make_demo_data(tmp_path, seed=1, shape=(8, 24, 24), n_cubes=2, preview_shape=(4, 8, 8))
+    (ids,) = load_instances(demo.instance_files_kwarg(), str(tmp_path), [1])
+    with h5py.File(demo.instance_files[1]) as f:
+        np.testing.assert_array_equal(ids, f["ids"][()])
+    with pytest.raises(ValueError, match="instance_files has 2 entries but cube"):
+        load_instances(demo.instance_files_kwarg(), str(tmp_path), [2])
