@@ -150,8 +150,13 @@ def contingency(gt: np.ndarray, seg: np.ndarray) -> Contingency:
         g, s = g[keep], s[keep]
     g = g.astype(np.int64, copy=False)
     s = s.astype(np.int64, copy=False)
-    g_ids, g_c = _compact(g)
-    s_ids, s_c = _compact(s)
+    top_g, top_s = (int(g.max()) + 1, int(s.max()) + 1) if g.size else (1, 1)
+    if top_g * top_s <= max(4 * g.size, 1 << 22):
+        # small ids (threshold components, consecutive neuron ids): count them as they are
+        g_ids, g_c, s_ids, s_c = np.arange(top_g), g, np.arange(top_s), s
+    else:
+        g_ids, g_c = _compact(g)
+        s_ids, s_c = _compact(s)
     n_s = max(len(s_ids), 1)
     pair = g_c * n_s + s_c
     if len(g_ids) * n_s <= max(4 * pair.size, 1 << 22):

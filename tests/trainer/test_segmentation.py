@@ -67,6 +67,12 @@ def test_scores_equal_skimage_on_random_volumes(seed, shape, n_gt, n_seg):
     _assert_like_skimage(*_random_pair(seed, shape, n_gt, n_seg))
 
 
+def test_scores_equal_skimage_with_spread_out_ids():
+    # ids too spread for a direct pair table but small enough for a lookup table
+    gt, seg = _random_pair(4, (10, 20, 20), 6, 9)
+    _assert_like_skimage(gt * 997, seg * 1009)
+
+
 def test_scores_equal_skimage_on_demo_cube_segmentations(demo_cube):
     lab, ids = demo_cube
     for gt, seg in _real_pairs(lab, ids):
