@@ -153,10 +153,13 @@ def labelled(label: str, control: Any, width: str = "auto") -> html.Div:
     )
 
 
-def graph(graph_id: str, height: int = 320, config: dict[str, Any] | None = None) -> dcc.Graph:
-    """An empty graph ``height`` pixels high that a callback fills (no Plotly logo by default)."""
+def graph(
+    graph_id: str, height: int = 320, config: dict[str, Any] | None = None, figure: Any = None
+) -> dcc.Graph:
+    """A graph ``height`` pixels high (no Plotly logo by default), showing ``figure`` or empty
+    until a callback fills it; a layout that already has the figure draws it with the page."""
     return dcc.Graph(
         id=graph_id,
-        figure={"data": [], "layout": {"height": height}},
+        figure={"data": [], "layout": {"height": height}} if figure is None else figure,
         config={"displaylogo": False} if config is None else config,
     )

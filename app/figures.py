@@ -237,8 +237,11 @@ def history_figure(
     n_total = shown if n_total is None else n_total
     _base_layout(fig, PANEL_TITLES[panel], X_TITLES.get(x_axis, x_axis), uirevision or panel, "")
     fig.layout.annotations[0].text = points_note(shown, n_total)
-    log = log_y and panel in LOG_PANELS
+    left = [np.ravel(curves.get(c, (None, []))[1]) for c in columns if c != "mom"]
+    left_y = np.concatenate(left) if left else np.empty(0)
+    log = (log_y and panel in LOG_PANELS) or (panel == "lr" and spans_decade(left_y))
     fig.update_yaxes(type="log" if log else "linear", title_text=COLUMN_LABELS[columns[0]])
+    _fix_constant_range(fig.layout.yaxis, left_y, log)
     if panel == "lr":
         fig.update_layout(
             yaxis2={
@@ -248,7 +251,80 @@ def history_figure(
                 "showgrid": False,
             }
         )
+        _fix_constant_range(fig.layout.yaxis2, curves.get("mom", (None, []))[1], False)
     return fig
+
+
+def _fix_constant_range(axis: go.layout.YAxis, y: Sequence[float] | np.ndarray, log: bool) -> None:
+    band = readable_range(y)
+    if band is not None and (not log or band[0] > 0):
+        axis.range = [np.log10(v) for v in band] if log else band
+
+
+#: a series whose values differ by at most this fraction of their size counts as constant
+NEAR_CONSTANT = 1e-3
+#: half the height of the range a constant series is drawn in, as a fraction of its value
+CONSTANT_MARGIN = 0.1
+
+
+def readable_range(y: Sequence[float] | np.ndarray) -> list[float] | None:
+    """The y range (data units) a (near-)constant non-zero series is drawn in, else ``None``.
+
+    Plotly autoranges a constant series to ``value ± 1`` (and ignores
+    ``autorangeoptions.include`` then), so a constant learning rate of 0.002 looks like zero.
+    Such a series gets ``value ± 10%`` instead; the run page lets the axis autorange again
+    once appended points leave that band (``outside_range``).
+
+    Example:
+        >>> readable_range([0.002, 0.002])
+        [0.0018, 0.0022]
+        >>> readable_range([1.0, 2.0]) is None
+        True
+    """
+    a = np.asarray(y, dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        return None
+    lo, hi = float(a.min()), float(a.max())
+    size = max(abs(lo), abs(hi))
+    if size == 0 or hi - lo > NEAR_CONSTANT * size:
+        return None
+    mid = (lo + hi) / 2
+    pad = CONSTANT_MARGIN * abs(mid)
+    return [round_sig(mid - pad), round_sig(mid + pad)]
+
+
+def fixed_ranges(fig: go.Figure) -> dict[str, list[float]]:
+    """Axis name -> the data-unit band of each y axis ``history_figure`` fixed (see
+    ``readable_range``), so a later append can tell whether the band still fits."""
+    layout = fig.layout.to_plotly_json()
+    out = {}
+    for name in ("yaxis", "yaxis2"):
+        axis = layout.get(name) or {}
+        if axis.get("range") is not None:
+            band = [float(v) for v in axis["range"]]
+            out[name] = [10**v for v in band] if axis.get("type") == "log" else band
+    return out
+
+
+def outside_range(y: Sequence[float] | np.ndarray, band: Sequence[float]) -> bool:
+    """Whether a finite value of ``y`` lies outside ``band`` (``[lo, hi]``)."""
+    a = np.asarray(y, dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    return bool(a.size) and bool((a < band[0]).any() or (a > band[1]).any())
+
+
+def spans_decade(y: Sequence[float] | np.ndarray) -> bool:
+    """Whether the positive values of ``y`` span more than a factor of ten (a log axis reads
+    better), e.g. a learning rate decayed from 0.01 to 0.0005."""
+    a = np.asarray(y, dtype=float).ravel()
+    a = a[np.isfinite(a) & (a > 0)]
+    return a.size > 1 and float(a.max()) > 10 * float(a.min())
+
+
+def round_sig(x: float, digits: int = 12) -> float:
+    """``x`` to ``digits`` significant digits (drops float noise such as 0.0022000000000000001)."""
+    return float(f"{x:.{digits}g}")
 
 
 def history_figures(

@@ -1,7 +1,8 @@
 """Run page (``/run/<name>``): live curves of one run's history store.
 
-Reads the run directory only. A page load builds every figure from a full (downsampled)
-read; after that each ``run-interval`` tick sends only the points added since the last
+Reads the run directory only. The layout itself carries every figure, built from a full
+(downsampled) read with the default controls, so the curves are drawn with the page's first
+response; after that each ``run-interval`` tick sends only the points added since the last
 tick, as ``dash.Patch`` appends, with the per-browser read offsets and the EMA
 accumulator kept in the ``run-cursor`` store (see ``app.series``). Polling stops once
 the run's state is final. Zoom and pan survive updates through ``uirevision``.
@@ -57,6 +58,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
         return run_not_found(name, "run-missing")
     others = [p.name for p in runs.iter_run_dirs(root) if p.name != name]
     compare_columns = _compare_columns(run_dir)
+    first = _first_view(root, run_dir)
+    figs = first.get("figures", {})
     controls = html.Div(
         [
             html.Div(
@@ -149,19 +152,20 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 ],
                 style=ROW,
             ),
-            graph("run-graph-compare"),
+            graph("run-graph-compare", figure=figs.get("compare")),
         ],
         style=_HALF,
     )
     return html.Div(
         [
             dcc.Store(id="run-name", data=name),
-            dcc.Store(id="run-cursor", data=None),
-            dcc.Interval(id="run-interval", interval=POLL_MS, disabled=False),
+            dcc.Store(id="run-cursor", data=first.get("cursor")),
+            dcc.Store(id="run-compare-sig", data=first.get("compare_sig")),
+            dcc.Interval(id="run-interval", interval=POLL_MS, disabled=first.get("stop", False)),
             html.Div(
                 [
                     html.H2(name, style={"margin": "0 12px 0 0"}),
-                    html.Div(id="run-header"),
+                    html.Div(first.get("header"), id="run-header"),
                     dcc.Link("preview viewer", href=f"/run/{name}/preview", id="run-preview-link"),
                     dcc.Link("evaluation", href=f"/run/{name}/evaluation", id="run-eval-link"),
                     dcc.Link("all runs", href="/"),
@@ -169,19 +173,24 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 style=ROW,
             ),
             controls,
-            html.Div(id="run-error", style={"color": "#dc3545"}),
+            html.Div(first.get("error", ""), id="run-error", style={"color": "#dc3545"}),
             html.Div(
                 [
-                    html.Div(graph("run-graph-timeline"), style=_HALF),
-                    html.Div(graph("run-graph-loss"), style=_HALF),
-                    html.Div(graph("run-graph-error"), style=_HALF),
-                    html.Div(graph("run-graph-lr"), style=_HALF),
-                    html.Div(graph("run-graph-gain"), style=_HALF),
-                    html.Div(graph("run-graph-classes"), id="run-classes-panel", style=_HIDDEN),
+                    *(
+                        html.Div(graph(f"run-graph-{k}", figure=figs.get(k)), style=_HALF)
+                        for k in ("timeline", "loss", "error", "lr", "gain")
+                    ),
+                    html.Div(
+                        graph("run-graph-classes", figure=figs.get("classes")),
+                        id="run-classes-panel",
+                        style=first.get("classes_style", _HIDDEN),
+                    ),
                     compare,
                     html.Div(graph("run-graph-schedule"), style=_HALF),
                     html.Div(
-                        graph("run-graph-regression"), id="run-regression-panel", style=_HIDDEN
+                        graph("run-graph-regression", figure=figs.get("regression")),
+                        id="run-regression-panel",
+                        style=first.get("regression_style", _HIDDEN),
                     ),
                 ],
                 style=ROW,
@@ -189,6 +198,25 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
         ],
         style={"padding": "10px 16px"},
     )
+
+
+def _first_view(root: Path, run_dir: Path) -> dict[str, Any]:
+    """What the page shows before any callback: figures, cursor and header, with the default
+    controls (the same full build a control change makes), or the reason it cannot read."""
+    try:
+        u = update_curves(run_dir, None, smoothing=series.Smoothing("ema", 0.6, 50), poll=False)
+        compare, sig = _compare_update(root, run_dir.name, [], "valid_loss", "step", False, None)
+    except Exception as e:  # a corrupt store must show a message, not break the page
+        return {"error": f"cannot read the history of {run_dir.name}: {type(e).__name__}: {e}"}
+    return {
+        "figures": {**u, "compare": compare},
+        "cursor": u["cursor"],
+        "compare_sig": sig,
+        "header": u["header"],
+        "stop": u["stop"],
+        "classes_style": u["classes_style"],
+        "regression_style": u["regression_style"],
+    }
 
 
 # --------------------------------------------------------------------------- status header
@@ -393,10 +421,12 @@ def update_curves(
         out["classes"] = figures.class_metrics_figure(hi.curves, n_total=hi.n_total, x_axis=x_axis)
         out["classes_style"] = _HALF if out["classes"].data else _HIDDEN
         best = _add_best_marker(out, extra, x_axis)
+        ranges = {p: r for p in figures.HISTORY_PANELS if (r := figures.fixed_ranges(out[p]))}
     else:
         out.update(zip(figures.HISTORY_PANELS, _history_patches(hi), strict=True))
         out["classes"], out["classes_style"] = _classes_patch(hi), no_update
         best = _move_best_marker(out, extra, x_axis, cursor.get("best"))
+        ranges = _release_ranges(out, hi, cursor.get("ranges"))
     # the regression scatter does not depend on the controls: rebuild only for new rows
     previous = cursor.get("regression") if cursor.get("run") == run_dir.name else None
     out["regression"], out["regression_style"], reg_cursor = update_regression(store, previous)
@@ -406,8 +436,35 @@ def update_curves(
         "history": hi.cursor,
         "regression": reg_cursor,
         "best": best,
+        "ranges": ranges,
     }
     return out
+
+
+def _release_ranges(out: dict[str, Any], hi: series.HistoryCurves, ranges: Any) -> dict:
+    """Let an axis drawn in a constant series' band autorange again once appended points
+    leave the band (a Patch on the panel); the bands still fixed."""
+    kept: dict = {}
+    for panel, axes in (ranges if isinstance(ranges, dict) else {}).items():
+        if panel not in figures.HISTORY_PANELS or not isinstance(axes, dict):
+            continue
+        for axis, band in axes.items():
+            # the cursor comes back from the browser: only two numbers make a band
+            bounds = [inputs.number(v) for v in band] if isinstance(band, list) else []
+            if axis not in ("yaxis", "yaxis2") or len(bounds) != 2 or None in bounds:
+                continue
+            columns = [
+                c for c in figures.HISTORY_PANELS[panel] if (c == "mom") == (axis == "yaxis2")
+            ]
+            if any(
+                figures.outside_range(hi.curves[c][1], bounds) for c in columns if c in hi.curves
+            ):
+                p = out[panel] if isinstance(out[panel], Patch) else Patch()
+                p["layout"][axis]["autorange"] = True
+                out[panel] = p
+            else:
+                kept.setdefault(panel, {})[axis] = bounds
+    return kept
 
 
 def _best_point(extra: dict, x_axis: str) -> tuple[str, float | None, float | None, str] | None:
@@ -499,6 +556,7 @@ def _compare_columns(run_dir: Path) -> list[str]:
     Input("run-xaxis", "value"),
     State("run-cursor", "data"),
     State("run-name", "data"),
+    prevent_initial_call=True,  # the layout carries the first figures and their cursor
 )
 def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
@@ -548,26 +606,56 @@ def compare_view(
     )
 
 
+def _compare_signature(root: Path, names: list[str], column: str, x_axis: str, log_y: bool):
+    """What the compare figure depends on: its settings and the history rows of each run."""
+    rows = {}
+    for n in names:
+        d = series.run_dir_for(root, n)
+        try:
+            info = table_info(d / runs.HISTORY_DIR, "history") if d is not None else None
+        except (OSError, ValueError):
+            info = None
+        rows[n] = [info.n_rows, info.generation] if info is not None else None
+    return {"column": column, "x_axis": x_axis, "log_y": log_y, "rows": rows}
+
+
+def _compare_update(
+    root: Path, name: str, others: list[str], column: str, x_axis: str, log_y: bool, previous: Any
+) -> tuple[Any, dict]:
+    """The compare figure (``no_update`` when nothing it shows changed) and its signature."""
+    names = [name, *(o for o in others if o != name)]
+    sig = _compare_signature(root, names, column, x_axis, log_y)
+    if sig == previous:
+        return no_update, sig
+    try:
+        return compare_view(root, name, others, column, x_axis=x_axis, log_y=log_y), sig
+    except Exception as e:
+        return figures.compare_figure({}, column=f"{column} (cannot read: {e})"), sig
+
+
 @callback(
     Output("run-graph-compare", "figure"),
+    Output("run-compare-sig", "data"),
+    Input("run-interval", "n_intervals"),
     Input("run-compare-runs", "value"),
     Input("run-compare-column", "value"),
     Input("run-xaxis", "value"),
     Input("run-options", "value"),
+    State("run-compare-sig", "data"),
     State("run-name", "data"),
+    prevent_initial_call=True,  # the layout carries the first compare figure
 )
-def _on_compare(others, column, x_axis, options, name):
+def _on_compare(_tick, others, column, x_axis, options, previous, name):
     root = series.app_runs_dir()
     if root is None or series.run_dir_for(root, name) is None:
-        return no_update
+        return no_update, no_update
     if not (isinstance(column, str) and CLASS_METRIC_RE.match(column)):
         column = inputs.choice(column, COMPARE_COLUMNS, "valid_loss")
     x_axis = inputs.choice(x_axis, series.X_AXES, "step")
     others = inputs.strings(others)
-    try:
-        return compare_view(root, name, others, column, x_axis=x_axis, log_y=_log_y(options))
-    except Exception as e:
-        return figures.compare_figure({}, column=f"{column} (cannot read: {e})")
+    # a tick redraws only when a compared run has new history rows
+    previous = previous if ctx.triggered_id == "run-interval" else None
+    return _compare_update(root, name, others, column, x_axis, _log_y(options), previous)
 
 
 def planned_schedules(config: dict | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -1,0 +1,189 @@
+"""First-paint benchmark: navigation start to the first drawn data, in headless Chromium.
+
+    python bench/bench_first_paint.py                        # this checkout, 10^5 and 10^6 rows
+    python bench/bench_first_paint.py --before ../vb-before  # also an older checkout, side by side
+
+For each size a synthetic running run is written (N timeline rows, 1000 history rows, two
+preview files, one evaluation result), the dashboard of each checkout is served by waitress
+in a subprocess, and Chromium (selenium, with the flags the browser tests use) loads the run,
+preview, evaluation and experiments pages ``--loads`` times each. A script installed before
+every navigation (``Page.addScriptToEvaluateOnNewDocument``) records ``performance.now()``
+(milliseconds since navigation start) at the first animation frame that shows the page's
+data: a drawn Plotly trace (``g.trace``, or a heatmap's ``g.hm`` / image's ``g.im``, inside a graph) on the run, preview and evaluation
+pages, a runs-table cell naming the run on the experiments page. Prints the median per page
+and size; goals: under 1 s at 10^5 rows and under 2 s at 10^6 on a quiet 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+sys.path.insert(0, str(REPO / "tests"))
+
+from bench_dashboard import SERVER, free_port, make_run  # noqa: E402
+from conftest import CHROMIUM, CHROMIUM_FLAGS  # noqa: E402
+
+from trainer.metrics import evaluate_arrays  # noqa: E402
+from trainer.runs import write_result  # noqa: E402
+
+RUN = "live"
+
+#: JavaScript run before each page's own scripts: the time of the first frame showing data
+PROBE = """
+window.__vbFirstPaint = null;
+(function check() {
+  var path = location.pathname;
+  var found = path === "/"
+    ? Array.from(document.querySelectorAll("td, .ag-cell")).some(
+        function (c) { return c.textContent.trim() === "__RUN__"; })
+    : document.querySelector(
+        ".js-plotly-plot g.trace, .js-plotly-plot g.hm, .js-plotly-plot g.im") !== null;
+  if (found) { window.__vbFirstPaint = performance.now(); return; }
+  requestAnimationFrame(check);
+})();
+""".replace("__RUN__", RUN)
+
+
+def write_previews(run_dir: Path, shape=(16, 128, 128)) -> None:
+    """Two preview files in the documented format (raw and class probabilities per block)."""
+    d = run_dir / "previews"
+    d.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for step in (500, 1000):
+        with h5py.File(d / f"preview-{step:08d}.h5", "w") as f:
+            f.attrs.update(step=step, hours=step / 3600.0, n_classes=2, save_name=run_dir.name)
+            g = f.create_group("block0")
+            g["raw"] = rng.random(shape, dtype=np.float32)
+            prob = rng.random(shape).astype(np.float16)
+            g["prob"] = np.stack([1 - prob, prob])
+            g.attrs.update(source="synthetic.h5:raw", z0=0)
+
+
+def write_evaluation(run_dir: Path, shape=(16, 64, 64)) -> None:
+    """One exact-mode evaluation result (``eval/FINAL.h5``)."""
+    rng = np.random.default_rng(1)
+    label = (rng.random(shape) < 0.35).astype(np.int8)
+    prob = np.clip(rng.normal(0.35 + 0.3 * label, 0.15), 0, 1).astype(np.float32)
+    (run_dir / "eval").mkdir(exist_ok=True)
+    res = evaluate_arrays(label, prob, mode="exact")
+    write_result(run_dir / "eval" / "FINAL.h5", {"valid": res}, {"snapshot": "", "step": 10})
+
+
+def make_runs(root: Path, n_timeline: int) -> Path:
+    run_dir = make_run(root / "runs", RUN, n_timeline, 1000)
+    write_previews(run_dir)
+    write_evaluation(run_dir)
+    for sub in ("configs", "data"):
+        (root / sub).mkdir(exist_ok=True)
+    return run_dir
+
+
+def start_server(checkout: Path, root: Path) -> tuple[subprocess.Popen, str]:
+    import requests
+
+    port = free_port()
+    args = [str(root / "runs"), str(root / "configs"), str(root / "data"), str(port), "8"]
+    server = subprocess.Popen([sys.executable, "-c", SERVER, *args], cwd=checkout)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            if requests.get(f"{base}/", timeout=2).status_code == 200:
+                return server, base
+        except requests.ConnectionError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError(f"the dashboard of {checkout} did not start")
+        time.sleep(0.3)
+
+
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
+    return driver
+
+
+def first_paint(driver, url: str, timeout: float = 60.0) -> float:
+    """Seconds from navigation start to the first frame showing the page's data."""
+    driver.get("about:blank")
+    driver.get(url)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        t = driver.execute_script("return window.__vbFirstPaint")
+        if t is not None:
+            return t / 1000
+        time.sleep(0.02)
+    return float("nan")
+
+
+PAGES = {
+    "run": f"/run/{RUN}",
+    "preview": f"/run/{RUN}/preview",
+    "evaluation": f"/run/{RUN}/evaluation",
+    "experiments": "/",
+}
+
+
+def measure(checkout: Path, root: Path, loads: int) -> dict[str, float]:
+    server, base = start_server(checkout, root)
+    driver = browser()
+    try:
+        first_paint(driver, base + PAGES["run"])  # warm the server's caches and imports once
+        out = {}
+        for page, path in PAGES.items():
+            times = [first_paint(driver, base + path) for _ in range(loads)]
+            out[page] = statistics.median(times)
+        return out
+    finally:
+        driver.quit()
+        server.terminate()
+        server.wait(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--before", type=Path, help="an older checkout to measure beside this one")
+    args = parser.parse_args()
+    checkouts = {"now": REPO} if args.before is None else {"before": args.before, "now": REPO}
+    print(f"median of {args.loads} loads, seconds from navigation start to the first drawn data")
+    header = f"{'rows':>10} {'page':<12}" + "".join(f"{k:>10}" for k in checkouts)
+    print(header)
+    for n in args.sizes:
+        root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
+        try:
+            make_runs(root, n)
+            got = {k: measure(Path(c).resolve(), root, args.loads) for k, c in checkouts.items()}
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        for page in PAGES:
+            cells = "".join(f"{got[k][page]:>10.2f}" for k in checkouts)
+            print(f"{n:>10,} {page:<12}{cells}", flush=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONDONTWRITEBYTECODE", "1")
+    main()
