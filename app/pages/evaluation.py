@@ -8,7 +8,10 @@ Speed: the split's cumulative counts (at most ~10^4 thresholds) go to the browse
 ``eval-data`` store; moving the threshold runs one clientside callback
 (``assets/evaluation.js``) that computes the metrics, fills the table and moves the figure
 markers in place. Only the segmentation slice asks the server (one plane of a cached
-probability volume; the evaluation is never recomputed).
+probability volume; the evaluation is never recomputed), and the "Neurons" panel of a result
+evaluated with ``--instances``: its exact neuron scores at the threshold (``app.neurons_view``:
+threshold -> components -> scores of the chosen cube, tens of ms), its curves and the instance
+colouring of the segmentation view (``app.neuron_figures``).
 
 "Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
 managed by a ``DiskcacheManager``, with progress and cancel): one prediction pass writes the
@@ -30,6 +33,8 @@ from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_up
 from app import changes_runs, current_context, inputs, limits, paths, series
 from app import evaluation_figures as ef
 from app import evaluation_view as ev
+from app import neuron_figures as nf
+from app import neurons_view as nv
 from app.callbacks import callback, clientside_callback
 from app.components import ROW, graph, labelled, run_not_found
 from trainer import runs
@@ -235,8 +240,42 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             labelled(
                 "z plane", dcc.Slider(id="eval-seg-z", min=0, max=0, step=1, value=None), "100%"
             ),
+            dcc.RadioItems(
+                id="eval-seg-colour",
+                options=[
+                    {"label": "TP / FP / FN", "value": "errors"},
+                    {"label": "neurons (instance colours)", "value": "instances"},
+                ],
+                value="errors",
+                inline=True,
+            ),
             html.Div(id="eval-seg-msg", style=_ERROR),
             _graph("eval-seg", 520),
+        ],
+        style=_HALF,
+    )
+    neurons = html.Div(
+        [
+            html.H3("Neurons", style={"margin": "4px 0"}),
+            html.Div(
+                [
+                    html.Button("best VOI", id="eval-neuron-best-voi", n_clicks=0),
+                    html.Button("best adapted Rand", id="eval-neuron-best-are", n_clicks=0),
+                    html.Span(id="eval-neuron-scores-t"),
+                ],
+                style=ROW,
+            ),
+            html.Div(id="eval-neuron-msg", style=_ERROR),
+            _graph("eval-neurons"),
+            html.Table(
+                html.Tbody(
+                    [
+                        html.Tr([html.Td(label), html.Td(id=f"eval-neuron-{key}")])
+                        for key, label in nv.SCORE_ROWS
+                    ]
+                ),
+                id="eval-neuron-table",
+            ),
         ],
         style=_HALF,
     )
@@ -308,6 +347,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style=_HALF,
                     ),
                     segmentation,
+                    neurons,
                 ],
                 style=ROW,
             ),
@@ -573,18 +613,97 @@ def render_segmentation(
     Input("eval-t", "data"),
     Input("eval-seg-z", "value"),
     Input("eval-seg-cube", "value"),
+    Input("eval-seg-colour", "value"),
     State("eval-result", "value"),
     State("eval-run", "data"),
     prevent_initial_call=True,
 )
-def _on_seg_render(t, z, cube, result, name):
+def _on_seg_render(t, z, cube, colour, result, name):
     run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
     if run_dir is None or not result or not cube or t is None:
         return no_update, no_update
+    z = inputs.integer(z, lo=0) or 0
     try:
-        return render_segmentation(run_dir, result, cube, inputs.integer(z, lo=0) or 0, t), ""
-    except ev.ResultViewError as e:
+        if colour == "instances":
+            return render_instances(run_dir, result, cube, z, t), ""
+        return render_segmentation(run_dir, result, cube, z, t), ""
+    except (ev.ResultViewError, nv.NeuronViewError) as e:
         return go.Figure(layout={"height": 520}), str(e)
+
+
+def render_instances(run_dir: Path, result: str, cube: str, z: int, threshold: float) -> go.Figure:
+    """Plane ``z`` of ``cube``'s threshold segmentation in instance colours.
+
+    Raises:
+        NeuronViewError: no neuron scores in the result, or a refused cube name.
+    """
+    try:
+        paths.check_name("cube", cube)
+    except paths.ClientPathError as e:
+        raise nv.NeuronViewError(str(e)) from None
+    seg, gt, _prob, _record, s = nv.segment_cube(run_dir, result, cube, threshold)
+    z = min(z, seg.shape[0] - 1)
+    return nf.instance_figure(
+        seg[z], gt[z], s.largest_split, s.largest_merge,
+        title=f"{result} · {cube} · z {z} · threshold {threshold:.4f} · {s.n_segments} segments",
+    )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- neurons
+
+
+@callback(
+    Output("eval-neurons", "figure"),
+    Output("eval-neuron-msg", "children"),
+    Output("eval-neuron-scores-t", "children"),
+    *[Output(f"eval-neuron-{key}", "children") for key, _label in nv.SCORE_ROWS],
+    Input("eval-t", "data"),
+    Input("eval-seg-cube", "value"),
+    State("eval-result", "value"),
+    State("eval-run", "data"),
+    prevent_initial_call=True,
+)
+def _on_neurons(t, cube, result, name):
+    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
+    blank = [""] * len(nv.SCORE_ROWS)
+    if run_dir is None or not result or not cube or t is None:
+        return no_update, no_update, no_update, *[no_update] * len(blank)
+    try:
+        paths.check_name("cube", cube)
+        record = nv.neuron_records(run_dir, result)[nv.cube_index(cube)]
+        s = nv.score_threshold(run_dir, result, cube, t)
+    except (paths.ClientPathError, nv.NeuronViewError, IndexError) as e:
+        msg = nv.NO_NEURONS if isinstance(e, IndexError) else str(e)
+        return go.Figure(layout={"height": 380}), msg, "", *blank
+    fig = nf.neuron_curves_figure(record, t, title=f"{result} · {cube}: neurons against threshold")
+    cells = [
+        f"{getattr(s, k):.4f}" if k[:2] != "n_" else f"{getattr(s, k):,}" for k, _ in nv.SCORE_ROWS
+    ]
+    return fig, "", f"exact scores at threshold {t:.4f}", *cells
+
+
+@callback(
+    Output("eval-t-input", "value", allow_duplicate=True),
+    Input("eval-neuron-best-voi", "n_clicks"),
+    Input("eval-neuron-best-are", "n_clicks"),
+    State("eval-seg-cube", "value"),
+    State("eval-result", "value"),
+    State("eval-run", "data"),
+    prevent_initial_call=True,
+)
+def _on_neuron_preset(_voi, _are, cube, result, name):
+    run_dir = _run_dir(name)
+    if run_dir is None or not result or not cube:
+        return no_update
+    key = (
+        "best_are_threshold" if ctx.triggered_id == "eval-neuron-best-are" else "best_voi_threshold"
+    )
+    try:
+        paths.check_name("cube", cube)
+        value = float(nv.neuron_records(run_dir, result)[nv.cube_index(cube)][key])
+    except (paths.ClientPathError, nv.NeuronViewError, IndexError, KeyError):
+        return no_update
+    return value
 
 
 # --------------------------------------------------------------------------------- evaluate

@@ -82,7 +82,8 @@ def evaluate_neurons(
 
     Returns:
         ``curve/<column>`` arrays, ``search/<column>`` arrays (one row per setting),
-        ``segmentation`` (the best seeded segmentation) and attributes
+        ``segmentation`` (the best seeded segmentation), ``instances`` (``gt`` as int32) and
+        attributes
         ``best_voi_threshold``, ``best_are_threshold``, ``connectivity``, ``seg_<param>`` and
         ``seg_<score>`` of the best setting.
     """
@@ -99,6 +100,7 @@ def evaluate_neurons(
     out: dict[str, Any] = {f"curve/{k}": v for k, v in curve.items()}
     out.update({f"search/{k}": v for k, v in search.table().items()})
     out["segmentation"] = search.segmentation.astype(np.int32)
+    out["instances"] = gt.astype(np.int32)  # as cropped to the prediction: the page scores them
     out["best_voi_threshold"] = _best(curve["thresholds"], voi)
     out["best_are_threshold"] = _best(curve["thresholds"], curve["adapted_rand_error"])
     out["connectivity"] = str(connectivity)

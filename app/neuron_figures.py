@@ -1,0 +1,118 @@
+"""Figures of the evaluation page's "Neurons" panel: pure builders, arrays in, ``go.Figure`` out.
+
+``neuron_curves_figure``: VOI split, VOI merge (bits, left axis) and adapted Rand error (right
+axis) against the threshold, with the current threshold marked. ``instance_figure``: one z plane
+of a segmentation in instance colours, the largest split (the true neuron cut into the most
+information) and the largest merge (the segment joining the most) highlighted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from app.figures import png_data_uri
+
+__all__ = ["NEURON_MARKER", "instance_figure", "instance_rgb", "neuron_curves_figure"]
+
+NEURON_MARKER = "vb-neuron-threshold"
+SPLIT_RGB = (255, 170, 0)
+MERGE_RGB = (220, 20, 60)
+
+
+def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str = "") -> go.Figure:
+    """The cube's neuron curves with a vertical line at ``threshold``."""
+    t = np.asarray(record["curve/thresholds"], float)
+    fig = go.Figure()
+    for key, name, colour in (
+        ("curve/voi_split", "VOI split", "#fd7e14"),
+        ("curve/voi_merge", "VOI merge", "#dc3545"),
+    ):
+        fig.add_trace(go.Scatter(x=t, y=record[key], name=name, line={"color": colour}))
+    fig.add_trace(
+        go.Scatter(
+            x=t,
+            y=record["curve/adapted_rand_error"],
+            name="adapted Rand error",
+            line={"color": "#0d6efd", "dash": "dot"},
+            yaxis="y2",
+        )
+    )
+    fig.add_vline(x=float(threshold), line={"color": "#212529", "width": 1})
+    fig.add_trace(
+        go.Scatter(
+            x=[float(threshold)] * 2,
+            y=[0, 1],
+            yaxis="y2",
+            mode="lines",
+            line={"color": "#212529", "width": 1},
+            name=f"threshold {threshold:.2f}",
+            meta=NEURON_MARKER,
+        )
+    )
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        xaxis={"title": "threshold (membrane probability)", "range": [0, 1]},
+        yaxis={"title": "VOI (bits)", "rangemode": "tozero"},
+        yaxis2={"title": "adapted Rand error", "overlaying": "y", "side": "right", "range": [0, 1]},
+        margin={"l": 50, "r": 50, "t": 50, "b": 40},
+        height=380,
+        template="plotly_white",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0},
+        uirevision="neurons",
+    )
+    return fig
+
+
+def instance_rgb(
+    seg: np.ndarray, gt: np.ndarray, largest_split: int, largest_merge: int
+) -> np.ndarray:
+    """RGB of a segmentation plane: a fixed pseudo-random colour per segment id, black for 0;
+    the largest merge's segment in red, the largest split's neuron in amber stripes."""
+    ids = seg.astype(np.uint64)
+    hashed = (ids * np.uint64(2654435761)) & np.uint64(0xFFFFFF)
+    rgb = np.stack([(hashed >> np.uint64(s)) & np.uint64(0xFF) for s in (16, 8, 0)], -1)
+    rgb = (80 + rgb.astype(np.float32) * 0.6).astype(np.uint8)
+    rgb[seg == 0] = 0
+    if largest_merge:
+        rgb[seg == largest_merge] = MERGE_RGB
+    if largest_split:
+        yy, xx = np.indices(seg.shape)
+        stripes = (gt == largest_split) & ((yy + xx) % 4 < 2)
+        rgb[stripes] = SPLIT_RGB
+    return rgb
+
+
+def instance_figure(
+    seg: np.ndarray, gt: np.ndarray, largest_split: int, largest_merge: int, title: str = ""
+) -> go.Figure:
+    """One z plane in instance colours with the largest split and merge named in the legend."""
+    img = png_data_uri(instance_rgb(seg, gt, largest_split, largest_merge))
+    fig = go.Figure(go.Image(source=img, name="instances", hoverinfo="skip"))
+    for rgb, name in (
+        (MERGE_RGB, f"largest merge: segment {largest_merge}" if largest_merge else "no merge"),
+        (SPLIT_RGB, f"largest split: neuron {largest_split}" if largest_split else "no split"),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"size": 12, "symbol": "square", "color": "rgb({},{},{})".format(*rgb)},
+                name=name,
+            )
+        )
+    fig.update_layout(
+        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        height=520,
+        template="plotly_white",
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.3},
+        uirevision="segmentation",
+    )
+    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
+    return fig

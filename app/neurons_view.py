@@ -1,0 +1,131 @@
+"""The evaluation page's "Neurons" panel: reads a result's neuron scores, scores a threshold.
+
+A result evaluated with ``--instances`` holds per validation cube the neuron curves, the grid
+search and the true neurons cropped to the prediction (``trainer.runs.read_neurons``). At the
+page's threshold the exact scores of the chosen cube are computed here, on the server, from the
+probability cache and those neurons (``trainer.segmentation``: about 25 ms for 64x128x128).
+Reads are cached by file, modification time and cube; nothing is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app import paths
+from trainer import runs
+from trainer.segmentation import SegmentationScores, segmentation_scores, threshold_components
+
+__all__ = ["NeuronViewError", "cube_index", "neuron_records", "score_threshold", "segment_cube"]
+
+#: the scores the panel's table shows, in order, with their labels
+SCORE_ROWS = (
+    ("voi_split", "VOI split (bits)"),
+    ("voi_merge", "VOI merge (bits)"),
+    ("adapted_rand_error", "adapted Rand error"),
+    ("rand_precision", "Rand precision"),
+    ("rand_recall", "Rand recall"),
+    ("rand_index", "Rand index (ELEKTRONN2)"),
+    ("n_neurons", "true neurons"),
+    ("n_segments", "segments"),
+    ("n_splits", "split neurons"),
+    ("n_merges", "merged segments"),
+)
+NO_NEURONS = (
+    "This result has no neuron scores: evaluate with `python run.py evaluate RUN_DIR "
+    "--instances` (the config needs instance_files)."
+)
+
+
+class NeuronViewError(ValueError):
+    """A result or cube the panel cannot show; the message says why and what to do."""
+
+
+def _stamp(path: Path) -> tuple[str, int]:
+    try:
+        return str(path), os.stat(path).st_mtime_ns
+    except OSError:
+        raise NeuronViewError(f"{path} does not exist; evaluate the snapshot first") from None
+
+
+@functools.lru_cache(maxsize=4)
+def _records(path: str, _mtime: int) -> tuple[dict[str, Any], ...]:
+    try:
+        return tuple(runs.read_neurons(path))
+    except runs.ResultFileError as e:
+        raise NeuronViewError(str(e)) from None
+
+
+def _file(run_dir: Path, result: Any, suffix: str) -> Path:
+    """A file of result ``result`` (a name a client sent, checked by ``app.paths``)."""
+    try:
+        return paths.run_file(run_dir, runs.EVAL_DIR, "result", result, suffix)
+    except paths.ClientPathError as e:
+        raise NeuronViewError(str(e)) from None
+
+
+def neuron_records(run_dir: Path, result: Any) -> tuple[dict[str, Any], ...]:
+    """The neuron records of result ``result`` (``()`` if evaluated without ``--instances``).
+
+    Raises:
+        NeuronViewError: a refused name, a missing or unreadable file.
+    """
+    return _records(*_stamp(_file(run_dir, result, runs.RESULT_SUFFIX)))
+
+
+def cube_index(cube: Any) -> int:
+    """``'cube3'`` -> 3 (the probability cache's and the neuron records' cube order)."""
+    text = str(cube or "")
+    if not (text.startswith("cube") and text[4:].isdigit()):
+        raise NeuronViewError(f"cube {text!r}: expected a name like 'cube0'")
+    return int(text[4:])
+
+
+@functools.lru_cache(maxsize=2)
+def _prob(path: str, _mtime: int, cube: str) -> np.ndarray:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return f[cube]["prob"][()].astype(np.float32)
+    except (OSError, KeyError) as e:
+        raise NeuronViewError(
+            f"cannot read {cube} of {path} ({e}); evaluate the snapshot again"
+        ) from None
+
+
+def _cube(run_dir: Path, result: str, cube: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    records = neuron_records(run_dir, result)
+    if not records:
+        raise NeuronViewError(NO_NEURONS)
+    i = cube_index(cube)
+    if i >= len(records):
+        raise NeuronViewError(f"{result} has neuron scores for {len(records)} cube(s), not {cube}")
+    prob = _prob(*_stamp(_file(run_dir, result, runs.prob_cache_suffix("valid"))), cube)
+    gt = records[i]["instances"]
+    if gt.shape != prob.shape:
+        raise NeuronViewError(
+            f"{result}: the neurons of {cube} have shape {gt.shape}, its probabilities "
+            f"{prob.shape}; evaluate with --instances again"
+        )
+    return gt, prob, records[i]
+
+
+def segment_cube(
+    run_dir: Path, result: str, cube: str, threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, SegmentationScores]:
+    """``(segments, true neurons, probabilities, record, scores)`` of ``cube`` at ``threshold``
+    (threshold -> components with the connectivity the curves used)."""
+    gt, prob, record = _cube(run_dir, result, cube)
+    conn = record.get("connectivity", "6")
+    seg = threshold_components(prob, threshold, int(conn) if str(conn).isdigit() else conn)
+    return seg, gt, prob, record, segmentation_scores(gt, seg, check=False)
+
+
+def score_threshold(run_dir: Path, result: str, cube: str, threshold: float) -> SegmentationScores:
+    """The exact neuron scores of ``cube`` at ``threshold``."""
+    return segment_cube(run_dir, result, cube, threshold)[-1]
