@@ -13,12 +13,21 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from dash import Patch
 
 from app.figures import png_data_uri
 
-__all__ = ["NEURON_MARKER", "instance_figure", "instance_rgb", "neuron_curves_figure"]
+__all__ = [
+    "NEURON_MARKER",
+    "instance_figure",
+    "instance_rgb",
+    "move_threshold",
+    "neuron_curves_figure",
+]
 
 NEURON_MARKER = "vb-neuron-threshold"
+#: the marker's index in ``neuron_curves_figure``'s traces (VOI split, VOI merge, error, marker)
+_MARKER_TRACE = 3
 SPLIT_RGB = (255, 170, 0)
 MERGE_RGB = (220, 20, 60)
 
@@ -41,7 +50,6 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
             yaxis="y2",
         )
     )
-    fig.add_vline(x=float(threshold), line={"color": "#212529", "width": 1})
     fig.add_trace(
         go.Scatter(
             x=[float(threshold)] * 2,
@@ -65,6 +73,15 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
         uirevision="neurons",
     )
     return fig
+
+
+def move_threshold(threshold: float) -> Patch:
+    """A ``dash.Patch`` moving the threshold marker of a drawn ``neuron_curves_figure``: the
+    browser keeps the curves, so a threshold step sends a few bytes instead of the figure."""
+    patch = Patch()
+    patch["data"][_MARKER_TRACE]["x"] = [float(threshold)] * 2
+    patch["data"][_MARKER_TRACE]["name"] = f"threshold {threshold:.2f}"
+    return patch
 
 
 def instance_rgb(

@@ -266,6 +266,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 style=ROW,
             ),
             html.Div(id="eval-neuron-msg", style=_ERROR),
+            dcc.Store(id="eval-neuron-drawn"),
             _graph("eval-neurons"),
             html.Table(
                 html.Tbody(
@@ -654,6 +655,7 @@ def render_instances(run_dir: Path, result: str, cube: str, z: int, threshold: f
 
 @callback(
     Output("eval-neurons", "figure"),
+    Output("eval-neuron-drawn", "data"),
     Output("eval-neuron-msg", "children"),
     Output("eval-neuron-scores-t", "children"),
     *[Output(f"eval-neuron-{key}", "children") for key, _label in nv.SCORE_ROWS],
@@ -661,25 +663,31 @@ def render_instances(run_dir: Path, result: str, cube: str, z: int, threshold: f
     Input("eval-seg-cube", "value"),
     State("eval-result", "value"),
     State("eval-run", "data"),
+    State("eval-neuron-drawn", "data"),
     prevent_initial_call=True,
 )
-def _on_neurons(t, cube, result, name):
+def _on_neurons(t, cube, result, name, drawn):
     run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
     blank = [""] * len(nv.SCORE_ROWS)
     if run_dir is None or not result or not cube or t is None:
-        return no_update, no_update, no_update, *[no_update] * len(blank)
+        return no_update, no_update, no_update, no_update, *[no_update] * len(blank)
     try:
         paths.check_name("cube", cube)
         record = nv.neuron_records(run_dir, result)[nv.cube_index(cube)]
         s = nv.score_threshold(run_dir, result, cube, t)
     except (paths.ClientPathError, nv.NeuronViewError, IndexError) as e:
         msg = nv.NO_NEURONS if isinstance(e, IndexError) else str(e)
-        return go.Figure(layout={"height": 380}), msg, "", *blank
-    fig = nf.neuron_curves_figure(record, t, title=f"{result} · {cube}: neurons against threshold")
+        return go.Figure(layout={"height": 380}), None, msg, "", *blank
+    if drawn == [result, cube]:
+        fig = nf.move_threshold(t)  # the curves are drawn: move the marker only
+    else:
+        fig = nf.neuron_curves_figure(
+            record, t, title=f"{result} · {cube}: neurons against threshold"
+        )
     cells = [
         f"{getattr(s, k):.4f}" if k[:2] != "n_" else f"{getattr(s, k):,}" for k, _ in nv.SCORE_ROWS
     ]
-    return fig, "", f"exact scores at threshold {t:.4f}", *cells
+    return fig, [result, cube], "", f"exact scores at threshold {t:.4f}", *cells
 
 
 @callback(
