@@ -142,6 +142,26 @@ def run_not_found(name: Any, component_id: str) -> html.Div:
     )
 
 
+def empty_state(
+    text: str,
+    component_id: str,
+    action: Any = None,
+    hidden: bool = False,
+    replaces_rest: bool = False,
+) -> html.Div:
+    """What a page shows instead of empty frames: one short sentence and the one action that
+    helps (a button or link), hidden once there is something to show.
+
+    With ``replaces_rest`` every later sibling (the frames it stands for) is hidden while the
+    sentence shows (``assets/voxelboard.css``), so one ``hidden`` output switches both.
+    """
+    children = [html.Span(text, className="vb-empty-text")]
+    if action is not None:
+        children.append(action)
+    css = "vb-empty vb-replaces-rest" if replaces_rest else "vb-empty"
+    return html.Div(children, id=component_id, className=css, hidden=hidden)
+
+
 #: style of a row of controls or links that wraps on narrow screens
 ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 

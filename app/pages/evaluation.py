@@ -36,7 +36,7 @@ from app import evaluation_view as ev
 from app import neuron_figures as nf
 from app import neurons_view as nv
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, graph, labelled, run_not_found
+from app.components import ROW, empty_state, graph, labelled, run_not_found
 from trainer import runs
 from trainer.metrics import MODES
 
@@ -321,6 +321,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             evaluate_panel,
             html.Div(id="eval-bg-msg", style=_ERROR),
             html.Div(id="eval-message", style=_ERROR),
+            empty_state(
+                _no_result_text(read_only),
+                "eval-empty",
+                hidden=bool(runs.list_results(run_dir)),
+                replaces_rest=True,
+            ),
             threshold_row,
             presets_row,
             html.Div(
@@ -435,6 +441,7 @@ def _summary(view: dict) -> str:
     Output("eval-result", "options"),
     Output("eval-result", "value"),
     Output("eval-message", "children", allow_duplicate=True),
+    Output("eval-empty", "hidden"),
     Input("eval-run", "data"),
     Input("eval-done", "data"),
     State("eval-result", "value"),
@@ -443,24 +450,24 @@ def _summary(view: dict) -> str:
 def _on_results(name, done, current):
     run_dir = _run_dir(name)
     if run_dir is None:
-        return [], None, f"run {name!r} is gone from the runs directory"
+        return [], None, f"run {name!r} is gone from the runs directory", no_update
     names = runs.list_results(run_dir)
-    if not names:
-        return (
-            [],
-            None,
-            (
-                "This run has no evaluation result yet: pick a snapshot and press Evaluate "
-                "(or run `python run.py evaluate RUN_DIR`)."
-            ),
-        )
+    if not names:  # the empty state says what to do instead of empty frames
+        return [], None, "", False
     wanted = (
         done.get("result")
         if isinstance(done, dict) and ctx.triggered_id == "eval-done"
         else current
     )
     value = wanted if wanted in names else names[0]
-    return names, value, ""
+    return names, value, "", True
+
+
+def _no_result_text(read_only: bool) -> str:
+    """The evaluation page's sentence for a run without a result."""
+    if read_only:
+        return "No evaluation yet: run `python run.py evaluate RUN_DIR` where the run trains."
+    return "No evaluation yet: press Evaluate above (about a minute for the demo on a CPU)."
 
 
 @callback(

@@ -19,6 +19,7 @@ from app import changes_runs, current_context, paths
 from app.callbacks import callback
 from app.components import (
     STATE_COLORS,
+    empty_state,
     fmt_bytes,
     fmt_duration,
     fmt_time,
@@ -238,6 +239,7 @@ def layout(**kwargs: Any) -> html.Div:
     c = current_context()
     configs = [] if c.read_only else list_configs(c.configs_dir)
     devices = ["auto"] if c.read_only else c.launcher.devices()
+    rows = table_rows(list_runs(c.runs_dir))
     return html.Div(
         [
             dcc.Interval(id="exp-interval", interval=REFRESH_MS),
@@ -253,16 +255,18 @@ def layout(**kwargs: Any) -> html.Div:
                 ],
                 className="vb-row",
             ),
+            empty_state(_no_runs_text(configs, c.read_only), "exp-empty", hidden=bool(rows)),
             panel(
                 "Runs",
                 dash_table.DataTable(
                     id="exp-table",
                     columns=COLUMNS,
-                    data=table_rows(list_runs(c.runs_dir)),
+                    data=rows,
                     row_selectable="single",
                     selected_rows=[],
                     sort_action="native",
                     filter_action="native",
+                    filter_options={"placeholder_text": "filter"},
                     page_size=50,
                     style_data_conditional=_table_styles(),
                     style_cell={
@@ -278,14 +282,32 @@ def layout(**kwargs: Any) -> html.Div:
                     style_header={"fontWeight": "600"},
                     style_table={"overflowX": "auto"},
                 ),
+                id="exp-runs-panel",
+                hidden=not rows,
             ),
-            panel("Log", html.Pre(id="exp-log", className="vb-log"), html.Div(id="exp-log-name")),
+            panel(
+                "Log",
+                html.Pre(id="exp-log", className="vb-log"),
+                html.Div(id="exp-log-name"),
+                id="exp-log-panel",
+                hidden=True,  # until a run is selected
+            ),
         ],
         className="vb-experiments",
     )
 
 
 # -- views (pure) --------------------------------------------------------------------------
+
+
+def _no_runs_text(configs: list[str], read_only: bool) -> str:
+    """The experiments page's sentence while the runs directory holds no run."""
+    if read_only:
+        return "No runs in this runs directory yet."
+    if not configs:
+        return "No runs yet: put a config file into the configs folder, then press Launch."
+    pick = "demo_cnn3d.py" if "demo_cnn3d.py" in configs else configs[0]
+    return f"No runs yet: pick {pick} and press Launch."
 
 
 def _selection_view(row: dict[str, Any] | None) -> Any:
@@ -361,6 +383,8 @@ _READ_ONLY = "This dashboard is read-only."
     Output("exp-stop", "disabled"),
     Output("exp-resume", "disabled"),
     Output("exp-delete", "disabled"),
+    Output("exp-empty", "hidden"),
+    Output("exp-runs-panel", "hidden"),
     Input("exp-interval", "n_intervals"),
     Input("exp-refresh", "data"),
     Input("exp-selected", "data"),
@@ -378,6 +402,8 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
         state not in STOPPABLE_STATES,
         state not in RESUMABLE_STATES,
         state not in DELETABLE_STATES,
+        bool(runs),
+        not runs,
     )
 
 
@@ -396,6 +422,7 @@ def select_run(row_ids: list[str] | None, current: str | None) -> Any:
     Output("exp-log", "children"),
     Output("exp-log-name", "children"),
     Output("exp-log-sig", "data"),
+    Output("exp-log-panel", "hidden"),
     Input("exp-interval", "n_intervals"),
     Input("exp-selected", "data"),
     State("exp-log-sig", "data"),
@@ -404,18 +431,19 @@ def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
     try:
         run_dir = paths.run_dir(current_context().runs_dir, selected)
     except paths.ClientPathError:  # nothing selected, or a crafted name: never leave runs_dir
-        return "", "", None
+        return "", "", None, True
     path = log_path(run_dir)
     try:
         st = path.stat() if path is not None else None
     except OSError:  # deleted between the two looks
         st = None
     if st is None:
-        return "", "no log yet", None
+        return "", "no log yet", None, False
     new_sig = [str(path), st.st_size, st.st_mtime_ns]
     if new_sig == sig:
-        return no_update, no_update, no_update
-    return "\n".join(tail_lines(path, LOG_LINES)), f"{path.name}, last {LOG_LINES} lines", new_sig
+        return no_update, no_update, no_update, False
+    lines = "\n".join(tail_lines(path, LOG_LINES))
+    return lines, f"{path.name}, last {LOG_LINES} lines", new_sig, False
 
 
 @callback(Output("exp-system", "children"), Input("exp-sys-interval", "n_intervals"))

@@ -24,8 +24,8 @@ import numpy as np
 from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from app import components, figures, inputs, series
-from app.callbacks import callback
-from app.components import ROW, graph, run_not_found
+from app.callbacks import callback, clientside_callback
+from app.components import ROW, empty_state, graph, run_not_found
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.history import read_array, table_info
@@ -174,11 +174,23 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),
             controls,
             html.Div(first.get("error", ""), id="run-error", style={"color": "#dc3545"}),
+            empty_state(
+                _waiting_text(run_dir),
+                "run-waiting",
+                dcc.Link("see the log on the experiments page", href="/", className="vb-link"),
+                hidden=_has_history(first.get("cursor")),
+            ),
             html.Div(
                 [
-                    *(
-                        html.Div(graph(f"run-graph-{k}", figure=figs.get(k)), style=_HALF)
-                        for k in ("timeline", "loss", "error", "lr", "gain")
+                    html.Div(graph("run-graph-timeline", figure=figs.get("timeline")), style=_HALF),
+                    html.Div(
+                        [
+                            html.Div(graph(f"run-graph-{k}", figure=figs.get(k)), style=_HALF)
+                            for k in ("loss", "error", "lr", "gain")
+                        ],
+                        id="run-history-panels",
+                        className="vb-contents",
+                        hidden=not _has_history(first.get("cursor")),
                     ),
                     html.Div(
                         graph("run-graph-classes", figure=figs.get("classes")),
@@ -198,6 +210,33 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
         ],
         style={"padding": "10px 16px"},
     )
+
+
+def _has_history(cursor: Any) -> bool:
+    """Whether the cursor has read a history row (the history panels have something to draw)."""
+    history = cursor.get("history") if isinstance(cursor, dict) else None
+    return isinstance(history, dict) and (inputs.integer(history.get("rows")) or 0) > 0
+
+
+def _waiting_text(run_dir: Path) -> str:
+    """The run page's sentence before the first history row, with how often rows come."""
+    config = runs.read_resolved_config(run_dir) or {}
+    every = config.get("history_freq") if isinstance(config, dict) else None
+    often = f" (every {every:,} steps)" if isinstance(every, int) and every > 0 else ""
+    return f"Waiting for the first history row{often}: the loss, error and lr panels follow."
+
+
+# the history panels appear with the first history row a poll brings
+clientside_callback(
+    """function (cursor) {
+        const h = cursor && cursor.history;
+        const has = !!(h && typeof h.rows === "number" && h.rows > 0);
+        return [has, !has];
+    }""",
+    Output("run-waiting", "hidden"),
+    Output("run-history-panels", "hidden"),
+    Input("run-cursor", "data"),
+)
 
 
 def _first_view(root: Path, run_dir: Path) -> dict[str, Any]:

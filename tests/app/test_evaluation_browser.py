@@ -238,10 +238,11 @@ def test_bad_result_files_show_a_message(dash_duo, tmp_path):
         ("corrupt", "The result file is damaged or incomplete"),
         ("old", "The result file is from an older VoxelBoard"),
         ("single", "holds only positives"),
-        ("fresh", "This run has no evaluation result yet"),
+        ("fresh", "No evaluation yet: press Evaluate"),
     ):
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{run}/evaluation")
-        dash_duo.wait_for_contains_text("#eval-message", text, timeout=15)
+        where = "#eval-empty" if run == "fresh" else "#eval-message"
+        dash_duo.wait_for_contains_text(where, text, timeout=15)
         assert "Traceback" not in dash_duo.find_element("body").text
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run/evaluation")
     dash_duo.wait_for_contains_text("#eval-missing", "There is no run named 'no-such-run'")
@@ -330,7 +331,7 @@ def test_evaluate_button_shows_progress_then_curves(dash_duo, trained_run):
     app = create_app(root / "runs", root / "configs", root / "data", start_launcher=False, gpus=[])
     dash_duo.start_server(app)
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/trained/evaluation")
-    dash_duo.wait_for_contains_text("#eval-message", "no evaluation result yet", timeout=15)
+    dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet", timeout=15)
     dash_duo.wait_for_text_to_equal("#eval-snapshot .Select-value-label, #eval-snapshot", "FINAL")
     # every text the progress line shows, recorded by the page itself (a one-pass evaluation
     # can pass through its steps between two polls of this test)

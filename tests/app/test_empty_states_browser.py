@@ -1,0 +1,112 @@
+"""Pages before they have data, in a real Chromium: one sentence and the action that helps,
+instead of empty plot frames, an empty table or an empty log bar."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from app import create_app
+from trainer.history import HistoryTracker
+from trainer.runs import Status, atomic_write_json, write_status
+
+
+def build_app(tmp_path):
+    for sub in ("runs", "configs", "data"):
+        (tmp_path / sub).mkdir(exist_ok=True)
+    return create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+
+
+def _wait(predicate, timeout: float = 20.0) -> bool:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _shown(dash_duo, selector: str) -> bool:
+    found = dash_duo.driver.find_elements("css selector", selector)
+    return bool(found) and found[0].is_displayed()
+
+
+def running(run_dir, step: int = 0) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_status(
+        run_dir,
+        Status(state="running", step=step, n_steps=1000, pid=os.getpid(),
+               heartbeat=time.time() + 3600, started=time.time()),
+    )  # fmt: skip
+
+
+@pytest.mark.browser
+def test_experiments_first_start_says_what_to_do_then_shows_the_table(dash_duo, tmp_path):
+    app = build_app(tmp_path)
+    (tmp_path / "configs" / "demo_cnn3d.py").write_text("n_steps = 10\n")
+    dash_duo.start_server(app)
+    dash_duo.wait_for_contains_text(
+        "#exp-empty", "No runs yet: pick demo_cnn3d.py and press Launch", timeout=15
+    )
+    assert not _shown(dash_duo, "#exp-runs-panel")  # no empty table, no filter row
+    assert not _shown(dash_duo, "#exp-log-panel")  # no empty log bar
+    running(tmp_path / "runs" / "first")
+    (tmp_path / "runs" / "first" / "train.log").write_text("step 0\n")
+    assert _wait(lambda: _shown(dash_duo, "#exp-runs-panel"))
+    assert not _shown(dash_duo, "#exp-empty")
+    filters = dash_duo.driver.find_elements("css selector", "#exp-table input[placeholder]")
+    assert filters and {f.get_attribute("placeholder") for f in filters} == {"filter"}
+    assert not _shown(dash_duo, "#exp-log-panel")
+    dash_duo.find_element("#exp-table input[type=radio]").click()
+    assert _wait(lambda: _shown(dash_duo, "#exp-log-panel"))
+
+
+@pytest.mark.browser
+def test_evaluation_page_without_results_shows_one_sentence_and_no_frames(dash_duo, tmp_path):
+    app = build_app(tmp_path)
+    run_dir = tmp_path / "runs" / "fresh"
+    run_dir.mkdir(parents=True)
+    write_status(run_dir, Status(state="finished", step=10, n_steps=10))
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/fresh/evaluation")
+    dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet: press Evaluate", timeout=15)
+    assert _shown(dash_duo, "#eval-run-button")  # the one action
+    assert _wait(lambda: dash_duo.driver.find_elements("css selector", "#eval-roc .js-plotly-plot"))
+    for frame in (
+        "#eval-roc",
+        "#eval-pr",
+        "#eval-confusion",
+        "#eval-hist",
+        "#eval-seg",
+        "#eval-table",
+    ):
+        assert not _shown(dash_duo, frame), frame
+
+
+@pytest.mark.browser
+def test_run_page_before_its_first_history_row_says_it_waits(dash_duo, tmp_path):
+    app = build_app(tmp_path)
+    run_dir = tmp_path / "runs" / "young"
+    running(run_dir, step=5)
+    atomic_write_json(run_dir / "config.json", {"n_steps": 1000, "history_freq": 20})
+    tracker = HistoryTracker(run_dir / "history")
+    try:
+        for i in range(5):
+            tracker.update_timeline([0.1 * i, 1.0, 0.5])
+        dash_duo.start_server(app)
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/young")
+        dash_duo.wait_for_contains_text(
+            "#run-waiting", "Waiting for the first history row (every 20 steps)", timeout=15
+        )
+        assert _wait(lambda: _shown(dash_duo, "#run-graph-timeline .js-plotly-plot"))
+        for frame in ("#run-graph-loss", "#run-graph-error", "#run-graph-lr", "#run-graph-gain"):
+            assert not _shown(dash_duo, frame), frame
+        tracker.update_history([20, 1, 0.5, 0.6, 0.1, 0.3, 0.4, 0.01, 0.9, 0.0])
+        assert _wait(lambda: _shown(dash_duo, "#run-graph-loss"))
+        assert not _shown(dash_duo, "#run-waiting")
+    finally:
+        tracker.close()
