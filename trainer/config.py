@@ -64,6 +64,10 @@ DEFAULTS: dict[str, Any] = {
     "heartbeat_s": 2.0,
     # MiB of training cubes held in RAM; larger HDF5 data are read patch by patch (docs/data.md)
     "data_memory_budget_mb": 4096,
+    # a membrane-probability threshold: the history gets valid_are, the adapted Rand error of the
+    # validation cubes' neurons (instance_files) at it; None = off (each monitor step predicts
+    # the whole validation cubes)
+    "history_are_threshold": None,
 }
 
 #: Experiment keys and their defaults (``save_path`` lives in ``DEFAULTS``).
@@ -314,6 +318,12 @@ def _check_preview_path(v: Any) -> str | None:
     return "None, an h5 file path (str) or a (file path, dataset key) pair"
 
 
+def _check_unit_interval(v: Any) -> str | None:
+    if v is None or (_is_number(v) and 0 < float(v) < 1):
+        return None
+    return "None or a threshold between 0 and 1 (exclusive)"
+
+
 def _check_instance_files(v: Any) -> str | None:
     if v is None:
         return None
@@ -373,6 +383,7 @@ CHECKERS: dict[str, Checker] = {
     "mixed_precision": _check_bool,
     "heartbeat_s": _check_number(0, strict=True),
     "data_memory_budget_mb": _check_number(0, strict=False),
+    "history_are_threshold": _check_unit_interval,
     OVERWRITE_KEY: _check_bool,
 }
 

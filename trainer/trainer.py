@@ -98,6 +98,7 @@ class Trainer:
         )
         self.loss_spec = make_loss(cfg.loss, cfg.loss_params, self.class_weights)
         self._loss_checked = False
+        self._instances: list[np.ndarray] | None = None  # valid cubes' neurons, read when needed
         self.metric_columns = self._history_metric_columns()
         store = self.run_dir / runs.HISTORY_DIR if self.is_main else None
         self.tracker = HistoryTracker(path=store, extra_history_columns=self.metric_columns)
@@ -167,10 +168,20 @@ class Trainer:
         return bound
 
     def _history_metric_columns(self) -> tuple[str, ...]:
-        """Extra history columns: per-class IoU/Dice for class losses (hook: none for tracing)."""
-        if self.loss_spec.targets != "classes":
-            return ()
-        return metric_columns(int(self.model.n_classes))
+        """Extra history columns: per-class IoU/Dice for class losses (hook: none for tracing),
+        and ``valid_are`` when ``history_are_threshold`` is set."""
+        cols = ()
+        if self.loss_spec.targets == "classes":
+            cols = metric_columns(int(self.model.n_classes))
+        cfg = self.exp_config
+        if getattr(cfg, "history_are_threshold", None) is not None:
+            if not getattr(cfg, "instance_files", None):
+                raise ConfigError(
+                    f"{cfg.exp_file}: 'history_are_threshold' needs the ground-truth neurons: set "
+                    "'instance_files' (one (file, key) per cube, as l_files), or remove it"
+                )
+            cols = (*cols, "valid_are")
+        return cols
 
     def _best_value(self) -> BestValue:
         """The ``best_metric`` record; its column must be one this run writes."""
@@ -336,6 +347,8 @@ class Trainer:
                    mom=mom, gradnetrate=0.0)  # fmt: skip
         if self.metric_columns:
             row.update(self._scores(counts))
+        if "valid_are" in self.metric_columns:
+            row["valid_are"] = self._neuron_error()
         self.tracker.update_history(row)
         improved = self.best.update(row.get(self.best.metric, math.nan), step, self.train_time)
         self._save_snapshot(runs.LAST)
@@ -360,6 +373,33 @@ class Trainer:
         if counts is None:
             return dict.fromkeys(self.metric_columns, math.nan)
         return overlap_scores(counts)
+
+    def _neuron_error(self) -> float:
+        """Mean adapted Rand error of the validation cubes' neurons at ``history_are_threshold``
+        (threshold -> components, ``trainer.segmentation``); NaN, with a warning, if it cannot be
+        computed. Predicts every validation cube densely: costs a dense prediction per cube."""
+        from trainer.evaluation.neurons import load_instances
+        from trainer.inference import centre_crop, predict_labelled
+        from trainer.segmentation import segmentation_scores, threshold_components
+
+        cfg = self.exp_config
+        try:
+            if self._instances is None:
+                l_path = (cfg.data_init_kwargs or {}).get("l_path")
+                cubes = list(getattr(self.data, "valid_cubes", []))
+                self._instances = load_instances(cfg.instance_files, l_path, cubes)
+            errors = []
+            for raw, lab, inst in zip(self.data.valid_d, self.data.valid_l, self._instances):
+                lab = np.asarray(lab)
+                lab = lab[0] if lab.ndim == 4 else lab
+                _, _, prob = predict_labelled(self.model, np.asarray(raw), lab, 1, self.device)
+                seg = threshold_components(prob, float(cfg.history_are_threshold))
+                gt = centre_crop(np.asarray(inst), prob.shape)
+                errors.append(segmentation_scores(gt, seg, check=False).adapted_rand_error)
+            return float(np.mean(errors)) if errors else math.nan
+        except Exception as e:  # noqa: BLE001 - a monitor column must not stop training
+            logger.warning("valid_are (history_are_threshold) not computed: %s", e)
+            return math.nan
 
     def _should_stop(self) -> bool:
         max_runtime = self.exp_config.max_runtime
