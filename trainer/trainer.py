@@ -584,6 +584,14 @@ class Trainer:
             path, self.device, hint="move it out of snapshots/ so --resume takes the next newest"
         )
         self.model.load_state_dict(state["model"])
+        saved_groups = len(state["optimizer"].get("param_groups", []))
+        if saved_groups != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"cannot resume from {path}: its optimiser state has {saved_groups} parameter "
+                f"group(s), this optimiser has {len(self.optimizer.param_groups)} (weights, which "
+                "are decayed, and the other parameters); the snapshot was written by a VoxelBoard "
+                "that decayed every parameter. Continue it with that version, or start a new run"
+            )
         self.optimizer.load_state_dict(state["optimizer"])
         for name, s in state.get("schedules", {}).items():
             if name in self.schedules:

@@ -216,6 +216,22 @@ def test_resume_restores_model_optimizer_and_schedule(tmp_path, data_dir):
     assert list(again.tracker.timeline.index) == list(range(7))
 
 
+def test_resume_from_a_snapshot_with_one_parameter_group_says_why_it_cannot(tmp_path, data_dir):
+    tr = make_trainer(tmp_path, data_dir, n_steps=2)
+    tr.run()
+    last = tr.run_dir / runs.SNAPSHOT_DIR / "LAST.pt"
+    state = torch.load(last, weights_only=False)
+    groups = state["optimizer"]["param_groups"]
+    # what a VoxelBoard that decayed every parameter saved: one group of all parameters
+    groups[:] = [{**groups[0], "params": sorted(i for g in groups for i in g["params"])}]
+    torch.save(state, last)
+    for p in last.parent.iterdir():
+        if p.name != "LAST.pt":
+            p.unlink()
+    with pytest.raises(ValueError, match=r"LAST\.pt: its optimiser state has 1 parameter group"):
+        Trainer(tr.exp_config, device="cpu", resume=True)
+
+
 def test_resume_after_a_crash_drops_the_rows_past_the_snapshot(tmp_path, data_dir):
     import shutil
 
