@@ -20,6 +20,7 @@ def create_model():
 data_class = "BatchCreatorImage"
 data_init_kwargs = _demo.data_init_kwargs()
 data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
+instance_files = _demo.instance_files_kwarg()  # the true neurons, for `evaluate --instances`
 preview_data_path = _demo.preview_data_path
 preview_kwargs = dict(export_class="all", max_z_pred=3)
 preview_every = 100  # steps; the time rule (initial_prev_h, prev_save_h) still applies too
