@@ -167,10 +167,24 @@ ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "cent
 
 
 def labelled(label: str, control: Any, width: str = "auto") -> html.Div:
-    """``control`` with ``label`` above it, ``width`` wide (a CSS width)."""
+    """``control`` with ``label`` above it (spaced off it), ``width`` wide (a CSS width)."""
     return html.Div(
-        [html.Label(label, style={"display": "block"}), control], style={"width": width}
+        [html.Label(label, className="vb-control-label"), control],
+        className="vb-control",
+        style={"width": width},
     )
+
+
+def controls(*children: Any, **kwargs: Any) -> html.Div:
+    """One row of controls, the same grid on every page: wraps on narrow screens, labels on
+    top, buttons aligned to the controls' bottom edge."""
+    return html.Div(list(children), className="vb-controls", **kwargs)
+
+
+def button(label: str, *, kind: str = "", **kwargs: Any) -> html.Button:
+    """A button in the dashboard's style; ``kind`` ``'primary'`` or ``'danger'`` colours it."""
+    css = f"vb-button vb-{kind}" if kind else "vb-button"
+    return html.Button(label, className=css, **{"n_clicks": 0, **kwargs})
 
 
 def graph(

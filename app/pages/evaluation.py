@@ -36,7 +36,7 @@ from app import evaluation_view as ev
 from app import neuron_figures as nf
 from app import neurons_view as nv
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, empty_state, graph, labelled, run_not_found
+from app.components import ROW, button, empty_state, graph, labelled, run_not_found
 from trainer import runs
 from trainer.metrics import MODES
 
@@ -109,7 +109,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     # (and app._check_callback_request refuses their callbacks)
     read_only = current_context().read_only
     preset_buttons = [
-        html.Button(ev.PRESET_LABELS[p], id=f"eval-preset-{p}", n_clicks=0)
+        button(ev.PRESET_LABELS[p], id=f"eval-preset-{p}", n_clicks=0)
         for p in ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at", "chosen")
     ]
     evaluate_panel = html.Div(
@@ -133,12 +133,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     inline=True,
                 ),
             ),
-            html.Button("Evaluate", id="eval-run-button", n_clicks=0),
-            html.Button("Cancel", id="eval-cancel", n_clicks=0, disabled=True),
+            button("Evaluate", id="eval-run-button", kind="primary"),
+            button("Cancel", id="eval-cancel", n_clicks=0, disabled=True),
             html.Progress(id="eval-progress", value="0", max="1", style={"width": "220px"}),
             html.Span(id="eval-progress-text"),
         ],
-        style=ROW,
+        className="vb-controls",
         hidden=read_only,
     )
     threshold_row = html.Div(
@@ -169,7 +169,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),  # fmt: skip
             html.Span(id="eval-t-label", style={"fontWeight": "bold"}),
         ],
-        style=ROW,
+        className="vb-controls",
     )
     presets_row = html.Div(
         [
@@ -199,12 +199,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),  # fmt: skip
             html.Span(id="eval-preset-msg", style={"color": "#495057"}),
         ],
-        style=ROW,
+        className="vb-controls",
     )
     actions = html.Div(
         [
-            html.Button("Save threshold", id="eval-save", n_clicks=0, hidden=read_only),
-            html.Button("Metrics CSV", id="eval-csv", n_clicks=0),
+            button("Save threshold", id="eval-save", n_clicks=0, hidden=read_only),
+            button("Metrics CSV", id="eval-csv", n_clicks=0),
             dcc.Dropdown(
                 id="eval-html-which",
                 options=[{"label": v, "value": k} for k, v in FIGURES.items()],
@@ -212,12 +212,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 clearable=False,
                 style={"width": "220px"},
             ),
-            html.Button("Figure as HTML", id="eval-html", n_clicks=0),
+            button("Figure as HTML", id="eval-html", n_clicks=0),
             html.Span(id="eval-save-msg"),
             dcc.Download(id="eval-download-csv"),
             dcc.Download(id="eval-download-html"),
         ],
-        style=ROW,
+        className="vb-controls",
     )
     segmentation = html.Div(
         [
@@ -228,7 +228,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         "Cube",
                         dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
                     ),
-                    html.Button(
+                    button(
                         "Evaluate again for the segmentation",
                         id="eval-seg-predict",
                         n_clicks=0,
@@ -259,8 +259,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.H3("Neurons", style={"margin": "4px 0"}),
             html.Div(
                 [
-                    html.Button("best VOI", id="eval-neuron-best-voi", n_clicks=0),
-                    html.Button("best adapted Rand", id="eval-neuron-best-are", n_clicks=0),
+                    button("best VOI", id="eval-neuron-best-voi", n_clicks=0),
+                    button("best adapted Rand", id="eval-neuron-best-are", n_clicks=0),
                     html.Span(id="eval-neuron-scores-t"),
                 ],
                 style=ROW,

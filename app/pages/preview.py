@@ -114,7 +114,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         ),
                     ),
                 ],
-                style=ROW,
+                className="vb-controls",
             ),
             labelled("z plane", dcc.Slider(id="prev-z", min=0, max=0, step=1, value=None), "100%"),
             html.Div(id="prev-message", style={"color": "#dc3545", "padding": "6px 0"}),

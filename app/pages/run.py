@@ -25,7 +25,7 @@ from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from app import components, figures, inputs, series
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, empty_state, graph, run_not_found
+from app.components import ROW, empty_state, graph, labelled, run_not_found
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.history import read_array, table_info
@@ -60,72 +60,59 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     compare_columns = _compare_columns(run_dir)
     first = _first_view(root, run_dir)
     figs = first.get("figures", {})
-    controls = html.Div(
-        [
-            html.Div(
-                [
-                    html.Label("Smoothing"),
-                    dcc.RadioItems(
-                        id="run-smoothing",
-                        options=[
-                            {"label": "EMA", "value": "ema"},
-                            {"label": "moving average", "value": "sma"},
-                            {"label": "off", "value": "none"},
-                        ],
-                        value="ema",
-                        inline=True,
-                    ),
-                ]
-            ),
-            html.Div(
-                [
-                    html.Label("EMA weight"),
-                    dcc.Slider(
-                        id="run-ema-weight",
-                        min=0,
-                        max=0.99,
-                        step=0.01,
-                        value=0.6,
-                        marks={0: "0", 0.6: "0.6", 0.9: "0.9", 0.99: "0.99"},
-                        updatemode="mouseup",
-                    ),
+    controls = components.controls(
+        labelled(
+            "Smoothing",
+            dcc.RadioItems(
+                id="run-smoothing",
+                options=[
+                    {"label": "EMA", "value": "ema"},
+                    {"label": "moving average", "value": "sma"},
+                    {"label": "off", "value": "none"},
                 ],
-                style={"width": "260px"},
+                value="ema",
+                inline=True,
             ),
-            html.Div(
-                [
-                    html.Label("Window"),
-                    dcc.Dropdown(
-                        id="run-sma-window",
-                        options=[5, 10, 20, 50, 100, 200, 500, 1000],
-                        value=50,
-                        clearable=False,
-                        style={"width": "100px"},
-                    ),
-                ]
+        ),
+        labelled(
+            "EMA weight",
+            dcc.Slider(
+                id="run-ema-weight",
+                min=0,
+                max=0.99,
+                step=0.01,
+                value=0.6,
+                marks={0: "0", 0.6: "0.6", 0.9: "0.9", 0.99: "0.99"},
+                updatemode="mouseup",
             ),
-            html.Div(
-                [
-                    html.Label("x axis"),
-                    dcc.RadioItems(
-                        id="run-xaxis",
-                        options=[
-                            {"label": "step", "value": "step"},
-                            {"label": "training time", "value": "time"},
-                        ],
-                        value="step",
-                        inline=True,
-                    ),
-                ]
+            "260px",
+        ),
+        labelled(
+            "Window",
+            dcc.Dropdown(
+                id="run-sma-window",
+                options=[5, 10, 20, 50, 100, 200, 500, 1000],
+                value=50,
+                clearable=False,
+                style={"width": "100px"},
             ),
-            dcc.Checklist(
-                id="run-options", options=[{"label": "log y", "value": "logy"}], value=[]
+        ),
+        labelled(
+            "x axis",
+            dcc.RadioItems(
+                id="run-xaxis",
+                options=[
+                    {"label": "step", "value": "step"},
+                    {"label": "training time", "value": "time"},
+                ],
+                value="step",
+                inline=True,
             ),
-            html.Button("History CSV", id="run-download-history"),
-            html.Button("Timeline CSV", id="run-download-timeline"),
-            dcc.Download(id="run-download"),
-        ],
-        style={**ROW, "padding": "8px 0"},
+        ),
+        dcc.Checklist(id="run-options", options=[{"label": "log y", "value": "logy"}], value=[]),
+        components.button("History CSV", id="run-download-history"),
+        components.button("Timeline CSV", id="run-download-timeline"),
+        dcc.Download(id="run-download"),
     )
     compare = html.Div(
         [
