@@ -12,6 +12,9 @@ every navigation (``Page.addScriptToEvaluateOnNewDocument``) records ``performan
 data: a drawn Plotly trace (``g.trace``, or a heatmap's ``g.hm`` / image's ``g.im``, inside a graph) on the run, preview and evaluation
 pages, a runs-table cell naming the run on the experiments page. Prints the median per page
 and size; goals: under 1 s at 10^5 rows and under 2 s at 10^6 on a quiet 2-core machine.
+The run is written by this checkout's trainer: a page an older checkout cannot read (a newer
+result format) never draws and shows ``nan``. Check ``uptime`` first: on a loaded machine
+the medians differ by more than the change being measured.
 """
 
 from __future__ import annotations
