@@ -174,8 +174,8 @@ class Trainer:
         if self.loss_spec.targets == "classes":
             cols = metric_columns(int(self.model.n_classes))
         cfg = self.exp_config
-        if getattr(cfg, "history_are_threshold", None) is not None:
-            if not getattr(cfg, "instance_files", None):
+        if cfg.history_are_threshold is not None:
+            if not cfg.instance_files:
                 raise ConfigError(
                     f"{cfg.exp_file}: 'history_are_threshold' needs the ground-truth neurons: set "
                     "'instance_files' (one (file, key) per cube, as l_files), or remove it"

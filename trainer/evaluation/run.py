@@ -207,7 +207,7 @@ def _instances(run: LoadedRun) -> list[np.ndarray]:
     """The instance label cubes of the run's validation cubes (config key ``instance_files``)."""
     from trainer.evaluation.neurons import load_instances
 
-    files = getattr(run.config, "instance_files", None)
+    files = run.config.instance_files
     if not files:
         raise ValueError(
             "--instances needs the ground-truth neurons: set instance_files = [(file, key), ...] "
