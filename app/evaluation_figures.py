@@ -31,6 +31,7 @@ __all__ = [
     "confusion_z",
     "error_hist_figure",
     "figure_html",
+    "image_layout",
     "metric_curves_figure",
     "pr_figure",
     "roc_figure",
@@ -473,6 +474,11 @@ def segmentation_figure(
                 name=f"{name} ({c[key]:,})",
             )
         )
+    return image_layout(fig, title)
+
+
+def image_layout(fig: go.Figure, title: str) -> go.Figure:
+    """The layout of a segmentation image with its colour legend (no axes; zoom kept)."""
     fig.update_layout(
         title={"text": title, "x": 0.01, "font": {"size": 14}},
         margin={"l": 10, "r": 10, "t": 50, "b": 10},

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch
 
+from app.evaluation_figures import image_layout
 from app.figures import png_data_uri
 
 __all__ = [
@@ -122,14 +123,4 @@ def instance_figure(
                 name=name,
             )
         )
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
-        height=520,
-        template="plotly_white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.3},
-        uirevision="segmentation",
-    )
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-    return fig
+    return image_layout(fig, title)
