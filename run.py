@@ -3,6 +3,7 @@
 
     python run.py                     start the dashboard (same as `python run.py dashboard`)
     python run.py train CONFIG        train a model from an experiment config file
+    python run.py sweep CONFIG        run the config's hyperparameter sweep (one run per trial)
     python run.py evaluate RUN_DIR    evaluate a run's snapshot on its validation/training cubes
     python run.py predict RUN_DIR INPUT OUTPUT   predict a whole volume block by block to disk
     python run.py demo-data [DIR]     write the synthetic EM-like demo data set
@@ -18,7 +19,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ("dashboard", "train", "evaluate", "predict", "demo-data")
+COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
@@ -62,6 +63,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--nproc", type=int, default=1,
                    help="training processes (DDP through torchrun): GPUs, or CPU processes with gloo")  # fmt: skip
     t.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    w = sub.add_parser("sweep", help="run a config's hyperparameter sweep (docs/sweeps.md)")
+    w.add_argument("config", nargs="?", help="experiment config with a `sweep` section")
+    w.add_argument("--resume", metavar="SWEEP_ID", help="drive an unfinished sweep again")
+    w.add_argument("--max-parallel", type=int, help="trials at once (default: the section's)")
+    w.add_argument("--backend", choices=("local", "slurm"), default=None,
+                   help="trials as local processes (default) or as Slurm jobs")  # fmt: skip
+    w.add_argument("--runs-dir", default="runs", help="where the trials' runs go (default ./runs)")
+    w.add_argument("--data-dir", default="data", help="demo data location")
+    w.add_argument("--device", default="auto", help="auto | cpu | cuda:N, for every trial")
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
+                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+        w.add_argument(f"--slurm-{key}", metavar=key.upper(),
+                       help=f"Slurm {key} for each trial (e.g. {example})")  # fmt: skip
+    w.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
+    w.add_argument("--debug", action="store_true", help="show tracebacks")
 
     e = sub.add_parser("evaluate", help="evaluate a run's snapshot")
     e.add_argument("run_dir")
@@ -138,6 +155,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             overrides.pop("save_path", None)
         if overrides:
             cfg.apply_overrides(**overrides)
+        trial = None
+        if args.resume or args.use_existing_dir:
+            trial = _sweep_trial(cfg, Path(args.resume) if args.resume else cfg.planned_run_dir())
         if args.resume:
             run_dir = Path(cfg.run_dir)
         elif dist is None or dist.is_main:
@@ -161,7 +181,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     try:
         trainer_class = getattr(package, cfg.trainer_class or "Trainer")
-        trainer = trainer_class(cfg, device=args.device, resume=bool(args.resume), dist=dist)
+        trainer = trainer_class(
+            cfg, device=args.device, resume=bool(args.resume), dist=dist, trial=trial
+        )
     except Exception as e:
         # set-up failed before the loop could report: say so in the status file
         logging.getLogger("voxelboard").error("Set-up failed:\n%s", traceback.format_exc())
@@ -283,6 +305,30 @@ def _train_distributed(args: argparse.Namespace) -> int:
     return EXIT_FAILED if rc != 0 else EXIT_OK
 
 
+def _sweep_trial(cfg, run_dir: Path):
+    """A sweep trial's values applied to ``cfg`` and its pruning reporter; ``None`` for a run
+    without ``trial.json`` (every run outside a sweep)."""
+    from trainer.config import ConfigError
+    from trainer.runs.sweeps import TRIAL_FILE, read_trial, study_path, sweep_dir
+    from trainer.sweeps import TrialReporter, apply_params, parse_sweep
+
+    record = read_trial(run_dir)
+    if record is None:
+        return None
+    try:
+        spec = parse_sweep(cfg)
+        apply_params(cfg, spec.decode(record["drawn"]))
+        folder = sweep_dir(run_dir.parent, record["sweep"])
+        number = int(record["number"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ConfigError(
+            f"{run_dir / TRIAL_FILE}: not a trial of this config's sweep ({e}); "
+            "start the run again from its sweep"
+        ) from e
+    cfg.check_config()
+    return TrialReporter(study_path(folder), record["sweep"], number, spec)
+
+
 def _config_for_resume(run_dir: Path):
     from trainer.config import ConfigError, ExperimentConfig
     from trainer.runs import config_copy
@@ -375,6 +421,77 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Make (or resume) a sweep and drive it until it ends; Ctrl+C or SIGTERM stops it."""
+    import signal
+    import time
+
+    setup_logging(None, args.debug)
+    from app import sweeper
+    from app.launcher import Launcher
+    from app.security import LaunchError
+    from trainer.config import ConfigError
+    from trainer.runs.sweeps import SWEEP_FINAL_STATES, read_sweep, read_trials
+
+    resources = {k: v for k in ("partition", "account", "gpus", "cpus", "mem", "time")
+                 if (v := getattr(args, f"slurm_{k}")) is not None}  # fmt: skip
+    try:
+        if args.resume:
+            folder = sweeper.sweep_folder(args.runs_dir, args.resume)
+        elif args.config:
+            sweep_id = sweeper.create_sweep(
+                args.runs_dir, args.config, backend=args.backend or "local",
+                max_parallel=args.max_parallel, device=args.device, resources=resources,
+            )  # fmt: skip
+            folder = sweeper.sweep_folder(args.runs_dir, sweep_id)
+        else:
+            raise sweeper.SweepError("sweep needs a CONFIG file or --resume SWEEP_ID")
+        record = read_sweep(folder) or {}
+        launcher = Launcher(
+            args.runs_dir, Path(record["config_source"]).parent, args.data_dir,
+            backend=record.get("backend", "local"),
+            max_cpu_runs=int(record.get("max_parallel", 1)), slurm_poll_s=2.0,
+        )  # fmt: skip
+    except (ConfigError, sweeper.SweepError, LaunchError) as e:
+        print(f"run.py sweep: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    spec = sweeper.spec_of(record)
+    print(f"sweep {record['id']}: {spec.n_runs} runs of {record['config']} ({spec.method}, "
+          f"{spec.metric} {spec.goal}), at most {record['max_parallel']} at once, "
+          f"{record['backend']} backend; page /sweep/{record['id']}", flush=True)  # fmt: skip
+    asked = []
+    handlers = {
+        s: signal.signal(s, lambda *_: asked.append(1)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    shown: dict[str, str] = {}
+    try:
+        while True:
+            launcher.tick()  # starts queued runs, then drives the sweeps (this one too)
+            trials = read_trials(folder)
+            for t in trials.trials:
+                said = f"{t.state}" + (
+                    f", {spec.metric} {t.value:.4g}" if t.value is not None else ""
+                )
+                if shown.get(t.run) != said:
+                    shown[t.run] = said
+                    print(f"  trial {t.number} ({t.run}): {said}  {t.params}", flush=True)
+            if trials.state in SWEEP_FINAL_STATES:
+                break
+            if asked and trials.stop_requested is None:
+                print("stopping the sweep: its trials get SIGTERM and keep a snapshot", flush=True)
+                sweeper.stop_sweep(launcher, folder, "stopped from the command line")
+            time.sleep(args.poll)
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    best = sweeper.summary(folder)["best_run"]
+    print(f"sweep {record['id']} {trials.state}" + (f": {trials.reason}" if trials.reason else "")
+          + (f"; best run {best}" if best else ""), flush=True)  # fmt: skip
+    return EXIT_OK if trials.state == "finished" else EXIT_FAILED
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.server import serve
 
@@ -390,7 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "dashboard")
     args = build_parser().parse_args(argv)
-    handler = {"dashboard": cmd_dashboard, "train": cmd_train, "evaluate": cmd_evaluate,
+    handler = {"dashboard": cmd_dashboard, "train": cmd_train, "sweep": cmd_sweep,
+               "evaluate": cmd_evaluate,
                "predict": cmd_predict, "demo-data": cmd_demo_data}[args.command]  # fmt: skip
     return handler(args)
 

@@ -73,6 +73,7 @@ from trainer.runs import (
     write_launch,
     write_launcher_record,
 )
+from trainer.runs.sweeps import sweep_config_path, sweep_dir, write_trial
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +85,9 @@ BACKENDS = ("local", "slurm")
 MAX_QUEUED = 20
 
 #: states from which a run may be resumed from its newest snapshot
-RESUMABLE_STATES = frozenset({"stopped", "failed", "lost", "finished"})
+RESUMABLE_STATES = frozenset({"stopped", "pruned", "failed", "lost", "finished"})
 #: states in which a run directory may be deleted
-DELETABLE_STATES = frozenset({"finished", "stopped", "failed", "diverged", "lost"})
+DELETABLE_STATES = frozenset({"finished", "stopped", "pruned", "failed", "diverged", "lost"})
 
 # override name -> trainer command-line flag
 _FLAGS = {"n_steps": "--n-steps", "batch_size": "--batch-size", "lr": "--lr"}
@@ -350,6 +351,54 @@ class Launcher:
         self.tick()
         return run_dir.name
 
+    def launch_trial(
+        self,
+        config: Path,
+        name: str,
+        trial: Mapping[str, Any],
+        device: str = "auto",
+        resources: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Queue one sweep trial as the run ``name`` (``app.sweeper`` calls this).
+
+        The run trains the sweep's config copy ``config``; ``trial`` (sweep id, trial number,
+        the values drawn) is written as the run's ``trial.json`` before the run is queued,
+        and ``run.py train`` applies it.
+
+        Raises:
+            LaunchError: the name is taken, the queue is full, or the device/resources are bad.
+        """
+        config = Path(config).absolute()
+        fields = self.runner.prepare(config, device, resources)
+        now = time.time()
+        with self._locked():
+            waiting = len(self._queued_names(self._scan()))
+            if waiting >= self.max_queued:
+                raise LaunchError(
+                    "config", f"not queued: {waiting} launches are already waiting, the most "
+                    "this launcher queues"
+                )  # fmt: skip
+            run_dir = self.runs_dir / sanitize_run_name(name)
+            try:
+                run_dir.mkdir(parents=True)
+            except FileExistsError:
+                raise LaunchError("run", f"run: {run_dir.name} exists already") from None
+            write_trial(run_dir, dict(trial))
+            launch = {
+                "format": 1,
+                "backend": self.backend,
+                "mode": "train",
+                "config": config.name,
+                "config_path": str(config),
+                "sweep": trial["sweep"],
+                "overrides": {},
+                "created": now,
+                **fields,
+            }
+            self._queue_launch(run_dir, launch)
+        log.info("queued sweep trial %s", run_dir.name)
+        return run_dir.name
+
     def stop(self, name: str) -> str:
         """Stop a run: a queued one is marked ``stopped``; a running one gets SIGTERM.
 
@@ -452,7 +501,19 @@ class Launcher:
                     started.append(run.name)
         if started:
             self.runner.poll(self._scan())
+        self.drive_sweeps()
         return started
+
+    def drive_sweeps(self) -> None:
+        """Let every unfinished sweep of this launcher's backend follow its trials and queue
+        the next ones (``app.sweeper``); a restarted dashboard resumes its sweeps here."""
+        from app import sweeper
+
+        for folder in sweeper.unfinished(self.runs_dir, self.backend):
+            try:
+                sweeper.tick(self, folder)
+            except Exception:  # one broken sweep folder must not stop the scheduler
+                log.exception("sweep %s: tick failed", folder.name)
 
     def refresh_jobs(self) -> None:
         """Ask Slurm about the jobs of unfinished Slurm runs now and record the answers."""
@@ -589,6 +650,14 @@ class Launcher:
             path = Path(launch["config_path"]).resolve()
             if path.parent != run_dir.resolve() or not path.is_file():
                 raise LaunchError("config", f"config: {path} is not a config copy in {run_dir}")
+        elif launch.get("sweep") is not None:
+            path = Path(launch["config_path"]).resolve()
+            try:
+                expected = sweep_config_path(sweep_dir(self.runs_dir, launch["sweep"])).resolve()
+            except ValueError as e:
+                raise LaunchError("config", f"config: {e}") from None
+            if path != expected or not path.is_file():
+                raise LaunchError("config", f"config: {path} is not the config of its sweep")
         else:
             launch["config_path"] = str(resolve_config(self.configs_dir, launch["config_path"]))
         return launch

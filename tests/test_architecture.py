@@ -58,7 +58,9 @@ def _rel(path: Path) -> str:
 #: names and name patterns of run-directory files and folders (docs/run-directory.md); an f-string
 #: is matched with ``{}`` where its fields are
 RUN_FILE_PATTERNS = [
-    r"(^|/)(status|launch|launcher|config|threshold)\.json$",
+    r"(^|/)(status|launch|launcher|config|threshold|trial|sweep|trials)\.json$",
+    r"(^|/)study\.journal$",
+    r"(^|/)\.sweeps$",
     r"(^|/)(train|console)\.log$",
     r"(^|/)slurm-job\.sh$",
     r"_prob\.h5$",

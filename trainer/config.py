@@ -102,6 +102,7 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     "loss_params": None,  # e.g. dict(ce_weight=1.0, dice_weight=0.5) for 'CrossEntropy+Dice'
     "best_metric": "valid_loss",  # history column that decides snapshots/BEST.pt
     "best_mode": None,  # None (from the column's name), 'min' or 'max'
+    "sweep": None,  # a hyperparameter sweep for `run.py sweep` (trainer/sweeps.py, docs/sweeps.md)
 }
 
 #: values of ``trainer_class``
@@ -367,6 +368,7 @@ CHECKERS: dict[str, Checker] = {
     "sequence_training": _check_sequence_training,
     "trainer_class": _check_trainer_class,
     "slurm": _check_types("None or a dict of Slurm resources", Mapping, allow_none=True),
+    "sweep": _check_types("None or a dict (see docs/sweeps.md)", Mapping, allow_none=True),
     # global defaults
     "save_path": _check_types("a directory path (str)", str, os.PathLike),
     "plot_on": _check_bool,

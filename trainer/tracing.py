@@ -341,14 +341,19 @@ class TracingTrainer(Trainer):
     debug_names: tuple[str, ...] = ("step_length", "off_centre", "trace_length")
 
     def __init__(
-        self, exp_config: Any, device: str | None = None, resume: bool = False, dist: Any = None
+        self,
+        exp_config: Any,
+        device: str | None = None,
+        resume: bool = False,
+        dist: Any = None,
+        trial: Any = None,
     ):
         if dist is not None:
             raise ValueError(
                 "tracing trainers run in one process: the next patch depends on the last "
                 "prediction; start them without --nproc / torchrun"
             )
-        super().__init__(exp_config, device=device, resume=resume)
+        super().__init__(exp_config, device=device, resume=resume, trial=trial)
         self.loss_fn: SkeletonLoss = getattr(self.model, "tracing_loss", None) or SkeletonLoss()
         self.traces: collections.deque[Trace] = collections.deque(maxlen=200)
         self._slots: list[Trace] = []

@@ -41,6 +41,7 @@ from trainer.history import HistoryTracker
 from trainer.losses import make_loss
 from trainer.optimisers import get_hyper, make_optimiser
 from trainer.schedules import Schedule
+from trainer.sweeps import TrialReporter
 
 logger = logging.getLogger("voxelboard")
 
@@ -64,6 +65,8 @@ class Trainer:
         resume: continue from the newest snapshot in the run directory.
         dist: this process's place in a distributed run (``trainer.distributed.from_env``);
             ``None`` for a single process. Only rank 0 writes the run directory.
+        trial: a sweep trial's reporter: each history row's metric goes to the sweep's
+            pruner, and a pruned trial stops like a stop request with state ``pruned``.
     """
 
     def __init__(
@@ -72,8 +75,10 @@ class Trainer:
         device: str | None = None,
         resume: bool = False,
         dist: DistContext | None = None,
+        trial: TrialReporter | None = None,
     ):
         self.exp_config = cfg = exp_config
+        self.trial = trial
         self.dist = dist
         self.is_main = dist is None or dist.is_main
         if cfg.run_dir is None:
@@ -108,6 +113,7 @@ class Trainer:
         self.step = 0  # index of the next training step
         self.train_time = 0.0  # seconds of training, without previews and the shell
         self.stop_reason: str | None = None
+        self.pruned_reason: str | None = None  # a sweep's pruner stopped this trial
         self._interactive_request = False
         self._preview_hours_done: float | None = None
         self._t_per_it = 0.0
@@ -350,6 +356,9 @@ class Trainer:
         if "valid_are" in self.metric_columns:
             row["valid_are"] = self._neuron_error()
         self.tracker.update_history(row)
+        if self.trial is not None and self.stop_reason is None:
+            self.pruned_reason = self.trial.report(step, row)
+            self.stop_reason = self.pruned_reason
         improved = self.best.update(row.get(self.best.metric, math.nan), step, self.train_time)
         self._save_snapshot(runs.LAST)
         if improved:
@@ -434,7 +443,7 @@ class Trainer:
             except Exception as e:  # the HTML copy of the history is a convenience
                 logger.warning("Could not write the history plot %s.*.html: %s", prefix.name, e)
         interrupted = self.stop_reason is not None and self.stop_reason != "max_runtime reached"
-        state = "stopped" if interrupted else "finished"
+        state = "pruned" if self.pruned_reason else "stopped" if interrupted else "finished"
         status.update(state=state, step=self.step, ended=time.time(), stop_reason=self.stop_reason)
         logger.info("End of training (%s) after %d steps, %s", state, self.step,
                     _pretty_time(self.train_time))  # fmt: skip

@@ -120,8 +120,8 @@ from trainer.runs.state import (  # noqa: F401 - re-exported
     merge_state,
 )
 
-STATES = ("queued", "running", "finished", "failed", "stopped", "diverged", "lost")
-FINAL_STATES = frozenset({"finished", "failed", "stopped", "diverged"})
+STATES = ("queued", "running", "finished", "failed", "stopped", "pruned", "diverged", "lost")
+FINAL_STATES = frozenset({"finished", "failed", "stopped", "pruned", "diverged"})
 ACTIVE_STATES = frozenset({"queued", "running"})
 
 STATUS_FILE = "status.json"

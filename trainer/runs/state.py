@@ -39,7 +39,7 @@ from trainer.runs.launcher_record import (
 HEARTBEAT_STALE_S = 30.0
 #: a pid known to be gone gives its run this long (seconds) to write a final state
 EXIT_GRACE_S = 5.0
-_FINAL = frozenset({"finished", "failed", "stopped", "diverged"})
+_FINAL = frozenset({"finished", "failed", "stopped", "pruned", "diverged"})
 
 
 @dataclasses.dataclass(frozen=True)

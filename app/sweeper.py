@@ -1,0 +1,342 @@
+"""Drive sweeps: make one, queue its trials through a launcher, tell the study how they ended.
+
+A sweep (``trainer.sweeps``) runs as ordinary runs that a ``Launcher`` starts, stops and
+watches with its backend (local processes or Slurm jobs). This module adds the loop on top:
+``tick`` follows the sweep's trials (a finished trial's best metric value, a pruned, stopped
+or failed trial's end go to the Optuna study) and queues new trials while fewer than
+``max_parallel`` are queued or running, until ``n_runs`` trials ran, the sweep is stopped, or
+``max_failures`` trials failed.
+
+Everything ``tick`` needs is on disk (``trainer.runs.sweeps``), under the sweep's lock, so
+any process may drive a sweep: ``run.py sweep`` in a terminal, or a dashboard's launcher
+thread, which picks up every unfinished sweep of its backend after a restart.
+
+Example:
+    >>> sweep_id = create_sweep("runs", "examples/demo_sweep.py")  # doctest: +SKIP
+    >>> tick(launcher, sweep_folder("runs", sweep_id))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
+from trainer.runs.sweeps import (
+    TrialEntry,
+    TrialsRecord,
+    iter_sweep_dirs,
+    read_sweep,
+    read_trials,
+    study_path,
+    sweep_config_path,
+    sweep_dir,
+    sweep_lock,
+    sweeps_root,
+    write_sweep,
+    write_sweep_config,
+    write_trials,
+)
+from trainer.sweeps import (
+    MAX_PARALLEL,
+    SweepSpec,
+    best_value,
+    open_study,
+    parse_sweep,
+    spec_from_json,
+    suggest_params,
+)
+
+log = logging.getLogger(__name__)
+
+#: run states that count against ``max_failures``
+FAILED_STATES = frozenset({"failed", "diverged", "lost"})
+#: what the study is told when a trial's run ends in each state
+_TOLD = {"finished": "complete", "pruned": "pruned", "stopped": "pruned"}
+
+
+class SweepError(ValueError):
+    """A sweep cannot be made or changed; the message names the value and what to do."""
+
+
+def sweep_folder(runs_dir: str | os.PathLike, sweep_id: str) -> Path:
+    """The folder of sweep ``sweep_id``.
+
+    Raises:
+        SweepError: the id is not a sweep id, or no such sweep exists.
+    """
+    try:
+        folder = sweep_dir(runs_dir, sweep_id)
+    except ValueError as e:
+        raise SweepError(str(e)) from None
+    if read_sweep(folder) is None:
+        raise SweepError(f"sweep {sweep_id!r}: no such sweep in {sweeps_root(runs_dir)}")
+    return folder
+
+
+def create_sweep(
+    runs_dir: str | os.PathLike,
+    config_path: str | os.PathLike,
+    backend: str = "local",
+    max_parallel: int | None = None,
+    device: str = "auto",
+    resources: Mapping[str, Any] | None = None,
+) -> str:
+    """Check a config's sweep and make its folder, study and record; no trial starts here.
+
+    Args:
+        runs_dir: where the trials' runs go; the sweep lives in ``<runs_dir>/.sweeps/<id>``.
+        config_path: a config with a ``sweep`` section.
+        backend: ``local`` or ``slurm``: the launchers that may drive it.
+        max_parallel: trials at once (default: the section's ``max_parallel``).
+        device, resources: as for a launch (``Launcher.launch``), for every trial.
+
+    Returns:
+        The sweep id: ``<config name>-sweep-<n>``.
+
+    Raises:
+        ConfigError: the config or its sweep section is invalid (every problem listed).
+        SweepError: a bad ``max_parallel``.
+    """
+    from trainer.config import ExperimentConfig
+
+    config_path = Path(config_path).absolute()
+    cfg = ExperimentConfig(config_path)
+    spec = parse_sweep(cfg)
+    parallel = spec.max_parallel if max_parallel is None else max_parallel
+    if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
+        raise SweepError(f"--max-parallel {parallel!r}: expected 1 to {MAX_PARALLEL} trials")
+    root = sweeps_root(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", config_path.stem).strip("._-")[:40] or "sweep"
+    folder = _claim(root, f"{base}-sweep")
+    sweep_id = folder.name
+    copy = write_sweep_config(folder, config_path.read_bytes())
+    open_study(study_path(folder), sweep_id, spec, create=True)
+    write_trials(folder, TrialsRecord())
+    write_sweep(folder, {
+        "format": 1,
+        "id": sweep_id,
+        "config": config_path.name,
+        "config_source": str(config_path),
+        "config_path": str(copy),
+        "backend": backend,
+        "max_parallel": parallel,
+        "device": device,
+        "resources": dict(resources or {}),
+        "created": time.time(),
+        "spec": spec.to_json(),
+    })  # fmt: skip
+    log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
+    return sweep_id
+
+
+def _claim(root: Path, base: str) -> Path:
+    for i in range(1, 100_000):
+        folder = root / f"{base}-{i}"
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise SweepError(f"no free sweep id left for {base!r} in {root}")
+
+
+def unfinished(runs_dir: str | os.PathLike, backend: str) -> Iterator[Path]:
+    """Folders of the sweeps of ``backend`` that are still running."""
+    for folder in iter_sweep_dirs(runs_dir):
+        record = read_sweep(folder) or {}
+        if record.get("backend", "local") == backend and read_trials(folder).state == "running":
+            yield folder
+
+
+def spec_of(record: Mapping[str, Any]) -> SweepSpec:
+    return spec_from_json(record["spec"])
+
+
+def trial_run_name(sweep_id: str, number: int) -> str:
+    return f"{sweep_id}-{number:03d}"
+
+
+def tick(launcher: Any, folder: Path) -> TrialsRecord:
+    """Follow a sweep's trials and queue the next ones; returns the record written.
+
+    Runs under the sweep's lock: two processes driving the same sweep never launch a trial
+    twice. The Optuna study is opened only when a trial ended or one is to be queued.
+    """
+    with sweep_lock(folder):
+        record = read_sweep(folder)
+        if record is None:
+            raise SweepError(f"{folder}: no sweep.json")
+        spec = spec_of(record)
+        trials = read_trials(folder)
+        if trials.state != "running":
+            return trials
+        runs_dir = Path(launcher.runs_dir)
+        ended = _follow(runs_dir, trials, spec)
+        parallel = int(record.get("max_parallel", spec.max_parallel))
+        to_queue = _to_queue(trials, spec, parallel)
+        study = open_study(study_path(folder), record["id"], spec) if ended or to_queue else None
+        for entry in ended:
+            _tell(study, entry)
+        _end_if_done(trials, spec)
+        for _ in range(to_queue if trials.state == "running" else 0):
+            _queue_trial(launcher, folder, record, spec, study, trials)
+        _end_if_done(trials, spec)
+        write_trials(folder, trials)
+        return trials
+
+
+def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[TrialEntry]:
+    """Update each open trial's state; the ones whose runs ended, with their values."""
+    ended = []
+    for entry in trials.trials:
+        if entry.told is not None:
+            continue
+        state = read_run_state(runs_dir / entry.run).state
+        entry.state = state
+        if state not in FINAL_STATES and state != "lost":
+            continue
+        entry.value = best_value(_metric_values(runs_dir / entry.run, spec.metric), spec.goal)
+        told = _TOLD.get(state, "fail")
+        entry.told = "fail" if told == "complete" and entry.value is None else told
+        ended.append(entry)
+    return ended
+
+
+def _metric_values(run_dir: Path, metric: str) -> list[float]:
+    from trainer.history import read_table
+
+    try:
+        table = read_table(run_dir / HISTORY_DIR, "history")
+    except (OSError, ValueError):
+        return []
+    return table[metric].tolist() if metric in table.columns else []
+
+
+def _tell(study: Any, entry: TrialEntry) -> None:
+    import optuna
+
+    states = {"pruned": optuna.trial.TrialState.PRUNED, "fail": optuna.trial.TrialState.FAIL}
+    try:
+        if entry.told == "complete":
+            study.tell(entry.number, entry.value)
+        else:
+            study.tell(entry.number, state=states[entry.told])
+    except RuntimeError as e:
+        # the grid sampler asks the study to stop once every point was drawn; that is
+        # meant for study.optimize and harmless here (the state is stored before)
+        log.debug("sweep trial %d: %s", entry.number, e)
+    except ValueError as e:  # told already (by a driver that then died)
+        log.warning("sweep trial %d: %s", entry.number, e)
+
+
+def _to_queue(trials: TrialsRecord, spec: SweepSpec, parallel: int) -> int:
+    if trials.stop_requested is not None or _failures(trials) >= spec.max_failures:
+        return 0
+    active = sum(1 for t in trials.trials if t.told is None)
+    left = spec.n_runs - len(trials.trials)
+    return max(0, min(left, parallel - active))
+
+
+def _failures(trials: TrialsRecord) -> int:
+    return sum(1 for t in trials.trials if t.told == "fail" and t.state in FAILED_STATES)
+
+
+def _end_if_done(trials: TrialsRecord, spec: SweepSpec) -> None:
+    if trials.state != "running" or any(t.told is None for t in trials.trials):
+        return
+    if trials.stop_requested is not None:
+        trials.state = "stopped"
+    elif (n := _failures(trials)) >= spec.max_failures:
+        trials.state = "failed"
+        trials.reason = (
+            f"{n} trials failed (max_failures = {spec.max_failures}): no more trials were "
+            "started; see the failed runs' logs"
+        )
+    elif len(trials.trials) >= spec.n_runs:
+        trials.state = "finished"
+
+
+def _queue_trial(
+    launcher: Any,
+    folder: Path,
+    record: Mapping[str, Any],
+    spec: SweepSpec,
+    study: Any,
+    trials: TrialsRecord,
+) -> None:
+    from app.security import LaunchError
+
+    trial = study.ask()
+    drawn = suggest_params(trial, spec)
+    name = trial_run_name(record["id"], trial.number)
+    values = spec.decode(drawn)
+    entry = TrialEntry(trial.number, name, _jsonable(values))
+    trials.trials.append(entry)
+    write_trials(folder, trials)  # recorded before the run exists: never launched twice
+    try:
+        launcher.launch_trial(
+            sweep_config_path(folder),
+            name,
+            {"sweep": record["id"], "number": trial.number, "drawn": drawn,
+             "params": entry.params, "metric": spec.metric},
+            device=record.get("device", "auto"),
+            resources=record.get("resources") or None,
+        )  # fmt: skip
+    except (LaunchError, OSError) as e:
+        log.warning("sweep %s: trial %d not queued: %s", record["id"], trial.number, e)
+        entry.told, entry.state = "fail", "failed"
+        _tell(study, entry)
+
+
+def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    from trainer.config import to_jsonable
+
+    return {k: to_jsonable(v) for k, v in values.items()}
+
+
+def stop_sweep(launcher: Any, folder: Path, reason: str = "stopped") -> list[str]:
+    """Stop a sweep: no new trial is queued; queued and running trials are stopped.
+
+    Returns:
+        Names of the trial runs asked to stop.
+    """
+    from app.security import LaunchError
+
+    with sweep_lock(folder):
+        trials = read_trials(folder)
+        if trials.state != "running":
+            return []
+        if trials.stop_requested is None:
+            trials.stop_requested, trials.reason = time.time(), reason
+        open_runs = [t.run for t in trials.trials if t.told is None]
+        _end_if_done(trials, spec_of(read_sweep(folder) or {}))
+        write_trials(folder, trials)
+    stopped = []
+    for name in open_runs:
+        try:
+            launcher.stop(name)
+            stopped.append(name)
+        except LaunchError as e:  # ended meanwhile
+            log.info("sweep trial %s: %s", name, e)
+    return stopped
+
+
+def summary(folder: Path) -> dict[str, Any]:
+    """What a page or the command line shows about a sweep: its record, trials and state."""
+    record = read_sweep(folder) or {}
+    trials = read_trials(folder)
+    values = [t.value for t in trials.trials if t.value is not None and math.isfinite(t.value)]
+    spec = record.get("spec", {})
+    best = None
+    if values:
+        pick = min if spec.get("goal", "min") == "min" else max
+        best = next(t.run for t in trials.trials if t.value == pick(values))
+    return {"record": record, "trials": trials, "best_run": best}
