@@ -36,7 +36,12 @@ HISTORY_PANELS: dict[str, tuple[str, ...]] = {
     "error": ("train_err", "valid_err"),
     "lr": ("lr", "mom"),
     "gain": ("loss_gain",),
+    "are": ("valid_are",),
 }
+
+#: history panels drawn only for runs whose history has their column (``valid_are`` is
+#: written when the config sets ``history_are_threshold``)
+OPTIONAL_PANELS = frozenset({"are"})
 
 #: panels whose y axis follows the log-y toggle (loss gain can be negative)
 LOG_PANELS = frozenset({"timeline", "loss", "error", "lr"})
@@ -47,6 +52,7 @@ PANEL_TITLES = {
     "error": "Classification error",
     "lr": "Learning rate and momentum",
     "gain": "Loss gain",
+    "are": "Neurons: adapted Rand error (validation)",
 }
 
 COLUMN_LABELS = {
@@ -60,6 +66,7 @@ COLUMN_LABELS = {
     "loss": "loss",
     "valid_iou_mean": "valid IoU (mean over classes)",
     "valid_dice_mean": "valid Dice (mean over classes)",
+    "valid_are": "valid adapted Rand error",
 }
 
 X_TITLES = {"step": "step", "time": "training time (s)"}
@@ -74,6 +81,7 @@ _COLOURS = {
     "lr": "#2ca02c",
     "mom": "#9467bd",
     "loss_gain": "#8c564b",
+    "valid_are": "#ff7f0e",
 }
 
 #: overlay colours of the classes in the preview viewer (class 0 is usually background)
@@ -89,15 +97,29 @@ CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
 )
 
 
+#: fixed margins (pixels) of the curve figures, wide enough for their tick labels and axis
+#: titles; ``MARGIN_RIGHT_Y2`` where a second y axis sits on the right
+MARGIN = {"l": 70, "r": 15, "t": 40, "b": 45}
+MARGIN_RIGHT_Y2 = 55
+
 #: a small template instead of "plotly_white": the full templates are deep-copied into every
-#: figure, which made building the run page's figures several times slower
+#: figure, which made building the run page's figures several times slower. Axes do not
+#: grow the margins to fit their labels (``automargin``): plotly.js measures every tick
+#: label for that and then draws the figure a second time with the new margins, which
+#: made a page of curves take twice as long to draw; ``MARGIN`` leaves room for them.
+_AXIS = {
+    "gridcolor": "#ebf0f8",
+    "zerolinecolor": "#ebf0f8",
+    "linecolor": "#ccc",
+    "automargin": False,
+}
 _TEMPLATE = {
     "layout": {
         "paper_bgcolor": "white",
         "plot_bgcolor": "white",
         "colorway": pcolors.qualitative.Plotly,
-        "xaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ccc"},
-        "yaxis": {"gridcolor": "#ebf0f8", "zerolinecolor": "#ebf0f8", "linecolor": "#ccc"},
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
     }
 }
 
@@ -114,7 +136,7 @@ def _base_layout(fig: go.Figure, title: str, x_title: str, uirevision: str, note
         title={"text": title, "x": 0.01, "font": {"size": 14}},
         xaxis_title=x_title,
         uirevision=uirevision,
-        margin={"l": 55, "r": 15, "t": 40, "b": 40},
+        margin=MARGIN,
         height=320,
         legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         hovermode="x",
@@ -205,7 +227,8 @@ def history_figure(
     """One panel of the history table (see ``HISTORY_PANELS``).
 
     Args:
-        panel: ``'loss'``, ``'error'``, ``'lr'`` or ``'gain'``.
+        panel: ``'loss'``, ``'error'``, ``'lr'``, ``'gain'`` or ``'are'`` (the validation
+            neurons' adapted Rand error).
         curves: column name -> ``(x, y)`` of the points shown; a missing column draws an
             empty trace so trace indices stay fixed.
         n_total: number of rows in the full history (for the "showing N of M" note).
@@ -249,7 +272,8 @@ def history_figure(
                 "side": "right",
                 "title": {"text": "momentum"},
                 "showgrid": False,
-            }
+            },
+            margin_r=MARGIN_RIGHT_Y2,
         )
         _fix_constant_range(fig.layout.yaxis2, curves.get("mom", (None, []))[1], False)
     return fig
@@ -334,7 +358,10 @@ def history_figures(
     x_axis: str = "step",
     log_y: bool = False,
 ) -> dict[str, go.Figure]:
-    """All history panels: ``{'loss': fig, 'error': fig, 'lr': fig, 'gain': fig}``.
+    """All history panels: ``{'loss': fig, 'error': fig, 'lr': fig, 'gain': fig, 'are': fig}``.
+
+    The ``OPTIONAL_PANELS`` are built too (empty without their column), so a live update
+    can address every panel; the page shows them only when ``curves`` has their column.
 
     Args:
         curves: column name -> ``(x, y)`` of the points shown, for any of the columns in
@@ -517,7 +544,7 @@ def schedule_figure(
     fig.update_layout(
         title={"text": "Planned schedules", "x": 0.01, "font": {"size": 14}},
         height=max(220, 180 * len(names) + 60),
-        margin={"l": 55, "r": 15, "t": 40, "b": 40},
+        margin=MARGIN,
         template=_TEMPLATE,
         uirevision="schedules",
     )

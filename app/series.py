@@ -47,6 +47,8 @@ DEFAULT_MAX_POINTS = 2000
 
 #: history columns drawn on the run page, in the order the figures use them
 HISTORY_COLUMNS = ("train_loss", "valid_loss", "train_err", "valid_err", "lr", "mom", "loss_gain")
+#: history columns only some runs write (``valid_are``: ``history_are_threshold`` is set)
+OPTIONAL_HISTORY_COLUMNS = ("valid_are",)
 
 SMOOTHING_MODES = ("ema", "sma", "none")
 X_AXES = ("step", "time")
@@ -368,8 +370,9 @@ class HistoryCurves:
     """Points of the history figures (full load) or points to append (poll).
 
     Attributes:
-        curves: column -> ``(x, y)``, for the columns of ``HISTORY_COLUMNS`` the table has
-            and its per-class metric columns (``valid_iou_<c>``, ``valid_dice_mean``, ...).
+        curves: column -> ``(x, y)``, for the columns of ``HISTORY_COLUMNS`` and
+            ``OPTIONAL_HISTORY_COLUMNS`` the table has and its per-class metric columns
+            (``valid_iou_<c>``, ``valid_dice_mean``, ...).
         n_total: rows in the table.
         n_shown: points of the longest curve in the browser after this load or append.
         cursor: the new cursor.
@@ -386,7 +389,7 @@ def _history_curves(
 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     x = _x_values(frame, start, x_axis, "steps")
     curves, shown = {}, 0
-    for col in (*HISTORY_COLUMNS, *class_columns(frame.columns)):
+    for col in (*HISTORY_COLUMNS, *OPTIONAL_HISTORY_COLUMNS, *class_columns(frame.columns)):
         if col not in frame:
             continue
         y = frame[col].to_numpy(dtype=np.float64)

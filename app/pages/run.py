@@ -172,8 +172,14 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     html.Div(graph("run-graph-timeline", figure=figs.get("timeline")), style=_HALF),
                     html.Div(
                         [
-                            html.Div(graph(f"run-graph-{k}", figure=figs.get(k)), style=_HALF)
-                            for k in ("loss", "error", "lr", "gain")
+                            html.Div(
+                                graph(f"run-graph-{k}", figure=figs.get(k)),
+                                id=f"run-{k}-panel",
+                                style=first.get(f"{k}_style", _HIDDEN)
+                                if k in figures.OPTIONAL_PANELS
+                                else _HALF,
+                            )
+                            for k in ("loss", "error", "are", "lr", "gain")
                         ],
                         id="run-history-panels",
                         className="vb-contents",
@@ -242,6 +248,7 @@ def _first_view(root: Path, run_dir: Path) -> dict[str, Any]:
         "stop": u["stop"],
         "classes_style": u["classes_style"],
         "regression_style": u["regression_style"],
+        "are_style": u["are_style"],
     }
 
 
@@ -406,9 +413,10 @@ def update_curves(
         max_points: points per curve after downsampling.
 
     Returns:
-        ``{'timeline', 'loss', 'error', 'lr', 'gain', 'classes', 'regression'}`` each a
-        figure, a ``Patch`` or ``no_update``; ``'classes_style'`` and ``'regression_style'``
-        the per-class and regression panels' styles (hidden without data) or ``no_update``;
+        ``{'timeline', 'loss', 'error', 'lr', 'gain', 'are', 'classes', 'regression'}`` each
+        a figure, a ``Patch`` or ``no_update``; ``'are_style'``, ``'classes_style'`` and
+        ``'regression_style'`` the adapted-Rand-error, per-class and regression panels'
+        styles (hidden without their columns or rows) or ``no_update``;
         ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool). The panel holding
         status.json's ``best_metric`` gets a "best" marker as its last trace, moved when the
         best value changes; the error panel is titled with status.json's ``error_metric``.
@@ -446,11 +454,14 @@ def update_curves(
         figures.label_error_panel(out["error"], error_label if isinstance(error_label, str) else "")
         out["classes"] = figures.class_metrics_figure(hi.curves, n_total=hi.n_total, x_axis=x_axis)
         out["classes_style"] = _HALF if out["classes"].data else _HIDDEN
+        # a panel of a column the run does not write stays hidden (no empty frame)
+        out["are_style"] = _HALF if "valid_are" in hi.curves else _HIDDEN
         best = _add_best_marker(out, extra, x_axis)
         ranges = {p: r for p in figures.HISTORY_PANELS if (r := figures.fixed_ranges(out[p]))}
     else:
         out.update(zip(figures.HISTORY_PANELS, _history_patches(hi), strict=True))
         out["classes"], out["classes_style"] = _classes_patch(hi), no_update
+        out["are_style"] = no_update
         best = _move_best_marker(out, extra, x_axis, cursor.get("best"))
         ranges = _release_ranges(out, hi, cursor.get("ranges"))
     # the regression scatter does not depend on the controls: rebuild only for new rows
@@ -557,6 +568,7 @@ def _compare_columns(run_dir: Path) -> list[str]:
     except (OSError, ValueError):  # a corrupt store: the curves panel names it
         info = None
     extra = figures.class_columns(info.columns) if info is not None else []
+    extra += [c for c in series.OPTIONAL_HISTORY_COLUMNS if info is not None and c in info.columns]
     return [*COMPARE_COLUMNS, *(c for c in extra if c not in COMPARE_COLUMNS)]
 
 
@@ -566,6 +578,8 @@ def _compare_columns(run_dir: Path) -> list[str]:
     Output("run-graph-error", "figure"),
     Output("run-graph-lr", "figure"),
     Output("run-graph-gain", "figure"),
+    Output("run-graph-are", "figure"),
+    Output("run-are-panel", "style"),
     Output("run-graph-classes", "figure"),
     Output("run-classes-panel", "style"),
     Output("run-graph-regression", "figure"),
@@ -588,7 +602,7 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return (*[no_update] * 11, True, f"run {name!r} is gone from the runs directory")
+        return (*[no_update] * 13, True, f"run {name!r} is gone from the runs directory")
     smooth, x, log_y = _settings(smoothing, weight, window, options, x_axis)
     poll = (
         ctx.triggered_id == "run-interval"
@@ -599,11 +613,12 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
         u = update_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
     except Exception as e:  # a corrupt store must show a message, not break the page
         return (
-            *[no_update] * 11,
+            *[no_update] * 13,
             False,
             f"cannot read the history of {name}: {type(e).__name__}: {e}",
         )
-    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "classes", "classes_style")]
+    figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "are", "are_style")]
+    figs += [u["classes"], u["classes_style"]]
     figs += [u["regression"], u["regression_style"]]
     return (*figs, u["cursor"], u["header"], u["stop"], "")
 
@@ -676,7 +691,9 @@ def _on_compare(_tick, others, column, x_axis, options, previous, name):
     if root is None or series.run_dir_for(root, name) is None:
         return no_update, no_update
     if not (isinstance(column, str) and CLASS_METRIC_RE.match(column)):
-        column = inputs.choice(column, COMPARE_COLUMNS, "valid_loss")
+        column = inputs.choice(
+            column, (*COMPARE_COLUMNS, *series.OPTIONAL_HISTORY_COLUMNS), "valid_loss"
+        )
     x_axis = inputs.choice(x_axis, series.X_AXES, "step")
     others = inputs.strings(others)
     # a tick redraws only when a compared run has new history rows

@@ -90,7 +90,7 @@ def test_history_figures_panels_traces_and_axes():
     curves = {c: (x, np.linspace(1, 0.1, 10)) for c in ("train_loss", "valid_loss", "lr", "mom")}
     curves["loss_gain"] = (x, np.linspace(-0.1, 0.1, 10))
     figs = figures.history_figures(curves, n_total=40, log_y=True, x_axis="time")
-    assert set(figs) == {"loss", "error", "lr", "gain"}
+    assert set(figs) == {"loss", "error", "lr", "gain", "are"}
     assert [t.name for t in figs["loss"].data] == ["train loss", "valid loss"]
     assert [t.name for t in figs["error"].data] == ["train error", "valid error"]
     assert [len(t.x) for t in figs["error"].data] == [0, 0]  # missing columns: empty traces
@@ -99,6 +99,32 @@ def test_history_figures_panels_traces_and_axes():
     assert figs["loss"].layout.yaxis.type == "log"
     assert figs["gain"].layout.yaxis.type == "linear"  # loss gain may be negative
     assert figs["loss"].layout.xaxis.title.text == "training time (s)"
+
+
+def test_the_adapted_rand_error_panel_draws_valid_are_and_is_empty_without_it():
+    x = np.arange(4) * 50
+    fig = figures.history_figure("are", {"valid_are": (x, np.array([0.9, 0.6, 0.5, 0.45]))})
+    assert [t.name for t in fig.data] == ["valid adapted Rand error"]
+    assert list(fig.data[0].y) == [0.9, 0.6, 0.5, 0.45]
+    assert fig.layout.title.text == "Neurons: adapted Rand error (validation)"
+    assert "are" in figures.OPTIONAL_PANELS
+    empty = figures.history_figures({"train_loss": (x, np.ones(4))})["are"]
+    assert [len(t.x) for t in empty.data] == [0]  # drawn only when the run writes the column
+
+
+def test_curve_figures_keep_fixed_margins_for_their_labels():
+    """Axes do not grow the margins (a second full draw in plotly.js): the figures leave room."""
+    x = np.arange(5)
+    figs = [figures.timeline_figure(x, np.ones(5)), figures.compare_figure({"a": (x, x)})]
+    figs += figures.history_figures(
+        {"lr": (x, np.full(5, 0.002)), "mom": (x, np.full(5, 0.9))}
+    ).values()
+    for fig in figs:
+        template = fig.layout.template.layout
+        assert template.xaxis.automargin is False and template.yaxis.automargin is False
+        assert fig.layout.margin.l == figures.MARGIN["l"]
+    lr = figures.history_figure("lr", {"mom": (x, np.full(5, 0.9))})
+    assert lr.layout.margin.r == figures.MARGIN_RIGHT_Y2  # the momentum axis on the right
 
 
 def test_history_figure_rejects_unknown_panel():

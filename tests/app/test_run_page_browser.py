@@ -7,20 +7,26 @@ import os
 import sys
 import time
 
+import numpy as np
 import plotly
+import plotly.graph_objects as go
 import pytest
-from dash import Patch, no_update
+from dash import Patch, dcc, no_update
 
 from app import create_app
-from app.series import Smoothing
-from trainer.history import HistoryTracker
+from app.series import DEFAULT_MAX_POINTS, Smoothing
+from trainer.history import HistoryTracker, table_path
 from trainer.runs import Status, atomic_write_json, read_status, write_status
 
 RUN = "demo-run"
 
 
-def make_run(runs_dir, name: str = RUN, n_timeline: int = 50, n_history: int = 3) -> HistoryTracker:
-    """A running run (this process is its 'trainer') with a history store; returns its tracker."""
+def make_run(
+    runs_dir, name: str = RUN, n_timeline: int = 50, n_history: int = 3, extra_columns=()
+) -> HistoryTracker:
+    """A running run (this process is its 'trainer') with a history store; returns its tracker.
+
+    ``extra_columns``: the trainer's optional history columns (e.g. ``valid_are``)."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     write_status(
@@ -43,7 +49,7 @@ def make_run(runs_dir, name: str = RUN, n_timeline: int = 50, n_history: int = 3
             "schedules": {"lr": {"dec": 0.5, "period": 250}},
         },
     )
-    tracker = HistoryTracker(run_dir / "history")
+    tracker = HistoryTracker(run_dir / "history", extra_history_columns=extra_columns)
     add_timeline(tracker, 0, n_timeline)
     for i in range(n_history):
         tracker.update_history(
@@ -316,3 +322,87 @@ def test_the_best_valid_loss_is_marked_on_the_loss_panel(run_page, tmp_path):
     write_status(run_dir, status)
     plain = page.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
     assert [t.name for t in plain["loss"].data] == ["train loss", "valid loss"]
+
+
+def _append_timeline_records(store, start: int, stop: int) -> None:
+    """Timeline rows ``[start, stop)`` appended as the writer appends them (float64 records,
+    one ``O_APPEND`` write), so a test gets 10^6 rows in a second instead of minutes."""
+    i = np.arange(start, stop, dtype=np.float64)
+    rows = np.column_stack([0.01 * i, 1.0 / (1.0 + 1e-4 * i) + 0.05 * np.sin(i) ** 2, 0.5 + 0 * i])
+    with open(table_path(store, "timeline"), "ab") as f:
+        f.write(np.ascontiguousarray(rows, dtype="<f8").tobytes())
+
+
+def _graphs(component) -> dict:
+    """``id -> figure`` of every ``dcc.Graph`` in a layout."""
+    found = {}
+    if isinstance(component, dcc.Graph):
+        found[component.id] = component.figure
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list | tuple) else [children]:
+        if child is not None and not isinstance(child, str | int | float):
+            found.update(_graphs(child))
+    return found
+
+
+def test_a_million_row_run_page_response_is_bounded_and_ends_at_the_last_step(tmp_path):
+    """The page's first response carries downsampled curves (spikes and the newest point
+    kept), not one point per step: its size does not grow with the run."""
+    n = 1_000_000
+    tracker = make_run(tmp_path / "runs", "big", n_timeline=1, n_history=3)
+    try:
+        store = tmp_path / "runs" / "big" / "history"
+        _append_timeline_records(store, 1, n)
+        app = build_app(tmp_path)
+        page = sys.modules["app.pages.run"]
+        with app.server.test_request_context("/run/big"):
+            layout = page.layout(name="big")
+        graphs = _graphs(layout)
+        timeline = graphs["run-graph-timeline"]
+        assert timeline.data[0].x[-1] == n - 1 and timeline.data[1].x[-1] == n - 1
+        figs = [f for f in graphs.values() if isinstance(f, go.Figure)]  # schedule: a callback
+        points = max(len(t.x) for fig in figs for t in fig.data)
+        assert points <= DEFAULT_MAX_POINTS + 2
+        assert timeline.layout.annotations[0].text.endswith(f"of {n:,} points")
+        size = len(json.dumps(layout, cls=plotly.utils.PlotlyJSONEncoder))
+        assert size < 400_000, size
+    finally:
+        tracker.close()
+
+
+def make_neurons_run(runs_dir, name: str = "neurons", n_history: int = 3) -> HistoryTracker:
+    """A running run whose history has the trainer's ``valid_are`` column."""
+    tracker = make_run(runs_dir, name, n_history=0, extra_columns=("valid_are",))
+    for i in range(n_history):
+        tracker.update_history(
+            {"steps": 10 * i, "time": i, "valid_loss": 1.0 / (i + 1), "valid_are": 0.5 / (i + 1)}
+        )
+    return tracker
+
+
+def test_valid_are_gets_its_panel_appends_compare_column_and_best_marker(run_page, tmp_path):
+    _app, page, _tracker = run_page
+    plain = page.update_curves(tmp_path / "runs" / RUN, None, smoothing=Smoothing(), poll=False)
+    assert plain["are_style"]["display"] == "none"  # no such column: the panel stays hidden
+    assert "valid_are" not in page._compare_columns(tmp_path / "runs" / RUN)
+    tracker = make_neurons_run(tmp_path / "runs")
+    try:
+        run_dir = tmp_path / "runs" / "neurons"
+        status = read_status(run_dir)
+        status.extra.update(best_metric="valid_are", best_step=20, best_value=0.5 / 3)
+        write_status(run_dir, status)
+        full = page.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
+        assert "display" not in full["are_style"]
+        assert list(full["are"].data[0].y) == pytest.approx([0.5, 0.25, 0.5 / 3])
+        assert full["are"].data[-1].name == "best valid adapted Rand error"
+        tracker.update_history({"steps": 30, "time": 3.0, "valid_are": 0.1})
+        up = page.update_curves(run_dir, full["cursor"], smoothing=Smoothing(), poll=True)
+        ops = up["are"].to_plotly_json()["operations"]
+        extended = {tuple(op["location"]): op["params"]["value"] for op in ops
+                    if op["operation"] == "Extend"}  # fmt: skip
+        assert extended[("data", 0, "y")] == [0.1] and up["are_style"] is no_update
+        assert "valid_are" in page._compare_columns(run_dir)
+        fig = page.compare_view(tmp_path / "runs", "neurons", [RUN], "valid_are")
+        assert [t.name for t in fig.data] == ["neurons"]  # the other run has no such column
+    finally:
+        tracker.close()

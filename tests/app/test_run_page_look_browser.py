@@ -35,8 +35,11 @@ window.fetch = function (url, init) {
 """
 
 
-def make_run(runs_dir, name: str, lr=lambda i: 0.002, n_history: int = 3) -> HistoryTracker:
-    """A running run (this process is its trainer) with 40 timeline rows and a few history rows."""
+def make_run(
+    runs_dir, name: str, lr=lambda i: 0.002, n_history: int = 3, extra_columns=()
+) -> HistoryTracker:
+    """A running run (this process is its trainer) with 40 timeline rows and a few history rows
+    (and the trainer's ``extra_columns``, e.g. ``valid_are``, NaN unless a test writes them)."""
     run_dir = runs_dir / name
     run_dir.mkdir(parents=True)
     write_status(
@@ -44,7 +47,7 @@ def make_run(runs_dir, name: str, lr=lambda i: 0.002, n_history: int = 3) -> His
         Status(state="running", step=40, n_steps=1000, pid=os.getpid(),
                heartbeat=time.time() + 3600, started=time.time()),
     )  # fmt: skip
-    tracker = HistoryTracker(run_dir / "history")
+    tracker = HistoryTracker(run_dir / "history", extra_history_columns=extra_columns)
     for i in range(40):
         tracker.update_timeline([0.1 * i, 1.0 / (1 + 0.05 * i), 0.5])
     add_history(tracker, 0, n_history, lr)
@@ -151,3 +154,79 @@ def test_compare_grows_with_the_live_run(dash_duo, runs_dir, tmp_path):
         assert _wait(lambda: _graph(dash_duo, "run-graph-compare", "g.data[0].x.length") == 6)
     finally:
         tracker.close()
+
+
+#: every tick label and axis title of a graph, as [text, left, top, right, bottom] (pixels),
+#: with the graph's own box first
+LABEL_BOXES = """
+const out = {};
+for (const g of document.querySelectorAll(".js-plotly-plot")) {
+  if (g.offsetParent === null) continue;  // a hidden panel
+  const box = g.querySelector(".main-svg").getBoundingClientRect();
+  const labels = [...g.querySelectorAll(
+    ".xtick text, .ytick text, .y2tick text, .g-xtitle text, .g-ytitle text, .g-y2title text")];
+  out[g.parentElement.id] = [[box.left, box.top, box.right, box.bottom],
+    labels.filter(t => t.textContent).map(t => {
+      const r = t.getBoundingClientRect();
+      return [t.textContent, r.left, r.top, r.right, r.bottom];
+    })];
+}
+return out;
+"""
+
+
+@pytest.mark.browser
+def test_tick_labels_and_axis_titles_fit_inside_every_run_page_graph(dash_duo, runs_dir, tmp_path):
+    """The axes keep fixed margins (no second draw to grow them): nothing may be cut off,
+    with long tick labels on both sides of the lr panel."""
+    tracker = make_run(runs_dir, "wide", lr=lambda i: 0.0012345 * (1 + i), n_history=6)
+    try:
+        start(dash_duo, tmp_path, "/run/wide")
+        assert _wait(lambda: _graph(dash_duo, "run-graph-compare", "g.data.length") == 1)
+        assert _wait(lambda: _graph(dash_duo, "run-graph-schedule", "g.data.length") is not None)
+        graphs = dash_duo.driver.execute_script(LABEL_BOXES)
+        assert {"run-graph-timeline", "run-graph-lr", "run-graph-compare"} <= set(graphs)
+        for graph_id, ((left, top, right, bottom), labels) in graphs.items():
+            assert labels, graph_id
+            for text, lo, up, hi, down in labels:
+                inside = lo >= left - 0.5 and hi <= right + 0.5 and up >= top and down <= bottom
+                assert inside, (
+                    f"{graph_id}: label {text!r} at {[lo, up, hi, down]} leaves the graph"
+                )
+        assert any(t == "momentum" for t, *_ in graphs["run-graph-lr"][1])
+    finally:
+        tracker.close()
+
+
+def _are_rows(tracker: HistoryTracker, start: int, stop: int) -> None:
+    for i in range(start, stop):
+        tracker.update_history(
+            {"steps": 10 * i, "time": i, "train_loss": 1.0 / (i + 1), "valid_loss": 1.2 / (i + 1),
+             "valid_err": 0.4, "lr": 0.002, "mom": 0.9, "valid_are": 0.8 / (i + 1)}
+        )  # fmt: skip
+
+
+@pytest.mark.browser
+def test_the_neurons_adapted_rand_error_has_a_panel_only_in_runs_that_record_it(
+    dash_duo, runs_dir, tmp_path
+):
+    neurons = make_run(runs_dir, "neurons", n_history=0, extra_columns=("valid_are",))
+    plain = make_run(runs_dir, "plain")
+    try:
+        _are_rows(neurons, 0, 3)
+        start(dash_duo, tmp_path, "/run/neurons")
+        assert _wait(lambda: _graph(dash_duo, "run-graph-are", "g.data[0].y.length") == 3)
+        assert dash_duo.find_element("#run-are-panel").is_displayed()
+        ys = _graph(dash_duo, "run-graph-are", "g.data[0].y")
+        assert ys == pytest.approx([0.8, 0.4, 0.8 / 3])
+        title = _graph(dash_duo, "run-graph-are", "g._fullLayout.title.text")
+        assert title == "Neurons: adapted Rand error (validation)"
+        # the next monitoring step's value is appended by the poll
+        _are_rows(neurons, 3, 4)
+        assert _wait(lambda: _graph(dash_duo, "run-graph-are", "g.data[0].y.length") == 4)
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/plain")
+        assert _wait(lambda: _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3)
+        assert not dash_duo.find_element("#run-are-panel").is_displayed()
+    finally:
+        neurons.close()
+        plain.close()
