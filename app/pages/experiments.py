@@ -12,13 +12,12 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from dash import Input, Output, State, ctx, dash_table, dcc, html, no_update
-from dash.dash_table.Format import Format, Scheme, Symbol
+import dash_ag_grid as dag
+from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from app import changes_runs, current_context, paths
 from app.callbacks import callback
 from app.components import (
-    STATE_COLORS,
     empty_state,
     fmt_bytes,
     fmt_duration,
@@ -31,6 +30,7 @@ from app.components import (
 from app.inputs import strings
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
 from app.readers import list_runs, log_path, tail_lines
+from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs
 from app.security import LaunchError, list_configs
 from app.slurm import run_state as slurm_run_state
 from app.system import system_stats
@@ -58,65 +58,23 @@ def _slurm_defaults(c: Any) -> dict[str, Any] | None:
     return c.launcher.slurm_defaults if c.launcher.backend == "slurm" else None
 
 
-_NUM = Format(precision=4, scheme=Scheme.decimal_or_exponent)
-_PCT = Format(precision=0, scheme=Scheme.fixed).symbol(Symbol.yes).symbol_suffix("%")
-COLUMNS = [
-    {"id": "name", "name": "Run"},
-    {"id": "config", "name": "Config"},
-    {"id": "state", "name": "State"},
-    {"id": "step", "name": "Step", "type": "numeric"},
-    {"id": "n_steps", "name": "of", "type": "numeric"},
-    {"id": "progress", "name": "Progress", "type": "numeric", "format": _PCT},
-    {"id": "eta", "name": "ETA"},
-    {"id": "it_per_s", "name": "it/s", "type": "numeric", "format": _NUM},
-    {"id": "train_loss", "name": "Train loss", "type": "numeric", "format": _NUM},
-    {"id": "valid_loss", "name": "Valid loss", "type": "numeric", "format": _NUM},
-    {"id": "train_err", "name": "Train err", "type": "numeric", "format": _NUM},
-    {"id": "valid_err", "name": "Valid err", "type": "numeric", "format": _NUM},
-    {"id": "device", "name": "Device"},
-    {"id": "job", "name": "Job"},
-    {"id": "started", "name": "Started"},
-    {"id": "duration", "name": "Duration"},
-    {"id": "issue", "name": "Issue"},
-]
-
-
-def _table_styles() -> list[dict[str, Any]]:
-    """State colours plus a progress bar drawn as a cell background, in 2 % steps."""
-    styles: list[dict[str, Any]] = [
-        {
-            "if": {"filter_query": f'{{state}} = "{state}"', "column_id": "state"},
-            "backgroundColor": color,
-            "color": "white",
-            "fontWeight": "600",
-        }
-        for state, color in STATE_COLORS.items()
-    ]
-    for lo in range(0, 101, 2):
-        styles.append(
-            {
-                "if": {
-                    "filter_query": f"{{progress}} >= {lo} && {{progress}} < {lo + 2}",
-                    "column_id": "progress",
-                },
-                "background": f"linear-gradient(90deg, #9ec5fe 0%, #9ec5fe {lo}%, "
-                f"transparent {lo}%, transparent 100%)",
-            }
-        )
-    styles.append({"if": {"column_id": "issue"}, "color": "#dc3545"})
-    return styles
+#: valid-loss sparklines of every run this server shows (reads only new history rows)
+SPARKLINES = Sparklines()
 
 
 def table_rows(
-    runs: list[dict[str, Any]], jobs: dict[str, dict[str, Any]] | None = None
+    runs: list[dict[str, Any]],
+    jobs: dict[str, dict[str, Any]] | None = None,
+    curves: dict[str, list[float | None]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Display rows for the DataTable from ``app.readers.list_runs`` summaries.
+    """Display rows for the runs grid from ``app.readers.list_runs`` summaries.
 
     The Slurm job id and the reason a queued job waits come from the summary (the
     launcher's record); ``jobs`` (``Launcher.jobs()``) fills them in for summaries without.
     The state is the summary's (``trainer.runs.merge_state`` already trusts Slurm's
     ``RUNNING`` over a pid on another machine); a ``lost`` row whose job ``jobs`` says is
-    running shows as running.
+    running shows as running. ``curves`` holds each run's valid-loss sparkline
+    (``app.runs_table.Sparklines``); a run without one gets ``[]``.
     """
     rows = []
     for r in runs:
@@ -140,7 +98,9 @@ def table_rows(
                 "step": r["step"],
                 "n_steps": r["n_steps"],
                 "progress": r["progress"],
+                "valid_curve": (curves or {}).get(r["name"], []),
                 "eta": fmt_duration(r["eta_s"]),
+                "eta_s": r["eta_s"],
                 "it_per_s": round_sig(r["it_per_s"], 3),
                 **{
                     k: round_sig(r[k])
@@ -150,10 +110,21 @@ def table_rows(
                 "job": job.get("job_id") or "",
                 "started": fmt_time(r["started"]),
                 "duration": fmt_duration(r["duration_s"]),
+                "duration_s": r["duration_s"],
                 "issue": issue[:300],
             }
         )
     return rows
+
+
+def _grid_rows(
+    runs: list[dict[str, Any]], jobs: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """``table_rows`` with each run's valid-loss sparkline."""
+    runs_dir = current_context().runs_dir
+    return table_rows(
+        runs, jobs, {r["name"]: SPARKLINES.points(runs_dir / r["name"]) for r in runs}
+    )
 
 
 def _launch_panel(
@@ -239,7 +210,7 @@ def layout(**kwargs: Any) -> html.Div:
     c = current_context()
     configs = [] if c.read_only else list_configs(c.configs_dir)
     devices = ["auto"] if c.read_only else c.launcher.devices()
-    rows = table_rows(list_runs(c.runs_dir))
+    rows = _grid_rows(list_runs(c.runs_dir))
     return html.Div(
         [
             dcc.Interval(id="exp-interval", interval=REFRESH_MS),
@@ -258,29 +229,18 @@ def layout(**kwargs: Any) -> html.Div:
             empty_state(_no_runs_text(configs, c.read_only), "exp-empty", hidden=bool(rows)),
             panel(
                 "Runs",
-                dash_table.DataTable(
+                dag.AgGrid(
                     id="exp-table",
-                    columns=COLUMNS,
-                    data=rows,
-                    row_selectable="single",
-                    selected_rows=[],
-                    sort_action="native",
-                    filter_action="native",
-                    filter_options={"placeholder_text": "filter"},
-                    page_size=50,
-                    style_data_conditional=_table_styles(),
-                    style_cell={
-                        "fontFamily": "inherit",
-                        "fontSize": "0.9rem",
-                        "padding": "4px 8px",
-                    },
-                    style_cell_conditional=[
-                        {"if": {"column_id": c["id"]}, "textAlign": "left"}
-                        for c in COLUMNS
-                        if c.get("type") != "numeric"
-                    ],
-                    style_header={"fontWeight": "600"},
-                    style_table={"overflowX": "auto"},
+                    columnDefs=column_defs(),
+                    defaultColDef=DEFAULT_COL_DEF,
+                    rowData=rows,
+                    getRowId="params.data.id",
+                    selectedRows=[],
+                    dashGridOptions=GRID_OPTIONS,
+                    # names the role="grid" element for screen readers once it exists
+                    eventListeners={"modelUpdated": ["vbLabelGrid(params, 'Runs')"]},
+                    style={"height": None},
+                    className="vb-runs-grid",
                 ),
                 id="exp-runs-panel",
                 hidden=not rows,
@@ -377,8 +337,8 @@ _READ_ONLY = "This dashboard is read-only."
 
 
 @callback(
-    Output("exp-table", "data"),
-    Output("exp-table", "selected_rows"),
+    Output("exp-table", "rowData"),
+    Output("exp-table", "selectedRows"),
     Output("exp-selection", "children"),
     Output("exp-stop", "disabled"),
     Output("exp-resume", "disabled"),
@@ -392,12 +352,16 @@ _READ_ONLY = "This dashboard is read-only."
 def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
     c = current_context()
     runs = list_runs(c.runs_dir)
-    index = next((i for i, r in enumerate(runs) if r["name"] == selected), None)
-    row = runs[index] if index is not None else None
+    row = next((r for r in runs if r["name"] == selected), None)
     state = row["state"] if row else None
+    # rows keep their ids (getRowId), so new row data keeps the grid's selection and scroll;
+    # the selection is only set when the store changed it (a launch, a delete)
+    grid_selection = (
+        {"ids": [row["name"]] if row else []} if ctx.triggered_id == "exp-selected" else no_update
+    )
     return (
-        table_rows(runs, c.launcher.jobs()),
-        [] if index is None else [index],
+        _grid_rows(runs, c.launcher.jobs()),
+        grid_selection,
         _selection_view(row),
         state not in STOPPABLE_STATES,
         state not in RESUMABLE_STATES,
@@ -409,12 +373,13 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
 
 @callback(
     Output("exp-selected", "data"),
-    Input("exp-table", "selected_row_ids"),
+    Input("exp-table", "selectedRows"),
     State("exp-selected", "data"),
     prevent_initial_call=True,
 )
-def select_run(row_ids: list[str] | None, current: str | None) -> Any:
-    name = next(iter(strings(row_ids)), None)
+def select_run(rows: Any, current: str | None) -> Any:
+    ids = [r.get("id") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+    name = next(iter(strings(ids)), None)
     return no_update if name == current or name is None else name
 
 

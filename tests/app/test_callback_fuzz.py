@@ -88,7 +88,7 @@ PAGES = ["/", "/run/alpha", "/run/alpha/preview", "/run/alpha/evaluation"]
 #: values the layouts leave unset but a browser has by the time it sends the request
 BROWSER_VALUES = {
     "exp-selected.data": SELECTED,
-    "exp-table.selected_row_ids": [SELECTED],
+    "exp-table.selectedRows": [{"id": SELECTED}],
     "eval-t.data": 0.5,
     "eval-seg-ready.data": {"result": "FINAL", "t": 1.0},
     "eval-done.data": {"result": "FINAL", "t": 1.0},

@@ -78,19 +78,13 @@ def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
     print(f"first curve points {first_points:.1f} s after clicking Launch")
 
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/")
-    dash_duo.wait_for_contains_text("#exp-table", "newcomer", timeout=15)
-    dash_duo.driver.execute_script(
-        """
-        for (const tr of document.querySelectorAll('#exp-table tr')) {
-            const cell = tr.querySelector('td[data-dash-column="name"]');
-            if (cell && cell.textContent.trim() === 'newcomer') {
-                tr.querySelector('td.dash-select-cell input').click();
-            }
-        }
-        """
-    )
+    dash_duo.wait_for_element(
+        "#exp-table .ag-row[row-id='newcomer'] .ag-selection-checkbox input", timeout=15
+    ).click()
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=15).click()
     dash_duo.wait_for_contains_text("#exp-action-msg", "newcomer: stopping.", timeout=10)
     assert _wait(lambda: runs.read_run_state(run_dir).state == "stopped", 60)
-    dash_duo.wait_for_contains_text("#exp-table", "stopped", timeout=20)
+    state = "return document.querySelector(arguments[0]).textContent"
+    badge = "#exp-table .ag-row[row-id='newcomer'] [col-id='state'] .vb-badge"
+    assert _wait(lambda: dash_duo.driver.execute_script(state, badge) == "stopped", 20)
     assert runs.snapshot_path(run_dir, "FINAL").exists()

@@ -58,10 +58,10 @@ def test_experiments_first_start_says_what_to_do_then_shows_the_table(dash_duo, 
     (tmp_path / "runs" / "first" / "train.log").write_text("step 0\n")
     assert _wait(lambda: _shown(dash_duo, "#exp-runs-panel"))
     assert not _shown(dash_duo, "#exp-empty")
-    filters = dash_duo.driver.find_elements("css selector", "#exp-table input[placeholder]")
+    filters = dash_duo.driver.find_elements("css selector", "#exp-table .ag-floating-filter input")
     assert filters and {f.get_attribute("placeholder") for f in filters} == {"filter"}
     assert not _shown(dash_duo, "#exp-log-panel")
-    dash_duo.find_element("#exp-table input[type=radio]").click()
+    dash_duo.find_element("#exp-table .ag-row[row-id='first'] .ag-selection-checkbox input").click()
     assert _wait(lambda: _shown(dash_duo, "#exp-log-panel"))
 
 

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import pytest
 from dash.testing.wait import until
+from selenium.webdriver.common.keys import Keys
 
 from app import app_context, create_app
+from app.components import STATE_COLORS
+from app.runs_table import sparkline_points
+from trainer.history import HistoryTracker
 from trainer.runs import Status, read_launcher_record, write_status
 
 pytestmark = pytest.mark.browser
@@ -70,20 +74,23 @@ def make_app(folders):
             child.proc.wait(timeout=10)
 
 
-def table_state(dash_duo, name: str) -> str | None:
-    """The State cell of the table row whose Run cell is ``name``."""
+def grid_cell(dash_duo, name: str, column: str) -> str | None:
+    """The text of the runs grid's cell in column ``column`` of the row of run ``name``."""
     return dash_duo.driver.execute_script(
         """
-        for (const tr of document.querySelectorAll('#exp-table tr')) {
-            const cell = tr.querySelector('td[data-dash-column="name"]');
-            if (cell && cell.textContent.trim() === arguments[0]) {
-                return tr.querySelector('td[data-dash-column="state"]').textContent.trim();
-            }
-        }
-        return null;
+        const cell = document.querySelector(
+            `#exp-table .ag-row[row-id="${CSS.escape(arguments[0])}"] ` +
+            `.ag-cell[col-id="${arguments[1]}"]`);
+        return cell ? cell.textContent.trim() : null;
         """,
         name,
+        column,
     )
+
+
+def table_state(dash_duo, name: str) -> str | None:
+    """The State cell (its badge) of the grid row of run ``name``."""
+    return grid_cell(dash_duo, name, "state")
 
 
 def wait_for_state(dash_duo, name: str, state: str, timeout: float = 20.0) -> None:
@@ -93,6 +100,16 @@ def wait_for_state(dash_duo, name: str, state: str, timeout: float = 20.0) -> No
             return
         time.sleep(0.1)
     raise AssertionError(f"{name} is {table_state(dash_duo, name)!r} in the table, not {state!r}")
+
+
+def wait_for_cell(dash_duo, name: str, column: str, text: str, timeout: float = 20.0) -> None:
+    """Wait until the grid cell of run ``name`` in ``column`` contains ``text``."""
+    deadline = time.monotonic() + timeout
+    while text not in (grid_cell(dash_duo, name, column) or ""):
+        assert time.monotonic() < deadline, (
+            f"{column} of {name} is {grid_cell(dash_duo, name, column)!r}, without {text!r}"
+        )
+        time.sleep(0.1)
 
 
 def text_content(dash_duo, selector: str) -> str:
@@ -108,7 +125,7 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     # runs started elsewhere are listed; a corrupt one gets a badge instead of breaking the page
     dash_duo.wait_for_contains_text("#exp-table", "premade-run", timeout=15)
     wait_for_state(dash_duo, "premade-run", "finished")
-    dash_duo.wait_for_contains_text("#exp-table", "status.json is corrupt", timeout=5)
+    wait_for_cell(dash_duo, "broken-run", "issue", "status.json is corrupt", timeout=5)
 
     dash_duo.find_element("#exp-save-name").send_keys("from-browser")
     dash_duo.find_element("#exp-n-steps").send_keys("100000")
@@ -185,3 +202,173 @@ def test_read_only_hides_controls_and_refuses(dash_duo, make_app, folders):
     dash_duo.find_element("#vb-callback-error-close").click()
     until(lambda: not dash_duo.find_element("#vb-callback-error").is_displayed(), 5)
     assert sorted(p.name for p in runs.iterdir()) == before
+
+
+# -- the runs grid ----------------------------------------------------------------------------
+
+
+def valid_losses(n: int, start: int = 0) -> list[float]:
+    return [1.0 / (1 + 0.1 * i) for i in range(start, start + n)]
+
+
+def write_history(run_dir: Path, values: list[float], first_step: int = 0) -> None:
+    tracker = HistoryTracker(run_dir / "history")
+    try:
+        for i, v in enumerate(values):
+            tracker.update_history([first_step + i, 1.0 * i, 1.0, v, 0.0, 0.3, 0.3, 0.01, 0.9, 0])
+    finally:
+        tracker.close()
+
+
+def write_running(run_dir: Path, step: int) -> None:
+    write_status(
+        run_dir,
+        Status(state="running", step=step, n_steps=40, pid=os.getpid(),
+               heartbeat=time.time() + 3600, started=time.time() - 30),
+    )  # fmt: skip
+
+
+@pytest.fixture
+def grid_app(tmp_path):
+    """Three runs: alpha running at step 10 of 40 with 130 history rows, beta finished with
+    20, gamma stopped at step 5 without history."""
+    runs, configs = tmp_path / "runs", tmp_path / "configs"
+    configs.mkdir()
+    for name in ("alpha", "beta", "gamma"):
+        (runs / name).mkdir(parents=True)
+    write_running(runs / "alpha", 10)
+    write_history(runs / "alpha", valid_losses(130))
+    now = time.time()
+    write_status(runs / "beta", Status(state="finished", step=40, n_steps=40, heartbeat=now,
+                                       started=now - 90, extra={"ended": now}))  # fmt: skip
+    write_history(runs / "beta", valid_losses(20))
+    write_status(runs / "gamma", Status(state="stopped", step=5, n_steps=40, heartbeat=now,
+                                        started=now - 60, extra={"ended": now}))  # fmt: skip
+    app = create_app(runs, configs, tmp_path / "data", start_launcher=False, gpus=[])
+    yield app, runs
+    app_context(app).close()
+
+
+def shown_rows(dash_duo) -> list[str]:
+    """Run names of the grid's rows in the order they are shown."""
+    return dash_duo.driver.execute_script(
+        """
+        const rows = document.querySelectorAll('#exp-table .ag-center-cols-container .ag-row');
+        return Array.from(rows)
+            .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))
+            .map(r => r.getAttribute('row-id'));
+        """
+    )
+
+
+def wait_for_rows(dash_duo, rows: list[str], timeout: float = 10.0) -> None:
+    until(lambda: shown_rows(dash_duo) == rows, timeout,
+          msg=f"rows {shown_rows(dash_duo)}, expected {rows}")  # fmt: skip
+
+
+def sparkline_point_count(dash_duo, name: str) -> int | None:
+    return dash_duo.driver.execute_script(
+        """
+        const line = document.querySelector(
+            `#exp-table .ag-row[row-id="${arguments[0]}"] [col-id="valid_curve"] svg polyline`);
+        return line ? line.points.numberOfItems : null;
+        """,
+        name,
+    )
+
+
+def test_grid_sorts_filters_and_draws_badges_progress_and_sparklines(dash_duo, grid_app):
+    app, _ = grid_app
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#exp-table .ag-row[row-id='alpha']", timeout=15)
+    wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])  # newest first, as the readers list them
+    grid = dash_duo.find_element("#exp-table [role='grid']")
+    assert grid.get_attribute("aria-label") == "Runs"  # a name for screen readers
+
+    # state badges: the state in words on its colour
+    assert [table_state(dash_duo, n) for n in ("alpha", "beta", "gamma")] == [
+        "running", "finished", "stopped"]  # fmt: skip
+    badge = dash_duo.find_element("#exp-table .ag-row[row-id='alpha'] [col-id='state'] .vb-badge")
+    assert badge.value_of_css_property("background-color") == "rgba(25, 135, 84, 1)"
+    assert STATE_COLORS["running"] == "#198754"
+
+    # progress bars: as wide as step / n_steps, with the per cent in words
+    widths = dash_duo.driver.execute_script(
+        """
+        return Array.from(document.querySelectorAll('#exp-table .ag-row')).filter(
+            r => r.querySelector('.vb-progress-fill')).map(r => [r.getAttribute('row-id'),
+            r.querySelector('.vb-progress-fill').style.width,
+            r.querySelector('.vb-progress-text').textContent]);
+        """
+    )
+    assert sorted(widths) == [
+        ["alpha", "25%", "25%"], ["beta", "100%", "100%"], ["gamma", "12.5%", "13%"]]  # fmt: skip
+
+    # sparklines: one SVG polyline per run with history, downsampled to at most 50 points
+    assert sparkline_point_count(dash_duo, "alpha") == len(sparkline_points(valid_losses(130)))
+    assert sparkline_point_count(dash_duo, "alpha") == 33  # 130 rows in buckets of 4
+    assert sparkline_point_count(dash_duo, "beta") == 20  # short histories are drawn whole
+    assert sparkline_point_count(dash_duo, "gamma") is None
+    assert grid_cell(dash_duo, "gamma", "valid_curve") == "no valid loss yet"
+    label = dash_duo.find_element("#exp-table .ag-row[row-id='alpha'] svg").get_attribute(
+        "aria-label"
+    )
+    points = sparkline_points(valid_losses(130))
+    assert label == f"valid loss {points[0]:.3g} to {points[-1]:.3g} (33 points)"
+
+    # sorting: a click on a header sorts ascending, a second descending
+    step_header = "#exp-table .ag-header-cell[col-id='step'] .ag-header-cell-label"
+    dash_duo.find_element(step_header).click()
+    wait_for_rows(dash_duo, ["gamma", "alpha", "beta"])
+    dash_duo.find_element(step_header).click()
+    wait_for_rows(dash_duo, ["beta", "alpha", "gamma"])
+
+    # durations sort by their seconds, not their words: 30s < 1m 00s < 1m 30s
+    dash_duo.find_element(
+        "#exp-table .ag-header-cell[col-id='duration'] .ag-header-cell-label"
+    ).click()
+    wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])
+    assert [grid_cell(dash_duo, n, "duration") for n in ("gamma", "beta")] == ["1m 00s", "1m 30s"]
+
+    # filtering: the Run column's filter keeps the matching rows
+    box = dash_duo.find_element("#exp-table input[aria-label='Run Filter Input']")
+    assert box.get_attribute("placeholder") == "filter"
+    box.send_keys("amm")
+    wait_for_rows(dash_duo, ["gamma"])
+    box.send_keys(Keys.BACKSPACE * 3)
+    wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])
+    assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
+
+
+def test_selection_shows_the_log_and_survives_polls(dash_duo, grid_app):
+    app, runs = grid_app
+    (runs / "alpha" / "train.log").write_text("step 10 loss 0.5\n")
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#exp-table .ag-row[row-id='alpha']", timeout=15)
+    assert not dash_duo.find_element("#exp-log-panel").is_displayed()
+
+    dash_duo.find_element("#exp-table .ag-row[row-id='alpha'] [col-id='step']").click()
+    dash_duo.wait_for_contains_text("#exp-log", "step 10 loss 0.5", timeout=10)
+    assert dash_duo.find_element("#exp-log-panel").is_displayed()
+    dash_duo.wait_for_contains_text("#exp-selection", "alpha", timeout=5)
+    dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=5)
+    selected = "#exp-table .ag-center-cols-container .ag-row-selected"
+    assert dash_duo.find_element(selected).get_attribute("row-id") == "alpha"
+
+    # scroll the grid sideways; polls must keep the scroll position and the selection
+    dash_duo.driver.execute_script(
+        "const v = document.querySelector('#exp-table .ag-body-horizontal-scroll-viewport');"
+        "v.scrollLeft = 200; v.dispatchEvent(new Event('scroll'));"
+    )
+    scroll = "return document.querySelector('#exp-table .ag-center-cols-viewport').scrollLeft;"
+    until(lambda: dash_duo.driver.execute_script(scroll) == 200, 5)
+
+    write_history(runs / "alpha", valid_losses(70, start=130), first_step=130)
+    write_running(runs / "alpha", 20)
+    wait_for_cell(dash_duo, "alpha", "step", "20", timeout=10)
+    until(lambda: sparkline_point_count(dash_duo, "alpha") == 50, 10)  # 200 rows, buckets of 4
+    assert sparkline_point_count(dash_duo, "alpha") == len(sparkline_points(valid_losses(200)))
+    assert [e.get_attribute("row-id") for e in dash_duo.find_elements(selected)] == ["alpha"]
+    assert dash_duo.driver.execute_script(scroll) == 200
+    assert "alpha" in dash_duo.find_element("#exp-selection").text
+    assert dash_duo.find_element("#exp-log-panel").is_displayed()

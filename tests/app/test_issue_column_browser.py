@@ -44,13 +44,9 @@ def app(tmp_path):
 def issue_cell(dash_duo, name: str) -> str | None:
     return dash_duo.driver.execute_script(
         """
-        for (const tr of document.querySelectorAll('#exp-table tr')) {
-            const cell = tr.querySelector('td[data-dash-column="name"]');
-            if (cell && cell.textContent.trim() === arguments[0]) {
-                return tr.querySelector('td[data-dash-column="issue"]').textContent.trim();
-            }
-        }
-        return null;
+        const cell = document.querySelector(
+            `#exp-table .ag-row[row-id="${arguments[0]}"] .ag-cell[col-id="issue"]`);
+        return cell ? cell.textContent.trim() : null;
         """,
         name,
     )

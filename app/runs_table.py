@@ -1,0 +1,257 @@
+"""The experiments page's runs grid: dash-ag-grid column definitions and valid-loss sparklines.
+
+The grid's cell renderers (state badge, progress bar, sparkline) are JavaScript functions in
+``assets/dashAgGridComponentFunctions.js``, the place dash-ag-grid looks them up by name; this
+module gives them their data. A sparkline is at most ``SPARK_POINTS`` numbers per run: the
+mean of each run of consecutive history rows (``sparkline_points``), kept up to date by
+``Sparklines``, which reads only the history rows appended since its last look.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.components import STATE_COLORS, round_sig
+from app.series import read_new_rows
+from trainer.runs import history_dir
+
+#: most points of one run's valid-loss sparkline
+SPARK_POINTS = 50
+#: history column the sparkline draws
+SPARK_COLUMN = "valid_loss"
+#: text colours a state badge may use: the one that contrasts more with its background wins
+BADGE_TEXT = ("#ffffff", "#212529")
+
+
+# -- sparkline values (pure) ---------------------------------------------------------------
+
+
+def bucket_width(n: int, max_points: int = SPARK_POINTS) -> int:
+    """Rows per sparkline point for ``n`` rows: the smallest power of two giving at most
+    ``max_points`` points (``ceil(n / width) <= max_points``)."""
+    if max_points < 1:
+        raise ValueError(f"max_points {max_points!r}: expected at least 1")
+    width = 1
+    while -(-n // width) > max_points:
+        width *= 2
+    return width
+
+
+def sparkline_points(values: Any, max_points: int = SPARK_POINTS) -> list[float | None]:
+    """The sparkline of ``values``: the mean of each ``bucket_width`` consecutive values.
+
+    Non-finite values are left out of their bucket's mean; a bucket without a finite value
+    gives ``None`` (a gap). Means are rounded to 4 significant digits.
+
+    >>> sparkline_points([4, 3, 2, 1], max_points=2)
+    [3.5, 1.5]
+    """
+    v = np.asarray(values, dtype=np.float64).ravel()
+    width = bucket_width(len(v), max_points)
+    out: list[float | None] = []
+    for lo in range(0, len(v), width):
+        chunk = v[lo : lo + width]
+        chunk = chunk[np.isfinite(chunk)]
+        out.append(round_sig(float(chunk.mean())) if len(chunk) else None)
+    return out
+
+
+class _Buckets:
+    """Sums and counts of finite values per bucket; merged pairwise when too many.
+
+    Equal to ``sparkline_points`` over every value added so far, in memory bounded by
+    ``max_points`` buckets, whatever the number of rows.
+    """
+
+    def __init__(self, max_points: int) -> None:
+        self.max_points = max_points
+        self.width = 1
+        self.n = 0
+        self.sums: list[float] = []
+        self.counts: list[int] = []
+
+    def add(self, values: np.ndarray) -> None:
+        for x in values.tolist():
+            if self.n % self.width == 0:
+                if len(self.sums) == self.max_points:  # the next bucket would be one too many
+                    self._halve()
+                if self.n % self.width == 0:
+                    self.sums.append(0.0)
+                    self.counts.append(0)
+            if math.isfinite(x):
+                self.sums[-1] += x
+                self.counts[-1] += 1
+            self.n += 1
+
+    def _halve(self) -> None:
+        self.sums = [sum(self.sums[i : i + 2]) for i in range(0, len(self.sums), 2)]
+        self.counts = [sum(self.counts[i : i + 2]) for i in range(0, len(self.counts), 2)]
+        self.width *= 2
+
+    def points(self) -> list[float | None]:
+        return [round_sig(s / c) if c else None for s, c in zip(self.sums, self.counts)]
+
+
+class Sparklines:
+    """Valid-loss sparklines of many runs, each poll reading only new history rows.
+
+    Keyed by history store path, with the store's read cursor (generation and rows read):
+    a resumed run that truncated its history starts again from row 0. Holds at most
+    ``max_runs`` runs (least recently asked for dropped first). Safe to share between
+    the threads of one server.
+
+    Example:
+        >>> lines = Sparklines()
+        >>> lines.points("runs/demo")  # [] until the run has history rows
+        []
+    """
+
+    def __init__(self, max_points: int = SPARK_POINTS, max_runs: int = 1024) -> None:
+        self.max_points = max_points
+        self.max_runs = max_runs
+        self._runs: collections.OrderedDict[str, tuple[dict, _Buckets]] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        """How many runs are held."""
+        return len(self._runs)
+
+    def points(self, run_dir: str | Path) -> list[float | None]:
+        """The sparkline of the run at ``run_dir``; ``[]`` without a readable history."""
+        store = str(history_dir(run_dir))
+        with self._lock:
+            cursor, buckets = self._runs.pop(store, (None, None))
+            try:
+                new = read_new_rows(store, "history", cursor)
+                if new.generation is None:  # no history table (yet, or any more)
+                    return []
+                if new.reload or buckets is None:
+                    buckets = _Buckets(self.max_points)
+                    new = read_new_rows(store, "history", {"generation": new.generation, "rows": 0})
+                    if new.reload:  # rewritten between the two looks: next poll starts again
+                        return []
+            except Exception:  # a torn or foreign store must not break the runs table
+                return []
+            if SPARK_COLUMN in new.frame:
+                buckets.add(new.frame[SPARK_COLUMN].to_numpy(dtype=np.float64)[new.first_new :])
+            elif len(new.frame):
+                buckets.add(np.full(len(new.frame) - new.first_new, np.nan))
+            self._runs[store] = ({"generation": new.generation, "rows": new.n_rows}, buckets)
+            while len(self._runs) > self.max_runs:
+                self._runs.popitem(last=False)
+            return buckets.points()
+
+
+# -- grid columns (pure) -------------------------------------------------------------------
+
+
+def _luminance(color: str) -> float:
+    """WCAG relative luminance of a ``#rrggbb`` colour."""
+    channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG contrast ratio of two ``#rrggbb`` colours (1 to 21)."""
+    hi, lo = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def badge_looks() -> dict[str, dict[str, str]]:
+    """Background and text colour of each state's badge; the text colour is whichever of
+    ``BADGE_TEXT`` contrasts more with the state's colour."""
+    return {
+        state: {"background": color, "color": max(BADGE_TEXT, key=lambda t: contrast(t, color))}
+        for state, color in STATE_COLORS.items()
+    }
+
+
+def _text(field: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {"field": field, "headerName": name, "filter": "agTextColumnFilter", **extra}
+
+
+def _number(field: str, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "field": field,
+        "headerName": name,
+        "filter": "agNumberColumnFilter",
+        "type": "rightAligned",
+        **extra,
+    }
+
+
+def column_defs() -> list[dict[str, Any]]:
+    """The runs grid's columns, in the order the table shows them."""
+    return [
+        _text("name", "Run", pinned="left", minWidth=140),
+        _text("config", "Config", width=150),
+        _text(
+            "state",
+            "State",
+            cellRenderer="VbStateBadge",
+            cellRendererParams={"looks": badge_looks()},
+            width=120,
+        ),
+        _number("step", "Step", width=120),
+        _number("n_steps", "Total steps", width=120),
+        _number(
+            "progress",
+            "Progress",
+            cellRenderer="VbProgress",
+            headerTooltip="step / total steps, in per cent",
+            width=140,
+        ),
+        {
+            "field": "valid_curve",
+            "headerName": "Valid loss curve",
+            "headerTooltip": f"mean valid loss over the run, at most {SPARK_POINTS} points",
+            "cellRenderer": "VbSparkline",
+            "sortable": False,
+            "filter": False,
+            "width": 150,
+        },
+        _text("eta", "ETA", comparator={"function": "vbEtaOrder"}, width=120),
+        _number("it_per_s", "it/s", headerTooltip="training iterations per second", width=120),
+        _number("train_loss", "Train loss", width=110),
+        _number("valid_loss", "Valid loss", width=110),
+        _number("train_err", "Train err", width=110),
+        _number("valid_err", "Valid err", width=110),
+        _text("device", "Device", width=120),
+        _text("job", "Job", width=120),
+        _text("started", "Started", width=150),
+        _text("duration", "Duration", comparator={"function": "vbDurationOrder"}, width=110),
+        _text("issue", "Issue", cellClass="vb-issue", minWidth=200, flex=1),
+    ]
+
+
+#: settings of every column unless the column says otherwise
+DEFAULT_COL_DEF = {
+    "sortable": True,
+    "resizable": True,
+    "floatingFilter": True,
+    "floatingFilterComponentParams": {"filterPlaceholder": "filter"},
+    "wrapHeaderText": True,
+    "autoHeaderHeight": True,
+    "suppressHeaderMenuButton": True,
+}
+
+#: AG Grid options: one run selected at a time (checkbox or click), 50 rows a page, every
+#: column in the DOM (18 columns; tests and screen readers find each cell)
+GRID_OPTIONS = {
+    "rowSelection": {"mode": "singleRow", "checkboxes": True, "enableClickSelection": True},
+    "selectionColumnDef": {"pinned": "left"},
+    "pagination": True,
+    "paginationPageSize": 50,
+    "paginationPageSizeSelector": False,
+    "domLayout": "autoHeight",
+    "suppressColumnVirtualisation": True,
+    "animateRows": False,
+    "tooltipShowDelay": 300,
+}
