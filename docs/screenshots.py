@@ -1,0 +1,271 @@
+"""Regenerate README's pictures: the experiments, run, preview and evaluation pages of a real run.
+
+    python docs/screenshots.py                    # docs/images/*.png, a 60-step run
+    python docs/screenshots.py --out /tmp/shots --steps 10 --width 1000 --height 700
+
+In a scratch folder (removed afterwards) it writes the demo data (``run.py demo-data``), trains
+the demo config for ``--steps`` steps on the CPU (``run.py train``), evaluates the run with its
+neurons (``run.py evaluate --instances``), serves the dashboard on a free loopback port
+(``run.py dashboard``) and saves one PNG per page from headless Chromium (selenium, with the
+browser tests' flags from ``tests/conftest.py``), each ``--width`` x ``--height`` pixels, once
+the page's graphs are drawn and its text has stopped changing. The PNGs are reduced to a
+256-colour palette, which keeps a dashboard picture near 100 kB.
+
+The demo config is trained as written except for two keys, so that a short run already has
+curves and a preview of a trained network: ``history_freq`` (a history row every tenth of the
+run) and ``preview_every`` (a preview at the first and the last step).
+
+Needs the test requirements (``requirements-test.txt``: selenium) and Debian's chromium and
+chromium-driver, as the browser tests do. Takes about two minutes on a 2-core CPU with the
+default 60 steps, most of it training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RUN = "demo_cnn3d"
+
+#: page name -> URL path; the PNG is written as ``<name>.png``
+PAGES = {
+    "experiments": "/",
+    "run": f"/run/{RUN}",
+    "preview": f"/run/{RUN}/preview",
+    "evaluation": f"/run/{RUN}/evaluation",
+}
+
+#: true once the page shows its data: the run's row on the experiments page; elsewhere every
+#: visible graph has drawn a trace (a line, a heatmap or an image) and no callback is pending
+READY = """
+const page = document.getElementById("_pages_content");
+if (!page || document.querySelector('[data-dash-is-loading="true"]')) return null;
+if (arguments[0] === "/") {
+  const cells = Array.from(page.querySelectorAll("td, .ag-cell"));
+  return cells.some(c => c.textContent.trim() === arguments[1]) ? page.innerText : null;
+}
+const graphs = Array.from(page.querySelectorAll(".js-plotly-plot"))
+  .filter(g => g.offsetParent !== null);
+const drawn = graphs.every(g => g.querySelector("g.trace, g.hm, g.im") !== null);
+return graphs.length && drawn ? page.innerText : null;
+"""
+
+
+class ScreenshotError(RuntimeError):
+    """A step of the regeneration failed; the message says which and why."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
+    """``python run.py ARGS``; a failure raises with the command's last output lines."""
+    cmd = [sys.executable, str(REPO / "run.py"), *args]
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        output, _ = proc.communicate()
+    finally:
+        stop(proc)  # interrupted: the trainer stops after its step and ends its workers
+    if proc.returncode != 0:
+        tail = output[-3000:]
+        raise ScreenshotError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+
+
+def write_config(scratch: Path, steps: int) -> Path:
+    """The demo config with a history row every tenth of the run and a preview at its end."""
+    text = (REPO / "examples" / "demo_cnn3d.py").read_text()
+    path = scratch / "configs" / "demo_cnn3d.py"
+    path.parent.mkdir(parents=True)
+    overrides = (
+        "\n# docs/screenshots.py: curves and a trained preview from a short run\n"
+        f"history_freq = {max(1, steps // 10)}\n"
+        f"preview_every = {max(1, steps - 1)}\n"
+    )
+    path.write_text(text + overrides)
+    return path
+
+
+def make_run(scratch: Path, steps: int, env: dict[str, str]) -> Path:
+    """Demo data, a ``steps``-step training run and its evaluation, all under ``scratch``."""
+    run_cli(["demo-data", str(scratch / "data")], scratch, env, "writing the demo data")
+    config = write_config(scratch, steps)
+    run_cli(
+        ["train", str(config), "--n-steps", str(steps), "--save-path", str(scratch / "runs"),
+         "--save-name", RUN, "--device", "cpu"],
+        scratch, env, "training the demo config",
+    )  # fmt: skip
+    run_dir = scratch / "runs" / RUN
+    run_cli(["evaluate", str(run_dir), "--instances"], scratch, env, "evaluating the run")
+    return run_dir
+
+
+@contextlib.contextmanager
+def dashboard(scratch: Path, env: dict[str, str], timeout: float = 90.0):
+    """The dashboard over ``scratch/runs`` on a free loopback port, stopped on leaving; yields
+    its base URL."""
+    port = free_port()
+    cmd = [
+        sys.executable, str(REPO / "run.py"), "dashboard", "--host", "127.0.0.1",
+        "--port", str(port), "--runs-dir", str(scratch / "runs"),
+        "--configs-dir", str(REPO / "examples"), "--data-dir", str(scratch / "data"),
+    ]  # fmt: skip
+    log_path = scratch / "dashboard.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(cmd, cwd=scratch, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for_server(
+                server, base, timeout, lambda: f"{' '.join(cmd)}\n{log_path.read_text()[-3000:]}"
+            )
+            yield base
+        finally:
+            stop(server)
+
+
+def stop(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Terminate ``proc`` if it still runs (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_for_server(server: subprocess.Popen, base: str, timeout: float, why) -> None:
+    """Until ``base`` answers; raises with ``why()`` when the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise ScreenshotError(f"the dashboard did not start: {why()}")
+        time.sleep(0.3)
+
+
+def browser(width: int, height: int):
+    """Headless Chromium with the browser tests' flags, its viewport ``width`` x ``height``."""
+    from selenium import webdriver
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.chrome.options import Options
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import CHROMIUM, CHROMIUM_FLAGS
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(options=options)
+    except WebDriverException as exc:
+        raise ScreenshotError(
+            f"could not start Chromium ({CHROMIUM}) through chromedriver: {exc.msg}; "
+            "install Debian's chromium and chromium-driver (bash .ci/run does)"
+        ) from exc
+    # the viewport itself, not the window (a window's size includes what the browser draws)
+    metrics = {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+    return driver
+
+
+def wait_until_drawn(driver, path: str, timeout: float = 90.0) -> None:
+    """Until the page shows its data and its text is the same on three polls in a row."""
+    deadline = time.monotonic() + timeout
+    last, same = None, 0
+    while time.monotonic() < deadline:
+        text = driver.execute_script(READY, path, RUN)
+        same = same + 1 if text is not None and text == last else 0
+        if same >= 2:
+            return
+        last = text
+        time.sleep(0.4)
+    raise ScreenshotError(f"{path}: the page did not finish drawing within {timeout:.0f} s")
+
+
+def save_png(png: bytes, path: Path) -> None:
+    """``png`` reduced to a 256-colour palette (a few times smaller, no visible loss)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+
+
+def screenshots(out: Path, steps: int, width: int, height: int) -> list[Path]:
+    """Train, evaluate, serve and photograph; returns the PNGs written into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
+    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(scratch / "data"), PYTHONUNBUFFERED="1")
+    try:
+        make_run(scratch, steps, env)
+        with dashboard(scratch, env) as base:
+            driver = browser(width, height)
+            try:
+                written = []
+                for name, path in PAGES.items():
+                    driver.get(base + path)
+                    wait_until_drawn(driver, path)
+                    target = out / f"{name}.png"
+                    save_png(driver.get_screenshot_as_png(), target)
+                    written.append(target)
+                return written
+            finally:
+                driver.quit()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "images",
+                        help="folder for the PNGs (default docs/images)")  # fmt: skip
+    parser.add_argument("--steps", type=positive, default=60, help="training steps (default 60)")
+    parser.add_argument("--width", type=positive, default=1280, help="pixels (default 1280)")
+    parser.add_argument("--height", type=positive, default=800, help="pixels (default 800)")
+    args = parser.parse_args(argv)
+    # a terminated script still stops its server and browser and removes its scratch folder
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    start = time.monotonic()
+    try:
+        written = screenshots(args.out, args.steps, args.width, args.height)
+    except ScreenshotError as exc:
+        print(f"docs/screenshots.py: {exc}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"{path} ({path.stat().st_size / 1024:.0f} kB)")
+    print(f"{len(written)} screenshots in {time.monotonic() - start:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""docs/screenshots.py, for real: README's pictures can always be regenerated.
+
+The script trains the demo for a few steps, evaluates it, serves the dashboard and photographs
+four pages in headless Chromium; the PNGs must be real pictures of the asked size, and the
+script must leave no scratch folder or process behind, also when it is terminated.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "docs" / "screenshots.py"
+PAGES = ("experiments", "run", "preview", "evaluation")
+
+
+@pytest.fixture
+def tmp() -> Iterator[Path]:
+    """A short folder for TMPDIR: Chromium's socket paths under it must stay under 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="vbshots-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def start(tmp: Path, *args: str) -> subprocess.Popen:
+    """The script with ``tmp`` as its TMPDIR, so a test sees its scratch folder."""
+    env = dict(os.environ, TMPDIR=str(tmp))
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def scratch_folders(tmp: Path) -> list[Path]:
+    """The script's scratch folders left in ``tmp`` (torch keeps caches of its own there)."""
+    return list(tmp.glob("voxelboard-screenshots-*"))
+
+
+def processes_under(folder: Path) -> list[str]:
+    """Command lines of the processes that name ``folder`` (the script's server, trainer)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if str(folder) in line:
+            found.append(line)
+    return found
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_script_writes_a_picture_of_each_page_and_cleans_up(tmp, tmp_path):
+    out = tmp_path / "images"
+    proc = start(tmp, "--out", str(out), "--steps", "3", "--width", "900", "--height", "640")
+    output, _ = proc.communicate(timeout=500)
+    assert proc.returncode == 0, output[-3000:]
+    for page in PAGES:
+        path = out / f"{page}.png"
+        assert path.is_file(), (page, output[-2000:])
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.size == (900, 640), (page, image.size)
+            colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+        # a page with its controls, text and drawn graphs, not a blank or one-colour frame
+        assert colours is None or len(colours) > 40, (page, len(colours))
+    assert scratch_folders(tmp) == []
+    assert processes_under(tmp) == []
+
+
+@pytest.mark.slow
+def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(tmp, tmp_path):
+    proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000")
+    try:
+        deadline = time.monotonic() + 120
+        # terminated while it trains: the run directory exists once training has started
+        while not list(tmp.glob("*/runs/*/status.json")):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, output
+    assert scratch_folders(tmp) == [], output
+    assert processes_under(tmp) == []
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--steps", "0"], "expected a positive whole number, got '0'"),
+     (["--width", "wide"], "invalid positive value: 'wide'")],
+)  # fmt: skip
+def test_bad_arguments_are_refused_with_the_value(tmp, args, message):
+    proc = start(tmp, *args)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert message in output
