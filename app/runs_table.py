@@ -213,6 +213,7 @@ def column_defs() -> list[dict[str, Any]]:
             "headerName": "Valid loss curve",
             "headerTooltip": f"mean valid loss over the run, at most {SPARK_POINTS} points",
             "cellRenderer": "VbSparkline",
+            "cellDataType": False,  # a list of numbers, drawn only by the renderer
             "sortable": False,
             "filter": False,
             "width": 150,

@@ -277,8 +277,25 @@ def sparkline_point_count(dash_duo, name: str) -> int | None:
     )
 
 
+#: run before the page's own scripts: keeps what AG Grid says in the console (its warnings
+#: name deprecated or invalid options)
+CONSOLE_PROBE = """
+window.__vbConsole = [];
+for (const level of ["warn", "error"]) {
+    const original = console[level];
+    console[level] = function (...args) {
+        window.__vbConsole.push(args.map(String).join(" "));
+        original.apply(console, args);
+    };
+}
+"""
+
+
 def test_grid_sorts_filters_and_draws_badges_progress_and_sparklines(dash_duo, grid_app):
     app, _ = grid_app
+    dash_duo.driver.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument", {"source": CONSOLE_PROBE}
+    )
     dash_duo.start_server(app)
     dash_duo.wait_for_element("#exp-table .ag-row[row-id='alpha']", timeout=15)
     wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])  # newest first, as the readers list them
@@ -338,6 +355,8 @@ def test_grid_sorts_filters_and_draws_badges_progress_and_sparklines(dash_duo, g
     box.send_keys(Keys.BACKSPACE * 3)
     wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])
     assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
+    said = dash_duo.driver.execute_script("return window.__vbConsole")
+    assert [m for m in said if "AG Grid" in m] == []
 
 
 def test_selection_shows_the_log_and_survives_polls(dash_duo, grid_app):
