@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from dash import Patch
 
 from app.figures import png_data_uri
 from trainer.metrics import derived_metrics
@@ -32,11 +33,13 @@ __all__ = [
     "error_hist_figure",
     "figure_html",
     "image_layout",
+    "image_patch",
     "metric_curves_figure",
     "pr_figure",
     "roc_figure",
     "segmentation_counts",
     "segmentation_figure",
+    "segmentation_parts",
     "segmentation_rgb",
     "shaded_mass",
     "threshold_index",
@@ -460,10 +463,9 @@ def segmentation_figure(
     opacity: float = 0.6,
 ) -> go.Figure:
     """One z plane: raw grey with TP (green), FP (red) and FN (blue) at ``threshold``."""
-    c = segmentation_counts(prob, label, threshold)
-    img = png_data_uri(segmentation_rgb(raw, prob, label, threshold, opacity))
+    img, names = segmentation_parts(raw, prob, label, threshold, opacity)
     fig = go.Figure(go.Image(source=img, name="segmentation", hoverinfo="skip"))
-    for key, name in (("tp", "true positive"), ("fp", "false positive"), ("fn", "false negative")):
+    for key, name in zip(("tp", "fp", "fn"), names, strict=True):
         r, g, b = SEG_COLOURS[key]
         fig.add_trace(
             go.Scatter(
@@ -471,10 +473,41 @@ def segmentation_figure(
                 y=[None],
                 mode="markers",
                 marker={"size": 12, "symbol": "square", "color": f"rgb({r},{g},{b})"},
-                name=f"{name} ({c[key]:,})",
+                name=name,
             )
         )
     return image_layout(fig, title)
+
+
+def segmentation_parts(
+    raw: np.ndarray, prob: np.ndarray, label: np.ndarray, threshold: float, opacity: float = 0.6
+) -> tuple[str, list[str]]:
+    """What changes in a drawn ``segmentation_figure`` with the plane or the threshold: its PNG
+    ``data:`` URI and its legend names (TP, FP, FN with their counts)."""
+    c = segmentation_counts(prob, label, threshold)
+    img = png_data_uri(segmentation_rgb(raw, prob, label, threshold, opacity))
+    names = [
+        f"{name} ({c[key]:,})"
+        for key, name in (
+            ("tp", "true positive"),
+            ("fp", "false positive"),
+            ("fn", "false negative"),
+        )
+    ]
+    return img, names
+
+
+def image_patch(source: str, names: list[str], title: str) -> Patch:
+    """A ``dash.Patch`` turning a drawn image figure (``segmentation_figure``,
+    ``app.neuron_figures.instance_figure``: the image, then one legend trace per name) into
+    another plane or threshold: the PNG, the legend names and the title, not a new figure
+    (building a ``go.Figure`` costs ~100x the PNG on the server)."""
+    patch = Patch()
+    patch["data"][0]["source"] = source
+    for i, name in enumerate(names, start=1):
+        patch["data"][i]["name"] = name
+    patch["layout"]["title"]["text"] = title
+    return patch
 
 
 def image_layout(fig: go.Figure, title: str) -> go.Figure:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
-from dash import Patch
 
 from app.evaluation_figures import image_layout
 from app.figures import png_data_uri
@@ -21,14 +20,13 @@ from app.figures import png_data_uri
 __all__ = [
     "NEURON_MARKER",
     "instance_figure",
+    "instance_parts",
     "instance_rgb",
-    "move_threshold",
     "neuron_curves_figure",
 ]
 
+#: the threshold line's trace, moved by ``assets/evaluation.js`` when the threshold changes
 NEURON_MARKER = "vb-neuron-threshold"
-#: the marker's index in ``neuron_curves_figure``'s traces (VOI split, VOI merge, error, marker)
-_MARKER_TRACE = 3
 SPLIT_RGB = (255, 170, 0)
 MERGE_RGB = (220, 20, 60)
 
@@ -76,15 +74,6 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
     return fig
 
 
-def move_threshold(threshold: float) -> Patch:
-    """A ``dash.Patch`` moving the threshold marker of a drawn ``neuron_curves_figure``: the
-    browser keeps the curves, so a threshold step sends a few bytes instead of the figure."""
-    patch = Patch()
-    patch["data"][_MARKER_TRACE]["x"] = [float(threshold)] * 2
-    patch["data"][_MARKER_TRACE]["name"] = f"threshold {threshold:.2f}"
-    return patch
-
-
 def instance_rgb(
     seg: np.ndarray, gt: np.ndarray, largest_split: int, largest_merge: int
 ) -> np.ndarray:
@@ -108,12 +97,9 @@ def instance_figure(
     seg: np.ndarray, gt: np.ndarray, largest_split: int, largest_merge: int, title: str = ""
 ) -> go.Figure:
     """One z plane in instance colours with the largest split and merge named in the legend."""
-    img = png_data_uri(instance_rgb(seg, gt, largest_split, largest_merge))
+    img, names = instance_parts(seg, gt, largest_split, largest_merge)
     fig = go.Figure(go.Image(source=img, name="instances", hoverinfo="skip"))
-    for rgb, name in (
-        (MERGE_RGB, f"largest merge: segment {largest_merge}" if largest_merge else "no merge"),
-        (SPLIT_RGB, f"largest split: neuron {largest_split}" if largest_split else "no split"),
-    ):
+    for rgb, name in zip((MERGE_RGB, SPLIT_RGB), names, strict=True):
         fig.add_trace(
             go.Scatter(
                 x=[None],
@@ -124,3 +110,16 @@ def instance_figure(
             )
         )
     return image_layout(fig, title)
+
+
+def instance_parts(
+    seg: np.ndarray, gt: np.ndarray, largest_split: int, largest_merge: int
+) -> tuple[str, list[str]]:
+    """What changes in a drawn ``instance_figure`` with the plane or the threshold: its PNG
+    ``data:`` URI and its legend names (largest merge, largest split)."""
+    img = png_data_uri(instance_rgb(seg, gt, largest_split, largest_merge))
+    names = [
+        f"largest merge: segment {largest_merge}" if largest_merge else "no merge",
+        f"largest split: neuron {largest_split}" if largest_split else "no split",
+    ]
+    return img, names

@@ -4,8 +4,16 @@
  * The page sends one split's cumulative counts once (the `eval-data` store, built by
  * app.evaluation_view.load_view). Moving the threshold then costs a binary search and a few
  * divisions here, no round trip: the metrics table is returned as callback outputs, the figures
- * (markers, threshold lines, confusion cells, shaded error mass) are moved in place with
- * Plotly.restyle/relayout on the next animation frame.
+ * (markers, threshold lines, confusion cells, shaded error mass, the Neurons panel's threshold
+ * line) are moved in place with one Plotly.update per figure on the next animation frame.
+ *
+ * Plotly.update, not restyle/relayout: dcc.Graph answers a plotly_relayout event by copying the
+ * changed layout keys into its figure prop, which re-plots the whole figure (Plotly.react, tens
+ * of ms per figure on a busy machine, before the browser even sends the server's requests of
+ * the same step). plotly_update has no such listener. The trace changes land in the figure
+ * prop's own trace objects (dcc.Graph hands Plotly its figure's data arrays); the layout changes
+ * do not, so after a re-plot from the prop (a zoom, a new figure) the last threshold is drawn
+ * again (plotly_react listener).
  *
  * The formulas mirror trainer.metrics.derived_metrics operation for operation (float64 in both),
  * so the numbers equal the Python ones; the browser test checks that.
@@ -126,14 +134,27 @@
     if (!gd) { return; }
     var k = traceIndex(gd, "vb-marker");
     if (k < 0) { return; }
-    window.Plotly.restyle(gd, { x: [[x]], y: [[y]], name: ["threshold " + tLabel(t)] }, [k]);
+    window.Plotly.update(gd, { x: [[x]], y: [[y]], name: ["threshold " + tLabel(t)] }, {}, [k]);
+  }
+
+  function lineAt(t) {
+    var x = Math.min(Math.max(t, 0), 1);
+    return { "shapes[0].x0": x, "shapes[0].x1": x };
   }
 
   function moveLine(id, t) {
     var gd = plotOf(id);
     if (!gd || !gd.layout.shapes || !gd.layout.shapes.length) { return; }
-    var x = Math.min(Math.max(t, 0), 1);
-    window.Plotly.relayout(gd, { "shapes[0].x0": x, "shapes[0].x1": x });
+    window.Plotly.update(gd, {}, lineAt(t));
+  }
+
+  /* The Neurons panel's curves (app.neuron_figures): their threshold line is a trace. */
+  function moveNeuronLine(t) {
+    var gd = plotOf("eval-neurons");
+    if (!gd) { return; }
+    var k = traceIndex(gd, "vb-neuron-threshold");
+    if (k < 0) { return; }
+    window.Plotly.update(gd, { x: [[t, t]], name: ["threshold " + t.toFixed(2)] }, {}, [k]);
   }
 
   function pct(a, n) { return n ? a / n : 0.0; }
@@ -154,8 +175,8 @@
         r[1].toLocaleString("en-US") + "<br>" + (100 * fb).toFixed(1) + "%"
       ]);
     });
-    window.Plotly.restyle(gd, { z: [z], text: [text] }, [k]);
-    window.Plotly.relayout(gd, { "title.text": "Confusion at threshold " + tLabel(m.threshold) });
+    window.Plotly.update(gd, { z: [z], text: [text] },
+      { "title.text": "Confusion at threshold " + tLabel(m.threshold) }, [k]);
   }
 
   function updateHist(data, m) {
@@ -169,37 +190,81 @@
       fnBins.push(above ? 0 : pos[b]);
       fpBins.push(above ? neg[b] : 0);
     }
+    var layout = gd.layout.shapes && gd.layout.shapes.length ? lineAt(m.threshold) : {};
     if (kn >= 0 && kp >= 0) {
-      window.Plotly.restyle(gd, {
+      window.Plotly.update(gd, {
         y: [fnBins, fpBins],
         name: [
           "false negatives (" + m.fn.toLocaleString("en-US") + ")",
           "false positives (" + m.fp.toLocaleString("en-US") + ")"
         ]
-      }, [kn, kp]);
+      }, layout, [kn, kp]);
+    } else {
+      window.Plotly.update(gd, {}, layout);
     }
-    moveLine("eval-hist", m.threshold);
   }
 
-  var pending = null;
+  /* Each figure's update from the threshold state {data, m}. */
+  var DRAW = {
+    "eval-roc": function (j) { moveMarker("eval-roc", j.m.fpr, j.m.tpr, j.m.threshold); },
+    "eval-pr": function (j) { moveMarker("eval-pr", j.m.recall, j.m.precision, j.m.threshold); },
+    "eval-confusion": function (j) { updateConfusion(j.m); },
+    "eval-curves": function (j) { moveLine("eval-curves", j.m.threshold); },
+    "eval-hist": function (j) { updateHist(j.data, j.m); },
+    "eval-neurons": function (j) { moveNeuronLine(j.m.threshold); }
+  };
+  var job = null;     /* the latest threshold state */
+  var todo = [];      /* figures not yet drawn at `job` */
+  var scheduled = false;
 
-  function drawFigures() {
-    var job = pending;
-    pending = null;
-    if (!job || !window.Plotly) { return; }
-    var m = job.m, t = m.threshold;
-    moveMarker("eval-roc", m.fpr, m.tpr, t);
-    moveMarker("eval-pr", m.recall, m.precision, t);
-    updateConfusion(m);
-    moveLine("eval-curves", t);
-    updateHist(job.data, m);
+  /*
+   * One figure per task, when the browser is idle (at the latest after 100 ms), the figures in
+   * view first: a Plotly.update costs 10-100 ms on a busy 2-core machine, so drawing all six in
+   * one go would hold the server's requests of the same step (Dash sends them after this
+   * callback) and the answers that arrive meanwhile. A burst of slider events draws only the
+   * latest threshold.
+   */
+  function later(fn) {
+    if (window.requestIdleCallback) { window.requestIdleCallback(fn, { timeout: 100 }); }
+    else { window.setTimeout(fn, 0); }
   }
 
-  /* Figures follow on the next frame; a burst of slider events draws only the latest. */
+  function inView(id) {
+    var el = document.getElementById(id);
+    if (!el) { return false; }
+    var r = el.getBoundingClientRect();
+    return r.bottom > 0 && r.top < window.innerHeight;
+  }
+
+  function drawNext() {
+    scheduled = false;
+    if (!todo.length || !job) { return; }
+    if (!window.Plotly) { later(drawNext); scheduled = true; return; }
+    var k = 0;
+    while (k < todo.length - 1 && !inView(todo[k])) { k++; }
+    var id = todo.splice(k, 1)[0];
+    watchReplot(id);
+    DRAW[id](job);
+    if (todo.length) { scheduled = true; later(drawNext); }
+  }
+
+  function draw(ids) {
+    ids.forEach(function (id) { if (todo.indexOf(id) < 0) { todo.push(id); } });
+    if (!scheduled && todo.length) { scheduled = true; later(drawNext); }
+  }
+
   function scheduleFigures(data, m) {
-    var first = pending === null;
-    pending = { data: data, m: m };
-    if (first) { window.requestAnimationFrame(drawFigures); }
+    job = { data: data, m: m };
+    draw(Object.keys(DRAW));
+  }
+
+  /* dcc.Graph re-plots from its figure prop (a new figure, a zoom), whose layout does not hold
+     the threshold's layout changes: draw that figure's threshold again. */
+  function watchReplot(id) {
+    var gd = plotOf(id);
+    if (!gd || gd.__vbWatched || !gd.on) { return; }
+    gd.__vbWatched = true;
+    gd.on("plotly_react", function () { if (job) { draw([id]); } });
   }
 
   /* The threshold of a clicked point of the main curve, whose points are aligned with the

@@ -36,7 +36,15 @@ from app import evaluation_view as ev
 from app import neuron_figures as nf
 from app import neurons_view as nv
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, button, empty_state, graph, labelled, run_not_found
+from app.components import (
+    ROW,
+    button,
+    empty_state,
+    graph,
+    labelled,
+    run_not_found,
+    screen_reader_label,
+)
 from trainer import runs
 from trainer.metrics import MODES
 
@@ -62,8 +70,8 @@ FIGURES = {
 # --------------------------------------------------------------------------------------- layout
 
 
-def _graph(graph_id: str, height: int = 380) -> dcc.Graph:
-    return graph(graph_id, height, _GRAPH_CONFIG)
+def _graph(graph_id: str, height: int = 380, figure: go.Figure | None = None) -> dcc.Graph:
+    return graph(graph_id, height, _GRAPH_CONFIG, figure)
 
 
 def _snapshot_options(run_dir: Path) -> list[dict[str, str]]:
@@ -105,6 +113,10 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     if run_dir is None:
         return run_not_found(name, "eval-missing")
     snapshots = _snapshot_options(run_dir)
+    results = runs.list_results(run_dir)
+    first = _first_view(run_dir, results)
+    figs = first.get("figures", {})
+    seg_meta = first.get("seg", _NO_SEG)
     # a read-only dashboard evaluates, predicts and saves nothing: those controls stay hidden
     # (and app._check_callback_request refuses their callbacks)
     read_only = current_context().read_only
@@ -144,16 +156,19 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     threshold_row = html.Div(
         [
             html.Div(
-                dcc.Slider(
-                    id="eval-slider",
-                    min=0,
-                    max=1,
-                    step=0.0001,
-                    value=0.5,
-                    marks={i / 10: f"{i / 10:g}" for i in range(11)},
-                    updatemode="drag",
-                    allow_direct_input=False,
-                ),
+                [
+                    dcc.Slider(
+                        id="eval-slider",
+                        min=0,
+                        max=1,
+                        step=0.0001,
+                        value=0.5,
+                        marks={i / 10: f"{i / 10:g}" for i in range(11)},
+                        updatemode="drag",
+                        allow_direct_input=False,
+                    ),
+                    screen_reader_label("Threshold", "eval-slider"),
+                ],
                 style={"flex": "1 1 480px"},
             ),
             labelled(
@@ -226,19 +241,34 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 [
                     labelled(
                         "Cube",
-                        dcc.Dropdown(id="eval-seg-cube", clearable=False, style={"width": "140px"}),
+                        dcc.Dropdown(
+                            id="eval-seg-cube",
+                            options=seg_meta[0],
+                            value=seg_meta[1],
+                            clearable=False,
+                            style={"width": "140px"},
+                        ),
                     ),
                     button(
                         "Evaluate again for the segmentation",
                         id="eval-seg-predict",
                         n_clicks=0,
-                        style={"display": "none"},
+                        style=seg_meta[6],
                     ),
                 ],
                 style=ROW,
             ),
             labelled(
-                "z plane", dcc.Slider(id="eval-seg-z", min=0, max=0, step=1, value=None), "100%"
+                "z plane",
+                dcc.Slider(
+                    id="eval-seg-z",
+                    min=0,
+                    max=seg_meta[2],
+                    step=1,
+                    value=seg_meta[3],
+                    marks=seg_meta[4],
+                ),
+                "100%",
             ),
             dcc.RadioItems(
                 id="eval-seg-colour",
@@ -249,7 +279,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 value="errors",
                 inline=True,
             ),
-            html.Div(id="eval-seg-msg", style=_ERROR),
+            html.Div(seg_meta[5], id="eval-seg-msg", style=_ERROR),
             _graph("eval-seg", 520),
         ],
         style=_HALF,
@@ -283,10 +313,11 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="eval-run", data=name),
-            dcc.Store(id="eval-data"),
+            dcc.Store(id="eval-data", data=first.get("view")),
             dcc.Store(id="eval-t"),
             dcc.Store(id="eval-done"),
             dcc.Store(id="eval-seg-ready"),
+            dcc.Store(id="eval-seg-drawn"),
             html.Div(
                 [
                     html.H2(f"{name}: evaluation", style={"margin": "0 12px 0 0"}),
@@ -300,7 +331,13 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 [
                     labelled(
                         "Result",
-                        dcc.Dropdown(id="eval-result", clearable=False, style={"width": "220px"}),
+                        dcc.Dropdown(
+                            id="eval-result",
+                            options=results,
+                            value=first.get("result"),
+                            clearable=False,
+                            style={"width": "220px"},
+                        ),
                     ),
                     labelled(
                         "Split",
@@ -314,33 +351,36 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                             inline=True,
                         ),
                     ),
-                    html.Span(id="eval-summary"),
+                    html.Span(first.get("summary", ""), id="eval-summary"),
                 ],
                 style=ROW,
             ),
             evaluate_panel,
             html.Div(id="eval-bg-msg", style=_ERROR),
-            html.Div(id="eval-message", style=_ERROR),
+            html.Div(first.get("message", ""), id="eval-message", style=_ERROR),
             empty_state(
                 _no_result_text(read_only),
                 "eval-empty",
-                hidden=bool(runs.list_results(run_dir)),
+                hidden=bool(results),
                 replaces_rest=True,
             ),
             threshold_row,
             presets_row,
             html.Div(
                 [
-                    html.Div(_graph("eval-roc"), style=_HALF),
-                    html.Div(_graph("eval-pr"), style=_HALF),
+                    html.Div(_graph("eval-roc", figure=figs.get("roc")), style=_HALF),
+                    html.Div(_graph("eval-pr", figure=figs.get("pr")), style=_HALF),
                     html.Div(
                         [
                             _metrics_table(),
-                            html.Div(_graph("eval-confusion", 320), style={"flex": "1"}),
+                            html.Div(
+                                _graph("eval-confusion", 320, figs.get("confusion")),
+                                style={"flex": "1"},
+                            ),
                         ],
                         style={**_HALF, "display": "flex", "gap": "12px", "flexWrap": "wrap"},
                     ),
-                    html.Div(_graph("eval-curves"), style=_HALF),
+                    html.Div(_graph("eval-curves", figure=figs.get("curves")), style=_HALF),
                     html.Div(
                         [
                             dcc.Checklist(
@@ -349,7 +389,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                                 value=["log"],
                                 inline=True,
                             ),
-                            _graph("eval-hist"),
+                            _graph("eval-hist", figure=figs.get("hist")),
                         ],
                         style=_HALF,
                     ),
@@ -422,6 +462,29 @@ def build_figures(view: dict, threshold: float, others: list, log_y: bool) -> di
     }
 
 
+#: the segmentation view's controls without a result: cube options and value, z max, value and
+#: marks, message, style of "Evaluate again for the segmentation"
+_NO_SEG = ([], None, 0, 0, {}, "", {"display": "none"})
+
+
+def _first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
+    """What the page shows before any callback: the newest listed result's validation split
+    (its store, its figures at the threshold the browser starts from, the summary) and the
+    segmentation view's cube and plane, or the message saying why the result cannot be shown.
+    The callbacks then only answer changes, so the page draws with its first response."""
+    if not results:
+        return {}
+    result = results[0]
+    out: dict[str, Any] = {"result": result, "seg": _seg_meta(run_dir, result, None, None)}
+    try:
+        view = ev.load_view(run_dir, result, "valid")
+    except ev.ResultViewError as e:
+        return {**out, "message": str(e)}
+    t = _threshold(None, view)  # where assets/evaluation.js starts: chosen, else max accuracy
+    figures = build_figures(view, t, [], log_y=True)  # the "log y" box starts ticked
+    return {**out, "view": view, "figures": figures, "summary": _summary(view)}
+
+
 def _summary(view: dict) -> str:
     parts = [
         f"{view['mode']} counts",
@@ -445,7 +508,7 @@ def _summary(view: dict) -> str:
     Input("eval-run", "data"),
     Input("eval-done", "data"),
     State("eval-result", "value"),
-    prevent_initial_call="initial_duplicate",
+    prevent_initial_call=True,  # the layout lists the results (_first_view)
 )
 def _on_results(name, done, current):
     run_dir = _run_dir(name)
@@ -486,6 +549,7 @@ def _no_result_text(read_only: bool) -> str:
     Input("eval-done", "data"),
     State("eval-t", "data"),
     State("eval-run", "data"),
+    prevent_initial_call=True,  # the layout carries the first result's store and figures
 )
 def _on_load(result, split, compare, hist_log, _done, t, name):
     run_dir = _run_dir(name)
@@ -555,13 +619,20 @@ clientside_callback(
     State("eval-seg-cube", "value"),
     State("eval-seg-z", "value"),
     State("eval-run", "data"),
+    prevent_initial_call=True,  # the layout carries the first result's (_first_view)
 )
 def _on_seg_meta(result, _ready, cube, z, name):
     run_dir = _run_dir(name)
+    if run_dir is None or not result:
+        return _NO_SEG
+    return _seg_meta(run_dir, result, cube, z)
+
+
+def _seg_meta(run_dir: Path, result: Any, cube: Any, z: Any) -> tuple:
+    """The segmentation view's controls for ``result`` (see ``_NO_SEG``), keeping ``cube`` and
+    ``z`` where the probability cache has them."""
     hidden = {"display": "none"}
     shown = hidden if current_context().read_only else {}
-    if run_dir is None or not result:
-        return [], None, 0, 0, {}, "", hidden
     try:
         path = ev.prob_cache_path(run_dir, result)
     except ev.ResultViewError as e:
@@ -589,10 +660,8 @@ def _on_seg_meta(result, _ready, cube, z, name):
     return cubes, cube, nz - 1, z, marks, "", hidden
 
 
-def render_segmentation(
-    run_dir: Path, result: str, cube: str, z: int, threshold: float
-) -> go.Figure:
-    """The segmentation figure of plane ``z`` of ``cube`` at ``threshold`` (one plane read).
+def _read_plane(run_dir: Path, result: str, cube: str, z: int) -> tuple:
+    """``(raw, prob, label)`` of plane ``z`` of ``cube`` from the result's probability cache.
 
     Raises:
         ResultViewError: a refused result or cube name, or an unreadable cache.
@@ -603,90 +672,114 @@ def render_segmentation(
     except paths.ClientPathError as e:
         raise ev.ResultViewError(str(e)) from None
     try:
-        raw, prob, label = runs.read_prob_slice(path, cube, z)
+        return runs.read_prob_slice(path, cube, z)
     except runs.ProbCacheError as e:
         raise ev.ResultViewError(str(e)) from None
-    return ef.segmentation_figure(
-        raw,
-        prob,
-        label,
-        threshold,
-        title=f"{result} · {cube} · z {int(z)} · threshold {threshold:.4f}",
-    )
+
+
+def _plane_title(result: str, cube: str, z: int, threshold: float) -> str:
+    return f"{result} · {cube} · z {int(z)} · threshold {threshold:.4f}"
+
+
+def render_segmentation(
+    run_dir: Path, result: str, cube: str, z: int, threshold: float
+) -> go.Figure:
+    """The segmentation figure of plane ``z`` of ``cube`` at ``threshold`` (one plane read).
+
+    Raises:
+        ResultViewError: a refused result or cube name, or an unreadable cache.
+    """
+    raw, prob, label = _read_plane(run_dir, result, cube, z)
+    title = _plane_title(result, cube, z, threshold)
+    return ef.segmentation_figure(raw, prob, label, threshold, title=title)
+
+
+#: the inputs that change only the segmentation plane, not the Neurons panel's scores
+_PLANE_ONLY = {"eval-seg-z.value", "eval-seg-colour.value"}
+_N_NEURON_OUTPUTS = 4 + len(nv.SCORE_ROWS)
 
 
 @callback(
     Output("eval-seg", "figure"),
+    Output("eval-seg-drawn", "data"),
     Output("eval-seg-msg", "children", allow_duplicate=True),
-    Input("eval-t", "data"),
-    Input("eval-seg-z", "value"),
-    Input("eval-seg-cube", "value"),
-    Input("eval-seg-colour", "value"),
-    State("eval-result", "value"),
-    State("eval-run", "data"),
-    prevent_initial_call=True,
-)
-def _on_seg_render(t, z, cube, colour, result, name):
-    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
-    if run_dir is None or not result or not cube or t is None:
-        return no_update, no_update
-    z = inputs.integer(z, lo=0) or 0
-    try:
-        if colour == "instances":
-            return render_instances(run_dir, result, cube, z, t), ""
-        return render_segmentation(run_dir, result, cube, z, t), ""
-    except (ev.ResultViewError, nv.NeuronViewError) as e:
-        return go.Figure(layout={"height": 520}), str(e)
-
-
-def render_instances(run_dir: Path, result: str, cube: str, z: int, threshold: float) -> go.Figure:
-    """Plane ``z`` of ``cube``'s threshold segmentation in instance colours.
-
-    Raises:
-        NeuronViewError: no neuron scores in the result, or a refused cube name.
-    """
-    try:
-        paths.check_name("cube", cube)
-    except paths.ClientPathError as e:
-        raise nv.NeuronViewError(str(e)) from None
-    seg, gt, _prob, _record, s = nv.segment_cube(run_dir, result, cube, threshold)
-    z = min(z, seg.shape[0] - 1)
-    return nf.instance_figure(
-        seg[z], gt[z], s.largest_split, s.largest_merge,
-        title=f"{result} · {cube} · z {z} · threshold {threshold:.4f} · {s.n_segments} segments",
-    )  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------- neurons
-
-
-@callback(
     Output("eval-neurons", "figure"),
     Output("eval-neuron-drawn", "data"),
     Output("eval-neuron-msg", "children"),
     Output("eval-neuron-scores-t", "children"),
     *[Output(f"eval-neuron-{key}", "children") for key, _label in nv.SCORE_ROWS],
     Input("eval-t", "data"),
+    Input("eval-seg-z", "value"),
     Input("eval-seg-cube", "value"),
+    Input("eval-seg-colour", "value"),
     State("eval-result", "value"),
     State("eval-run", "data"),
+    State("eval-seg-drawn", "data"),
     State("eval-neuron-drawn", "data"),
     prevent_initial_call=True,
 )
-def _on_neurons(t, cube, result, name, drawn):
+def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_drawn):
+    """One request per threshold step for everything the server draws: the segmentation plane
+    and the Neurons panel's exact scores, from one segmentation of the cube (two callbacks
+    were two requests competing for the same two cores, and segmented the cube twice in
+    instance colours). A drawn figure gets a ``dash.Patch`` (the plane's PNG, its legend and
+    title) or nothing (the neuron curves: the browser moves their threshold line)."""
     run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
-    blank = [""] * len(nv.SCORE_ROWS)
     if run_dir is None or not result or not cube or t is None:
-        return no_update, no_update, no_update, no_update, *[no_update] * len(blank)
+        return [no_update] * (3 + _N_NEURON_OUTPUTS)
+    z = inputs.integer(z, lo=0) or 0
+    instances = colour == "instances"
+    triggered = set(ctx.triggered_prop_ids)
+    scores = not triggered or not triggered <= _PLANE_ONLY
+    segmented = error = None
+    if scores or instances:
+        try:
+            paths.check_name("cube", cube)
+            segmented = nv.segment_cube(run_dir, result, cube, t)
+        except (paths.ClientPathError, nv.NeuronViewError) as e:
+            error = str(e)
+    plane = _plane_outputs(run_dir, result, cube, z, t, instances, segmented, error, seg_drawn)
+    if not scores:
+        return [*plane, *[no_update] * _N_NEURON_OUTPUTS]
+    return [*plane, *_neuron_outputs(result, cube, t, segmented, error, neuron_drawn)]
+
+
+def _plane_outputs(run_dir, result, cube, z, t, instances, segmented, error, drawn) -> list:
+    """``[figure, drawn, message]`` of the segmentation view: a Patch of the drawn figure when
+    its kind (result, cube, colouring) is unchanged, a new figure otherwise."""
+    kind = [result, cube, "instances" if instances else "errors"]
     try:
-        paths.check_name("cube", cube)
-        record = nv.neuron_records(run_dir, result)[nv.cube_index(cube)]
-        s = nv.score_threshold(run_dir, result, cube, t)
-    except (paths.ClientPathError, nv.NeuronViewError, IndexError) as e:
-        msg = nv.NO_NEURONS if isinstance(e, IndexError) else str(e)
-        return go.Figure(layout={"height": 380}), None, msg, "", *blank
+        if instances:
+            if segmented is None:
+                raise nv.NeuronViewError(error)
+            seg, gt, _prob, _record, s = segmented
+            z = min(z, seg.shape[0] - 1)
+            title = f"{_plane_title(result, cube, z, t)} · {s.n_segments} segments"
+            if drawn == kind:
+                source, names = nf.instance_parts(seg[z], gt[z], s.largest_split, s.largest_merge)
+                return [ef.image_patch(source, names, title), kind, ""]
+            fig = nf.instance_figure(seg[z], gt[z], s.largest_split, s.largest_merge, title)
+            return [fig, kind, ""]
+        raw, prob, label = _read_plane(run_dir, result, cube, z)
+        title = _plane_title(result, cube, z, t)
+        if drawn == kind:
+            source, names = ef.segmentation_parts(raw, prob, label, t)
+            return [ef.image_patch(source, names, title), kind, ""]
+        return [ef.segmentation_figure(raw, prob, label, t, title=title), kind, ""]
+    except (ev.ResultViewError, nv.NeuronViewError) as e:
+        return [go.Figure(layout={"height": 520}), None, str(e)]
+
+
+def _neuron_outputs(result, cube, t, segmented, error, drawn) -> list:
+    """The Neurons panel: its curves (drawn once per result and cube), message and table."""
+    blank = [""] * len(nv.SCORE_ROWS)
+    if segmented is None:
+        # nothing drawn stays as it is; curves of another cube are cleared
+        fig = no_update if drawn is None else go.Figure(layout={"height": 380})
+        return [fig, None, error, "", *blank]
+    _seg, _gt, _prob, record, s = segmented
     if drawn == [result, cube]:
-        fig = nf.move_threshold(t)  # the curves are drawn: move the marker only
+        fig = no_update  # drawn: assets/evaluation.js moves their threshold line in place
     else:
         fig = nf.neuron_curves_figure(
             record, t, title=f"{result} · {cube}: neurons against threshold"
@@ -694,7 +787,7 @@ def _on_neurons(t, cube, result, name, drawn):
     cells = [
         f"{getattr(s, k):.4f}" if k[:2] != "n_" else f"{getattr(s, k):,}" for k, _ in nv.SCORE_ROWS
     ]
-    return fig, [result, cube], "", f"exact scores at threshold {t:.4f}", *cells
+    return [fig, [result, cube], "", f"exact scores at threshold {t:.4f}", *cells]
 
 
 @callback(

@@ -222,6 +222,74 @@ def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, eva
     assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs() or [])
 
 
+#: records every Dash callback request (time since navigation start, its output) before the
+#: page's own scripts run, and the time of the first drawn trace of the ROC graph
+RECORDER = """
+window.__vbRequests = [];
+window.__vbFirstTrace = null;
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  if (String(url).includes("_dash-update-component")) {
+    const body = JSON.parse(String((init && init.body) || "{}"));
+    window.__vbRequests.push([performance.now(), body.output || ""]);
+  }
+  return realFetch.apply(this, arguments);
+};
+(function check() {
+  if (document.querySelector("#eval-roc g.trace")) {
+    window.__vbFirstTrace = performance.now();
+    return;
+  }
+  requestAnimationFrame(check);
+})();
+"""
+
+
+@pytest.mark.browser
+def test_figures_come_with_the_page_and_callbacks_answer_changes(dash_duo, tmp_path):
+    d = finished_run(tmp_path / "runs", RUN)
+    raw, prob, label = cube()
+    prob = prob.astype(np.float16).astype(np.float32)
+    _raw, train_prob, train_label = cube(seed=1)
+    valid = evaluate_arrays(label, prob, mode="exact")
+    train = evaluate_arrays(train_label[:3], train_prob[:3], mode="exact")
+    write_result(d / "eval" / "FINAL.h5", {"valid": valid, "train": train}, {"step": 10})
+    runs.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
+    res = read_result(d / "eval" / "FINAL.h5", coarse=True)
+    dash_duo.start_server(build_app(tmp_path))
+    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
+    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstTrace"))
+    first = dash_duo.driver.execute_script("return window.__vbFirstTrace")
+    # every figure, the store and the summary are in the page's layout: drawn with it
+    for graph in ("eval-roc", "eval-pr", "eval-confusion", "eval-curves", "eval-hist"):
+        drawn = f"return document.querySelectorAll('#{graph} g.trace, #{graph} g.hm').length"
+        assert _wait(lambda drawn=drawn: dash_duo.driver.execute_script(drawn) > 0), graph
+    assert f"{res['valid'].n_pos:,} positive" in dash_duo.find_element("#eval-summary").text
+    assert_shows(dash_duo, res["valid"], res["valid"].chosen.threshold)
+    m = res["valid"].at(res["valid"].chosen.threshold)
+    assert marker(dash_duo, "eval-roc") == [m.fpr, m.tpr]
+    # ... and no callback read the result to draw them, before or after the first drawing;
+    # the segmentation plane (drawn at the browser's threshold) is the one request
+    requests = lambda: dash_duo.driver.execute_script("return window.__vbRequests")  # noqa: E731
+    assert _wait(lambda: any("eval-seg.figure" in o for _t, o in requests()))
+    loading = ("eval-roc.figure", "eval-data.data", "eval-result.value", "eval-seg-cube.value")
+    outputs = [o for _t, o in requests()]
+    assert not any(k in o for o in outputs for k in loading), outputs
+    assert not any("eval-roc" in o for t, o in requests() if t < first)
+
+    # a change is answered by the callbacks: the training split loads its store and figures
+    dash_duo.find_element("#eval-split input[value='train']").click()
+    assert _wait(
+        lambda: f"{res['train'].n_pos:,} positive" in dash_duo.find_element("#eval-summary").text
+    )
+    t = shown(dash_duo)["threshold"]
+    assert_shows(dash_duo, res["train"], t)
+    m = res["train"].at(t)
+    assert _wait(lambda: marker(dash_duo, "eval-roc") == [m.fpr, m.tpr])
+    assert any("eval-roc.figure" in o for _t, o in requests())
+
+
 @pytest.mark.browser
 def test_bad_result_files_show_a_message(dash_duo, tmp_path):
     runs_dir = tmp_path / "runs"

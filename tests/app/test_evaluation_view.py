@@ -12,6 +12,7 @@ import pytest
 
 from app import evaluation_figures as ef
 from app import evaluation_view as ev
+from app import neuron_figures as nf
 from trainer import runs
 from trainer.evaluation import confusion_table
 from trainer.metrics import NOTHING_POSITIVE, SingleClassWarning, evaluate_arrays
@@ -255,6 +256,42 @@ def test_segmentation_colours_tp_fp_fn_and_counts_them():
     ]  # fmt: skip
     with pytest.raises(ValueError, match="2-d of one shape"):
         ef.segmentation_rgb(raw, prob[:1], label, 0.5)
+
+
+def apply_patch(figure: dict, patch) -> dict:
+    """A ``dash.Patch`` of assignments applied to a drawn figure, as the browser does."""
+    for op in patch.to_plotly_json()["operations"]:
+        assert op["operation"] == "Assign", op
+        *where, last = op["location"]
+        target = figure
+        for key in where:
+            target = target[key]
+        target[last] = op["params"]["value"]
+    return figure
+
+
+@pytest.mark.parametrize("colouring", ["errors", "instances"])
+def test_an_image_patch_turns_a_drawn_plane_into_the_next_one(colouring):
+    rng = np.random.default_rng(3)
+    raw, prob = rng.random((2, 3, 9, 8), dtype=np.float32)
+    label = (rng.random((3, 9, 8)) < 0.4).astype(np.int8)
+    seg, gt = rng.integers(0, 6, (2, 3, 9, 8))
+
+    def figure_and_parts(z: int, t: float):
+        if colouring == "errors":
+            fig = ef.segmentation_figure(raw[z], prob[z], label[z], t, title=f"z {z} t {t}")
+            return fig, ef.segmentation_parts(raw[z], prob[z], label[z], t)
+        split, merge = (2, 0) if t < 0.5 else (0, 5)
+        return (
+            nf.instance_figure(seg[z], gt[z], split, merge, title=f"z {z} t {t}"),
+            nf.instance_parts(seg[z], gt[z], split, merge),
+        )
+
+    drawn = json.loads(figure_and_parts(0, 0.3)[0].to_json())
+    want, (source, names) = figure_and_parts(2, 0.7)
+    patched = apply_patch(drawn, ef.image_patch(source, names, "z 2 t 0.7"))
+    assert patched == json.loads(want.to_json())
+    assert patched != json.loads(figure_and_parts(0, 0.3)[0].to_json())
 
 
 def test_probability_cache_round_trip(tmp_path):
