@@ -230,3 +230,29 @@ def test_the_neurons_adapted_rand_error_has_a_panel_only_in_runs_that_record_it(
     finally:
         neurons.close()
         plain.close()
+
+
+#: (start time, address) of each resource the page loaded, in the order they were asked for
+RESOURCES = """
+return performance.getEntriesByType("resource").map(e => [e.startTime, e.name]);
+"""
+
+
+@pytest.mark.browser
+def test_run_pages_ask_for_plotly_before_their_layout_and_only_once(dash_duo, runs_dir, tmp_path):
+    tracker = make_run(runs_dir, "live")
+    try:
+        start(dash_duo, tmp_path, "/run/live")
+        assert _wait(lambda: _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3)
+        loaded = dash_duo.driver.execute_script(RESOURCES)
+        plotly_js = [t for t, url in loaded if url.endswith("/plotly.min.js")]
+        callbacks = [t for t, url in loaded if "_dash-update-component" in url]
+        assert len(plotly_js) == 1, loaded  # dcc.Graph used the early request
+        assert plotly_js[0] < min(callbacks), loaded  # before the page's layout was asked for
+        # the experiments page draws no Plotly figure and does not load it
+        dash_duo.driver.get(f"{dash_duo.server_url}/")
+        dash_duo.wait_for_element("#exp-config", timeout=20)
+        loaded = dash_duo.driver.execute_script(RESOURCES)
+        assert not [url for _t, url in loaded if url.endswith("/plotly.min.js")], loaded
+    finally:
+        tracker.close()
