@@ -4,13 +4,13 @@ The grid's cell renderers (state badge, progress bar, sparkline) are JavaScript 
 ``assets/dashAgGridComponentFunctions.js``, the place dash-ag-grid looks them up by name; this
 module gives them their data. A sparkline is at most ``SPARK_POINTS`` numbers per run: the
 mean of each run of consecutive history rows (``sparkline_points``), kept up to date by
-``Sparklines``, which reads only the history rows appended since its last look.
+``Sparklines``, which reads only the history rows appended since its last look (one open,
+two preads with ``trainer.history.read_array``).
 """
 
 from __future__ import annotations
 
 import collections
-import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from app.components import STATE_COLORS, round_sig
-from app.series import read_new_rows
+from trainer.history import read_array
 from trainer.runs import history_dir
 
 #: most points of one run's valid-loss sparkline
@@ -77,17 +77,23 @@ class _Buckets:
         self.counts: list[int] = []
 
     def add(self, values: np.ndarray) -> None:
-        for x in values.tolist():
-            if self.n % self.width == 0:
-                if len(self.sums) == self.max_points:  # the next bucket would be one too many
-                    self._halve()
-                if self.n % self.width == 0:
-                    self.sums.append(0.0)
-                    self.counts.append(0)
-            if math.isfinite(x):
-                self.sums[-1] += x
-                self.counts[-1] += 1
-            self.n += 1
+        v = np.asarray(values, dtype=np.float64).ravel()
+        total = self.n + len(v)
+        while self.width < bucket_width(total, self.max_points):
+            self._halve()
+        fill = -self.n % self.width  # room left in the last bucket
+        head, rest = v[:fill], v[fill:]
+        if len(head):
+            finite = head[np.isfinite(head)]
+            self.sums[-1] += float(finite.sum())
+            self.counts[-1] += len(finite)
+        if len(rest):
+            pad = -len(rest) % self.width
+            rows = np.concatenate([rest, np.full(pad, np.nan)]).reshape(-1, self.width)
+            finite = np.isfinite(rows)
+            self.sums += np.where(finite, rows, 0.0).sum(axis=1).tolist()
+            self.counts += finite.sum(axis=1).tolist()
+        self.n = total
 
     def _halve(self) -> None:
         self.sums = [sum(self.sums[i : i + 2]) for i in range(0, len(self.sums), 2)]
@@ -101,8 +107,8 @@ class _Buckets:
 class Sparklines:
     """Valid-loss sparklines of many runs, each poll reading only new history rows.
 
-    Keyed by history store path, with the store's read cursor (generation and rows read):
-    a resumed run that truncated its history starts again from row 0. Holds at most
+    Keyed by history store path, with the rows read so far and the table's generation: a
+    resumed run that truncated (rewrote) its history starts again from row 0. Holds at most
     ``max_runs`` runs (least recently asked for dropped first). Safe to share between
     the threads of one server.
 
@@ -126,23 +132,23 @@ class Sparklines:
         """The sparkline of the run at ``run_dir``; ``[]`` without a readable history."""
         store = str(history_dir(run_dir))
         with self._lock:
-            cursor, buckets = self._runs.pop(store, (None, None))
+            offset, generation, buckets = self._runs.pop(store, (0, None, None))
             try:
-                new = read_new_rows(store, "history", cursor)
-                if new.generation is None:  # no history table (yet, or any more)
-                    return []
-                if new.reload or buckets is None:
-                    buckets = _Buckets(self.max_points)
-                    new = read_new_rows(store, "history", {"generation": new.generation, "rows": 0})
-                    if new.reload:  # rewritten between the two looks: next poll starts again
-                        return []
+                got = read_array(store, "history", offset)
+                if got is not None and (buckets is None or got[0].generation != generation
+                                        or got[0].n_rows < offset):  # fmt: skip
+                    # first look, or a resume rewrote the table: read it from row 0
+                    buckets, got = _Buckets(self.max_points), read_array(store, "history", 0)
             except Exception:  # a torn or foreign store must not break the runs table
                 return []
-            if SPARK_COLUMN in new.frame:
-                buckets.add(new.frame[SPARK_COLUMN].to_numpy(dtype=np.float64)[new.first_new :])
-            elif len(new.frame):
-                buckets.add(np.full(len(new.frame) - new.first_new, np.nan))
-            self._runs[store] = ({"generation": new.generation, "rows": new.n_rows}, buckets)
+            if got is None:  # no history table (yet, or any more)
+                return []
+            info, rows = got
+            if SPARK_COLUMN in info.columns:
+                buckets.add(rows[:, info.columns.index(SPARK_COLUMN)])
+            else:
+                buckets.add(np.full(len(rows), np.nan))
+            self._runs[store] = (info.n_rows, info.generation, buckets)
             while len(self._runs) > self.max_runs:
                 self._runs.popitem(last=False)
             return buckets.points()
