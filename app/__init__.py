@@ -191,6 +191,8 @@ def create_app(
         background_callback_manager=manager,
         on_error=_show_callback_error,
     )
+    # the page's language, for screen readers' pronunciation (Dash's template names none)
+    app.index_string = app.index_string.replace("<html>", '<html lang="en">', 1)
     _load_plotly_early(app)
     for page in pages.modules():
         dash.register_page(page.__name__, layout=page.layout, **page.PAGE)

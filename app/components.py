@@ -167,13 +167,27 @@ def empty_state(
 ROW = {"display": "flex", "flexWrap": "wrap", "gap": "12px", "alignItems": "center"}
 
 
+def _label_for(control: Any) -> dict[str, str]:
+    """``htmlFor`` naming ``control`` when it has a string id: a browser then names an input by
+    its label, and ``assets/a11y.js`` names the sliders, option lists and dropdowns."""
+    control_id = getattr(control, "id", None)
+    return {"htmlFor": control_id} if isinstance(control_id, str) else {}
+
+
 def labelled(label: str, control: Any, width: str = "auto") -> html.Div:
-    """``control`` with ``label`` above it (spaced off it), ``width`` wide (a CSS width)."""
+    """``control`` with ``label`` above it (spaced off it), ``width`` wide (a CSS width); the
+    label names the control for screen readers too."""
     return html.Div(
-        [html.Label(label, className="vb-control-label"), control],
+        [html.Label(label, className="vb-control-label", **_label_for(control)), control],
         className="vb-control",
         style={"width": width},
     )
+
+
+def screen_reader_label(label: str, control_id: str) -> html.Label:
+    """A label only screen readers see, for a control whose purpose the page shows otherwise
+    (a slider beside its labelled number box)."""
+    return html.Label(label, htmlFor=control_id, className="vb-sr-only")
 
 
 def controls(*children: Any, **kwargs: Any) -> html.Div:

@@ -1,0 +1,89 @@
+/*
+ * VoxelBoard: names and roles for screen readers where Dash's components cannot be given
+ * them (loaded by Dash from assets/; tests/app/test_accessibility_browser.py runs axe-core).
+ *
+ * dcc.Slider, dcc.RadioItems, dcc.Checklist and dcc.Dropdown take no aria-* properties, so a
+ * <label for="id"> (components.labelled, components.screen_reader_label) names them here:
+ *  - a slider's thumbs (role="slider") and its number box get aria-labelledby the label;
+ *  - a dropdown's button is named by the label before its value ("Snapshot FINAL");
+ *  - RadioItems / Checklist draw native radio buttons and checkboxes, each inside a <label>
+ *    that carries role="option" in a role="listbox" box: an interactive control inside an
+ *    option, which screen readers announce wrongly. The native controls are kept (they give
+ *    the keyboard behaviour) and the box becomes a radiogroup / group of them.
+ * A MutationObserver applies this to each page as Dash renders it; it only writes an
+ * attribute that differs, so its own writes end the loop at once.
+ */
+(function () {
+  "use strict";
+
+  var NATIVE = {INPUT: 1, SELECT: 1, TEXTAREA: 1, METER: 1, OUTPUT: 1, PROGRESS: 1};
+  var labelIds = 0;
+
+  function set(el, name, value) {
+    if (el.getAttribute(name) !== value) el.setAttribute(name, value);
+  }
+
+  function unset(el, name) {
+    if (el.hasAttribute(name)) el.removeAttribute(name);
+  }
+
+  function labelId(label) {
+    if (!label.id) label.id = "vb-label-" + (++labelIds);
+    return label.id;
+  }
+
+  function nameControl(label) {
+    var control = document.getElementById(label.htmlFor);
+    if (!control || NATIVE[control.tagName]) return;
+    var id = labelId(label);
+    if (control.classList.contains("dash-dropdown")) {
+      var own = (control.getAttribute("aria-labelledby") || "").split(" ");
+      if (own[0] !== id) set(control, "aria-labelledby", [id].concat(own).join(" ").trim());
+      return;
+    }
+    control.querySelectorAll('[role="slider"], input').forEach(function (part) {
+      if (part.type !== "radio" && part.type !== "checkbox") set(part, "aria-labelledby", id);
+    });
+    if (control.classList.contains("dash-options-list")) set(control, "aria-labelledby", id);
+  }
+
+  function nativeOptions(list) {
+    var radios = list.querySelector('input[type="radio"]') !== null;
+    set(list, "role", radios ? "radiogroup" : "group");
+    list.querySelectorAll(".dash-options-list-option").forEach(function (option) {
+      unset(option, "role");
+      unset(option, "aria-selected");
+    });
+  }
+
+  function apply() {
+    document.querySelectorAll("label[for]").forEach(nameControl);
+    document.querySelectorAll(".dash-options-list").forEach(nativeOptions);
+  }
+
+  var pending = false;
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(function () {
+      pending = false;
+      apply();
+    });
+  }
+
+  function start() {
+    apply();
+    new MutationObserver(schedule).observe(document.body, {
+      childList: true,
+      subtree: true,
+      attributes: true,
+      attributeFilter: ["role", "aria-selected", "aria-labelledby", "id"],
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,170 @@
+"""Accessibility of every page, checked by axe-core in a real Chromium, and the keyboard.
+
+axe-core (the npm package, installed by ``.ci/run``) is injected into each page of a real demo
+run (trained, evaluated with its neurons) and must find no violation of impact serious or
+critical: every control named, enough contrast, a page language. The evaluation page's
+threshold slider moves with the arrow keys.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.keys import Keys
+
+from app import create_app
+
+REPO = Path(__file__).resolve().parents[2]
+AXE = REPO / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+RUN = "demo_cnn3d"
+
+pytestmark = [pytest.mark.browser]
+
+#: axe's violations of impact serious or critical, one line each: what to fix and where.
+#: Left out: Dash's dropdown puts a focusable, aria-hidden input before its button that hands
+#: focus to the button at once (React Aria's hidden-select pattern, discussed in axe-core
+#: issue 4165); test_dropdown_focus_lands_on_its_named_button checks that hand-over.
+AXE_RUN = """
+const done = arguments[arguments.length - 1];
+const forwarder = (rule, node) =>
+  rule === "aria-hidden-focus" && node.element.classList.contains("dash-dropdown-focus-target");
+axe.run(document, {elementRef: true, resultTypes: ["violations"]}).then(result => done(
+  result.violations
+    .filter(v => v.impact === "serious" || v.impact === "critical")
+    .map(v => [v, v.nodes.filter(n => !forwarder(v.id, n))])
+    .filter(([v, nodes]) => nodes.length)
+    .map(([v, nodes]) => `${v.id} (${v.impact}): ${v.help}; ` +
+                        nodes.map(n => n.target.join(" ")).join(" | "))
+), error => done([`axe.run failed: ${error}`]));
+"""
+
+
+def axe_source() -> str:
+    if not AXE.is_file():
+        pytest.fail(
+            f"axe-core is not installed ({AXE} is missing): run `bash .ci/run`, which installs "
+            "it with npm, or the npm line of .ci/run alone"
+        )
+    return AXE.read_text()
+
+
+def violations(dash_duo) -> list[str]:
+    driver = dash_duo.driver
+    driver.set_script_timeout(120)
+    driver.execute_script(axe_source())
+    return driver.execute_async_script(AXE_RUN)
+
+
+def load_screenshots_module():
+    """docs/screenshots.py, whose ``make_run`` trains and evaluates the demo the same way."""
+    spec = importlib.util.spec_from_file_location("screenshots", REPO / "docs" / "screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> Path:
+    """The demo config trained for 4 steps (two previews, history rows) and evaluated with its
+    neurons (``run.py evaluate --instances``): about a minute on a 2-core CPU."""
+    root = tmp_path_factory.mktemp("a11y")
+    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
+    load_screenshots_module().make_run(root, 4, env)
+    return root
+
+
+def serve(dash_duo, root: Path) -> None:
+    app = create_app(root / "runs", REPO / "examples", root / "data", start_launcher=False, gpus=[])
+    dash_duo.start_server(app)
+
+
+def settled(dash_duo, path: str, ready: str, timeout: float = 60.0) -> None:
+    """Open ``path``; wait for ``ready``, for every visible graph to draw a trace and for the
+    page's text to stay the same over three polls (late callbacks have landed)."""
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path}")
+    dash_duo.wait_for_element(ready, timeout=timeout)
+    probe = """
+    const page = document.getElementById("_pages_content");
+    if (document.querySelector('[data-dash-is-loading="true"]')) return null;
+    const graphs = Array.from(page.querySelectorAll(".js-plotly-plot"))
+      .filter(g => g.offsetParent !== null);
+    return graphs.every(g => g.querySelector("g.trace, g.hm, g.im")) ? page.innerText : null;
+    """
+    deadline = time.monotonic() + timeout
+    last, same = None, 0
+    while same < 2:
+        assert time.monotonic() < deadline, f"{path} did not settle"
+        text = dash_duo.driver.execute_script(probe)
+        same = same + 1 if text is not None and text == last else 0
+        last = text
+        time.sleep(0.4)
+
+
+PAGES = [
+    ("/", "#exp-table .ag-cell[col-id='name']"),
+    (f"/run/{RUN}", "#run-graph-timeline .js-plotly-plot"),
+    (f"/run/{RUN}/preview", "#prev-graph .js-plotly-plot"),
+    (f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path, ready", PAGES, ids=["experiments", "run", "preview", "evaluation"])
+def test_no_serious_or_critical_axe_violation_on_the_pages_of_a_real_run(
+    dash_duo, demo_run, path, ready
+):
+    serve(dash_duo, demo_run)
+    settled(dash_duo, path, ready)
+    found = violations(dash_duo)
+    assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
+
+
+def test_no_serious_or_critical_axe_violation_on_the_first_start(dash_duo, tmp_path):
+    for sub in ("runs", "data"):
+        (tmp_path / sub).mkdir()
+    serve(dash_duo, tmp_path)
+    settled(dash_duo, "/", "#exp-empty")
+    found = violations(dash_duo)
+    assert not found, "/ (no runs): axe-core found\n  " + "\n  ".join(found)
+
+
+@pytest.mark.slow
+def test_threshold_slider_moves_with_the_arrow_keys(dash_duo, demo_run):
+    serve(dash_duo, demo_run)
+    settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
+    thumb = dash_duo.find_element('#eval-slider [role="slider"]')
+    assert thumb.accessible_name == "Threshold"
+    box = dash_duo.find_element("#eval-t-input")
+    start = float(box.get_attribute("value"))
+
+    def moved(direction: str) -> bool:
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            value = float(box.get_attribute("value"))
+            if (value > start) if direction == "up" else (value < start):
+                return True
+            time.sleep(0.1)
+        return False
+
+    thumb.send_keys(Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_UP)
+    assert dash_duo.driver.switch_to.active_element == thumb
+    assert moved("up"), (start, box.get_attribute("value"))
+    start = float(box.get_attribute("value"))
+    thumb.send_keys(Keys.PAGE_DOWN)
+    assert moved("down"), (start, box.get_attribute("value"))
+
+
+@pytest.mark.slow
+def test_dropdown_focus_lands_on_its_named_button(dash_duo, demo_run):
+    serve(dash_duo, demo_run)
+    settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
+    dash_duo.driver.execute_script(
+        "document.querySelector('#eval-snapshot').previousElementSibling.focus()"
+    )
+    active = dash_duo.driver.switch_to.active_element
+    assert active.get_attribute("id") == "eval-snapshot"
+    assert active.accessible_name == "Snapshot FINAL"
