@@ -466,10 +466,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         s: signal.signal(s, lambda *_: asked.append(1)) for s in (signal.SIGINT, signal.SIGTERM)
     }
     shown: dict[str, str] = {}
+    failed_ticks = 0
     try:
         while True:
-            launcher.tick()  # starts queued runs, then drives the sweeps (this one too)
-            trials = read_trials(folder)
+            launcher.tick(sweeps=False)  # starts queued runs; this loop drives the sweep
+            try:
+                trials = sweeper.tick(launcher, folder)
+                failed_ticks = 0
+            except Exception as e:  # a broken sweep folder: say so, give up after a few tries
+                failed_ticks += 1
+                print(f"run.py sweep: {record['id']}: {type(e).__name__}: {e}", file=sys.stderr)
+                if failed_ticks >= 3:
+                    return EXIT_FAILED
+                trials = read_trials(folder)
             for t in trials.trials:
                 said = f"{t.state}" + (
                     f", {spec.metric} {t.value:.4g}" if t.value is not None else ""

@@ -473,13 +473,14 @@ class Launcher:
             shutil.rmtree(run_dir)
         log.info("deleted %s", run_dir)
 
-    def tick(self) -> list[str]:
+    def tick(self, sweeps: bool = True) -> list[str]:
         """Let the backends look at their runs, then start queued runs that can start.
 
         The local backend reaps exited children (recording their exit codes); the Slurm
         backend asks ``squeue``/``sacct`` every ``slurm_poll_s`` seconds (and after a
         submission) and records each job's state. Then queued runs of this launcher's
-        backend start while their device has a free slot (Slurm: are submitted).
+        backend start while their device has a free slot (Slurm: are submitted). Then, with
+        ``sweeps``, the unfinished sweeps of this backend take a step (``drive_sweeps``).
 
         Returns:
             Names of the runs started (Slurm: submitted).
@@ -501,7 +502,8 @@ class Launcher:
                     started.append(run.name)
         if started:
             self.runner.poll(self._scan())
-        self.drive_sweeps()
+        if sweeps:
+            self.drive_sweeps()
         return started
 
     def drive_sweeps(self) -> None:

@@ -182,7 +182,11 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
         ended = _follow(runs_dir, trials, spec)
         parallel = int(record.get("max_parallel", spec.max_parallel))
         to_queue = _to_queue(trials, spec, parallel)
-        study = open_study(study_path(folder), record["id"], spec) if ended or to_queue else None
+        study = (
+            open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
+            if ended or to_queue
+            else None
+        )
         for entry in ended:
             _tell(study, entry)
         _end_if_done(trials, spec)

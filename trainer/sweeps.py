@@ -371,15 +371,19 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> None:
 # ------------------------------------------------------------------------------- Optuna
 
 
-def make_sampler(spec: SweepSpec) -> Any:
+def make_sampler(spec: SweepSpec, drawn_before: int = 0) -> Any:
+    """The sweep's sampler. A driver makes a new one for each batch of trials it queues
+    (it may be another process each time), so the seed moves on with the trials drawn
+    before: a fresh sampler with the same seed would draw the same values again."""
     import optuna
 
+    seed = spec.seed + drawn_before
     if spec.method == "grid":
         space = {n: p.encoded for n, p in spec.parameters.items()}
-        return optuna.samplers.GridSampler(space, seed=spec.seed)
+        return optuna.samplers.GridSampler(space, seed=seed)
     if spec.method == "random":
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
 
 
 def make_pruner(spec: SweepSpec) -> Any:
@@ -396,13 +400,15 @@ def make_pruner(spec: SweepSpec) -> Any:
     )
 
 
-def open_study(study_file: str | Path, name: str, spec: SweepSpec, create: bool = False) -> Any:
-    """The sweep's Optuna study in its journal file (created with ``create``)."""
+def open_study(
+    study_file: str | Path, name: str, spec: SweepSpec, create: bool = False, drawn_before: int = 0
+) -> Any:
+    """The sweep's Optuna study in its journal file (created with ``create``); its sampler is
+    ``make_sampler(spec, drawn_before)``."""
     import optuna
 
-    kwargs = dict(
-        storage=_storage(study_file), sampler=make_sampler(spec), pruner=make_pruner(spec)
-    )
+    sampler = make_sampler(spec, drawn_before)
+    kwargs = dict(storage=_storage(study_file), sampler=sampler, pruner=make_pruner(spec))
     if create:
         direction = "minimize" if spec.goal == "min" else "maximize"
         return optuna.create_study(study_name=name, direction=direction, **kwargs)
