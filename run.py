@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                          ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
         w.add_argument(f"--slurm-{key}", metavar=key.upper(),
                        help=f"Slurm {key} for each trial (e.g. {example})")  # fmt: skip
+    w.add_argument("--detach", action="store_true",
+                   help="make the sweep, print its id and return: a dashboard on the same runs "
+                        "folder and backend drives it")  # fmt: skip
     w.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     w.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -458,6 +461,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             traceback.print_exc()
         return EXIT_USAGE
     spec = sweeper.spec_of(record)
+    if args.detach:
+        print(record["id"], flush=True)
+        return EXIT_OK
     print(f"sweep {record['id']}: {spec.n_runs} runs of {record['config']} ({spec.method}, "
           f"{spec.metric} {spec.goal}), at most {record['max_parallel']} at once, "
           f"{record['backend']} backend; page /sweep/{record['id']}", flush=True)  # fmt: skip
