@@ -5,7 +5,8 @@
  * app.evaluation_view.load_view). Moving the threshold then costs a binary search and a few
  * divisions here, no round trip: the metrics table is returned as callback outputs, the figures
  * (markers, threshold lines, confusion cells, shaded error mass, the Neurons panel's threshold
- * line) are moved in place with one Plotly.update per figure on the next animation frame.
+ * line) are moved in place with one Plotly.update per figure, one figure per idle task, figures
+ * out of view when they come into view.
  *
  * Plotly.update, not restyle/relayout: dcc.Graph answers a plotly_relayout event by copying the
  * changed layout keys into its figure prop, which re-plots the whole figure (Plotly.react, tens
@@ -218,11 +219,11 @@
   var scheduled = false;
 
   /*
-   * One figure per task, when the browser is idle (at the latest after 100 ms), the figures in
-   * view first: a Plotly.update costs 10-100 ms on a busy 2-core machine, so drawing all six in
-   * one go would hold the server's requests of the same step (Dash sends them after this
-   * callback) and the answers that arrive meanwhile. A burst of slider events draws only the
-   * latest threshold.
+   * One figure per task, when the browser is idle (at the latest after 100 ms), and only the
+   * figures in view: a Plotly.update costs 10-100 ms on a busy 2-core machine, so drawing all
+   * six in one go would hold the server's requests of the same step (Dash sends them after this
+   * callback) and the answers that arrive meanwhile. A figure out of view is drawn when it comes
+   * into view (IntersectionObserver). A burst of slider events draws only the latest threshold.
    */
   function later(fn) {
     if (window.requestIdleCallback) { window.requestIdleCallback(fn, { timeout: 100 }); }
@@ -232,25 +233,43 @@
   function inView(id) {
     var el = document.getElementById(id);
     if (!el) { return false; }
+    if (!window.IntersectionObserver) { return true; }
     var r = el.getBoundingClientRect();
-    return r.bottom > 0 && r.top < window.innerHeight;
+    return r.bottom > 0 && r.top < window.innerHeight && r.right > 0 && r.left < window.innerWidth;
+  }
+
+  var observer = null;
+  var observed = new WeakSet();
+
+  /* Draw what waits for a figure when it scrolls (or is laid out) into view. */
+  function observe(id) {
+    var el = document.getElementById(id);
+    if (!el || observed.has(el) || !window.IntersectionObserver) { return; }
+    if (!observer) {
+      observer = new window.IntersectionObserver(function () { draw([]); });
+    }
+    observed.add(el);
+    observer.observe(el);
   }
 
   function drawNext() {
     scheduled = false;
-    if (!todo.length || !job) { return; }
-    if (!window.Plotly) { later(drawNext); scheduled = true; return; }
+    if (!job) { return; }
+    if (!window.Plotly) { scheduled = true; later(drawNext); return; }
     var k = 0;
-    while (k < todo.length - 1 && !inView(todo[k])) { k++; }
+    while (k < todo.length && !inView(todo[k])) { k++; }
+    if (k === todo.length) { return; }  /* the rest waits until it comes into view */
     var id = todo.splice(k, 1)[0];
     watchReplot(id);
     DRAW[id](job);
-    if (todo.length) { scheduled = true; later(drawNext); }
+    scheduled = true;
+    later(drawNext);
   }
 
   function draw(ids) {
     ids.forEach(function (id) { if (todo.indexOf(id) < 0) { todo.push(id); } });
-    if (!scheduled && todo.length) { scheduled = true; later(drawNext); }
+    todo.forEach(observe);
+    if (!scheduled && todo.some(inView)) { scheduled = true; later(drawNext); }
   }
 
   function scheduleFigures(data, m) {

@@ -77,8 +77,11 @@ def legend(dash_duo) -> list[str]:
 
 
 def neuron_marker(dash_duo) -> float:
+    """The threshold line of the Neurons curves, scrolled into view (the browser moves the lines
+    of figures out of view when they come into view)."""
     return dash_duo.driver.execute_script(
         "const g = document.querySelector('#eval-neurons .js-plotly-plot');"
+        "g.scrollIntoView();"
         "return g.data.find(d => d.meta === 'vb-neuron-threshold').x[0];"
     )
 
