@@ -3,9 +3,10 @@ the page's poll over a sweep folder written step by step."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -96,21 +97,29 @@ def _sweep_cli(root: Path, data_dir: Path, config: Path, parallel: int) -> subpr
         "0.3",
     ]
     env = {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        cmd,
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # its output to a file: a pipe nobody reads while the test waits could block it
+    with (root / "sweep.log").open("w") as log:
+        return subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _output(root: Path) -> str:
+    """The end of what ``run.py sweep`` printed, for a failure's message."""
+    return (root / "sweep.log").read_text()[-3000:]
 
 
 def _end(proc: subprocess.Popen) -> None:
-    """Stop a ``run.py sweep`` and everything it started (its session)."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
+    """Kill a ``run.py sweep`` and every process it started (its trainers run in sessions
+    of their own, so killing its process group would leave them)."""
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(family, timeout=30)
     proc.wait(timeout=30)
 
 
@@ -126,10 +135,10 @@ def finished_sweep(tmp_path_factory, data_dir):
     config = _write_config(root / "configs", SWEEP, n_steps=6)
     proc = _sweep_cli(root, data_dir, config, parallel=3)
     try:
-        out, _ = proc.communicate(timeout=480)
+        proc.wait(timeout=480)
     finally:
         _end(proc)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 0, _output(root)
     runs_dir = root / "runs"
     return root, runs_dir, _only_sweep(runs_dir)
 
@@ -257,7 +266,7 @@ def test_stop_sweep_stops_its_running_trials_and_leaves_no_process(dash_duo, tmp
                 t.state == "running" and read_status(runs_dir / t.run) is not None for t in trials
             )
 
-        assert _wait(training, 300), read_trials(folder)
+        assert _wait(training, 300), (read_trials(folder), _output(tmp_path))
         started = _trainers()  # the driver and its two trainers
         assert len(started) >= 3, started
         app = _app(tmp_path, runs_dir, grace_s=20.0)
@@ -265,6 +274,15 @@ def test_stop_sweep_stops_its_running_trials_and_leaves_no_process(dash_duo, tmp
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/sweep/{sweep_id}")
         dash_duo.wait_for_text_to_equal("#sweep-state", "running", timeout=30)
         dash_duo.wait_for_contains_text("#sweep-progress", "2 running", timeout=30)
+
+        def points() -> int:
+            return sum(_plot(dash_duo, "sweep-curves", "g.data.map(t => t.x.length)") or [0])
+
+        # the page follows the trials: new history rows reach the curves, values the table
+        seen = points()
+        assert _wait(lambda: points() > seen, 240), f"no new points after {seen}"
+        assert _wait(lambda: dash_duo.find_element("#sweep-empty").get_attribute("hidden"), 30)
+        assert _wait(lambda: all(r["cells"][4] != "—" for r in _table_rows(dash_duo)), 240)
         dash_duo.find_element("#sweep-stop").click()
         dash_duo.wait_for_contains_text("#sweep-msg", "2 trial(s) asked to stop", timeout=30)
         # the driver (run.py sweep) tells the study and ends the sweep; the page follows
@@ -339,14 +357,15 @@ def written_sweep(tmp_path, data_dir, monkeypatch):
     sweep_id = create_sweep(runs_dir, config)
     app = _app(tmp_path, runs_dir)
     trackers: dict[str, HistoryTracker] = {}
-    yield runs_dir, sweep_folder(runs_dir, sweep_id), sys.modules["app.pages.sweep"], trackers
+    folder = sweep_folder(runs_dir, sweep_id)
+    yield runs_dir, folder, sys.modules["app.pages.sweep"], trackers, app
     for tracker in trackers.values():
         tracker.close()
     app_context(app).close()
 
 
 def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
-    runs_dir, folder, page, trackers = written_sweep
+    runs_dir, folder, page, trackers, _app_ = written_sweep
     view = page.read_view(runs_dir, folder)
     assert view.rows == [] and not view.ended and len(view.curves.data) == 0
 
@@ -405,7 +424,7 @@ def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
 
 
 def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sweep):
-    runs_dir, folder, page, trackers = written_sweep
+    runs_dir, folder, page, trackers, _app_ = written_sweep
     trials = read_trials(folder)
     trials.trials = [TrialEntry(0, "t-000", {"lr": 1e-3}, state="running")]
     write_trials(folder, trials)
@@ -420,6 +439,7 @@ def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sw
         {**entry, "rows": "3"},
         {**entry, "shown": float("nan")},
         {**entry, "state": ["running"]},
+        {**entry, "state": ["finished"], "done": True},  # an ended trial is not read again
         {**entry, "done": "yes"},
         {**entry, "generation": {"a": 1}},
         {**entry, "best": float("inf")},
@@ -438,6 +458,7 @@ def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sw
         view = page.read_view(runs_dir, folder, odd)
         assert view.changed and not isinstance(view.curves, Patch), odd
         assert view.rows[0].value == 0.7 and view.rows[0].state == "running"
+        page.runs_table(view), page.header(view)  # drawable
     # rows the cursor claims but the table does not have: that trial's curve is read again
     view = page.read_view(runs_dir, folder, {**good, "runs": [{**entry, "rows": 10**30}]})
     ops = view.curves.to_plotly_json()["operations"]
@@ -447,30 +468,79 @@ def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sw
     ]
 
 
-def _post_stop(app, sweep_id: str) -> tuple[int, str]:
-    """A Stop sweep request as the page's button sends it."""
+HOST = "127.0.0.1:8050"
+
+
+def _sweep_callbacks(app) -> list[dict]:
+    """The sweep page's entries of ``/_dash-dependencies``."""
     client = app.server.test_client()
-    host = "127.0.0.1:8050"
-    deps = client.get("/_dash-dependencies", base_url=f"http://{host}").get_json()
-    (dep,) = [d for d in deps if "sweep-msg.children" in d["output"]]
-    outputs = [
-        {"id": spec.rsplit(".", 1)[0], "property": spec.rsplit(".", 1)[1]}
-        for spec in dep["output"][2:-2].split("...")
-    ]
+    deps = client.get("/_dash-dependencies", base_url=f"http://{HOST}").get_json()
+    return [d for d in deps if "sweep-" in d["output"] and not d.get("clientside_function")]
+
+
+def _post(app, dep: dict, values: dict) -> tuple[int, str]:
+    """A callback request as the page sends it: ``values`` by ``id.property``, the first
+    input as the trigger."""
+    specs = dep["output"][2:-2].split("...") if dep["output"].startswith("..") else [dep["output"]]
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]} for o in specs]
+
+    def slots(items: list[dict]) -> list[dict]:
+        return [{**i, "value": values.get(f"{i['id']}.{i['property']}")} for i in items]
+
     body = {
         "output": dep["output"],
-        "outputs": outputs,
-        "inputs": [{"id": "sweep-stop", "property": "n_clicks", "value": 1}],
-        "state": [{"id": "sweep-id", "property": "data", "value": sweep_id}],
-        "changedPropIds": ["sweep-stop.n_clicks"],
+        "outputs": outputs if len(outputs) > 1 else outputs[0],
+        "inputs": slots(dep["inputs"]),
+        "state": slots(dep["state"]),
+        "changedPropIds": [f"{dep['inputs'][0]['id']}.{dep['inputs'][0]['property']}"],
     }
-    response = client.post(
+    response = app.server.test_client().post(
         "/_dash-update-component",
-        base_url=f"http://{host}",
-        json=body,
-        headers={"Origin": f"http://{host}"},
+        base_url=f"http://{HOST}",
+        data=json.dumps(body),  # NaN and Infinity as a browser's JSON would not, but Dash reads
+        content_type="application/json",
+        headers={"Origin": f"http://{HOST}"},
     )
     return response.status_code, response.get_data(as_text=True)
+
+
+def _post_stop(app, sweep_id: str) -> tuple[int, str]:
+    """A Stop sweep request as the page's button sends it."""
+    (dep,) = [d for d in _sweep_callbacks(app) if "sweep-msg.children" in d["output"]]
+    return _post(app, dep, {"sweep-stop.n_clicks": 1, "sweep-id.data": sweep_id})
+
+
+#: values a forged request may put in any slot
+HOSTILE = [None, True, -1, 10**30, 1e308, float("inf"), float("nan"), "", "x" * 300,
+           "../../etc/passwd", "/tmp/x", "a\x00b", [], {}, [[[]]], {"a": {"b": [1]}}]  # fmt: skip
+
+
+def test_sweep_callbacks_answer_hostile_values_without_a_server_error(written_sweep, caplog):
+    runs_dir, folder, _page, trackers, app = written_sweep
+    trials = read_trials(folder)
+    trials.trials = [TrialEntry(0, "t-000", {"lr": 1e-3}, state="finished")]
+    write_trials(folder, trials)
+    # a finished trial: a Stop sweep request that gets through stops nothing of this process
+    _trial_run(runs_dir, "t-000", "finished", 6)
+    _history(trackers, runs_dir, "t-000", [(0, 0.9), (3, 0.7)])
+    cursor = _page.read_view(runs_dir, folder).cursor
+    base = {"sweep-id.data": folder.name, "sweep-cursor.data": cursor}
+    deps = _sweep_callbacks(app)
+    assert len(deps) == 4, [d["output"] for d in deps]
+    failures = []
+    for dep in deps:
+        slots = [f"{i['id']}.{i['property']}" for i in (*dep["inputs"], *dep["state"])]
+        counters = {s: 1 for s in slots if s.endswith(("n_clicks", "n_intervals"))}
+        cases = [(s, v) for s in slots for v in HOSTILE] + [("every slot", v) for v in HOSTILE]
+        for slot, value in cases:
+            values = {**counters, **base}
+            values.update(dict.fromkeys(slots, value) if slot == "every slot" else {slot: value})
+            caplog.clear()
+            status, text = _post(app, dep, values)
+            logged = [r for r in caplog.records if r.exc_info]
+            if status >= 500 or logged:
+                failures.append(f"{dep['output'][:40]} {slot}={value!r:.30} {status} {logged}")
+    assert not failures, "\n".join(failures)
 
 
 def test_stop_sweep_is_refused_on_a_read_only_dashboard_and_stops_on_others(
