@@ -35,8 +35,9 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 
-#: run states whose curve is dimmed: the trial ended without completing its steps
-DIMMED_STATES = frozenset({"pruned", "stopped", "failed", "diverged", "lost"})
+#: run states whose curve is dimmed: the pruner or a failure ended the trial early (a trial
+#: stopped by hand keeps its look: stopping a whole sweep would dim every curve)
+DIMMED_STATES = frozenset({"pruned", "failed", "diverged", "lost"})
 #: opacity of a dimmed curve; a completed or running trial's is 1
 DIMMED_OPACITY = 0.3
 #: line width of the best trial's curve and of the others'
@@ -232,7 +233,7 @@ def parcoords_figure(
 
 
 def curve_style(state: str, best: bool) -> dict[str, Any]:
-    """A trial curve's look: dimmed when its run ended without completing
+    """A trial curve's look: dimmed and dotted when the pruner or a failure ended its run
     (``DIMMED_STATES``), wide when it is the best trial."""
     return {
         "opacity": DIMMED_OPACITY if state in DIMMED_STATES else 1.0,
@@ -243,7 +244,7 @@ def curve_style(state: str, best: bool) -> dict[str, Any]:
 
 def trace_name(row: TrialRow, best: bool) -> str:
     """A curve's legend entry: the run, its state when it did not complete, and 'best'."""
-    extra = [row.state] if row.state in DIMMED_STATES else []
+    extra = [row.state] if row.state in DIMMED_STATES | {"stopped"} else []
     if best:
         extra.append("best")
     return f"{row.run} ({', '.join(extra)})" if extra else row.run
@@ -260,7 +261,8 @@ def curves_figure(
 ) -> go.Figure:
     """The metric of every trial against the step on one plot, one trace per trial in
     ``rows`` order (a trial without points gets an empty trace, so trace ``i`` stays trial
-    ``i``); dimmed and dotted for trials that did not complete, wide for the best one.
+    ``i``); dimmed and dotted for trials the pruner or a failure ended, wide for the best
+    one.
 
     Args:
         rows: the trials, in trial order.

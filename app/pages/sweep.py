@@ -2,8 +2,8 @@
 
 Shows the sweep's state (running, stopping, finished, stopped, failed and why) and spec, a
 parallel-coordinates plot (a line per trial, an axis per swept parameter and the metric),
-the metric of every trial against the step on one plot (trials that did not complete
-dimmed, the best one wide), and a table of the trials sorted by their best metric value
+the metric of every trial against the step on one plot (trials the pruner or a failure
+ended dimmed, the best one wide), and a table of the trials sorted by their best metric value
 with state, step, values and a link to each run, the best one marked. A CSV button sends
 one row per trial; Stop sweep (hidden on a read-only dashboard) stops the whole sweep
 through ``app.sweeper.stop_sweep``.

@@ -131,3 +131,10 @@ def test_csv_has_one_row_per_trial_with_run_number_state_value_parameters_and_st
     assert got[5] == ["s-004", "4", "queued", "", "0.002", "[1, 2]", ""]
     assert len(got) == 1 + len(rows)
     assert float(got[4][3]) == 0.40  # values round-trip exactly
+
+
+def test_a_trial_stopped_by_hand_is_named_but_not_dimmed():
+    rows = [TrialRow("a", 0, "stopped", 0.3, {}), TrialRow("b", 1, "stopped", 0.5, {})]
+    fig = curves_figure(rows, {}, "valid_loss", "a")
+    assert [t.name for t in fig.data] == ["a (stopped, best)", "b (stopped)"]
+    assert [t.opacity for t in fig.data] == [1.0, 1.0]
