@@ -380,7 +380,9 @@ def make_sampler(spec: SweepSpec, drawn_before: int = 0) -> Any:
     seed = spec.seed + drawn_before
     if spec.method == "grid":
         space = {n: p.encoded for n, p in spec.parameters.items()}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        # the grid sampler shuffles its grid with the seed and gives trial n grid point n:
+        # every driver must shuffle alike, so its seed never moves on
+        return optuna.samplers.GridSampler(space, seed=spec.seed)
     if spec.method == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)

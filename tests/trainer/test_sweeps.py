@@ -126,9 +126,11 @@ def test_a_grid_sweep_draws_every_point_once(tmp_path):
         "'data_batch_args.patch_shape': [(8, 16, 16), (4, 32, 32)]})",
     )
     spec = spec_from_json(parse_sweep(cfg).to_json())  # what the driver works from
-    study = open_study(tmp_path / "study.journal", "s", spec, create=True)
+    open_study(tmp_path / "study.journal", "s", spec, create=True)
     drawn = []
-    for _ in range(spec.n_runs):
+    for n in range(spec.n_runs):
+        # a new sampler per trial, as drivers in turn (or in other processes) make them
+        study = open_study(tmp_path / "study.journal", "s", spec, drawn_before=n)
         trial = study.ask()
         values = spec.decode(suggest_params(trial, spec))
         drawn.append((values["lr"], tuple(values["data_batch_args.patch_shape"])))
@@ -153,8 +155,10 @@ def test_a_tpe_sweep_stays_inside_its_ranges(tmp_path):
         assert 1e-4 <= values["lr"] <= 1e-2 and values["batch_size"] in (1, 2, 3, 4)
         assert isinstance(values["batch_size"], int)
         study.tell(trial.number, values["lr"])  # smaller lr is better: TPE learns that
+        study = open_study(tmp_path / "study.journal", "s", spec, drawn_before=len(study.trials))
     lrs = [t.params["lr"] for t in study.trials]
     assert min(lrs[6:]) < max(lrs[:6])
+    assert len(set(lrs)) == 12  # fresh samplers do not draw the same values again
 
 
 def test_spec_round_trips_through_json(tmp_path):
