@@ -48,6 +48,10 @@ MAX_SMA_WINDOW = 1_000_000
 
 _HALF = {"flex": "1 1 560px", "minWidth": "0"}
 _HIDDEN = {**_HALF, "display": "none"}
+#: what a hidden panel's graph holds in the page's first response: nothing for plotly.js to
+#: draw (no axes), where its full figure would cost drawing time before the first curves
+_NOTHING = {"data": [], "layout": {"height": 320, "xaxis": {"visible": False},
+                                   "yaxis": {"visible": False}}}  # fmt: skip
 
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
@@ -126,6 +130,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         placeholder="compare with runs ...",
                         style={"minWidth": "320px"},
                     ),
+                    components.screen_reader_label("Runs to compare", "run-compare-runs"),
                     dcc.Dropdown(
                         id="run-compare-column",
                         options=[
@@ -136,6 +141,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         clearable=False,
                         style={"width": "180px"},
                     ),
+                    components.screen_reader_label("Column to compare", "run-compare-column"),
                 ],
                 style=ROW,
             ),
@@ -173,7 +179,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     html.Div(
                         [
                             html.Div(
-                                graph(f"run-graph-{k}", figure=figs.get(k)),
+                                graph(f"run-graph-{k}", figure=_shown_figure(first, k)),
                                 id=f"run-{k}-panel",
                                 style=first.get(f"{k}_style", _HIDDEN)
                                 if k in figures.OPTIONAL_PANELS
@@ -186,14 +192,14 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         hidden=not _has_history(first.get("cursor")),
                     ),
                     html.Div(
-                        graph("run-graph-classes", figure=figs.get("classes")),
+                        graph("run-graph-classes", figure=_shown_figure(first, "classes")),
                         id="run-classes-panel",
                         style=first.get("classes_style", _HIDDEN),
                     ),
                     compare,
                     html.Div(graph("run-graph-schedule"), style=_HALF),
                     html.Div(
-                        graph("run-graph-regression", figure=figs.get("regression")),
+                        graph("run-graph-regression", figure=_shown_figure(first, "regression")),
                         id="run-regression-panel",
                         style=first.get("regression_style", _HIDDEN),
                     ),
@@ -203,6 +209,15 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
         ],
         style={"padding": "10px 16px"},
     )
+
+
+def _shown_figure(first: dict[str, Any], panel: str) -> Any:
+    """The first response's figure of a panel: ``_NOTHING`` for one that ``<panel>_style``
+    hides (the update that shows it sends its figure), else its figure."""
+    style = first.get(f"{panel}_style")
+    if isinstance(style, dict) and style.get("display") == "none":
+        return _NOTHING
+    return first.get("figures", {}).get(panel)
 
 
 def _has_history(cursor: Any) -> bool:

@@ -122,6 +122,7 @@ def test_curve_figures_keep_fixed_margins_for_their_labels():
     for fig in figs:
         template = fig.layout.template.layout
         assert template.xaxis.automargin is False and template.yaxis.automargin is False
+        assert template.yaxis.ticklabeloverflow == "allow"
         assert fig.layout.margin.l == figures.MARGIN["l"]
     lr = figures.history_figure("lr", {"mom": (x, np.full(5, 0.9))})
     assert lr.layout.margin.r == figures.MARGIN_RIGHT_Y2  # the momentum axis on the right

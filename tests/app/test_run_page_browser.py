@@ -215,7 +215,7 @@ def test_run_page_shows_the_regression_scatter_only_with_rows(dash_duo, run_page
         # the curves and the regression panel come from the same update
         assert _wait(lambda: _points(dash_duo, "run-graph-timeline") == 50)
         assert not _regression_shown(dash_duo)
-        assert _points(dash_duo, "run-graph-regression") == 0
+        assert _points(dash_duo, "run-graph-regression") == -1  # hidden: nothing drawn
         add_regression(tracker, 0, 5)
         assert _wait(lambda: _regression_shown(dash_duo))
         assert _wait(lambda: _points(dash_duo, "run-graph-regression") == 5)
@@ -360,6 +360,9 @@ def test_a_million_row_run_page_response_is_bounded_and_ends_at_the_last_step(tm
         graphs = _graphs(layout)
         timeline = graphs["run-graph-timeline"]
         assert timeline.data[0].x[-1] == n - 1 and timeline.data[1].x[-1] == n - 1
+        # the hidden panels (no per-class, regression or valid_are data) hold nothing to draw
+        for hidden in ("run-graph-classes", "run-graph-regression", "run-graph-are"):
+            assert graphs[hidden]["data"] == [] and not graphs[hidden]["layout"]["xaxis"]["visible"]
         figs = [f for f in graphs.values() if isinstance(f, go.Figure)]  # schedule: a callback
         points = max(len(t.x) for fig in figs for t in fig.data)
         assert points <= DEFAULT_MAX_POINTS + 2
