@@ -1,0 +1,237 @@
+"""Sweeps end to end: `python run.py sweep` and a dashboard's launcher driving real demo runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from app import sweeper
+from app.launcher import Launcher
+from trainer.runs import read_run_state, read_status
+from trainer.runs.sweeps import read_sweep, read_trial, read_trials, study_path
+from trainer.sweeps import best_value, open_study
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+TINY = """
+import os
+from trainer.models import CNN3D
+from trainer.synthetic import ensure_demo_data
+
+_demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
+
+def create_model():
+    return CNN3D(n_classes=2, in_channels=1)
+
+data_class = "BatchCreatorImage"
+data_init_kwargs = _demo.data_init_kwargs()
+data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
+n_steps = {n_steps}
+history_freq = 3
+monitor_batch_size = 1
+batch_size = 1
+optimiser = "Adam"
+optimiser_params = dict(lr=2e-3)
+plot_on = False
+sweep = {sweep}
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from trainer.synthetic import ensure_demo_data
+
+    folder = tmp_path_factory.mktemp("sweep-data")
+    ensure_demo_data(folder)
+    return folder
+
+
+def write_config(
+    folder: Path, sweep: str, n_steps: int = 6, name: str = "tiny.py", extra: str = ""
+) -> Path:
+    path = folder / name
+    path.write_text(TINY.format(n_steps=n_steps, sweep="None") + extra + f"sweep = {sweep}\n")
+    return path
+
+
+def env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+
+
+def sweep_cli(tmp: Path, data_dir: Path, *args: str, timeout: float = 420):
+    cmd = [sys.executable, str(REPO / "run.py"), "sweep", *args, "--runs-dir", str(tmp / "runs"),
+           "--data-dir", str(data_dir), "--poll", "0.3"]  # fmt: skip
+    return subprocess.run(cmd, cwd=tmp, env=env(data_dir), capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def only_sweep(runs: Path) -> Path:
+    (folder,) = list((runs / ".sweeps").iterdir())
+    return folder
+
+
+def test_a_grid_sweep_trains_each_point_once_and_tells_the_study(tmp_path, data_dir):
+    config = write_config(
+        tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 3e-3], batch_size=[1]))"
+    )
+    proc = sweep_cli(tmp_path, data_dir, str(config), "--max-parallel", "2")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    folder = only_sweep(tmp_path / "runs")
+    record, trials = read_sweep(folder), read_trials(folder)
+    assert trials.state == "finished" and len(trials.trials) == 2
+    assert "sweep tiny-sweep-1 finished; best run tiny-sweep-1-00" in proc.stdout
+    lrs = set()
+    study = open_study(study_path(folder), record["id"], sweeper.spec_of(record))
+    for entry in trials.trials:
+        run_dir = tmp_path / "runs" / entry.run
+        resolved = json.loads((run_dir / "config.json").read_text())
+        lr = resolved["optimiser_params"]["lr"]
+        lrs.add(lr)
+        assert entry.params == {"lr": lr, "batch_size": 1}
+        assert read_trial(run_dir)["sweep"] == record["id"]
+        assert read_run_state(run_dir).state == "finished" and entry.told == "complete"
+        values = sweeper._metric_values(run_dir, "valid_loss")
+        assert entry.value == best_value(values, "min") and len(values) == 3
+        frozen = study.trials[entry.number]
+        assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.value == entry.value
+        assert sorted(frozen.intermediate_values) == [0, 3, 5]  # every history row reported
+    assert lrs == {1e-3, 3e-3}
+
+
+def test_a_tpe_sweep_prunes_a_hopeless_trial(tmp_path, data_dir):
+    # class weights [1, 100] multiply the weighted loss by ~30: that trial is far worse
+    # than any other at every step, so the median pruner stops it at its first report
+    sweep = ("dict(method='tpe', n_runs=4, seed=2, metric='valid_loss', prune=True, "
+             "startup_runs=1, warmup_steps=0, max_parallel=1, "
+             "parameters=dict(class_weights=[[1.0, 1.0], [1.0, 100.0]]))")  # fmt: skip
+    config = write_config(tmp_path, sweep, n_steps=9)
+    proc = sweep_cli(tmp_path, data_dir, str(config))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = read_trials(only_sweep(tmp_path / "runs"))
+    assert trials.state == "finished" and len(trials.trials) == 4
+    heavy = [t for t in trials.trials if t.params["class_weights"] == [1.0, 100.0]]
+    assert [t.number for t in heavy] == [1, 3]  # seed 2 draws light, heavy, light, heavy
+    assert trials.trials[0].told == "complete"  # nothing to compare the first trial with
+    for pruned in heavy:
+        run_dir = tmp_path / "runs" / pruned.run
+        status = read_status(run_dir)
+        assert pruned.told == "pruned" and pruned.state == "pruned"
+        assert status.state == "pruned" and status.step < 9
+        assert "pruned by the sweep's median pruner" in status.extra["stop_reason"]
+        assert (run_dir / "snapshots" / "FINAL.pt").is_file()  # stopped like a SIGTERM stop
+    assert "pruned" in proc.stdout
+
+
+def test_a_sweep_whose_trials_fail_stops_after_max_failures(tmp_path, data_dir):
+    # every model of the grid raises while it is built: each trial fails at set-up
+    sweep = (
+        "dict(method='grid', max_failures=2, max_parallel=1, parameters=dict("
+        "create_model=[broken, broken, broken, broken]))\n"
+    )
+    broken = "def broken():\n    raise RuntimeError('a model that cannot be built')\n\n"
+    config = write_config(tmp_path, sweep, extra=broken)
+    proc = sweep_cli(tmp_path, data_dir, str(config))
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-3000:]
+    trials = read_trials(only_sweep(tmp_path / "runs"))
+    assert trials.state == "failed" and len(trials.trials) == 2
+    assert "2 trials failed (max_failures = 2)" in trials.reason
+    assert all(t.state == "failed" and t.told == "fail" for t in trials.trials)
+
+
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ("dict(parameters=dict(lr=[1e-3], bach_size=[1]))", "did you mean 'batch_size'"),
+        ("dict(parameters=dict(lr=[]))", "parameter 'lr': empty list of values"),
+        ("dict(method='random', n_runs=0, parameters=dict(lr=[1e-3]))", "'n_runs': expected"),
+        ("dict(metric='dice', parameters=dict(lr=[1e-3]))", "'dice' is no history column"),
+        ("dict(parameters=dict(batch_size=[1, -2]))", "parameter 'batch_size' value -2"),
+    ],
+)
+def test_a_bad_sweep_exits_2_before_anything_starts(tmp_path, data_dir, sweep, message):
+    config = write_config(tmp_path, sweep)
+    proc = sweep_cli(tmp_path, data_dir, str(config), timeout=120)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs" / ".sweeps").exists() or not list(
+        (tmp_path / "runs" / ".sweeps").iterdir()
+    )
+
+
+def test_a_dashboard_launcher_resumes_a_sweep_whose_driver_died(tmp_path, data_dir):
+    config = write_config(
+        tmp_path, "dict(method='grid', max_parallel=1, parameters=dict(lr=[1e-3, 3e-3]))"
+    )
+    cmd = [sys.executable, str(REPO / "run.py"), "sweep", str(config), "--runs-dir",
+           str(tmp_path / "runs"), "--data-dir", str(data_dir), "--poll", "0.3"]  # fmt: skip
+    driver = subprocess.Popen(cmd, cwd=tmp_path, env=env(data_dir), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            folder = tmp_path / "runs" / ".sweeps" / "tiny-sweep-1"
+            if folder.is_dir() and read_trials(folder).trials:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep queued no trial within 120 s")
+    finally:
+        driver.kill()  # the terminal closed: nobody drives the sweep now
+        driver.wait(timeout=30)
+    assert read_trials(folder).state == "running"
+
+    launcher = Launcher(tmp_path / "runs", REPO / "examples", data_dir, gpus=[], poll_s=0.3)
+    with launcher:  # as a dashboard (re)started on the runs folder
+        deadline = time.monotonic() + 600
+        while read_trials(folder).state == "running" and time.monotonic() < deadline:
+            time.sleep(0.5)
+    trials = read_trials(folder)
+    assert trials.state == "finished" and [t.number for t in trials.trials] == [0, 1]
+    assert {t.params["lr"] for t in trials.trials} == {1e-3, 3e-3}
+    assert all(t.told == "complete" for t in trials.trials)
+
+
+def test_stopping_a_sweep_stops_its_trials_and_queues_no_more(tmp_path, data_dir):
+    config = write_config(
+        tmp_path, "dict(method='grid', max_parallel=1, parameters=dict(lr=[1e-3, 2e-3]))",
+        n_steps=100_000,
+    )  # fmt: skip
+    os.environ["VOXELBOARD_DATA_DIR"] = str(data_dir)
+    try:
+        sweep_id = sweeper.create_sweep(tmp_path / "runs", config)
+    finally:
+        del os.environ["VOXELBOARD_DATA_DIR"]
+    folder = sweeper.sweep_folder(tmp_path / "runs", sweep_id)
+    launcher = Launcher(tmp_path / "runs", tmp_path, data_dir, gpus=[], poll_s=0.3, grace_s=20)
+    with launcher:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            trials = read_trials(folder)
+            if (
+                trials.trials
+                and read_run_state(tmp_path / "runs" / trials.trials[0].run).state == "running"
+            ):
+                status = read_status(tmp_path / "runs" / trials.trials[0].run)
+                if status is not None and status.step > 0:
+                    break
+            time.sleep(0.3)
+        else:
+            pytest.fail("the first trial did not start training within 120 s")
+        assert sweeper.stop_sweep(launcher, folder, "stopped by a test") == [trials.trials[0].run]
+        deadline = time.monotonic() + 90
+        while read_trials(folder).state == "running" and time.monotonic() < deadline:
+            time.sleep(0.3)
+    trials = read_trials(folder)
+    assert trials.state == "stopped" and trials.reason == "stopped by a test"
+    assert len(trials.trials) == 1 and trials.trials[0].state == "stopped"
+    assert trials.trials[0].told == "pruned"  # ended early: Optuna's word for it
+    status = read_status(tmp_path / "runs" / trials.trials[0].run)
+    assert status.state == "stopped" and 0 < status.step < 100_000
