@@ -3,12 +3,19 @@
 Run: ``python bench/bench_segmentation.py [--voxels 10000000] [--grid elektronn2|fast|none]``.
 All timings in one run, on the same volumes; each timing is the best of ``--repeat`` runs.
 
+``python bench/bench_segmentation.py --run RUN_DIR [--name FINAL]`` compares instead, on each
+validation cube of a result written by ``run.py evaluate RUN_DIR --instances``: threshold ->
+components at its best threshold, the default grid (thresholds relative to the map) and
+ELEKTRONN2's 144 fixed settings: best adapted Rand error, setting and time of each.
+
 Goals (issue 15):
 
 * VOI + adapted Rand on 10^7 voxels >= 3x faster than scikit-image's
   ``variation_of_information`` + ``adapted_rand_error`` on the same volumes, equal values;
 * threshold -> connected components -> all scores on a 64x128x128 cube < 100 ms;
-* ``optimise_segmentation`` with ELEKTRONN2's 144 settings on a demo cube: time printed, all cores.
+* ``optimise_segmentation`` with ELEKTRONN2's 144 settings on a demo cube: time printed, all cores;
+* on a demo net's map (``--run``), the default grid's best adapted Rand error <= that of
+  components at their best threshold.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from skimage.metrics import adapted_rand_error, variation_of_information
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from trainer import runs  # noqa: E402
 from trainer.segmentation import (  # noqa: E402
     DEFAULT_GRID,
     ELEKTRONN2_GRID,
@@ -111,12 +119,50 @@ def bench_search(grid_name: str) -> None:
           f"{search.best_setting}, adapted Rand error {search.best_scores.adapted_rand_error:.3f}")  # fmt: skip
 
 
+def _cube_prob(cache: Path, cube: str, n_z: int) -> np.ndarray:
+    return np.stack([runs.read_prob_slice(cache, cube, z)[1] for z in range(n_z)])
+
+
+def bench_run(run_dir: str, name: str) -> None:
+    """Components, the default grid and ELEKTRONN2's on each validation cube of a result."""
+    neurons = runs.read_neurons(runs.result_path(run_dir, name))
+    if not neurons:
+        raise SystemExit(
+            f"{runs.result_path(run_dir, name)} holds no neuron scores: run "
+            f"`python run.py evaluate {run_dir} --instances` first"
+        )
+    cache = runs.prob_cache_path(run_dir, name)
+    shapes = runs.read_prob_cache(cache)["cubes"]
+    for i, (cube, rec) in enumerate(zip(shapes, neurons)):
+        ids, prob = rec["instances"], _cube_prob(cache, cube, shapes[cube][0])
+        pred = (np.clip(prob, 0, 1) * 255).astype(np.uint8)
+        are = rec["curve/adapted_rand_error"]
+        k = int(np.nanargmin(are))
+        print(f"{run_dir} {name}, validation cube {i} {prob.shape}: adapted Rand error")
+        print(f"  components at the best threshold {rec['curve/thresholds'][k]:.2f}: {are[k]:.3f}")
+        for label, grid in (("default grid", DEFAULT_GRID), ("elektronn2 grid", ELEKTRONN2_GRID)):
+            t = time.perf_counter()
+            search = optimise_segmentation(ids, pred, grid)
+            t = time.perf_counter() - t
+            n = len(search.settings)
+            row = search.table()
+            q = f"(quantiles hi {row['hi_quantile'][search.best]:g}, lo {row['lo_quantile'][search.best]:g})"
+            print(f"  {label} ({n} settings, {t:.1f} s on {os.cpu_count()} cores): "
+                  f"{search.best_scores.adapted_rand_error:.3f} at {search.best_setting} "
+                  f"{q if grid is DEFAULT_GRID else ''}")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voxels", type=int, default=10_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--grid", choices=("elektronn2", "fast", "none"), default="elektronn2")
+    ap.add_argument("--run", help="a run directory evaluated with --instances: compare grids")
+    ap.add_argument("--name", default="FINAL", help="its result name (default FINAL)")
     args = ap.parse_args()
+    if args.run:
+        bench_run(args.run, args.name)
+        return
     bench_scores(args.voxels, args.repeat)
     bench_threshold(args.repeat)
     bench_search(args.grid)

@@ -1,8 +1,9 @@
 """Demo: the CNN3D demo trained from the zarr copy of the synthetic data, read lazily.
 
 The same cubes as ``demo_cnn3d.py``, stored as one zarr v3 group (``demo.zarr``, written by
-``python run.py demo-data``); ``BatchCreatorImage`` reads zarr patch by patch, so this is
-how a config points at a volume too large for memory (see README, "Your own data").
+``python run.py demo-data``: ``raw_<i>``, ``lab_<i>`` and the neurons ``ids_<i>``);
+``BatchCreatorImage`` reads zarr patch by patch, so this is how a config points at a volume
+too large for memory (see README, "Your own data").
 Train it with ``python run.py train examples/demo_cnn3d_zarr.py``.
 """
 
@@ -23,6 +24,8 @@ data_class = "BatchCreatorImage"
 # d_files=[(".../demo.zarr", "raw_0"), ...], l_files=[(".../demo.zarr", "lab_0"), ...]
 data_init_kwargs = _demo.zarr_data_init_kwargs()
 data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
+# the true neurons for `evaluate --instances`: [(".../demo.zarr", "ids_0"), ...]
+instance_files = _demo.zarr_instance_files_kwarg()
 preview_data_path = _demo.preview_data_path
 preview_kwargs = dict(export_class="all", max_z_pred=3)
 preview_every = 100

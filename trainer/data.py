@@ -699,6 +699,11 @@ class LazyCube:
             return a.astype(np.float32) / 255.0
         return np.ascontiguousarray(a, dtype=np.float32)
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The whole cube, read at once: ``np.asarray(cube)`` where a cube is evaluated whole."""
+        a = self[tuple(slice(None) for _ in range(self.ndim))]
+        return a if dtype is None else a.astype(dtype, copy=False)
+
 
 def _chunk_cache_share(budget_bytes: int) -> int:
     """This process's share of the chunk cache: half the budget goes to the background

@@ -5,12 +5,14 @@ Pure functions of arrays (no files, no processes except ``optimise_segmentation`
 * ``threshold_components``: membrane probability < threshold, then connected components
   (6-connectivity by default; ``"aniso"`` for cubes whose z voxels are much thicker).
 * ``seeded_watershed``: ELEKTRONN2's seeded segmentation (``seg_old``) with its parameters
-  ``thresh``, ``hi_thresh``, ``lo_thresh``, ``grow_it`` on a uint8 probability map.
+  ``thresh``, ``hi_thresh``, ``lo_thresh``, ``grow_it`` on a uint8 probability map; the two
+  probability thresholds may be ``Quantile``s of the map instead of fixed values.
 * ``remove_small_segments``: segments below a size become 0 (unassigned).
 * ``segmentation_scores``: VOI split/merge (bits), adapted Rand error with precision and
   recall, ELEKTRONN2's Rand index, and the number of segments, splits and merges, all from
   one contingency-table pass (``contingency``).
-* ``optimise_segmentation``: ELEKTRONN2's grid search over seeded segmentations.
+* ``optimise_segmentation``: ELEKTRONN2's grid search over seeded segmentations (``DEFAULT_GRID``:
+  thresholds relative to the map; ``ELEKTRONN2_GRID``: ELEKTRONN2's fixed ones).
 
 Conventions (the same as scikit-image's ``skimage.metrics``):
 
@@ -44,6 +46,7 @@ __all__ = [
     "DEFAULT_GRID",
     "ELEKTRONN2_GRID",
     "Contingency",
+    "Quantile",
     "SegmentationScores",
     "SegmentationSearch",
     "check_labels",
@@ -51,6 +54,7 @@ __all__ = [
     "grow_segments",
     "optimise_segmentation",
     "remove_small_segments",
+    "resolve_threshold",
     "seeded_watershed",
     "segmentation_scores",
     "threshold_components",
@@ -63,14 +67,56 @@ ELEKTRONN2_GRID: dict[str, list[Any]] = {
     "hi_thresh": [235, 240, 245],
     "lo_thresh": [1, 2, 3],
 }
-#: the default grid: 12 settings. High thresholds 235-245 change little; a low threshold of 32
-#: as well as ELEKTRONN2's 2 gives seeds also where a net is not sure inside the cells.
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantile:
+    """A probability threshold given as a fraction of the voxels of the map it is applied to.
+
+    As ``lo_thresh`` of ``seeded_watershed``, ``Quantile(0.3)`` is the smallest value ``v`` with
+    at least 30 % of the voxels ``<= v`` (seed voxels); as ``hi_thresh``, ``Quantile(0.8)`` is
+    the largest ``v`` with at least 20 % of the voxels ``> v`` (hard membrane). Ties go to the
+    seeds and to the membrane, so a sure net's map (most voxels 0 or 255) keeps both, and the
+    same setting finds seeds in a sharp map and in a noisy one.
+
+    Example:
+        >>> a = np.array([0, 0, 0, 1, 2, 255, 255, 255], np.uint8)
+        >>> Quantile(0.3).of(a), Quantile(0.8).of(a, above=True)
+        (0.0, 2.0)
+    """
+
+    q: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.q) <= 1.0:
+            raise ValueError(f"Quantile({self.q!r}): expected a fraction of the voxels in [0, 1]")
+
+    def of(self, pred: np.ndarray, above: bool = False) -> float:
+        """The threshold ``v`` in ``pred``: at least ``q`` of the voxels ``<= v``; with ``above``,
+        at least ``1 - q`` of them ``> v`` (one below the smallest value when that takes them
+        all)."""
+        values, counts = np.unique(np.asarray(pred), return_counts=True)
+        at_or_below = np.cumsum(counts)
+        need = float(self.q) * at_or_below[-1]
+        if not above:
+            return float(values[min(np.searchsorted(at_or_below, need), len(values) - 1)])
+        i = np.searchsorted(at_or_below, need, side="right") - 1
+        return float(values[i]) if i >= 0 else float(values[0]) - 1.0
+
+
+#: the default grid: 12 settings with thresholds relative to the map. Seeds are the regions of
+#: the 20/30/40 % lowest voxels, whole (``thresh`` 0 nm: right for a noisy map) or without
+#: their outermost in-plane voxel (9 nm: cuts the thin bridges of a sure net's map); they
+#: flood the distance map of the 25 % or 15 % highest voxels. ELEKTRONN2's fixed thresholds
+#: (seeds where ``pred <= 3``, >= 37 nm deep) find no seed in a net's noisy map of small cells;
+#: see docs/evaluation.md, "Neurons", for what each grid scores on the demo.
 DEFAULT_GRID: dict[str, list[Any]] = {
-    "thresh": [37, 43, 56],
-    "grow_it": [(0, 0, 0), (1, 3, 3)],
-    "hi_thresh": [240],
-    "lo_thresh": [2, 32],
+    "thresh": [0, 9],
+    "grow_it": [(0, 0, 0)],
+    "hi_thresh": [Quantile(0.75), Quantile(0.85)],
+    "lo_thresh": [Quantile(0.2), Quantile(0.3), Quantile(0.4)],
 }
+
 #: ELEKTRONN2's voxel size (z, y, x) in nm for the distance transforms of the seeded watershed
 ELEKTRONN2_SCALE = (20.0, 9.0, 9.0)
 
@@ -383,11 +429,17 @@ def _watershed_from(dt_ws, dt_labels, slack, thresh, grow_it) -> np.ndarray:
     return grow_segments(ws, grow_it)
 
 
+def resolve_threshold(value: float | Quantile, pred: np.ndarray, above: bool = False) -> float:
+    """A fixed threshold as it is; a ``Quantile`` as its value in ``pred`` (``Quantile.of``;
+    ``above`` for ``hi_thresh``)."""
+    return value.of(pred, above) if isinstance(value, Quantile) else value
+
+
 def seeded_watershed(
     pred: np.ndarray,
     thresh: float = 10.0,
-    hi_thresh: float = 140,
-    lo_thresh: float = 18,
+    hi_thresh: float | Quantile = 140,
+    lo_thresh: float | Quantile = 18,
     grow_it: Sequence[int] | int = 4,
     scale: Sequence[float] = ELEKTRONN2_SCALE,
 ) -> np.ndarray:
@@ -397,7 +449,11 @@ def seeded_watershed(
     voxels with ``pred <= lo_thresh``; they flood the distance map of the ``pred > hi_thresh``
     membrane (plus a slack term through it); thick membrane (``pred > 150`` eroded 3 times) is
     flooded by a "slack" seed that becomes 0; then segments grow ``grow_it`` voxels into 0.
-    With no seed at all the result is all 0.
+    With no seed at all the result is all 0. ``hi_thresh`` and ``lo_thresh`` may be
+    ``Quantile``s of ``pred``.
+
+    Example:
+        >>> seg = seeded_watershed(pred, 0, Quantile(0.8), Quantile(0.3), 0)  # doctest: +SKIP
 
     Returns:
         int32 ids (0 = no segment).
@@ -405,7 +461,8 @@ def seeded_watershed(
     pred = np.asarray(pred)
     if pred.ndim != 3:
         raise ValueError(f"pred has shape {pred.shape}: expected a (z, y, x) volume")
-    maps = _seed_maps(pred, hi_thresh, lo_thresh, scale)
+    hi, lo = resolve_threshold(hi_thresh, pred, above=True), resolve_threshold(lo_thresh, pred)
+    maps = _seed_maps(pred, hi, lo, scale)
     return _watershed_from(*maps, thresh, grow_it)
 
 
@@ -414,16 +471,20 @@ class SegmentationSearch:
     """``optimise_segmentation``'s table and its best setting.
 
     Attributes:
-        settings: one dict per setting (``thresh``, ``grow_it``, ``hi_thresh``, ``lo_thresh``).
+        settings: one dict per setting (``thresh``, ``grow_it``, ``hi_thresh``, ``lo_thresh``)
+            with the thresholds as applied to the map (a ``Quantile`` resolved), so
+            ``seeded_watershed(pred, **settings[i])`` makes segmentation ``i`` again.
         scores: ``SegmentationScores`` per setting, in the order of ``settings``.
         best: index of the setting with the lowest adapted Rand error.
         segmentation: the best setting's segmentation.
+        grid_settings: the settings as the grid gave them (``Quantile``s kept).
     """
 
     settings: list[dict[str, Any]]
     scores: list[SegmentationScores]
     best: int
     segmentation: np.ndarray
+    grid_settings: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     @property
     def best_setting(self) -> dict[str, Any]:
@@ -434,12 +495,17 @@ class SegmentationSearch:
         return self.scores[self.best]
 
     def table(self) -> dict[str, np.ndarray]:
-        """Columns: the parameters (``grow_z``, ``grow_y``, ``grow_x`` for ``grow_it``), then
-        every score."""
+        """Columns: the parameters (``grow_z``, ``grow_y``, ``grow_x`` for ``grow_it``;
+        ``hi_quantile`` and ``lo_quantile`` the grid's ``Quantile``, NaN for a fixed
+        threshold), then every score."""
         cols: dict[str, list[Any]] = {}
-        for setting, score in zip(self.settings, self.scores):
+        given = self.grid_settings or self.settings
+        for setting, spec, score in zip(self.settings, given, self.scores):
             row = {k: v for k, v in setting.items() if k != "grow_it"}
             row.update(zip(("grow_z", "grow_y", "grow_x"), setting["grow_it"]))
+            for k in ("hi", "lo"):
+                v = spec[f"{k}_thresh"]
+                row[f"{k}_quantile"] = float(v.q) if isinstance(v, Quantile) else float("nan")
             row.update(score.as_dict())
             for k, v in row.items():
                 cols.setdefault(k, []).append(v)
@@ -488,8 +554,9 @@ def optimise_segmentation(
     Args:
         gt: true neuron ids (0 = boundary).
         pred: uint8 membrane map (``uint8(p * 255)``), same shape.
-        grid: lists for ``thresh``, ``grow_it``, ``hi_thresh``, ``lo_thresh``; default
-            ``DEFAULT_GRID`` (12 settings); ``ELEKTRONN2_GRID`` is the original 144.
+        grid: lists for ``thresh``, ``grow_it``, ``hi_thresh``, ``lo_thresh`` (fixed values or
+            ``Quantile``s of ``pred``); default ``DEFAULT_GRID`` (12 settings relative to the
+            map); ``ELEKTRONN2_GRID`` is the original 144.
         n_proc: worker processes; default all cores. 1 runs in this process.
         scale: voxel size (z, y, x) for the distance transforms.
 
@@ -499,7 +566,9 @@ def optimise_segmentation(
     """
     check_labels(gt, pred, ("instance labels", "prediction"))
     gt, pred = np.asarray(gt), np.asarray(pred)
-    settings = _grid_settings(DEFAULT_GRID if grid is None else grid)
+    given = _grid_settings(DEFAULT_GRID if grid is None else grid)
+    resolved: dict[Any, float] = {}  # each Quantile once: a quantile of the map costs a pass
+    settings = [_resolved(s, pred, resolved) for s in given]
     groups: dict[tuple[Any, Any], list[int]] = {}
     for i, s in enumerate(settings):
         groups.setdefault((s["hi_thresh"], s["lo_thresh"]), []).append(i)
@@ -523,4 +592,15 @@ def optimise_segmentation(
     are = np.array([s.adapted_rand_error for s in scores])
     best = int(np.nanargmin(are)) if np.isfinite(are).any() else 0
     seg = seeded_watershed(pred, scale=scale, **settings[best])
-    return SegmentationSearch(settings, scores, best, seg)
+    return SegmentationSearch(settings, scores, best, seg, given)
+
+
+def _resolved(setting: dict[str, Any], pred: np.ndarray, cache: dict[Any, float]) -> dict[str, Any]:
+    """``setting`` with its ``Quantile`` thresholds as values of ``pred``."""
+    out = dict(setting)
+    for k in ("hi_thresh", "lo_thresh"):
+        key = (k, setting[k])
+        if key not in cache:
+            cache[key] = resolve_threshold(setting[k], pred, above=k == "hi_thresh")
+        out[k] = cache[key]
+    return out

@@ -102,6 +102,11 @@ class DemoData:
         """The zarr v3 copy of the cubes (``ensure_demo_zarr`` writes it)."""
         return self.out_dir / ZARR_FOLDER
 
+    def zarr_instance_files_kwarg(self) -> list[tuple[str, str]]:
+        """``instance_files`` reading the neurons of the zarr copy (``ids_<i>``)."""
+        path = str(self.zarr_path)
+        return [(path, f"{INSTANCE_KEY}_{i}") for i in range(len(self.instance_files))]
+
     def zarr_data_init_kwargs(self) -> dict[str, Any]:
         """``data_init_kwargs`` reading the zarr copy (lazily, patch by patch)."""
         n = len(self.raw_files)
@@ -219,7 +224,8 @@ def ensure_demo_data(
 
 
 def ensure_demo_zarr(demo: DemoData, chunks: tuple[int, int, int] = (32, 64, 64)) -> Path:
-    """Write the demo cubes as one zarr v3 group (``raw_<i>``, ``lab_<i>``) unless present.
+    """Write the demo cubes as one zarr v3 group (``raw_<i>``, ``lab_<i>``, ``ids_<i>``: raw,
+    membrane labels, neurons) unless present.
 
     The group is written to a temporary folder beside it and renamed into place, so a
     stopped write never leaves a half-made ``demo.zarr``.
@@ -227,7 +233,14 @@ def ensure_demo_zarr(demo: DemoData, chunks: tuple[int, int, int] = (32, 64, 64)
     import zarr
 
     target = demo.zarr_path
-    stamp = {"seed": demo.seed, "shape": list(demo.shape), "n_cubes": len(demo.raw_files)}
+    # the keys in the stamp: a copy made before the neurons were copied too is made again
+    keys = [RAW_KEY, LABEL_KEY, INSTANCE_KEY]
+    stamp = {
+        "seed": demo.seed,
+        "shape": list(demo.shape),
+        "n_cubes": len(demo.raw_files),
+        "keys": keys,
+    }
     if (target / "zarr.json").is_file():
         if json.loads((target / "zarr.json").read_text()).get("attributes", {}) == stamp:
             return target
@@ -235,15 +248,12 @@ def ensure_demo_zarr(demo: DemoData, chunks: tuple[int, int, int] = (32, 64, 64)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-zarr-", dir=demo.out_dir))
     try:
         group = zarr.open_group(str(tmp), mode="w", zarr_format=3, attributes=stamp)
-        pairs = zip(demo.raw_files, demo.label_files)
-        for i, (raw_file, label_file) in enumerate(pairs):
-            for path, key, name in (
-                (raw_file, RAW_KEY, RAW_KEY),
-                (label_file, LABEL_KEY, LABEL_KEY),
-            ):
+        cubes = zip(demo.raw_files, demo.label_files, demo.instance_files)
+        for i, files in enumerate(cubes):
+            for path, key in zip(files, keys):
                 with h5py.File(path, "r") as f:
                     a = f[key][()]
-                group.create_array(f"{name}_{i}", data=a, chunks=chunks[-a.ndim :])
+                group.create_array(f"{key}_{i}", data=a, chunks=chunks[-a.ndim :])
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

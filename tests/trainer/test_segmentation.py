@@ -7,16 +7,19 @@ import warnings
 
 import numpy as np
 import pytest
-from scipy import sparse
+from scipy import ndimage, sparse
 from skimage.measure import label as sk_label
 from skimage.metrics import adapted_rand_error, variation_of_information
 
 from trainer.segmentation import (
+    DEFAULT_GRID,
     ELEKTRONN2_GRID,
+    Quantile,
     contingency,
     grow_segments,
     optimise_segmentation,
     remove_small_segments,
+    resolve_threshold,
     seeded_watershed,
     segmentation_scores,
     threshold_components,
@@ -38,6 +41,16 @@ def _random_pair(seed, shape, n_gt, n_seg):
 def _noisy_prob(lab, seed):
     rng = np.random.default_rng(seed)
     return np.clip(0.75 * lab + 0.45 * rng.random(lab.shape), 0, 1)
+
+
+def _net_like_prob(lab, seed):
+    """A membrane map like the demo net's after a short training: membranes a few voxels thick
+    with weak spots, dark-but-unsure cell interiors, blobs the net takes for membrane."""
+    rng = np.random.default_rng(seed)
+    blobs = ndimage.gaussian_filter(rng.normal(size=lab.shape), (0.5, 1.0, 1.0))
+    thick = ndimage.gaussian_filter(lab.astype(np.float64), (0.5, 1.0, 1.0))
+    logit = 12.0 * (thick - 0.35) + 1.5 * blobs / blobs.std() + rng.normal(size=lab.shape)
+    return 1.0 / (1.0 + np.exp(-logit))
 
 
 def _real_pairs(lab, ids):
@@ -246,3 +259,70 @@ def test_single_neuron_warns_and_still_scores():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         segmentation_scores(np.array([[[1, 2]]]), np.array([[[1, 2]]]))
+
+
+#: the default grid before it was made relative to the map: ELEKTRONN2's fixed thresholds
+_FIXED_GRID = {"thresh": [37, 43, 56], "grow_it": [(0, 0, 0), (1, 3, 3)], "hi_thresh": [240],
+               "lo_thresh": [2, 32]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def net_like_cube():
+    _, lab, ids = generate_cube_neurons((32, 64, 64), np.random.default_rng(5))
+    prob = _net_like_prob(lab, 0)
+    return ids, prob, (prob * 255).astype(np.uint8)
+
+
+def test_default_grid_segments_a_net_like_map(net_like_cube):
+    ids, prob, pred = net_like_cube
+    search = optimise_segmentation(ids, pred, n_proc=1)
+    assert len(search.settings) == np.prod([len(v) for v in DEFAULT_GRID.values()]) == 12
+    are = search.best_scores.adapted_rand_error
+    assert are < 0.25
+    # fixed thresholds find few or no seeds in such a map
+    fixed = optimise_segmentation(ids, pred, _FIXED_GRID, n_proc=1)
+    assert fixed.best_scores.adapted_rand_error > 0.5
+    # and the seeded search beats plain components at their best threshold
+    components = [
+        segmentation_scores(ids, threshold_components(prob, t), check=False).adapted_rand_error
+        for t in np.linspace(0.02, 0.98, 49)
+    ]
+    assert are < min(components) - 0.3
+
+
+def test_quantile_thresholds_are_resolved_per_map(net_like_cube):
+    ids, _, pred = net_like_cube
+    lo, hi = Quantile(0.3), Quantile(0.8)
+    v, w = lo.of(pred), hi.of(pred, above=True)
+    # seeds (<= v) at least 30 % of the voxels, hard membrane (> w) at least 20 %, ties included
+    assert np.mean(pred <= v) >= 0.3 > np.mean(pred < v)
+    assert np.mean(pred > w) >= 0.2 > np.mean(pred > w + 1)
+    assert resolve_threshold(hi, pred, above=True) == w and resolve_threshold(240, pred) == 240
+    np.testing.assert_array_equal(
+        seeded_watershed(pred, 0, hi, lo, 0), seeded_watershed(pred, 0, w, v, 0)
+    )
+    # a sure net's map: most voxels 0 or 255; the membrane keeps the 255s
+    sure = np.array([0, 0, 0, 1, 2, 255, 255, 255], np.uint8)
+    assert (Quantile(0.3).of(sure), Quantile(0.8).of(sure, above=True)) == (0, 2)
+    assert Quantile(0.0).of(sure, above=True) == -1
+    grid = {"thresh": [0], "grow_it": [(0, 0, 0)], "hi_thresh": [hi, 240], "lo_thresh": [lo]}
+    search = optimise_segmentation(ids, pred, grid, n_proc=1)
+    table = search.table()
+    np.testing.assert_array_equal(table["hi_thresh"], [w, 240])
+    np.testing.assert_array_equal(table["hi_quantile"], [0.8, np.nan])
+    np.testing.assert_array_equal(table["lo_quantile"], [0.3, 0.3])
+    assert search.grid_settings[0]["hi_thresh"] == hi
+    np.testing.assert_array_equal(
+        search.segmentation, seeded_watershed(pred, **search.best_setting)
+    )
+    with pytest.raises(ValueError, match=r"Quantile\(1.5\).*\[0, 1\]"):
+        Quantile(1.5)
+
+
+def test_elektronn2_grid_is_kept_as_it_was():
+    assert ELEKTRONN2_GRID == {
+        "thresh": [37, 40, 43, 56],
+        "grow_it": [(0, 0, 0), (1, 3, 3), (2, 6, 6), (3, 6, 6)],
+        "hi_thresh": [235, 240, 245],
+        "lo_thresh": [1, 2, 3],
+    }

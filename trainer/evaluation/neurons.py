@@ -4,8 +4,9 @@ For each validation cube with ground-truth neurons, ``evaluate_neurons`` records
 
 * the VOI split/merge and adapted Rand curves of threshold -> connected components over
   ``THRESHOLDS`` (49 thresholds, 0.02 ... 0.98), with the best threshold for each;
-* ELEKTRONN2's ``optimise_segmentation`` (seeded watershed grid search) with its table, best
-  setting and best segmentation.
+* ELEKTRONN2's ``optimise_segmentation`` (seeded watershed grid search; by default over
+  thresholds relative to the map, ``DEFAULT_GRID``) with its table, best setting and best
+  segmentation.
 
 The result file holds one record per cube (``trainer.runs.write_result(neurons=...)``); the
 report gets ELEKTRONN2's ``ri*`` columns (``report_columns``). Metrics: ``trainer.segmentation``.
@@ -77,14 +78,17 @@ def evaluate_neurons(
         prob: membrane probability in [0, 1].
         thresholds: of the curves.
         connectivity: of the threshold segmentations (see ``threshold_components``).
-        grid: ``optimise_segmentation``'s grid (default its fast one; ``ELEKTRONN2_GRID``).
+        grid: ``optimise_segmentation``'s grid (default ``DEFAULT_GRID``, 12 settings relative
+            to the map; ``ELEKTRONN2_GRID``, ELEKTRONN2's 144 fixed ones).
         n_proc: its worker processes (default all cores).
 
     Returns:
         ``curve/<column>`` arrays, ``search/<column>`` arrays (one row per setting),
         ``segmentation`` (the best seeded segmentation), ``instances`` (``gt`` as int32) and
         attributes
-        ``best_voi_threshold``, ``best_are_threshold``, ``connectivity``, ``seg_<param>`` and
+        ``best_voi_threshold``, ``best_are_threshold``, ``connectivity``, ``seg_<param>``
+        (``seg_hi_thresh`` and ``seg_lo_thresh`` as applied, ``seg_hi_quantile`` and
+        ``seg_lo_quantile`` the grid's quantiles, NaN for fixed thresholds) and
         ``seg_<score>`` of the best setting.
     """
     gt, prob = np.asarray(gt), np.asarray(prob)
@@ -97,8 +101,9 @@ def evaluate_neurons(
     curve = neuron_curves(gt, prob, thresholds, connectivity)
     voi = curve["voi_split"] + curve["voi_merge"]
     search = optimise_segmentation(gt, _as_uint8(prob), grid, n_proc)
+    table = search.table()
     out: dict[str, Any] = {f"curve/{k}": v for k, v in curve.items()}
-    out.update({f"search/{k}": v for k, v in search.table().items()})
+    out.update({f"search/{k}": v for k, v in table.items()})
     out["segmentation"] = search.segmentation.astype(np.int32)
     out["instances"] = gt.astype(np.int32)  # as cropped to the prediction: the page scores them
     out["best_voi_threshold"] = _best(curve["thresholds"], voi)
@@ -107,6 +112,8 @@ def evaluate_neurons(
     best = search.best_setting
     out.update({f"seg_{k}": v for k, v in best.items() if k != "grow_it"})
     out["seg_grow_it"] = np.asarray(best["grow_it"], np.int64)
+    for k in ("hi_quantile", "lo_quantile"):
+        out[f"seg_{k}"] = float(table[k][search.best])
     for k, v in search.best_scores.as_dict().items():
         out[f"seg_{k}"] = v
     return out
