@@ -5,7 +5,8 @@
  * dcc.Slider, dcc.RadioItems, dcc.Checklist and dcc.Dropdown take no aria-* properties, so a
  * <label for="id"> (components.labelled, components.screen_reader_label) names them here:
  *  - a slider's thumbs (role="slider") and its number box get aria-labelledby the label;
- *  - a dropdown's button is named by the label before its value ("Snapshot FINAL");
+ *  - a dropdown's button is named by the label before its value ("Snapshot FINAL"), also
+ *    when the label wraps it after a caption (<label><span>Config</span>...</label>);
  *  - RadioItems / Checklist draw native radio buttons and checkboxes, each inside a <label>
  *    that carries role="option" in a role="listbox" box: an interactive control inside an
  *    option, which screen readers announce wrongly. The native controls are kept (they give
@@ -32,13 +33,17 @@
     return label.id;
   }
 
+  function nameDropdown(button, id) {
+    var own = (button.getAttribute("aria-labelledby") || "").split(" ");
+    if (own[0] !== id) set(button, "aria-labelledby", [id].concat(own).join(" ").trim());
+  }
+
   function nameControl(label) {
     var control = document.getElementById(label.htmlFor);
     if (!control || NATIVE[control.tagName]) return;
     var id = labelId(label);
     if (control.classList.contains("dash-dropdown")) {
-      var own = (control.getAttribute("aria-labelledby") || "").split(" ");
-      if (own[0] !== id) set(control, "aria-labelledby", [id].concat(own).join(" ").trim());
+      nameDropdown(control, id);
       return;
     }
     control.querySelectorAll('[role="slider"], input').forEach(function (part) {
@@ -56,8 +61,16 @@
     });
   }
 
+  // <label><span>Config</span><Dropdown/></label>: the caption before the dropdown names it
+  function nameWrappedDropdown(button) {
+    var label = button.closest("label");
+    var caption = label && !label.htmlFor ? label.firstElementChild : null;
+    if (caption && !caption.contains(button)) nameDropdown(button, labelId(caption));
+  }
+
   function apply() {
     document.querySelectorAll("label[for]").forEach(nameControl);
+    document.querySelectorAll("label button.dash-dropdown").forEach(nameWrappedDropdown);
     document.querySelectorAll(".dash-options-list").forEach(nativeOptions);
   }
 

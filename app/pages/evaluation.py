@@ -227,6 +227,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 clearable=False,
                 style={"width": "220px"},
             ),
+            screen_reader_label("Figure to save as HTML", "eval-html-which"),
             button("Figure as HTML", id="eval-html", n_clicks=0),
             html.Span(id="eval-save-msg"),
             dcc.Download(id="eval-download-csv"),
@@ -408,6 +409,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         multi=True,
                         placeholder="overlay ROC/PR curves of other results ...",
                     ),
+                    screen_reader_label("Results to overlay", "eval-compare"),
                 ]
             ),
             actions,

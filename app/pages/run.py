@@ -131,6 +131,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style={"minWidth": "320px"},
                     ),
                     components.screen_reader_label("Runs to compare", "run-compare-runs"),
+                    components.screen_reader_label("Runs to compare", "run-compare-runs"),
                     dcc.Dropdown(
                         id="run-compare-column",
                         options=[
@@ -141,6 +142,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         clearable=False,
                         style={"width": "180px"},
                     ),
+                    components.screen_reader_label("Column to compare", "run-compare-column"),
                     components.screen_reader_label("Column to compare", "run-compare-column"),
                 ],
                 style=ROW,

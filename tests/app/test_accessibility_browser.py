@@ -2,8 +2,8 @@
 
 axe-core (the npm package, installed by ``.ci/run``) is injected into each page of a real demo
 run (trained, evaluated with its neurons) and must find no violation of impact serious or
-critical: every control named, enough contrast, a page language. The evaluation page's
-threshold slider moves with the arrow keys.
+critical: every control named, enough contrast, a page language; and no dropdown may be named
+by its value alone. The evaluation page's threshold slider moves with the arrow keys.
 """
 
 from __future__ import annotations
@@ -57,6 +57,17 @@ def violations(dash_duo) -> list[str]:
     driver.set_script_timeout(120)
     driver.execute_script(axe_source())
     return driver.execute_async_script(AXE_RUN)
+
+
+def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
+    """Ids of the page's dropdowns whose accessible name is their value alone (no label): a
+    screen reader would read "FINAL" with nothing saying what it chooses."""
+    found = []
+    for button in dash_duo.driver.find_elements("css selector", "#_pages_content .dash-dropdown"):
+        value = button.find_element("css selector", ".dash-dropdown-value").text.strip()
+        if button.accessible_name.strip() in ("", value):
+            found.append(f"{button.get_attribute('id')} ({button.accessible_name!r})")
+    return found
 
 
 def load_screenshots_module():
@@ -121,6 +132,7 @@ def test_no_serious_or_critical_axe_violation_on_the_pages_of_a_real_run(
     settled(dash_duo, path, ready)
     found = violations(dash_duo)
     assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
+    assert dropdowns_named_by_their_value_only(dash_duo) == []
 
 
 def test_no_serious_or_critical_axe_violation_on_the_first_start(dash_duo, tmp_path):
@@ -130,6 +142,7 @@ def test_no_serious_or_critical_axe_violation_on_the_first_start(dash_duo, tmp_p
     settled(dash_duo, "/", "#exp-empty")
     found = violations(dash_duo)
     assert not found, "/ (no runs): axe-core found\n  " + "\n  ".join(found)
+    assert dropdowns_named_by_their_value_only(dash_duo) == []
 
 
 @pytest.mark.slow
