@@ -131,7 +131,6 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style={"minWidth": "320px"},
                     ),
                     components.screen_reader_label("Runs to compare", "run-compare-runs"),
-                    components.screen_reader_label("Runs to compare", "run-compare-runs"),
                     dcc.Dropdown(
                         id="run-compare-column",
                         options=[
@@ -142,7 +141,6 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         clearable=False,
                         style={"width": "180px"},
                     ),
-                    components.screen_reader_label("Column to compare", "run-compare-column"),
                     components.screen_reader_label("Column to compare", "run-compare-column"),
                 ],
                 style=ROW,
