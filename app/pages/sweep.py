@@ -49,6 +49,8 @@ ENDED = FINAL_STATES | {"lost"}
 #: most points of one trial's curve drawn from a full read
 MAX_POINTS = 2000
 STOP_REASON = "stopped from the dashboard"
+#: height of the two plots, in pixels
+GRAPH_HEIGHT = 400
 _READ_ONLY = "This dashboard is read-only: it stops no sweep."
 
 
@@ -464,7 +466,10 @@ def _has_value(view: SweepView) -> bool:
 
 def _empty_text(view: SweepView) -> str:
     if not view.rows:
-        return "No trial has started yet: the sweep's driver queues the first ones."
+        return (
+            "No trial has started yet: run.py sweep, or a dashboard that may launch runs on this "
+            "runs folder, queues them."
+        )
     return (
         f"No trial has a value of {view.metric} yet: each trial's first comes with its first "
         "history row."
@@ -473,6 +478,20 @@ def _empty_text(view: SweepView) -> str:
 
 def _parcoords(view: SweepView) -> Any:
     return sweep_figures.parcoords_figure(view.parameters, view.rows, view.metric, view.goal)
+
+
+def _graph(graph_id: str, figure: Any) -> dcc.Graph:
+    """A plot that follows its container's width: drawn while hidden behind the empty
+    state, it takes its full width once shown (a fixed-size plot would stay at Plotly's
+    700 px default)."""
+    return dcc.Graph(
+        id=graph_id,
+        figure=figure,
+        responsive=True,
+        config={"displaylogo": False},
+        # a responsive graph takes its height from its box
+        style={"height": f"{GRAPH_HEIGHT}px"},
+    )
 
 
 def not_found(sweep_id: Any, reason: str) -> html.Div:
@@ -522,19 +541,29 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
             components.controls(*actions),
             html.Div(id="sweep-msg", className="vb-msg"),
             html.Div(view.error, id="sweep-error", className="vb-error"),
-            empty_state(_empty_text(view), "sweep-empty", hidden=_has_value(view)),
             html.Div(
                 [
-                    html.Div(
-                        components.graph("sweep-parcoords", 380, figure=_parcoords(view)),
-                        className="sweep-panel",
+                    # the sentence stands in for the plots (not the table) until a value comes
+                    empty_state(
+                        _empty_text(view),
+                        "sweep-empty",
+                        hidden=_has_value(view),
+                        replaces_rest=True,
                     ),
                     html.Div(
-                        components.graph("sweep-curves", 380, figure=view.curves),
-                        className="sweep-panel",
+                        [
+                            html.Div(
+                                _graph("sweep-parcoords", _parcoords(view)),
+                                className="sweep-panel",
+                            ),
+                            html.Div(
+                                _graph("sweep-curves", view.curves),
+                                className="sweep-panel",
+                            ),
+                        ],
+                        style=ROW,
                     ),
-                ],
-                style=ROW,
+                ]
             ),
             html.Div(runs_table(view), id="sweep-table", className="sweep-table-box"),
         ],

@@ -185,6 +185,8 @@ def test_finished_sweep_shows_parcoords_table_curves_and_downloads_csv(dash_duo,
         assert "method random" in spec and "3 runs" in spec and "metric valid_loss (min)" in spec
 
         # parallel coordinates: a line per trial, an axis per parameter and the metric
+        for graph in ("sweep-parcoords", "sweep-curves"):  # Plotly draws after the page text
+            assert _wait(lambda g=graph: _plot(dash_duo, g, "g.data.length") is not None)
         dims = _plot(dash_duo, "sweep-parcoords", "g.data[0].dimensions")
         assert [d["label"] for d in dims] == ["lr (log)", "optimiser", "valid_loss (min)"]
         assert all(len(d["values"]) == 3 for d in dims)
@@ -226,7 +228,9 @@ def test_finished_sweep_shows_parcoords_table_curves_and_downloads_csv(dash_duo,
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(dash_duo, finished_sweep):
+def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(
+    dash_duo, finished_sweep, data_dir
+):
     root, runs_dir, sweep_id = finished_sweep
     app = _app(root, runs_dir, read_only=True)
     try:
@@ -235,6 +239,43 @@ def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(dash_duo, 
         dash_duo.wait_for_text_to_equal("#sweep-state", "finished", timeout=30)
         assert len(_table_rows(dash_duo)) == 3
         assert not dash_duo.driver.find_elements("css selector", "#sweep-stop")
+        assert dash_duo.find_element("#sweep-parcoords").is_displayed()
+
+        # a sweep nothing drives yet: a sentence instead of empty plots
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+            waiting = create_sweep(runs_dir, root / "configs" / "tiny.py")
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/sweep/{waiting}")
+        dash_duo.wait_for_contains_text("#sweep-empty", "No trial has started yet", timeout=30)
+        assert not dash_duo.find_element("#sweep-parcoords").is_displayed()
+        assert not dash_duo.find_element("#sweep-curves").is_displayed()
+        assert _table_rows(dash_duo) == []
+        dash_duo.wait_for_text_to_equal("#sweep-state", "running")
+        assert not dash_duo.driver.find_elements("css selector", "#sweep-stop")
+        # its first trial's first rows: the plots appear, as wide as their boxes, above the table
+        folder = sweep_folder(runs_dir, waiting)
+        trials = read_trials(folder)
+        trials.trials = [TrialEntry(0, f"{waiting}-000", {"lr": 1e-3}, state="running")]
+        write_trials(folder, trials)
+        _trial_run(runs_dir, f"{waiting}-000", "running", 6)
+        tracker = HistoryTracker(runs_dir / f"{waiting}-000" / "history")
+        try:
+            for step, value in ((0, 0.9), (3, 0.8)):
+                tracker.update_history([step, step, 1.0, value, 0, 1, 1, 1e-3, 0.9, 0])
+            assert _wait(lambda: dash_duo.find_element("#sweep-curves").is_displayed())
+        finally:
+            tracker.close()
+        assert _wait(lambda: _plot(dash_duo, "sweep-curves", "g.data[0].x.length") == 2)
+        sizes = dash_duo.driver.execute_script(
+            "const box = q => document.querySelector(q).getBoundingClientRect();"
+            "return [box('#sweep-parcoords .main-svg'), box('#sweep-parcoords'),"
+            "        box('#sweep-curves .main-svg'), box('#sweep-table')];"
+        )
+        plot, panel, curves, table = sizes
+        assert plot["width"] == pytest.approx(panel["width"], abs=2) and plot["width"] > 300
+        assert curves["width"] == pytest.approx(panel["width"], abs=2)
+        assert table["top"] >= plot["bottom"]
+
         for bad, says in (
             ("no-such-sweep", "no such sweep"),
             ("..%2F..%2Fetc", "expected 1-80 letters"),
@@ -279,6 +320,7 @@ def test_stop_sweep_stops_its_running_trials_and_leaves_no_process(dash_duo, tmp
             return sum(_plot(dash_duo, "sweep-curves", "g.data.map(t => t.x.length)") or [0])
 
         # the page follows the trials: new history rows reach the curves, values the table
+        assert _wait(lambda: _plot(dash_duo, "sweep-curves", "g.data.length") is not None)
         seen = points()
         assert _wait(lambda: points() > seen, 240), f"no new points after {seen}"
         assert _wait(lambda: dash_duo.find_element("#sweep-empty").get_attribute("hidden"), 30)
@@ -475,7 +517,11 @@ def _sweep_callbacks(app) -> list[dict]:
     """The sweep page's entries of ``/_dash-dependencies``."""
     client = app.server.test_client()
     deps = client.get("/_dash-dependencies", base_url=f"http://{HOST}").get_json()
-    return [d for d in deps if "sweep-" in d["output"] and not d.get("clientside_function")]
+    return [
+        d
+        for d in deps
+        if d["output"].strip(".").startswith("sweep-") and not d.get("clientside_function")
+    ]
 
 
 def _post(app, dep: dict, values: dict) -> tuple[int, str]:
