@@ -29,9 +29,10 @@ EVAL_BUTTONS = (
     " #eval-seg-predict, #eval-neuron-best-voi, #eval-neuron-best-are"
 )
 
-#: for each visible label (not an option's label): the gap in pixels to the control drawn under it
+#: for each visible label (not an option's label, not one only screen readers read): the gap in
+#: pixels to the control drawn under it
 LABEL_GAPS = """
-return Array.from(document.querySelectorAll("#_pages_content label"))
+return Array.from(document.querySelectorAll("#_pages_content label:not(.vb-sr-only)"))
   .filter(l => l.offsetParent !== null && l.nextElementSibling && !l.querySelector("input"))
   .map(l => [l.textContent,
              l.nextElementSibling.getBoundingClientRect().top - l.getBoundingClientRect().bottom]);
