@@ -6,15 +6,17 @@
 For each size a synthetic running run is written (N timeline rows, 1000 history rows, two
 preview files, one evaluation result), the dashboard of each checkout is served by waitress
 in a subprocess, and Chromium (selenium, with the flags the browser tests use) loads the run,
-preview, evaluation and experiments pages ``--loads`` times each. A script installed before
+preview, evaluation and experiments pages ``--loads`` times each, the checkouts taking turns
+load by load (so a change in the machine's load hits both alike). A script installed before
 every navigation (``Page.addScriptToEvaluateOnNewDocument``) records ``performance.now()``
 (milliseconds since navigation start) at the first animation frame that shows the page's
 data: a drawn Plotly trace (``g.trace``, or a heatmap's ``g.hm`` / image's ``g.im``, inside a graph) on the run, preview and evaluation
 pages, a runs-table cell naming the run on the experiments page. Prints the median per page
-and size; goals: under 1 s at 10^5 rows and under 2 s at 10^6 on a quiet 2-core machine.
-The run is written by this checkout's trainer: a page an older checkout cannot read (a newer
-result format) never draws and shows ``nan``. Check ``uptime`` first: on a loaded machine
-the medians differ by more than the change being measured.
+and size, the ratio now / before, and the load average (as ``uptime`` shows it) before and
+after each size; goals: under 1 s at 10^5 rows and under 2 s at 10^6 on a quiet 2-core
+machine. The run is written by this checkout's trainer: a page an older checkout cannot read
+(a newer result format) never draws and shows ``nan``. On a loaded machine (a load average
+above the number of cores) the medians move by more than the change being measured.
 """
 
 from __future__ import annotations
@@ -149,20 +151,33 @@ PAGES = {
 }
 
 
-def measure(checkout: Path, root: Path, loads: int) -> dict[str, float]:
-    server, base = start_server(checkout, root)
-    driver = browser()
+def measure(checkouts: dict[str, Path], root: Path, loads: int) -> dict[str, dict[str, float]]:
+    """Median first paint per checkout and page; the checkouts take turns load by load."""
+    servers = {}
+    driver = None
     try:
-        first_paint(driver, base + PAGES["run"])  # warm the server's caches and imports once
-        out = {}
+        for name, checkout in checkouts.items():
+            servers[name] = start_server(checkout, root)
+        driver = browser()
+        for _server, base in servers.values():  # warm each server's caches and imports once
+            first_paint(driver, base + PAGES["run"])
+        times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in PAGES} for k in servers}
         for page, path in PAGES.items():
-            times = [first_paint(driver, base + path) for _ in range(loads)]
-            out[page] = statistics.median(times)
-        return out
+            for _ in range(loads):
+                for name, (_server, base) in servers.items():
+                    times[name][page].append(first_paint(driver, base + path))
+        return {k: {p: statistics.median(t) for p, t in v.items()} for k, v in times.items()}
     finally:
-        driver.quit()
-        server.terminate()
-        server.wait(10)
+        if driver is not None:
+            driver.quit()
+        for server, _base in servers.values():
+            server.terminate()
+            server.wait(10)
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
+    return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main() -> None:
@@ -172,19 +187,25 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="an older checkout to measure beside this one")
     args = parser.parse_args()
     checkouts = {"now": REPO} if args.before is None else {"before": args.before, "now": REPO}
+    checkouts = {k: Path(c).resolve() for k, c in checkouts.items()}
     print(f"median of {args.loads} loads, seconds from navigation start to the first drawn data")
+    print(f"{os.cpu_count()} cores, {load_average()}")
+    ratio = args.before is not None
     header = f"{'rows':>10} {'page':<12}" + "".join(f"{k:>10}" for k in checkouts)
-    print(header)
+    print(header + (f"{'now/before':>12}" if ratio else ""))
     for n in args.sizes:
         root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
         try:
             make_runs(root, n)
-            got = {k: measure(Path(c).resolve(), root, args.loads) for k, c in checkouts.items()}
+            got = measure(checkouts, root, args.loads)
         finally:
             shutil.rmtree(root, ignore_errors=True)
         for page in PAGES:
             cells = "".join(f"{got[k][page]:>10.2f}" for k in checkouts)
+            if ratio:
+                cells += f"{got['now'][page] / got['before'][page]:>12.2f}"
             print(f"{n:>10,} {page:<12}{cells}", flush=True)
+        print(f"{'':>10} after {n:,} rows: {load_average()}", flush=True)
 
 
 if __name__ == "__main__":

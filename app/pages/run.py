@@ -7,6 +7,11 @@ tick, as ``dash.Patch`` appends, with the per-browser read offsets and the EMA
 accumulator kept in the ``run-cursor`` store (see ``app.series``). Polling stops once
 the run's state is final. Zoom and pan survive updates through ``uirevision``.
 
+Runs whose history has ``valid_are`` (the validation neurons' adapted Rand error, written
+when the config sets ``history_are_threshold``) get a panel for it beside the error panel;
+other runs do not show it. A panel hidden for want of data holds an empty figure in the
+first response, so the browser draws only what is shown.
+
 Runs that write a ``regression`` table (predicted and true values, e.g. the tracing
 trainer's neurite radius) get a predicted-vs-true scatter panel, hidden until the table
 has rows. A tick whose table has new rows rereads its newest ``REGRESSION_POINTS`` rows and
