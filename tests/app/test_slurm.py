@@ -591,3 +591,63 @@ def test_table_shows_job_id_reason_and_trusts_slurm_over_a_foreign_pid(dirs):
     ]
     assert rows["a"]["issue"] == "Slurm: PENDING (Priority)"
     assert rows["b"]["issue"] == ""
+
+
+SWEEP_CONFIG = """
+import os
+from trainer.models import CNN3D
+from trainer.synthetic import ensure_demo_data
+
+_demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
+
+def create_model():
+    return CNN3D(n_classes=2, in_channels=1)
+
+data_class = "BatchCreatorImage"
+data_init_kwargs = _demo.data_init_kwargs()
+data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
+n_steps = 6
+history_freq = 3
+monitor_batch_size = 1
+batch_size = 1
+optimiser = "Adam"
+optimiser_params = dict(lr=2e-3)
+plot_on = False
+sweep = dict(method="grid", max_parallel=2, prune=True, startup_runs=5,
+             parameters=dict(lr=[1e-3, 3e-3]))
+"""
+
+
+@pytest.mark.slow
+def test_a_sweep_runs_its_trials_as_slurm_jobs(make_launcher, cluster, tmp_path, monkeypatch):
+    from app import sweeper
+    from trainer.runs.sweeps import read_trials
+    from trainer.synthetic import ensure_demo_data
+
+    launcher = make_launcher()
+    ensure_demo_data(launcher.data_dir)
+    config = tmp_path / "tiny_sweep.py"
+    config.write_text(SWEEP_CONFIG)
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(launcher.data_dir))
+    sweep_id = sweeper.create_sweep(
+        launcher.runs_dir, config, backend="slurm", resources={"cpus": 1}
+    )
+    folder = sweeper.sweep_folder(launcher.runs_dir, sweep_id)
+    local = Launcher(launcher.runs_dir, tmp_path, launcher.data_dir, gpus=[])
+    local.drive_sweeps()
+    assert read_trials(folder).trials == []  # a local launcher leaves a Slurm sweep alone
+
+    poll(launcher, lambda: read_trials(folder).state != "running", 240, "the Slurm sweep to end")
+    trials = read_trials(folder)
+    assert trials.state == "finished" and len(trials.trials) == 2
+    for entry in trials.trials:
+        record = read_launcher_record(launcher.runs_dir / entry.run)
+        assert record.backend == "slurm" and record.job_id is not None
+        assert entry.state == "finished" and entry.told == "complete" and entry.value is not None
+    assert {t.params["lr"] for t in trials.trials} == {1e-3, 3e-3}
+    # the trainers in the jobs reported each history row to the sweep's pruner
+    from trainer.runs.sweeps import read_sweep, study_path
+    from trainer.sweeps import open_study
+
+    study = open_study(study_path(folder), sweep_id, sweeper.spec_of(read_sweep(folder)))
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[0, 3, 5], [0, 3, 5]]
