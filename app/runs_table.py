@@ -199,6 +199,13 @@ def column_defs() -> list[dict[str, Any]]:
         _text("name", "Run", pinned="left", minWidth=140),
         _text("config", "Config", width=150),
         _text(
+            "sweep",
+            "Sweep",
+            cellRenderer="VbSweepLink",
+            headerTooltip="the sweep a run is a trial of; its link opens the sweep's page",
+            width=160,
+        ),
+        _text(
             "state",
             "State",
             cellRenderer="VbStateBadge",
@@ -250,7 +257,7 @@ DEFAULT_COL_DEF = {
 }
 
 #: AG Grid options: one run selected at a time (checkbox or click), 50 rows a page, every
-#: column in the DOM (18 columns; tests and screen readers find each cell)
+#: column in the DOM (19 columns; tests and screen readers find each cell)
 GRID_OPTIONS = {
     "rowSelection": {"mode": "singleRow", "checkboxes": True, "enableClickSelection": True},
     "selectionColumnDef": {"pinned": "left"},

@@ -25,6 +25,18 @@ var dagcomponentfuncs = (window.dashAgGridComponentFunctions =
     );
   };
 
+  /* the sweep a run is a trial of, linking to its page; nothing for other runs */
+  dagcomponentfuncs.VbSweepLink = function (props) {
+    if (typeof props.value !== "string" || props.value === "") {
+      return null;
+    }
+    return h(
+      "a",
+      { className: "vb-link", href: "/sweep/" + encodeURIComponent(props.value) },
+      props.value
+    );
+  };
+
   /* a bar as wide as the progress (0..100) and the rounded per cent as text */
   dagcomponentfuncs.VbProgress = function (props) {
     var p = finite(props.value) ? Math.max(0, Math.min(100, props.value)) : 0;

@@ -301,6 +301,9 @@ def test_grid_sorts_filters_and_draws_badges_progress_and_sparklines(dash_duo, g
     wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])  # newest first, as the readers list them
     grid = dash_duo.find_element("#exp-table [role='grid']")
     assert grid.get_attribute("aria-label") == "Runs"  # a name for screen readers
+    # no sweep in this runs folder: an empty Sweep column and no sweeps list
+    assert [grid_cell(dash_duo, n, "sweep") for n in ("alpha", "beta", "gamma")] == [""] * 3
+    assert not dash_duo.find_element("#exp-sweeps-panel").is_displayed()
 
     # state badges: the state in words on its colour
     assert [table_state(dash_duo, n) for n in ("alpha", "beta", "gamma")] == [

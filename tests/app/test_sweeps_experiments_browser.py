@@ -1,0 +1,341 @@
+"""Sweeps on the experiments page: the runs grid's Sweep column, the sweeps list above it and
+a sweep launched from the launch form (``run.py sweep --detach`` in a child process, driven
+by the dashboard's launcher), in a real (headless) Chromium over real tiny sweeps.
+
+The pure parts (reading a config's ``sweep`` section without running it, the form's
+sentence, a sweeps-list line) are checked first, without a browser.
+Run with ``python -m pytest --headless tests/app/test_sweeps_experiments_browser.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from dash.testing.wait import until
+
+from app import app_context, create_app
+from app.pages.experiments import (
+    SweepSection,
+    read_sweep_section,
+    sweep_argv,
+    sweep_hint,
+    sweep_line,
+)
+from app.sweeper import stop_sweep, sweep_folder
+from trainer.runs import Status, write_status
+from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_trials
+
+REPO = Path(__file__).resolve().parents[2]
+#: the demo config made tiny: 6 steps, a history row every 3, a grid of two learning rates
+TINY_SWEEP = (
+    (REPO / "examples" / "demo_cnn3d.py").read_text()
+    + """
+n_steps = 6
+history_freq = 3
+monitor_batch_size = 1
+batch_size = 1
+plot_on = False
+sweep = dict(method='grid', parameters=dict(lr=[1e-3, 3e-3]))
+"""
+)
+#: a sweep whose parameter names no config key
+BAD_SWEEP = (
+    (REPO / "examples" / "demo_cnn3d.py").read_text()
+    + """
+sweep = dict(method='grid', parameters=dict(histroy_freq=[1, 2]))
+"""
+)
+
+
+# -- the launch form's reading of a config (pure) ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n_steps = 5\n", None),
+        ("sweep = dict(parameters=dict(lr=[1e-3, 3e-3]))", SweepSection(2)),
+        ("sweep = {'method': 'grid', 'parameters': {'lr': [1, 2], 'batch_size': (1, 2, 4)}}",
+         SweepSection(6)),
+        ("sweep = dict(n_runs=4, parameters=dict(lr=[1, 2], batch_size=[1, 2, 4]))",
+         SweepSection(4)),
+        ("sweep = dict(n_runs=40, parameters=dict(lr=[1, 2]))", SweepSection(2)),
+        ("sweep = dict(parameters=dict(lr=[1, 2], **{'optimiser_params.beta2': [0.9, 0.99]}))",
+         SweepSection(4)),
+        ("sweep = dict(method='tpe', n_runs=16, max_parallel=3, "
+         "parameters=dict(lr=dict(low=1e-4, high=1e-2, log=True)))", SweepSection(16, 3)),
+        ("sweep = dict(method='random', parameters=dict(lr=[1, 2]))", SweepSection(None)),
+        ("LRS = [1, 2]\nsweep = dict(parameters=dict(lr=LRS))", SweepSection(None)),
+        ("sweep = make_sweep()", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=[1, 2]), max_parallel=99)", SweepSection(2, 1)),
+        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = None", None),
+        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = [1]", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=dict(low=1, high=2)))", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=[1, 2])\n", None),  # a syntax error: launch says so
+    ],
+)  # fmt: skip
+def test_read_sweep_section_reads_the_size_without_running_the_config(tmp_path, text, expected):
+    config = tmp_path / "c.py"
+    # a config that would fail if it were run: the form must never execute it
+    config.write_text("raise SystemExit('executed')\n" + text)
+    assert read_sweep_section(config) == expected
+
+
+def test_read_sweep_section_of_a_missing_file_is_none(tmp_path):
+    assert read_sweep_section(tmp_path / "gone.py") is None
+
+
+def test_sweep_hint_says_the_size_and_the_cpu_limit():
+    assert sweep_hint(None, "local", 1) == ""
+    two = sweep_hint(SweepSection(2), "local", 1)
+    assert two.startswith("This config defines a sweep of 2 runs.")
+    assert "at most 1 CPU run at once" in two
+    assert sweep_hint(SweepSection(1), "local", 3).startswith(
+        "This config defines a sweep of 1 run."
+    )
+    assert "3 CPU runs at once" in sweep_hint(SweepSection(1), "local", 3)
+    unknown = sweep_hint(SweepSection(None), "slurm", 1)
+    assert unknown.startswith("This config defines a sweep (its size is known when it starts).")
+    assert "CPU run" not in unknown
+
+
+def test_sweep_argv_is_a_detached_run_py_sweep(tmp_path):
+    argv = sweep_argv(tmp_path / "c.py", python="py", runs_dir=tmp_path / "r",
+                      data_dir=tmp_path / "d", backend="slurm", max_parallel=3, device="cpu",
+                      resources={"partition": "gpu"})  # fmt: skip
+    assert argv[:5] == ["py", str(REPO / "run.py"), "sweep", str(tmp_path / "c.py"), "--detach"]
+    assert argv[5:] == [f"--runs-dir={tmp_path / 'r'}", f"--data-dir={tmp_path / 'd'}",
+                        "--backend=slurm", "--max-parallel=3", "--device=cpu",
+                        "--slurm-partition=gpu"]  # fmt: skip
+
+
+def _trials(*entries: tuple[str, float | None, str | None], **kwargs) -> TrialsRecord:
+    return TrialsRecord(
+        trials=[TrialEntry(i, run, {}, told, "finished", value)
+                for i, (run, value, told) in enumerate(entries)],
+        **kwargs,
+    )  # fmt: skip
+
+
+def test_sweep_line_counts_trials_and_finds_the_best():
+    record = {"spec": {"n_runs": 4, "metric": "valid_err", "goal": "min"}}
+    trials = _trials(("s-000", 0.5, "complete"), ("s-001", 0.25, "complete"),
+                     ("s-002", float("nan"), "fail"), ("s-003", None, None))  # fmt: skip
+    line = sweep_line("s", record, trials)
+    assert line == {"id": "s", "state": "running", "done": 3, "total": 4, "metric": "valid_err",
+                    "best": 0.25, "best_run": "s-001"}  # fmt: skip
+    high = sweep_line("s", {"spec": {"goal": "max", "metric": "valid_iou1"}}, trials)
+    assert (high["best_run"], high["total"]) == ("s-000", None)
+    stopping = sweep_line("s", record, _trials(("s-000", None, None), stop_requested=1.0))
+    assert (stopping["state"], stopping["best_run"], stopping["done"]) == ("stopping", None, 0)
+    assert sweep_line("s", None, TrialsRecord(state="failed"))["state"] == "failed"
+
+
+# -- in the browser --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    from trainer.synthetic import ensure_demo_data
+
+    folder = tmp_path_factory.mktemp("sweeps-data")
+    ensure_demo_data(folder)
+    return folder
+
+
+def _configs(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "tiny_sweep.py").write_text(TINY_SWEEP)
+    (folder / "bad_sweep.py").write_text(BAD_SWEEP)
+    (folder / "plain.py").write_text("n_steps = 5\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory, data_dir):
+    """A runs folder with a finished grid sweep of two tiny runs (``run.py sweep``) and an
+    ordinary run beside them."""
+    root = tmp_path_factory.mktemp("swept")
+    configs, runs = _configs(root / "configs"), root / "runs"
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir)}
+    done = subprocess.run(
+        [sys.executable, str(REPO / "run.py"), "sweep", str(configs / "tiny_sweep.py"),
+         "--runs-dir", str(runs), "--data-dir", str(data_dir), "--device", "cpu"],
+        cwd=root, env=env, capture_output=True, text=True, timeout=480, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    now = time.time()
+    (runs / "plain-run").mkdir()
+    write_status(runs / "plain-run", Status(state="finished", step=5, n_steps=5, heartbeat=now,
+                                            started=now - 60, extra={"ended": now}))  # fmt: skip
+    (sweep_id,) = [p.name for p in (runs / ".sweeps").iterdir()]
+    return root, runs, configs, sweep_id
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on (browser tests of other files may hold Dash's 8050)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def grid_cell(dash_duo, name: str, column: str) -> str | None:
+    return dash_duo.driver.execute_script(
+        """
+        const cell = document.querySelector(
+            `#exp-table .ag-row[row-id="${CSS.escape(arguments[0])}"] ` +
+            `.ag-cell[col-id="${arguments[1]}"]`);
+        return cell ? cell.textContent.trim() : null;
+        """,
+        name,
+        column,
+    )
+
+
+def shown_rows(dash_duo) -> list[str]:
+    return dash_duo.driver.execute_script(
+        """
+        const rows = document.querySelectorAll('#exp-table .ag-center-cols-container .ag-row');
+        return Array.from(rows)
+            .sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))
+            .map(r => r.getAttribute('row-id'));
+        """
+    )
+
+
+def text_of(dash_duo, selector: str) -> str:
+    return dash_duo.driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.textContent : '';", selector
+    )
+
+
+@pytest.mark.browser
+def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_dir):
+    _, runs, configs, sweep_id = swept
+    trials = [t.run for t in read_trials(runs / ".sweeps" / sweep_id).trials]
+    assert trials == [f"{sweep_id}-000", f"{sweep_id}-001"]
+    app = create_app(runs, configs, data_dir, start_launcher=False, gpus=[])
+    try:
+        dash_duo.start_server(app, port=free_port())
+        dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{trials[1]}']", timeout=15)
+        until(lambda: sorted(shown_rows(dash_duo)) == sorted([*trials, "plain-run"]), 10)
+
+        # the Sweep column: the sweep id of each trial, a link to its page; empty elsewhere
+        for run in trials:
+            assert grid_cell(dash_duo, run, "sweep") == sweep_id
+            link = dash_duo.find_element(f"#exp-table .ag-row[row-id='{run}'] [col-id='sweep'] a")
+            assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")
+        assert grid_cell(dash_duo, "plain-run", "sweep") == ""
+
+        # sortable: empty sweeps first when ascending
+        dash_duo.find_element(
+            "#exp-table .ag-header-cell[col-id='sweep'] .ag-header-cell-label"
+        ).click()
+        until(lambda: shown_rows(dash_duo)[0] == "plain-run", 10)
+
+        # the sweeps list: the sweep's page, its state, trials done, the best value and run
+        line = text_of(dash_duo, "#exp-sweeps li")
+        assert dash_duo.find_element("#exp-sweeps-panel").is_displayed()
+        assert "finished" in line and "2 of 2 trials done" in line, line
+        values = {t.run: t.value for t in read_trials(runs / ".sweeps" / sweep_id).trials}
+        best = min(values, key=values.get)
+        assert f"best valid_loss {values[best]:.4g}" in line, line
+        hrefs = [a.get_attribute("href") for a in dash_duo.find_elements("#exp-sweeps li a")]
+        assert [h.split("/", 3)[3] for h in hrefs] == [f"sweep/{sweep_id}", f"run/{best}"]
+
+        # its button filters the grid to the sweep's trials, with the filter shown in the box
+        dash_duo.find_element("#exp-sweeps li button").click()
+        until(lambda: sorted(shown_rows(dash_duo)) == trials, 10,
+              msg=f"rows {shown_rows(dash_duo)}")  # fmt: skip
+        box = dash_duo.find_element("#exp-table input[aria-label='Sweep Filter Input']")
+        assert box.get_attribute("value") == sweep_id
+        assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
+    finally:
+        app_context(app).close()
+
+
+@pytest.fixture
+def launching(tmp_path, data_dir):
+    """A dashboard with a running launcher (the real trainer) over an empty runs folder; at
+    the end every sweep it made is stopped and every trainer it started has exited."""
+    configs, runs = _configs(tmp_path / "configs"), tmp_path / "runs"
+    app = create_app(runs, configs, data_dir, gpus=[], grace_s=3.0)
+    yield app, runs
+    context = app_context(app)
+    for folder in (runs / ".sweeps").glob("*"):
+        stop_sweep(context.launcher, folder)
+    context.close()
+    children = [c.proc for c in context.launcher.backends["local"].children.values()]
+    for proc in children:
+        with contextlib.suppress(psutil.Error):
+            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+            psutil.wait_procs(family, timeout=20)
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+        proc.wait(timeout=10)
+
+
+def tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def choose(dash_duo, config: str) -> None:
+    dash_duo.driver.execute_script(
+        "window.dash_clientside.set_props('exp-config', {value: arguments[0]});", config
+    )
+
+
+@pytest.mark.browser
+def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching):
+    app, runs = launching
+    dash_duo.start_server(app, port=free_port())
+    dash_duo.wait_for_element("#exp-launch", timeout=15)
+
+    # an ordinary config: no sweep sentence, the override fields shown
+    choose(dash_duo, "plain.py")
+    until(lambda: not dash_duo.find_element("#exp-sweep-fields").is_displayed(), 10)
+    assert dash_duo.find_element("#exp-override-fields").is_displayed()
+
+    # a sweep config: its size in words, max parallel from the section, overrides hidden
+    choose(dash_duo, "tiny_sweep.py")
+    dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
+    assert "at most 1 CPU run at once" in dash_duo.find_element("#exp-sweep-hint").text
+    assert dash_duo.find_element("#exp-sweep-fields").is_displayed()
+    assert not dash_duo.find_element("#exp-override-fields").is_displayed()
+    assert dash_duo.find_element("#exp-max-parallel").get_attribute("value") == "1"
+
+    # a bad sweep: the problems from run.py sweep, line by line, and nothing written
+    before = tree(runs)
+    choose(dash_duo, "bad_sweep.py")
+    dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
+    dash_duo.find_element("#exp-launch").click()
+    dash_duo.wait_for_contains_text("#exp-launch-msg", "no valid sweep", timeout=90)
+    lines = [e.text for e in dash_duo.find_elements("#exp-launch-msg li")]
+    assert any("'histroy_freq' is no config key: did you mean 'history_freq'?" in ln
+               for ln in lines), lines  # fmt: skip
+    assert tree(runs) == before
+    assert not (runs / ".sweeps").exists() or not any((runs / ".sweeps").iterdir())
+
+    # a good one: the new sweep's id and page, its folder, and its first trial in the grid
+    choose(dash_duo, "tiny_sweep.py")
+    dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
+    dash_duo.find_element("#exp-launch").click()
+    link = dash_duo.wait_for_element("#exp-launch-msg #exp-new-sweep", timeout=90)
+    sweep_id = link.text
+    assert sweep_id == "tiny_sweep-sweep-1"
+    assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")
+    assert (sweep_folder(runs, sweep_id) / "sweep.json").is_file()
+    first = f"{sweep_id}-000"
+    dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{first}']", timeout=30)
+    assert grid_cell(dash_duo, first, "sweep") == sweep_id
+    dash_duo.wait_for_contains_text("#exp-sweeps", sweep_id, timeout=10)
+    assert "running" in text_of(dash_duo, "#exp-sweeps li")
+    assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
