@@ -18,6 +18,7 @@ STATE_COLORS = {
     "running": "#198754",
     "finished": "#0d6efd",
     "stopped": "#495057",
+    "stopping": "#495057",  # a sweep whose trials are being stopped
     "pruned": "#856404",
     "failed": "#dc3545",
     "diverged": "#6f42c1",

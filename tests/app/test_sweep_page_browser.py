@@ -156,6 +156,26 @@ def _plot(dash_duo, graph_id: str, expr: str):
     )
 
 
+#: axe-core, installed by .ci/run (as for tests/app/test_accessibility_browser.py)
+AXE = REPO / ".cache" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+AXE_RUN = """
+const done = arguments[arguments.length - 1];
+axe.run(document.getElementById("_pages_content"), {resultTypes: ["violations"]}).then(r => done(
+  r.violations.filter(v => v.impact === "serious" || v.impact === "critical")
+   .map(v => `${v.id}: ${v.help}; ` + v.nodes.map(n => n.target.join(" ")).join(" | "))
+), error => done([`axe.run failed: ${error}`]));
+"""
+
+
+def _axe_violations(dash_duo) -> list[str]:
+    """axe-core's serious and critical findings on the page's own content."""
+    if not AXE.is_file():
+        pytest.fail(f"axe-core is not installed ({AXE} is missing): run `bash .ci/run`")
+    dash_duo.driver.set_script_timeout(120)
+    dash_duo.driver.execute_script(AXE.read_text())
+    return dash_duo.driver.execute_async_script(AXE_RUN)
+
+
 def _table_rows(dash_duo) -> list[dict]:
     return dash_duo.driver.execute_script(
         "return [...document.querySelectorAll('#sweep-table tbody tr')].map(tr => ({"
@@ -217,6 +237,8 @@ def test_finished_sweep_shows_parcoords_table_curves_and_downloads_csv(dash_duo,
             assert float(row["value"]) == t.value and row["state"] == "finished"
             assert float(row["lr"]) == t.params["lr"] and row["optimiser"] == t.params["optimiser"]
             assert row["steps"] == "6"
+
+        assert _axe_violations(dash_duo) == []
 
         # a run link leads to its run page
         dash_duo.find_element(f"#sweep-table a[href='/run/{best}']").click()
@@ -615,5 +637,9 @@ def test_stop_sweep_is_refused_on_a_read_only_dashboard_and_stops_on_others(
         assert status == 200 and "Stopping the sweep" in text, text
         after = read_trials(folder)
         assert after.stop_requested is not None and after.reason == "stopped from the dashboard"
+        # the queued trial is not ended yet: the sweep shows as stopping, in a readable colour
+        page = sys.modules["app.pages.sweep"]
+        badge = page.header(page.read_view(runs_dir, folder))[0]
+        assert badge.children == "stopping" and badge.style["backgroundColor"] == "#495057"
     finally:
         app_context(app).close()
