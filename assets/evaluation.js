@@ -306,13 +306,48 @@
   }
 
   /*
+   * The server's threshold (eval-t-server: the segmentation plane and the neuron scores) follows
+   * the threshold with at most one request in flight: later thresholds wait, and when the answer
+   * arrives (eval-t-answered) the latest of them is sent. Dash alone would send a request per
+   * slider event while dragging and apply only the last answer, so the panel stood still during
+   * a drag while the server segmented the cube for every event. A request unanswered after 3 s
+   * no longer holds the next one.
+   */
+  var server = { inflight: false, since: 0, pending: null };
+
+  function askServer(t) {
+    if (t !== null) { server.pending = t; }
+    var now = window.performance.now();
+    if (server.pending === null || (server.inflight && now - server.since < 3000)) {
+      return window.dash_clientside.no_update;
+    }
+    var next = server.pending;
+    server.pending = null;
+    server.inflight = true;
+    server.since = now;
+    return next;
+  }
+
+  /* The server answered (eval-t-answered): send the threshold that waited, if one did. Through
+     set_props: an output would close a loop of callbacks (threshold -> server -> answer), which
+     Dash refuses to run. */
+  function onAnswer() {
+    server.inflight = false;
+    var next = askServer(null);
+    if (next !== window.dash_clientside.no_update) {
+      window.dash_clientside.set_props("eval-t-server", { data: next });
+    }
+  }
+
+  /*
    * The one clientside callback: whatever set the threshold (data load, slider, typed value,
    * click on a curve, preset, beta), answer the threshold store, slider, input, label, message,
-   * the metrics as JSON (full precision, for tests and tools) and every table cell.
+   * the metrics as JSON (full precision, for tests and tools), every table cell and the
+   * server's threshold (askServer).
    */
   function onThreshold(slider, typed, rocClick, prClick, p1, p2, p3, p4, p5, p6, beta, data, current, target) {
     var nu = window.dash_clientside.no_update;
-    var nOut = 7 + ROWS.length;
+    var nOut = 8 + ROWS.length;
     if (!data || !data.thresholds || !data.thresholds.length) {
       var out = [];
       for (var q = 0; q < nOut; q++) { out.push(nu); }
@@ -374,12 +409,14 @@
       "F-beta (beta=" + b + ")"
     ];
     ROWS.forEach(function (k) { result.push(fmt(k, m[k])); });
+    result.push(askServer(t));
     return result;
   }
 
   window.dash_clientside = window.dash_clientside || {};
   window.dash_clientside.vbEval = {
     onThreshold: onThreshold,
+    onAnswer: onAnswer,
     metrics: metrics,
     metricsAt: metricsAt,
     precisionAt: precisionAt,

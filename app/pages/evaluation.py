@@ -316,6 +316,10 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="eval-run", data=name),
             dcc.Store(id="eval-data", data=first.get("view")),
             dcc.Store(id="eval-t"),
+            # the threshold the server was asked for, and its answers (assets/evaluation.js
+            # keeps one such request in flight)
+            dcc.Store(id="eval-t-server"),
+            dcc.Store(id="eval-t-answered"),
             dcc.Store(id="eval-done"),
             dcc.Store(id="eval-seg-ready"),
             dcc.Store(id="eval-seg-drawn"),
@@ -590,6 +594,7 @@ clientside_callback(
     Output("eval-metrics-json", "children"),
     Output("eval-label-fbeta", "children"),
     *[Output(f"eval-cell-{key}", "children") for key, _label in ev.METRIC_ROWS],
+    Output("eval-t-server", "data"),
     Input("eval-slider", "value"),
     Input("eval-t-input", "value"),
     Input("eval-roc", "clickData"),
@@ -602,6 +607,11 @@ clientside_callback(
     Input("eval-data", "data"),
     State("eval-t", "data"),
     State("eval-target", "value"),
+)
+clientside_callback(
+    ClientsideFunction(namespace="vbEval", function_name="onAnswer"),
+    Input("eval-t-answered", "data"),
+    prevent_initial_call=True,
 )
 
 
@@ -710,7 +720,8 @@ _N_NEURON_OUTPUTS = 4 + len(nv.SCORE_ROWS)
     Output("eval-neuron-msg", "children"),
     Output("eval-neuron-scores-t", "children"),
     *[Output(f"eval-neuron-{key}", "children") for key, _label in nv.SCORE_ROWS],
-    Input("eval-t", "data"),
+    Output("eval-t-answered", "data"),
+    Input("eval-t-server", "data"),
     Input("eval-seg-z", "value"),
     Input("eval-seg-cube", "value"),
     Input("eval-seg-colour", "value"),
@@ -726,9 +737,10 @@ def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_dra
     were two requests competing for the same two cores, and segmented the cube twice in
     instance colours). A drawn figure gets a ``dash.Patch`` (the plane's PNG, its legend and
     title) or nothing (the neuron curves: the browser moves their threshold line)."""
+    answered = time.time()  # every answer, even "nothing to draw", lets the next one go
     run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
     if run_dir is None or not result or not cube or t is None:
-        return [no_update] * (3 + _N_NEURON_OUTPUTS)
+        return [no_update] * (3 + _N_NEURON_OUTPUTS) + [answered]
     z = inputs.integer(z, lo=0) or 0
     instances = colour == "instances"
     triggered = set(ctx.triggered_prop_ids)
@@ -742,8 +754,8 @@ def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_dra
             error = str(e)
     plane = _plane_outputs(run_dir, result, cube, z, t, instances, segmented, error, seg_drawn)
     if not scores:
-        return [*plane, *[no_update] * _N_NEURON_OUTPUTS]
-    return [*plane, *_neuron_outputs(result, cube, t, segmented, error, neuron_drawn)]
+        return [*plane, *[no_update] * _N_NEURON_OUTPUTS, answered]
+    return [*plane, *_neuron_outputs(result, cube, t, segmented, error, neuron_drawn), answered]
 
 
 def _plane_outputs(run_dir, result, cube, z, t, instances, segmented, error, drawn) -> list:

@@ -90,6 +90,7 @@ BROWSER_VALUES = {
     "exp-selected.data": SELECTED,
     "exp-table.selectedRows": [{"id": SELECTED}],
     "eval-t.data": 0.5,
+    "eval-t-server.data": 0.5,
     "eval-seg-ready.data": {"result": "FINAL", "t": 1.0},
     "eval-done.data": {"result": "FINAL", "t": 1.0},
     "eval-result.value": "FINAL",

@@ -33,7 +33,8 @@ SCRIPT = textwrap.dedent(
     write_evaluation(write_run(root / "runs", "alpha", "finished"))
     app = create_app(root / "runs", root / "configs", root / "data", start_launcher=False, gpus=[])
     client = Client(app, ErrorLog())  # serves /, the run, preview and evaluation pages
-    client.values.update({{"eval-run.data": "alpha", "eval-t.data": 0.5}})
+    client.values.update({{"eval-run.data": "alpha", "eval-t.data": 0.5,
+                          "eval-t-server.data": 0.5}})
     answered = {{}}
     for cb in client.callbacks:
         if cb.background or not any(o["id"].startswith("eval-") for o in cb.outputs):

@@ -228,6 +228,22 @@ def test_error_histogram_shades_the_fp_and_fn_mass(run_dir, threshold):
     assert ef.error_hist_figure(view, threshold, log_y=False).layout.yaxis.type == "linear"
 
 
+def test_metric_curves_of_an_exact_result_are_thinned_to_the_plot_s_width():
+    rng = np.random.default_rng(5)
+    label = (rng.random(3 * ef.MAX_CURVE_POINTS) < 0.4).astype(np.int8)
+    res = evaluate_arrays(label, rng.random(label.size), mode="exact")
+    t = res.thresholds[res.thresholds <= 1.0]
+    assert len(t) > 2 * ef.MAX_CURVE_POINTS  # a threshold per distinct score
+    view = {"thresholds": res.thresholds, "tp": res.tp, "fp": res.fp, "tn": res.tn, "fn": res.fn}
+    fig = ef.metric_curves_figure(view, 0.5)
+    x = np.asarray(fig.data[0].x)
+    assert len(x) <= ef.MAX_CURVE_POINTS and x[0] == t[0] and x[-1] == t[-1]
+    assert np.all(np.diff(x) > 0) and set(x) <= set(t)  # stored thresholds, in order
+    i = np.searchsorted(res.thresholds, x)
+    precision = res.tp[i] / np.maximum(res.tp[i] + res.fp[i], 1)
+    assert np.allclose(np.asarray(fig.data[0].y), precision)
+
+
 def test_metric_curves_draw_four_metrics_and_the_threshold_line(run_dir):
     view = ev.load_view(run_dir, "FINAL", "valid")
     fig = ef.metric_curves_figure(view, 0.4)

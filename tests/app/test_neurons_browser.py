@@ -151,3 +151,62 @@ def test_result_without_neurons_says_how_to_get_them(dash_duo, tmp_path):
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
     dash_duo.wait_for_contains_text("#eval-neuron-msg", "--instances", timeout=20)
     assert cell(dash_duo, "voi_split") == ""
+
+
+#: counts the page's segmentation-plane requests (the neuron scores come with them) and the
+#: most that were in flight at once
+IN_FLIGHT = """
+window.__vbPlane = {sent: 0, open: 0, most: 0};
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  const body = String((init && init.body) || "");
+  if (!String(url).includes("_dash-update-component") || !body.includes("eval-seg.figure")) {
+    return realFetch.apply(this, arguments);
+  }
+  const p = window.__vbPlane;
+  p.sent += 1; p.open += 1; p.most = Math.max(p.most, p.open);
+  return realFetch.apply(this, arguments).finally(() => { p.open -= 1; });
+};
+"""
+
+
+#: presses the slider handle's right arrow ``arguments[0]`` times, ``arguments[1]`` ms apart
+PRESSES = """
+const handle = document.querySelector('#eval-slider [role="slider"]');
+let left = arguments[0];
+const gap = arguments[1];
+const press = () => {
+  const e = new KeyboardEvent('keydown', {key: 'ArrowRight', bubbles: true, cancelable: true});
+  Object.defineProperty(e, 'keyCode', {get: () => 39});
+  Object.defineProperty(e, 'which', {get: () => 39});
+  handle.dispatchEvent(e);
+  if (--left > 0) { setTimeout(press, gap); }
+};
+press();
+"""
+
+
+@pytest.mark.browser
+def test_a_burst_of_slider_steps_asks_the_server_one_at_a_time_and_ends_at_the_last(
+    dash_duo, tmp_path
+):
+    _run_dir, ids, prob = make_run(tmp_path / "runs")
+    dash_duo.start_server(build_app(tmp_path))
+    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": IN_FLIGHT})
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
+    dash_duo.wait_for_contains_text("#eval-neuron-scores-t", "exact scores", timeout=20)
+    type_threshold(dash_duo, 0.3)
+    assert shows_scores_at(dash_duo, ids, prob, 0.3)
+    # 25 right-arrow presses 5 ms apart: faster than the server answers
+    dash_duo.driver.execute_script(PRESSES, 25, 5)
+    shown = lambda: json.loads(  # noqa: E731
+        dash_duo.find_element("#eval-metrics-json").get_attribute("textContent")
+    )["threshold"]
+    assert _wait(lambda: shown() > 0.302), shown()
+    time.sleep(1.0)  # the presses are over (a press the slider drops under load changes nothing)
+    t = shown()
+    # the last threshold always reaches the server, and its answer is what the panel shows
+    dash_duo.wait_for_text_to_equal("#eval-neuron-scores-t", f"exact scores at threshold {t:.4f}")
+    assert shows_scores_at(dash_duo, ids, prob, t)
+    plane = dash_duo.driver.execute_script("return window.__vbPlane")
+    assert plane["most"] == 1, plane  # later thresholds waited for the answer in flight

@@ -233,6 +233,7 @@ def test_client_names_cannot_read_outside_the_runs_folder(read_only_server, tmp_
 
     for result in (str(secret), relative, "cube0/../" + relative):
         values = {"eval-run.data": "evald", "eval-result.value": result, "eval-t.data": 0.5,
+                  "eval-t-server.data": 0.5,
                   "eval-seg-cube.value": "cube0", "eval-seg-z.value": 0, "eval-html.n_clicks": 1,
                   "eval-html-which.value": "segmentation", "eval-split.value": "valid"}  # fmt: skip
         for output in ("eval-seg.figure", "eval-seg-cube.options", "eval-download-html.data"):
