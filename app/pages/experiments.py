@@ -209,13 +209,13 @@ def sweep_hint(section: SweepSection | None, backend: str, max_cpu_runs: int) ->
         else f"This config defines a sweep of {section.n_runs} run"
         f"{'' if section.n_runs == 1 else 's'}."
     )
-    drive = " Launch makes the sweep; this dashboard starts its trials, max parallel at once"
+    drive = " Launch makes the sweep; this dashboard then starts up to Max parallel trials at once"
     if backend == "local":
         drive += (
-            f", and runs at most {max_cpu_runs} CPU run{'' if max_cpu_runs == 1 else 's'} at "
-            "once (more wait in the queue)"
+            f", and it runs at most {max_cpu_runs} CPU run{'' if max_cpu_runs == 1 else 's'} "
+            "at once (more trials wait in the queue)"
         )
-    return size + drive + ". Steps, batch size, learning rate and save name do not apply."
+    return size + drive + "."
 
 
 def sweep_argv(
