@@ -299,8 +299,11 @@ def test_grid_sorts_filters_and_draws_badges_progress_and_sparklines(dash_duo, g
     dash_duo.start_server(app)
     dash_duo.wait_for_element("#exp-table .ag-row[row-id='alpha']", timeout=15)
     wait_for_rows(dash_duo, ["alpha", "gamma", "beta"])  # newest first, as the readers list them
-    grid = dash_duo.find_element("#exp-table [role='grid']")
-    assert grid.get_attribute("aria-label") == "Runs"  # a name for screen readers
+    # a name for screen readers, set by assets/dashAgGridFunctions.js after a grid update, so
+    # possibly a moment after the rows appear
+    grid = "#exp-table [role='grid']"
+    until(lambda: dash_duo.find_element(grid).get_attribute("aria-label") == "Runs", 10,
+          msg="the grid's aria-label did not become 'Runs' within 10 s")  # fmt: skip
     # no sweep in this runs folder: an empty Sweep column and no sweeps list
     assert [grid_cell(dash_duo, n, "sweep") for n in ("alpha", "beta", "gamma")] == [""] * 3
     assert not dash_duo.find_element("#exp-sweeps-panel").is_displayed()
