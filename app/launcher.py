@@ -166,6 +166,7 @@ class Launcher:
         self._lock_file: Any = None
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
+        self._sweep_errors: dict[str, str] = {}  # sweep id -> the error last logged
         spawn = Spawn(
             argv=self._argv,
             env={"PYTHONUNBUFFERED": "1", "VOXELBOARD_DATA_DIR": str(self.data_dir)},
@@ -514,8 +515,12 @@ class Launcher:
         for folder in sweeper.unfinished(self.runs_dir, self.backend):
             try:
                 sweeper.tick(self, folder)
-            except Exception:  # one broken sweep folder must not stop the scheduler
-                log.exception("sweep %s: tick failed", folder.name)
+                self._sweep_errors.pop(folder.name, None)
+            except Exception as e:  # one broken sweep folder must not stop the scheduler
+                said = f"{type(e).__name__}: {e}"
+                if self._sweep_errors.get(folder.name) != said:  # once, not every tick
+                    self._sweep_errors[folder.name] = said
+                    log.exception("sweep %s: tick failed", folder.name)
 
     def refresh_jobs(self) -> None:
         """Ask Slurm about the jobs of unfinished Slurm runs now and record the answers."""

@@ -84,7 +84,8 @@ BACKGROUND_OUTPUT = "eval-done.data"
 RUNS = ("alpha", "beta", "victim")
 #: the run stop, resume and delete requests name when their slot is not the one fuzzed
 SELECTED = "victim"
-PAGES = ["/", "/run/alpha", "/run/alpha/preview", "/run/alpha/evaluation"]
+SWEEP = "fuzz-sweep-1"
+PAGES = ["/", "/run/alpha", "/run/alpha/preview", "/run/alpha/evaluation", f"/sweep/{SWEEP}"]
 #: values the layouts leave unset but a browser has by the time it sends the request
 BROWSER_VALUES = {
     "exp-selected.data": SELECTED,
@@ -188,6 +189,47 @@ def write_evaluation(run_dir: Path) -> None:
         g["label"] = (rng.random((3, 8, 8)) < 0.5).astype(np.int8)
 
 
+def write_sweep_folder(runs_dir: Path, config: Path) -> None:
+    """A running sweep of two trials (alpha ended, beta open) as its driver leaves it."""
+    import optuna
+
+    from trainer.runs.sweeps import (
+        TrialEntry,
+        TrialsRecord,
+        study_path,
+        sweep_dir,
+        write_sweep,
+        write_trial,
+        write_trials,
+    )
+    from trainer.sweeps import Choice, SweepSpec, open_study
+
+    spec = SweepSpec(
+        method="grid", n_runs=2, metric="valid_loss", goal="min",
+        parameters={"lr": Choice((1e-3, 3e-3))}, prune=False, pruner="median", warmup_steps=0,
+        startup_runs=2, max_failures=3, max_parallel=1, seed=0,
+    )  # fmt: skip
+    folder = sweep_dir(runs_dir, SWEEP)
+    folder.mkdir(parents=True)
+    study = open_study(study_path(folder), SWEEP, spec, create=True)
+    for _ in range(2):
+        study.ask({"lr": optuna.distributions.CategoricalDistribution([1e-3, 3e-3])})
+    study.tell(0, 0.5)
+    trials = [
+        TrialEntry(0, "alpha", {"lr": 1e-3}, told="complete", state="finished", value=0.5),
+        TrialEntry(1, "beta", {"lr": 3e-3}, state="running"),
+    ]
+    write_trials(folder, TrialsRecord(trials=trials))
+    for entry in trials:
+        write_trial(runs_dir / entry.run, {"sweep": SWEEP, "number": entry.number,
+                                           "drawn": entry.params, "params": entry.params})  # fmt: skip
+    write_sweep(folder, {
+        "format": 1, "id": SWEEP, "config": config.name, "config_source": str(config),
+        "config_path": str(config), "backend": "local", "max_parallel": 1, "device": "auto",
+        "resources": {}, "created": time.time(), "spec": spec.to_json(),
+    })  # fmt: skip
+
+
 def _client(tmp_path_factory, read_only: bool):
     """The app over three finished or failed runs; a config to launch; nothing ever starts."""
     root = tmp_path_factory.mktemp("fuzz")
@@ -197,6 +239,7 @@ def _client(tmp_path_factory, read_only: bool):
     write_evaluation(write_run(runs_dir, "alpha", "finished"))
     write_run(runs_dir, "beta", "failed", error="diverged at step 40")
     write_run(runs_dir, "victim", "finished")
+    write_sweep_folder(runs_dir, configs / "train.py")
     app = create_app(
         runs_dir,
         configs,
