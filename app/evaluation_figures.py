@@ -131,10 +131,12 @@ def roc_figure(
         others: curves to overlay, each ``{'label', 'fpr', 'tpr', 'roc_auc'}`` (``compare_curve``).
         title: figure title.
 
-    The main curve's points carry their threshold as ``customdata`` (clicking picks it).
+    The main curve's points carry their threshold as ``customdata`` (clicking picks it), a plain
+    list so that Dash's click data can index it; at most ``MAX_CURVE_POINTS`` of them.
     """
     d = _curve_arrays(view)
     t = d["thresholds"]
+    keep = _thinned(np.arange(len(t)))
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
@@ -158,9 +160,9 @@ def roc_figure(
         )
     fig.add_trace(
         go.Scatter(
-            x=d["fpr"],
-            y=d["tpr"],
-            customdata=t,
+            x=d["fpr"][keep],
+            y=d["tpr"][keep],
+            customdata=t[keep].tolist(),
             mode="lines",
             name=f"{view.get('result', '')} {view.get('split', '')} (AUC {_fmt_area(view.get('roc_auc'))})",
             line={"color": COLOURS["main"], "width": 2},
@@ -194,6 +196,7 @@ def pr_figure(
     """
     d = _curve_arrays(view)
     t = d["thresholds"]
+    keep = _thinned(np.arange(len(t)))  # as roc_figure's
     n_pos, n_neg = view["n_pos"], view["n_neg"]
     prevalence = n_pos / (n_pos + n_neg)
     fig = go.Figure()
@@ -220,9 +223,9 @@ def pr_figure(
         )
     fig.add_trace(
         go.Scatter(
-            x=d["recall"],
-            y=d["precision"],
-            customdata=t,
+            x=d["recall"][keep],
+            y=d["precision"][keep],
+            customdata=t[keep].tolist(),
             mode="lines",
             line_shape="vh",
             name=f"{view.get('result', '')} {view.get('split', '')} (AP {_fmt_area(view.get('average_precision'))})",
@@ -305,15 +308,20 @@ def _vline(threshold: float) -> dict[str, Any]:
 MAX_CURVE_POINTS = 4096
 
 
+def _thinned(index: np.ndarray) -> np.ndarray:
+    """Every ``k``-th of ``index`` and its last, at most ``MAX_CURVE_POINTS``."""
+    if len(index) <= MAX_CURVE_POINTS:
+        return index
+    step = -(-len(index) // (MAX_CURVE_POINTS - 1))
+    return np.union1d(index[::step], index[-1:])
+
+
 def metric_curves_figure(view: Mapping[str, Any], threshold: float) -> go.Figure:
     """Precision, recall, F1 and accuracy against threshold, with a line at ``threshold``
     (every ``k``-th stored threshold and the last, at most ``MAX_CURVE_POINTS``)."""
     d = _curve_arrays(view)
     t = d["thresholds"]
-    keep = np.flatnonzero(t <= 1.0)  # NOTHING_POSITIVE has no place on a [0, 1] axis
-    if len(keep) > MAX_CURVE_POINTS:
-        step = -(-len(keep) // (MAX_CURVE_POINTS - 1))
-        keep = np.union1d(keep[::step], keep[-1:])
+    keep = _thinned(np.flatnonzero(t <= 1.0))  # NOTHING_POSITIVE has no place on [0, 1]
     fig = go.Figure()
     for key, colour in (
         ("precision", "#d63384"),

@@ -286,16 +286,16 @@
     gd.on("plotly_react", function () { if (job) { draw([id]); } });
   }
 
-  /* The threshold of a clicked point of the main curve, whose points are aligned with the
-     stored thresholds (Dash cannot index customdata sent as a typed array, so use the index). */
+  /* The threshold of a clicked point of the main curve: its customdata (a plain list, so that
+     Dash's click data carries it; the curve may show only every k-th stored threshold). */
   function clickedThreshold(graphId, click, data) {
     if (!click || !click.points || !click.points.length) { return null; }
     var gd = plotOf(graphId);
     for (var k = 0; k < click.points.length; k++) {
       var p = click.points[k];
       var trace = gd && gd.data[p.curveNumber];
-      if (trace && trace.meta === "vb-curve" && typeof p.pointNumber === "number") {
-        return data.thresholds[p.pointNumber];
+      if (trace && trace.meta === "vb-curve" && finite(p.customdata)) {
+        return p.customdata;
       }
     }
     return null;

@@ -4,14 +4,16 @@ Picks a result file (``eval/<name>.h5``, written by ``trainer.evaluation``) and 
 ROC and PR curves, the metrics table, the confusion heatmap, metric-vs-threshold curves, the
 error histogram and a thresholded segmentation slice, all at one threshold.
 
-Speed: the split's cumulative counts (at most ~10^4 thresholds) go to the browser once, in the
-``eval-data`` store; moving the threshold runs one clientside callback
+Speed: the layout carries the newest result's ``eval-data`` store (the split's cumulative
+counts) and its figures, so the page draws with its first response (``_first_view``); the
+loading callbacks only answer changes. Moving the threshold runs one clientside callback
 (``assets/evaluation.js``) that computes the metrics, fills the table and moves the figure
-markers in place. Only the segmentation slice asks the server (one plane of a cached
-probability volume; the evaluation is never recomputed), and the "Neurons" panel of a result
-evaluated with ``--instances``: its exact neuron scores at the threshold (``app.neurons_view``:
-threshold -> components -> scores of the chosen cube, tens of ms), its curves and the instance
-colouring of the segmentation view (``app.neuron_figures``).
+markers in place. The server is asked by one callback per step, with at most one request in
+flight (``eval-t-server`` / ``eval-t-answered``): the segmentation plane (one plane of a cached
+probability volume, patched into the drawn figure; the evaluation is never recomputed) and, for
+a result evaluated with ``--instances``, the "Neurons" panel's exact scores at the threshold
+(``app.neurons_view``: threshold -> components -> scores of the chosen cube, tens of ms), its
+curves and the instance colouring of the segmentation view (``app.neuron_figures``).
 
 "Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
 managed by a ``DiskcacheManager``, with progress and cancel): one prediction pass writes the

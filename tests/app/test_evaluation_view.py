@@ -242,6 +242,17 @@ def test_metric_curves_of_an_exact_result_are_thinned_to_the_plot_s_width():
     i = np.searchsorted(res.thresholds, x)
     precision = res.tp[i] / np.maximum(res.tp[i] + res.fp[i], 1)
     assert np.allclose(np.asarray(fig.data[0].y), precision)
+    # the ROC and PR curves likewise, each point carrying its stored threshold for a click
+    n_pos = int(res.tp[0] + res.fn[0])
+    view.update(thresholds=res.thresholds.tolist(), n_pos=n_pos, n_neg=label.size - n_pos)
+    for build, tpr_axis in ((ef.roc_figure, "y"), (ef.pr_figure, "x")):
+        (curve,) = [d for d in build(view, 0.5, []).data if d.meta == ef.MAIN_CURVE]
+        assert isinstance(curve.customdata, list | tuple)  # Dash's click data indexes it
+        t_points = np.asarray(curve.customdata)
+        assert len(t_points) <= ef.MAX_CURVE_POINTS
+        assert t_points[0] == res.thresholds[0] and t_points[-1] == res.thresholds[-1]
+        i = np.searchsorted(res.thresholds, t_points)
+        assert np.allclose(np.asarray(curve[tpr_axis]), res.tp[i] / n_pos)
 
 
 def test_metric_curves_draw_four_metrics_and_the_threshold_line(run_dir):
