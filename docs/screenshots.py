@@ -1,11 +1,15 @@
-"""Regenerate README's pictures: the experiments, run, preview and evaluation pages of a real run.
+"""Regenerate README's pictures: the experiments, run, preview and evaluation pages of a real run,
+and the sweep page of a real sweep.
 
-    python docs/screenshots.py                    # docs/images/*.png, a 60-step run
+    python docs/screenshots.py                    # docs/images/*.png, a 60-step run, a sweep
     python docs/screenshots.py --out /tmp/shots --steps 10 --width 1000 --height 700
+    python docs/screenshots.py --no-sweep         # the four run pictures only
 
 In a scratch folder (removed afterwards) it writes the demo data (``run.py demo-data``), trains
 the demo config for ``--steps`` steps on the CPU (``run.py train``), evaluates the run with its
-neurons (``run.py evaluate --instances``), serves the dashboard on a free loopback port
+neurons (``run.py evaluate --instances``), runs a small grid sweep of the same config over three
+learning rates (``run.py sweep``, two trials at once, ``--sweep-steps`` steps each; skipped with
+``--no-sweep``), serves the dashboard on a free loopback port
 (``run.py dashboard``) and saves one PNG per page from headless Chromium (selenium, with the
 browser tests' flags from ``tests/conftest.py``), each ``--width`` x ``--height`` pixels, once
 the page's graphs are drawn and its text has stopped changing. The PNGs are reduced to a
@@ -13,11 +17,13 @@ the page's graphs are drawn and its text has stopped changing. The PNGs are redu
 
 The demo config is trained as written except for two keys, so that a short run already has
 curves and a preview of a trained network: ``history_freq`` (a history row every tenth of the
-run) and ``preview_every`` (a preview at the first and the last step).
+run) and ``preview_every`` (a preview at the first and the last step). The sweep's trials train
+without previews or background batch workers; they are listed on the experiments page beside
+the run.
 
 Needs the test requirements (``requirements-test.txt``: selenium) and Debian's chromium and
 chromium-driver, as the browser tests do. Takes about two minutes on a 2-core CPU with the
-default 60 steps, most of it training.
+default 60 steps, most of it training, and about two more for the sweep's 20-step trials.
 """
 
 from __future__ import annotations
@@ -39,8 +45,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 RUN = "demo_cnn3d"
+#: the sweep's config name; its id is ``<name>-sweep-1``, its trials ``<id>-000`` ...
+SWEEP_CONFIG = "demo_cnn3d_lr"
+#: the swept learning rates: a decade and more apart, so each trial's curve looks different
+SWEEP_LRS = (3e-4, 2e-3, 1e-2)
 
-#: page name -> URL path; the PNG is written as ``<name>.png``
+#: page name -> URL path; the PNG is written as ``<name>.png`` (and ``sweep.png`` for the sweep)
 PAGES = {
     "experiments": "/",
     "run": f"/run/{RUN}",
@@ -49,7 +59,8 @@ PAGES = {
 }
 
 #: true once the page shows its data: the run's row on the experiments page; elsewhere every
-#: visible graph has drawn a trace (a line, a heatmap or an image) and no callback is pending
+#: visible graph has drawn a trace (a line, a heatmap, an image or parallel coordinates' axes)
+#: and no callback is pending
 READY = """
 const page = document.getElementById("_pages_content");
 if (!page || document.querySelector('[data-dash-is-loading="true"]')) return null;
@@ -59,7 +70,7 @@ if (arguments[0] === "/") {
 }
 const graphs = Array.from(page.querySelectorAll(".js-plotly-plot"))
   .filter(g => g.offsetParent !== null);
-const drawn = graphs.every(g => g.querySelector("g.trace, g.hm, g.im") !== null);
+const drawn = graphs.every(g => g.querySelector("g.trace, g.hm, g.im, g.parcoords") !== null);
 return graphs.length && drawn ? page.innerText : null;
 """
 
@@ -115,6 +126,40 @@ def make_run(scratch: Path, steps: int, env: dict[str, str]) -> Path:
     run_dir = scratch / "runs" / RUN
     run_cli(["evaluate", str(run_dir), "--instances"], scratch, env, "evaluating the run")
     return run_dir
+
+
+def write_sweep_config(scratch: Path, steps: int) -> Path:
+    """The demo config as a grid sweep over ``SWEEP_LRS``, each trial ``steps`` steps long with
+    a history row every tenth of it, no previews (the sweep page shows none) and no
+    background batch workers."""
+    text = (REPO / "examples" / "demo_cnn3d.py").read_text()
+    path = scratch / "configs" / f"{SWEEP_CONFIG}.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    overrides = (
+        "\n# docs/screenshots.py: a short sweep over the learning rate\n"
+        f"n_steps = {steps}\n"
+        f"history_freq = {max(1, steps // 10)}\n"
+        "preview_data_path = None\n"
+        "background_processes = False\n"  # two trials at once already keep the cores busy
+        f"sweep = dict(method='grid', parameters=dict(lr={list(SWEEP_LRS)!r}))\n"
+    )
+    path.write_text(text + overrides)
+    return path
+
+
+def make_sweep(scratch: Path, steps: int, env: dict[str, str]) -> str:
+    """A grid sweep of three ``steps``-step trials into ``scratch/runs``, two at once, over the
+    demo data in ``scratch/data`` (written first if missing); returns the sweep's id."""
+    data = scratch / "data"
+    if not data.is_dir():
+        run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
+    config = write_sweep_config(scratch, steps)
+    run_cli(
+        ["sweep", str(config), "--runs-dir", str(scratch / "runs"), "--data-dir", str(data),
+         "--max-parallel", "2", "--device", "cpu"],
+        scratch, env, "running the sweep",
+    )  # fmt: skip
+    return f"{SWEEP_CONFIG}-sweep-1"
 
 
 @contextlib.contextmanager
@@ -214,18 +259,24 @@ def save_png(png: bytes, path: Path) -> None:
     image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
 
 
-def screenshots(out: Path, steps: int, width: int, height: int) -> list[Path]:
-    """Train, evaluate, serve and photograph; returns the PNGs written into ``out``."""
+def screenshots(
+    out: Path, steps: int, width: int, height: int, sweep_steps: int | None = 20
+) -> list[Path]:
+    """Train, evaluate, sweep (unless ``sweep_steps`` is None), serve and photograph; returns
+    the PNGs written into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(scratch / "data"), PYTHONUNBUFFERED="1")
     try:
         make_run(scratch, steps, env)
+        pages = dict(PAGES)
+        if sweep_steps is not None:
+            pages["sweep"] = f"/sweep/{make_sweep(scratch, sweep_steps, env)}"
         with dashboard(scratch, env) as base:
             driver = browser(width, height)
             try:
                 written = []
-                for name, path in PAGES.items():
+                for name, path in pages.items():
                     driver.get(base + path)
                     wait_until_drawn(driver, path)
                     target = out / f"{name}.png"
@@ -252,12 +303,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=positive, default=60, help="training steps (default 60)")
     parser.add_argument("--width", type=positive, default=1280, help="pixels (default 1280)")
     parser.add_argument("--height", type=positive, default=800, help="pixels (default 800)")
+    parser.add_argument("--sweep-steps", type=positive, default=20,
+                        help="training steps of each sweep trial (default 20)")  # fmt: skip
+    parser.add_argument("--no-sweep", action="store_true",
+                        help="no sweep and no sweep.png (about two minutes less)")  # fmt: skip
     args = parser.parse_args(argv)
     # a terminated script still stops its server and browser and removes its scratch folder
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
     try:
-        written = screenshots(args.out, args.steps, args.width, args.height)
+        sweep_steps = None if args.no_sweep else args.sweep_steps
+        written = screenshots(args.out, args.steps, args.width, args.height, sweep_steps)
     except ScreenshotError as exc:
         print(f"docs/screenshots.py: {exc}", file=sys.stderr)
         return 1

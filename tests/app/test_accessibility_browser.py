@@ -1,9 +1,10 @@
 """Accessibility of every page, checked by axe-core in a real Chromium, and the keyboard.
 
 axe-core (the npm package, installed by ``.ci/run``) is injected into each page of a real demo
-run (trained, evaluated with its neurons) and must find no violation of impact serious or
-critical: every control named, enough contrast, a page language; and no dropdown may be named
-by its value alone. The evaluation page's threshold slider moves with the arrow keys.
+run (trained, evaluated with its neurons) and into the sweep page of a real sweep (three tiny
+trials of the demo config) and must find no violation of impact serious or critical: every
+control named, enough contrast, a page language; and no dropdown may be named by its value
+alone. The evaluation page's threshold slider moves with the arrow keys.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
 
 
 def load_screenshots_module():
-    """docs/screenshots.py, whose ``make_run`` trains and evaluates the demo the same way."""
+    """docs/screenshots.py, whose ``make_run`` trains and evaluates the demo the same way and
+    whose ``make_sweep`` runs its sweep."""
     spec = importlib.util.spec_from_file_location("screenshots", REPO / "docs" / "screenshots.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -88,14 +90,23 @@ def demo_run(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def demo_sweep(tmp_path_factory) -> tuple[Path, str]:
+    """The screenshots' grid sweep of the demo config (three learning rates, two trials at once),
+    each trial 2 steps long with a history row per step; its root folder and sweep id."""
+    root = tmp_path_factory.mktemp("a11y-sweep")
+    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
+    return root, load_screenshots_module().make_sweep(root, 2, env)
+
+
 def serve(dash_duo, root: Path) -> None:
     app = create_app(root / "runs", REPO / "examples", root / "data", start_launcher=False, gpus=[])
     dash_duo.start_server(app)
 
 
 def settled(dash_duo, path: str, ready: str, timeout: float = 60.0) -> None:
-    """Open ``path``; wait for ``ready``, for every visible graph to draw a trace and for the
-    page's text to stay the same over three polls (late callbacks have landed)."""
+    """Open ``path``; wait for ``ready``, for every visible graph to draw a trace (or parallel
+    coordinates' axes) and for the page's text to stay the same over three polls (late callbacks have landed)."""
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path}")
     dash_duo.wait_for_element(ready, timeout=timeout)
     probe = """
@@ -103,7 +114,8 @@ def settled(dash_duo, path: str, ready: str, timeout: float = 60.0) -> None:
     if (document.querySelector('[data-dash-is-loading="true"]')) return null;
     const graphs = Array.from(page.querySelectorAll(".js-plotly-plot"))
       .filter(g => g.offsetParent !== null);
-    return graphs.every(g => g.querySelector("g.trace, g.hm, g.im")) ? page.innerText : null;
+    const drawn = graphs.every(g => g.querySelector("g.trace, g.hm, g.im, g.parcoords"));
+    return drawn ? page.innerText : null;
     """
     deadline = time.monotonic() + timeout
     last, same = None, 0
@@ -130,6 +142,21 @@ def test_no_serious_or_critical_axe_violation_on_the_pages_of_a_real_run(
 ):
     serve(dash_duo, demo_run)
     settled(dash_duo, path, ready)
+    found = violations(dash_duo)
+    assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
+    assert dropdowns_named_by_their_value_only(dash_duo) == []
+
+
+@pytest.mark.slow
+def test_no_serious_or_critical_axe_violation_on_the_sweep_page_of_a_real_sweep(
+    dash_duo, demo_sweep
+):
+    root, sweep_id = demo_sweep
+    serve(dash_duo, root)
+    path = f"/sweep/{sweep_id}"
+    settled(dash_duo, path, "#sweep-parcoords .js-plotly-plot .parcoords")
+    assert dash_duo.find_element("#sweep-state").text == "finished"
+    assert len(dash_duo.find_elements("#sweep-table tbody tr")) == 3
     found = violations(dash_duo)
     assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
     assert dropdowns_named_by_their_value_only(dash_duo) == []

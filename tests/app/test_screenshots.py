@@ -1,8 +1,9 @@
 """docs/screenshots.py, for real: README's pictures can always be regenerated.
 
-The script trains the demo for a few steps, evaluates it, serves the dashboard and photographs
-four pages in headless Chromium; the PNGs must be real pictures of the asked size, and the
-script must leave no scratch folder or process behind, also when it is terminated.
+The script trains the demo for a few steps, evaluates it, runs a grid sweep of three tiny trials,
+serves the dashboard and photographs five pages in headless Chromium (four without the sweep);
+the PNGs must be real pictures of the asked size, and the script must leave no scratch folder or
+process behind, also when it is terminated.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docs" / "screenshots.py"
 PAGES = ("experiments", "run", "preview", "evaluation")
+ALL_PAGES = (*PAGES, "sweep")
 
 
 @pytest.fixture
@@ -61,22 +63,43 @@ def processes_under(folder: Path) -> list[str]:
     return found
 
 
+def check_picture(path: Path, size: tuple[int, int]) -> None:
+    """A PNG of ``size`` in at most 256 colours showing a page, not a blank frame."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.size == size, (path.name, image.size)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
+    # a page with its controls, text and drawn graphs, not a blank or one-colour frame
+    assert colours is not None and 40 < len(colours) <= 256, (path.name, colours and len(colours))
+
+
 @pytest.mark.browser
 @pytest.mark.slow
 def test_script_writes_a_picture_of_each_page_and_cleans_up(tmp, tmp_path):
     out = tmp_path / "images"
-    proc = start(tmp, "--out", str(out), "--steps", "3", "--width", "900", "--height", "640")
+    proc = start(tmp, "--out", str(out), "--steps", "3", "--sweep-steps", "2",
+                 "--width", "900", "--height", "640")  # fmt: skip
+    output, _ = proc.communicate(timeout=700)
+    assert proc.returncode == 0, output[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p}.png" for p in ALL_PAGES)
+    for page in ALL_PAGES:
+        check_picture(out / f"{page}.png", (900, 640))
+    assert "5 screenshots" in output
+    # the sweep's trials ended with it: none left training
+    assert scratch_folders(tmp) == []
+    assert processes_under(tmp) == []
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_no_sweep_photographs_the_run_pages_only(tmp, tmp_path):
+    out = tmp_path / "images"
+    proc = start(tmp, "--out", str(out), "--steps", "2", "--no-sweep",
+                 "--width", "640", "--height", "480")  # fmt: skip
     output, _ = proc.communicate(timeout=500)
     assert proc.returncode == 0, output[-3000:]
-    for page in PAGES:
-        path = out / f"{page}.png"
-        assert path.is_file(), (page, output[-2000:])
-        with Image.open(path) as image:
-            assert image.format == "PNG"
-            assert image.size == (900, 640), (page, image.size)
-            colours = image.convert("RGB").getcolors(maxcolors=1 << 16)
-        # a page with its controls, text and drawn graphs, not a blank or one-colour frame
-        assert colours is None or len(colours) > 40, (page, len(colours))
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p}.png" for p in PAGES)
+    assert "running the sweep" not in output and "4 screenshots" in output
     assert scratch_folders(tmp) == []
     assert processes_under(tmp) == []
 
@@ -104,7 +127,8 @@ def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(tm
 @pytest.mark.parametrize(
     "args, message",
     [(["--steps", "0"], "expected a positive whole number, got '0'"),
-     (["--width", "wide"], "invalid positive value: 'wide'")],
+     (["--width", "wide"], "invalid positive value: 'wide'"),
+     (["--sweep-steps", "-1"], "expected a positive whole number, got '-1'")],
 )  # fmt: skip
 def test_bad_arguments_are_refused_with_the_value(tmp, args, message):
     proc = start(tmp, *args)
