@@ -137,14 +137,17 @@ class SweepSpec:
             else:
                 params[name] = {"low": p.low, "high": p.high, "log": p.log, "int": p.integer}
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return {**fields, "parameters": params}
+        # JSON files are written with sorted keys: the section's order is kept beside them
+        return {**fields, "parameters": params, "parameter_order": list(self.parameters)}
 
 
 def spec_from_json(d: Mapping[str, Any]) -> SweepSpec:
     """The ``SweepSpec`` that ``SweepSpec.to_json`` wrote (lists stand for tuples: a choice
     among them is drawn by index, as when it was written)."""
     params: dict[str, Choice | Range] = {}
-    for name, p in d["parameters"].items():
+    order = [n for n in d.get("parameter_order") or () if n in d["parameters"]]
+    for name in order + [n for n in d["parameters"] if n not in order]:
+        p = d["parameters"][name]
         if "values" in p:
             params[name] = Choice(tuple(p["values"]))
         else:

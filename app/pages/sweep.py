@@ -101,7 +101,12 @@ class SweepView:
         params = self.spec.get("parameters")
         if not isinstance(params, dict):
             return {}
-        return {k: p for k, p in params.items() if isinstance(p, dict) and _valid_param(p)}
+        order = self.spec.get("parameter_order")
+        names = [n for n in order if n in params] if isinstance(order, list) else []
+        names += [n for n in params if n not in names]  # the section's order, when recorded
+        return {
+            k: params[k] for k in names if isinstance(params[k], dict) and _valid_param(params[k])
+        }
 
     @property
     def ended(self) -> bool:

@@ -138,3 +138,18 @@ def test_a_trial_stopped_by_hand_is_named_but_not_dimmed():
     fig = curves_figure(rows, {}, "valid_loss", "a")
     assert [t.name for t in fig.data] == ["a (stopped, best)", "b (stopped)"]
     assert [t.opacity for t in fig.data] == [1.0, 1.0]
+
+
+def test_the_page_shows_parameters_in_the_sweep_sections_order():
+    from app.pages.sweep import SweepView
+    from trainer.runs.sweeps import TrialsRecord
+
+    spec = {
+        "parameters": {"batch_size": {"values": [1, 2]}, "lr": {"low": 1e-4, "high": 1e-2,
+                                                               "log": True, "int": False}},
+        "parameter_order": ["lr", "batch_size"],
+    }  # fmt: skip
+    view = SweepView("s", {"spec": spec}, TrialsRecord(), [], None, None, {}, False)
+    assert list(view.parameters) == ["lr", "batch_size"]
+    del spec["parameter_order"]  # a sweep.json written before the order was recorded
+    assert list(view.parameters) == ["batch_size", "lr"]
