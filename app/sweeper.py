@@ -151,8 +151,11 @@ def _claim(root: Path, base: str) -> Path:
 def unfinished(runs_dir: str | os.PathLike, backend: str) -> Iterator[Path]:
     """Folders of the sweeps of ``backend`` that are still running."""
     for folder in iter_sweep_dirs(runs_dir):
-        record = read_sweep(folder) or {}
-        if record.get("backend", "local") == backend and read_trials(folder).state == "running":
+        # trials.json first: most sweeps on a long-used runs folder have ended, and this runs
+        # at every scheduler tick
+        if read_trials(folder).state != "running":
+            continue
+        if (read_sweep(folder) or {}).get("backend", "local") == backend:
             yield folder
 
 

@@ -256,16 +256,7 @@ def _parse_parameters(cfg: Any, given: Any, errors: list[str]) -> dict[str, Choi
             if not spec:
                 errors.append(f"parameter '{name}': empty list of values: give at least one")
                 continue
-            p = Choice(
-                tuple(
-                    v.item()
-                    if hasattr(v, "item")
-                    and not isinstance(v, str | bytes)
-                    and getattr(v, "ndim", 1) == 0
-                    else v
-                    for v in spec
-                )
-            )
+            p = Choice(tuple(_python_scalar(v) for v in spec))
         else:
             errors.append(
                 f"parameter '{name}': expected a list of values or dict(low=..., high=...), "
@@ -281,6 +272,12 @@ def _parse_parameters(cfg: Any, given: Any, errors: list[str]) -> dict[str, Choi
                 errors.append(f"parameter '{name}' value {value!r}: {problem}")
         parameters[name] = p
     return parameters
+
+
+def _python_scalar(v: Any) -> Any:
+    """A numpy scalar as the Python number it holds (so the driver, which reads the values
+    back from JSON, and the trainer encode the choice alike); anything else unchanged."""
+    return v.item() if type(v).__module__ == "numpy" and getattr(v, "ndim", None) == 0 else v
 
 
 def _parse_range(name: str, spec: Mapping, errors: list[str]) -> Range | None:
