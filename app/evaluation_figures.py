@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch
 
-from app.figures import png_data_uri
+from app.figures import new_figure, png_data_uri
 from trainer.metrics import derived_metrics
 
 __all__ = [
@@ -68,8 +68,9 @@ _OTHER_COLOURS = ("#fd7e14", "#6f42c1", "#20c997", "#d63384", "#795548", "#17a2b
 SEG_COLOURS = {"tp": (25, 175, 84), "fp": (230, 50, 60), "fn": (40, 120, 255)}
 
 # the title sits at the top of the margin, the legend below it (the modebar takes the right)
+#: (built by ``app.figures.new_figure``: its small template and fixed margins, layout given to
+#: the constructor, as the run page's figures)
 _LAYOUT = {
-    "template": "plotly_white",
     "margin": {"l": 55, "r": 15, "t": 80, "b": 45},
     "height": 400,
     "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.01, "x": 0, "font": {"size": 11}},
@@ -131,14 +132,14 @@ def roc_figure(
         others: curves to overlay, each ``{'label', 'fpr', 'tpr', 'roc_auc'}`` (``compare_curve``).
         title: figure title.
 
-    The main curve's points carry their threshold as ``customdata`` (clicking picks it), a plain
-    list so that Dash's click data can index it; at most ``MAX_CURVE_POINTS`` of them.
+    The main curve's points carry their threshold as ``customdata`` (clicking picks it: the
+    browser reads it at the clicked point's index), a float64 array that goes to the browser as
+    a typed array; at most ``MAX_CURVE_POINTS`` of them.
     """
     d = _curve_arrays(view)
     t = d["thresholds"]
     keep = _thinned(np.arange(len(t)))
-    fig = go.Figure()
-    fig.add_trace(
+    traces = [
         go.Scatter(
             x=[0, 1],
             y=[0, 1],
@@ -147,9 +148,9 @@ def roc_figure(
             line={"dash": "dot", "color": COLOURS["baseline"]},
             hoverinfo="skip",
         )
-    )
+    ]
     for k, o in enumerate(others):
-        fig.add_trace(
+        traces.append(
             go.Scatter(
                 x=o["fpr"],
                 y=o["tpr"],
@@ -158,11 +159,11 @@ def roc_figure(
                 line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
             )
         )
-    fig.add_trace(
+    traces.append(
         go.Scatter(
             x=d["fpr"][keep],
             y=d["tpr"][keep],
-            customdata=t[keep].tolist(),
+            customdata=t[keep],
             mode="lines",
             name=f"{view.get('result', '')} {view.get('split', '')} (AUC {_fmt_area(view.get('roc_auc'))})",
             line={"color": COLOURS["main"], "width": 2},
@@ -171,8 +172,9 @@ def roc_figure(
         )
     )
     i = threshold_index(t, threshold)
-    fig.add_trace(_marker_trace(float(d["fpr"][i]), float(d["tpr"][i]), threshold))
-    fig.update_layout(
+    traces.append(_marker_trace(float(d["fpr"][i]), float(d["tpr"][i]), threshold))
+    return new_figure(
+        traces,
         **_LAYOUT,
         title=_title(title),
         xaxis={"title": "false positive rate", "range": [-0.01, 1.01]},
@@ -180,7 +182,6 @@ def roc_figure(
         hovermode="closest",
         uirevision="roc",
     )
-    return fig
 
 
 def pr_figure(
@@ -199,8 +200,7 @@ def pr_figure(
     keep = _thinned(np.arange(len(t)))  # as roc_figure's
     n_pos, n_neg = view["n_pos"], view["n_neg"]
     prevalence = n_pos / (n_pos + n_neg)
-    fig = go.Figure()
-    fig.add_trace(
+    traces = [
         go.Scatter(
             x=[0, 1],
             y=[prevalence, prevalence],
@@ -209,9 +209,9 @@ def pr_figure(
             line={"dash": "dot", "color": COLOURS["baseline"]},
             hoverinfo="skip",
         )
-    )
+    ]
     for k, o in enumerate(others):
-        fig.add_trace(
+        traces.append(
             go.Scatter(
                 x=o["recall"],
                 y=o["precision"],
@@ -221,11 +221,11 @@ def pr_figure(
                 line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
             )
         )
-    fig.add_trace(
+    traces.append(
         go.Scatter(
             x=d["recall"][keep],
             y=d["precision"][keep],
-            customdata=t[keep].tolist(),
+            customdata=t[keep],
             mode="lines",
             line_shape="vh",
             name=f"{view.get('result', '')} {view.get('split', '')} (AP {_fmt_area(view.get('average_precision'))})",
@@ -235,8 +235,9 @@ def pr_figure(
         )
     )
     i = threshold_index(t, threshold)
-    fig.add_trace(_marker_trace(float(d["recall"][i]), float(d["precision"][i]), threshold))
-    fig.update_layout(
+    traces.append(_marker_trace(float(d["recall"][i]), float(d["precision"][i]), threshold))
+    return new_figure(
+        traces,
         **_LAYOUT,
         title=_title(title),
         xaxis={"title": "recall", "range": [-0.01, 1.01]},
@@ -244,7 +245,6 @@ def pr_figure(
         hovermode="closest",
         uirevision="pr",
     )
-    return fig
 
 
 def confusion_z(tp: int, fp: int, tn: int, fn: int) -> tuple[list[list[float]], list[list[str]]]:
@@ -263,28 +263,27 @@ def confusion_z(tp: int, fp: int, tn: int, fn: int) -> tuple[list[list[float]], 
 def confusion_figure(tp: int, fp: int, tn: int, fn: int, threshold: float) -> go.Figure:
     """The 2x2 confusion table as an annotated heatmap: counts and row percentages."""
     z, text = confusion_z(tp, fp, tn, fn)
-    fig = go.Figure(
-        go.Heatmap(
-            z=z,
-            x=["predicted negative", "predicted positive"],
-            y=["actual negative", "actual positive"],
-            text=text,
-            texttemplate="%{text}",
-            textfont={"size": 15},
-            colorscale="Blues",
-            zmin=0,
-            zmax=1,
-            showscale=False,
-            hovertemplate="%{y}, %{x}: %{text}<extra></extra>",
-            meta=CONFUSION,
-        )
-    )
-    fig.update_layout(
+    return new_figure(
+        [
+            go.Heatmap(
+                z=z,
+                x=["predicted negative", "predicted positive"],
+                y=["actual negative", "actual positive"],
+                text=text,
+                texttemplate="%{text}",
+                textfont={"size": 15},
+                colorscale="Blues",
+                zmin=0,
+                zmax=1,
+                showscale=False,
+                hovertemplate="%{y}, %{x}: %{text}<extra></extra>",
+                meta=CONFUSION,
+            )
+        ],
         **{**_LAYOUT, "height": 320},
         title=_title(f"Confusion at threshold {_t_label(threshold)}"),
         yaxis={"autorange": "reversed"},
     )
-    return fig
 
 
 def _vline(threshold: float) -> dict[str, Any]:
@@ -322,23 +321,23 @@ def metric_curves_figure(view: Mapping[str, Any], threshold: float) -> go.Figure
     d = _curve_arrays(view)
     t = d["thresholds"]
     keep = _thinned(np.flatnonzero(t <= 1.0))  # NOTHING_POSITIVE has no place on [0, 1]
-    fig = go.Figure()
-    for key, colour in (
-        ("precision", "#d63384"),
-        ("recall", "#198754"),
-        ("f1", "#0d6efd"),
-        ("accuracy", "#fd7e14"),
-    ):
-        fig.add_trace(
-            go.Scatter(
-                x=t[keep],
-                y=d[key][keep],
-                mode="lines",
-                name=key,
-                line={"color": colour, "width": 1.8},
-            )
+    traces = [
+        go.Scatter(
+            x=t[keep],
+            y=d[key][keep],
+            mode="lines",
+            name=key,
+            line={"color": colour, "width": 1.8},
         )
-    fig.update_layout(
+        for key, colour in (
+            ("precision", "#d63384"),
+            ("recall", "#198754"),
+            ("f1", "#0d6efd"),
+            ("accuracy", "#fd7e14"),
+        )
+    ]
+    return new_figure(
+        traces,
         **_LAYOUT,
         title=_title("Metrics against threshold"),
         xaxis={"title": "threshold", "range": [0, 1]},
@@ -347,7 +346,6 @@ def metric_curves_figure(view: Mapping[str, Any], threshold: float) -> go.Figure
         shapes=[_vline(threshold)],
         uirevision="metric-curves",
     )
-    return fig
 
 
 def shaded_mass(view: Mapping[str, Any], threshold: float) -> tuple[list[int], list[int], int, int]:
@@ -373,8 +371,7 @@ def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = T
     centres = 0.5 * (edges[:-1] + edges[1:])
     widths = np.diff(edges)
     fn_bins, fp_bins, n_fn, n_fp = shaded_mass(view, threshold)
-    fig = go.Figure()
-    fig.add_trace(
+    traces = [
         go.Bar(
             x=centres,
             y=fn_bins,
@@ -382,9 +379,7 @@ def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = T
             name=f"false negatives ({n_fn:,})",
             marker={"color": COLOURS["fn"], "line": {"width": 0}},
             meta=FN_SHADE,
-        )
-    )
-    fig.add_trace(
+        ),
         go.Bar(
             x=centres,
             y=fp_bins,
@@ -392,13 +387,13 @@ def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = T
             name=f"false positives ({n_fp:,})",
             marker={"color": COLOURS["fp"], "line": {"width": 0}},
             meta=FP_SHADE,
-        )
-    )
+        ),
+    ]
     for key, label, colour in (
         ("pos", "positives", COLOURS["pos"]),
         ("neg", "negatives", COLOURS["neg"]),
     ):
-        fig.add_trace(
+        traces.append(
             go.Scatter(
                 x=edges,
                 y=list(view["hist"][key]) + [view["hist"][key][-1]],
@@ -407,7 +402,8 @@ def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = T
                 name=label,
             )
         )
-    fig.update_layout(
+    return new_figure(
+        traces,
         **_LAYOUT,
         title=_title("Score distributions"),
         xaxis={"title": "predicted probability of class 1", "range": [0, 1]},
@@ -417,7 +413,6 @@ def error_hist_figure(view: Mapping[str, Any], threshold: float, log_y: bool = T
         shapes=[_vline(threshold)],
         uirevision=f"hist-{log_y}",
     )
-    return fig
 
 
 def figure_html(fig: go.Figure) -> str:

@@ -5,11 +5,14 @@ The evaluation page (``app/pages/evaluation.py``) renders the result files writt
 holds the page's view model, without Dash and without torch (file names, formats and readers of
 the result files are ``trainer.runs``'s; the figures are ``app.evaluation_figures``'s):
 
-* ``load_view``: one split of a result file as the JSON the browser keeps in a ``dcc.Store``:
-  the ``coarse/`` cumulative counts (at most ~10^4 thresholds, exact counts), areas, the
-  threshold the evaluation chose, the preset thresholds and the class score histograms. The
-  browser computes every metric at a slider value from these counts (``assets/evaluation.js``
-  mirrors ``trainer.metrics.derived_metrics``), so moving the threshold costs no round trip.
+* ``load_view``: one split of a result file: the ``coarse/`` cumulative counts (all of them up
+  to 10^5 thresholds, else ~10^4; exact counts), areas, the threshold the evaluation chose, the
+  preset thresholds and the class score histograms. ``browser_view`` turns it into what the
+  browser keeps in a ``dcc.Store``: the threshold and count arrays as base64 typed arrays
+  (``pack_array``), a third of the JSON text and nothing for the server to walk number by
+  number. The browser computes every metric at a slider value from these counts
+  (``assets/evaluation.js`` mirrors ``trainer.metrics.derived_metrics``), so moving the
+  threshold costs no round trip.
 * The metrics table (rows, cell text, CSV) and the ``threshold.json`` record.
 * Client-sent result names checked (``result_file``, ``prob_cache_path``, via ``app.paths``).
   The segmentation view reads the probability cache the evaluation wrote with the result;
@@ -18,6 +21,7 @@ the result files are ``trainer.runs``'s; the figures are ``app.evaluation_figure
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import time
@@ -148,10 +152,11 @@ def presets(res: EvaluationResult) -> dict[str, float]:
 
 
 def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, Any]:
-    """One split of result ``name`` of a run, as the JSON-able dict the page stores in the browser.
+    """One split of result ``name`` of a run: what the page's figures and store are made of.
 
-    Keys: ``result``, ``split``, ``mode``, ``n_bins``, ``thresholds``, ``tp``, ``fp``, ``tn``,
-    ``fn`` (the coarse cumulative counts, ascending thresholds), ``n_pos``, ``n_neg``,
+    Keys: ``result``, ``split``, ``mode``, ``n_bins``, ``thresholds`` (float64 array), ``tp``,
+    ``fp``, ``tn``, ``fn`` (int64 arrays: the coarse cumulative counts, ascending thresholds),
+    ``n_pos``, ``n_neg``,
     ``n_ignored``, ``roc_auc``, ``average_precision``, ``nll``, ``chosen`` (threshold, method,
     value or ``None``), ``presets`` ({preset: threshold}), ``hist`` (edges, pos, neg),
     ``snapshot``, ``step``.
@@ -172,11 +177,11 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
         "split": split,
         "mode": res.mode,
         "n_bins": int(res.n_bins),
-        "thresholds": res.thresholds.tolist(),
-        "tp": res.tp.tolist(),
-        "fp": res.fp.tolist(),
-        "tn": res.tn.tolist(),
-        "fn": res.fn.tolist(),
+        "thresholds": np.asarray(res.thresholds, np.float64),
+        "tp": np.asarray(res.tp, np.int64),
+        "fp": np.asarray(res.fp, np.int64),
+        "tn": np.asarray(res.tn, np.int64),
+        "fn": np.asarray(res.fn, np.int64),
         "n_pos": int(res.n_pos),
         "n_neg": int(res.n_neg),
         "n_ignored": int(res.n_ignored),
@@ -199,6 +204,92 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
         "snapshot": str(attrs.get("snapshot", "")),
         "step": int(attrs["step"]) if isinstance(attrs.get("step"), int | np.integer) else None,
     }
+
+
+#: unsigned integer codes of ``pack_array``, smallest first
+_UNSIGNED = (("u1", np.uint8), ("u2", np.uint16), ("u4", np.uint32))
+#: the largest count a float64 holds exactly
+_EXACT_FLOAT = 2**53
+
+
+#: at most this many trailing values that are no float32 (``NOTHING_POSITIVE`` after a
+#: float32 probability map's scores) go as JSON numbers beside an ``f4`` array
+_MAX_TAIL = 8
+
+
+def pack_array(a: np.ndarray) -> dict[str, Any]:
+    """``a`` as ``{'dtype', 'bdata'}``: base64 of its little-endian bytes in the smallest type
+    that holds every value exactly: ``u1``/``u2``/``u4`` for counts (``f8`` past 2^32), ``f4``
+    for scores that are float32 values, else ``f8`` (the typed-array form plotly.js reads
+    too). Scores that are float32 values but for a few last ones (the thresholds of a float32
+    map end with ``NOTHING_POSITIVE``) are ``f4`` with those in ``tail``, a list of floats
+    (JSON keeps a float64 exactly). ``unpack_array`` and ``assets/evaluation.js`` turn it back
+    into the same numbers.
+
+    Raises:
+        ValueError: integers that are negative or beyond 2^53 (no exact float64).
+    """
+    a = np.asarray(a)
+    tail: list[float] = []
+    if a.dtype.kind in "iu":
+        if a.size and (a.min() < 0 or a.max() >= _EXACT_FLOAT):
+            raise ValueError(f"counts must lie in [0, 2^53), got {a.min()}..{a.max()}")
+        top = int(a.max()) if a.size else 0
+        code, dtype = next(
+            ((c, t) for c, t in _UNSIGNED if top <= np.iinfo(t).max), ("f8", np.float64)
+        )
+    else:
+        a = a.astype(np.float64)
+        inexact = np.flatnonzero(a.astype(np.float32).astype(np.float64) != a)
+        if inexact.size and (inexact[0] < a.size - _MAX_TAIL or np.isnan(a).any()):
+            code, dtype = "f8", np.float64
+        else:
+            code, dtype = "f4", np.float32
+            if inexact.size:
+                tail = a[inexact[0] :].tolist()
+                a = a[: inexact[0]]
+    raw = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<")).tobytes()
+    out: dict[str, Any] = {"dtype": code, "bdata": base64.b64encode(raw).decode("ascii")}
+    if tail:
+        out["tail"] = tail
+    return out
+
+
+def unpack_array(packed: Mapping[str, Any]) -> np.ndarray:
+    """The array a ``pack_array`` dict holds (float64 for scores, int64 for counts)."""
+    code = packed["dtype"]
+    dtype = dict(_UNSIGNED).get(code) or {"f4": np.float32, "f8": np.float64}[code]
+    a = np.frombuffer(base64.b64decode(packed["bdata"]), np.dtype(dtype).newbyteorder("<"))
+    if code.startswith("u"):
+        return a.astype(np.int64)
+    return np.concatenate([a.astype(np.float64), np.asarray(packed.get("tail", []), np.float64)])
+
+
+def browser_view(view: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``dcc.Store`` form of a ``load_view`` dict: ``thresholds``, ``tp`` and ``fp`` packed
+    (``pack_array``); ``tn`` and ``fn`` are left out, the browser has them as ``n_neg - fp``
+    and ``n_pos - tp``. The other keys as they are.
+
+    Raises:
+        ResultViewError: counts that do not add up to the class sizes (a damaged file).
+    """
+    tp, fp = np.asarray(view["tp"], np.int64), np.asarray(view["fp"], np.int64)
+    if not (
+        np.array_equal(np.asarray(view["fn"]), view["n_pos"] - tp)
+        and np.array_equal(np.asarray(view["tn"]), view["n_neg"] - fp)
+    ):
+        raise ResultViewError(
+            f"evaluation result {view.get('result')!r} ({view.get('split')}): its counts do not "
+            f"add up to its {view['n_pos']:,} positive and {view['n_neg']:,} negative voxels; "
+            "the file is damaged: re-run the evaluation"
+        )
+    out = {k: v for k, v in view.items() if k not in ("tn", "fn")}
+    out.update(
+        thresholds=pack_array(np.asarray(view["thresholds"], np.float64)),
+        tp=pack_array(tp),
+        fp=pack_array(fp),
+    )
+    return out
 
 
 def _finite(x: float) -> float | None:
@@ -324,6 +415,7 @@ __all__ = [
     "NOTHING_POSITIVE",
     "PRESETS",
     "ResultViewError",
+    "browser_view",
     "compare_curve",
     "counts_at",
     "format_value",
@@ -331,8 +423,10 @@ __all__ = [
     "metrics_at",
     "metrics_csv",
     "metrics_rows",
+    "pack_array",
     "read_split",
     "result_file",
     "result_from_view",
     "threshold_record",
+    "unpack_array",
 ]

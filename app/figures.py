@@ -134,7 +134,7 @@ def points_note(n_shown: int, n_total: int) -> str:
     return f"{n_total:,} points"
 
 
-def _figure(data: Sequence | None = None, **layout) -> go.Figure:
+def new_figure(data: Sequence | None = None, **layout) -> go.Figure:
     """A figure with ``_TEMPLATE`` and ``layout``. Given to the constructor they cost about a
     millisecond; set afterwards through ``update_layout`` the template alone cost tens of
     milliseconds per figure, most of the time the run page's first response took."""
@@ -216,7 +216,7 @@ def timeline_figure(
     layout = _curve_layout(PANEL_TITLES["timeline"], X_TITLES.get(x_axis, x_axis), uirevision,
                            points_note(len(x), n_total))  # fmt: skip
     layout["yaxis"] = {"type": "log" if log_y else "linear", "title": {"text": "loss"}}
-    return _figure(
+    return new_figure(
         [
             _line(x, loss, "loss", _COLOURS["loss"], opacity=0.3),
             _line(sm_x, sm, smoothing_label, _COLOURS["smoothed"]),
@@ -282,7 +282,7 @@ def history_figure(
                   "showgrid": False}  # fmt: skip
         layout["yaxis2"] = _constant_range(yaxis2, curves.get("mom", (None, []))[1], False)
         layout["margin"] = {**MARGIN, "r": MARGIN_RIGHT_Y2}
-    return _figure(traces, **layout)
+    return new_figure(traces, **layout)
 
 
 def _constant_range(axis: dict, y: Sequence[float] | np.ndarray, log: bool) -> dict:
@@ -439,7 +439,7 @@ def class_metrics_figure(
     layout = _curve_layout("Per-class IoU / Dice (validation)", X_TITLES.get(x_axis, x_axis),
                            uirevision, note)  # fmt: skip
     layout["yaxis"] = {"title": {"text": "IoU / Dice"}, "range": [0, 1.02]}
-    return _figure(traces, **layout)
+    return new_figure(traces, **layout)
 
 
 def add_best_marker(fig: go.Figure, x: float | None, y: float | None, label: str) -> go.Figure:
@@ -492,7 +492,7 @@ def compare_figure(
     layout = _curve_layout(f"Compare: {label}", X_TITLES.get(x_axis, x_axis),
                            f"compare-{column}", note)  # fmt: skip
     layout["yaxis"] = {"type": "log" if log_y else "linear", "title": {"text": label}}
-    return _figure(traces, **layout)
+    return new_figure(traces, **layout)
 
 
 def schedule_figure(
@@ -513,7 +513,11 @@ def schedule_figure(
     """
     names = list(plans)
     fig = make_subplots(
-        rows=max(len(names), 1), cols=1, shared_xaxes=True, vertical_spacing=0.08, figure=_figure()
+        rows=max(len(names), 1),
+        cols=1,
+        shared_xaxes=True,
+        vertical_spacing=0.08,
+        figure=new_figure(),
     )
     for row, name in enumerate(names, start=1):
         steps, values = (np.asarray(a) for a in plans[name])
@@ -670,7 +674,7 @@ def regression_figure(
     layout["xaxis"].update(range=span, constrain="domain")
     layout["yaxis"] = {"range": span, "title": {"text": "predicted"}, "scaleanchor": "x",
                        "scaleratio": 1}  # fmt: skip
-    return _figure(traces, **layout)
+    return new_figure(traces, **layout)
 
 
 def png_data_uri(image: np.ndarray) -> str:
@@ -771,7 +775,7 @@ def preview_figure(
             f"preview raw and probability slices must be 2-d and equal in shape, got {raw.shape} and {prob.shape}"
         )
     if mode == "overlay":
-        fig = _figure(
+        fig = new_figure(
             [go.Image(source=png_data_uri(overlay_rgb(raw, prob, opacity, colour)), name="overlay")]
         )
     elif mode == "side":
@@ -780,7 +784,7 @@ def preview_figure(
             cols=2,
             shared_yaxes=True,
             subplot_titles=("raw", "probability"),
-            figure=_figure(),
+            figure=new_figure(),
         )
         fig.add_trace(go.Image(source=png_data_uri(_to_uint8(raw)), name="raw"), row=1, col=1)
         prob_rgb = _viridis_lut()[_to_uint8(prob)]

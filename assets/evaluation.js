@@ -2,7 +2,9 @@
  * VoxelBoard evaluation page: threshold tuning in the browser (loaded by Dash from assets/).
  *
  * The page sends one split's cumulative counts once (the `eval-data` store, built by
- * app.evaluation_view.load_view). Moving the threshold then costs a binary search and a few
+ * app.evaluation_view.browser_view: thresholds, TP and FP as base64 typed arrays, decoded here
+ * once per store; TN and FN follow from the class sizes). Moving the threshold then costs a
+ * binary search and a few
  * divisions here, no round trip: the metrics table is returned as callback outputs, the figures
  * (markers, threshold lines, confusion cells, shaded error mass, the Neurons panel's threshold
  * line) are moved in place with one Plotly.update per figure, one figure per idle task, figures
@@ -74,32 +76,72 @@
     };
   }
 
+  var TYPED = {
+    u1: Uint8Array, u2: Uint16Array, u4: Uint32Array, f4: Float32Array, f8: Float64Array
+  };
+
+  /* A packed array (app.evaluation_view.pack_array: {dtype, bdata[, tail]}, little-endian) as
+     a typed array of the same numbers; float32 values become the doubles they are exactly. */
+  function unpack(packed) {
+    var bin = atob(packed.bdata);
+    var bytes = new Uint8Array(bin.length);
+    for (var i = 0; i < bin.length; i++) { bytes[i] = bin.charCodeAt(i); }
+    var values = new TYPED[packed.dtype](bytes.buffer);
+    var tail = packed.tail || [];
+    if (!tail.length) { return values; }
+    var out = new Float64Array(values.length + tail.length);
+    out.set(values);
+    out.set(tail, values.length);
+    return out;
+  }
+
+  var unpacked = new WeakMap();
+
+  /* The store's thresholds and counts, decoded once per store object. */
+  function counts(data) {
+    var c = unpacked.get(data);
+    if (!c) {
+      c = {
+        thresholds: unpack(data.thresholds),
+        tp: unpack(data.tp),
+        fp: unpack(data.fp),
+        nPos: data.n_pos,
+        nNeg: data.n_neg
+      };
+      unpacked.set(data, c);
+    }
+    return c;
+  }
+
   function metricsAt(data, t, beta) {
-    var i = searchsorted(data.thresholds, t);
-    var m = metrics(data.tp[i], data.fp[i], data.tn[i], data.fn[i], beta);
+    var c = counts(data);
+    var i = searchsorted(c.thresholds, t);
+    var tp = c.tp[i], fp = c.fp[i];
+    var m = metrics(tp, fp, c.nNeg - fp, c.nPos - tp, beta);
     m.index = i;
     m.threshold = t;
-    m.stored_threshold = data.thresholds[i];
+    m.stored_threshold = c.thresholds[i];
     m.beta = beta;
     return m;
   }
 
   /* Smallest threshold with precision >= target and something predicted positive, or null. */
   function precisionAt(data, target) {
-    var n = data.thresholds.length;
-    for (var i = 0; i < n; i++) {
-      var pp = data.tp[i] + data.fp[i];
-      if (pp > 0 && div(data.tp[i], pp, 1.0) >= target) { return data.thresholds[i]; }
+    var c = counts(data);
+    for (var i = 0; i < c.thresholds.length; i++) {
+      var pp = c.tp[i] + c.fp[i];
+      if (pp > 0 && div(c.tp[i], pp, 1.0) >= target) { return c.thresholds[i]; }
     }
     return null;
   }
 
   function bestPrecision(data) {
+    var c = counts(data);
     var best = NaN;
-    for (var i = 0; i < data.thresholds.length; i++) {
-      var pp = data.tp[i] + data.fp[i];
+    for (var i = 0; i < c.thresholds.length; i++) {
+      var pp = c.tp[i] + c.fp[i];
       if (pp > 0) {
-        var p = data.tp[i] / pp;
+        var p = c.tp[i] / pp;
         if (!(p <= best)) { best = p; }
       }
     }
@@ -286,17 +328,26 @@
     gd.on("plotly_react", function () { if (job) { draw([id]); } });
   }
 
-  /* The threshold of a clicked point of the main curve: its customdata (a plain list, so that
-     Dash's click data carries it; the curve may show only every k-th stored threshold). */
+  var unpackedCustom = new WeakMap();
+
+  /* The threshold of a clicked point of the main curve: its customdata at the point's index
+     (the curve may show only every k-th stored threshold). The figure sends customdata as a
+     typed array ({dtype, bdata}), which Dash's click data leaves out: read here from the
+     trace, decoded once. */
   function clickedThreshold(graphId, click, data) {
     if (!click || !click.points || !click.points.length) { return null; }
     var gd = plotOf(graphId);
     for (var k = 0; k < click.points.length; k++) {
       var p = click.points[k];
       var trace = gd && gd.data[p.curveNumber];
-      if (trace && trace.meta === "vb-curve" && finite(p.customdata)) {
-        return p.customdata;
+      if (!trace || trace.meta !== "vb-curve" || !trace.customdata) { continue; }
+      var values = trace.customdata;
+      if (!Array.isArray(values)) {
+        if (!unpackedCustom.has(values)) { unpackedCustom.set(values, unpack(values)); }
+        values = unpackedCustom.get(values);
       }
+      var t = values[p.pointNumber];
+      if (finite(t)) { return t; }
     }
     return null;
   }
@@ -348,7 +399,7 @@
   function onThreshold(slider, typed, rocClick, prClick, p1, p2, p3, p4, p5, p6, beta, data, current, target) {
     var nu = window.dash_clientside.no_update;
     var nOut = 8 + ROWS.length;
-    if (!data || !data.thresholds || !data.thresholds.length) {
+    if (!data || !data.thresholds || !counts(data).thresholds.length) {
       var out = [];
       for (var q = 0; q < nOut; q++) { out.push(nu); }
       return out;
@@ -420,6 +471,7 @@
     metrics: metrics,
     metricsAt: metricsAt,
     precisionAt: precisionAt,
-    searchsorted: searchsorted
+    searchsorted: searchsorted,
+    counts: counts
   };
 }());

@@ -2,6 +2,7 @@
 
     python bench/bench_first_paint.py                        # this checkout, 10^5 and 10^6 rows
     python bench/bench_first_paint.py --before ../vb-before  # also an older checkout, side by side
+    python bench/bench_first_paint.py --pages evaluation --sizes 100000 --loads 9
 
 For each size a synthetic running run is written (N timeline rows, 1000 history rows, two
 preview files, one evaluation result), the dashboard of each checkout is served by waitress
@@ -151,7 +152,9 @@ PAGES = {
 }
 
 
-def measure(checkouts: dict[str, Path], root: Path, loads: int) -> dict[str, dict[str, float]]:
+def measure(
+    checkouts: dict[str, Path], root: Path, loads: int, pages: list[str]
+) -> dict[str, dict[str, float]]:
     """Median first paint per checkout and page; the checkouts take turns load by load."""
     servers = {}
     driver = None
@@ -161,8 +164,9 @@ def measure(checkouts: dict[str, Path], root: Path, loads: int) -> dict[str, dic
         driver = browser()
         for _server, base in servers.values():  # warm each server's caches and imports once
             first_paint(driver, base + PAGES["run"])
-        times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in PAGES} for k in servers}
-        for page, path in PAGES.items():
+        times: dict[str, dict[str, list[float]]] = {k: {p: [] for p in pages} for k in servers}
+        for page in pages:
+            path = PAGES[page]
             for _ in range(loads):
                 for name, (_server, base) in servers.items():
                     times[name][page].append(first_paint(driver, base + path))
@@ -185,6 +189,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--before", type=Path, help="an older checkout to measure beside this one")
+    parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
     args = parser.parse_args()
     checkouts = {"now": REPO} if args.before is None else {"before": args.before, "now": REPO}
     checkouts = {k: Path(c).resolve() for k, c in checkouts.items()}
@@ -197,10 +202,10 @@ def main() -> None:
         root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
         try:
             make_runs(root, n)
-            got = measure(checkouts, root, args.loads)
+            got = measure(checkouts, root, args.loads, args.pages)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        for page in PAGES:
+        for page in args.pages:
             cells = "".join(f"{got[k][page]:>10.2f}" for k in checkouts)
             if ratio:
                 cells += f"{got['now'][page] / got['before'][page]:>12.2f}"

@@ -316,7 +316,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="eval-run", data=name),
-            dcc.Store(id="eval-data", data=first.get("view")),
+            dcc.Store(id="eval-data", data=first.get("store")),
             dcc.Store(id="eval-t"),
             # the threshold the server was asked for, and its answers (assets/evaluation.js
             # keeps one such request in flight)
@@ -486,11 +486,12 @@ def _first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"result": result, "seg": _seg_meta(run_dir, result, None, None)}
     try:
         view = ev.load_view(run_dir, result, "valid")
+        store = ev.browser_view(view)
     except ev.ResultViewError as e:
         return {**out, "message": str(e)}
     t = _threshold(None, view)  # where assets/evaluation.js starts: chosen, else max accuracy
     figures = build_figures(view, t, [], log_y=True)  # the "log y" box starts ticked
-    return {**out, "view": view, "figures": figures, "summary": _summary(view)}
+    return {**out, "store": store, "figures": figures, "summary": _summary(view)}
 
 
 def _summary(view: dict) -> str:
@@ -564,16 +565,16 @@ def _on_load(result, split, compare, hist_log, _done, t, name):
     if run_dir is None or not result:
         return (None, *[no_update] * 5, no_update, "")
     split = inputs.choice(split, runs.SPLITS, "valid")
+    reload = ctx.triggered_id in (None, "eval-result", "eval-split", "eval-done")
     try:
         view = ev.load_view(run_dir, result, split)
+        data = ev.browser_view(view) if reload else no_update
     except ev.ResultViewError as e:
         empty = go.Figure(layout={"height": 380})
         return (None, empty, empty, go.Figure(layout={"height": 300}), empty, empty, str(e), "")
-    reload = ctx.triggered_id in (None, "eval-result", "eval-split", "eval-done")
     threshold = _threshold(None if reload else t, view)
     log_y = "log" in inputs.strings(hist_log)
     figs = build_figures(view, threshold, _others(series.app_runs_dir(), compare), log_y)
-    data = view if reload else no_update
     return (
         data,
         figs["roc"],

@@ -340,16 +340,16 @@ def test_a_failing_callback_shows_its_cause(dash_duo, tmp_path):
     from dash import Input, Output, html
 
     app = build_app(tmp_path)
-    app.layout.children.append(
-        html.Div(
-            [
-                html.Button("a", id="t-fail"),
-                html.Button("b", id="t-fail-bg"),
-                html.Span(id="t-out"),
-                html.Span(id="t-out-bg"),
-            ]
-        )  # fmt: skip
-    )
+    frame = app.layout  # the page frame is built per request
+    app.layout = lambda: html.Div(
+        [
+            frame(),
+            html.Button("a", id="t-fail"),
+            html.Button("b", id="t-fail-bg"),
+            html.Span(id="t-out"),
+            html.Span(id="t-out-bg"),
+        ]
+    )  # fmt: skip
 
     @app.callback(Output("t-out", "children"), Input("t-fail", "n_clicks"),
                   prevent_initial_call=True)  # fmt: skip

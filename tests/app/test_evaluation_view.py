@@ -8,6 +8,7 @@ import warnings
 
 import h5py
 import numpy as np
+import plotly.io as pio
 import pytest
 
 from app import evaluation_figures as ef
@@ -48,18 +49,56 @@ def run_dir(tmp_path):
 def test_load_view_sends_the_coarse_counts_and_presets_of_the_file(run_dir):
     view = ev.load_view(run_dir, "FINAL", "valid")
     res = read_result(run_dir / "eval" / "FINAL.h5", coarse=True)["valid"]
-    assert view["thresholds"] == res.thresholds.tolist()
+    assert view["thresholds"].tolist() == res.thresholds.tolist()
     for k in ("tp", "fp", "tn", "fn"):
-        assert view[k] == getattr(res, k).tolist()
+        assert view[k].tolist() == getattr(res, k).tolist()
     assert view["roc_auc"] == pytest.approx(res.roc_auc, abs=0)
     assert view["chosen"]["threshold"] == res.chosen.threshold
     assert view["step"] == 7 and view["mode"] == "exact"
     for preset in ev.PRESETS:
         assert view["presets"][preset] == res.choose(preset).threshold
-    # JSON round trip keeps every float exactly (the browser searches these thresholds)
-    again = json.loads(json.dumps(view))
-    assert again["thresholds"] == view["thresholds"]
-    assert ev.result_from_view(again).at(0.5) == res.at(0.5)
+    assert ev.result_from_view(view).at(0.5) == res.at(0.5)
+
+
+def test_the_browser_store_keeps_every_threshold_and_count_exactly(run_dir):
+    view = ev.load_view(run_dir, "FINAL", "valid")
+    # through JSON as the browser gets it (the browser searches these thresholds)
+    store = json.loads(json.dumps(ev.browser_view(view)))
+    assert store["thresholds"]["dtype"] == "f8"  # scores rounded to 3 decimals: no float32
+    assert ev.unpack_array(store["thresholds"]).tolist() == view["thresholds"].tolist()
+    for k in ("tp", "fp"):
+        assert ev.unpack_array(store[k]).tolist() == view[k].tolist()
+    assert "tn" not in store and "fn" not in store  # n_neg - fp and n_pos - tp
+    assert store["n_pos"] == view["n_pos"] and store["presets"] == view["presets"]
+
+
+def test_scores_of_a_float32_map_pack_as_float32_with_nothing_positive_after_them():
+    scores = np.unique(np.random.default_rng(0).random(10_000, dtype=np.float32))
+    t = np.concatenate([scores.astype(np.float64), [NOTHING_POSITIVE]])
+    packed = json.loads(json.dumps(ev.pack_array(t)))
+    assert packed["dtype"] == "f4" and packed["tail"] == [NOTHING_POSITIVE]
+    assert ev.unpack_array(packed).tolist() == t.tolist()
+    assert len(json.dumps(packed)) < len(json.dumps(t.tolist())) / 3
+    assert ev.pack_array(t.astype(np.float64) + 1e-9)["dtype"] == "f8"  # not float32 values
+
+
+@pytest.mark.parametrize(
+    ("top", "dtype"), [(0, "u1"), (255, "u1"), (256, "u2"), (2**32 - 1, "u4"), (2**32, "f8")]
+)
+def test_counts_pack_in_the_smallest_exact_type(top, dtype):
+    counts = np.array([top, top // 2, 0], np.int64)
+    packed = ev.pack_array(counts)
+    assert packed["dtype"] == dtype
+    assert ev.unpack_array(packed).tolist() == counts.tolist()
+
+
+def test_counts_that_do_not_add_up_are_a_damaged_file(run_dir):
+    view = ev.load_view(run_dir, "FINAL", "valid")
+    view["fn"] = view["fn"] + 1
+    with pytest.raises(ev.ResultViewError, match="damaged.*re-run the evaluation"):
+        ev.browser_view(view)
+    with pytest.raises(ValueError, match="counts must lie in"):
+        ev.pack_array(np.array([-1, 2]))
 
 
 def test_large_results_reach_the_browser_coarsened(tmp_path):
@@ -72,7 +111,7 @@ def test_large_results_reach_the_browser_coarsened(tmp_path):
     view = ev.load_view(d, "x", "valid")
     assert len(view["thresholds"]) <= 10_010
     assert view["thresholds"][-1] == NOTHING_POSITIVE
-    assert len(json.dumps(view)) < 2_000_000
+    assert len(json.dumps(ev.browser_view(view))) < 400_000
 
 
 @pytest.mark.parametrize("threshold", [0.0, 0.2, 0.35, 0.4005, 0.5, 0.77, 1.0, NOTHING_POSITIVE])
@@ -197,7 +236,7 @@ def test_roc_and_pr_figures_mark_the_threshold_and_overlay_others(run_dir):
     marker = _trace(roc, ef.MARKER)
     assert (marker.x[0], marker.y[0]) == (m.fpr, m.tpr)
     curve = _trace(roc, ef.MAIN_CURVE)
-    assert list(curve.customdata) == view["thresholds"]  # clicks give thresholds
+    assert list(curve.customdata) == view["thresholds"].tolist()  # clicks give thresholds
     assert "AUC" in curve.name and any("FINAL train" in t.name for t in roc.data)
     pr = ef.pr_figure(view, 0.45)
     marker = _trace(pr, ef.MARKER)
@@ -247,7 +286,11 @@ def test_metric_curves_of_an_exact_result_are_thinned_to_the_plot_s_width():
     view.update(thresholds=res.thresholds.tolist(), n_pos=n_pos, n_neg=label.size - n_pos)
     for build, tpr_axis in ((ef.roc_figure, "y"), (ef.pr_figure, "x")):
         (curve,) = [d for d in build(view, 0.5, []).data if d.meta == ef.MAIN_CURVE]
-        assert isinstance(curve.customdata, list | tuple)  # Dash's click data indexes it
+        # the browser reads a click's threshold from the typed array the figure sends
+        sent = json.loads(pio.to_json(build(view, 0.5, [])))["data"]
+        (packed,) = [d["customdata"] for d in sent if d.get("meta") == ef.MAIN_CURVE]
+        assert packed["dtype"] == "f8"  # every threshold exactly
+        assert ev.unpack_array(packed).tolist() == np.asarray(curve.customdata).tolist()
         t_points = np.asarray(curve.customdata)
         assert len(t_points) <= ef.MAX_CURVE_POINTS
         assert t_points[0] == res.thresholds[0] and t_points[-1] == res.thresholds[-1]

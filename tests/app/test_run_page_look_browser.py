@@ -238,6 +238,101 @@ return performance.getEntriesByType("resource").map(e => [e.startTime, e.name]);
 """
 
 
+#: for each graph, the number of the DOM mutation report (one per task that changed the page,
+#: delivered when the task's work is done) in which it first showed a trace
+DRAWS = """
+window.__vbReports = 0;
+window.__vbDrawnIn = {};
+new MutationObserver(function () {
+  window.__vbReports += 1;
+  document.querySelectorAll(".dash-graph").forEach(function (el) {
+    if (el.id && !(el.id in window.__vbDrawnIn) && el.querySelector("g.trace")) {
+      window.__vbDrawnIn[el.id] = window.__vbReports;
+    }
+  });
+}).observe(document, {subtree: true, childList: true});
+"""
+
+
+@pytest.mark.browser
+def test_a_run_pages_graphs_are_first_drawn_one_per_task(dash_duo, runs_dir, tmp_path):
+    """assets/plots.js: the browser shows the first graph before the others are drawn (all of
+    them in one task showed nothing until the last was drawn)."""
+    tracker = make_run(runs_dir, "live")
+    try:
+        start(dash_duo, tmp_path, "/")
+        dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": DRAWS})
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/live")
+        drawn = "return window.__vbDrawnIn"
+        assert _wait(lambda: len(dash_duo.driver.execute_script(drawn)) >= 5)
+        time.sleep(1.0)  # the rest of the queue
+        frames = dash_duo.driver.execute_script(drawn)
+        assert {"run-graph-timeline", "run-graph-loss"} <= set(frames), frames
+        assert len(set(frames.values())) >= 3, frames  # drawn in several tasks, not in one
+        assert _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3
+    finally:
+        tracker.close()
+
+
+def _layout_ids(node) -> set[str]:
+    """Every component id in a layout as ``/_dash-layout`` sends it."""
+    out: set[str] = set()
+    if isinstance(node, list):
+        for child in node:
+            out |= _layout_ids(child)
+    elif isinstance(node, dict):
+        props = node.get("props", {})
+        if isinstance(props.get("id"), str):
+            out.add(props["id"])
+        out |= _layout_ids(props.get("children"))
+    return out
+
+
+WARM_UP = {"vb-warm-graph", "vb-warm-slider", "vb-warm-dropdown"}
+
+
+def test_the_page_frame_of_a_run_page_loads_the_lazy_graph_slider_and_dropdown(tmp_path):
+    app = create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+    client = app.server.test_client()
+
+    def frame(referrer: str | None) -> set[str]:
+        headers = {"Referer": referrer} if referrer else {}
+        response = client.get("/_dash-layout", headers=headers)
+        assert response.status_code == 200
+        return _layout_ids(response.get_json())
+
+    for page in ("/run/a", "/run/a/evaluation", "/run/a/preview"):
+        assert WARM_UP <= frame(f"http://127.0.0.1:8050{page}"), page
+    for referrer in ("http://127.0.0.1:8050/", "http://127.0.0.1:8050/sweep/x", None):
+        ids = frame(referrer)
+        assert not WARM_UP & ids, referrer
+        assert "_pages_content" in ids  # the frame itself
+
+
+@pytest.mark.browser
+def test_a_run_page_loads_the_graph_code_before_its_content_comes(dash_duo, runs_dir, tmp_path):
+    """The hidden warm-up graph asks for dcc.Graph's code while the server builds the page, so
+    the page's graphs draw when they mount (a React lazy component held the whole page back)."""
+    tracker = make_run(runs_dir, "live")
+    try:
+        start(dash_duo, tmp_path, "/run/live")
+        assert _wait(lambda: _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3)
+        timing = dash_duo.driver.execute_script(
+            "return performance.getEntriesByType('resource').map("
+            "e => [e.name, e.startTime, e.responseEnd, e.initiatorType]);"
+        )
+        graph_code = [
+            t for name, t, _end, _i in timing if name.split("?")[0].endswith("async-graph.js")
+        ]
+        content = [end for name, _t, end, i in timing if "_dash-update-component" in name]
+        assert graph_code and content, timing
+        assert graph_code[0] < content[0], timing  # asked for before the page's content came
+    finally:
+        tracker.close()
+
+
 @pytest.mark.browser
 def test_run_pages_ask_for_plotly_before_their_layout_and_only_once(dash_duo, runs_dir, tmp_path):
     tracker = make_run(runs_dir, "live")

@@ -1,0 +1,84 @@
+/*
+ * VoxelBoard: a page's graphs are first drawn one per task (loaded by Dash from assets/).
+ *
+ * Each dcc.Graph draws its figure with Plotly.react when it mounts. A page's graphs mount in
+ * one React commit, so all of them were drawn in one task: on a page of seven to ten graphs
+ * nothing showed until the last one was drawn, a third of a second later. Here a graph's
+ * first drawing is done at once only if no other graph was drawn in the same task, else it
+ * waits in a queue that draws one figure per task: the browser shows the first graph as soon
+ * as it is drawn, and the page stays responsive while the others follow.
+ * Only first drawings are queued, first in first drawn; a graph that is already drawn
+ * updates at once (dcc.Graph chains each change of a figure on the promise of the drawing
+ * before it, so a graph's drawings keep their order). A graph removed from the page while
+ * waiting is skipped.
+ *
+ * bench/bench_first_paint.py measures pages' first drawings; tests/app/
+ * test_run_page_look_browser.py checks that a run page's graphs are drawn in several tasks.
+ */
+(function () {
+  "use strict";
+
+  var channel = new MessageChannel();
+  var waiting = [];
+  var drewInThisTask = false;
+  var posted = false;
+
+  function nextTask() {
+    if (!posted) {
+      posted = true;
+      channel.port2.postMessage(null);
+    }
+  }
+
+  function draw(job) {
+    drewInThisTask = true;
+    nextTask();
+    return job.react.apply(job.plotly, job.args);
+  }
+
+  /* A new task: the next waiting first drawing, if any. */
+  channel.port1.onmessage = function () {
+    posted = false;
+    drewInThisTask = false;
+    var job = waiting.shift();
+    if (!job) { return; }
+    try {
+      Promise.resolve(job.gd.isConnected ? draw(job) : job.gd).then(job.resolve, job.reject);
+    } catch (err) {
+      job.reject(err);
+    }
+    if (waiting.length) { nextTask(); }
+  };
+
+  function oneByOne(plotly) {
+    if (!plotly || !plotly.react || plotly.react.vbQueued) { return; }
+    var react = plotly.react;
+    var queued = function (gd) {
+      var job = {plotly: plotly, react: react, gd: gd, args: arguments};
+      if (!gd || typeof gd !== "object" || gd._fullLayout || !gd.isConnected) {
+        return react.apply(plotly, job.args);
+      }
+      if (!drewInThisTask && !waiting.length) { return draw(job); }
+      return new Promise(function (resolve, reject) {
+        job.resolve = resolve;
+        job.reject = reject;
+        waiting.push(job);
+        nextTask();
+      });
+    };
+    queued.vbQueued = true;
+    plotly.react = queued;
+  }
+
+  /* plotly.js sets window.Plotly when it runs, before or after this file, and again if a page
+     loads it a second time (dcc.Graph asks for it itself when it was not there yet): every
+     copy is wrapped. */
+  var current = window.Plotly;
+  oneByOne(current);
+  Object.defineProperty(window, "Plotly", {
+    configurable: true,
+    enumerable: true,
+    get: function () { return current; },
+    set: function (value) { current = value; oneByOne(value); }
+  });
+}());
