@@ -54,6 +54,7 @@ from app.readers import read_json
 from app.security import (
     MAX_RUN_NAME,
     LaunchError,
+    QueueFullError,
     resolve_config,
     sanitize_run_name,
     validate_overrides,
@@ -255,6 +256,11 @@ class Launcher:
         with self._lock:
             return self._active(self._scan())
 
+    def queue_room(self) -> int:
+        """How many more launches the queue takes now (``max_queued`` less those waiting)."""
+        with self._lock:
+            return max(0, self.max_queued - len(self._queued_names(self._scan())))
+
     def queued_runs(self) -> list[str]:
         """Names of this backend's queued runs, oldest first (Slurm: pending jobs too)."""
         with self._lock:
@@ -331,7 +337,7 @@ class Launcher:
         with self._locked():
             waiting = len(self._queued_names(self._scan()))
             if waiting >= self.max_queued:
-                raise LaunchError(
+                raise QueueFullError(
                     "config",
                     f"not queued: {waiting} launches are already waiting, the most this "
                     "dashboard queues; stop or delete one, or wait until one starts",
@@ -367,7 +373,8 @@ class Launcher:
         and ``run.py train`` applies it.
 
         Raises:
-            LaunchError: the name is taken, the queue is full, or the device/resources are bad.
+            QueueFullError: the queue is full (nothing was written; ask again later).
+            LaunchError: the name is taken, or the device/resources are bad.
         """
         config = Path(config).absolute()
         fields = self.runner.prepare(config, device, resources)
@@ -375,7 +382,7 @@ class Launcher:
         with self._locked():
             waiting = len(self._queued_names(self._scan()))
             if waiting >= self.max_queued:
-                raise LaunchError(
+                raise QueueFullError(
                     "config", f"not queued: {waiting} launches are already waiting, the most "
                     "this launcher queues"
                 )  # fmt: skip

@@ -49,6 +49,11 @@ class LaunchError(ValueError):
         self.field = field
 
 
+class QueueFullError(LaunchError):
+    """A launch was refused because the launcher's queue is full: nothing wrong with the
+    request, it can be made again once a queued run has started (a sweep waits)."""
+
+
 class UnsafeBindError(RuntimeError):
     """Serving was refused: a non-loopback address without auth, or with the debugger."""
 

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 FAILED_STATES = frozenset({"failed", "diverged", "lost"})
 #: what the study is told when a trial's run ends in each state
 _TOLD = {"finished": "complete", "pruned": "pruned", "stopped": "pruned"}
+#: the state of a drawn trial whose run the launch queue had no room for yet
+WAITING = "waiting"
 
 
 class SweepError(ValueError):
@@ -171,7 +173,10 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
     """Follow a sweep's trials and queue the next ones; returns the record written.
 
     Runs under the sweep's lock: two processes driving the same sweep never launch a trial
-    twice. The Optuna study is opened only when a trial ended or one is to be queued.
+    twice. The Optuna study is opened only when a trial ended or one is to be queued. A full
+    launch queue is waited for: no more trials are drawn than it takes, and a trial drawn
+    when it filled up meanwhile (state ``waiting``) is launched, with the same number and
+    values, at a later tick.
     """
     with sweep_lock(folder):
         record = read_sweep(folder)
@@ -185,16 +190,29 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
         ended = _follow(runs_dir, trials, spec)
         parallel = int(record.get("max_parallel", spec.max_parallel))
         to_queue = _to_queue(trials, spec, parallel)
+        waiting = [t for t in trials.trials if t.state == WAITING]
+        room = launcher.queue_room() if to_queue or waiting else 0
+        cancel = trials.stop_requested is not None or _failures(trials) >= spec.max_failures
         study = (
             open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
-            if ended or to_queue
+            if ended or (waiting and (room or cancel)) or (to_queue and room)
             else None
         )
         for entry in ended:
             _tell(study, entry)
+        if cancel or _failures(trials) >= spec.max_failures:
+            for entry in waiting:  # never launched: ends with the sweep
+                entry.told, entry.state = "fail", "stopped"
+                _tell(study, entry)
+            waiting = []
         _end_if_done(trials, spec)
-        for _ in range(to_queue if trials.state == "running" else 0):
-            _queue_trial(launcher, folder, record, spec, study, trials)
+        for entry in waiting:
+            if room <= 0 or not _launch(launcher, folder, record, spec, study, entry):
+                break
+            room -= 1
+        for _ in range(min(to_queue, room) if trials.state == "running" else 0):
+            if not _queue_trial(launcher, folder, record, spec, study, trials):
+                break
         _end_if_done(trials, spec)
         write_trials(folder, trials)
         return trials
@@ -204,7 +222,7 @@ def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[Trial
     """Update each open trial's state; the ones whose runs ended, with their values."""
     ended = []
     for entry in trials.trials:
-        if entry.told is not None:
+        if entry.told is not None or entry.state == WAITING:  # no run yet
             continue
         state = read_run_state(runs_dir / entry.run).state
         entry.state = state
@@ -278,29 +296,54 @@ def _queue_trial(
     spec: SweepSpec,
     study: Any,
     trials: TrialsRecord,
-) -> None:
-    from app.security import LaunchError
-
+) -> bool:
+    """Ask the study for a trial and queue its run; False if the launch queue was full (the
+    trial then waits: see ``tick``)."""
     trial = study.ask()
-    drawn = suggest_params(trial, spec)
-    name = trial_run_name(record["id"], trial.number)
-    values = spec.decode(drawn)
-    entry = TrialEntry(trial.number, name, _jsonable(values))
+    suggest_params(trial, spec)
+    entry = TrialEntry(trial.number, trial_run_name(record["id"], trial.number), {})
     trials.trials.append(entry)
-    write_trials(folder, trials)  # recorded before the run exists: never launched twice
+    return _launch(launcher, folder, record, spec, study, entry, trials)
+
+
+def _launch(
+    launcher: Any,
+    folder: Path,
+    record: Mapping[str, Any],
+    spec: SweepSpec,
+    study: Any,
+    entry: TrialEntry,
+    trials: TrialsRecord | None = None,
+) -> bool:
+    """Queue the run of a drawn trial (its values as the study holds them); False if the
+    launch queue was full, leaving the trial ``waiting``. A trial the launcher refuses for
+    another reason has failed."""
+    from app.security import LaunchError, QueueFullError
+
+    (drawn,) = [t.params for t in study.get_trials(deepcopy=False) if t.number == entry.number]
+    entry.params, entry.state = _jsonable(spec.decode(drawn)), "queued"
+    if trials is not None:
+        write_trials(folder, trials)  # recorded before the run exists: never launched twice
     try:
         launcher.launch_trial(
             sweep_config_path(folder),
-            name,
-            {"sweep": record["id"], "number": trial.number, "drawn": drawn,
+            entry.run,
+            {"sweep": record["id"], "number": entry.number, "drawn": drawn,
              "params": entry.params, "metric": spec.metric},
             device=record.get("device", "auto"),
             resources=record.get("resources") or None,
         )  # fmt: skip
+    except QueueFullError as e:
+        log.info(
+            "sweep %s: trial %d waits for room in the queue: %s", record["id"], entry.number, e
+        )
+        entry.state = WAITING
+        return False
     except (LaunchError, OSError) as e:
-        log.warning("sweep %s: trial %d not queued: %s", record["id"], trial.number, e)
+        log.warning("sweep %s: trial %d not queued: %s", record["id"], entry.number, e)
         entry.told, entry.state = "fail", "failed"
         _tell(study, entry)
+    return True
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:

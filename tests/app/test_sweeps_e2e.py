@@ -235,3 +235,63 @@ def test_stopping_a_sweep_stops_its_trials_and_queues_no_more(tmp_path, data_dir
     assert trials.trials[0].told == "pruned"  # ended early: Optuna's word for it
     status = read_status(tmp_path / "runs" / trials.trials[0].run)
     assert status.state == "stopped" and 0 < status.step < 100_000
+
+
+def _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued: int) -> Launcher:
+    """A launcher that starts nothing (no CPU slot) and drives sweeps only when a test ticks."""
+    launcher = Launcher(tmp_path / "runs", tmp_path, data_dir, gpus=[], max_cpu_runs=0,
+                        max_queued=max_queued)  # fmt: skip
+    monkeypatch.setattr(launcher, "drive_sweeps", lambda: None)
+    return launcher
+
+
+def test_a_full_launch_queue_makes_trials_wait_and_never_loses_a_grid_point(
+    tmp_path, data_dir, monkeypatch
+):
+    config = write_config(
+        tmp_path, "dict(method='grid', max_parallel=3, parameters=dict(lr=[1e-3, 2e-3, 3e-3]))"
+    )
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    sweep_id = sweeper.create_sweep(tmp_path / "runs", config, device="cpu")
+    folder = sweeper.sweep_folder(tmp_path / "runs", sweep_id)
+    launcher = _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued=2)
+    other = launcher.launch("tiny.py", device="cpu")  # a dashboard user's run, waiting
+    trials = sweeper.tick(launcher, folder)
+    assert [(t.number, t.state) for t in trials.trials] == [(0, "queued")]  # one place left
+    trials = sweeper.tick(launcher, folder)  # full: nothing drawn, nothing failed
+    assert len(trials.trials) == 1 and trials.state == "running"
+    # the queue fills between the sweep's look at it and its launch (another dashboard's
+    # launch): the drawn trial waits, keeping its number and values
+    launcher.stop(other)
+    monkeypatch.setattr(launcher, "queue_room", lambda: 2)
+    launcher.launch("tiny.py", device="cpu")
+    trials = sweeper.tick(launcher, folder)
+    assert [(t.number, t.state, t.told) for t in trials.trials][1:] == [(1, "waiting", None)]
+    waiting_lr = trials.trials[1].params["lr"]
+    assert not (tmp_path / "runs" / trials.trials[1].run).exists()
+    monkeypatch.undo()  # the real queue_room and drive_sweeps again
+    monkeypatch.setattr(launcher, "drive_sweeps", lambda: None)
+    launcher.max_queued = 5
+    trials = sweeper.tick(launcher, folder)
+    assert [t.number for t in trials.trials] == [0, 1, 2]
+    assert trials.trials[1].params["lr"] == waiting_lr and trials.trials[1].state == "queued"
+    assert sorted(t.params["lr"] for t in trials.trials) == [1e-3, 2e-3, 3e-3]  # every point
+    assert all(t.told is None for t in trials.trials) and trials.state == "running"
+    assert {t.run for t in trials.trials} <= set(launcher.queued_runs())
+
+
+def test_a_stopped_sweep_ends_its_waiting_trials(tmp_path, data_dir, monkeypatch):
+    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 2e-3]))")
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    folder = sweeper.sweep_folder(
+        tmp_path / "runs", sweeper.create_sweep(tmp_path / "runs", config, device="cpu")
+    )
+    launcher = _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued=1)
+    launcher.launch("tiny.py", device="cpu")
+    monkeypatch.setattr(launcher, "queue_room", lambda: 1)  # a stale look at the queue
+    trials = sweeper.tick(launcher, folder)
+    assert [(t.number, t.state) for t in trials.trials] == [(0, "waiting")]
+    assert sweeper.stop_sweep(launcher, folder, "stopped by a test") == []
+    trials = sweeper.tick(launcher, folder)
+    assert trials.state == "stopped" and trials.trials[0].state == "stopped"
+    assert trials.trials[0].told == "fail"
