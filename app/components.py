@@ -62,7 +62,7 @@ def navbar(read_only: bool = False) -> html.Nav:
 def panel(title: str, *children: Any, className: str = "", **kwargs: Any) -> html.Section:
     """A titled box."""
     return html.Section(
-        [html.H3(title, className="vb-panel-title"), *children],
+        [html.H2(title, className="vb-panel-title"), *children],
         className=f"vb-panel {className}".strip(),
         **kwargs,
     )
@@ -135,7 +135,7 @@ def run_not_found(name: Any, component_id: str) -> html.Div:
     shown = name if isinstance(name, str) else ""
     return html.Div(
         [
-            html.H2("Run not found"),
+            html.H1("Run not found", className="vb-page-title"),
             html.P(f"There is no run named {shown[:120]!r} in the runs directory."),
             dcc.Link("Back to the experiments", href="/"),
         ],

@@ -11,6 +11,8 @@
  *    that carries role="option" in a role="listbox" box: an interactive control inside an
  *    option, which screen readers announce wrongly. The native controls are kept (they give
  *    the keyboard behaviour) and the box becomes a radiogroup / group of them.
+ *  - AG Grid's row-selection column has no header text: its header cell gets one, read by
+ *    screen readers and not drawn.
  * A MutationObserver applies this to each page as Dash renders it; it only writes an
  * attribute that differs, so its own writes end the loop at once.
  */
@@ -68,10 +70,21 @@
     if (caption && !caption.contains(button)) nameDropdown(button, labelId(caption));
   }
 
+  // AG Grid's row-selection column has an empty header cell: it gets a name read, not drawn
+  function nameSelectionHeader(cell) {
+    if (cell.querySelector(".vb-sr-only")) return;
+    var name = document.createElement("span");
+    name.className = "vb-sr-only";
+    name.textContent = "Selected";
+    cell.appendChild(name);
+  }
+
   function apply() {
     document.querySelectorAll("label[for]").forEach(nameControl);
     document.querySelectorAll("label button.dash-dropdown").forEach(nameWrappedDropdown);
     document.querySelectorAll(".dash-options-list").forEach(nativeOptions);
+    document.querySelectorAll('.ag-header-cell[col-id="ag-Grid-SelectionColumn"]')
+      .forEach(nameSelectionHeader);
   }
 
   var pending = false;

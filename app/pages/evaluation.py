@@ -181,7 +181,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                     min=0,
                     max=1.0000001,
                     step="any",
-                    style={"width": "120px"},
+                    style={"width": "190px"},
                 ),
             ),  # fmt: skip
             html.Span(id="eval-t-label", style={"fontWeight": "bold"}),
@@ -239,7 +239,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     )
     segmentation = html.Div(
         [
-            html.H3("Thresholded segmentation", style={"margin": "4px 0"}),
+            html.H2("Thresholded segmentation", className="vb-section-title"),
             html.Div(
                 [
                     labelled(
@@ -289,7 +289,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     )
     neurons = html.Div(
         [
-            html.H3("Neurons", style={"margin": "4px 0"}),
+            html.H2("Neurons", className="vb-section-title"),
             html.Div(
                 [
                     button("best VOI", id="eval-neuron-best-voi", n_clicks=0),
@@ -327,7 +327,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="eval-seg-drawn"),
             html.Div(
                 [
-                    html.H2(f"{name}: evaluation", style={"margin": "0 12px 0 0"}),
+                    html.H1(f"{name}: evaluation", className="vb-page-title"),
                     dcc.Link("curves", href=f"/run/{name}"),
                     dcc.Link("previews", href=f"/run/{name}/preview"),
                     dcc.Link("all runs", href="/"),
@@ -407,7 +407,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),
             html.Div(
                 [
-                    html.H3("Compare", style={"margin": "4px 0"}),
+                    html.H2("Compare", className="vb-section-title"),
                     dcc.Dropdown(
                         id="eval-compare",
                         options=_compare_options(root, name),

@@ -476,6 +476,8 @@ def layout(**kwargs: Any) -> html.Div:
     sweeps = read_sweep_lines(c.runs_dir)
     return html.Div(
         [
+            # the page's level-one heading for screen readers; the navigation bar shows its name
+            html.H1("Experiments", className="vb-sr-only"),
             dcc.Interval(id="exp-interval", interval=REFRESH_MS),
             dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
             dcc.Store(id="exp-selected"),

@@ -65,7 +65,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Interval(id="prev-interval", interval=REFRESH_MS),
             html.Div(
                 [
-                    html.H2(f"{name}: previews", style={"margin": "0 12px 0 0"}),
+                    html.H1(f"{name}: previews", className="vb-page-title"),
                     dcc.Link("curves", href=f"/run/{name}"),
                     dcc.Link("all runs", href="/"),
                 ],

@@ -162,7 +162,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Interval(id="run-interval", interval=POLL_MS, disabled=first.get("stop", False)),
             html.Div(
                 [
-                    html.H2(name, style={"margin": "0 12px 0 0"}),
+                    html.H1(name, className="vb-page-title"),
                     html.Div(first.get("header"), id="run-header"),
                     dcc.Link("preview viewer", href=f"/run/{name}/preview", id="run-preview-link"),
                     dcc.Link("evaluation", href=f"/run/{name}/evaluation", id="run-eval-link"),

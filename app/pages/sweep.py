@@ -439,7 +439,9 @@ def runs_table(view: SweepView) -> html.Table:
     marked, each run linked to its run page."""
     params = list(view.parameters)
     head = html.Tr(
-        [html.Th(h) for h in ("", "run", "trial", "state", view.metric, *params, "step")]
+        # the first column marks the best trial: its header is read, not drawn
+        [html.Th(html.Span("best", className="vb-sr-only"))]
+        + [html.Th(h) for h in ("run", "trial", "state", view.metric, *params, "step")]
     )
     body = []
     for r in sweep_figures.sorted_rows(view.rows, view.goal):
@@ -503,7 +505,7 @@ def not_found(sweep_id: Any, reason: str) -> html.Div:
     """The page body for an address naming no sweep."""
     return html.Div(
         [
-            html.H2("Sweep not found"),
+            html.H1("Sweep not found", className="vb-page-title"),
             html.P(reason, className="vb-error"),
             dcc.Link("Back to the experiments", href="/"),
         ],
@@ -536,7 +538,7 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Interval(id="sweep-interval", interval=POLL_MS, disabled=view.ended),
             html.Div(
                 [
-                    html.H2(f"Sweep {view.sweep_id}", className="sweep-title"),
+                    html.H1(f"Sweep {view.sweep_id}", className="vb-page-title sweep-title"),
                     html.Div(header(view), id="sweep-header", style=ROW),
                     dcc.Link("all runs", href="/"),
                 ],
