@@ -28,6 +28,9 @@ from pathlib import Path
 
 #: background evaluations at once per dashboard (each predicts whole cubes on the CPU or GPU)
 MAX_EVALUATIONS = 2
+#: unfinished sweeps (of the dashboard's backend) above which its launch form makes no new one;
+#: ``run.py sweep`` in a terminal is not held to it
+MAX_SWEEPS = 5
 
 
 class Busy(RuntimeError):

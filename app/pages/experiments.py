@@ -29,7 +29,7 @@ from urllib.parse import quote
 import dash_ag_grid as dag
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app import REPO_ROOT, changes_runs, current_context, inputs, paths
+from app import REPO_ROOT, changes_runs, current_context, inputs, limits, paths
 from app.callbacks import callback
 from app.components import (
     empty_state,
@@ -822,6 +822,16 @@ def _launch_sweep(config: str, device: Any, max_parallel: Any, slurm: tuple) -> 
         )
     except LaunchError as e:
         return _message(f"Not launched. {e}", False)
+    from app.sweeper import unfinished
+
+    open_sweeps = sum(1 for _ in unfinished(c.runs_dir, c.launcher.backend))
+    if open_sweeps >= limits.MAX_SWEEPS:
+        sweeps = "sweep is" if open_sweeps == 1 else "sweeps are"
+        return _message(
+            f"Not launched: {open_sweeps} {sweeps} unfinished, the most this dashboard starts; "
+            "stop one on its sweep page, or wait until one ends",
+            False,
+        )
     argv = sweep_argv(path, python=c.launcher.python, runs_dir=c.runs_dir,
                       data_dir=c.data_dir, backend=c.launcher.backend, max_parallel=parallel,
                       device=device, resources=resources)  # fmt: skip

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from dash.testing.wait import until
 
-from app import app_context, create_app
+from app import app_context, create_app, limits
 from app.pages.experiments import (
     SweepSection,
     read_sweep_section,
@@ -294,7 +294,7 @@ def choose(dash_duo, config: str) -> None:
 
 
 @pytest.mark.browser
-def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching):
+def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, monkeypatch):
     app, runs = launching
     dash_duo.start_server(app, port=free_port())
     dash_duo.wait_for_element("#exp-launch", timeout=15)
@@ -339,3 +339,12 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching):
     dash_duo.wait_for_contains_text("#exp-sweeps", sweep_id, timeout=10)
     assert "running" in text_of(dash_duo, "#exp-sweeps li")
     assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
+
+    # another sweep while this one runs, past the dashboard's cap on unfinished sweeps: refused
+    # before run.py sweep starts, nothing made
+    monkeypatch.setattr(limits, "MAX_SWEEPS", 1)
+    made = sorted(p.name for p in (runs / ".sweeps").iterdir())
+    dash_duo.find_element("#exp-launch").click()
+    dash_duo.wait_for_contains_text("#exp-launch-msg", "1 sweep is unfinished", timeout=30)
+    assert "stop one on its sweep page" in text_of(dash_duo, "#exp-launch-msg")
+    assert sorted(p.name for p in (runs / ".sweeps").iterdir()) == made
