@@ -194,6 +194,28 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path):
     assert cube["curve/adapted_rand_error"][i] < 1.0
 
 
+def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path):
+    """examples/demo_cnn3d_zarr.py end to end: trained from lazily read zarr cubes, then
+    ``run.py evaluate --instances`` scores the neurons kept in the same zarr group."""
+    proc = _train(tmp_path, str(REPO / "examples" / "demo_cnn3d_zarr.py"), "--save-path",
+                  str(tmp_path / "runs"), "--save-name", "zarr", "--n-steps", "3",
+                  "--device", "cpu")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "zarr"
+    assert "demo.zarr" in json.dumps(json.loads((run / "config.json").read_text()))
+    cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run), "--instances",
+           "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+                          env=_env(tmp_path / "data"), timeout=400)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "valid cube 0 neurons: best VOI at threshold" in proc.stdout
+    (cube,) = runs.read_neurons(runs.result_path(run, "NEURONS"))
+    with h5py.File(runs.prob_cache_path(run, "NEURONS")) as f:
+        shape = f["cube0/prob"].shape
+    assert cube["segmentation"].shape == shape
+    assert 0 < cube["seg_rand_index"] <= 1 and len(cube["search/thresh"]) == 12
+
+
 def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch):
     import shutil
 
