@@ -3,6 +3,7 @@
     python bench/bench_first_paint.py                        # this checkout, 10^5 and 10^6 rows
     python bench/bench_first_paint.py --before ../vb-before  # also an older checkout, side by side
     python bench/bench_first_paint.py --pages evaluation --sizes 100000 --loads 9
+    python bench/bench_first_paint.py --server --before ../vb-before  # the server's part only
 
 For each size a synthetic running run is written (N timeline rows, 1000 history rows, two
 preview files, one evaluation result), the dashboard of each checkout is served by waitress
@@ -23,6 +24,7 @@ above the number of cores) the medians move by more than the change being measur
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -179,6 +181,50 @@ def measure(
             server.wait(10)
 
 
+#: run in a checkout: median seconds and bytes of the callback that answers a page's content
+SERVER_TIME = """
+import json, statistics, sys, time
+from app import create_app
+runs, configs, data, loads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+app = create_app(runs, configs, data, start_launcher=False, gpus=[])
+client = app.server.test_client()
+deps = client.get("/_dash-dependencies").get_json()
+(cb,) = [d for d in deps if "_pages_content" in d["output"]]
+out = {}
+for path in sys.argv[5:]:
+    inputs = [{"id": i["id"], "property": i["property"],
+               "value": {"pathname": path, "search": "", "hash": ""}.get(i["property"])}
+              for i in cb["inputs"]]
+    outputs = [dict(zip(("id", "property"), o.rsplit(".", 1)))
+               for o in cb["output"].strip(".").split("...")]
+    body = {"output": cb["output"], "outputs": outputs, "inputs": inputs,
+            "changedPropIds": [], "state": []}
+    times, size = [], 0
+    for _ in range(loads + 1):  # the first one warms caches and imports
+        t = time.perf_counter()
+        response = client.post("/_dash-update-component", json=body)
+        times.append(time.perf_counter() - t)
+        size = len(response.data)
+    out[path] = [statistics.median(times[1:]), size]
+print(json.dumps(out))
+"""
+
+
+def server_times(checkouts: dict[str, Path], root: Path, loads: int, pages: list[str]) -> dict:
+    """Per checkout and page: median seconds and bytes of the page's content response, from
+    the Flask test client in a process of that checkout (no browser, no network)."""
+    args = [str(root / "runs"), str(root / "configs"), str(root / "data"), str(loads)]
+    got = {}
+    for name, checkout in checkouts.items():
+        done = subprocess.run(
+            [sys.executable, "-c", SERVER_TIME, *args, *(PAGES[p] for p in pages)],
+            cwd=checkout, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        by_path = json.loads(done.stdout.strip().splitlines()[-1])
+        got[name] = {p: by_path[PAGES[p]] for p in pages}
+    return got
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
     return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -190,9 +236,16 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=5)
     parser.add_argument("--before", type=Path, help="an older checkout to measure beside this one")
     parser.add_argument("--pages", nargs="+", choices=list(PAGES), default=list(PAGES))
+    parser.add_argument(
+        "--server", action="store_true",
+        help="time the server's answer with the page's content instead (no browser)",
+    )  # fmt: skip
     args = parser.parse_args()
     checkouts = {"now": REPO} if args.before is None else {"before": args.before, "now": REPO}
     checkouts = {k: Path(c).resolve() for k, c in checkouts.items()}
+    if args.server:
+        server_main(checkouts, args)
+        return
     print(f"median of {args.loads} loads, seconds from navigation start to the first drawn data")
     print(f"{os.cpu_count()} cores, {load_average()}")
     ratio = args.before is not None
@@ -211,6 +264,23 @@ def main() -> None:
                 cells += f"{got['now'][page] / got['before'][page]:>12.2f}"
             print(f"{n:>10,} {page:<12}{cells}", flush=True)
         print(f"{'':>10} after {n:,} rows: {load_average()}", flush=True)
+
+
+def server_main(checkouts: dict[str, Path], args: argparse.Namespace) -> None:
+    print(f"median of {args.loads} answers: seconds and MB of the page's content response")
+    print(f"{'rows':>10} {'page':<12}" + "".join(f"{k:>16}" for k in checkouts))
+    for n in args.sizes:
+        root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
+        try:
+            make_runs(root, n)
+            got = server_times(checkouts, root, args.loads, args.pages)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        for page in args.pages:
+            cells = "".join(
+                f"{got[k][page][0]:>8.3f} {got[k][page][1] / 1e6:>6.2f} MB" for k in checkouts
+            )
+            print(f"{n:>10,} {page:<12}{cells}", flush=True)
 
 
 if __name__ == "__main__":
