@@ -126,7 +126,7 @@ def main() -> None:
         app = create_app(tmp / "runs", tmp / "configs", tmp / "data", start_launcher=False, gpus=[])
         url, server = serve(app)
         view = ev.load_view(tmp / "runs" / RUN, "FINAL", "valid")
-        payload = len(json.dumps(view))
+        payload = len(json.dumps(ev.browser_view(view)))  # the store the page sends
         driver = browser()
         t0 = time.perf_counter()
         driver.get(f"{url}/run/{RUN}/evaluation")
