@@ -7,10 +7,11 @@
  * first drawing is done at once only if no other graph was drawn in the same task, else it
  * waits in a queue that draws one figure per task: the browser shows the first graph as soon
  * as it is drawn, and the page stays responsive while the others follow.
- * Only first drawings are queued, first in first drawn; a graph that is already drawn
- * updates at once (dcc.Graph chains each change of a figure on the promise of the drawing
- * before it, so a graph's drawings keep their order). A graph removed from the page while
- * waiting is skipped.
+ * Only first drawings are queued, first in first drawn; a graph not on screen (display:
+ * none: a hidden panel, the page frame's warm-up graph) is first drawn when the page is idle;
+ * a graph that is already drawn updates at once (dcc.Graph chains each change of a figure on
+ * the promise of the drawing before it, so a graph's drawings keep their order). A graph
+ * removed from the page while waiting is skipped.
  *
  * bench/bench_first_paint.py measures pages' first drawings; tests/app/
  * test_run_page_look_browser.py checks that a run page's graphs are drawn in several tasks.
@@ -50,6 +51,26 @@
     if (waiting.length) { nextTask(); }
   };
 
+  /* A graph not on screen (display: none: a hidden panel, the page frame's warm-up graph) is
+     drawn when the page has nothing else to do, after what is shown. */
+  function whenIdle(job) {
+    return new Promise(function (resolve, reject) {
+      var run = function () {
+        try {
+          var drawn = job.gd.isConnected ? job.react.apply(job.plotly, job.args) : job.gd;
+          Promise.resolve(drawn).then(resolve, reject);
+        } catch (err) {
+          reject(err);
+        }
+      };
+      if (window.requestIdleCallback) {
+        window.requestIdleCallback(run, {timeout: 2000});
+      } else {
+        setTimeout(run, 200);
+      }
+    });
+  }
+
   function oneByOne(plotly) {
     if (!plotly || !plotly.react || plotly.react.vbQueued) { return; }
     var react = plotly.react;
@@ -58,6 +79,7 @@
       if (!gd || typeof gd !== "object" || gd._fullLayout || !gd.isConnected) {
         return react.apply(plotly, job.args);
       }
+      if (gd.offsetParent === null) { return whenIdle(job); }
       if (!drewInThisTask && !waiting.length) { return draw(job); }
       return new Promise(function (resolve, reject) {
         job.resolve = resolve;

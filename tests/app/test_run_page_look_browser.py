@@ -239,15 +239,20 @@ return performance.getEntriesByType("resource").map(e => [e.startTime, e.name]);
 
 
 #: for each graph, the number of the DOM mutation report (one per task that changed the page,
-#: delivered when the task's work is done) in which it first showed a trace
+#: delivered when the task's work is done) in which it first showed a trace, and in which it
+#: was first drawn at all (an empty figure draws no trace)
 DRAWS = """
 window.__vbReports = 0;
 window.__vbDrawnIn = {};
+window.__vbPlottedIn = {};
 new MutationObserver(function () {
   window.__vbReports += 1;
   document.querySelectorAll(".dash-graph").forEach(function (el) {
     if (el.id && !(el.id in window.__vbDrawnIn) && el.querySelector("g.trace")) {
       window.__vbDrawnIn[el.id] = window.__vbReports;
+    }
+    if (el.id && !(el.id in window.__vbPlottedIn) && el.querySelector(".main-svg")) {
+      window.__vbPlottedIn[el.id] = window.__vbReports;
     }
   });
 }).observe(document, {subtree: true, childList: true});
@@ -270,6 +275,15 @@ def test_a_run_pages_graphs_are_first_drawn_one_per_task(dash_duo, runs_dir, tmp
         assert {"run-graph-timeline", "run-graph-loss"} <= set(frames), frames
         assert len(set(frames.values())) >= 3, frames  # drawn in several tasks, not in one
         assert _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3
+        # panels hidden for want of data (no per-class metrics here) are drawn after the
+        # graphs on screen, when the page is idle
+        hidden = dash_duo.driver.execute_script(
+            "return Array.from(document.querySelectorAll('#_pages_content .dash-graph'))"
+            ".filter(g => g.offsetParent === null).map(g => g.id);"
+        )
+        plotted = dash_duo.driver.execute_script("return window.__vbPlottedIn")
+        assert hidden and set(hidden) <= set(plotted), (hidden, plotted)
+        assert min(plotted[h] for h in hidden) > max(frames.values()), (plotted, frames)
     finally:
         tracker.close()
 
