@@ -24,6 +24,7 @@ above the number of cores) the medians move by more than the change being measur
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -32,7 +33,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -225,6 +228,18 @@ def server_times(checkouts: dict[str, Path], root: Path, loads: int, pages: list
     return got
 
 
+def each_size(sizes: list[int], measure: Callable[[Path], Any]) -> Iterator[tuple[int, Any]]:
+    """For each number of timeline rows: the runs written to a scratch folder, what
+    ``measure(folder)`` gives, the folder removed."""
+    for n in sizes:
+        root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
+        try:
+            make_runs(root, n)
+            yield n, measure(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def load_average() -> str:
     """The 1, 5 and 15 minute load averages, as ``uptime`` prints them."""
     return "load average: " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -251,13 +266,7 @@ def main() -> None:
     ratio = args.before is not None
     header = f"{'rows':>10} {'page':<12}" + "".join(f"{k:>10}" for k in checkouts)
     print(header + (f"{'now/before':>12}" if ratio else ""))
-    for n in args.sizes:
-        root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
-        try:
-            make_runs(root, n)
-            got = measure(checkouts, root, args.loads, args.pages)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    for n, got in each_size(args.sizes, lambda r: measure(checkouts, r, args.loads, args.pages)):
         for page in args.pages:
             cells = "".join(f"{got[k][page]:>10.2f}" for k in checkouts)
             if ratio:
@@ -269,13 +278,8 @@ def main() -> None:
 def server_main(checkouts: dict[str, Path], args: argparse.Namespace) -> None:
     print(f"median of {args.loads} answers: seconds and MB of the page's content response")
     print(f"{'rows':>10} {'page':<12}" + "".join(f"{k:>16}" for k in checkouts))
-    for n in args.sizes:
-        root = Path(tempfile.mkdtemp(prefix="vb-first-paint-"))
-        try:
-            make_runs(root, n)
-            got = server_times(checkouts, root, args.loads, args.pages)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+    times = functools.partial(server_times, checkouts, loads=args.loads, pages=args.pages)
+    for n, got in each_size(args.sizes, times):
         for page in args.pages:
             cells = "".join(
                 f"{got[k][page][0]:>8.3f} {got[k][page][1] / 1e6:>6.2f} MB" for k in checkouts
