@@ -207,9 +207,10 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
             waiting = []
         _end_if_done(trials, spec)
         for entry in waiting:
-            if room <= 0 or not _launch(launcher, folder, record, spec, study, entry):
+            launched = room > 0 and _launch(launcher, folder, record, spec, study, entry)
+            room = room - 1 if launched else 0  # full again: nothing more this tick
+            if not launched:
                 break
-            room -= 1
         for _ in range(min(to_queue, room) if trials.state == "running" else 0):
             if not _queue_trial(launcher, folder, record, spec, study, trials):
                 break

@@ -269,6 +269,8 @@ def test_a_full_launch_queue_makes_trials_wait_and_never_loses_a_grid_point(
     assert [(t.number, t.state, t.told) for t in trials.trials][1:] == [(1, "waiting", None)]
     waiting_lr = trials.trials[1].params["lr"]
     assert not (tmp_path / "runs" / trials.trials[1].run).exists()
+    trials = sweeper.tick(launcher, folder)  # still full, still a stale look: no new trial
+    assert [(t.number, t.state) for t in trials.trials][1:] == [(1, "waiting")]
     monkeypatch.undo()  # the real queue_room and drive_sweeps again
     monkeypatch.setattr(launcher, "drive_sweeps", lambda: None)
     launcher.max_queued = 5
