@@ -37,38 +37,50 @@
     return job.react.apply(job.plotly, job.args);
   }
 
+  /* A waiting drawing's turn: drawn with drawFn (a graph removed meanwhile is skipped), and
+     the promise its graph got settles with the drawing's. */
+  function settle(job, drawFn) {
+    try {
+      Promise.resolve(job.gd.isConnected ? drawFn(job) : job.gd).then(job.resolve, job.reject);
+    } catch (err) {
+      job.reject(err);
+    }
+  }
+
+  function later(job, schedule) {
+    return new Promise(function (resolve, reject) {
+      job.resolve = resolve;
+      job.reject = reject;
+      schedule(job);
+    });
+  }
+
   /* A new task: the next waiting first drawing, if any. */
   channel.port1.onmessage = function () {
     posted = false;
     drewInThisTask = false;
     var job = waiting.shift();
     if (!job) { return; }
-    try {
-      Promise.resolve(job.gd.isConnected ? draw(job) : job.gd).then(job.resolve, job.reject);
-    } catch (err) {
-      job.reject(err);
-    }
+    settle(job, draw);
     if (waiting.length) { nextTask(); }
   };
+
+  function queue(job) {
+    waiting.push(job);
+    nextTask();
+  }
 
   /* A graph not on screen (display: none: a hidden panel, the page frame's warm-up graph) is
      drawn when the page has nothing else to do, after what is shown. */
   function whenIdle(job) {
-    return new Promise(function (resolve, reject) {
-      var run = function () {
-        try {
-          var drawn = job.gd.isConnected ? job.react.apply(job.plotly, job.args) : job.gd;
-          Promise.resolve(drawn).then(resolve, reject);
-        } catch (err) {
-          reject(err);
-        }
-      };
-      if (window.requestIdleCallback) {
-        window.requestIdleCallback(run, {timeout: 2000});
-      } else {
-        setTimeout(run, 200);
-      }
-    });
+    var run = function () {
+      settle(job, function (j) { return j.react.apply(j.plotly, j.args); });
+    };
+    if (window.requestIdleCallback) {
+      window.requestIdleCallback(run, {timeout: 2000});
+    } else {
+      setTimeout(run, 200);
+    }
   }
 
   function oneByOne(plotly) {
@@ -79,14 +91,9 @@
       if (!gd || typeof gd !== "object" || gd._fullLayout || !gd.isConnected) {
         return react.apply(plotly, job.args);
       }
-      if (gd.offsetParent === null) { return whenIdle(job); }
+      if (gd.offsetParent === null) { return later(job, whenIdle); }
       if (!drewInThisTask && !waiting.length) { return draw(job); }
-      return new Promise(function (resolve, reject) {
-        job.resolve = resolve;
-        job.reject = reject;
-        waiting.push(job);
-        nextTask();
-      });
+      return later(job, queue);
     };
     queued.vbQueued = true;
     plotly.react = queued;
