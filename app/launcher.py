@@ -74,7 +74,13 @@ from trainer.runs import (
     write_launch,
     write_launcher_record,
 )
-from trainer.runs.sweeps import sweep_config_path, sweep_dir, write_trial
+from trainer.runs.sweeps import (
+    TRIAL_FILE,
+    read_trial,
+    sweep_config_path,
+    sweep_dir,
+    write_trial,
+)
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +396,8 @@ class Launcher:
             try:
                 run_dir.mkdir(parents=True)
             except FileExistsError:
-                raise LaunchError("run", f"run: {run_dir.name} exists already") from None
+                if not _unfinished_launch_of(run_dir, trial):
+                    raise LaunchError("run", f"run: {run_dir.name} exists already") from None
             write_trial(run_dir, dict(trial))
             launch = {
                 "format": 1,
@@ -717,3 +724,18 @@ def _gpu_finder(gpus: list[int] | None) -> Any:
         return gpu_indices()
 
     return find
+
+
+def _unfinished_launch_of(run_dir: Path, trial: Mapping[str, Any]) -> bool:
+    """Whether ``run_dir`` is this very trial's launch, begun by a process that died before
+    it queued the run: nothing in it but the trial's own ``trial.json`` (or the temporary
+    file of one), and no launch request."""
+    if launch_path(run_dir).exists():
+        return False
+    names = {p.name for p in run_dir.iterdir()}
+    if any(n != TRIAL_FILE and not n.startswith(f".{TRIAL_FILE}.") for n in names):
+        return False
+    found = read_trial(run_dir) if TRIAL_FILE in names else None
+    return found is None or (
+        found.get("sweep") == trial["sweep"] and found.get("number") == trial["number"]
+    )

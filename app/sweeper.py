@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
+from trainer.runs.launch import launch_path
 from trainer.runs.sweeps import (
     TrialEntry,
     TrialsRecord,
@@ -225,7 +226,18 @@ def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[Trial
     for entry in trials.trials:
         if entry.told is not None or entry.state == WAITING:  # no run yet
             continue
-        state = read_run_state(runs_dir / entry.run).state
+        if not launch_path(runs_dir / entry.run).exists():
+            if entry.state == "queued":
+                # recorded, never queued: the process driving the sweep died between the
+                # two. Trials are launched under the sweep's lock, held here, so nobody is
+                # launching it now: it waits and is queued again with its number and values.
+                log.warning("sweep trial %d: its run %s was never queued; queueing it again",
+                            entry.number, entry.run)  # fmt: skip
+                entry.state = WAITING
+                continue
+            state = "lost"  # the run started once; its folder is gone
+        else:
+            state = read_run_state(runs_dir / entry.run).state
         entry.state = state
         if state not in FINAL_STATES and state != "lost":
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -14,8 +15,9 @@ import pytest
 
 from app import sweeper
 from app.launcher import Launcher
+from app.security import LaunchError
 from trainer.runs import read_run_state, read_status
-from trainer.runs.sweeps import read_sweep, read_trial, read_trials, study_path
+from trainer.runs.sweeps import read_sweep, read_trial, read_trials, study_path, write_trials
 from trainer.sweeps import best_value, open_study
 
 REPO = Path(__file__).resolve().parents[2]
@@ -280,6 +282,64 @@ def test_a_full_launch_queue_makes_trials_wait_and_never_loses_a_grid_point(
     assert sorted(t.params["lr"] for t in trials.trials) == [1e-3, 2e-3, 3e-3]  # every point
     assert all(t.told is None for t in trials.trials) and trials.state == "running"
     assert {t.run for t in trials.trials} <= set(launcher.queued_runs())
+
+
+def test_a_trial_whose_driver_died_before_queueing_it_is_queued_again(
+    tmp_path, data_dir, monkeypatch
+):
+    """A driver records a trial as queued, then makes its run folder, then queues the run:
+    killed between those steps, it leaves a trial with no run, or a run folder holding only
+    trial.json. The next driver queues that very trial (same number and values), neither
+    waiting for it forever nor counting it as failed."""
+    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 2e-3]))")
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    runs = tmp_path / "runs"
+    folder = sweeper.sweep_folder(runs, sweeper.create_sweep(runs, config, device="cpu"))
+    launcher = _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued=5)
+    (first,) = sweeper.tick(launcher, folder).trials
+    drawn = first.params
+    run = runs / first.run
+    for leftover in ("no run folder", "only trial.json"):
+        if leftover == "no run folder":
+            shutil.rmtree(run)
+        else:
+            for path in run.iterdir():
+                if path.name != "trial.json":
+                    path.unlink()
+        trials = sweeper.tick(launcher, folder)
+        assert [(t.number, t.state, t.told) for t in trials.trials] == [(0, "queued", None)]
+        assert trials.trials[0].params == drawn and trials.state == "running"
+        assert first.run in launcher.queued_runs(), leftover
+        assert read_trial(run)["number"] == 0
+    # a trial seen running whose folder then went away is lost, not queued again
+    trials = read_trials(folder)
+    trials.trials[0].state = "running"
+    write_trials(folder, trials)
+    shutil.rmtree(run)
+    trials = sweeper.tick(launcher, folder)
+    assert (trials.trials[0].state, trials.trials[0].told) == ("lost", "fail")
+    assert not run.exists()
+
+
+def test_a_launch_never_takes_over_a_folder_that_is_not_its_own_unfinished_launch(
+    tmp_path, data_dir, monkeypatch
+):
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 2e-3]))")
+    launcher = _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued=5)
+    trial = {"sweep": "tiny-sweep-1", "number": 0, "drawn": {}, "params": {}, "metric": "loss"}
+    other_trial = tmp_path / "runs" / "tiny-sweep-1-000"
+    other_trial.mkdir(parents=True)
+    (other_trial / "trial.json").write_text(json.dumps({**trial, "number": 7}))
+    with_files = tmp_path / "runs" / "tiny-sweep-1-001"
+    with_files.mkdir()
+    (with_files / "notes.txt").write_text("a user's notes")
+    for name in ("tiny-sweep-1-000", "tiny-sweep-1-001"):
+        with pytest.raises(LaunchError, match="exists already"):
+            launcher.launch_trial(config, name, trial, device="cpu")
+    assert json.loads((other_trial / "trial.json").read_text())["number"] == 7
+    assert (with_files / "notes.txt").read_text() == "a user's notes"
+    assert launcher.queued_runs() == []
 
 
 def test_a_stopped_sweep_ends_its_waiting_trials(tmp_path, data_dir, monkeypatch):
