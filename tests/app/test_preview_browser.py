@@ -1,7 +1,9 @@
-"""Preview page: reading preview files, clear errors for bad ones, and the z slider in Chromium."""
+"""Preview page: reading preview files, clear errors for bad ones, and in Chromium the first
+image with the page, the z slider, and a run's first preview arriving."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -13,6 +15,7 @@ from selenium.webdriver.common.keys import Keys
 
 from app import create_app
 from trainer.runs import (
+    RESOLVED_CONFIG_FILE,
     PreviewError,
     Status,
     read_preview_block,
@@ -123,3 +126,90 @@ def test_moving_the_z_slider_changes_the_image(dash_duo, preview_app):
     dash_duo.find_element("#prev-z [role='slider']").send_keys(Keys.ARROW_RIGHT)
     assert _wait(lambda: _image_src(dash_duo) not in (None, before)), "the image did not change"
     dash_duo.wait_for_contains_text("#prev-graph", "z 104")
+
+
+#: records the Dash callback requests (time since navigation start, body) and the time the
+#: preview graph first holds an image
+RECORDER = """
+window.__vbRequests = [];
+window.__vbFirstImage = null;
+const realFetch = window.fetch;
+window.fetch = function (url, init) {
+  if (String(url).includes("_dash-update-component")) {
+    window.__vbRequests.push([performance.now(), String((init && init.body) || "")]);
+  }
+  return realFetch.apply(this, arguments);
+};
+(function check() {
+  const g = document.querySelector("#prev-graph .js-plotly-plot");
+  if (g && g.data && g.data.length && g.data[0].source && document.querySelector(
+      "#prev-graph image")) {
+    window.__vbFirstImage = performance.now();
+    return;
+  }
+  requestAnimationFrame(check);
+})();
+"""
+
+
+@pytest.mark.browser
+def test_the_newest_image_comes_with_the_page_and_no_callback_redraws_it(dash_duo, preview_app):
+    app, _page, _run_dir, _files = preview_app
+    dash_duo.start_server(app)
+    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/preview")
+    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstImage"))
+    dash_duo.wait_for_contains_text("#prev-file-label", "step 1,000", timeout=20)
+    dash_duo.wait_for_contains_text("#prev-graph", "z 103")  # the middle plane of 6, z0 100
+    assert dash_duo.find_element("#prev-block").text.startswith("block0")
+    time.sleep(1.0)  # room for any late callback to show itself
+    bodies = [json.loads(b) for _t, b in dash_duo.driver.execute_script(
+        "return window.__vbRequests")]  # fmt: skip
+    outputs = [b.get("output", "") for b in bodies]
+    assert not any(o.startswith(("..prev-", "prev-")) for o in outputs), outputs
+    # the controls still drive the image: the side by side view
+    dash_duo.find_element("#prev-mode input[value='side']").click()
+    assert _wait(lambda: dash_duo.driver.execute_script(
+        "const g = document.querySelector('#prev-graph .js-plotly-plot');"
+        "return g && g.data.length === 2;"))  # fmt: skip
+
+
+@pytest.mark.browser
+def test_a_run_without_previews_says_when_the_first_comes_and_then_shows_it(dash_duo, tmp_path):
+    run_dir = tmp_path / "runs" / RUN
+    run_dir.mkdir(parents=True)
+    write_status(run_dir, Status(state="running", step=10, n_steps=1000))
+    (run_dir / RESOLVED_CONFIG_FILE).write_text(
+        json.dumps({"preview_every": 250, "preview_data_path": "/data/raw.h5"})
+    )
+    app = create_app(
+        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+    )
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/preview")
+    dash_duo.wait_for_contains_text("#prev-empty", "every 250 steps", timeout=20)
+    assert not dash_duo.driver.find_elements("css selector", "#prev-graph")  # no empty frame
+    write_preview(run_dir, 250)
+    assert _wait(lambda: (_image_src(dash_duo) or "").startswith("data:image/png"), 30)
+    dash_duo.wait_for_contains_text("#prev-file-label", "step 250", timeout=20)
+    assert not dash_duo.driver.find_elements("css selector", "#prev-empty")
+
+
+@pytest.mark.parametrize(
+    ("config", "text"),
+    [
+        ({"preview_data_path": None}, "makes no previews"),
+        ({"preview_data_path": "x.h5", "preview_every": 1000}, "every 1,000 steps"),
+        (
+            {"preview_data_path": "x.h5", "initial_prev_h": 1.0, "prev_save_h": 3.0},
+            "after 1 h of training, then one every 3 h",
+        ),
+        (None, "while it trains"),
+    ],
+)
+def test_the_waiting_sentence_follows_the_runs_preview_settings(tmp_path, config, text):
+    from app.pages import preview
+
+    if config is not None:
+        (tmp_path / RESOLVED_CONFIG_FILE).write_text(json.dumps(config))
+    assert text in preview._waiting_text(tmp_path)
