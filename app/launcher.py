@@ -730,7 +730,7 @@ def _unfinished_launch_of(run_dir: Path, trial: Mapping[str, Any]) -> bool:
     """Whether ``run_dir`` is this very trial's launch, begun by a process that died before
     it queued the run: nothing in it but the trial's own ``trial.json`` (or the temporary
     file of one), and no launch request."""
-    if launch_path(run_dir).exists():
+    if not run_dir.is_dir() or launch_path(run_dir).exists():
         return False
     names = {p.name for p in run_dir.iterdir()}
     if any(n != TRIAL_FILE and not n.startswith(f".{TRIAL_FILE}.") for n in names):
