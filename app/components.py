@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import time
 from typing import Any
+from urllib.parse import quote, unquote
 
 from dash import dcc, html
 
@@ -128,6 +129,23 @@ def meter(label: str, fraction: float, text: str) -> html.Div:
         ],
         className="vb-meter",
     )
+
+
+def run_href(name: str, page: str = "") -> str:
+    """The address of run ``name``'s page (``page``: ``""``, ``"/preview"`` or ``"/evaluation"``),
+    the name percent-encoded: run folders may be named with spaces, ``#``, ``%`` or any letter."""
+    return f"/run/{quote(name, safe='')}{page}"
+
+
+def sweep_href(sweep_id: str) -> str:
+    """The address of sweep ``sweep_id``'s page, the id percent-encoded."""
+    return f"/sweep/{quote(sweep_id, safe='')}"
+
+
+def url_part(value: Any) -> Any:
+    """A name as a page's address carried it (``<name>`` of a path template), decoded: the
+    browser sends the path percent-encoded, and so does every link ``run_href`` makes."""
+    return unquote(value) if isinstance(value, str) else value
 
 
 def run_not_found(name: Any, component_id: str) -> html.Div:

@@ -44,8 +44,10 @@ from app.components import (
     empty_state,
     graph,
     labelled,
+    run_href,
     run_not_found,
     screen_reader_label,
+    url_part,
 )
 from trainer import runs
 from trainer.metrics import MODES
@@ -110,6 +112,7 @@ def _metrics_table() -> html.Table:
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     """The evaluation page of run ``name``; a clear message if there is no such run."""
+    name = url_part(name)
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
@@ -328,8 +331,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.Div(
                 [
                     html.H1(f"{name}: evaluation", className="vb-page-title"),
-                    dcc.Link("curves", href=f"/run/{name}"),
-                    dcc.Link("previews", href=f"/run/{name}/preview"),
+                    dcc.Link("curves", href=run_href(name)),
+                    dcc.Link("previews", href=run_href(name, "/preview")),
                     dcc.Link("all runs", href="/"),
                 ],
                 style=ROW,

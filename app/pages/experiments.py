@@ -24,7 +24,6 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import dash_ag_grid as dag
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
@@ -39,7 +38,9 @@ from app.components import (
     meter,
     panel,
     round_sig,
+    run_href,
     state_badge,
+    sweep_href,
 )
 from app.inputs import strings
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
@@ -544,15 +545,17 @@ def _no_runs_text(configs: list[str], read_only: bool) -> str:
 def _selection_view(row: dict[str, Any] | None) -> Any:
     if row is None:
         return html.Span("Select a run in the table.", className="vb-muted")
-    name = quote(row["name"])
+    name = row["name"]
     items: list[Any] = [
         html.Strong(row["name"], id="exp-selected-name"),
         " ",
         state_badge(row["state"]),
         " ",
-        dcc.Link("Curves", href=f"/run/{name}", className="vb-link"),
+        dcc.Link("Curves", href=run_href(name), className="vb-link"),
         " ",
-        dcc.Link("Preview", href=f"/run/{name}/preview", className="vb-link"),
+        dcc.Link("Preview", href=run_href(name, "/preview"), className="vb-link"),
+        " ",
+        dcc.Link("Evaluation", href=run_href(name, "/evaluation"), className="vb-link"),
     ]
     issue = " | ".join(x for x in (row.get("badge"), row.get("error")) if x)
     if issue:
@@ -568,7 +571,7 @@ def _sweeps_view(lines: list[dict[str, Any]]) -> list[html.Li]:
         sweep_id = line["id"]
         total = f" of {line['total']}" if line["total"] is not None else ""
         parts: list[Any] = [
-            dcc.Link(sweep_id, href=f"/sweep/{quote(sweep_id)}", className="vb-link"),
+            dcc.Link(sweep_id, href=sweep_href(sweep_id), className="vb-link"),
             " ",
             state_badge(line["state"]),
             f" {line['done']}{total} trials done",
@@ -577,7 +580,7 @@ def _sweeps_view(lines: list[dict[str, Any]]) -> list[html.Li]:
             run = line["best_run"]
             parts += [
                 f" · best {line['metric']} {line['best']:g} (",
-                dcc.Link(run, href=f"/run/{quote(run)}", className="vb-link"),
+                dcc.Link(run, href=run_href(run), className="vb-link"),
                 ")",
             ]
         parts += [
@@ -858,7 +861,7 @@ def _launch_sweep(config: str, device: Any, max_parallel: Any, slurm: tuple) -> 
             className="vb-error",
         )  # fmt: skip
     return html.Div(
-        ["Made sweep ", dcc.Link(sweep_id, href=f"/sweep/{quote(sweep_id)}",
+        ["Made sweep ", dcc.Link(sweep_id, href=sweep_href(sweep_id),
                                  id="exp-new-sweep", className="vb-link"),
          f": this dashboard starts its trials, at most {parallel} at once."],
         className="vb-ok",

@@ -24,7 +24,15 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from app import figures, inputs, series
 from app.callbacks import callback
-from app.components import ROW, empty_state, graph, labelled, run_not_found
+from app.components import (
+    ROW,
+    empty_state,
+    graph,
+    labelled,
+    run_href,
+    run_not_found,
+    url_part,
+)
 from trainer import runs
 from trainer.runs import PreviewError, read_preview_block, read_preview_meta
 
@@ -61,6 +69,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     image): nothing waits for a callback before the image is drawn. A run without previews
     shows a sentence saying when the first comes, and the viewer replaces it when it does.
     """
+    name = url_part(name)
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
@@ -72,7 +81,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             html.Div(
                 [
                     html.H1(f"{name}: previews", className="vb-page-title"),
-                    dcc.Link("curves", href=f"/run/{name}"),
+                    dcc.Link("curves", href=run_href(name)),
                     dcc.Link("all runs", href="/"),
                 ],
                 style=ROW,
@@ -89,7 +98,7 @@ def _waiting(name: str, run_dir: Path) -> list:
         empty_state(
             _waiting_text(run_dir),
             "prev-empty",
-            dcc.Link("see the curves", href=f"/run/{name}", className="vb-link"),
+            dcc.Link("see the curves", href=run_href(name), className="vb-link"),
         ),
         dcc.Interval(id="prev-wait", interval=REFRESH_MS),
     ]

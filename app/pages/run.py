@@ -30,7 +30,15 @@ from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
 from app import components, figures, inputs, series
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, empty_state, graph, labelled, run_not_found
+from app.components import (
+    ROW,
+    empty_state,
+    graph,
+    labelled,
+    run_href,
+    run_not_found,
+    url_part,
+)
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.history import read_array, table_info
@@ -61,6 +69,7 @@ _NOTHING = {"data": [], "layout": {"height": 320, "xaxis": {"visible": False},
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     """The run page of run ``name``; a clear message if there is no such run."""
+    name = url_part(name)
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
@@ -164,8 +173,10 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 [
                     html.H1(name, className="vb-page-title"),
                     html.Div(first.get("header"), id="run-header"),
-                    dcc.Link("preview viewer", href=f"/run/{name}/preview", id="run-preview-link"),
-                    dcc.Link("evaluation", href=f"/run/{name}/evaluation", id="run-eval-link"),
+                    dcc.Link(
+                        "preview viewer", href=run_href(name, "/preview"), id="run-preview-link"
+                    ),
+                    dcc.Link("evaluation", href=run_href(name, "/evaluation"), id="run-eval-link"),
                     dcc.Link("all runs", href="/"),
                 ],
                 style=ROW,

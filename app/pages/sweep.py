@@ -24,14 +24,13 @@ import dataclasses
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 from dash import Input, Output, Patch, State, dcc, html, no_update
 
 from app import changes_runs, components, current_context, inputs, series, sweep_figures
 from app.callbacks import callback
-from app.components import ROW, empty_state, state_badge
+from app.components import ROW, empty_state, run_href, state_badge, url_part
 from app.readers import read_json, run_summary
 from app.security import LaunchError
 from app.sweep_figures import TrialRow
@@ -392,9 +391,7 @@ def header(view: SweepView) -> list:
         items.append(html.Span(trials.reason, id="sweep-reason", className="vb-error"))
     if view.best:
         items.append(
-            html.Span(
-                ["best run ", dcc.Link(view.best, href=_run_href(view.best))], id="sweep-best"
-            )
+            html.Span(["best run ", dcc.Link(view.best, href=run_href(view.best))], id="sweep-best")
         )
     return items
 
@@ -430,10 +427,6 @@ def _param_text(name: str, p: dict) -> str:
     return f"{name} {sweep_figures.fmt_value(p['low'])}..{sweep_figures.fmt_value(p['high'])}{log}"
 
 
-def _run_href(run: str) -> str:
-    return f"/run/{quote(run, safe='')}"
-
-
 def runs_table(view: SweepView) -> html.Table:
     """The trials sorted by their best value (``sweep_figures.sorted_rows``), the best one
     marked, each run linked to its run page."""
@@ -450,7 +443,7 @@ def runs_table(view: SweepView) -> html.Table:
             html.Tr(
                 [
                     html.Td("best" if is_best else "", className="sweep-best-mark"),
-                    html.Td(dcc.Link(r.run, href=_run_href(r.run), className="sweep-run-link")),
+                    html.Td(dcc.Link(r.run, href=run_href(r.run), className="sweep-run-link")),
                     html.Td(str(r.number)),
                     html.Td(state_badge(r.state)),
                     html.Td(
@@ -517,6 +510,7 @@ def not_found(sweep_id: Any, reason: str) -> html.Div:
 def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
     """The sweep page of ``sweep_id``; a clear message if there is no such sweep."""
     c = current_context()
+    sweep_id = url_part(sweep_id)
     try:
         folder = sweep_folder(c.runs_dir, sweep_id)
     except SweepError as e:
@@ -598,6 +592,7 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
 )
 def _on_poll(_tick, cursor, sweep_id):
     c = current_context()
+    sweep_id = url_part(sweep_id)
     try:
         folder = sweep_folder(c.runs_dir, sweep_id)
     except SweepError as e:
@@ -677,6 +672,7 @@ def stop(_clicks, sweep_id):
 )
 def download_csv(_clicks, sweep_id):
     c = current_context()
+    sweep_id = url_part(sweep_id)
     try:
         folder = sweep_folder(c.runs_dir, sweep_id)
     except SweepError:
