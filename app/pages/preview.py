@@ -128,7 +128,7 @@ def _viewer(files: list[Path]) -> list:
     last = len(files) - 1
     blocks, block, classes, cls, label = _file_choices(files, last, None, None)
     z_max, z, z_marks = _z_choices(files, last, block, None) or (0, None, {})
-    figure, message = _render(files, last, block, z, cls, 0.5, "overlay")
+    figure, message, no_image = _render(files, last, block, z, cls, 0.5, "overlay")
     return [
         dcc.Interval(id="prev-interval", interval=REFRESH_MS),
         labelled(
@@ -194,7 +194,11 @@ def _viewer(files: list[Path]) -> list:
             "100%",
         ),
         html.Div(message, id="prev-message", style={"color": "#dc3545", "padding": "6px 0"}),
-        graph("prev-graph", 560, figure=None if figure is no_update else figure),
+        html.Div(
+            graph("prev-graph", 560, figure=None if figure is no_update else figure),
+            id="prev-graph-box",
+            hidden=no_image is True,
+        ),
     ]
 
 
@@ -267,8 +271,8 @@ def _file_choices(files: list[Path], index: Any, block: Any, cls: Any) -> tuple:
     path = _pick(files, index)
     try:
         meta = read_preview_meta(path)
-    except PreviewError as e:
-        return [], None, [], None, str(e)
+    except PreviewError:  # the message under the controls says why (_render)
+        return [], None, [], None, _preview_label(path)
     blocks = list(meta.blocks)
     classes = [{"label": f"class {c}", "value": c} for c in range(meta.n_classes)]
     block = inputs.choice(block, meta.blocks, blocks[0])
@@ -337,6 +341,7 @@ def render_preview(
 @callback(
     Output("prev-graph", "figure"),
     Output("prev-message", "children"),
+    Output("prev-graph-box", "hidden"),
     Input("prev-file", "value"),
     Input("prev-block", "value"),
     Input("prev-z", "value"),
@@ -349,16 +354,18 @@ def render_preview(
 def _on_render(index, block, z, cls, opacity, mode, name):
     files = _files_of(name)
     if files is None:
-        return no_update, f"run {name!r} is gone from the runs directory"
+        return no_update, f"run {name!r} is gone from the runs directory", True
     return _render(files, index, block, z, cls, opacity, mode)
 
 
 def _render(
     files: list[Path], index: Any, block: Any, z: Any, cls: Any, opacity: Any, mode: Any
 ) -> tuple:
-    """(figure or ``no_update``, message) of the preview at ``index`` as the controls say."""
+    """(figure or ``no_update``, message, whether the graph is hidden) of the preview at
+    ``index`` as the controls say. An unreadable preview hides the graph (no empty frame) and
+    its message names the file and the problem."""
     if not files:
-        return no_update, "This run has no previews yet."
+        return no_update, "This run has no previews yet.", True
     path = _pick(files, index)
     mode = inputs.choice(mode, ("overlay", "side"), "overlay")
     opacity = inputs.number(opacity, lo=0.0, hi=1.0)
@@ -366,8 +373,9 @@ def _render(
     try:
         if block is None or cls is None:  # the cube and class choices are still on their way
             read_preview_meta(path)
-            return no_update, ""
+            return no_update, "", no_update
         z = inputs.integer(z, lo=0) or 0
-        return render_preview(path, block, z, cls, 0.5 if opacity is None else opacity, mode), ""
+        opacity = 0.5 if opacity is None else opacity
+        return render_preview(path, block, z, cls, opacity, mode), "", False
     except PreviewError as e:
-        return go.Figure(layout={"height": 560}), str(e)
+        return no_update, str(e), True

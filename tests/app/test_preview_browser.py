@@ -118,10 +118,14 @@ def test_moving_the_z_slider_changes_the_image(dash_duo, preview_app):
     # the newest preview is corrupt: a message naming it, not a traceback
     dash_duo.wait_for_contains_text("#prev-file-label", "preview-00002000.h5", timeout=20)
     dash_duo.wait_for_contains_text("#prev-message", "cannot read preview file", timeout=20)
+    assert "cannot read" not in dash_duo.find_element("#prev-file-label").text  # said once
+    assert not dash_duo.find_element("#prev-graph-box").is_displayed()  # no empty frame
     # step back to the previous preview with the keyboard on the preview slider
     dash_duo.find_element("#prev-file [role='slider']").send_keys(Keys.ARROW_LEFT)
     dash_duo.wait_for_contains_text("#prev-file-label", "step 1,000", timeout=20)
     assert _wait(lambda: (_image_src(dash_duo) or "").startswith("data:image/png"))
+    assert _wait(lambda: dash_duo.find_element("#prev-graph-box").is_displayed())
+    assert dash_duo.find_element("#prev-message").text == ""
     before = _image_src(dash_duo)
     dash_duo.find_element("#prev-z [role='slider']").send_keys(Keys.ARROW_RIGHT)
     assert _wait(lambda: _image_src(dash_duo) not in (None, before)), "the image did not change"
