@@ -30,6 +30,7 @@ from typing import Any
 from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
 from trainer.runs.launch import launch_path
 from trainer.runs.sweeps import (
+    SWEEP_FILE,
     TrialEntry,
     TrialsRecord,
     iter_sweep_dirs,
@@ -68,6 +69,10 @@ class SweepError(ValueError):
     """A sweep cannot be made or changed; the message names the value and what to do."""
 
 
+class DamagedSweepError(SweepError):
+    """A sweep folder's ``sweep.json`` is there but unreadable."""
+
+
 def sweep_folder(runs_dir: str | os.PathLike, sweep_id: str) -> Path:
     """The folder of sweep ``sweep_id``.
 
@@ -79,6 +84,12 @@ def sweep_folder(runs_dir: str | os.PathLike, sweep_id: str) -> Path:
     except ValueError as e:
         raise SweepError(str(e)) from None
     if read_sweep(folder) is None:
+        if (folder / SWEEP_FILE).is_file():
+            raise DamagedSweepError(
+                f"sweep {sweep_id!r}: {folder / SWEEP_FILE} is damaged (not a JSON object), so "
+                "the sweep can be neither shown nor driven; restore that file (its trials' runs "
+                "are untouched)"
+            )
         raise SweepError(f"sweep {sweep_id!r}: no such sweep in {sweeps_root(runs_dir)}")
     return folder
 

@@ -271,11 +271,14 @@ def read_sweep_lines(runs_dir: Path) -> list[dict[str, Any]]:
     parsed again only when they changed (``app.readers.read_json``)."""
     lines = []
     for folder in iter_sweep_dirs(runs_dir):
-        record, _ = read_json(folder / SWEEP_FILE)
+        record, problem = read_json(folder / SWEEP_FILE)
         d, _ = read_json(folder / TRIALS_FILE)
         trials = TrialsRecord.from_json(d) if d else TrialsRecord()
         created = (record or {}).get("created")
         line = sweep_line(folder.name, record, trials)
+        if record is None:  # nothing drives it: its state would be a stale word
+            line["state"] = "damaged"
+            line["problem"] = f"{SWEEP_FILE}: {problem or 'not a JSON object'}"
         lines.append((created if isinstance(created, int | float) else 0.0, line))
     return [line for _, line in sorted(lines, key=lambda x: x[0], reverse=True)]
 
@@ -576,6 +579,8 @@ def _sweeps_view(lines: list[dict[str, Any]]) -> list[html.Li]:
             state_badge(line["state"]),
             f" {line['done']}{total} trials done",
         ]
+        if line.get("problem"):
+            parts += [" ", html.Span(line["problem"], className="vb-error")]
         if line["best_run"] is not None:
             run = line["best_run"]
             parts += [

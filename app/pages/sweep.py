@@ -34,7 +34,7 @@ from app.components import ROW, empty_state, run_href, state_badge, url_part
 from app.readers import read_json, run_summary
 from app.security import LaunchError
 from app.sweep_figures import TrialRow
-from app.sweeper import SweepError, stop_sweep, sweep_folder
+from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
 from trainer.runs import FINAL_STATES, HISTORY_DIR
 from trainer.runs.sweeps import SWEEP_FILE, SWEEP_FINAL_STATES, TRIALS_FILE, TrialsRecord
 from trainer.sweeps import best_value
@@ -494,11 +494,11 @@ def _graph(graph_id: str, figure: Any) -> dcc.Graph:
     )
 
 
-def not_found(sweep_id: Any, reason: str) -> html.Div:
-    """The page body for an address naming no sweep."""
+def not_found(sweep_id: Any, reason: str, title: str = "Sweep not found") -> html.Div:
+    """The page body for an address naming no sweep (or one whose ``sweep.json`` is damaged)."""
     return html.Div(
         [
-            html.H1("Sweep not found", className="vb-page-title"),
+            html.H1(title, className="vb-page-title"),
             html.P(reason, className="vb-error"),
             dcc.Link("Back to the experiments", href="/"),
         ],
@@ -514,7 +514,8 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
     try:
         folder = sweep_folder(c.runs_dir, sweep_id)
     except SweepError as e:
-        return not_found(sweep_id, str(e)[:300])
+        damaged = isinstance(e, DamagedSweepError)
+        return not_found(sweep_id, str(e)[:300], "Sweep damaged" if damaged else "Sweep not found")
     view = read_view(c.runs_dir, folder)
     stoppable = view.trials.state == "running" and view.trials.stop_requested is None
     actions = [

@@ -24,14 +24,15 @@ from dash.testing.wait import until
 from app import app_context, create_app, limits
 from app.pages.experiments import (
     SweepSection,
+    read_sweep_lines,
     read_sweep_section,
     sweep_argv,
     sweep_hint,
     sweep_line,
 )
-from app.sweeper import stop_sweep, sweep_folder
+from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
 from trainer.runs import Status, write_status
-from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_trials
+from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_trials, write_trials
 
 REPO = Path(__file__).resolve().parents[2]
 #: the demo config made tiny: 6 steps, a history row every 3, a grid of two learning rates
@@ -137,6 +138,21 @@ def test_sweep_line_counts_trials_and_finds_the_best():
     stopping = sweep_line("s", record, _trials(("s-000", None, None), stop_requested=1.0))
     assert (stopping["state"], stopping["best_run"], stopping["done"]) == ("stopping", None, 0)
     assert sweep_line("s", None, TrialsRecord(state="failed"))["state"] == "failed"
+
+
+def test_a_damaged_sweep_json_is_listed_as_damaged_and_its_page_says_which_file(tmp_path):
+    runs = tmp_path / "runs"
+    folder = runs / ".sweeps" / "broken-sweep-1"
+    folder.mkdir(parents=True)
+    (folder / "sweep.json").write_text('{"id": "broken-sweep-1", "spec": ')  # cut short
+    write_trials(folder, _trials(("broken-sweep-1-000", 0.5, "complete")))  # says running
+    (line,) = read_sweep_lines(runs)
+    assert line["state"] == "damaged" and line["problem"].startswith("sweep.json: ")
+    with pytest.raises(DamagedSweepError, match=r"sweep\.json is damaged .* restore that file"):
+        sweep_folder(runs, "broken-sweep-1")
+    with pytest.raises(SweepError, match="no such sweep") as missing:
+        sweep_folder(runs, "other-sweep-1")
+    assert not isinstance(missing.value, DamagedSweepError)
 
 
 # -- in the browser --------------------------------------------------------------------------
