@@ -5,7 +5,14 @@ Reads the run directory only. The layout itself carries every figure, built from
 response; after that each ``run-interval`` tick sends only the points added since the last
 tick, as ``dash.Patch`` appends, with the per-browser read offsets and the EMA
 accumulator kept in the ``run-cursor`` store (see ``app.series``). Polling stops once
-the run's state is final. Zoom and pan survive updates through ``uirevision``.
+the run's state is final (``poll_interval``); a run that only looks over (``lost``, or a
+final state read from a damaged status.json) and a history that cannot be read are polled
+slowly, so the open page recovers when the files do. Zoom and pan survive updates through
+``uirevision``.
+
+The header shows the experiments table's row of the run (``app.readers.run_summary``), so
+both say the same state. A history store that cannot be read shows one sentence naming the
+file in place of the curves, and the compare panel names the runs it cannot read.
 
 Runs whose history has ``valid_are`` (the validation neurons' adapted Rand error, written
 when the config sets ``history_are_threshold``) get a panel for it beside the error panel;
@@ -28,7 +35,7 @@ from typing import Any
 import numpy as np
 from dash import Input, Output, Patch, State, ctx, dcc, html, no_update
 
-from app import components, figures, inputs, series
+from app import components, figures, inputs, readers, series
 from app.callbacks import callback, clientside_callback
 from app.components import (
     ROW,
@@ -41,14 +48,16 @@ from app.components import (
 )
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
-from trainer.history import read_array, table_info
+from trainer.history import HistoryFormatError, read_array, table_info
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>", "title": "VoxelBoard run"}
 
 POLL_MS = 2000
-#: states after which nothing new will be written, so polling stops
-STOP_POLLING = runs.FINAL_STATES | {"lost"}
+#: how often a page polls a run that looks over but may yet change (``poll_interval``)
+SLOW_POLL_MS = 10_000
+#: states after which nothing new will be written, so polling stops (``poll_interval``)
+STOP_POLLING = runs.FINAL_STATES
 
 
 COMPARE_COLUMNS = ("valid_loss", "train_loss", "valid_err", "train_err", "loss", "lr",
@@ -78,6 +87,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     compare_columns = _compare_columns(run_dir)
     first = _first_view(root, run_dir)
     figs = first.get("figures", {})
+    has_history = _has_history(first.get("cursor"))
+    failed = bool(first.get("error"))
     controls = components.controls(
         labelled(
             "Smoothing",
@@ -168,7 +179,11 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="run-name", data=name),
             dcc.Store(id="run-cursor", data=first.get("cursor")),
             dcc.Store(id="run-compare-sig", data=first.get("compare_sig")),
-            dcc.Interval(id="run-interval", interval=POLL_MS, disabled=first.get("stop", False)),
+            dcc.Interval(
+                id="run-interval",
+                interval=first.get("poll_ms", POLL_MS),
+                disabled=first.get("stop", False),
+            ),
             html.Div(
                 [
                     html.H1(name, className="vb-page-title"),
@@ -187,11 +202,16 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 _waiting_text(run_dir),
                 "run-waiting",
                 dcc.Link("see the log on the experiments page", href="/", className="vb-link"),
-                hidden=_has_history(first.get("cursor")),
+                hidden=has_history or failed,
             ),
             html.Div(
                 [
-                    html.Div(graph("run-graph-timeline", figure=figs.get("timeline")), style=_HALF),
+                    html.Div(
+                        graph("run-graph-timeline", figure=figs.get("timeline")),
+                        id="run-timeline-panel",
+                        style=_HALF,
+                        hidden=failed,
+                    ),
                     html.Div(
                         [
                             html.Div(
@@ -205,7 +225,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         ],
                         id="run-history-panels",
                         className="vb-contents",
-                        hidden=not _has_history(first.get("cursor")),
+                        hidden=not has_history or failed,
                     ),
                     html.Div(
                         graph("run-graph-classes", figure=_shown_figure(first, "classes")),
@@ -250,37 +270,56 @@ def _waiting_text(run_dir: Path) -> str:
     return f"Waiting for the first history row{often}: the loss, error and lr panels follow."
 
 
-# the history panels appear with the first history row a poll brings
+# the history panels appear with the first history row a poll brings; while the history
+# cannot be read, the error sentence stands alone (no empty frames, no waiting sentence)
 clientside_callback(
-    """function (cursor) {
+    """function (cursor, error) {
         const h = cursor && cursor.history;
         const has = !!(h && typeof h.rows === "number" && h.rows > 0);
-        return [has, !has];
+        const failed = !!error;
+        return [has || failed, !has || failed, failed];
     }""",
     Output("run-waiting", "hidden"),
     Output("run-history-panels", "hidden"),
+    Output("run-timeline-panel", "hidden"),
     Input("run-cursor", "data"),
+    Input("run-error", "children"),
 )
 
 
 def _first_view(root: Path, run_dir: Path) -> dict[str, Any]:
-    """What the page shows before any callback: figures, cursor and header, with the default
-    controls (the same full build a control change makes), or the reason it cannot read."""
+    """What the page shows before any callback: figures, cursor, header and poll interval,
+    with the default controls (the same full build a control change makes); with the reason
+    in ``error`` (and no curves) when the history cannot be read."""
+    compare, sig = _compare_update(root, run_dir.name, [], "valid_loss", "step", False, None)
+    u = _read_curves(run_dir, None, smoothing=series.Smoothing("ema", 0.6, 50), poll=False)
+    first = {"figures": {"compare": compare}, "compare_sig": sig}
+    first |= {k: u[k] for k in ("header", "stop", "poll_ms")}
+    if "unreadable" in u:
+        return {**first, "error": u["unreadable"]}
+    first["figures"] |= u
+    first["cursor"] = u["cursor"]
+    first |= {k: u[k] for k in ("classes_style", "regression_style", "are_style")}
+    return first
+
+
+def _read_curves(run_dir: Path, cursor: Any, **controls: Any) -> dict[str, Any]:
+    """``update_curves``, or for a history that cannot be read its header, poll interval and
+    ``unreadable``: the sentence shown instead of the curves. Such a page keeps polling, slowly
+    once the run is over, so a store moved away or replaced shows without a reload."""
     try:
-        u = update_curves(run_dir, None, smoothing=series.Smoothing("ema", 0.6, 50), poll=False)
-        compare, sig = _compare_update(root, run_dir.name, [], "valid_loss", "step", False, None)
+        return update_curves(run_dir, cursor, **controls)
     except Exception as e:  # a corrupt store must show a message, not break the page
-        return {"error": f"cannot read the history of {run_dir.name}: {type(e).__name__}: {e}"}
-    return {
-        "figures": {**u, "compare": compare},
-        "cursor": u["cursor"],
-        "compare_sig": sig,
-        "header": u["header"],
-        "stop": u["stop"],
-        "classes_style": u["classes_style"],
-        "regression_style": u["regression_style"],
-        "are_style": u["are_style"],
-    }
+        header, state = status_header(run_dir)
+        # the store's own messages name the file and say what to do
+        why = str(e) if isinstance(e, HistoryFormatError) else f"{type(e).__name__}: {e}"
+        poll_ms = poll_interval(state, damaged=True)
+        return {
+            "header": header,
+            "stop": poll_ms is None,
+            "poll_ms": poll_ms or POLL_MS,
+            "unreadable": f"cannot read the history of {run_dir.name}: {why}",
+        }
 
 
 # --------------------------------------------------------------------------- status header
@@ -292,29 +331,59 @@ def _number(v: Any) -> float | None:
 
 
 def status_header(run_dir: Path) -> tuple[list, str]:
-    """Header items (state badge, step / n_steps, it/s, ETA, device) and the shown state."""
-    status = runs.read_status(run_dir)
-    shown = runs.read_run_state(run_dir)  # the trainer's status merged with the launcher's record
-    state = shown.state
+    """Header items (state badge, step / n_steps, it/s, ETA, device) and the shown state.
+
+    Both come from the run's row in the experiments table (``app.readers.run_summary``: the
+    trainer's status merged with the launcher's record), so the two pages say the same; a
+    status.json that cannot be read is named, and its run's state is ``unknown`` there.
+    """
+    row = readers.run_summary(run_dir)
+    state = row["state"]
     badge = components.state_badge(state)
     badge.id = "run-state"
+    status, problem = readers.read_json(run_dir / runs.STATUS_FILE)
     if status is None:
-        return [badge, html.Span(f" {shown.error or 'no status.json yet'}")], state
-    extra = status.extra
-    it_s = extra.get("it_per_s")
-    eta = components.fmt_duration(_number(extra.get("eta_s"))) if state == "running" else ""
-    trained = components.fmt_duration(_number(extra.get("train_time_s")))
+        why = problem or row["error"] or "no status.json yet"
+        return [badge, html.Span(f" {why}", style={"color": "#dc3545"} if problem else None)], state
+    eta = components.fmt_duration(row["eta_s"])
+    trained = components.fmt_duration(_number(status.get("train_time_s")))
     parts = [
-        f"step {status.step:,} / {status.n_steps:,}",
-        f"{it_s:.2f} it/s" if isinstance(it_s, int | float) else None,
+        f"step {row['step']:,} / {row['n_steps']:,}",
+        f"{row['it_per_s']:.2f} it/s" if row["it_per_s"] is not None else None,
         f"ETA {eta}" if eta else None,
-        f"device {shown.device}" if shown.device else None,
+        f"device {row['device']}" if row["device"] else None,
         f"trained {trained}" if trained else None,
     ]
     items: list = [badge, html.Span("  ·  ".join(p for p in parts if p), id="run-progress")]
-    if shown.error:
-        items.append(html.Span(f" {shown.error}", style={"color": "#dc3545"}))
+    if row["error"]:
+        items.append(html.Span(f" {row['error']}", style={"color": "#dc3545"}))
     return items, state
+
+
+def _status_damaged(run_dir: Path) -> bool:
+    """Whether status.json is there but says nothing trustworthy about the state: unreadable,
+    not a JSON object, or a state this VoxelBoard does not know (shown as ``failed``)."""
+    status, problem = readers.read_json(run_dir / runs.STATUS_FILE)
+    if status is None:
+        return problem is not None
+    return "state" in runs.Status.from_json(status).extra.get("status_problems", ())
+
+
+def poll_interval(state: str, damaged: bool = False) -> int | None:
+    """Milliseconds between the run page's polls of a run in ``state``; ``None`` stops them.
+
+    A final state stops the poll (nothing new will be written), which is what keeps the
+    open pages of finished runs free. A run that only looks over is polled every
+    ``SLOW_POLL_MS``: a ``lost`` run (its trainer may come back) and, when ``damaged`` (a
+    status.json or history store that cannot be read), any state but an active one.
+
+    Example:
+        >>> poll_interval("running"), poll_interval("finished"), poll_interval("lost")
+        (2000, None, 10000)
+    """
+    if state == "lost" or (damaged and state not in runs.ACTIVE_STATES):
+        return SLOW_POLL_MS
+    return None if state in STOP_POLLING else POLL_MS
 
 
 # ----------------------------------------------------------------------------- curves
@@ -448,7 +517,8 @@ def update_curves(
         a figure, a ``Patch`` or ``no_update``; ``'are_style'``, ``'classes_style'`` and
         ``'regression_style'`` the adapted-Rand-error, per-class and regression panels'
         styles (hidden without their columns or rows) or ``no_update``;
-        ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool). The panel holding
+        ``'cursor'`` the new store value; ``'header'``; ``'stop'`` (bool) and ``'poll_ms'``
+        (the interval while polling, see ``poll_interval``). The panel holding
         status.json's ``best_metric`` gets a "best" marker as its last trace, moved when the
         best value changes; the error panel is titled with status.json's ``error_metric``.
     """
@@ -456,7 +526,8 @@ def update_curves(
     header, state = status_header(run_dir)
     store = run_dir / runs.HISTORY_DIR
     cursor = cursor if isinstance(cursor, dict) else {}
-    out: dict[str, Any] = {"header": header, "stop": state in STOP_POLLING}
+    poll_ms = poll_interval(state, _status_damaged(run_dir))
+    out: dict[str, Any] = {"header": header, "stop": poll_ms is None, "poll_ms": poll_ms or POLL_MS}
 
     tl = None
     if poll:
@@ -618,6 +689,7 @@ def _compare_columns(run_dir: Path) -> list[str]:
     Output("run-cursor", "data"),
     Output("run-header", "children"),
     Output("run-interval", "disabled"),
+    Output("run-interval", "interval"),
     Output("run-error", "children"),
     Input("run-interval", "n_intervals"),
     Input("run-smoothing", "value"),
@@ -633,25 +705,20 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return (*[no_update] * 13, True, f"run {name!r} is gone from the runs directory")
+        return (*[no_update] * 13, True, no_update, f"run {name!r} is gone from the runs directory")
     smooth, x, log_y = _settings(smoothing, weight, window, options, x_axis)
     poll = (
         ctx.triggered_id == "run-interval"
         and isinstance(cursor, dict)
         and cursor.get("run") == name
     )
-    try:
-        u = update_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
-    except Exception as e:  # a corrupt store must show a message, not break the page
-        return (
-            *[no_update] * 13,
-            False,
-            f"cannot read the history of {name}: {type(e).__name__}: {e}",
-        )
+    u = _read_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
+    if "unreadable" in u:
+        return (*[no_update] * 12, u["header"], u["stop"], u["poll_ms"], u["unreadable"])
     figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "are", "are_style")]
     figs += [u["classes"], u["classes_style"]]
     figs += [u["regression"], u["regression_style"]]
-    return (*figs, u["cursor"], u["header"], u["stop"], "")
+    return (*figs, u["cursor"], u["header"], u["stop"], u["poll_ms"], "")
 
 
 # ---------------------------------------------------------------------- compare, schedules
@@ -666,16 +733,29 @@ def compare_view(
     x_axis: str = "step",
     log_y: bool = False,
 ):
-    """The compare figure: ``column`` of run ``name`` and of the chosen ``others``."""
-    chosen = {}
+    """The compare figure: ``column`` of run ``name`` and of the chosen ``others``.
+
+    A run whose history cannot be read is left out and named in the point-count note (the
+    run's own page says why), so one corrupt store does not hide the other runs' curves.
+    """
+    curves, totals, unreadable = {}, {}, []
     for n in [name, *[o for o in others if o != name]]:
         d = series.run_dir_for(root, n)
-        if d is not None:
-            chosen[n] = d
-    curves, totals = series.compare_curves(chosen, column, x_axis=x_axis)
-    return figures.compare_figure(
-        curves, column=column, x_axis=x_axis, log_y=log_y, n_totals=totals
-    )
+        if d is None:
+            continue
+        try:
+            got, n_rows = series.compare_curves({n: d}, column, x_axis=x_axis)
+        except (OSError, ValueError):  # HistoryFormatError is a ValueError
+            unreadable.append(n)
+            continue
+        curves |= got
+        totals |= n_rows
+    fig = figures.compare_figure(curves, column=column, x_axis=x_axis, log_y=log_y, n_totals=totals)
+    if unreadable:
+        note = fig.layout.annotations[0]
+        missing = f"cannot read the history of {', '.join(unreadable)}"
+        note.text = f"{note.text}; {missing}" if curves else missing
+    return fig
 
 
 def _compare_signature(root: Path, names: list[str], column: str, x_axis: str, log_y: bool):
@@ -701,8 +781,10 @@ def _compare_update(
         return no_update, sig
     try:
         return compare_view(root, name, others, column, x_axis=x_axis, log_y=log_y), sig
-    except Exception as e:
-        return figures.compare_figure({}, column=f"{column} (cannot read: {e})"), sig
+    except Exception as e:  # the figure says so in its note, not in its titles
+        fig = figures.compare_figure({}, column=column, x_axis=x_axis)
+        fig.layout.annotations[0].text = f"cannot draw the comparison ({type(e).__name__})"
+        return fig, sig
 
 
 @callback(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -13,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 from dash import Patch, dcc, no_update
 
-from app import create_app
+from app import create_app, readers
 from app.series import DEFAULT_MAX_POINTS, Smoothing
 from trainer.history import HistoryTracker, table_path
 from trainer.runs import Status, atomic_write_json, read_status, write_status
@@ -409,3 +410,142 @@ def test_valid_are_gets_its_panel_appends_compare_column_and_best_marker(run_pag
         assert [t.name for t in fig.data] == ["neurons"]  # the other run has no such column
     finally:
         tracker.close()
+
+
+# ------------------------------------------------------------------------- damaged run files
+
+
+def _corrupt_timeline(run_dir) -> bytes:
+    """Overwrite the timeline table's magic bytes in place; returns the original bytes."""
+    path = table_path(run_dir / "history", "timeline")
+    original = path.read_bytes()
+    path.write_bytes(b"XXXX" + original[4:])
+    return original
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize(
+    ("state", "damaged", "expected"),
+    [
+        ("running", False, 2000),
+        ("queued", False, 2000),
+        ("unknown", False, 2000),
+        ("finished", False, None),  # nothing new will come: the poll stops
+        ("failed", False, None),
+        ("stopped", False, None),
+        ("lost", False, 10_000),  # its trainer may come back
+        ("failed", True, 10_000),  # read from a damaged status.json
+        ("unknown", True, 10_000),
+        ("running", True, 2000),
+    ],
+)
+def test_poll_interval_stops_only_for_a_final_state_it_can_trust(
+    run_page, state, damaged, expected
+):
+    _app, page, _tracker = run_page
+    assert page.poll_interval(state, damaged) == expected
+
+
+@pytest.mark.parametrize(
+    ("status_text", "state"),
+    [("{garbage", "unknown"), ("", "unknown"), ('{"state": "exploded", "step": 3}', "failed")],
+)
+def test_a_damaged_status_shows_the_tables_state_and_keeps_the_poll(
+    run_page, tmp_path, status_text, state
+):
+    _app, page, _tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    (run_dir / "status.json").write_text(status_text)
+    up = page.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
+    assert up["header"][0].children == state == readers.run_summary(run_dir)["state"]
+    assert not up["stop"] and up["poll_ms"] == page.SLOW_POLL_MS
+    write_status(run_dir, Status(state="finished", step=50, n_steps=1000))
+    up = page.update_curves(run_dir, up["cursor"], smoothing=Smoothing())
+    assert up["header"][0].children == "finished" and up["stop"]
+
+
+def test_compare_names_a_run_whose_history_cannot_be_read_and_draws_the_others(run_page, tmp_path):
+    _app, page, _tracker = run_page
+    other = make_run(tmp_path / "runs", "other", n_timeline=20)
+    try:
+        _corrupt_timeline(tmp_path / "runs" / RUN)
+        fig, _sig = page._compare_update(
+            tmp_path / "runs", RUN, ["other"], "loss", "step", False, None
+        )
+        assert [t.name for t in fig.data] == ["other"] and len(fig.data[0].x) == 20
+        assert fig.layout.title.text == "Compare: loss"
+        assert fig.layout.yaxis.title.text == "loss"
+        assert fig.layout.annotations[0].text == (f"20 points; cannot read the history of {RUN}")
+        alone, _sig = page._compare_update(tmp_path / "runs", RUN, [], "loss", "step", False, None)
+        assert alone.layout.title.text == "Compare: loss" and alone.data == ()
+        assert alone.layout.annotations[0].text == f"cannot read the history of {RUN}"
+    finally:
+        other.close()
+
+
+def _shown(dash_duo, selector: str) -> bool:
+    return dash_duo.find_element(selector).is_displayed()
+
+
+@pytest.mark.browser
+def test_an_unreadable_timeline_shows_the_header_and_one_sentence_then_recovers(
+    dash_duo, run_page, tmp_path
+):
+    app, _page, _tracker = run_page
+    original = _corrupt_timeline(tmp_path / "runs" / RUN)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}")
+    dash_duo.wait_for_text_to_equal("#run-state", "running", timeout=20)
+    dash_duo.wait_for_contains_text("#run-progress", "step 50 / 1,000")
+    dash_duo.wait_for_contains_text("#run-error", "history/timeline.vbh does not start with")
+    dash_duo.wait_for_contains_text("#run-error", "move it out of the history directory")
+    # the sentence stands alone: no empty timeline frame, no history panels, no waiting text
+    assert _wait(lambda: not _shown(dash_duo, "#run-waiting"))
+    assert not _shown(dash_duo, "#run-timeline-panel")
+    assert not _shown(dash_duo, "#run-history-panels")
+    # the file is put back: the open page draws the curves without a reload
+    table_path(tmp_path / "runs" / RUN / "history", "timeline").write_bytes(original)
+    assert _wait(lambda: _points(dash_duo, "run-graph-timeline") == 50, timeout=30)
+    assert _wait(lambda: _shown(dash_duo, "#run-timeline-panel"))
+    dash_duo.wait_for_text_to_equal("#run-error", "")
+    assert _wait(lambda: _shown(dash_duo, "#run-history-panels"))
+    assert _points(dash_duo, "run-graph-loss") == 3
+    assert not _shown(dash_duo, "#run-waiting")
+
+
+@pytest.mark.browser
+def test_a_corrupt_status_shows_unknown_and_the_page_follows_a_rewritten_one(
+    dash_duo, run_page, tmp_path
+):
+    app, _page, _tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    (run_dir / "status.json").write_text("{garbage")
+    assert readers.run_summary(run_dir)["state"] == "unknown"  # what the experiments table says
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}")
+    dash_duo.wait_for_text_to_equal("#run-state", "unknown", timeout=20)
+    dash_duo.wait_for_contains_text("#run-header", "status.json is corrupt (not valid JSON)")
+    write_status(run_dir, Status(state="running", step=60, n_steps=1000, pid=os.getpid(),
+                                 heartbeat=time.time() + 3600, started=time.time()))  # fmt: skip
+    dash_duo.wait_for_text_to_equal("#run-state", "running", timeout=30)
+    dash_duo.wait_for_contains_text("#run-progress", "step 60 / 1,000")
+
+
+@pytest.mark.browser
+def test_a_lost_run_page_follows_its_trainer_when_it_comes_back(dash_duo, run_page, tmp_path):
+    app, _page, _tracker = run_page
+    run_dir = tmp_path / "runs" / RUN
+    write_status(run_dir, Status(state="running", step=50, n_steps=1000, pid=_dead_pid(),
+                                 heartbeat=time.time() - 3600, started=time.time() - 7200))  # fmt: skip
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}")
+    dash_duo.wait_for_text_to_equal("#run-state", "lost", timeout=20)
+    write_status(run_dir, Status(state="running", step=70, n_steps=1000, pid=os.getpid(),
+                                 heartbeat=time.time() + 3600, started=time.time()))  # fmt: skip
+    dash_duo.wait_for_text_to_equal("#run-state", "running", timeout=30)
+    dash_duo.wait_for_contains_text("#run-progress", "step 70 / 1,000")
