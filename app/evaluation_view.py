@@ -81,6 +81,11 @@ class ResultViewError(ValueError):
     """A result file or split the page cannot show; the message says why and what to do."""
 
 
+class UnreadableResultError(ResultViewError):
+    """A result file that cannot be read at all (missing, damaged, another format version):
+    none of its splits can be shown, and only evaluating again helps."""
+
+
 # ----------------------------------------------------------------------------------------------
 # result files
 
@@ -101,15 +106,16 @@ def read_split(path: str | os.PathLike, split: str) -> EvaluationResult:
     """The browser's (coarse) copy of one split of a result file.
 
     Raises:
-        ResultViewError: missing, corrupt or old-format file, or no such split; the message
-            names the file and says what to do (never a traceback for the browser).
+        UnreadableResultError: missing, corrupt or old-format file.
+        ResultViewError: no such split. Either message names the file and says what to do
+            (never a traceback for the browser).
     """
     try:
         results = read_result(path, coarse=True)
     except ResultFileError as e:
-        raise ResultViewError(_file_message(e)) from None
+        raise UnreadableResultError(_file_message(e)) from None
     except Exception as e:  # anything else an unreadable file can raise: still a message
-        raise ResultViewError(
+        raise UnreadableResultError(
             f"cannot read evaluation result {path}: {type(e).__name__}: {e}; re-run the evaluation"
         ) from None
     if split not in results:
@@ -162,8 +168,8 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
     ``snapshot``, ``step``.
 
     Raises:
-        ResultViewError: the file cannot be shown (missing, corrupt, old format, no such split,
-            a single class).
+        UnreadableResultError: the file cannot be read (missing, corrupt, another format).
+        ResultViewError: the split cannot be shown (no such split, a single class).
     """
     path = result_file(run_dir, name)
     res = read_split(path, split)
@@ -271,14 +277,14 @@ def browser_view(view: Mapping[str, Any]) -> dict[str, Any]:
     and ``n_pos - tp``. The other keys as they are.
 
     Raises:
-        ResultViewError: counts that do not add up to the class sizes (a damaged file).
+        UnreadableResultError: counts that do not add up to the class sizes (a damaged file).
     """
     tp, fp = np.asarray(view["tp"], np.int64), np.asarray(view["fp"], np.int64)
     if not (
         np.array_equal(np.asarray(view["fn"]), view["n_pos"] - tp)
         and np.array_equal(np.asarray(view["tn"]), view["n_neg"] - fp)
     ):
-        raise ResultViewError(
+        raise UnreadableResultError(
             f"evaluation result {view.get('result')!r} ({view.get('split')}): its counts do not "
             f"add up to its {view['n_pos']:,} positive and {view['n_neg']:,} negative voxels; "
             "the file is damaged: re-run the evaluation"

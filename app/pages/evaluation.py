@@ -15,6 +15,12 @@ a result evaluated with ``--instances``, the "Neurons" panel's exact scores at t
 (``app.neurons_view``: threshold -> components -> scores of the chosen cube, tens of ms), its
 curves and the instance colouring of the segmentation view (``app.neuron_figures``).
 
+A result file that cannot be read shows its message in place of the figures and threshold
+controls, with the Evaluate button above it. Every ``POLL_MS`` the page lists the run's result
+files and their modification stamps (``_on_poll``: no file opened): a result written from a
+shell (``python run.py evaluate``) joins the results choice, is shown if there was none, and
+the shown result is loaded again when rewritten; nothing else moves the threshold.
+
 "Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
 managed by a ``DiskcacheManager``, with progress and cancel): one prediction pass writes the
 result file and the probability cache the segmentation view reads. The dashboard process never
@@ -54,6 +60,8 @@ from trainer.metrics import MODES
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>/evaluation", "title": "VoxelBoard evaluation"}
+#: how often the page looks for new or rewritten result files (a listing and a stat per file)
+POLL_MS = 5000
 
 _HALF = {"flex": "1 1 520px", "minWidth": "0"}
 _ERROR = {"color": "#dc3545", "padding": "4px 0", "whiteSpace": "pre-wrap"}
@@ -118,7 +126,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     if run_dir is None:
         return run_not_found(name, "eval-missing")
     snapshots = _snapshot_options(run_dir)
-    results = runs.list_results(run_dir)
+    stamps = _result_stamps(run_dir)
+    results = [result for result, *_stamps in stamps]
     first = _first_view(run_dir, results)
     figs = first.get("figures", {})
     seg_meta = first.get("seg", _NO_SEG)
@@ -327,6 +336,10 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="eval-t-answered"),
             dcc.Store(id="eval-done"),
             dcc.Store(id="eval-seg-ready"),
+            # the result files as last seen, and which shown result a shell rewrote
+            dcc.Store(id="eval-files", data=stamps),
+            dcc.Store(id="eval-rewritten"),
+            dcc.Interval(id="eval-poll", interval=POLL_MS),
             dcc.Store(id="eval-seg-drawn"),
             html.Div(
                 [
@@ -372,6 +385,13 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 _no_result_text(read_only),
                 "eval-empty",
                 hidden=bool(results),
+                replaces_rest=True,
+            ),
+            # a result that cannot be read: its message instead of empty frames and controls
+            empty_state(
+                first.get("unreadable", ""),
+                "eval-unreadable",
+                hidden="unreadable" not in first,
                 replaces_rest=True,
             ),
             threshold_row,
@@ -435,6 +455,48 @@ def _run_dir(name: Any) -> Path | None:
     return series.run_dir_for(series.app_runs_dir(), name)
 
 
+def _stamp(path: Path) -> str | None:
+    """``"<mtime_ns>:<size>"`` of a file, ``None`` if there is none (a string: a browser's JSON
+    numbers would round nanoseconds)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def _result_stamps(run_dir: Path) -> list[list]:
+    """``[result, stamp of its file, stamp of its probability cache]`` of each result of a run,
+    newest first: one listing and two stats per result, no file opened."""
+    return [
+        [
+            result,
+            _stamp(runs.result_path(run_dir, result)),
+            _stamp(runs.prob_cache_path(run_dir, result)),
+        ]
+        for result in runs.list_results(run_dir)
+    ]
+
+
+def _stamps_of(files: Any, result: Any) -> list | None:
+    """The two stamps of ``result`` in an ``eval-files`` value, ``None`` if it is not there."""
+    for row in files if isinstance(files, list) else []:
+        if isinstance(row, list) and len(row) == 3 and row[0] == result:
+            return row[1:]
+    return None
+
+
+def _unreadable(run_dir: Path, result: Any) -> bool:
+    """Whether result file ``result`` cannot be read at all (one read of its coarse counts)."""
+    try:
+        ev.read_split(ev.result_file(run_dir, result), "valid")
+    except ev.UnreadableResultError:
+        return True
+    except ev.ResultViewError:  # a refused name or a missing split: readable, or not a file
+        return False
+    return False
+
+
 def _threshold(t: Any, view: dict) -> float:
     t = inputs.number(t, lo=0.0, hi=1.0)
     if t is not None:
@@ -486,15 +548,22 @@ def _first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
     if not results:
         return {}
     result = results[0]
-    out: dict[str, Any] = {"result": result, "seg": _seg_meta(run_dir, result, None, None)}
     try:
         view = ev.load_view(run_dir, result, "valid")
         store = ev.browser_view(view)
+    except ev.UnreadableResultError as e:
+        return {"result": result, "unreadable": str(e)}
     except ev.ResultViewError as e:
-        return {**out, "message": str(e)}
+        return {"result": result, "seg": _seg_meta(run_dir, result, None, None), "message": str(e)}
     t = _threshold(None, view)  # where assets/evaluation.js starts: chosen, else max accuracy
     figures = build_figures(view, t, [], log_y=True)  # the "log y" box starts ticked
-    return {**out, "store": store, "figures": figures, "summary": _summary(view)}
+    return {
+        "result": result,
+        "seg": _seg_meta(run_dir, result, None, None),
+        "store": store,
+        "figures": figures,
+        "summary": _summary(view),
+    }
 
 
 def _summary(view: dict) -> str:
@@ -519,23 +588,54 @@ def _summary(view: dict) -> str:
     Output("eval-empty", "hidden"),
     Input("eval-run", "data"),
     Input("eval-done", "data"),
+    Input("eval-files", "data"),
     State("eval-result", "value"),
     prevent_initial_call=True,  # the layout lists the results (_first_view)
 )
-def _on_results(name, done, current):
+def _on_results(name, done, _files, current):
+    """The results choice: after an evaluation its result, after a change on disk the result
+    shown (left alone, so a threshold being tuned stays), else the newest."""
     run_dir = _run_dir(name)
     if run_dir is None:
         return [], None, f"run {name!r} is gone from the runs directory", no_update
     names = runs.list_results(run_dir)
     if not names:  # the empty state says what to do instead of empty frames
         return [], None, "", False
-    wanted = (
-        done.get("result")
-        if isinstance(done, dict) and ctx.triggered_id == "eval-done"
-        else current
-    )
-    value = wanted if wanted in names else names[0]
-    return names, value, "", True
+    if "eval-done.data" in ctx.triggered_prop_ids:  # with a new listing too, often
+        wanted = done.get("result") if isinstance(done, dict) else None
+        return names, wanted if wanted in names else names[0], no_update, True
+    return names, no_update if current in names else names[0], no_update, True
+
+
+@callback(
+    Output("eval-files", "data"),
+    Output("eval-rewritten", "data"),
+    Output("eval-seg-ready", "data", allow_duplicate=True),
+    Input("eval-poll", "n_intervals"),
+    Input("eval-done", "data"),
+    State("eval-run", "data"),
+    State("eval-result", "value"),
+    State("eval-files", "data"),
+    prevent_initial_call=True,
+)
+def _on_poll(_tick, _done, name, shown, known):
+    """Result files written or rewritten from outside the page (``python run.py evaluate``):
+    a listing and a stat per file every ``POLL_MS``, nothing more when nothing changed. A new
+    listing updates the results choice (``_on_results``); a rewritten shown result is loaded
+    again, its rewritten probability cache only redraws the segmentation view."""
+    run_dir = _run_dir(name)
+    if run_dir is None:
+        return no_update, no_update, no_update
+    files = _result_stamps(run_dir)
+    if files == known:
+        return no_update, no_update, no_update
+    if "eval-done.data" in ctx.triggered_prop_ids:  # the page's own evaluation loads its result
+        return files, no_update, no_update
+    before, after = _stamps_of(known, shown), _stamps_of(files, shown)
+    if before is None or after is None or before == after:
+        return files, no_update, no_update
+    signal = {"result": shown, "t": time.time()}
+    return files, signal if before[0] != after[0] else no_update, signal
 
 
 def _no_result_text(read_only: bool) -> str:
@@ -554,27 +654,37 @@ def _no_result_text(read_only: bool) -> str:
     Output("eval-hist", "figure"),
     Output("eval-message", "children"),
     Output("eval-summary", "children"),
+    Output("eval-unreadable", "children"),
+    Output("eval-unreadable", "hidden"),
     Input("eval-result", "value"),
     Input("eval-split", "value"),
     Input("eval-compare", "value"),
     Input("eval-hist-log", "value"),
     Input("eval-done", "data"),
+    Input("eval-rewritten", "data"),
     State("eval-t", "data"),
     State("eval-run", "data"),
     prevent_initial_call=True,  # the layout carries the first result's store and figures
 )
-def _on_load(result, split, compare, hist_log, _done, t, name):
+def _on_load(result, split, compare, hist_log, _done, rewritten, t, name):
     run_dir = _run_dir(name)
     if run_dir is None or not result:
-        return (None, *[no_update] * 5, no_update, "")
+        return (None, *[no_update] * 5, no_update, "", no_update, True)
+    triggered = {p.split(".")[0] for p in ctx.triggered_prop_ids}
+    if triggered == {"eval-rewritten"} and not _about(rewritten, result):
+        return (no_update,) * 10  # a result no longer shown was rewritten
     split = inputs.choice(split, runs.SPLITS, "valid")
-    reload = ctx.triggered_id in (None, "eval-result", "eval-split", "eval-done")
+    # a new store moves the browser's threshold to the result's own: only for new data
+    reload = not triggered or bool(triggered & _NEW_DATA)
     try:
         view = ev.load_view(run_dir, result, split)
         data = ev.browser_view(view) if reload else no_update
     except ev.ResultViewError as e:
         empty = go.Figure(layout={"height": 380})
-        return (None, empty, empty, go.Figure(layout={"height": 300}), empty, empty, str(e), "")
+        figs = (empty, empty, go.Figure(layout={"height": 300}), empty, empty)
+        if isinstance(e, ev.UnreadableResultError):  # no split of it can be shown
+            return (None, *figs, "", "", _unreadable_text(str(e)), False)
+        return (None, *figs, str(e), "", no_update, True)
     threshold = _threshold(None if reload else t, view)
     log_y = "log" in inputs.strings(hist_log)
     figs = build_figures(view, threshold, _others(series.app_runs_dir(), compare), log_y)
@@ -587,7 +697,23 @@ def _on_load(result, split, compare, hist_log, _done, t, name):
         figs["hist"],
         "",
         _summary(view),
+        no_update,
+        True,
     )
+
+
+#: the inputs of ``_on_load`` that bring a result's data anew (the others redraw figures)
+_NEW_DATA = {"eval-result", "eval-split", "eval-done", "eval-rewritten"}
+
+
+def _about(signal: Any, result: str) -> bool:
+    """Whether ``signal`` (an ``eval-rewritten`` or ``eval-done`` value) is about ``result``."""
+    return isinstance(signal, dict) and signal.get("result") == result
+
+
+def _unreadable_text(message: str) -> list:
+    """The children of the ``eval-unreadable`` empty state (as ``empty_state`` makes them)."""
+    return [html.Span(message, className="vb-empty-text")]
 
 
 clientside_callback(
@@ -656,6 +782,8 @@ def _seg_meta(run_dir: Path, result: Any, cube: Any, z: Any) -> tuple:
     except ev.ResultViewError as e:
         return [], None, 0, 0, {}, str(e), hidden
     if not path.is_file():
+        if _unreadable(run_dir, result):
+            return _NO_SEG  # the page says why (eval-unreadable); predicting would not help
         how = (
             "a dashboard that is not read-only predicts them by evaluating it again"
             if current_context().read_only

@@ -309,11 +309,144 @@ def test_bad_result_files_show_a_message(dash_duo, tmp_path):
         ("fresh", "No evaluation yet: press Evaluate"),
     ):
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{run}/evaluation")
-        where = "#eval-empty" if run == "fresh" else "#eval-message"
+        where = {"fresh": "#eval-empty", "single": "#eval-message"}.get(run, "#eval-unreadable")
         dash_duo.wait_for_contains_text(where, text, timeout=15)
         assert "Traceback" not in dash_duo.find_element("body").text
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run/evaluation")
     dash_duo.wait_for_contains_text("#eval-missing", "There is no run named 'no-such-run'")
+
+
+def _displayed(dash_duo, selector: str) -> bool:
+    found = dash_duo.driver.find_elements("css selector", selector)
+    return bool(found) and found[0].is_displayed()
+
+
+def _text(dash_duo, selector: str) -> str:
+    return dash_duo.find_element(selector).get_attribute("textContent")
+
+
+def choose_result(dash_duo, result: str) -> None:
+    dash_duo.select_dcc_dropdown("#eval-result", value=result)
+    assert _wait(lambda: _text(dash_duo, "#eval-result .dash-dropdown-value").strip() == result)
+
+
+#: what a result that can be read shows, and one that cannot must not
+FRAMES = ("#eval-roc", "#eval-pr", "#eval-confusion", "#eval-table", "#eval-curves", "#eval-hist",
+          "#eval-seg", "#eval-seg-cube", "#eval-neurons", "#eval-slider", "#eval-t-input",
+          "#eval-preset-max_f1")  # fmt: skip
+
+
+@pytest.mark.browser
+def test_an_unreadable_result_shows_its_message_and_evaluate_only(dash_duo, tmp_path):
+    """A damaged result: one sentence and the Evaluate button, no empty frames, no threshold
+    controls, no segmentation hint; a good result of the same run shows as ever."""
+    d = make_evaluated_run(tmp_path / "runs")
+    good = d / "eval" / "LAST.h5"
+    (d / "eval" / "FINAL.h5").rename(good)
+    ev.prob_cache_path(d, "FINAL").rename(ev.prob_cache_path(d, "LAST"))
+    os.utime(good, (time.time() - 60, time.time() - 60))
+    (d / "eval" / "FINAL.h5").write_bytes(b"garbage")  # the newest: the page opens on it
+    res = read_result(good, coarse=True)["valid"]
+    dash_duo.start_server(build_app(tmp_path))
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
+
+    def shows_only_the_damage():
+        dash_duo.wait_for_contains_text(
+            "#eval-unreadable", "The result file is damaged or incomplete", timeout=15
+        )
+        assert "not a readable HDF5 file" in _text(dash_duo, "#eval-unreadable")
+        assert _displayed(dash_duo, "#eval-run-button")  # the one action that helps
+        assert _wait(lambda: not any(_displayed(dash_duo, f) for f in FRAMES)), [
+            f for f in FRAMES if _displayed(dash_duo, f)
+        ]
+        assert not _displayed(dash_duo, "#eval-empty")
+        assert _text(dash_duo, "#eval-message") == ""  # said once, in the empty state
+        assert _text(dash_duo, "#eval-seg-msg") == ""  # no "Evaluate again" hint
+
+    shows_only_the_damage()  # as the page comes
+    choose_result(dash_duo, "LAST")
+    dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)
+    assert_shows(dash_duo, res, res.chosen.threshold)
+    assert _wait(lambda: all(_displayed(dash_duo, f) for f in FRAMES if f != "#eval-neurons"))
+    assert not _displayed(dash_duo, "#eval-unreadable")
+    assert _wait(lambda: "true positive" in json.dumps(dash_duo.driver.execute_script(
+        "return document.querySelector('#eval-seg .js-plotly-plot').data.map(t => t.name)"
+    )))  # fmt: skip
+    choose_result(dash_duo, "FINAL")
+    shows_only_the_damage()  # as the callbacks answer a choice
+    assert "Traceback" not in dash_duo.find_element("body").text
+
+
+def _requests(dash_duo) -> list[str]:
+    return dash_duo.driver.execute_script("return window.__vbRequests").copy()
+
+
+def _seg_names(dash_duo) -> str:
+    return json.dumps(dash_duo.driver.execute_script(
+        "return document.querySelector('#eval-seg .js-plotly-plot').data.map(t => t.name)"
+    ))  # fmt: skip
+
+
+@pytest.mark.browser
+def test_results_written_from_a_shell_show_without_a_reload(dash_duo, tmp_path):
+    """``python run.py evaluate`` beside an open page: the page shows the new result, lists a
+    second one without touching the threshold being tuned, and loads a rewritten one again."""
+    d = finished_run(tmp_path / "runs", RUN)
+    dash_duo.start_server(build_app(tmp_path))
+    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
+    dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet", timeout=15)
+
+    def evaluate(name: str, seed: int, cache: bool = True):
+        raw, prob, label = cube(seed)
+        prob = prob.astype(np.float16).astype(np.float32)
+        path = d / "eval" / f"{name}.h5"
+        write_result(path, {"valid": evaluate_arrays(label, prob, mode="exact")}, {"step": seed})
+        if cache:  # the evaluation writes its probability cache after the result
+            runs.write_prob_cache(ev.prob_cache_path(d, name), [(raw, prob, label)])
+        return read_result(path, coarse=True)["valid"]
+
+    # the first result: shown as it comes, its segmentation once its cache comes
+    first = evaluate("FINAL", 0, cache=False)
+    dash_duo.wait_for_contains_text("#eval-summary", f"{first.n_pos:,} positive", timeout=20)
+    assert not _displayed(dash_duo, "#eval-empty")
+    assert_shows(dash_duo, first, first.chosen.threshold)
+    dash_duo.wait_for_contains_text("#eval-seg-msg", "without probability maps", timeout=10)
+    raw, prob, label = cube(0)
+    prob = prob.astype(np.float16).astype(np.float32)
+    runs.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
+    assert _wait(lambda: "true positive" in _seg_names(dash_duo), 20)
+    assert _text(dash_duo, "#eval-seg-msg") == ""
+
+    # a second result is listed; the threshold being tuned on the shown one stays
+    type_threshold(dash_duo, 0.25)
+    # a figure out of view is drawn when it comes into view: bring the confusion table
+    dash_duo.driver.execute_script(
+        "document.getElementById('eval-confusion').scrollIntoView({block: 'center'})"
+    )
+    assert_shows(dash_duo, first, 0.25)
+    before = len(_requests(dash_duo))
+    second = evaluate("LAST", 1)
+
+    def since(i: int, output: str) -> list[int]:
+        return [k for k, (_t, o) in enumerate(_requests(dash_duo)) if k >= i and output in o]
+
+    assert _wait(lambda: since(before, "eval-result.options"), 20)  # LAST listed
+    # the next poll goes out after everything the listing set off
+    assert _wait(lambda: since(since(before, "eval-result.options")[0] + 1, "eval-files"), 20)
+    assert not any("eval-data.data" in o for _t, o in _requests(dash_duo)[before:])
+    assert shown(dash_duo)["threshold"] == 0.25
+    assert _text(dash_duo, "#eval-result .dash-dropdown-value").strip() == "FINAL"
+
+    # the shown result rewritten: loaded again, at its own chosen threshold
+    third = evaluate("FINAL", 2)
+    assert third.n_pos != first.n_pos
+    dash_duo.wait_for_contains_text("#eval-summary", f"{third.n_pos:,} positive", timeout=20)
+    assert_shows(dash_duo, third, third.chosen.threshold)
+
+    choose_result(dash_duo, "LAST")
+    assert_shows(dash_duo, second, second.chosen.threshold)
+    assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs() or [])
 
 
 @pytest.mark.browser
