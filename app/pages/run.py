@@ -87,7 +87,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     compare_columns = _compare_columns(run_dir)
     first = _first_view(root, run_dir)
     figs = first.get("figures", {})
-    has_history = _has_history(first.get("cursor"))
+    has_history = _has_rows(first.get("cursor"), "history")
+    has_timeline = _has_rows(first.get("cursor"), "timeline")
     failed = bool(first.get("error"))
     controls = components.controls(
         labelled(
@@ -210,7 +211,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         graph("run-graph-timeline", figure=figs.get("timeline")),
                         id="run-timeline-panel",
                         style=_HALF,
-                        hidden=failed,
+                        hidden=failed or not has_timeline,
                     ),
                     html.Div(
                         [
@@ -256,10 +257,11 @@ def _shown_figure(first: dict[str, Any], panel: str) -> Any:
     return first.get("figures", {}).get(panel)
 
 
-def _has_history(cursor: Any) -> bool:
-    """Whether the cursor has read a history row (the history panels have something to draw)."""
-    history = cursor.get("history") if isinstance(cursor, dict) else None
-    return isinstance(history, dict) and (inputs.integer(history.get("rows")) or 0) > 0
+def _has_rows(cursor: Any, table: str) -> bool:
+    """Whether the cursor has read a row of ``table`` (``"history"``: the history panels have
+    something to draw; ``"timeline"``: the per-step loss panel has)."""
+    read = cursor.get(table) if isinstance(cursor, dict) else None
+    return isinstance(read, dict) and (inputs.integer(read.get("rows")) or 0) > 0
 
 
 def _waiting_text(run_dir: Path) -> str:
@@ -270,14 +272,16 @@ def _waiting_text(run_dir: Path) -> str:
     return f"Waiting for the first history row{often}: the loss, error and lr panels follow."
 
 
-# the history panels appear with the first history row a poll brings; while the history
-# cannot be read, the error sentence stands alone (no empty frames, no waiting sentence)
+# the per-step loss panel appears with the first timeline row a poll brings, the history
+# panels with the first history row; while the history cannot be read, the error sentence
+# stands alone (no empty frames, no waiting sentence)
 clientside_callback(
     """function (cursor, error) {
-        const h = cursor && cursor.history;
-        const has = !!(h && typeof h.rows === "number" && h.rows > 0);
+        const rows = t => !!(cursor && cursor[t] && typeof cursor[t].rows === "number"
+                             && cursor[t].rows > 0);
+        const has = rows("history");
         const failed = !!error;
-        return [has || failed, !has || failed, failed];
+        return [has || failed, !has || failed, failed || !rows("timeline")];
     }""",
     Output("run-waiting", "hidden"),
     Output("run-history-panels", "hidden"),

@@ -110,3 +110,26 @@ def test_run_page_before_its_first_history_row_says_it_waits(dash_duo, tmp_path)
         assert not _shown(dash_duo, "#run-waiting")
     finally:
         tracker.close()
+
+
+@pytest.mark.browser
+def test_run_page_before_its_first_step_draws_no_per_step_frame(dash_duo, tmp_path):
+    app = build_app(tmp_path)
+    run_dir = tmp_path / "runs" / "starting"
+    running(run_dir, step=0)
+    atomic_write_json(run_dir / "config.json", {"n_steps": 1000, "history_freq": 20})
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/starting")
+    dash_duo.wait_for_contains_text("#run-waiting", "Waiting for the first history row")
+    assert not _shown(dash_duo, "#run-graph-timeline")
+    tracker = HistoryTracker(run_dir / "history")  # the trainer's first steps
+    try:
+        for i in range(3):
+            tracker.update_timeline([0.1 * i, 1.0, 0.5])
+        assert _wait(lambda: _shown(dash_duo, "#run-graph-timeline .js-plotly-plot"))
+        assert _wait(lambda: dash_duo.driver.execute_script(
+            "const g = document.querySelector('#run-graph-timeline .js-plotly-plot');"
+            "return !!(g && g.data.length && g.data[0].x.length === 3);"))  # fmt: skip
+        assert _shown(dash_duo, "#run-waiting")  # still no history row
+    finally:
+        tracker.close()
