@@ -35,6 +35,8 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 
+from app.figures import readable_range
+
 #: run states whose curve is dimmed: the pruner or a failure ended the trial early (a trial
 #: stopped by hand keeps its look: stopping a whole sweep would dim every curve)
 DIMMED_STATES = frozenset({"pruned", "failed", "diverged", "lost"})
@@ -198,6 +200,10 @@ def parcoords_figure(
     ]
     values = [float(r.value) for r in drawn]
     dims.append({"label": f"{metric} ({goal})", "values": values})
+    # one value, or all the same: a band around it (Plotly's own is value - 0.2 .. value + 0.6)
+    band = readable_range(values)
+    if band is not None:
+        dims[-1]["range"] = band
     missing = len(rows) - len(drawn)
     title = f"{len(drawn)} trial{'s' * (len(drawn) != 1)} by {metric}"
     if missing:
@@ -211,6 +217,7 @@ def parcoords_figure(
                 # the best end of the metric at the bright top of the colour bar
                 "reversescale": goal == "min",
                 "showscale": bool(values),
+                **({"cmin": band[0], "cmax": band[1]} if band is not None else {}),
                 # clear of the metric axis's tick labels
                 "colorbar": {"title": {"text": metric}, "x": 1.06, "thickness": 14},
             },

@@ -106,6 +106,14 @@ def test_parcoords_has_a_line_per_valued_trial_and_an_axis_per_parameter_and_the
     assert "1 without a value yet" in fig.layout.title.text
     maxed = parcoords_figure({"lr": LR}, ROWS, "valid_iou_mean", "max")
     assert not maxed.data[0].line.reversescale
+    assert maxed.data[0].line.cmin is None and maxed.data[0].dimensions[-1].range is None
+
+
+def test_parcoords_of_one_value_draws_its_colour_bar_and_axis_around_it():
+    (only,) = [r for r in ROWS if r.value == 0.40]
+    trace = parcoords_figure({"lr": LR}, [only], "valid_loss", "min").data[0]
+    assert (trace.line.cmin, trace.line.cmax) == pytest.approx((0.36, 0.44))
+    assert trace.dimensions[-1]["range"] == pytest.approx((0.36, 0.44))
 
 
 def test_curves_have_a_trace_per_trial_in_order_dimmed_when_not_completed_and_best_wide():
