@@ -15,8 +15,9 @@ a result evaluated with ``--instances``, the "Neurons" panel's exact scores at t
 (``app.neurons_view``: threshold -> components -> scores of the chosen cube, tens of ms), its
 curves and the instance colouring of the segmentation view (``app.neuron_figures``).
 
-A result file that cannot be read shows its message in place of the figures and threshold
-controls, with the Evaluate button above it. Every ``POLL_MS`` the page lists the run's result
+A result that cannot be shown (a file that cannot be read, a missing split, a single class)
+shows its message in place of the figures and threshold controls, with the Evaluate button
+and the result and split choices above it. Every ``POLL_MS`` the page lists the run's result
 files and their modification stamps (``_on_poll``: no file opened): a result written from a
 shell (``python run.py evaluate``) joins the results choice, is shown if there was none, and
 the shown result is loaded again when rewritten; nothing else moves the threshold.
@@ -387,11 +388,12 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 hidden=bool(results),
                 replaces_rest=True,
             ),
-            # a result that cannot be read: its message instead of empty frames and controls
+            # a result or split that cannot be shown (unreadable, missing, one class): its
+            # message instead of empty frames and controls
             empty_state(
-                first.get("unreadable", ""),
-                "eval-unreadable",
-                hidden="unreadable" not in first,
+                first.get("no_view", ""),
+                "eval-no-view",
+                hidden="no_view" not in first,
                 replaces_rest=True,
             ),
             threshold_row,
@@ -551,10 +553,8 @@ def _first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
     try:
         view = ev.load_view(run_dir, result, "valid")
         store = ev.browser_view(view)
-    except ev.UnreadableResultError as e:
-        return {"result": result, "unreadable": str(e)}
-    except ev.ResultViewError as e:
-        return {"result": result, "seg": _seg_meta(run_dir, result, None, None), "message": str(e)}
+    except ev.ResultViewError as e:  # unreadable, a single class: nothing to draw
+        return {"result": result, "no_view": str(e)}
     t = _threshold(None, view)  # where assets/evaluation.js starts: chosen, else max accuracy
     figures = build_figures(view, t, [], log_y=True)  # the "log y" box starts ticked
     return {
@@ -654,8 +654,8 @@ def _no_result_text(read_only: bool) -> str:
     Output("eval-hist", "figure"),
     Output("eval-message", "children"),
     Output("eval-summary", "children"),
-    Output("eval-unreadable", "children"),
-    Output("eval-unreadable", "hidden"),
+    Output("eval-no-view", "children"),
+    Output("eval-no-view", "hidden"),
     Input("eval-result", "value"),
     Input("eval-split", "value"),
     Input("eval-compare", "value"),
@@ -682,9 +682,8 @@ def _on_load(result, split, compare, hist_log, _done, rewritten, t, name):
     except ev.ResultViewError as e:
         empty = go.Figure(layout={"height": 380})
         figs = (empty, empty, go.Figure(layout={"height": 300}), empty, empty)
-        if isinstance(e, ev.UnreadableResultError):  # no split of it can be shown
-            return (None, *figs, "", "", _unreadable_text(str(e)), False)
-        return (None, *figs, str(e), "", no_update, True)
+        # unreadable, no such split, a single class: the message instead of empty frames
+        return (None, *figs, "", "", _no_view_text(str(e)), False)
     threshold = _threshold(None if reload else t, view)
     log_y = "log" in inputs.strings(hist_log)
     figs = build_figures(view, threshold, _others(series.app_runs_dir(), compare), log_y)
@@ -711,8 +710,8 @@ def _about(signal: Any, result: str) -> bool:
     return isinstance(signal, dict) and signal.get("result") == result
 
 
-def _unreadable_text(message: str) -> list:
-    """The children of the ``eval-unreadable`` empty state (as ``empty_state`` makes them)."""
+def _no_view_text(message: str) -> list:
+    """The children of the ``eval-no-view`` empty state (as ``empty_state`` makes them)."""
     return [html.Span(message, className="vb-empty-text")]
 
 
@@ -783,7 +782,7 @@ def _seg_meta(run_dir: Path, result: Any, cube: Any, z: Any) -> tuple:
         return [], None, 0, 0, {}, str(e), hidden
     if not path.is_file():
         if _unreadable(run_dir, result):
-            return _NO_SEG  # the page says why (eval-unreadable); predicting would not help
+            return _NO_SEG  # the page says why (eval-no-view); predicting would not help
         how = (
             "a dashboard that is not read-only predicts them by evaluating it again"
             if current_context().read_only

@@ -309,8 +309,9 @@ def test_bad_result_files_show_a_message(dash_duo, tmp_path):
         ("fresh", "No evaluation yet: press Evaluate"),
     ):
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{run}/evaluation")
-        where = {"fresh": "#eval-empty", "single": "#eval-message"}.get(run, "#eval-unreadable")
+        where = "#eval-empty" if run == "fresh" else "#eval-no-view"
         dash_duo.wait_for_contains_text(where, text, timeout=15)
+        assert not any(_displayed(dash_duo, f) for f in FRAMES), run  # no empty frames
         assert "Traceback" not in dash_duo.find_element("body").text
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/no-such-run/evaluation")
     dash_duo.wait_for_contains_text("#eval-missing", "There is no run named 'no-such-run'")
@@ -352,9 +353,9 @@ def test_an_unreadable_result_shows_its_message_and_evaluate_only(dash_duo, tmp_
 
     def shows_only_the_damage():
         dash_duo.wait_for_contains_text(
-            "#eval-unreadable", "The result file is damaged or incomplete", timeout=15
+            "#eval-no-view", "The result file is damaged or incomplete", timeout=15
         )
-        assert "not a readable HDF5 file" in _text(dash_duo, "#eval-unreadable")
+        assert "not a readable HDF5 file" in _text(dash_duo, "#eval-no-view")
         assert _displayed(dash_duo, "#eval-run-button")  # the one action that helps
         assert _wait(lambda: not any(_displayed(dash_duo, f) for f in FRAMES)), [
             f for f in FRAMES if _displayed(dash_duo, f)
@@ -368,10 +369,17 @@ def test_an_unreadable_result_shows_its_message_and_evaluate_only(dash_duo, tmp_
     dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)
     assert_shows(dash_duo, res, res.chosen.threshold)
     assert _wait(lambda: all(_displayed(dash_duo, f) for f in FRAMES if f != "#eval-neurons"))
-    assert not _displayed(dash_duo, "#eval-unreadable")
+    assert not _displayed(dash_duo, "#eval-no-view")
     assert _wait(lambda: "true positive" in json.dumps(dash_duo.driver.execute_script(
         "return document.querySelector('#eval-seg .js-plotly-plot').data.map(t => t.name)"
     )))  # fmt: skip
+    # a split the result lacks: its message instead of empty frames, and back
+    dash_duo.find_element("#eval-split input[value='train']").click()
+    dash_duo.wait_for_contains_text("#eval-no-view", "has no 'train' split", timeout=15)
+    assert _wait(lambda: not any(_displayed(dash_duo, f) for f in FRAMES))
+    dash_duo.find_element("#eval-split input[value='valid']").click()
+    assert _wait(lambda: all(_displayed(dash_duo, f) for f in FRAMES if f != "#eval-neurons"))
+    assert not _displayed(dash_duo, "#eval-no-view")
     choose_result(dash_duo, "FINAL")
     shows_only_the_damage()  # as the callbacks answer a choice
     assert "Traceback" not in dash_duo.find_element("body").text
