@@ -222,31 +222,8 @@ def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, eva
     assert all(e["level"] != "SEVERE" for e in dash_duo.get_logs() or [])
 
 
-#: records every Dash callback request (time since navigation start, its output) before the
-#: page's own scripts run, and the time of the first drawn trace of the ROC graph
-RECORDER = """
-window.__vbRequests = [];
-window.__vbFirstTrace = null;
-const realFetch = window.fetch;
-window.fetch = function (url, init) {
-  if (String(url).includes("_dash-update-component")) {
-    const body = JSON.parse(String((init && init.body) || "{}"));
-    window.__vbRequests.push([performance.now(), body.output || ""]);
-  }
-  return realFetch.apply(this, arguments);
-};
-(function check() {
-  if (document.querySelector("#eval-roc g.trace")) {
-    window.__vbFirstTrace = performance.now();
-    return;
-  }
-  requestAnimationFrame(check);
-})();
-"""
-
-
 @pytest.mark.browser
-def test_figures_come_with_the_page_and_callbacks_answer_changes(dash_duo, tmp_path):
+def test_figures_come_with_the_page_and_callbacks_answer_changes(dash_duo, tmp_path, record_page):
     d = finished_run(tmp_path / "runs", RUN)
     raw, prob, label = cube()
     prob = prob.astype(np.float16).astype(np.float32)
@@ -257,10 +234,10 @@ def test_figures_come_with_the_page_and_callbacks_answer_changes(dash_duo, tmp_p
     runs.write_prob_cache(ev.prob_cache_path(d, "FINAL"), [(raw, prob, label)])
     res = read_result(d / "eval" / "FINAL.h5", coarse=True)
     dash_duo.start_server(build_app(tmp_path))
-    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    record_page(dash_duo, 'document.querySelector("#eval-roc g.trace")')
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
-    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstTrace"))
-    first = dash_duo.driver.execute_script("return window.__vbFirstTrace")
+    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstDrawn"))
+    first = dash_duo.driver.execute_script("return window.__vbFirstDrawn")
     # every figure, the store and the summary are in the page's layout: drawn with it
     for graph in ("eval-roc", "eval-pr", "eval-confusion", "eval-curves", "eval-hist"):
         drawn = f"return document.querySelectorAll('#{graph} g.trace, #{graph} g.hm').length"
@@ -396,12 +373,12 @@ def _seg_names(dash_duo) -> str:
 
 
 @pytest.mark.browser
-def test_results_written_from_a_shell_show_without_a_reload(dash_duo, tmp_path):
+def test_results_written_from_a_shell_show_without_a_reload(dash_duo, tmp_path, record_page):
     """``python run.py evaluate`` beside an open page: the page shows the new result, lists a
     second one without touching the threshold being tuned, and loads a rewritten one again."""
     d = finished_run(tmp_path / "runs", RUN)
     dash_duo.start_server(build_app(tmp_path))
-    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    record_page(dash_duo, "false")  # the callback requests only
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
     dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet", timeout=15)
 

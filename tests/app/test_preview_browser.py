@@ -132,44 +132,21 @@ def test_moving_the_z_slider_changes_the_image(dash_duo, preview_app):
     dash_duo.wait_for_contains_text("#prev-graph", "z 104")
 
 
-#: records the Dash callback requests (time since navigation start, body) and the time the
-#: preview graph first holds an image
-RECORDER = """
-window.__vbRequests = [];
-window.__vbFirstImage = null;
-const realFetch = window.fetch;
-window.fetch = function (url, init) {
-  if (String(url).includes("_dash-update-component")) {
-    window.__vbRequests.push([performance.now(), String((init && init.body) || "")]);
-  }
-  return realFetch.apply(this, arguments);
-};
-(function check() {
-  const g = document.querySelector("#prev-graph .js-plotly-plot");
-  if (g && g.data && g.data.length && g.data[0].source && document.querySelector(
-      "#prev-graph image")) {
-    window.__vbFirstImage = performance.now();
-    return;
-  }
-  requestAnimationFrame(check);
-})();
-"""
-
-
 @pytest.mark.browser
-def test_the_newest_image_comes_with_the_page_and_no_callback_redraws_it(dash_duo, preview_app):
+def test_the_newest_image_comes_with_the_page_and_no_callback_redraws_it(
+    dash_duo, preview_app, record_page
+):
     app, _page, _run_dir, _files = preview_app
     dash_duo.start_server(app)
-    dash_duo.driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER})
+    record_page(dash_duo, 'document.querySelector("#prev-graph image")')  # the image drawn
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/preview")
-    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstImage"))
+    assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstDrawn"))
     dash_duo.wait_for_contains_text("#prev-file-label", "step 1,000", timeout=20)
     dash_duo.wait_for_contains_text("#prev-graph", "z 103")  # the middle plane of 6, z0 100
     assert dash_duo.find_element("#prev-block").text.startswith("block0")
     time.sleep(1.0)  # room for any late callback to show itself
-    bodies = [json.loads(b) for _t, b in dash_duo.driver.execute_script(
+    outputs = [output for _t, output in dash_duo.driver.execute_script(
         "return window.__vbRequests")]  # fmt: skip
-    outputs = [b.get("output", "") for b in bodies]
     assert not any(o.startswith(("..prev-", "prev-")) for o in outputs), outputs
     # the controls still drive the image: the side by side view
     dash_duo.find_element("#prev-mode input[value='side']").click()

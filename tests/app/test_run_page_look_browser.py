@@ -3,7 +3,6 @@ readable axes for constant series, and a compare panel that follows the live run
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -12,27 +11,6 @@ import pytest
 from app import create_app
 from trainer.history import HistoryTracker
 from trainer.runs import Status, write_status
-
-#: records every Dash callback request (time since navigation start, body) before the
-#: page's own scripts run, and the time of the first drawn trace of the timeline graph
-RECORDER = """
-window.__vbRequests = [];
-window.__vbFirstTrace = null;
-const realFetch = window.fetch;
-window.fetch = function (url, init) {
-  if (String(url).includes("_dash-update-component")) {
-    window.__vbRequests.push([performance.now(), String((init && init.body) || "")]);
-  }
-  return realFetch.apply(this, arguments);
-};
-(function check() {
-  if (document.querySelector("#run-graph-timeline g.trace")) {
-    window.__vbFirstTrace = performance.now();
-    return;
-  }
-  requestAnimationFrame(check);
-})();
-"""
 
 
 def make_run(
@@ -66,15 +44,13 @@ def runs_dir(tmp_path):
     return tmp_path / "runs"
 
 
-def start(dash_duo, tmp_path, path: str, recorder: bool = False) -> None:
+def start(dash_duo, tmp_path, path: str, record_page=None) -> None:
     app = create_app(
         tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
     )
     dash_duo.start_server(app)
-    if recorder:
-        dash_duo.driver.execute_cdp_cmd(
-            "Page.addScriptToEvaluateOnNewDocument", {"source": RECORDER}
-        )
+    if record_page is not None:  # the first drawn trace of the timeline graph
+        record_page(dash_duo, 'document.querySelector("#run-graph-timeline g.trace")')
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}{path}")
 
 
@@ -96,16 +72,15 @@ def _graph(dash_duo, graph_id: str, script: str):
 
 @pytest.mark.browser
 def test_curves_are_drawn_from_the_page_response_without_a_curves_callback(
-    dash_duo, runs_dir, tmp_path
+    dash_duo, runs_dir, tmp_path, record_page
 ):
     tracker = make_run(runs_dir, "live")
     try:
-        start(dash_duo, tmp_path, "/run/live", recorder=True)
-        assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstTrace"))
-        first = dash_duo.driver.execute_script("return window.__vbFirstTrace")
+        start(dash_duo, tmp_path, "/run/live", record_page)
+        assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstDrawn"))
+        first = dash_duo.driver.execute_script("return window.__vbFirstDrawn")
         requests = dash_duo.driver.execute_script("return window.__vbRequests")
-        before = [json.loads(body) for t, body in requests if t < first]
-        outputs = [b.get("output", "") for b in before]
+        outputs = [output for t, output in requests if t < first]
         assert not any("run-graph-timeline" in o for o in outputs), outputs
         assert _graph(dash_duo, "run-graph-loss", "g.data[0].x.length") == 3
         # polling then appends: a new history row reaches the drawn loss panel
