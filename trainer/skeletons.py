@@ -40,6 +40,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from trainer.runs import atomic_path, atomic_write_json
+from trainer.synthetic import ANISO  # z voxels are this many times thicker than x/y voxels
 
 __all__ = [
     "TRACING_FILE",
@@ -58,8 +59,6 @@ __all__ = [
 
 TRACING_FILE = "tracing.h5"
 TRACING_MANIFEST = "tracing.json"
-#: z voxels are this many times thicker than x/y voxels (as in trainer.synthetic)
-ANISO = 2.0
 #: bumped whenever the generator changes its output, so old datasets are regenerated
 GENERATOR_VERSION = 1
 #: thickness of a rendered membrane in physical units
