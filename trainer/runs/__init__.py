@@ -11,7 +11,7 @@ A run directory ``<runs_dir>/<save_name>/`` holds (see docs/run-directory.md)::
     launcher.json        the launcher's record: pid, device, Slurm job, exit code
                          (trainer.runs.launcher_record); supervisor.json the same for --nproc
     slurm-job.sh         the batch script of a Slurm launch
-    history/             the append-only history store (trainer.history)
+    history/             the append-only history store (trainer.runs.history_store)
     snapshots/           LAST.pt, FINAL.pt, step-<N>.pt
     previews/            preview-<step>.h5
     eval/                evaluation results
