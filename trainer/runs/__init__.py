@@ -246,18 +246,6 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def effective_state(status: Status | None, now: float | None = None) -> str:
-    """The state of a run known only by its status (started from a shell): ``lost`` for a
-    running run that died silently. With a launcher record use ``merge_state`` or
-    ``read_run_state``.
-
-    A run counts as lost when its status says running, its process is gone and its
-    heartbeat is stale (older than ``HEARTBEAT_STALE_S``, or older than 5 s once the pid is
-    known to be gone).
-    """
-    return merge_state(status, None, time.time() if now is None else now, pid_alive).state
-
-
 def is_run_dir(path: str | os.PathLike) -> bool:
     """A directory is a run if it has a status file or a resolved config."""
     p = Path(path)
