@@ -211,7 +211,7 @@ def chunk_cache_share(budget_bytes: int) -> int:
     """This process's share of the chunk cache: half the budget goes to the background
     workers (split evenly), half to the process that made the data (validation batches,
     scripts), so all caches together stay within ``data_memory_budget_mb``."""
-    from trainer.parallel import get_worker_info
+    from trainer.workers import get_worker_info
 
     info = get_worker_info()
     return budget_bytes // 2 if info is None else budget_bytes // (2 * info.n_proc)
