@@ -16,13 +16,13 @@ import math
 import os
 import re
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from trainer import runs
 from trainer.runs import (
     CONSOLE_LOG_FILE,
-    HISTORY_DIR,
     LAUNCH_FILE,
     LAUNCHER_FILE,
     LOG_FILE,
@@ -36,6 +36,7 @@ from trainer.runs import (
     merge_state,
     pid_alive,
 )
+from trainer.runs.history_store import HistoryFormatError, history_files, read_table, table_info
 from trainer.runs.launcher_record import legacy_record
 
 #: metrics the table shows, as named in status.json and in the history table
@@ -99,8 +100,6 @@ def _status_from(d: dict) -> tuple[Status, str | None]:
 def _last_history_row(store_dir: str, mtime_ns: int) -> dict[str, float]:
     """Last row of the history table (cached per store version); ``{}`` if unavailable."""
     try:
-        from trainer.history import read_table, table_info
-
         info = table_info(store_dir, "history")
         if info is None or info.n_rows == 0:
             return {}
@@ -115,7 +114,7 @@ def _last_history_row(store_dir: str, mtime_ns: int) -> dict[str, float]:
 
 
 def _history_fallback(run_dir: Path) -> dict[str, float]:
-    store = run_dir / HISTORY_DIR
+    store = runs.history_dir(run_dir)
     key = _stat_key(store)
     if key is None:
         return {}
@@ -247,16 +246,14 @@ def file_problems(run_dir: str | os.PathLike) -> list[str]:
     is well or nothing is there yet.
     """
     run_dir = os.fspath(run_dir)
-    # the same picks as trainer.runs.latest_snapshot and preview_files, without pathlib
-    snapshots = _entries(os.path.join(run_dir, runs.SNAPSHOT_DIR), "", runs.SNAPSHOT_SUFFIX)
-    newest = max(snapshots, key=lambda e: e[1].st_mtime_ns, default=None)
-    final_name = runs.FINAL + runs.SNAPSHOT_SUFFIX
-    final = [e for e in snapshots if os.path.basename(e[0]) == final_name and e is not newest]
+    # the snapshot a resume or an evaluation would load, and FINAL (evaluation's first pick)
+    snapshots = [runs.latest_snapshot(run_dir), runs.snapshot_path(run_dir, runs.FINAL)]
+    # the same pick as trainer.runs.preview_files, without pathlib
     previews = _entries(
         os.path.join(run_dir, runs.PREVIEW_DIR), runs.PREVIEW_PREFIX, runs.PREVIEW_SUFFIX
     )
-    checks = [("snapshot", e) for e in ([newest] if newest else []) + final]
-    checks += [("history", e) for e in _entries(os.path.join(run_dir, HISTORY_DIR), "", ".vbh")]
+    checks = [("snapshot", e) for e in _stat_each(dict.fromkeys(p for p in snapshots if p))]
+    checks += [("history", e) for e in _stat_each(history_files(run_dir))]
     checks += [("h5", max(previews))] if previews else []
     checks += [
         ("h5", e) for e in _entries(os.path.join(run_dir, runs.EVAL_DIR), "", runs.RESULT_SUFFIX)
@@ -265,6 +262,15 @@ def file_problems(run_dir: str | os.PathLike) -> list[str]:
     for kind, (path, st) in checks:
         if found := _file_problem(kind, path, st.st_mtime_ns, st.st_size, st.st_ino):
             out.append(found)
+    return out
+
+
+def _stat_each(paths: Iterable[os.PathLike]) -> list[tuple[str, os.stat_result]]:
+    """(path, stat) of those of ``paths`` that exist."""
+    out = []
+    for p in paths:
+        with contextlib.suppress(OSError):
+            out.append((os.fspath(p), os.stat(p)))
     return out
 
 
@@ -297,10 +303,6 @@ def _file_problem(kind: str, path: str, mtime_ns: int, size: int, ino: int) -> s
 
 
 def _history_problem(path: Path, shown: str) -> str | None:
-    from trainer.history import TABLES, HistoryFormatError, table_info
-
-    if path.stem not in TABLES:
-        return None  # not one of ours: the history page ignores it too
     try:
         table_info(path.parent, path.stem)
     except HistoryFormatError as e:

@@ -5,7 +5,7 @@ The grid's cell renderers (state badge, progress bar, sparkline) are JavaScript 
 module gives them their data. A sparkline is at most ``SPARK_POINTS`` numbers per run: the
 mean of each run of consecutive history rows (``sparkline_points``), kept up to date by
 ``Sparklines``, which reads only the history rows appended since its last look (one open,
-two preads with ``trainer.history.read_array``).
+two preads with ``trainer.runs.history_store.read_array``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from app.components import STATE_COLORS, round_sig
-from trainer.history import read_array
 from trainer.runs import history_dir
+from trainer.runs.history_store import read_array
 
 #: most points of one run's valid-loss sparkline
 SPARK_POINTS = 50

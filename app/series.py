@@ -1,6 +1,6 @@
 """Curves for the run page: full loads and incremental polls of the history store.
 
-The run page draws two tables of a run's history store (``trainer.history``):
+The run page draws two tables of a run's history store (``trainer.runs.history_store``):
 ``timeline`` (one row per training step) and ``history`` (one row per monitoring step).
 A page load reads a whole table once, downsamples each curve to about ``max_points``
 points with ``trainer.smoothing.minmax_downsample`` (spikes survive) and hands the
@@ -178,7 +178,7 @@ def _ema_state(values: np.ndarray, smoothed: np.ndarray, weight: float) -> tuple
 
 
 def _table_api():
-    from trainer.history import read_table, table_info
+    from trainer.runs.history_store import read_table, table_info
 
     return table_info, read_table
 

@@ -260,7 +260,7 @@ def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[Trial
 
 
 def _metric_values(run_dir: Path, metric: str) -> list[float]:
-    from trainer.history import read_table
+    from trainer.runs.history_store import read_table
 
     try:
         table = read_table(run_dir / HISTORY_DIR, "history")

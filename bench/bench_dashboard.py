@@ -41,8 +41,9 @@ import plotly
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from trainer.history import HistoryTracker, table_path  # noqa: E402
+from trainer.history import HistoryTracker  # noqa: E402
 from trainer.runs import Status, atomic_write_json, write_status  # noqa: E402
+from trainer.runs.history_store import table_path  # noqa: E402
 
 CURVE_OUTPUTS = [
     ("run-graph-timeline", "figure"),

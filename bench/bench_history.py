@@ -21,10 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.history import (  # noqa: E402
-    HistoryTracker,
+from trainer.history import HistoryTracker, loadhistorytracker  # noqa: E402
+from trainer.runs.history_store import (  # noqa: E402
     TableTail,
-    loadhistorytracker,
     read_array,
     read_since,
     read_table,

@@ -25,7 +25,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.runs_table import Sparklines, sparkline_points  # noqa: E402
-from trainer.history import HistoryTracker, read_table  # noqa: E402
+from trainer.history import HistoryTracker  # noqa: E402
+from trainer.runs.history_store import read_table  # noqa: E402
 
 
 def row(step: int) -> list[float]:

@@ -26,15 +26,28 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import h5py
 import numpy as np
-from scipy import ndimage
 
-from trainer.volumes import ChunkCache, ChunkReadError, Volume, VolumeError, open_volume
+from trainer.augment import flip_pair, grey_augment, random_affine, source_box, warp_sample
+from trainer.cubes import (
+    DataError,
+    LazyCube,
+    check_label_volume,
+    chunk_cache_share,
+    label_cube,
+    load_preview_data,
+    open_entry,
+    raw_cube,
+    resolve_path,
+)
+from trainer.volumes import ChunkCache
 
+# DataError, LazyCube and load_preview_data live with the cubes (trainer.cubes); configs and
+# scripts find them here, beside the class that uses them
 __all__ = [
     "BatchCreatorImage",
     "DataError",
+    "LazyCube",
     "NoValidationData",
     "load_preview_data",
 ]
@@ -58,10 +71,6 @@ _WARP_ARGS = ("warp_amount", "sample_aniso", "lock_z", "no_x_flip", "perspective
 _WARP_TRIES = 20
 # examples rejected by ignore_thresh per requested example before giving up
 _IGNORE_TRIES = 100
-
-
-class DataError(ValueError):
-    """The data files do not fit together or do not fit the model."""
 
 
 class NoValidationData(ValueError):
@@ -128,6 +137,9 @@ class BatchCreatorImage:
     ) -> None:
         self.patch_size, self.offsets, self.strides = _model_geometry(input_node)
         self.target_ps = self.patch_size - 2 * self.offsets
+        # a y/x swap only keeps the shapes for square patches and outputs
+        ps, tps = self.patch_size, self.target_ps
+        self._can_swap = bool(ps[1] == ps[2] and tps[1] == tps[2])
         self.in_channels = getattr(input_node, "in_channels", None)
         self.aniso_factor = float(aniso_factor)
         self.border_mode = border_mode
@@ -151,8 +163,8 @@ class BatchCreatorImage:
             )
         self.valid_cubes = sorted(set(valid))
 
-        d_names = [_resolve(d_path, entry[0]) for entry in d_files]
-        l_names = [_resolve(l_path, entry[0]) for entry in l_files]
+        d_names = [resolve_path(d_path, entry[0]) for entry in d_files]
+        l_names = [resolve_path(l_path, entry[0]) for entry in l_files]
         missing = [p for p in dict.fromkeys(d_names + l_names) if not os.path.exists(p)]
         if missing:
             raise FileNotFoundError(
@@ -173,10 +185,10 @@ class BatchCreatorImage:
         self.n_labelled_pixel = 0
         self.t_n_f: int | None = None
         self.n_f: int | None = None
-        d_vols = [_open_entry(name, entry, "d_files") for name, entry in zip(d_names, d_files)]
-        l_vols = [_open_entry(name, entry, "l_files") for name, entry in zip(l_names, l_files)]
+        d_vols = [open_entry(name, entry, "d_files") for name, entry in zip(d_names, d_files)]
+        l_vols = [open_entry(name, entry, "l_files") for name, entry in zip(l_names, l_files)]
         for vol in l_vols:
-            _check_label_dtype(vol)
+            check_label_volume(vol)
         if memory_budget_mb is None:
             from trainer.config import DEFAULTS
 
@@ -186,15 +198,15 @@ class BatchCreatorImage:
             v.nbytes for v in l_vols
         )
         stream = bool(h5stream) or in_ram > self.memory_budget_mb * 2**20
-        #: decoded chunks of the lazy cubes, per reading process (see ``_chunk_cache_share``)
+        #: decoded chunks of the lazy cubes, per reading process (see ``chunk_cache_share``)
         self.chunk_cache = ChunkCache(
-            functools.partial(_chunk_cache_share, int(self.memory_budget_mb * 2**20))
+            functools.partial(chunk_cache_share, int(self.memory_budget_mb * 2**20))
         )
         #: per cube (in ``d_files`` order): read from disk patch by patch
         self.lazy: list[bool] = []
         for k, (d_vol, l_vol) in enumerate(zip(d_vols, l_vols)):
-            raw = _raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5", self.chunk_cache)
-            lab = _label_cube(l_vol, zxy, stream or l_vol.format != "hdf5", self.chunk_cache)
+            raw = raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5", self.chunk_cache)
+            lab = label_cube(l_vol, zxy, stream or l_vol.format != "hdf5", self.chunk_cache)
             self.lazy.append(isinstance(raw, LazyCube) or isinstance(lab, LazyCube))
             lo = self._check_cube(raw, lab, d_vol.name, l_vol.name)
             self.n_labelled_pixel += int(np.prod(lab.shape[1:]))
@@ -330,9 +342,9 @@ class BatchCreatorImage:
                 continue
             flips, swap = (False, False, False), False
             if train and flip:
-                d, t, flips, swap = self._flip(d, t, no_x_flip)
+                d, t, flips, swap = flip_pair(self.rng, d, t, no_x_flip, self._can_swap)
             if channels:
-                d = self._grey_augment(d, channels)
+                d = grey_augment(self.rng, d, channels)
             data.append(d)
             labels.append(t)
             info.append({"cube": k, "file": names[k], "flips": flips, "swap_yx": swap, **ex})
@@ -448,7 +460,7 @@ class BatchCreatorImage:
         half_in = (self.patch_size - 1) / 2.0
         half_t = (self.target_ps - 1) / 2.0
         for _ in range(_WARP_TRIES):
-            m = _random_affine(self.rng, warp_args, self.aniso_factor)
+            m = random_affine(self.rng, warp_args, self.aniso_factor)
             # +1: linear interpolation reads the next voxel too
             ext_in = np.abs(m) @ half_in - half_in + 1
             ext_t = np.abs(m) @ half_t - half_t + 1
@@ -461,16 +473,16 @@ class BatchCreatorImage:
         s = self.rng.integers(s_min, s_max + 1)
         centre = s + half_in
         d = np.empty((raw.shape[0], *self.patch_size), np.float32)
-        box = _source_box(centre, np.abs(m) @ half_in + 1, rs)
+        box = source_box(centre, np.abs(m) @ half_in + 1, rs)
         cut = raw[(slice(None), *box)]
         for c in range(raw.shape[0]):
-            d[c] = _affine(cut[c], box, m, centre, self.patch_size, order=1)
+            d[c] = warp_sample(cut[c], box, m, centre, self.patch_size, order=1)
         t = np.empty((lab.shape[0], *self.target_ps), lab.dtype)
         centre_l = centre - lo
-        box_l = _source_box(centre_l, np.abs(m) @ half_t + 1, ls)
+        box_l = source_box(centre_l, np.abs(m) @ half_t + 1, ls)
         cut = lab[(slice(None), *box_l)]
         for c in range(lab.shape[0]):
-            t[c] = _affine(cut[c], box_l, m, centre_l, self.target_ps, order=0)
+            t[c] = warp_sample(cut[c], box_l, m, centre_l, self.target_ps, order=0)
         return d, t, {"start": None, "warped": True}
 
     def _decide_warp(self, warp: bool | float) -> bool:
@@ -480,24 +492,6 @@ class BatchCreatorImage:
             return bool(self.rng.random() < float(warp))
         return False
 
-    def _flip(
-        self, d: np.ndarray, t: np.ndarray, no_x_flip: bool
-    ) -> tuple[np.ndarray, np.ndarray, tuple[bool, bool, bool], bool]:
-        """Random flip of each spatial axis and a random y/x swap, applied to data and labels alike."""
-        flips = tuple(bool(f) for f in self.rng.random(3) < 0.5)
-        if no_x_flip:
-            flips = (flips[0], flips[1], False)
-        axes = tuple(ax + 1 for ax, f in enumerate(flips) if f)
-        if axes:
-            d, t = np.flip(d, axes), np.flip(t, axes)
-        swap = bool(self.rng.random() < 0.5) and not no_x_flip
-        # a y/x swap only keeps the shapes for square patches and outputs
-        square = self.patch_size[1] == self.patch_size[2] and self.target_ps[1] == self.target_ps[2]
-        swap = swap and bool(square)
-        if swap:
-            d, t = d.swapaxes(2, 3), t.swapaxes(2, 3)
-        return np.ascontiguousarray(d), np.ascontiguousarray(t), flips, swap
-
     def _grey_channels(self, channels: Sequence[int] | None) -> tuple[int, ...]:
         channels = tuple(int(c) for c in channels or ())
         bad = [c for c in channels if not 0 <= c < self.n_f]
@@ -506,56 +500,6 @@ class BatchCreatorImage:
                 f"grey_augment_channels {bad} out of range for {self.n_f} input channel(s)"
             )
         return channels
-
-    def _grey_augment(self, d: np.ndarray, channels: tuple[int, ...]) -> np.ndarray:
-        """ELEKTRONN2's grey-value transform, one draw per channel applied to the whole volume."""
-        for c in channels:
-            alpha = 1 + 0.3 * (self.rng.random() - 0.5)
-            shift = 0.3 * (self.rng.random() - 0.5)
-            gamma = 2.0 ** (2 * self.rng.random() - 1)
-            d[c] = np.clip(alpha * d[c] + shift, 0.0, 1.0) ** gamma
-        return d
-
-
-def load_preview_data(preview_data_path: str | os.PathLike | Sequence[str]) -> list[np.ndarray]:
-    """Load preview cubes as float32 (C, z, y, x) arrays, integer data divided by 255.
-
-    Args:
-        preview_data_path: an h5 path (every dataset in the file, in name order) or a
-            ``(path, key)`` pair (that dataset). ``~`` is expanded.
-
-    Returns:
-        One array per dataset; 3-D datasets get a channel axis.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        DataError: the key is missing, the file has no datasets, or a dataset is not 3-/4-D.
-    """
-    if isinstance(preview_data_path, str | os.PathLike):
-        path = os.path.expanduser(os.fspath(preview_data_path))
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"preview data file not found: {path}")
-        with h5py.File(path, "r") as f:
-            keys: list[str] = []
-            f.visititems(lambda n, o: keys.append(n) if isinstance(o, h5py.Dataset) else None)
-        if not keys:
-            raise DataError(f"preview data file {path} contains no datasets")
-    else:
-        path, key = preview_data_path
-        path = os.path.expanduser(os.fspath(path))
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"preview data file not found: {path}")
-        keys = [key]
-    out = []
-    for key in keys:
-        arr = _normalise_raw(_read_dataset(path, key), True)
-        if arr.ndim != 4:
-            raise DataError(
-                f"preview dataset {path}['{key}'] has shape {arr.shape[1:]}: expected "
-                "(z, y, x) or (c, z, y, x)"
-            )
-        out.append(arr)
-    return out
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -591,160 +535,6 @@ def _tup(a: np.ndarray) -> tuple[int, ...]:
     return tuple(int(v) for v in a)
 
 
-def _resolve(folder: str | os.PathLike | None, name: str) -> str:
-    name = os.path.expanduser(os.fspath(name))
-    if folder is None:
-        return name
-    return os.path.join(os.path.expanduser(os.fspath(folder)), name)
-
-
-def _read_dataset(path: str, key: str) -> np.ndarray:
-    return _read_all(_open_entry(path, (path, key), "preview_data_path"))
-
-
-def _open_entry(path: str, entry: Sequence[Any], what: str) -> Volume:
-    """Open a ``(file, key)`` or ``(file, key, {"scale": n})`` entry of ``what``."""
-    if not 2 <= len(entry) <= 3 or (len(entry) == 3 and not isinstance(entry[2], dict)):
-        raise DataError(
-            f"{what} entry {tuple(entry)!r}: expected (file, key) or (file, key, {{'scale': n}})"
-        )
-    options = dict(entry[2]) if len(entry) == 3 else {}
-    unknown = sorted(set(options) - {"scale"})
-    if unknown:
-        raise DataError(f"{what} entry {tuple(entry)!r}: unknown option(s) {unknown}; known: scale")
-    try:
-        vol = open_volume(path, entry[1], scale=options.get("scale"))
-        if not (np.issubdtype(vol.dtype, np.number) or vol.dtype == bool):
-            raise VolumeError(
-                f"{vol.name} has dtype {vol.dtype}: expected numbers (integer or float)"
-            )
-        vol.check_readable()
-    except VolumeError as e:
-        raise DataError(f"{what}: {e}") from None
-    return vol
-
-
-def _read_all(vol: Volume) -> np.ndarray:
-    try:
-        return vol.read()
-    except ChunkReadError as e:
-        raise DataError(str(e)) from None
-
-
-def _check_label_dtype(vol: Volume) -> None:
-    if len(vol.shape) not in (3, 4):
-        raise DataError(
-            f"label dataset {vol.name} has shape {vol.shape}: expected (z, y, x) or (c, z, y, x)"
-        )
-    if not (np.issubdtype(vol.dtype, np.integer) or vol.dtype == bool):
-        raise DataError(
-            f"label dataset {vol.name} has dtype {vol.dtype}: expected integer class labels "
-            "(negative values mark voxels to ignore); convert it, e.g. to uint8 or int16"
-        )
-
-
-def _raw_cube(vol: Volume, zxy: bool, lazy: bool, cache: ChunkCache) -> np.ndarray | LazyCube:
-    if len(vol.shape) not in (3, 4):
-        raise DataError(
-            f"raw dataset {vol.name} has shape {vol.shape}: expected (z, y, x) or (c, z, y, x)"
-        )
-    if lazy:
-        return LazyCube(vol, zxy, labels=False, cache=cache)
-    return _normalise_raw(_read_all(vol), zxy)
-
-
-def _label_cube(vol: Volume, zxy: bool, lazy: bool, cache: ChunkCache) -> np.ndarray | LazyCube:
-    if lazy:
-        return LazyCube(vol, zxy, labels=True, cache=cache)
-    return _as_labels(_read_all(vol), zxy, vol.path, vol.key)
-
-
-class LazyCube:
-    """A cube on disk that reads like the in-memory (C, z, y, x) array of ``BatchCreatorImage``.
-
-    Indexing with one slice per axis reads only the chunks under that box and returns what
-    the same index of the loaded cube would: raw values as float32 (integers divided by
-    255), labels in their stored dtype. Only slices of step 1 are supported. With a
-    ``cache``, decoded chunks are kept there, so overlapping patches decode each chunk once.
-    """
-
-    def __init__(
-        self, vol: Volume, zxy: bool, labels: bool, cache: ChunkCache | None = None
-    ) -> None:
-        self.volume = vol
-        self.cache = cache
-        self.labels = labels
-        nd = len(vol.shape)
-        # loaded cube = stored array (channel axis added for 3-D) with axes in this order
-        self._perm = list(range(nd)) if zxy else [*range(nd - 3), nd - 1, nd - 3, nd - 2]
-        spatial = tuple(vol.shape[p] for p in self._perm[-3:])
-        channels = 1 if nd == 3 else vol.shape[self._perm[0]]
-        self.shape = (channels, *spatial)
-        self.ndim = 4
-        self.dtype = vol.dtype if labels else np.dtype(np.float32)
-
-    def __getitem__(self, index: tuple[slice, ...]) -> np.ndarray:
-        channel, *spatial = index
-        wanted = spatial if len(self.volume.shape) == 3 else [channel, *spatial]
-        stored: list[slice] = [slice(None)] * len(self._perm)
-        for axis, s in zip(self._perm, wanted):
-            stored[axis] = s
-        box = tuple(slice(*s.indices(n)[:2]) for s, n in zip(stored, self.volume.shape))
-        a = self.volume.read(box, self.cache).transpose(self._perm)
-        if len(self.volume.shape) == 3:
-            a = a[None][channel]
-        if self.labels:
-            return np.ascontiguousarray(a)
-        if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-            return a.astype(np.float32) / 255.0
-        return np.ascontiguousarray(a, dtype=np.float32)
-
-    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
-        """The whole cube, read at once: ``np.asarray(cube)`` where a cube is evaluated whole."""
-        a = self[tuple(slice(None) for _ in range(self.ndim))]
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-
-def _chunk_cache_share(budget_bytes: int) -> int:
-    """This process's share of the chunk cache: half the budget goes to the background
-    workers (split evenly), half to the process that made the data (validation batches,
-    scripts), so all caches together stay within ``data_memory_budget_mb``."""
-    from trainer.parallel import get_worker_info
-
-    info = get_worker_info()
-    return budget_bytes // 2 if info is None else budget_bytes // (2 * info.n_proc)
-
-
-def _spatial_first(a: np.ndarray, zxy: bool) -> np.ndarray:
-    """Move the last spatial axis first for data stored as (x, y, z)."""
-    return a if zxy else np.moveaxis(a, -1, -3)
-
-
-def _normalise_raw(a: np.ndarray, zxy: bool) -> np.ndarray:
-    if a.ndim == 3:
-        a = a[None]
-    if a.ndim == 4:
-        a = _spatial_first(a, zxy)
-    if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
-        return a.astype(np.float32) / 255.0
-    return np.ascontiguousarray(a, dtype=np.float32)
-
-
-def _as_labels(a: np.ndarray, zxy: bool, path: str, key: str) -> np.ndarray:
-    if a.ndim not in (3, 4):
-        raise DataError(
-            f"label dataset {path}['{key}'] has shape {a.shape}: expected (z, y, x) or (c, z, y, x)"
-        )
-    if not (np.issubdtype(a.dtype, np.integer) or a.dtype == bool):
-        raise DataError(
-            f"label dataset {path}['{key}'] has dtype {a.dtype}: expected integer class labels "
-            "(negative values mark voxels to ignore)"
-        )
-    if a.ndim == 3:
-        a = a[None]
-    return np.ascontiguousarray(_spatial_first(a, zxy))
-
-
 def _check_unsupported(kwargs: dict[str, Any]) -> None:
     unknown = sorted(k for k in kwargs if k not in _UNSUPPORTED_GETBATCH)
     if unknown:
@@ -755,51 +545,3 @@ def _check_unsupported(kwargs: dict[str, Any]) -> None:
             f"getbatch option(s) {requested} are not supported by VoxelBoard's "
             "BatchCreatorImage; remove them from data_batch_args"
         )
-
-
-def _random_affine(rng: np.random.Generator, warp_args: dict, aniso: float) -> np.ndarray:
-    """Matrix mapping an output voxel offset from the patch centre to a source voxel offset."""
-    amount = float(warp_args.get("warp_amount", 1.0))
-    angle = rng.uniform(0.0, 2 * np.pi) * amount
-    cos, sin = np.cos(angle), np.sin(angle)
-    rot = np.array([[1.0, 0, 0], [0, cos, -sin], [0, sin, cos]])
-    shear = np.eye(3) + rng.uniform(-0.1 * amount, 0.1 * amount, (3, 3))
-    if warp_args.get("lock_z", True):
-        shear[0, :] = shear[:, 0] = 0.0
-        shear[0, 0] = 1.0
-    a = rot @ shear
-    if warp_args.get("sample_aniso", True):
-        # the transform is drawn in physical units, where a z voxel is aniso times thicker
-        scale = np.diag([aniso, 1.0, 1.0])
-        a = np.linalg.inv(scale) @ a @ scale
-    return a
-
-
-def _source_box(centre: np.ndarray, reach: np.ndarray, shape: np.ndarray) -> tuple[slice, ...]:
-    lo = np.maximum(np.floor(centre - reach).astype(int), 0)
-    hi = np.minimum(np.ceil(centre + reach).astype(int) + 1, shape)
-    return tuple(slice(a, b) for a, b in zip(lo, hi))
-
-
-def _affine(
-    cut: np.ndarray,
-    box: tuple[slice, ...],
-    m: np.ndarray,
-    centre: np.ndarray,
-    out_shape: np.ndarray,
-    order: int,
-) -> np.ndarray:
-    """Sample ``cut`` (the part ``box`` of a volume) at ``centre + m @ (o - out_centre)``
-    for every output voxel ``o``."""
-    origin = np.array([s.start for s in box])
-    out_centre = (np.asarray(out_shape) - 1) / 2.0
-    offset = centre - origin - m @ out_centre
-    src = cut if order == 0 else cut.astype(np.float32, copy=False)
-    return ndimage.affine_transform(
-        src,
-        m,
-        offset=offset,
-        output_shape=tuple(int(s) for s in out_shape),
-        order=order,
-        mode="nearest",
-    )

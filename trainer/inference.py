@@ -219,24 +219,6 @@ def predict_labelled(
     return centre_crop(raw3, shape), centre_crop(label, shape), centre_crop(prob, shape)
 
 
-def predict_volume_direct(
-    model: nn.Module, raw: np.ndarray, device: torch.device | str | None = None
-) -> np.ndarray:
-    """Softmax probabilities from one forward pass of the whole volume (no tiling).
-
-    The reference that ``predict_dense`` is tested against; the volume must be a shape the
-    model accepts (``model.valid_input_shape(shape) == shape``) and fit in memory.
-
-    Returns:
-        float32 array ``(n_classes, *model.output_shape(shape))``.
-    """
-    net, run_device = _model_on(model, device)
-    volume = _as_input(raw, model.in_channels)
-    model.output_shape(volume.shape[1:])  # raises a clear error for shapes the net rejects
-    with _eval_mode(net), torch.inference_mode():
-        return _forward_probs(net, volume[None], run_device, amp=False)[0]
-
-
 def _model_on(
     model: nn.Module, device: torch.device | str | None
 ) -> tuple[nn.Module, torch.device]:

@@ -11,7 +11,8 @@ Two tools, both with ELEKTRONN2's API:
 ``SharedQ``
     A FIFO of one-shot processes; each job writes into shared arrays handed to it and exits.
 
-Design notes (what the code relies on):
+Design notes (what the code relies on; the worker plumbing both tools share, from worker
+identity and seeding to the shared-memory blocks, is in ``trainer.workers``):
 
 * **Start method: ``fork``.** Workers are forked, so a large read-only data object that
   ``target`` is bound to (``BackgroundProc(data.getbatch, ...)``) is shared copy-on-write
@@ -27,7 +28,7 @@ Design notes (what the code relies on):
   re-seeds numpy's global RNG, :mod:`random` and (if already imported) torch from
   ``(seed, worker index)``; see :func:`get_worker_info`.
 * **No busy waiting.** Parent and each worker talk over one pipe; both sides block in
-  ``poll`` with a timeout. A worker wakes every ``_ORPHAN_CHECK_S`` seconds to check whether
+  ``poll`` with a timeout. A worker wakes every ``ORPHAN_CHECK_S`` seconds to check whether
   its parent is still alive; if the parent was killed it unlinks the shared memory (and
   tells Python's resource tracker, which the forked worker shares with the parent) and exits,
   so neither processes nor ``/dev/shm`` entries nor "leaked shared_memory" warnings remain.
@@ -48,18 +49,13 @@ Example:
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import logging
 import os
-import random
-import secrets
-import signal
-import sys
 import time
 import traceback
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing import get_context
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -67,6 +63,25 @@ from typing import Any
 
 import numpy as np
 
+from trainer.workers import (
+    ORPHAN_CHECK_S,
+    WorkerInfo,
+    block_view,
+    close_quietly,
+    derive_seed,
+    describe_exit,
+    draw_base_seed,
+    get_worker_info,
+    new_block,
+    normalise_specs,
+    result_items,
+    sigint_blocked,
+    unlink_quietly,
+    worker_init,
+)
+
+# WorkerInfo and get_worker_info live with the worker plumbing (trainer.workers); a target
+# finds them here, beside the tools that start it
 __all__ = [
     "BackgroundProc",
     "SharedQ",
@@ -78,8 +93,6 @@ __all__ = [
 
 logger = logging.getLogger("voxelboard")
 
-#: how often (seconds) an idle worker checks whether its parent still exists
-_ORPHAN_CHECK_S = 0.25
 #: how long shutdown() waits for workers to finish their current call before SIGTERM
 _SHUTDOWN_GRACE_S = 0.5
 #: per-list cap on profile timings, so a long run with profile=True stays bounded
@@ -101,171 +114,13 @@ class WorkerError(RuntimeError):
     """
 
 
-@dataclasses.dataclass(frozen=True)
-class WorkerInfo:
-    """What a target running inside a worker may want to know about it.
-
-    Attributes:
-        index: the worker's position (``0 .. n_proc-1`` for BackgroundProc; the job number
-            for SharedQ).
-        n_proc: number of workers in the pool (1 for a SharedQ job).
-        seed: the seed this worker's RNGs were seeded with.
-    """
-
-    index: int
-    n_proc: int
-    seed: int
-
-
-_worker_info: WorkerInfo | None = None
-
-
-def get_worker_info() -> WorkerInfo | None:
-    """Return the current worker's :class:`WorkerInfo`, or ``None`` in the parent process.
-
-    Example:
-        >>> get_worker_info() is None  # in the main process
-        True
-    """
-    return _worker_info
-
-
-# --------------------------------------------------------------------------------------
-# helpers shared by both tools
-
-
-def _normalise_specs(
-    dtypes: Sequence[Any], shapes: Sequence[Sequence[int]]
-) -> tuple[list[np.dtype], list[tuple[int, ...]]]:
-    """Turn user dtypes/shapes into numpy dtypes and int tuples; check they pair up."""
-    dts = [np.dtype(d) for d in dtypes]
-    shs = [tuple(int(n) for n in s) for s in shapes]
-    if len(dts) != len(shs):
-        raise ValueError(
-            f"got {len(dts)} dtypes {[str(d) for d in dts]} but {len(shs)} shapes {shs}; "
-            "pass one dtype and one shape per array the target returns"
-        )
-    for dt, sh in zip(dts, shs):
-        if dt.hasobject:
-            raise ValueError(
-                f"dtype {dt} cannot live in shared memory; return numeric arrays from the target"
-            )
-        if any(n < 0 for n in sh):
-            raise ValueError(f"shape {sh} has a negative dimension")
-    return dts, shs
-
-
-def _result_items(result: Any) -> list[Any]:
-    """A target's result as a list of array-likes: a single array is wrapped, Nones dropped."""
-    items = list(result) if isinstance(result, tuple | list) else [result]
-    return [item for item in items if item is not None]
-
-
-def _new_block(dtype: np.dtype, shape: tuple[int, ...]) -> SharedMemory:
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    # the pid in the name tells an operator whose block a stray /dev/shm entry was
-    name = f"vb_{os.getpid()}_{secrets.token_hex(6)}"
-    # a zero-byte block is not allowed; one spare byte keeps empty arrays working
-    return SharedMemory(name=name, create=True, size=max(nbytes, 1))
-
-
-def _view(block: SharedMemory, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    return np.ndarray(shape, dtype=dtype, buffer=block.buf)
-
-
-def _unlink_quietly(blocks: Sequence[SharedMemory]) -> None:
-    """Unlink blocks; a block already unlinked by someone else is fine.
-
-    ``SharedMemory.unlink`` only tells the resource tracker after a successful
-    ``shm_unlink``, so of several processes racing here exactly one unregisters each name.
-    """
-    for block in blocks:
-        try:
-            block.unlink()
-        except FileNotFoundError:
-            pass
-
-
-def _close_quietly(blocks: Sequence[SharedMemory]) -> None:
-    for block in blocks:
-        try:
-            block.close()
-        except BufferError:
-            # someone still holds a view; the mapping goes away with the process
-            pass
-
-
-def _derive_seed(base_seed: int, index: int) -> int:
-    """A 63-bit seed for worker ``index``, well mixed even for neighbouring indices."""
-    state = np.random.SeedSequence([base_seed, index]).generate_state(2, np.uint32)
-    return (int(state[0]) << 32 | int(state[1])) & ((1 << 63) - 1)
-
-
-def _seed_rngs(seed: int) -> None:
-    """Seed numpy's global RNG, ``random`` and torch (if already imported)."""
-    np.random.seed(seed & 0xFFFFFFFF)
-    random.seed(seed)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.manual_seed(seed)
-
-
-def _draw_base_seed(seed: int | None) -> int:
-    # drawn from numpy's global RNG so that np.random.seed() in the parent makes the workers
-    # reproducible, as torch's DataLoader does with torch's generator
-    return int(np.random.randint(0, 2**31 - 1)) if seed is None else int(seed)
-
-
-@contextlib.contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block SIGINT while forking, so a Ctrl+C cannot hit a child before it ignores SIGINT.
-
-    The child inherits the mask and unblocks it in :func:`_worker_init`; a SIGINT meant for
-    the parent is only deferred until the fork is done.
-    """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _worker_init(info: WorkerInfo) -> None:
-    """First thing a forked worker does: signals, identity, RNGs, torch threads."""
-    global _worker_info
-    # Ctrl+C reaches the whole process group; the parent decides what to do about it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    _worker_info = info
-    _seed_rngs(info.seed)
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        # an OpenMP pool the parent used before the fork is unusable in the child; one
-        # thread per worker is also what DataLoader workers use: the workers are the
-        # parallelism
-        torch.set_num_threads(1)
-
-
-def _describe_exit(process: Any) -> str:
-    process.join(timeout=1.0)
-    code = process.exitcode
-    if code is None:
-        return "it closed its pipe but is still running"
-    if code < 0:
-        try:
-            return f"it was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"it was killed by signal {-code}"
-    return f"it exited with code {code}"
-
-
 # --------------------------------------------------------------------------------------
 # BackgroundProc
 
 
 def _store_result(result: Any, views: Sequence[np.ndarray]) -> None:
     """Copy a target's result into the worker's shared arrays, refusing any mismatch."""
-    items = _result_items(result)
+    items = result_items(result)
     if len(items) != len(views):
         raise ValueError(
             f"target returned {len(items)} array(s) but {len(views)} were declared "
@@ -294,10 +149,10 @@ def _bg_worker_main(
     parent_pid: int,
 ) -> None:
     """Loop of one BackgroundProc worker: wait for 'go', run target, write, reply."""
-    _worker_init(info)
+    worker_init(info)
     try:
         while True:
-            if not conn.poll(_ORPHAN_CHECK_S):
+            if not conn.poll(ORPHAN_CHECK_S):
                 if os.getppid() != parent_pid:
                     return
                 continue
@@ -319,7 +174,7 @@ def _bg_worker_main(
     finally:
         if os.getppid() != parent_pid:
             # orphaned: nobody else will free this worker's blocks
-            _unlink_quietly(blocks)
+            unlink_quietly(blocks)
 
 
 @dataclasses.dataclass
@@ -353,8 +208,8 @@ def _release_workers(workers: list[_Worker], blocks: list[SharedMemory], owner_p
             w.process.join()
         w.conn.close()
         w.views = []
-    _close_quietly(blocks)
-    _unlink_quietly(blocks)
+    close_quietly(blocks)
+    unlink_quietly(blocks)
 
 
 class BackgroundProc:
@@ -420,14 +275,14 @@ class BackgroundProc:
             raise TypeError(f"target must be callable, got {target!r}")
         args, kwargs = tuple(target_args), dict(target_kwargs or {})
         if dtypes is None or shapes is None:
-            sample = [np.asarray(x) for x in _result_items(target(*args, **kwargs))]
+            sample = [np.asarray(x) for x in result_items(target(*args, **kwargs))]
             dtypes = [a.dtype for a in sample] if dtypes is None else dtypes
             shapes = [a.shape for a in sample] if shapes is None else shapes
-        self.dtypes, self.shapes = _normalise_specs(dtypes, shapes)
+        self.dtypes, self.shapes = normalise_specs(dtypes, shapes)
         self.n_proc = n_proc
         self.profile = profile
         self._target_name = getattr(target, "__qualname__", repr(target))
-        self.seed = _draw_base_seed(seed)
+        self.seed = draw_base_seed(seed)
         self.timings: dict[str, Any] = {
             "wait": collections.deque(maxlen=_MAX_TIMINGS),
             "copy": collections.deque(maxlen=_MAX_TIMINGS),
@@ -444,11 +299,11 @@ class BackgroundProc:
     def _start_worker(
         self, index: int, target: Callable[..., Any], args: tuple, kwargs: dict[str, Any]
     ) -> None:
-        blocks = [_new_block(dt, sh) for dt, sh in zip(self.dtypes, self.shapes)]
+        blocks = [new_block(dt, sh) for dt, sh in zip(self.dtypes, self.shapes)]
         self._blocks.extend(blocks)
-        views = [_view(b, dt, sh) for b, dt, sh in zip(blocks, self.dtypes, self.shapes)]
+        views = [block_view(b, dt, sh) for b, dt, sh in zip(blocks, self.dtypes, self.shapes)]
         parent_conn, child_conn = get_context("fork").Pipe(duplex=True)
-        info = WorkerInfo(index=index, n_proc=self.n_proc, seed=_derive_seed(self.seed, index))
+        info = WorkerInfo(index=index, n_proc=self.n_proc, seed=derive_seed(self.seed, index))
         process = get_context("fork").Process(
             target=_bg_worker_main,
             args=(info, child_conn, views, blocks, target, args, kwargs, os.getpid()),
@@ -457,7 +312,7 @@ class BackgroundProc:
         )
         worker = _Worker(index, process, parent_conn, blocks, views)
         try:
-            with _sigint_blocked():
+            with sigint_blocked():
                 process.start()
         except BaseException:
             parent_conn.close()
@@ -530,7 +385,7 @@ class BackgroundProc:
             except (EOFError, OSError):
                 raise WorkerError(
                     f"worker {worker.index} (pid {worker.process.pid}) is gone: "
-                    f"{_describe_exit(worker.process)}; shut this BackgroundProc down and "
+                    f"{describe_exit(worker.process)}; shut this BackgroundProc down and "
                     "start a new one"
                 ) from None
             if reply[0] != "interrupted":
@@ -606,7 +461,7 @@ def _job_main(
     blocks: list[SharedMemory],
     parent_pid: int,
 ) -> None:
-    _worker_init(info)
+    worker_init(info)
     try:
         target(bufs, shapes, *args, **kwargs)
     except BaseException:
@@ -618,7 +473,7 @@ def _job_main(
     except OSError:
         pass
     if os.getppid() != parent_pid:
-        _unlink_quietly(blocks)
+        unlink_quietly(blocks)
 
 
 @dataclasses.dataclass
@@ -643,8 +498,8 @@ def _release_jobs(jobs: collections.deque, owner_pid: int) -> None:
             job.process.kill()
             job.process.join()
         job.conn.close()
-        _close_quietly(job.blocks)
-        _unlink_quietly(job.blocks)
+        close_quietly(job.blocks)
+        unlink_quietly(job.blocks)
 
 
 class SharedQ:
@@ -679,7 +534,7 @@ class SharedQ:
         self._finalizer = weakref.finalize(self, _release_jobs, self._jobs, os.getpid())
         self.n_proc = int(n_proc)
         self.profile = profile
-        self.seed = _draw_base_seed(seed)
+        self.seed = draw_base_seed(seed)
         self._count = 0
 
     @staticmethod
@@ -717,13 +572,13 @@ class SharedQ:
         """
         if not self._finalizer.alive:
             raise RuntimeError("SharedQ.startproc() after shutdown(); create a new SharedQ")
-        dts, shs = _normalise_specs(dtypes, shapes)
-        blocks = [_new_block(dt, sh) for dt, sh in zip(dts, shs)]
+        dts, shs = normalise_specs(dtypes, shapes)
+        blocks = [new_block(dt, sh) for dt, sh in zip(dts, shs)]
         ctx = get_context("fork")
         parent_conn, child_conn = ctx.Pipe(duplex=False)
         number = self._count
         self._count += 1
-        info = WorkerInfo(index=number, n_proc=1, seed=_derive_seed(self.seed, number))
+        info = WorkerInfo(index=number, n_proc=1, seed=derive_seed(self.seed, number))
         process = ctx.Process(
             target=_job_main,
             args=(
@@ -742,12 +597,12 @@ class SharedQ:
         )
         job = _Job(number, process, parent_conn, blocks, dts, shs)
         try:
-            with _sigint_blocked():
+            with sigint_blocked():
                 process.start()
         except BaseException:
             parent_conn.close()
-            _close_quietly(blocks)
-            _unlink_quietly(blocks)
+            close_quietly(blocks)
+            unlink_quietly(blocks)
             raise
         finally:
             child_conn.close()
@@ -777,7 +632,7 @@ class SharedQ:
             except (EOFError, OSError):
                 raise WorkerError(
                     f"SharedQ job {job.number} (pid {job.process.pid}) gave no result: "
-                    f"{_describe_exit(job.process)}"
+                    f"{describe_exit(job.process)}"
                 ) from None
             job.process.join()
             if reply[0] == "error":

@@ -48,7 +48,7 @@ from app.components import (
 )
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
-from trainer.history import HistoryFormatError, read_array, table_info
+from trainer.runs.history_store import HistoryFormatError, read_array, table_info
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>", "title": "VoxelBoard run"}
@@ -885,7 +885,7 @@ def _on_download(_h, _t, name):
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
         return no_update
-    from trainer.history import read_table, table_info
+    from trainer.runs.history_store import read_table, table_info
 
     table = "timeline" if ctx.triggered_id == "run-download-timeline" else "history"
     store = run_dir / runs.HISTORY_DIR

@@ -290,7 +290,7 @@ def _reread(
     """A trial's whole curve (a first read, a table truncated by a resume, or one grown
     past what a curve keeps): every row read, downsampled. A missing or unreadable store
     gives no points (the run page names what is wrong with it)."""
-    from trainer.history import read_table, table_info
+    from trainer.runs.history_store import read_table, table_info
 
     try:
         info = table_info(store, "history") if store is not None else None

@@ -289,6 +289,20 @@ def test_a_corrupt_run_file_reaches_the_issue_badge(tmp_path, file, damage, says
     assert good.is_dir()
 
 
+def test_the_snapshots_checked_are_the_ones_a_resume_or_an_evaluation_loads(tmp_path):
+    from app.readers import file_problems
+
+    run_dir = _run_with_files(tmp_path, "run")
+    snaps = run_dir / "snapshots"
+    (snaps / "FINAL.pt").write_bytes(b"not a zip")  # evaluation loads FINAL first
+    (snaps / "BEST.pt").write_bytes(b"not a zip")  # neither resumed nor evaluated by default
+    os.utime(snaps / "FINAL.pt", ns=(1, 1))  # older than LAST: still checked
+    os.utime(snaps / "BEST.pt", ns=(2 * 10**18, 2 * 10**18))  # the newest file
+    (run_dir / "history" / "notes.vbh.txt").write_bytes(b"")  # not a table of the store
+    problems = file_problems(run_dir)
+    assert [p.split(" (")[0] for p in problems] == ["snapshots/FINAL.pt is corrupt or truncated"]
+
+
 def test_a_lost_run_shows_the_first_error_of_its_last_attempt(tmp_path):
     dead_pid = 2**22 + 12345
     run_dir = make_run(tmp_path, "full", state="running", step=40, n_steps=40, pid=dead_pid,

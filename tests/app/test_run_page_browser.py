@@ -16,8 +16,9 @@ from dash import Patch, dcc, no_update
 
 from app import create_app, readers
 from app.series import DEFAULT_MAX_POINTS, Smoothing
-from trainer.history import HistoryTracker, table_path
+from trainer.history import HistoryTracker
 from trainer.runs import Status, atomic_write_json, read_status, write_status
+from trainer.runs.history_store import table_path
 
 RUN = "demo-run"
 

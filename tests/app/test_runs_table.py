@@ -21,7 +21,8 @@ from app.runs_table import (
     contrast,
     sparkline_points,
 )
-from trainer.history import HistoryTracker, table_path
+from trainer.history import HistoryTracker
+from trainer.runs.history_store import table_path
 
 
 def history_row(step: int, valid_loss: float) -> list[float]:

@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from trainer import plotting
-from trainer.history import (
-    HISTORY_COLUMNS,
+from trainer.history import HISTORY_COLUMNS, HistoryTracker, loadhistorytracker
+from trainer.runs.history_store import (
     MAGIC,
     HistoryFormatError,
     HistoryReader,
-    HistoryTracker,
-    loadhistorytracker,
+    TableTail,
+    history_files,
     read_since,
     read_table,
     table_info,
@@ -92,6 +92,20 @@ def test_store_is_written_at_every_update_and_loads_from_the_run_dir(tmp_path):
     pd.testing.assert_frame_equal(back.timeline, h.timeline)
     pd.testing.assert_frame_equal(back.history, h.history)
     h.close()
+
+
+def test_history_files_lists_the_tables_written_so_far(tmp_path):
+    run_dir = tmp_path / "run"
+    assert history_files(run_dir) == []  # no store yet
+    with HistoryTracker(run_dir / "history") as h:
+        h.update_history(history_row(0))
+        h.update_timeline(row(0))
+        (run_dir / "history" / "notes.txt").write_text("not a table")
+        # TABLES order, whatever the order of the first writes; files of other names left out
+        assert history_files(run_dir) == [
+            table_path(run_dir / "history", "timeline"),
+            table_path(run_dir / "history", "history"),
+        ]
 
 
 def test_reopened_store_continues(tmp_path):
@@ -411,8 +425,6 @@ def test_reader_tails_a_writing_process_and_sees_every_row_once(tmp_path):
 
 
 def test_table_tail_follows_new_rows_and_a_rewrite(tmp_path):
-    from trainer.history import TableTail
-
     store = tmp_path / "history"
     with TableTail(store, "timeline") as tail:
         rows, reset = tail.read_new()
@@ -433,8 +445,6 @@ def test_table_tail_follows_new_rows_and_a_rewrite(tmp_path):
 
 
 def test_extra_history_columns_follow_the_standard_ones_and_rows_go_by_name(tmp_path):
-    from trainer.history import HISTORY_COLUMNS, read_table, table_info
-
     store = tmp_path / "history"
     with HistoryTracker(store, extra_history_columns=("valid_iou_0", "valid_iou_mean")) as h:
         h.update_history(dict(steps=0, time=1.0, valid_loss=0.5, valid_iou_0=0.25))

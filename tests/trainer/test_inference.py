@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from trainer.devices import DeviceUnavailableError, device_info, resolve_device
-from trainer.inference import predict_dense, predict_volume_direct
+from trainer.inference import predict_dense
 from trainer.models import CNN3D, UNet3D
 
 ATOL = 1e-5
@@ -21,6 +21,18 @@ def _seed() -> None:
 
 def _raw(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def whole_forward(model: nn.Module, raw: np.ndarray) -> np.ndarray:
+    """The reference: softmax of one plain PyTorch forward of the whole volume, in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(torch.from_numpy(raw)[None, None])
+        return torch.softmax(logits, dim=1)[0].numpy()
+    finally:
+        model.train(was_training)
 
 
 def _trained_looking(model: UNet3D) -> UNet3D:
@@ -56,7 +68,7 @@ def unet() -> UNet3D:
 def test_cnn_single_tile_equals_direct_forward(cnn, shape):
     raw = _raw(shape)
     dense = predict_dense(cnn, raw, tile_shape=shape)
-    direct = predict_volume_direct(cnn, raw)
+    direct = whole_forward(cnn, raw)
     assert dense.shape == (2, *(s - 2 * o for s, o in zip(shape, cnn.offsets)))
     assert dense.dtype == np.float32
     np.testing.assert_allclose(dense, direct, atol=ATOL)
@@ -75,14 +87,14 @@ def test_cnn_single_tile_equals_direct_forward(cnn, shape):
 def test_cnn_tiles_stitch_exactly(cnn, shape, tile_shape):
     raw = _raw(shape, seed=1)
     dense = predict_dense(cnn, raw, tile_shape=tile_shape)
-    np.testing.assert_allclose(dense, predict_volume_direct(cnn, raw), atol=ATOL)
+    np.testing.assert_allclose(dense, whole_forward(cnn, raw), atol=ATOL)
 
 
 def test_unet_single_tile_equals_direct_forward(unet):
     raw = _raw((16, 32, 64))
     np.testing.assert_allclose(
         predict_dense(unet, raw, tile_shape=(16, 32, 64)),
-        predict_volume_direct(unet, raw),
+        whole_forward(unet, raw),
         atol=ATOL,
     )
 
@@ -93,7 +105,7 @@ def test_unet_tiles_with_receptive_field_margin_equal_direct_forward(unet):
     margin = tuple(-(-r // 2) * 2 for r in unet.receptive_radius)  # aligned to the pooling grid
     margin = (0, 0, margin[2])  # one tile along z and y: no inner borders there
     dense = predict_dense(unet, raw, tile_shape=tile, margin=margin)
-    direct = predict_volume_direct(unet, raw)
+    direct = whole_forward(unet, raw)
     np.testing.assert_allclose(dense, direct, atol=ATOL)
 
     # tiles of at least four radii get the full radius as default margin
@@ -108,7 +120,7 @@ def test_unet_tiles_with_receptive_field_margin_equal_direct_forward(unet):
 
 def test_unet_inner_tile_borders_are_kept_margin_voxels_away(unet):
     raw = _raw((8, 32, 96), seed=3)
-    direct = predict_volume_direct(unet, raw)
+    direct = whole_forward(unet, raw)
     tile, margin = (8, 32, 48), (0, 0, 8)
     dense = predict_dense(unet, raw, tile_shape=tile, margin=margin)
     # x tiles start at 0, 32, 48 and keep [0, 40), [40, 48), [48, 96): far edges exact
@@ -150,21 +162,30 @@ def test_model_mode_is_restored(unet, train_mode):
     before = {k: v.clone() for k, v in unet.state_dict().items()}
     raw = _raw((8, 32, 32))
     first = predict_dense(unet, raw)
-    predict_volume_direct(unet, raw)
     assert unet.training is train_mode
     # eval mode was used (batch norm running statistics neither used from the batch nor updated)
     for key, value in unet.state_dict().items():
         assert torch.equal(value, before[key]), key
-    unet.eval()
-    np.testing.assert_allclose(first, predict_volume_direct(unet, raw), atol=ATOL)
-    unet.train(train_mode)
+    np.testing.assert_allclose(first, whole_forward(unet, raw), atol=ATOL)
 
 
-def test_mode_is_restored_after_an_error(cnn):
-    cnn.train()
-    with pytest.raises(ValueError):
-        predict_volume_direct(cnn, _raw((4, 30, 30)))
-    assert cnn.training
+class _FailingForward(CNN3D):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("CUDA out of memory")
+
+
+@pytest.mark.parametrize(
+    "model, shape, error",
+    [
+        (CNN3D(base_filters=4), (4, 30, 30), ValueError),  # refused before the first tile
+        (_FailingForward(base_filters=4), (7, 24, 24), RuntimeError),  # fails inside eval mode
+    ],
+)
+def test_mode_is_restored_after_an_error(model, shape, error):
+    model.train()
+    with pytest.raises(error):
+        predict_dense(model, _raw(shape))
+    assert model.training
 
 
 def test_batches_of_tiles_give_the_same_result(cnn):
@@ -208,11 +229,6 @@ class _Strided(nn.Module):
 def test_bad_input_is_reported(model, raw, kwargs, match):
     with pytest.raises(ValueError, match=match):
         predict_dense(model, raw, **kwargs)
-
-
-def test_direct_forward_rejects_shapes_the_unet_cannot_take(unet):
-    with pytest.raises(ValueError, match=r"use \(8, 32, 32\)"):
-        predict_volume_direct(unet, _raw((8, 30, 32)))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

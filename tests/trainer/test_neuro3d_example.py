@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trainer import runs
-from trainer.history import read_table
+from trainer.runs.history_store import read_table
 
 REPO = Path(__file__).resolve().parents[2]
 

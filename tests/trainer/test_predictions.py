@@ -12,9 +12,7 @@ import pytest
 import torch
 import zarr
 
-from trainer.evaluation.volume import evaluate_prediction
 from trainer.inference import predict_dense
-from trainer.metrics import evaluate_arrays
 from trainer.models import CNN3D, UNet3D
 from trainer.predictions import PredictionError, predict_to_disk, read_prediction
 from trainer.volumes import open_volume
@@ -102,21 +100,6 @@ def test_an_output_of_another_layout_is_refused_not_overwritten(tmp_path, cnn):
     with pytest.raises(PredictionError, match=r"tile \[14, 44, 44\].*tile \[16, 48, 48\]"):
         predict_to_disk(cnn, vol, tmp_path / "p.zarr", tile_shape=(16, 48, 48))
     np.testing.assert_array_equal(open_volume(tmp_path / "p.zarr", "prob").read(), before)
-
-
-def test_streaming_evaluation_of_a_disk_prediction_equals_in_memory(tmp_path, cnn):
-    raw, vol = raw_volume(tmp_path)
-    out = predict_to_disk(cnn, vol, tmp_path / "p.h5", tile_shape=TILE)
-    labels = (raw > 120).astype(np.int16)
-    labels[:, :5] = -1
-    zarr.create_array(str(tmp_path / "lab.zarr"), name="lab", data=labels, chunks=(8, 32, 32))
-    res = evaluate_prediction(out, tmp_path / "lab.zarr", "lab", n_bins=1000, slab=4)
-    prob = read_prediction(out)[0].read()[1].astype(np.float32)
-    off = [(a - b) // 2 for a, b in zip(SHAPE, prob.shape)]
-    crop = labels[tuple(slice(o, o + n) for o, n in zip(off, prob.shape))]
-    ref = evaluate_arrays(crop, prob, mode="binned", n_bins=1000)
-    np.testing.assert_array_equal(res.tp, ref.tp)
-    np.testing.assert_array_equal(res.fp, ref.fp)
 
 
 def _train_tiny_run(tmp_path) -> Path:

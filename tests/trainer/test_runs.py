@@ -63,17 +63,20 @@ def test_fields_of_the_wrong_type_fall_back_to_defaults(tmp_path):
     assert runs.read_status(tmp_path / "absent") is None
 
 
-def test_a_running_status_whose_process_died_is_lost():
+def test_a_running_status_whose_process_died_is_lost(tmp_path):
+    # a run started from a shell: its status file and no launcher record
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     now = time.time()
-    dead = runs.Status(state="running", pid=proc.pid, heartbeat=now - 60)
-    assert runs.effective_state(dead, now) == "lost"
-    alive = runs.Status(state="running", pid=os.getpid(), heartbeat=now - 60)
-    assert runs.effective_state(alive, now) == "running"
-    finished = runs.Status(state="finished", pid=proc.pid, heartbeat=now - 60)
-    assert runs.effective_state(finished, now) == "finished"
-    assert runs.effective_state(runs.Status(state="queued"), now) == "queued"
+
+    def state_of(status: runs.Status) -> str:
+        runs.write_status(tmp_path, status)
+        return runs.read_run_state(tmp_path, now).state
+
+    assert state_of(runs.Status(state="running", pid=proc.pid, heartbeat=now - 60)) == "lost"
+    assert state_of(runs.Status(state="running", pid=os.getpid(), heartbeat=now - 60)) == "running"
+    assert state_of(runs.Status(state="finished", pid=proc.pid, heartbeat=now - 60)) == "finished"
+    assert state_of(runs.Status(state="queued")) == "queued"
 
 
 def test_status_file_heartbeat_keeps_beating_during_a_long_step(tmp_path):

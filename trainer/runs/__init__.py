@@ -11,7 +11,7 @@ A run directory ``<runs_dir>/<save_name>/`` holds (see docs/run-directory.md)::
     launcher.json        the launcher's record: pid, device, Slurm job, exit code
                          (trainer.runs.launcher_record); supervisor.json the same for --nproc
     slurm-job.sh         the batch script of a Slurm launch
-    history/             the append-only history store (trainer.history)
+    history/             the append-only history store (trainer.runs.history_store)
     snapshots/           LAST.pt, FINAL.pt, step-<N>.pt
     previews/            preview-<step>.h5
     eval/                evaluation results
@@ -244,18 +244,6 @@ def pid_alive(pid: int | None) -> bool:
         return fields[0] != b"Z"
     except (OSError, IndexError):
         return True
-
-
-def effective_state(status: Status | None, now: float | None = None) -> str:
-    """The state of a run known only by its status (started from a shell): ``lost`` for a
-    running run that died silently. With a launcher record use ``merge_state`` or
-    ``read_run_state``.
-
-    A run counts as lost when its status says running, its process is gone and its
-    heartbeat is stale (older than ``HEARTBEAT_STALE_S``, or older than 5 s once the pid is
-    known to be gone).
-    """
-    return merge_state(status, None, time.time() if now is None else now, pid_alive).state
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:

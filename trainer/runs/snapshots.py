@@ -26,7 +26,7 @@ HISTORY_PLOT_PREFIX = "0-history"
 
 
 def history_dir(run_dir: str | os.PathLike) -> Path:
-    """The run's history store (``trainer.history`` owns its format)."""
+    """The run's history store (``trainer.runs.history_store`` owns its format)."""
     return Path(run_dir) / HISTORY_DIR
 
 
@@ -84,11 +84,23 @@ def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
 
     BEST is left out: it holds an earlier state of the run, not where training stands.
     """
-    d = Path(run_dir) / SNAPSHOT_DIR
-    if not d.is_dir():
+    # one scandir, no pathlib per file: the experiments table asks this for every run
+    newest: tuple[int, str] | None = None
+    try:
+        with os.scandir(os.path.join(os.fspath(run_dir), SNAPSHOT_DIR)) as it:
+            for e in it:
+                name = e.name
+                if name[0] == "." or not name.endswith(_SUFFIX) or name == BEST + _SUFFIX:
+                    continue
+                try:
+                    mtime = e.stat().st_mtime_ns
+                except OSError:  # removed since the scan
+                    continue
+                if newest is None or mtime > newest[0]:
+                    newest = (mtime, e.path)
+    except OSError:
         return None
-    files = [p for p in d.glob(f"*{_SUFFIX}") if not p.name.startswith(".") and p.stem != BEST]
-    return max(files, key=lambda p: p.stat().st_mtime_ns, default=None)
+    return None if newest is None else Path(newest[1])
 
 
 def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | None:
