@@ -192,7 +192,9 @@ def test_overlay_blends_class_colour_by_probability_and_opacity():
     assert rgb[0, 0].tolist() == [128, 128, 128]  # no probability: raw grey
     assert rgb[0, 1].tolist() == [255, 0, 0]  # certain, full opacity: the class colour
     assert rgb[1, 0].tolist() == [191, 64, 64]  # half way
-    assert np.array_equal(image_figures.overlay_rgb(raw, prob, 0.0, colour)[..., 0], np.full((2, 2), 128))
+    assert np.array_equal(
+        image_figures.overlay_rgb(raw, prob, 0.0, colour)[..., 0], np.full((2, 2), 128)
+    )
 
 
 def test_preview_figure_overlay_and_side_by_side():
