@@ -181,6 +181,7 @@ def curve_settings(
 
 
 def wants_log_y(options: Any) -> bool:
+    """Whether the page's options (``run-options``) ask for a log y axis."""
     return "logy" in inputs.strings(options)
 
 

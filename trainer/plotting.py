@@ -4,7 +4,8 @@
 ELEKTRONN2's layout (several panels per page, ELEKTRONN2's autoscaling). They are the trainer's
 own report, named ``*_report``; the dashboard draws its live, incrementally updated figures with
 ``app/figures.py`` (``timeline_figure``, ``history_figure``, ``regression_figure``). Long curves are thinned with ``minmax_downsample`` (spikes survive) after smoothing
-on the full data, so a 10^7-step run still gives a small page.
+on the full data, so a 10^7-step run still gives a small page. Training and validation curves
+take the dashboard's colours (``trainer.colours``), so a report and the run page read alike.
 """
 
 from __future__ import annotations
