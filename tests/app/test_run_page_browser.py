@@ -294,7 +294,6 @@ def test_compare_offers_and_draws_the_per_class_columns(tmp_path):
     tracker = make_class_run(tmp_path / "runs")
     try:
         build_app(tmp_path)
-        page = sys.modules["app.pages.run"]
         columns = run_view.compare_columns(tmp_path / "runs" / "seg-run")
         assert {"valid_iou_0", "valid_iou_1", "valid_dice_0", "valid_iou_mean"} <= set(columns)
         fig = run_view.compare_view(tmp_path / "runs", "seg-run", [], "valid_dice_1")
