@@ -257,7 +257,8 @@ def figures_row(figs: dict[str, go.Figure], seg: tuple) -> html.Div:
 
 
 def segmentation_panel(seg: tuple) -> html.Div:
-    """The thresholded segmentation view, its controls as ``seg`` says (``segmentation_view.NO_SEG``)."""
+    """The thresholded segmentation view, its controls as ``seg`` says (see
+    ``segmentation_view.NO_SEG``)."""
     return html.Div(
         [
             html.H2("Thresholded segmentation", className="vb-section-title"),
