@@ -17,7 +17,8 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch
 
-from app.figures import new_figure, png_data_uri
+from app.figures import new_figure
+from app.image_figures import png_data_uri
 from trainer.metrics import derived_metrics
 
 __all__ = [
@@ -118,6 +119,84 @@ def _t_label(t: float) -> str:
     return "none positive" if t > 1.0 else f"{t:.4f}"
 
 
+#: what differs between the ROC and PR figures: the main curve's and the others' keys, the
+#: area and its label, the line shape, the axes' names and ranges and the hover text
+_CURVES = {
+    "roc": {
+        "x": "fpr",
+        "y": "tpr",
+        "area": ("roc_auc", "AUC"),
+        "shape": None,  # plotly's default: straight segments
+        "axes": (("false positive rate", 1.01), ("true positive rate", 1.01)),
+        "hover": "FPR %{x:.4f}<br>TPR %{y:.4f}",
+    },
+    "pr": {
+        "x": "recall",
+        "y": "precision",
+        "area": ("average_precision", "AP"),
+        "shape": "vh",
+        "axes": (("recall", 1.01), ("precision", 1.02)),
+        "hover": "recall %{x:.4f}<br>precision %{y:.4f}",
+    },
+}
+
+
+def _curve_figure(
+    kind: str,
+    view: Mapping[str, Any],
+    threshold: float,
+    others: Sequence[Mapping[str, Any]],
+    title: str,
+    baseline: go.Scatter,
+) -> go.Figure:
+    """The ROC (``kind='roc'``) or PR figure: ``baseline``, the ``others``, the main curve of
+    ``view`` (thinned to ``MAX_CURVE_POINTS``, each point's threshold as ``customdata``) and the
+    marker at ``threshold``."""
+    c = _CURVES[kind]
+    d = _curve_arrays(view)
+    t = d["thresholds"]
+    keep = _thinned(np.arange(len(t)))
+    area, area_label = c["area"]
+    traces = [baseline]
+    for k, o in enumerate(others):
+        traces.append(
+            go.Scatter(
+                x=o[c["x"]],
+                y=o[c["y"]],
+                mode="lines",
+                line_shape=c["shape"],
+                name=f"{o['label']} ({area_label} {_fmt_area(o.get(area))})",
+                line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
+            )
+        )
+    name = f"{view.get('result', '')} {view.get('split', '')}"
+    traces.append(
+        go.Scatter(
+            x=d[c["x"]][keep],
+            y=d[c["y"]][keep],
+            customdata=t[keep],
+            mode="lines",
+            line_shape=c["shape"],
+            name=f"{name} ({area_label} {_fmt_area(view.get(area))})",
+            line={"color": COLOURS["main"], "width": 2},
+            hovertemplate=f"{c['hover']}<br>threshold %{{customdata:.4f}}<extra></extra>",
+            meta=MAIN_CURVE,
+        )
+    )
+    i = threshold_index(t, threshold)
+    traces.append(_marker_trace(float(d[c["x"]][i]), float(d[c["y"]][i]), threshold))
+    (x_title, x_top), (y_title, y_top) = c["axes"]
+    return new_figure(
+        traces,
+        **_LAYOUT,
+        title=_title(title),
+        xaxis={"title": x_title, "range": [-0.01, x_top]},
+        yaxis={"title": y_title, "range": [-0.01, y_top]},
+        hovermode="closest",
+        uirevision=kind,
+    )
+
+
 def roc_figure(
     view: Mapping[str, Any],
     threshold: float,
@@ -136,52 +215,15 @@ def roc_figure(
     browser reads it at the clicked point's index), a float64 array that goes to the browser as
     a typed array; at most ``MAX_CURVE_POINTS`` of them.
     """
-    d = _curve_arrays(view)
-    t = d["thresholds"]
-    keep = _thinned(np.arange(len(t)))
-    traces = [
-        go.Scatter(
-            x=[0, 1],
-            y=[0, 1],
-            mode="lines",
-            name="chance",
-            line={"dash": "dot", "color": COLOURS["baseline"]},
-            hoverinfo="skip",
-        )
-    ]
-    for k, o in enumerate(others):
-        traces.append(
-            go.Scatter(
-                x=o["fpr"],
-                y=o["tpr"],
-                mode="lines",
-                name=f"{o['label']} (AUC {_fmt_area(o.get('roc_auc'))})",
-                line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
-            )
-        )
-    traces.append(
-        go.Scatter(
-            x=d["fpr"][keep],
-            y=d["tpr"][keep],
-            customdata=t[keep],
-            mode="lines",
-            name=f"{view.get('result', '')} {view.get('split', '')} (AUC {_fmt_area(view.get('roc_auc'))})",
-            line={"color": COLOURS["main"], "width": 2},
-            hovertemplate="FPR %{x:.4f}<br>TPR %{y:.4f}<br>threshold %{customdata:.4f}<extra></extra>",
-            meta=MAIN_CURVE,
-        )
+    chance = go.Scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        name="chance",
+        line={"dash": "dot", "color": COLOURS["baseline"]},
+        hoverinfo="skip",
     )
-    i = threshold_index(t, threshold)
-    traces.append(_marker_trace(float(d["fpr"][i]), float(d["tpr"][i]), threshold))
-    return new_figure(
-        traces,
-        **_LAYOUT,
-        title=_title(title),
-        xaxis={"title": "false positive rate", "range": [-0.01, 1.01]},
-        yaxis={"title": "true positive rate", "range": [-0.01, 1.01]},
-        hovermode="closest",
-        uirevision="roc",
-    )
+    return _curve_figure("roc", view, threshold, others, title, chance)
 
 
 def pr_figure(
@@ -195,56 +237,17 @@ def pr_figure(
     ``others``: curves to overlay, each ``{'label', 'recall', 'precision', 'average_precision',
     'prevalence'}``.
     """
-    d = _curve_arrays(view)
-    t = d["thresholds"]
-    keep = _thinned(np.arange(len(t)))  # as roc_figure's
     n_pos, n_neg = view["n_pos"], view["n_neg"]
     prevalence = n_pos / (n_pos + n_neg)
-    traces = [
-        go.Scatter(
-            x=[0, 1],
-            y=[prevalence, prevalence],
-            mode="lines",
-            name=f"prevalence {prevalence:.3f}",
-            line={"dash": "dot", "color": COLOURS["baseline"]},
-            hoverinfo="skip",
-        )
-    ]
-    for k, o in enumerate(others):
-        traces.append(
-            go.Scatter(
-                x=o["recall"],
-                y=o["precision"],
-                mode="lines",
-                line_shape="vh",
-                name=f"{o['label']} (AP {_fmt_area(o.get('average_precision'))})",
-                line={"color": _OTHER_COLOURS[k % len(_OTHER_COLOURS)], "width": 1.5},
-            )
-        )
-    traces.append(
-        go.Scatter(
-            x=d["recall"][keep],
-            y=d["precision"][keep],
-            customdata=t[keep],
-            mode="lines",
-            line_shape="vh",
-            name=f"{view.get('result', '')} {view.get('split', '')} (AP {_fmt_area(view.get('average_precision'))})",
-            line={"color": COLOURS["main"], "width": 2},
-            hovertemplate="recall %{x:.4f}<br>precision %{y:.4f}<br>threshold %{customdata:.4f}<extra></extra>",
-            meta=MAIN_CURVE,
-        )
+    baseline = go.Scatter(
+        x=[0, 1],
+        y=[prevalence, prevalence],
+        mode="lines",
+        name=f"prevalence {prevalence:.3f}",
+        line={"dash": "dot", "color": COLOURS["baseline"]},
+        hoverinfo="skip",
     )
-    i = threshold_index(t, threshold)
-    traces.append(_marker_trace(float(d["recall"][i]), float(d["precision"][i]), threshold))
-    return new_figure(
-        traces,
-        **_LAYOUT,
-        title=_title(title),
-        xaxis={"title": "recall", "range": [-0.01, 1.01]},
-        yaxis={"title": "precision", "range": [-0.01, 1.02]},
-        hovermode="closest",
-        uirevision="pr",
-    )
+    return _curve_figure("pr", view, threshold, others, title, baseline)
 
 
 def confusion_z(tp: int, fp: int, tn: int, fn: int) -> tuple[list[list[float]], list[list[str]]]:

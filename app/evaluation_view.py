@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.graph_objects as go
 
 from app import evaluation_figures as ef
-from app import paths
+from app import inputs, paths, series
 from trainer import runs
 from trainer.metrics import (
     NOTHING_POSITIVE,
@@ -303,26 +304,6 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def result_from_view(view: Mapping[str, Any]) -> EvaluationResult:
-    """The ``EvaluationResult`` (coarse counts) a ``load_view`` dict describes (for tests)."""
-    hist = view["hist"]
-    return EvaluationResult(
-        mode=view["mode"],
-        thresholds=np.asarray(view["thresholds"], np.float64),
-        tp=np.asarray(view["tp"], np.int64),
-        fp=np.asarray(view["fp"], np.int64),
-        tn=np.asarray(view["tn"], np.int64),
-        fn=np.asarray(view["fn"], np.int64),
-        n_pos=view["n_pos"],
-        n_neg=view["n_neg"],
-        n_ignored=view["n_ignored"],
-        hist_edges=np.asarray(hist["edges"]),
-        hist_pos=np.asarray(hist["pos"]),
-        hist_neg=np.asarray(hist["neg"]),
-        n_bins=view["n_bins"],
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # metrics table
 
@@ -415,16 +396,219 @@ def prob_cache_path(run_dir: str | os.PathLike, name: Any, split: str = "valid")
         raise ResultViewError(str(e)) from None
 
 
+# ----------------------------------------------------------------------------------------------
+# the page: its results, first view, figures and comparison
+
+
+def snapshot_options(run_dir: Path) -> list[dict[str, str]]:
+    """The run's snapshots as dropdown options, newest first."""
+    return [{"label": n, "value": n} for n in runs.snapshot_names(run_dir)]
+
+
+def compare_options(root: Path) -> list[dict[str, str]]:
+    """Every result split of every run under ``root`` as ``"<run>|<result>|<split>"`` options
+    (``compare_curves`` reads them back)."""
+    out = []
+    for d in runs.iter_run_dirs(root):
+        for result in runs.list_results(d):
+            for split in runs.SPLITS:
+                value = f"{d.name}|{result}|{split}"
+                out.append({"label": f"{d.name} · {result} · {split}", "value": value})
+    return out
+
+
+def _stamp(path: Path) -> str | None:
+    """``"<mtime_ns>:<size>"`` of a file, ``None`` if there is none (a string: a browser's JSON
+    numbers would round nanoseconds)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return f"{st.st_mtime_ns}:{st.st_size}"
+
+
+def result_stamps(run_dir: Path) -> list[list]:
+    """``[result, stamp of its file, stamp of its probability cache]`` of each result of a run,
+    newest first: one listing and two stats per result, no file opened."""
+    return [
+        [
+            result,
+            _stamp(runs.result_path(run_dir, result)),
+            _stamp(runs.prob_cache_path(run_dir, result)),
+        ]
+        for result in runs.list_results(run_dir)
+    ]
+
+
+def stamps_of(files: Any, result: Any) -> list | None:
+    """The two stamps of ``result`` in an ``eval-files`` value, ``None`` if it is not there."""
+    for row in files if isinstance(files, list) else []:
+        if isinstance(row, list) and len(row) == 3 and row[0] == result:
+            return row[1:]
+    return None
+
+
+def is_unreadable(run_dir: Path, result: Any) -> bool:
+    """Whether result file ``result`` cannot be read at all (one read of its coarse counts)."""
+    try:
+        read_split(result_file(run_dir, result), "valid")
+    except UnreadableResultError:
+        return True
+    except ResultViewError:  # a refused name or a missing split: readable, or not a file
+        return False
+    return False
+
+
+def start_threshold(t: Any, view: dict) -> float:
+    """``t`` if it is a threshold, else the result's own: the chosen one, else max accuracy."""
+    t = inputs.number(t, lo=0.0, hi=1.0)
+    if t is not None:
+        return t
+    chosen = view.get("chosen")
+    return float(chosen["threshold"]) if chosen else float(view["presets"]["max_accuracy"])
+
+
+def compare_curves(root: Path | None, selected: Any) -> list[dict]:
+    """The ``compare_curve`` of each ``compare_options`` value in ``selected`` that can be
+    drawn (values that are malformed, gone or of a single class are left out)."""
+    out = []
+    for value in inputs.strings(selected):
+        if value.count("|") != 2:
+            continue
+        run, result, split = value.split("|")
+        d = series.run_dir_for(root, run)
+        if d is None or split not in runs.SPLITS:
+            continue
+        try:
+            res = read_split(result_file(d, result), split)
+        except ResultViewError:
+            continue
+        if not res.single_class:
+            out.append(compare_curve(res, f"{run} · {result} · {split}"))
+    return out
+
+
+def build_figures(view: dict, threshold: float, others: list, log_y: bool) -> dict[str, go.Figure]:
+    """Every figure of the page at ``threshold`` (the browser moves them afterwards)."""
+    c = counts_at(view, threshold)
+    return {
+        "roc": ef.roc_figure(view, threshold, others),
+        "pr": ef.pr_figure(view, threshold, others),
+        "confusion": ef.confusion_figure(c["tp"], c["fp"], c["tn"], c["fn"], threshold),
+        "curves": ef.metric_curves_figure(view, threshold),
+        "hist": ef.error_hist_figure(view, threshold, log_y),
+    }
+
+
+def first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
+    """What the page shows before any callback: the newest listed result's validation split
+    (its store, its figures at the threshold the browser starts from, the summary), or the
+    message saying why the result cannot be shown (``no_view``).
+    The callbacks then only answer changes, so the page draws with its first response."""
+    if not results:
+        return {}
+    result = results[0]
+    try:
+        view = load_view(run_dir, result, "valid")
+        store = browser_view(view)
+    except ResultViewError as e:  # unreadable, a single class: nothing to draw
+        return {"result": result, "no_view": str(e)}
+    t = start_threshold(None, view)  # where assets/evaluation.js starts: chosen, else max accuracy
+    figures = build_figures(view, t, [], log_y=True)  # the "log y" box starts ticked
+    return {
+        "result": result,
+        "store": store,
+        "figures": figures,
+        "summary": summary(view),
+    }
+
+
+def summary(view: dict) -> str:
+    """One line about a ``load_view`` dict: counting mode, class sizes, snapshot step."""
+    parts = [
+        f"{view['mode']} counts",
+        f"{view['n_pos']:,} positive / {view['n_neg']:,} negative voxels",
+    ]
+    if view.get("n_ignored"):
+        parts.append(f"{view['n_ignored']:,} ignored")
+    if view.get("step") is not None and view["step"] >= 0:
+        parts.append(f"snapshot step {view['step']:,}")
+    return " · ".join(parts)
+
+
+def current_metrics(
+    run_dir: Path | None, result: Any, split: Any, t: Any, beta: Any
+) -> ThresholdMetrics | None:
+    """The metrics at the browser's threshold ``t`` from the same coarse counts as the
+    browser's, ``None`` without a run, result or threshold.
+
+    Raises:
+        ResultViewError: the result or split cannot be read.
+    """
+    t = inputs.number(t, lo=0.0, hi=1.0)
+    if run_dir is None or not result or t is None:
+        return None
+    res = read_split(result_file(run_dir, result), split_of(split))
+    # beta weighs recall against precision; beyond these bounds F-beta is recall or precision
+    b = inputs.number(beta, lo=1e-3, hi=1e3)
+    return metrics_at(res, t, 1.0 if b is None or b <= 0 else b)
+
+
+def split_of(split: Any) -> str:
+    """A split a client sent, ``"valid"`` for anything but a known split."""
+    return inputs.choice(split, runs.SPLITS, "valid")
+
+
+def list_results(run_dir: Path) -> list[str]:
+    """The names of the run's result files, newest first."""
+    return runs.list_results(run_dir)
+
+
+def save_threshold(run_dir: Path, record: dict[str, Any]) -> str:
+    """Write ``record`` (``threshold_record``) as the run's ``threshold.json``; the sentence
+    the page shows, saying where it went or why it could not be written."""
+    try:
+        path = runs.write_threshold(run_dir, record)
+    except OSError as e:
+        return f"cannot write {runs.threshold_path(run_dir)}: {e.strerror or e}; check that folder"
+    return f"saved threshold {record['threshold']:.4f} to {path.relative_to(run_dir.parent)}"
+
+
+def snapshot_file(run_dir: Path, snapshot: Any) -> Path:
+    """The snapshot file a client named (``snapshots/<name>.pt``).
+
+    Raises:
+        ResultViewError: a refused name, or no such snapshot in the run.
+    """
+    try:
+        snap = paths.run_file(
+            run_dir, runs.SNAPSHOT_DIR, "snapshot", snapshot, runs.SNAPSHOT_SUFFIX
+        )
+    except paths.ClientPathError as e:
+        raise ResultViewError(str(e)) from None
+    if not snap.is_file():
+        raise ResultViewError(f"snapshot {snapshot!r} not found in {run_dir.name}")
+    return snap
+
+
 __all__ = [
     "COUNT_KEYS",
     "METRIC_ROWS",
     "NOTHING_POSITIVE",
     "PRESETS",
     "ResultViewError",
+    "UnreadableResultError",
     "browser_view",
+    "build_figures",
     "compare_curve",
+    "compare_curves",
+    "compare_options",
     "counts_at",
+    "current_metrics",
+    "first_view",
     "format_value",
+    "is_unreadable",
+    "list_results",
     "load_view",
     "metrics_at",
     "metrics_csv",
@@ -432,7 +616,14 @@ __all__ = [
     "pack_array",
     "read_split",
     "result_file",
-    "result_from_view",
+    "result_stamps",
+    "save_threshold",
+    "snapshot_file",
+    "snapshot_options",
+    "split_of",
+    "stamps_of",
+    "start_threshold",
+    "summary",
     "threshold_record",
     "unpack_array",
 ]

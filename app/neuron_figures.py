@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.evaluation_figures import image_layout
-from app.figures import png_data_uri
+from app.image_figures import png_data_uri
 
 __all__ = [
     "NEURON_MARKER",

@@ -20,7 +20,7 @@ from app import paths
 from trainer import runs
 from trainer.segmentation import SegmentationScores, segmentation_scores, threshold_components
 
-__all__ = ["NeuronViewError", "cube_index", "neuron_records", "score_threshold", "segment_cube"]
+__all__ = ["NeuronViewError", "cube_index", "neuron_records", "segment_cube"]
 
 #: the scores the panel's table shows, in order, with their labels
 SCORE_ROWS = (
@@ -124,8 +124,3 @@ def segment_cube(
     conn = record.get("connectivity", "6")
     seg = threshold_components(prob, threshold, int(conn) if str(conn).isdigit() else conn)
     return seg, gt, prob, record, segmentation_scores(gt, seg, check=False)
-
-
-def score_threshold(run_dir: Path, result: str, cube: str, threshold: float) -> SegmentationScores:
-    """The exact neuron scores of ``cube`` at ``threshold``."""
-    return segment_cube(run_dir, result, cube, threshold)[-1]

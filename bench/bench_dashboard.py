@@ -166,6 +166,7 @@ def cursor_from(body: bytes):
 
 
 def bench_poll(sizes: list[int], repeats: int) -> dict[int, float]:
+    from app import run_view
     from app.series import Smoothing
 
     medians = {}
@@ -180,10 +181,10 @@ def bench_poll(sizes: list[int], repeats: int) -> dict[int, float]:
             app, page = build_app(tmp / "runs")
             smoothing = Smoothing("ema", 0.6)
             t0 = time.perf_counter()
-            page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+            run_view.update_curves(run_dir, None, smoothing=smoothing, poll=False)
             t_cold = time.perf_counter() - t0  # includes first imports (scipy, plotly validators)
             t0 = time.perf_counter()
-            full = page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+            full = run_view.update_curves(run_dir, None, smoothing=smoothing, poll=False)
             t_full = time.perf_counter() - t0
             full_bytes = json_bytes(
                 [full[k] for k in ("timeline", "loss", "error", "lr", "gain", "cursor", "header")]
@@ -192,7 +193,7 @@ def bench_poll(sizes: list[int], repeats: int) -> dict[int, float]:
             for r in range(repeats):
                 append_rows(run_dir / "history", "timeline", timeline_rows(n + r, n + r + 1))
                 t0 = time.perf_counter()
-                up = page.update_curves(run_dir, cursor, smoothing=smoothing, poll=True)
+                up = run_view.update_curves(run_dir, cursor, smoothing=smoothing, poll=True)
                 times.append(time.perf_counter() - t0)
                 outputs = [
                     up[k]
@@ -232,6 +233,7 @@ def bench_poll(sizes: list[int], repeats: int) -> dict[int, float]:
 
 
 def bench_first_render(n_runs: int = 10, n_timeline: int = 100_000, n_history: int = 1000) -> None:
+    from app import run_view
     from app.series import Smoothing
 
     print(f"\n== first render of a run page ({n_timeline:,} steps) with {n_runs} runs compared ==")
@@ -245,10 +247,12 @@ def bench_first_render(n_runs: int = 10, n_timeline: int = 100_000, n_history: i
         with app.server.app_context():
             for column in ("valid_loss", "loss"):
                 t0 = time.perf_counter()
-                full = page.update_curves(root / names[0], None, smoothing=Smoothing(), poll=False)
+                full = run_view.update_curves(
+                    root / names[0], None, smoothing=Smoothing(), poll=False
+                )
                 t_curves = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                compare = page.compare_view(root, names[0], names[1:], column)
+                compare = run_view.compare_view(root, names[0], names[1:], column)
                 t_compare = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 layout = page.layout(name=names[0])

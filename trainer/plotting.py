@@ -4,7 +4,8 @@
 ELEKTRONN2's layout (several panels per page, ELEKTRONN2's autoscaling). They are the trainer's
 own report, named ``*_report``; the dashboard draws its live, incrementally updated figures with
 ``app/figures.py`` (``timeline_figure``, ``history_figure``, ``regression_figure``). Long curves are thinned with ``minmax_downsample`` (spikes survive) after smoothing
-on the full data, so a 10^7-step run still gives a small page.
+on the full data, so a 10^7-step run still gives a small page. Training and validation curves
+take the dashboard's colours (``trainer.colours``), so a report and the run page read alike.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from trainer.colours import LR_COLOUR, MOM_COLOUR, TRAIN_COLOUR, VALID_COLOUR
 from trainer.smoothing import minmax_downsample, sma
 
 if TYPE_CHECKING:
@@ -30,8 +32,6 @@ __all__ = [
     "timeline_report",
 ]
 
-TRAIN_COLOUR = "#2ca02c"
-VALID_COLOUR = "#d62728"
 LOSS_COLOUR = "#1f77b4"
 RECENT = 200  # rows that define the "recent" range for autoscaling, as ELEKTRONN2
 _DEBUG_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
@@ -200,11 +200,11 @@ def history_report(history: pd.DataFrame, autoscale: bool = True) -> go.Figure:
         line(col["valid_loss"], "valid loss", VALID_COLOUR, 1)
     line(col["loss_gain"], "loss gain", LOSS_COLOUR, 2)
     fig.add_hline(y=0, line={"color": "grey", "dash": "dot", "width": 1}, row=2, col=1)
-    line(col["lr"], "lr", VALID_COLOUR, 3)
+    line(col["lr"], "lr", LR_COLOUR, 3)
     for name, dash in (("mom", "solid"), ("gradnetrate", "dot")):
         fig.add_trace(
             go.Scatter(x=steps, y=col[name], name=name, mode="lines",
-                       line={"color": "#9467bd", "dash": dash}),
+                       line={"color": MOM_COLOUR, "dash": dash}),
             row=3, col=1, secondary_y=True,
         )  # fmt: skip
     lr = col["lr"]

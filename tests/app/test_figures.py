@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from app import figures
+from app import figures, image_figures
 
 
 def decode_png(uri: str) -> np.ndarray:
@@ -171,7 +171,7 @@ def test_schedule_figure_without_schedules_says_so():
 @pytest.mark.parametrize("shape", [(4, 6), (5, 3, 3)])
 def test_png_round_trip(shape):
     img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    assert np.array_equal(decode_png(figures.png_data_uri(img)), img)
+    assert np.array_equal(decode_png(image_figures.png_data_uri(img)), img)
 
 
 @pytest.mark.parametrize(
@@ -180,30 +180,32 @@ def test_png_round_trip(shape):
 )
 def test_png_rejects_other_pixels(img, match):
     with pytest.raises(ValueError, match=match):
-        figures.png_data_uri(img)
+        image_figures.png_data_uri(img)
 
 
 def test_overlay_blends_class_colour_by_probability_and_opacity():
     raw = np.full((2, 2), 0.5)
     prob = np.array([[0.0, 1.0], [0.5, 1.0]])
     colour = (255, 0, 0)
-    rgb = figures.overlay_rgb(raw, prob, opacity=1.0, colour=colour)
+    rgb = image_figures.overlay_rgb(raw, prob, opacity=1.0, colour=colour)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
     assert rgb[0, 0].tolist() == [128, 128, 128]  # no probability: raw grey
     assert rgb[0, 1].tolist() == [255, 0, 0]  # certain, full opacity: the class colour
     assert rgb[1, 0].tolist() == [191, 64, 64]  # half way
-    assert np.array_equal(figures.overlay_rgb(raw, prob, 0.0, colour)[..., 0], np.full((2, 2), 128))
+    assert np.array_equal(
+        image_figures.overlay_rgb(raw, prob, 0.0, colour)[..., 0], np.full((2, 2), 128)
+    )
 
 
 def test_preview_figure_overlay_and_side_by_side():
     raw = np.linspace(0, 1, 12).reshape(3, 4)
     prob = np.zeros((3, 4))
-    fig = figures.preview_figure(raw, prob, 0.5, "overlay", title="step 10")
+    fig = image_figures.preview_figure(raw, prob, 0.5, "overlay", title="step 10")
     assert len(fig.data) == 1 and fig.data[0].type == "image"
     pixels = decode_png(fig.data[0].source)
     assert pixels.shape == (3, 4, 3)
     assert np.array_equal(pixels[..., 0], (raw * 255 + 0.5).astype(np.uint8))
-    side = figures.preview_figure(raw, np.ones((3, 4)), 0.5, "side")
+    side = image_figures.preview_figure(raw, np.ones((3, 4)), 0.5, "side")
     assert [t.name for t in side.data] == ["raw", "probability"]
     assert decode_png(side.data[0].source).shape == (3, 4)
     assert decode_png(side.data[1].source).shape == (3, 4, 3)
@@ -219,7 +221,7 @@ def test_preview_figure_overlay_and_side_by_side():
 )
 def test_preview_figure_rejects_bad_input(raw, prob, mode, match):
     with pytest.raises(ValueError, match=match):
-        figures.preview_figure(raw, prob, 0.5, mode)
+        image_figures.preview_figure(raw, prob, 0.5, mode)
 
 
 def test_regression_figure_keeps_newest_rows_coloured_by_row_on_equal_axes():
@@ -275,3 +277,35 @@ def test_regression_figure_one_output_and_empty(pred, target, name, n, note):
 def test_regression_figure_rejects_bad_input(pred, target, kw, match):
     with pytest.raises(ValueError, match=match):
         figures.regression_figure(pred, target, **kw)
+
+
+def test_report_and_dashboard_draw_train_and_valid_in_the_same_colours():
+    """The trainer's HTML history report and the run page colour each curve alike: a colour
+    changed on one side only fails here, whichever side it is."""
+    import pandas as pd
+
+    from trainer import plotting
+
+    steps = np.arange(1.0, 11.0)
+    table = {c: np.linspace(1.0, 0.1, 10) for c in ("train_loss", "valid_loss", "train_err",
+                                                    "valid_err", "lr", "mom", "gradnetrate",
+                                                    "loss_gain", "time")}  # fmt: skip
+    report = plotting.history_report(pd.DataFrame({"steps": steps, **table}), autoscale=False)
+    # the report's raw curves, by name (its SMA curves repeat the error colours)
+    in_report = {t.name: t.line.color for t in report.data if "SMA" not in (t.name or "")}
+    curves = {c: (steps, y) for c, y in table.items()}
+    in_dashboard = {}
+    for panel in ("loss", "error", "lr"):
+        for trace in figures.history_figure(panel, curves).data:
+            in_dashboard[trace.name] = trace.line.color
+    pairs = {  # report name: dashboard label
+        "train loss": figures.COLUMN_LABELS["train_loss"],
+        "valid loss": figures.COLUMN_LABELS["valid_loss"],
+        "train err": figures.COLUMN_LABELS["train_err"],
+        "valid err": figures.COLUMN_LABELS["valid_err"],
+        "lr": figures.COLUMN_LABELS["lr"],
+        "mom": figures.COLUMN_LABELS["mom"],
+    }
+    for report_name, label in pairs.items():
+        assert in_report[report_name] == in_dashboard[label], (report_name, label)
+    assert in_report["train loss"] != in_report["valid loss"]

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from selenium.webdriver.common.keys import Keys
 
-from app import create_app
+from app import create_app, preview_view
 from trainer.runs import (
     RESOLVED_CONFIG_FILE,
     PreviewError,
@@ -68,7 +68,7 @@ def test_meta_and_block_reads_follow_the_format_and_the_cache_sees_rewrites(prev
     write_preview(run_dir, 500, shape=(4, 8, 8))  # rewritten in place: new mtime, new decode
     os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10**9))
     assert read_preview_block(files[0], "block0")[0].shape == (4, 8, 8)
-    fig = page.render_preview(files[1], "block1", z=99, cls=1, opacity=0.5, mode="side")
+    fig = preview_view.render_preview(files[1], "block1", z=99, cls=1, opacity=0.5, mode="side")
     assert "z 105" in fig.layout.title.text  # z clamped to the last plane, shown as z0 + z
 
 
@@ -189,8 +189,6 @@ def test_a_run_without_previews_says_when_the_first_comes_and_then_shows_it(dash
     ],
 )
 def test_the_waiting_sentence_follows_the_runs_preview_settings(tmp_path, config, text):
-    from app.pages import preview
-
     if config is not None:
         (tmp_path / RESOLVED_CONFIG_FILE).write_text(json.dumps(config))
-    assert text in preview._waiting_text(tmp_path)
+    assert text in preview_view.waiting_text(tmp_path)

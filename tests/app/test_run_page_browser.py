@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import pytest
 from dash import Patch, dcc, no_update
 
-from app import create_app, readers
+from app import create_app, readers, run_view
 from app.series import DEFAULT_MAX_POINTS, Smoothing
 from trainer.history import HistoryTracker
 from trainer.runs import Status, atomic_write_json, read_status, write_status
@@ -84,11 +84,11 @@ def test_poll_answers_a_small_patch_with_only_the_new_row(run_page, tmp_path):
     _app, page, tracker = run_page
     run_dir = tmp_path / "runs" / RUN
     smoothing = Smoothing("ema", 0.6)
-    full = page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+    full = run_view.update_curves(run_dir, None, smoothing=smoothing, poll=False)
     assert full["timeline"].layout.annotations[0].text == "50 points"
     assert full["header"] and not full["stop"]
     add_timeline(tracker, 50, 51)
-    up = page.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
+    up = run_view.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
     assert isinstance(up["timeline"], Patch)
     ops = up["timeline"].to_plotly_json()["operations"]
     extended = {
@@ -103,7 +103,7 @@ def test_poll_answers_a_small_patch_with_only_the_new_row(run_page, tmp_path):
     )
     assert size < 10_000
     write_status(run_dir, Status(state="finished", step=51, n_steps=1000))
-    assert page.update_curves(run_dir, up["cursor"], smoothing=smoothing)["stop"]
+    assert run_view.update_curves(run_dir, up["cursor"], smoothing=smoothing)["stop"]
 
 
 def add_regression(tracker: HistoryTracker, start: int, stop: int) -> None:
@@ -115,32 +115,32 @@ def test_regression_panel_is_rebuilt_only_for_new_rows_and_bounded(run_page, tmp
     _app, page, tracker = run_page
     run_dir = tmp_path / "runs" / RUN
     smoothing = Smoothing("ema", 0.6)
-    full = page.update_curves(run_dir, None, smoothing=smoothing, poll=False)
+    full = run_view.update_curves(run_dir, None, smoothing=smoothing, poll=False)
     assert full["regression_style"]["display"] == "none"  # no regression rows: hidden
     assert len(full["regression"].data[0].x) == 0
-    up = page.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
+    up = run_view.update_curves(run_dir, full["cursor"], smoothing=smoothing, poll=True)
     assert up["regression"] is no_update and up["regression_style"] is no_update
     add_regression(tracker, 0, 30)
-    up = page.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=True)
+    up = run_view.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=True)
     assert "display" not in up["regression_style"]
     assert up["regression"].data[0].x[-1] == pytest.approx(1.0 + 0.012 * 29)
     assert len(up["regression"].data[0].x) == 30 and up["cursor"]["regression"]["rows"] == 30
     # a control change rebuilds the curves but not an unchanged scatter
-    again = page.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=False)
+    again = run_view.update_curves(run_dir, up["cursor"], smoothing=smoothing, poll=False)
     assert again["regression"] is no_update
     store = run_dir / "history"
-    fig, style, cursor = page.update_regression(store, None, max_points=10)
+    fig, style, cursor = run_view.update_regression(store, None, max_points=10)
     assert fig.data[0].customdata == tuple(range(20, 30))  # the newest rows only
     assert fig.layout.annotations[0].text == "showing 10 of 30 points"
     (store / "regression.vbh").write_bytes(b"not a history table")
-    fig, style, cursor = page.update_regression(store, up["cursor"]["regression"])
+    fig, style, cursor = run_view.update_regression(store, up["cursor"]["regression"])
     assert "cannot read the regression table" in fig.layout.annotations[0].text
     assert "regression.vbh" in fig.layout.annotations[0].text and cursor == {}
 
 
 def test_planned_schedules_follow_the_resolved_config(run_page):
     _app, page, _tracker = run_page
-    plans = page.planned_schedules(
+    plans = run_view.planned_schedules(
         {
             "n_steps": 600,
             "optimiser_params": {"lr": 0.1},
@@ -150,7 +150,7 @@ def test_planned_schedules_follow_the_resolved_config(run_page):
     assert list(plans) == ["lr"]  # mom has no start value in optimiser_params
     steps, values = plans["lr"]
     assert steps.tolist() == [0, 250, 500, 600] and values.tolist() == [0.1, 0.05, 0.025, 0.025]
-    assert page.planned_schedules(None) == {}
+    assert run_view.planned_schedules(None) == {}
 
 
 def _points(dash_duo, graph_id: str) -> int:
@@ -295,10 +295,9 @@ def test_compare_offers_and_draws_the_per_class_columns(tmp_path):
     tracker = make_class_run(tmp_path / "runs")
     try:
         build_app(tmp_path)
-        page = sys.modules["app.pages.run"]
-        columns = page._compare_columns(tmp_path / "runs" / "seg-run")
+        columns = run_view.compare_columns(tmp_path / "runs" / "seg-run")
         assert {"valid_iou_0", "valid_iou_1", "valid_dice_0", "valid_iou_mean"} <= set(columns)
-        fig = page.compare_view(tmp_path / "runs", "seg-run", [], "valid_dice_1")
+        fig = run_view.compare_view(tmp_path / "runs", "seg-run", [], "valid_dice_1")
         assert list(fig.data[0].y) == pytest.approx([1 / 3, 0.5714, 0.4615], abs=1e-4)
     finally:
         tracker.close()
@@ -311,18 +310,18 @@ def test_the_best_valid_loss_is_marked_on_the_loss_panel(run_page, tmp_path):
     status.extra.update(best_metric="valid_loss", best_mode="min", best_step=20,
                         best_value=0.4, best_time_s=2.0)  # fmt: skip
     write_status(run_dir, status)
-    full = page.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
+    full = run_view.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
     marker = full["loss"].data[-1]
     assert (marker.name, list(marker.x), list(marker.y)) == ("best valid loss", [20], [0.4])
     assert full["cursor"]["best"] == {"panel": "loss", "index": 2, "xy": [20, 0.4]}
-    timed = page.update_curves(run_dir, None, smoothing=Smoothing("none"), x_axis="time",
+    timed = run_view.update_curves(run_dir, None, smoothing=Smoothing("none"), x_axis="time",
                                poll=False)  # fmt: skip
     assert list(timed["loss"].data[-1].x) == [2.0]
     # no best_metric in status.json (an older run): no marker
     for key in ("best_metric", "best_value", "best_step"):
         status.extra.pop(key)
     write_status(run_dir, status)
-    plain = page.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
+    plain = run_view.update_curves(run_dir, None, smoothing=Smoothing("none"), poll=False)
     assert [t.name for t in plain["loss"].data] == ["train loss", "valid loss"]
 
 
@@ -387,27 +386,27 @@ def make_neurons_run(runs_dir, name: str = "neurons", n_history: int = 3) -> His
 
 def test_valid_are_gets_its_panel_appends_compare_column_and_best_marker(run_page, tmp_path):
     _app, page, _tracker = run_page
-    plain = page.update_curves(tmp_path / "runs" / RUN, None, smoothing=Smoothing(), poll=False)
+    plain = run_view.update_curves(tmp_path / "runs" / RUN, None, smoothing=Smoothing(), poll=False)
     assert plain["are_style"]["display"] == "none"  # no such column: the panel stays hidden
-    assert "valid_are" not in page._compare_columns(tmp_path / "runs" / RUN)
+    assert "valid_are" not in run_view.compare_columns(tmp_path / "runs" / RUN)
     tracker = make_neurons_run(tmp_path / "runs")
     try:
         run_dir = tmp_path / "runs" / "neurons"
         status = read_status(run_dir)
         status.extra.update(best_metric="valid_are", best_step=20, best_value=0.5 / 3)
         write_status(run_dir, status)
-        full = page.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
+        full = run_view.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
         assert "display" not in full["are_style"]
         assert list(full["are"].data[0].y) == pytest.approx([0.5, 0.25, 0.5 / 3])
         assert full["are"].data[-1].name == "best valid adapted Rand error"
         tracker.update_history({"steps": 30, "time": 3.0, "valid_are": 0.1})
-        up = page.update_curves(run_dir, full["cursor"], smoothing=Smoothing(), poll=True)
+        up = run_view.update_curves(run_dir, full["cursor"], smoothing=Smoothing(), poll=True)
         ops = up["are"].to_plotly_json()["operations"]
         extended = {tuple(op["location"]): op["params"]["value"] for op in ops
                     if op["operation"] == "Extend"}  # fmt: skip
         assert extended[("data", 0, "y")] == [0.1] and up["are_style"] is no_update
-        assert "valid_are" in page._compare_columns(run_dir)
-        fig = page.compare_view(tmp_path / "runs", "neurons", [RUN], "valid_are")
+        assert "valid_are" in run_view.compare_columns(run_dir)
+        fig = run_view.compare_view(tmp_path / "runs", "neurons", [RUN], "valid_are")
         assert [t.name for t in fig.data] == ["neurons"]  # the other run has no such column
     finally:
         tracker.close()
@@ -449,7 +448,7 @@ def test_poll_interval_stops_only_for_a_final_state_it_can_trust(
     run_page, state, damaged, expected
 ):
     _app, page, _tracker = run_page
-    assert page.poll_interval(state, damaged) == expected
+    assert run_view.poll_interval(state, damaged) == expected
 
 
 @pytest.mark.parametrize(
@@ -462,11 +461,11 @@ def test_a_damaged_status_shows_the_tables_state_and_keeps_the_poll(
     _app, page, _tracker = run_page
     run_dir = tmp_path / "runs" / RUN
     (run_dir / "status.json").write_text(status_text)
-    up = page.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
+    up = run_view.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
     assert up["header"][0].children == state == readers.run_summary(run_dir)["state"]
-    assert not up["stop"] and up["poll_ms"] == page.SLOW_POLL_MS
+    assert not up["stop"] and up["poll_ms"] == run_view.SLOW_POLL_MS
     write_status(run_dir, Status(state="finished", step=50, n_steps=1000))
-    up = page.update_curves(run_dir, up["cursor"], smoothing=Smoothing())
+    up = run_view.update_curves(run_dir, up["cursor"], smoothing=Smoothing())
     assert up["header"][0].children == "finished" and up["stop"]
 
 
@@ -475,14 +474,16 @@ def test_compare_names_a_run_whose_history_cannot_be_read_and_draws_the_others(r
     other = make_run(tmp_path / "runs", "other", n_timeline=20)
     try:
         _corrupt_timeline(tmp_path / "runs" / RUN)
-        fig, _sig = page._compare_update(
+        fig, _sig = run_view.compare_update(
             tmp_path / "runs", RUN, ["other"], "loss", "step", False, None
         )
         assert [t.name for t in fig.data] == ["other"] and len(fig.data[0].x) == 20
         assert fig.layout.title.text == "Compare: loss"
         assert fig.layout.yaxis.title.text == "loss"
         assert fig.layout.annotations[0].text == (f"20 points; cannot read the history of {RUN}")
-        alone, _sig = page._compare_update(tmp_path / "runs", RUN, [], "loss", "step", False, None)
+        alone, _sig = run_view.compare_update(
+            tmp_path / "runs", RUN, [], "loss", "step", False, None
+        )
         assert alone.layout.title.text == "Compare: loss" and alone.data == ()
         assert alone.layout.annotations[0].text == f"cannot read the history of {RUN}"
     finally:
