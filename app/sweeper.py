@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
-from trainer.runs.launch import launch_path
+from trainer.runs.launch import launch_backend, launch_path
 from trainer.runs.sweeps import (
     SWEEP_FILE,
     TrialEntry,
@@ -169,7 +169,7 @@ def unfinished(runs_dir: str | os.PathLike, backend: str) -> Iterator[Path]:
         # at every scheduler tick
         if read_trials(folder).state != "running":
             continue
-        if (read_sweep(folder) or {}).get("backend", "local") == backend:
+        if launch_backend(read_sweep(folder)) == backend:
             yield folder
 
 

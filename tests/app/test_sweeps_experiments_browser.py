@@ -56,42 +56,7 @@ sweep = dict(method='grid', parameters=dict(histroy_freq=[1, 2]))
 )
 
 
-# -- the launch form's reading of a config (pure) ------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("n_steps = 5\n", None),
-        ("sweep = dict(parameters=dict(lr=[1e-3, 3e-3]))", SweepSection(2)),
-        ("sweep = {'method': 'grid', 'parameters': {'lr': [1, 2], 'batch_size': (1, 2, 4)}}",
-         SweepSection(6)),
-        ("sweep = dict(n_runs=4, parameters=dict(lr=[1, 2], batch_size=[1, 2, 4]))",
-         SweepSection(4)),
-        ("sweep = dict(n_runs=40, parameters=dict(lr=[1, 2]))", SweepSection(2)),
-        ("sweep = dict(parameters=dict(lr=[1, 2], **{'optimiser_params.beta2': [0.9, 0.99]}))",
-         SweepSection(4)),
-        ("sweep = dict(method='tpe', n_runs=16, max_parallel=3, "
-         "parameters=dict(lr=dict(low=1e-4, high=1e-2, log=True)))", SweepSection(16, 3)),
-        ("sweep = dict(method='random', parameters=dict(lr=[1, 2]))", SweepSection(None)),
-        ("LRS = [1, 2]\nsweep = dict(parameters=dict(lr=LRS))", SweepSection(None)),
-        ("sweep = make_sweep()", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=[1, 2]), max_parallel=99)", SweepSection(2, 1)),
-        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = None", None),
-        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = [1]", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=dict(low=1, high=2)))", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=[1, 2])\n", None),  # a syntax error: launch says so
-    ],
-)  # fmt: skip
-def test_read_sweep_section_reads_the_size_without_running_the_config(tmp_path, text, expected):
-    config = tmp_path / "c.py"
-    # a config that would fail if it were run: the form must never execute it
-    config.write_text("raise SystemExit('executed')\n" + text)
-    assert read_sweep_section(config) == expected
-
-
-def test_read_sweep_section_of_a_missing_file_is_none(tmp_path):
-    assert read_sweep_section(tmp_path / "gone.py") is None
+# -- the launch form's sentence and the sweeps list (pure) ------------------------------
 
 
 def test_sweep_hint_says_the_size_and_the_cpu_limit():
