@@ -623,6 +623,6 @@ def summary(folder: Path) -> dict[str, Any]:
     spec = record.get("spec", {})
     best = None
     if values:
-        pick = min if spec.get("goal", "min") == "min" else max
+        pick = max if spec.get("goal") == "max" else min
         best = next(t.run for t in trials.trials if t.value == pick(values))
     return {"record": record, "trials": trials, "best_run": best}

@@ -25,6 +25,7 @@ import dash_ag_grid as dag
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app import changes_runs, current_context, paths
+from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
     empty_state,
@@ -44,7 +45,7 @@ from app.sweep_view import read_sweep_lines, sweep_hint
 from app.sweeper import SweepStart, start_sweep
 from app.system import system_stats
 from trainer.runs.sweeps import check_sweep_id
-from trainer.sweeps import MAX_PARALLEL, SweepSection, read_sweep_section
+from trainer.sweeps import MAX_PARALLEL, SWEEP_DEFAULTS, SweepSection, read_sweep_section
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
@@ -67,7 +68,7 @@ def _grid_rows(
 
 
 def _launch_panel(
-    configs: list[str], devices: list[str], hidden: bool, backend: Any
+    configs: list[str], devices: list[str], hidden: bool, backend: Backend
 ) -> html.Section:
     def field(label: str, component: Any) -> html.Label:
         return html.Label(
@@ -114,7 +115,7 @@ def _launch_panel(
                         min=1,
                         max=MAX_PARALLEL,
                         step=1,
-                        value=1,
+                        value=SWEEP_DEFAULTS["max_parallel"],
                         className="vb-input",
                     ),
                 ),
@@ -141,6 +142,9 @@ def _launch_panel(
         ),
         html.Button("Launch", id="exp-launch", className="vb-button vb-primary"),
         html.Div(id="exp-launch-msg", className="vb-msg"),
+        # how making a launched sweep went: its own element, as the read-only guard refuses
+        # every callback that answers in exp-launch-msg
+        html.Div(id="exp-sweep-msg", className="vb-msg"),
         id="exp-launch-panel",
         className="vb-launch",
         hidden=hidden,
@@ -470,6 +474,7 @@ def refresh_system(_n: int | None) -> list[Any]:
 
 @callback(
     Output("exp-launch-msg", "children"),
+    Output("exp-sweep-msg", "children"),
     Output("exp-selected", "data", allow_duplicate=True),
     Output("exp-refresh", "data"),
     Output("exp-sweep-start", "data"),
@@ -491,7 +496,7 @@ def launch_run(
 ) -> tuple:
     c = current_context()
     if c.read_only:
-        return _message(_READ_ONLY, False), no_update, no_update, no_update
+        return _message(_READ_ONLY, False), "", no_update, no_update, no_update
     section = _config_sweep(c.configs_dir, config)
     try:
         resources = c.launcher.runner.resources_from_form(_form_values(ids, values))
@@ -499,13 +504,13 @@ def launch_run(
             parallel = section.max_parallel if max_parallel is None else max_parallel
             token = start_sweep(c.launcher, config, device, parallel, resources)
             start = c.launcher.sweep_starts.get(token)
-            return _sweep_start_view(start), no_update, no_update, token
+            return "", _sweep_start_view(start), no_update, no_update, token
         overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr,
                      "save_name": save_name}  # fmt: skip
         name = c.launcher.launch(config, device=device, overrides=overrides, resources=resources)
     except LaunchError as e:
-        return _message(f"Not launched. {e}", False), no_update, no_update, no_update
-    return _message(f"Launched {name}.", True), name, time.time(), no_update
+        return _message(f"Not launched. {e}", False), "", no_update, no_update, no_update
+    return _message(f"Launched {name}.", True), "", name, time.time(), no_update
 
 
 def _form_values(ids: Any, values: Any) -> dict[str, Any]:
@@ -517,7 +522,7 @@ def _form_values(ids: Any, values: Any) -> dict[str, Any]:
 
 
 @callback(
-    Output("exp-launch-msg", "children", allow_duplicate=True),
+    Output("exp-sweep-msg", "children", allow_duplicate=True),
     Output("exp-sweep-start", "data", allow_duplicate=True),
     Output("exp-refresh", "data", allow_duplicate=True),
     Input("exp-interval", "n_intervals"),

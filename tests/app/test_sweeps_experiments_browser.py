@@ -359,8 +359,8 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     choose(dash_duo, "bad_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
     dash_duo.find_element("#exp-launch").click()
-    dash_duo.wait_for_contains_text("#exp-launch-msg", "no valid sweep", timeout=90)
-    lines = [e.text for e in dash_duo.find_elements("#exp-launch-msg li")]
+    dash_duo.wait_for_contains_text("#exp-sweep-msg", "no valid sweep", timeout=90)
+    lines = [e.text for e in dash_duo.find_elements("#exp-sweep-msg li")]
     assert any("'histroy_freq' is no config key: did you mean 'history_freq'?" in ln
                for ln in lines), lines  # fmt: skip
     assert tree(runs) == before
@@ -370,7 +370,7 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     choose(dash_duo, "tiny_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
     dash_duo.find_element("#exp-launch").click()
-    link = dash_duo.wait_for_element("#exp-launch-msg #exp-new-sweep", timeout=90)
+    link = dash_duo.wait_for_element("#exp-sweep-msg #exp-new-sweep", timeout=90)
     sweep_id = link.text
     assert sweep_id == "tiny_sweep-sweep-1"
     assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")
