@@ -58,6 +58,7 @@ def test_a_grid_with_aliases_nested_keys_and_tuples(tmp_path):
     )
     spec = parse_sweep(cfg)
     assert spec.method == "grid" and spec.n_runs == 8 and grid_size(spec.parameters) == 8
+    assert grid_size({**spec.parameters, "momentum": Range(0.5, 0.9)}) is None
     assert spec.goal == "min" and spec.metric == "valid_loss"
     assert spec.parameters["data_batch_args.patch_shape"].encoded == [0, 1]  # tuples by index
     assert spec.parameters["loss"].encoded == ["CrossEntropy", "Dice"]
