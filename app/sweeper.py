@@ -11,6 +11,10 @@ Everything ``tick`` needs is on disk (``trainer.runs.sweeps``), under the sweep'
 any process may drive a sweep: ``run.py sweep`` in a terminal, or a dashboard's launcher
 thread, which picks up every unfinished sweep of its backend after a restart.
 
+A dashboard's launch form makes a sweep with ``start_sweep``: ``run.py sweep --detach`` in a
+child process (the config is executed there, never in the dashboard), started and followed by
+the launcher's ``SweepStarts`` without blocking the request.
+
 Example:
     >>> sweep_id = create_sweep("runs", "examples/demo_sweep.py")  # doctest: +SKIP
     >>> tick(launcher, sweep_folder("runs", sweep_id))  # doctest: +SKIP
