@@ -204,12 +204,8 @@ class Launcher:
         return self.backends[self.backend]
 
     @property
-    def slurm_defaults(self) -> dict[str, Any]:
-        """The dashboard's default Slurm resources (the launch form's placeholders)."""
-        return self.backends["slurm"].defaults
-
-    @property
     def max_cpu_runs(self) -> int:
+        """CPU runs allowed at once (the local backend's slots)."""
         return self.backends["local"].max_cpu_runs
 
     @max_cpu_runs.setter
@@ -303,11 +299,6 @@ class Launcher:
             for run in self._scan()
             if run.record is not None and run.record.job_id
         }
-
-    @property
-    def jobs_error(self) -> str | None:
-        """Why the last ``squeue`` call failed, or ``None``."""
-        return self.backends["slurm"].error
 
     # -- actions ---------------------------------------------------------------------
 
