@@ -60,6 +60,7 @@ from app.security import (
     validate_overrides,
 )
 from app.slurm import Slurm, SlurmError
+from app.sweeper import SweepStarts
 from trainer.runs import (
     CONSOLE_LOG_FILE,
     LAUNCH_FILE,
@@ -174,11 +175,14 @@ class Launcher:
         self._thread: threading.Thread | None = None
         self._halt = threading.Event()
         self._sweep_errors: dict[str, str] = {}  # sweep id -> the error last logged
-        spawn = Spawn(
+        #: how a launch becomes a process (the sweep starts use its environment too)
+        self.spawn = spawn = Spawn(
             argv=self._argv,
             env={"PYTHONUNBUFFERED": "1", "VOXELBOARD_DATA_DIR": str(self.data_dir)},
             cwd=self.run_py.parent,
         )
+        #: sweeps being made for the launch form (``app.sweeper.start_sweep``)
+        self.sweep_starts = SweepStarts()
         #: every backend, by name: a run is stopped and watched by the backend that started it
         self.backends: dict[str, Backend] = {
             "local": LocalBackend(
@@ -200,12 +204,8 @@ class Launcher:
         return self.backends[self.backend]
 
     @property
-    def slurm_defaults(self) -> dict[str, Any]:
-        """The dashboard's default Slurm resources (the launch form's placeholders)."""
-        return self.backends["slurm"].defaults
-
-    @property
     def max_cpu_runs(self) -> int:
+        """CPU runs allowed at once (the local backend's slots)."""
         return self.backends["local"].max_cpu_runs
 
     @max_cpu_runs.setter
@@ -299,11 +299,6 @@ class Launcher:
             for run in self._scan()
             if run.record is not None and run.record.job_id
         }
-
-    @property
-    def jobs_error(self) -> str | None:
-        """Why the last ``squeue`` call failed, or ``None``."""
-        return self.backends["slurm"].error
 
     # -- actions ---------------------------------------------------------------------
 
@@ -535,10 +530,6 @@ class Launcher:
                 if self._sweep_errors.get(folder.name) != said:  # once, not every tick
                     self._sweep_errors[folder.name] = said
                     log.exception("sweep %s: tick failed", folder.name)
-
-    def refresh_jobs(self) -> None:
-        """Ask Slurm about the jobs of unfinished Slurm runs now and record the answers."""
-        self.backends["slurm"].poll(self._scan(), force=True)
 
     # -- internals -------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The experiments page's runs grid: dash-ag-grid column definitions and valid-loss sparklines.
+"""The experiments page's runs grid: its rows, dash-ag-grid column definitions and sparklines.
 
 The grid's cell renderers (state badge, progress bar, sparkline) are JavaScript functions in
 ``assets/dashAgGridComponentFunctions.js``, the place dash-ag-grid looks them up by name; this
@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from app.components import STATE_COLORS, round_sig
+from app.components import STATE_COLORS, fmt_duration, fmt_time, round_sig
+from app.slurm import run_state as slurm_run_state
+from app.sweep_view import trial_sweep
 from trainer.runs import history_dir
 from trainer.runs.history_store import read_array
 
@@ -269,3 +271,79 @@ GRID_OPTIONS = {
     "animateRows": False,
     "tooltipShowDelay": 300,
 }
+
+
+# -- rows ------------------------------------------------------------------------------------
+
+
+def table_rows(
+    runs: list[dict[str, Any]],
+    jobs: dict[str, dict[str, Any]] | None = None,
+    curves: dict[str, list[float | None]] | None = None,
+    sweeps: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """Display rows for the runs grid from ``app.readers.list_runs`` summaries.
+
+    The Slurm job id and the reason a queued job waits come from the summary (the
+    launcher's record); ``jobs`` (``Launcher.jobs()``) fills them in for summaries without.
+    The state is the summary's (``trainer.runs.merge_state`` already trusts Slurm's
+    ``RUNNING`` over a pid on another machine); a ``lost`` row whose job ``jobs`` says is
+    running shows as running. ``curves`` holds each run's valid-loss sparkline
+    (``app.runs_table.Sparklines``); a run without one gets ``[]``. ``sweeps`` holds the
+    sweep id of each sweep trial (``trial_sweep``); other runs get ``''``.
+    """
+    rows = []
+    for r in runs:
+        job = dict((jobs or {}).get(r["name"]) or {})
+        if r.get("job_id"):
+            job = {"job_id": r["job_id"], "state": r.get("slurm_state"),
+                   "reason": r.get("slurm_reason")}  # fmt: skip
+        state = r["state"]
+        if state == "lost" and slurm_run_state(job.get("state") or "") == "running":
+            state = "running"
+        why = None
+        if state == "queued" and job.get("state"):
+            why = f"Slurm: {job['state']}" + (f" ({job['reason']})" if job.get("reason") else "")
+        issue = " | ".join(x for x in (why, r["badge"], r["error"]) if x)
+        rows.append(
+            {
+                "id": r["name"],
+                "name": r["name"],
+                "config": r["config"],
+                "sweep": (sweeps or {}).get(r["name"], ""),
+                "state": state,
+                "step": r["step"],
+                "n_steps": r["n_steps"],
+                "progress": r["progress"],
+                "valid_curve": (curves or {}).get(r["name"], []),
+                "eta": fmt_duration(r["eta_s"]),
+                "eta_s": r["eta_s"],
+                "it_per_s": round_sig(r["it_per_s"], 3),
+                **{
+                    k: round_sig(r[k])
+                    for k in ("train_loss", "valid_loss", "train_err", "valid_err")
+                },
+                "device": r["device"] or "",
+                "job": job.get("job_id") or "",
+                "started": fmt_time(r["started"]),
+                "duration": fmt_duration(r["duration_s"]),
+                "duration_s": r["duration_s"],
+                "issue": issue[:300],
+            }
+        )
+    return rows
+
+
+def grid_rows(
+    runs_dir: Path,
+    runs: list[dict[str, Any]],
+    sparklines: Sparklines,
+    jobs: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """``table_rows`` with each run's valid-loss sparkline and sweep."""
+    return table_rows(
+        runs,
+        jobs,
+        {r["name"]: sparklines.points(runs_dir / r["name"]) for r in runs},
+        {r["name"]: trial_sweep(runs_dir / r["name"]) for r in runs},
+    )

@@ -11,6 +11,10 @@ Everything ``tick`` needs is on disk (``trainer.runs.sweeps``), under the sweep'
 any process may drive a sweep: ``run.py sweep`` in a terminal, or a dashboard's launcher
 thread, which picks up every unfinished sweep of its backend after a restart.
 
+A dashboard's launch form makes a sweep with ``start_sweep``: ``run.py sweep --detach`` in a
+child process (the config is executed there, never in the dashboard), started and followed by
+the launcher's ``SweepStarts`` without blocking the request.
+
 Example:
     >>> sweep_id = create_sweep("runs", "examples/demo_sweep.py")  # doctest: +SKIP
     >>> tick(launcher, sweep_folder("runs", sweep_id))  # doctest: +SKIP
@@ -18,21 +22,28 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import math
 import os
 import re
+import secrets
+import signal
+import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
-from trainer.runs.launch import launch_path
+from trainer.runs.launch import launch_backend, launch_path
 from trainer.runs.sweeps import (
     SWEEP_FILE,
     TrialEntry,
     TrialsRecord,
+    check_sweep_id,
     iter_sweep_dirs,
     read_sweep,
     read_trials,
@@ -56,6 +67,14 @@ from trainer.sweeps import (
 )
 
 log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+#: seconds ``run.py sweep --detach`` may take to check a config and make its sweep
+SWEEP_TIMEOUT_S = 60
+#: most lines of ``run.py sweep``'s complaint kept for the launch form
+ERROR_LINES = 30
+#: sweeps being made whose outcome a dashboard keeps for the launch form to fetch
+KEPT_STARTS = 64
 
 #: run states that count against ``max_failures``
 FAILED_STATES = frozenset({"failed", "diverged", "lost"})
@@ -169,8 +188,205 @@ def unfinished(runs_dir: str | os.PathLike, backend: str) -> Iterator[Path]:
         # at every scheduler tick
         if read_trials(folder).state != "running":
             continue
-        if (read_sweep(folder) or {}).get("backend", "local") == backend:
+        if launch_backend(read_sweep(folder)) == backend:
             yield folder
+
+
+def start_sweep(
+    launcher: Any,
+    config_name: str,
+    device: Any = "auto",
+    max_parallel: Any = 1,
+    resources: Mapping[str, Any] | None = None,
+) -> str:
+    """Start making a sweep of a config for a dashboard's launcher, and return at once.
+
+    ``run.py sweep --detach`` executes the config in a child process, checks its sweep and
+    makes the sweep's folder; ``launcher.sweep_starts.get(token)`` tells how that went, and
+    the launcher's scheduler thread drives the sweep (``Launcher.drive_sweeps``).
+
+    Args:
+        launcher: the dashboard's ``Launcher``; its backend runs the trials.
+        config_name: a ``*.py`` file inside the launcher's configs folder with a ``sweep``
+            section.
+        device: as for ``Launcher.launch``, for every trial.
+        max_parallel: trials at once, 1 to ``trainer.sweeps.MAX_PARALLEL``.
+        resources: the backend's checked resources (``Backend.resources_from_form``).
+
+    Returns:
+        The token of the ``SweepStart``.
+
+    Raises:
+        LaunchError: a bad field, or ``app.limits.MAX_SWEEPS`` sweeps are unfinished or being
+            made already.
+    """
+    from app import inputs, limits
+    from app.backends import env_for
+    from app.security import LaunchError, resolve_config, validate_device
+
+    parallel = inputs.integer(max_parallel, lo=1, hi=MAX_PARALLEL)
+    if parallel is None or parallel != max_parallel:
+        raise LaunchError(
+            "max_parallel",
+            f"Max parallel: expected a whole number of trials from 1 to {MAX_PARALLEL}, "
+            f"got {max_parallel!r}",
+        )
+    config = resolve_config(launcher.configs_dir, config_name)
+    device = validate_device(device, launcher.gpus())
+    open_sweeps = sum(1 for _ in unfinished(launcher.runs_dir, launcher.backend))
+    open_sweeps += launcher.sweep_starts.pending()
+    if open_sweeps >= limits.MAX_SWEEPS:
+        sweeps = "sweep is" if open_sweeps == 1 else "sweeps are"
+        raise LaunchError(
+            "config",
+            f"{open_sweeps} {sweeps} unfinished, the most this dashboard starts; stop one on "
+            "its sweep page, or wait until one ends",
+        )
+    argv = sweep_argv(
+        config, python=launcher.python, runs_dir=launcher.runs_dir, data_dir=launcher.data_dir,
+        backend=launcher.backend, max_parallel=parallel, device=device, resources=resources,
+    )  # fmt: skip
+    spawn = launcher.spawn
+    try:
+        return launcher.sweep_starts.start(
+            argv, env_for(spawn.env), spawn.cwd, config.name, parallel
+        )
+    except OSError as e:
+        raise LaunchError("config", f"cannot start run.py sweep: {e}") from None
+
+
+def sweep_argv(
+    config: Path,
+    *,
+    python: str,
+    runs_dir: Path,
+    data_dir: Path,
+    backend: str,
+    max_parallel: int,
+    device: str,
+    resources: Mapping[str, Any] | None = None,
+    run_py: Path = REPO_ROOT / "run.py",
+) -> list[str]:
+    """The ``run.py sweep --detach`` command that makes a sweep of ``config``."""
+    argv = [python, str(run_py), "sweep", str(config), "--detach",
+            f"--runs-dir={runs_dir}", f"--data-dir={data_dir}", f"--backend={backend}",
+            f"--max-parallel={max_parallel}", f"--device={device}"]  # fmt: skip
+    for key, value in (resources or {}).items():
+        argv.append(f"--slurm-{key}={value}")
+    return argv
+
+
+@dataclasses.dataclass
+class SweepStart:
+    """A sweep that ``run.py sweep --detach`` is making for the launch form.
+
+    Attributes:
+        config: the config's file name.
+        max_parallel: trials at once.
+        sweep_id: the sweep made, once it is.
+        problems: why no sweep was made (the lines ``run.py sweep`` complained with), once
+            it ended without one.
+        timed_out: it was stopped after ``SweepStarts.timeout_s`` seconds.
+    """
+
+    config: str
+    max_parallel: int
+    sweep_id: str | None = None
+    problems: list[str] | None = None
+    timed_out: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.sweep_id is not None or self.problems is not None
+
+
+class SweepStarts:
+    """The ``run.py sweep --detach`` children a dashboard started, each under a token.
+
+    ``start`` returns at once: the child executes the config and makes the sweep (the
+    dashboard never runs a config), and a thread waits for it, at most ``timeout_s``
+    seconds, and records what came of it. A launcher's scheduler thread then drives the
+    sweep (``tick``).
+    """
+
+    def __init__(self, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
+        self.timeout_s = float(timeout_s)
+        self._lock = threading.Lock()
+        self._starts: dict[str, SweepStart] = {}
+
+    def start(
+        self, argv: list[str], env: Mapping[str, str], cwd: Path, config: str, max_parallel: int
+    ) -> str:
+        """Start ``argv`` (``sweep_argv``) and return the token of its ``SweepStart``.
+
+        Raises:
+            OSError: the child cannot be started.
+        """
+        from app.backends import start_process
+
+        proc = start_process(argv, env, cwd, subprocess.PIPE, subprocess.PIPE)
+        token = secrets.token_urlsafe(12)
+        with self._lock:
+            while len(self._starts) >= KEPT_STARTS:  # the oldest outcome nobody fetched goes
+                oldest = next((t for t, s in self._starts.items() if s.done), None)
+                if oldest is None:
+                    break
+                del self._starts[oldest]
+            self._starts[token] = SweepStart(config, max_parallel)
+        threading.Thread(
+            target=self._wait, args=(token, proc, config), name=f"sweep-start-{config}", daemon=True
+        ).start()
+        return token
+
+    def get(self, token: Any) -> SweepStart | None:
+        """The sweep start of ``token`` (a copy), or ``None`` for a token this dashboard did
+        not hand out."""
+        with self._lock:
+            found = self._starts.get(token) if isinstance(token, str) else None
+            return dataclasses.replace(found) if found is not None else None
+
+    def pending(self) -> int:
+        """Sweeps being made now."""
+        with self._lock:
+            return sum(1 for s in self._starts.values() if not s.done)
+
+    def _wait(self, token: str, proc: subprocess.Popen, config: str) -> None:
+        try:
+            out, err = proc.communicate(timeout=self.timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            with self._lock:
+                self._starts[token].timed_out = True
+            self._done(token, None, [
+                f"run.py sweep did not make the sweep within {self.timeout_s:g} s (executing "
+                f"{config} takes that long?); try `python run.py sweep {config}` in a terminal"
+            ])  # fmt: skip
+            return
+        text = out.decode(errors="replace") if out else ""
+        sweep_id = (text.strip().splitlines() or [""])[-1]
+        if proc.returncode == 0 and _is_sweep_id(sweep_id):
+            self._done(token, sweep_id, None)
+            return
+        lines = [ln.strip() for ln in (err or b"").decode(errors="replace").splitlines()]
+        lines = [ln for ln in lines if ln][-ERROR_LINES:]
+        self._done(token, None, lines or [f"run.py sweep ended with exit status {proc.returncode}"])
+
+    def _done(self, token: str, sweep_id: str | None, problems: list[str] | None) -> None:
+        with self._lock:
+            start = self._starts.get(token)
+            if start is not None:
+                start.sweep_id, start.problems = sweep_id, problems
+        log.info("sweep start %s: %s", token[:4], sweep_id or "; ".join(problems or []))
+
+
+def _is_sweep_id(text: str) -> bool:
+    try:
+        check_sweep_id(text)
+    except ValueError:
+        return False
+    return True
 
 
 def spec_of(record: Mapping[str, Any]) -> SweepSpec:
@@ -411,6 +627,6 @@ def summary(folder: Path) -> dict[str, Any]:
     spec = record.get("spec", {})
     best = None
     if values:
-        pick = min if spec.get("goal", "min") == "min" else max
+        pick = max if spec.get("goal") == "max" else min
         best = next(t.run for t in trials.trials if t.value == pick(values))
     return {"record": record, "trials": trials, "best_run": best}

@@ -26,11 +26,13 @@ Everything here but ``open_study`` and ``TrialReporter`` is pure.
 
 from __future__ import annotations
 
+import ast
 import copy
 import dataclasses
 import logging
 import math
 import numbers
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -115,13 +117,6 @@ class SweepSpec:
     max_parallel: int
     seed: int
 
-    @property
-    def grid_size(self) -> int | None:
-        """Number of grid points, or ``None`` when a parameter is a range."""
-        if any(isinstance(p, Range) for p in self.parameters.values()):
-            return None
-        return math.prod(len(p.values) for p in self.parameters.values())
-
     def decode(self, drawn: Mapping[str, Any]) -> dict[str, Any]:
         """The config values of a trial's Optuna parameters."""
         return {name: p.decode(drawn[name]) for name, p in self.parameters.items()}
@@ -139,6 +134,13 @@ class SweepSpec:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         # JSON files are written with sorted keys: the section's order is kept beside them
         return {**fields, "parameters": params, "parameter_order": list(self.parameters)}
+
+
+def grid_size(parameters: Mapping[str, Choice | Range]) -> int | None:
+    """Number of grid points of the parameters, or ``None`` when one of them is a range."""
+    if any(isinstance(p, Range) for p in parameters.values()):
+        return None
+    return math.prod(len(p.values) for p in parameters.values())
 
 
 def spec_from_json(d: Mapping[str, Any]) -> SweepSpec:
@@ -213,7 +215,7 @@ def parse_sweep(cfg: Any, section: Any = None) -> SweepSpec:
         errors.append(f"'pruner': expected one of {', '.join(PRUNERS)}, got {s['pruner']!r}")
 
     n_runs = s["n_runs"]
-    grid = math.prod(len(p.values) for p in parameters.values() if isinstance(p, Choice))
+    grid = grid_size(parameters)  # None with a range: an error above already says so
     if n_runs is None and s["method"] == "grid":
         n_runs = grid
     elif n_runs is None:
@@ -223,7 +225,7 @@ def parse_sweep(cfg: Any, section: Any = None) -> SweepSpec:
     if errors:
         lines = "\n".join(f"  - {e}" for e in errors)
         raise ConfigError(f"{where}: invalid sweep ({len(errors)} problem(s)):\n{lines}")
-    if s["method"] == "grid" and int(n_runs) > grid:
+    if s["method"] == "grid" and grid is not None and int(n_runs) > grid:
         n_runs = grid  # a grid has no more points than that
     from trainer.best import mode_for
 
@@ -366,6 +368,113 @@ def apply_params(cfg: Any, params: Mapping[str, Any]) -> None:
             node = node[part]
         node[rest[-1]] = value
         setattr(cfg, top, root)
+
+
+# ------------------------------------------------------------- the section, unexecuted
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepSection:
+    """What is known of a config's ``sweep`` section without running the config.
+
+    Attributes:
+        n_runs: runs the sweep makes, or ``None`` when that is known only once the config
+            runs (the section is no literal, or does not say).
+        max_parallel: the section's ``max_parallel`` (its default when it does not say).
+    """
+
+    n_runs: int | None
+    max_parallel: int = SWEEP_DEFAULTS["max_parallel"]
+
+
+def read_sweep_section(config_file: str | os.PathLike) -> SweepSection | None:
+    """The ``sweep`` section of a config, read with ``ast`` (the config is not executed).
+
+    Returns ``None`` when the config has no top-level ``sweep = ...`` (or sets it to
+    ``None``). A section built from literals (``dict(...)``, ``{...}``, lists, numbers,
+    strings, ``**{...}`` inside a ``dict(...)``) gives its number of runs: ``n_runs`` for
+    ``random`` and ``tpe``, the grid's size for ``grid`` (at most ``n_runs``, as
+    ``parse_sweep`` counts); any other expression gives a section of unknown size. An
+    unreadable file or one with a syntax error has no section here: making the sweep
+    reports the problem.
+
+    >>> import pathlib, tempfile
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "c.py"
+    >>> _ = f.write_text("sweep = dict(parameters=dict(lr=[1e-3, 3e-3], batch_size=[1, 2, 4]))")
+    >>> read_sweep_section(f)
+    SweepSection(n_runs=6, max_parallel=1)
+    """
+    try:
+        tree = ast.parse(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    node = None
+    for stmt in tree.body:
+        if (
+            isinstance(stmt, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "sweep" for t in stmt.targets)
+        ) or (
+            isinstance(stmt, ast.AnnAssign)
+            and isinstance(stmt.target, ast.Name)
+            and stmt.target.id == "sweep"
+            and stmt.value is not None
+        ):
+            node = stmt.value
+    if node is None:
+        return None
+    try:
+        section = _literal(node)
+    except ValueError:
+        return SweepSection(None)
+    if section is None:  # `sweep = None`: the config's default, no sweep
+        return None
+    if not isinstance(section, dict):
+        return SweepSection(None)
+    parallel = section.get("max_parallel", SWEEP_DEFAULTS["max_parallel"])
+    ok = isinstance(parallel, int) and not isinstance(parallel, bool)
+    if not (ok and 1 <= parallel <= MAX_PARALLEL):
+        parallel = SWEEP_DEFAULTS["max_parallel"]
+    return SweepSection(_section_size(section), parallel)
+
+
+def _literal(node: ast.expr) -> Any:
+    """``ast.literal_eval`` that also takes ``dict(key=..., **{...})`` calls, nested."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        if node.args:
+            raise ValueError("dict() with positional arguments")
+        out: dict[Any, Any] = {}
+        for k in node.keywords:
+            value = _literal(k.value)
+            if k.arg is None:
+                if not isinstance(value, dict):
+                    raise ValueError("** of no dict")
+                out.update(value)
+            else:
+                out[k.arg] = value
+        return out
+    if isinstance(node, ast.Dict):
+        if any(k is None for k in node.keys):
+            raise ValueError("** inside {...}")
+        return {ast.literal_eval(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.List | ast.Tuple):
+        items = [_literal(e) for e in node.elts]
+        return items if isinstance(node, ast.List) else tuple(items)
+    return ast.literal_eval(node)
+
+
+def _section_size(section: Mapping[str, Any]) -> int | None:
+    """Runs of a literal section, as ``parse_sweep`` would count them, or ``None``."""
+    n_runs = section.get("n_runs", SWEEP_DEFAULTS["n_runs"])
+    n_runs = n_runs if isinstance(n_runs, int) and not isinstance(n_runs, bool) else None
+    if section.get("method", SWEEP_DEFAULTS["method"]) != "grid":
+        return n_runs
+    params = section.get("parameters")
+    if not isinstance(params, dict) or not params:
+        return None
+    if not all(isinstance(v, list | tuple) for v in params.values()):
+        return None  # a range on a grid: the sweep's own checks say what is wrong
+    grid = grid_size({name: Choice(tuple(v)) for name, v in params.items()})
+    return grid if n_runs is None else min(n_runs, grid)
 
 
 # ------------------------------------------------------------------------------- Optuna

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -131,6 +132,35 @@ class Backend(Protocol):
         """True while this backend still tracks the run's process (it cannot be resumed)."""
         ...
 
+    # -- the launch form and the system panel ------------------------------------------
+
+    def form_fields(self) -> dict[str, str]:
+        """The launch form's fields for this backend's resources: key -> label."""
+        ...
+
+    def form_placeholder(self, key: str) -> str:
+        """What an empty field of ``form_fields`` stands for (its default)."""
+        ...
+
+    def resources_from_form(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A launch's resources from the form's fields by key, blank ones left out, each
+        checked; ``None`` for a backend that takes none.
+
+        Raises:
+            LaunchError: naming the field, the value and what it accepts.
+        """
+        ...
+
+    def sweep_limit(self) -> str:
+        """The launch form's clause on how many trials of a sweep this backend runs at once
+        (``''``: as many as the sweep asks for)."""
+        ...
+
+    def notes(self, gpus_found: bool) -> list[tuple[str, bool]]:
+        """Lines for the system panel: ``(text, is_error)``; ``gpus_found`` says whether this
+        machine has a GPU."""
+        ...
+
 
 def last_output(run_dir: Path) -> str | None:
     """The last line a process printed into ``console.log`` (not the launcher's ``$`` line)."""
@@ -143,3 +173,24 @@ def last_output(run_dir: Path) -> str | None:
 def env_for(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment with ``extra`` on top."""
     return {**os.environ, **extra}
+
+
+def start_process(
+    argv: list[str], env: Mapping[str, str], cwd: Path, stdout: Any, stderr: Any
+) -> subprocess.Popen:
+    """Start ``argv`` without a shell, stdin closed, in a new session: the child leads its
+    own process group, so a stop reaches its helpers too and a Ctrl+C of the dashboard
+    does not. Returns at once.
+
+    Raises:
+        OSError: the program cannot be started.
+    """
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+    )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from app.backends import LockFn, RunEntry, Spawn, env_for, last_output
+from app.backends import LockFn, RunEntry, Spawn, env_for, last_output, start_process
 from app.security import LaunchError, validate_device
 from trainer.runs import (
     CONSOLE_LOG_FILE,
@@ -92,6 +92,27 @@ class LocalBackend:
             )
         return {"device": validate_device(device or "auto", self.gpus())}
 
+    # -- the launch form ----------------------------------------------------------------
+
+    def form_fields(self) -> dict[str, str]:
+        return {}  # a child takes this machine's devices: the Device field says which
+
+    def form_placeholder(self, key: str) -> str:
+        return ""
+
+    def resources_from_form(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        return None
+
+    def sweep_limit(self) -> str:
+        n = self.max_cpu_runs
+        return (
+            f"and it runs at most {n} CPU run{'' if n == 1 else 's'} at once "
+            "(more trials wait in the queue)"
+        )
+
+    def notes(self, gpus_found: bool) -> list[tuple[str, bool]]:
+        return [] if gpus_found else [("No NVIDIA GPU found: runs use the CPU.", False)]
+
     # -- start -----------------------------------------------------------------------
 
     def start(
@@ -111,15 +132,7 @@ class LocalBackend:
         with open(run.dir / CONSOLE_LOG_FILE, "ab") as console:
             console.write(f"$ {shlex.join(argv)}\n".encode())
             console.flush()
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=console,
-                stderr=subprocess.STDOUT,
-                cwd=self.spawn.cwd,
-                env=env,
-                start_new_session=True,
-            )
+            proc = start_process(argv, env, self.spawn.cwd, console, subprocess.STDOUT)
         self.children[run.name] = Child(run.dir, proc, device)
         record = LauncherRecord(
             backend=self.name,

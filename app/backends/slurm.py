@@ -22,7 +22,15 @@ from typing import Any
 
 from app.backends import LockFn, RunEntry, Spawn, last_output
 from app.security import LaunchError
-from app.slurm import Job, Slurm, SlurmError, batch_script, config_section, resources_from
+from app.slurm import (
+    Job,
+    Slurm,
+    SlurmError,
+    batch_script,
+    check_resource,
+    config_section,
+    resources_from,
+)
 from trainer.runs import (
     BATCH_SCRIPT_FILE,
     CONSOLE_LOG_FILE,
@@ -36,6 +44,15 @@ from trainer.runs import (
 
 log = logging.getLogger(__name__)
 
+#: the launch form's resource fields (``app.slurm.RESOURCE_KEYS``): key -> label
+FORM_FIELDS = {
+    "partition": "Partition",
+    "account": "Account",
+    "gpus": "GPUs",
+    "cpus": "CPUs",
+    "mem": "Memory",
+    "time": "Time limit",
+}
 #: a submitted job that squeue and sacct both do not know for this long counts as gone
 JOB_UNKNOWN_GRACE_S = 120.0
 
@@ -95,6 +112,29 @@ class SlurmBackend:
             "device": job_device(device, requested.gpus),
             "slurm": {"resources": requested.to_json()},
         }
+
+    # -- the launch form ----------------------------------------------------------------
+
+    def form_fields(self) -> dict[str, str]:
+        return dict(FORM_FIELDS)
+
+    def form_placeholder(self, key: str) -> str:
+        value = self.defaults.get(key)
+        return "config / cluster default" if value in (None, "", 0) else f"default {value}"
+
+    def resources_from_form(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
+        return {
+            key: check_resource(key, value)
+            for key in FORM_FIELDS
+            if not _blank(value := values.get(key))
+        }
+
+    def sweep_limit(self) -> str:
+        return ""  # Slurm queues the trials' jobs
+
+    def notes(self, gpus_found: bool) -> list[tuple[str, bool]]:
+        notes = [("Launches go to Slurm as batch jobs.", False)]
+        return notes + ([(f"Slurm: {self.error}", True)] if self.error else [])
 
     def slot(self, run: RunEntry) -> str | None:
         return None  # jobs hold the cluster's devices, not this machine's
@@ -270,3 +310,7 @@ def _apply(run_dir: Path, job_id: str, job: Job | None) -> None:
             )
     if dataclasses.replace(new, polled=rec.polled) != rec:  # no rewrite per unchanged poll
         write_launcher_record(run_dir, new)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())

@@ -3,24 +3,20 @@
 Ids are prefixed ``exp-``. The selected run lives in the browser (``exp-selected`` store),
 so every viewer has their own selection; the runs, the queue and the children live in the
 app's launcher and the run directories. In read-only mode the controls are hidden and
-their callbacks refuse to act.
+their callbacks refuse to act. The launch form's resource fields are the launcher
+backend's (``Backend.form_fields``).
 
-Sweeps: the runs grid's Sweep column names the sweep each trial belongs to (its
-``trial.json``), and a list above the grid shows every sweep of the runs folder. A config
-with a ``sweep`` section is launched as a sweep: the form reads the section with ``ast``
-(never running the config here) to say how many runs it makes, and Launch runs
-``run.py sweep --detach`` as a child process, which executes the config and makes the
-sweep; the launcher thread then drives it (``Launcher.drive_sweeps``).
+Sweeps: the runs grid's Sweep column names the sweep each trial belongs to, and a list above
+the grid shows every sweep of the runs folder (``app.sweep_view``). A config with a
+``sweep`` section is launched as a sweep: the form says how many runs it makes
+(``trainer.sweeps.read_sweep_section``, which never runs the config), and Launch starts
+making the sweep in a child process (``app.sweeper.start_sweep``) and returns at once; the
+``exp-sweep-start`` store then follows that child until the sweep is made or refused, and
+the launcher thread drives the sweep (``Launcher.drive_sweeps``).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import functools
-import math
-import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,37 +24,28 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app import REPO_ROOT, changes_runs, current_context, inputs, limits, paths
+from app import changes_runs, current_context, paths
+from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
     empty_state,
     fmt_bytes,
-    fmt_duration,
-    fmt_time,
     meter,
     panel,
-    round_sig,
     run_href,
     state_badge,
     sweep_href,
 )
 from app.inputs import strings
 from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
-from app.readers import list_runs, log_path, read_json, tail_lines
-from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs
-from app.security import LaunchError, list_configs, resolve_config, validate_device
-from app.slurm import check_resource
-from app.slurm import run_state as slurm_run_state
+from app.readers import list_runs, log_path, tail_lines
+from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
+from app.security import LaunchError, list_configs, resolve_config
+from app.sweep_view import read_sweep_lines, sweep_hint
+from app.sweeper import SweepStart, start_sweep
 from app.system import system_stats
-from trainer.runs.sweeps import (
-    SWEEP_FILE,
-    TRIAL_FILE,
-    TRIALS_FILE,
-    TrialsRecord,
-    check_sweep_id,
-    iter_sweep_dirs,
-    read_trial,
-)
+from trainer.runs.sweeps import check_sweep_id
+from trainer.sweeps import MAX_PARALLEL, SWEEP_DEFAULTS, SweepSection, read_sweep_section
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
@@ -67,314 +54,21 @@ REFRESH_MS = 2000
 SYSTEM_MS = 5000
 LOG_LINES = 200
 STOPPABLE_STATES = frozenset({"queued", "running"})
-#: resource fields of the launch form with the Slurm backend (ids ``exp-slurm-<key>``)
-SLURM_FIELDS = {
-    "partition": "Partition",
-    "account": "Account",
-    "gpus": "GPUs",
-    "cpus": "CPUs",
-    "mem": "Memory",
-    "time": "Time limit",
-}
-
-
-def _slurm_defaults(c: Any) -> dict[str, Any] | None:
-    """The launcher's Slurm defaults, or ``None`` when it does not use Slurm."""
-    return c.launcher.slurm_defaults if c.launcher.backend == "slurm" else None
-
+#: the id type of the launch form's resource fields (``{"type": RESOURCE, "index": key}``)
+RESOURCE = "exp-resource"
 
 #: valid-loss sparklines of every run this server shows (reads only new history rows)
 SPARKLINES = Sparklines()
-#: seconds ``run.py sweep --detach`` may take to check a config and make its sweep
-SWEEP_TIMEOUT_S = 60
-#: the parallel cap the form offers (``trainer.sweeps.MAX_PARALLEL``)
-MAX_PARALLEL = 20
-#: most lines of ``run.py sweep``'s complaint the form shows
-ERROR_LINES = 30
-
-
-# -- sweeps (pure, or reading files only) ----------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepSection:
-    """What the launch form knows of a config's ``sweep`` section without running the config.
-
-    Attributes:
-        n_runs: runs the sweep makes, or ``None`` when that is known only once the config
-            runs (the section is no literal, or does not say).
-        max_parallel: the section's ``max_parallel`` (1 when it does not say).
-    """
-
-    n_runs: int | None
-    max_parallel: int = 1
-
-
-def read_sweep_section(config_file: str | os.PathLike) -> SweepSection | None:
-    """The ``sweep`` section of a config, read with ``ast`` (the config is not executed).
-
-    Returns ``None`` when the config has no top-level ``sweep = ...`` (or sets it to
-    ``None``). A section built from
-    literals (``dict(...)``, ``{...}``, lists, numbers, strings, ``**{...}`` inside a
-    ``dict(...)``) gives its number of runs: ``n_runs`` for ``random`` and ``tpe``, the
-    grid's size for ``grid`` (at most ``n_runs``, as ``trainer.sweeps.parse_sweep`` counts);
-    any other expression gives a section of unknown size. An unreadable file or one with a
-    syntax error has no section here: launching it reports the problem.
-
-    >>> import pathlib, tempfile
-    >>> f = pathlib.Path(tempfile.mkdtemp()) / "c.py"
-    >>> _ = f.write_text("sweep = dict(parameters=dict(lr=[1e-3, 3e-3], batch_size=[1, 2, 4]))")
-    >>> read_sweep_section(f)
-    SweepSection(n_runs=6, max_parallel=1)
-    """
-    try:
-        tree = ast.parse(Path(config_file).read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, ValueError):
-        return None
-    node = None
-    for stmt in tree.body:
-        if (
-            isinstance(stmt, ast.Assign)
-            and any(isinstance(t, ast.Name) and t.id == "sweep" for t in stmt.targets)
-        ) or (
-            isinstance(stmt, ast.AnnAssign)
-            and isinstance(stmt.target, ast.Name)
-            and stmt.target.id == "sweep"
-            and stmt.value is not None
-        ):
-            node = stmt.value
-    if node is None:
-        return None
-    try:
-        section = _literal(node)
-    except ValueError:
-        return SweepSection(None)
-    if section is None:  # `sweep = None`: the config's default, no sweep
-        return None
-    if not isinstance(section, dict):
-        return SweepSection(None)
-    return SweepSection(_sweep_size(section), _max_parallel(section.get("max_parallel", 1)))
-
-
-def _literal(node: ast.expr) -> Any:
-    """``ast.literal_eval`` that also takes ``dict(key=..., **{...})`` calls, nested."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
-        if node.args:
-            raise ValueError("dict() with positional arguments")
-        out: dict[Any, Any] = {}
-        for k in node.keywords:
-            value = _literal(k.value)
-            if k.arg is None:
-                if not isinstance(value, dict):
-                    raise ValueError("** of no dict")
-                out.update(value)
-            else:
-                out[k.arg] = value
-        return out
-    if isinstance(node, ast.Dict):
-        if any(k is None for k in node.keys):
-            raise ValueError("** inside {...}")
-        return {ast.literal_eval(k): _literal(v) for k, v in zip(node.keys, node.values)}
-    if isinstance(node, ast.List | ast.Tuple):
-        items = [_literal(e) for e in node.elts]
-        return items if isinstance(node, ast.List) else tuple(items)
-    return ast.literal_eval(node)
-
-
-def _sweep_size(section: dict) -> int | None:
-    n_runs = section.get("n_runs")
-    n_runs = n_runs if isinstance(n_runs, int) and not isinstance(n_runs, bool) else None
-    if section.get("method", "grid") != "grid":
-        return n_runs
-    params = section.get("parameters")
-    if not isinstance(params, dict) or not params:
-        return None
-    if not all(isinstance(v, list | tuple) for v in params.values()):
-        return None  # a range on a grid: the sweep's own checks say what is wrong
-    grid = math.prod(len(v) for v in params.values())
-    return grid if n_runs is None else min(n_runs, grid)
-
-
-def _max_parallel(value: Any) -> int:
-    ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_PARALLEL
-    return value if ok else 1
-
-
-def sweep_hint(section: SweepSection | None, backend: str, max_cpu_runs: int) -> str:
-    """The launch form's sentence about a sweep config (``''`` for an ordinary config)."""
-    if section is None:
-        return ""
-    size = (
-        "This config defines a sweep (its size is known when it starts)."
-        if section.n_runs is None
-        else f"This config defines a sweep of {section.n_runs} run"
-        f"{'' if section.n_runs == 1 else 's'}."
-    )
-    drive = " Launch makes the sweep; this dashboard then starts up to Max parallel trials at once"
-    if backend == "local":
-        drive += (
-            f", and it runs at most {max_cpu_runs} CPU run{'' if max_cpu_runs == 1 else 's'} "
-            "at once (more trials wait in the queue)"
-        )
-    return size + drive + "."
-
-
-def sweep_argv(
-    config: Path,
-    *,
-    python: str,
-    runs_dir: Path,
-    data_dir: Path,
-    backend: str,
-    max_parallel: int,
-    device: str,
-    resources: dict[str, Any] | None = None,
-) -> list[str]:
-    """The ``run.py sweep --detach`` command that makes a sweep of ``config``."""
-    argv = [python, str(REPO_ROOT / "run.py"), "sweep", str(config), "--detach",
-            f"--runs-dir={runs_dir}", f"--data-dir={data_dir}", f"--backend={backend}",
-            f"--max-parallel={max_parallel}", f"--device={device}"]  # fmt: skip
-    for key, value in (resources or {}).items():
-        argv.append(f"--slurm-{key}={value}")
-    return argv
-
-
-def sweep_line(sweep_id: str, record: dict | None, trials: TrialsRecord) -> dict[str, Any]:
-    """One line of the sweeps list: state (``stopping`` while a stop waits for trials),
-    trials done and asked for, the metric and the best value told so far with its run."""
-    spec = (record or {}).get("spec")
-    spec = spec if isinstance(spec, dict) else {}
-    state = trials.state
-    if state == "running" and trials.stop_requested is not None:
-        state = "stopping"
-    values = [
-        (t.value, t.run)
-        for t in trials.trials
-        if isinstance(t.value, int | float) and math.isfinite(t.value)
-    ]
-    pick = max if spec.get("goal") == "max" else min
-    best = pick(values, key=lambda v: v[0]) if values else (None, None)
-    n_runs = spec.get("n_runs")
-    return {
-        "id": sweep_id,
-        "state": state,
-        "done": sum(1 for t in trials.trials if t.told is not None),
-        "total": n_runs if isinstance(n_runs, int) else None,
-        "metric": spec.get("metric") if isinstance(spec.get("metric"), str) else "valid_loss",
-        "best": round_sig(best[0]),
-        "best_run": best[1],
-    }
-
-
-def read_sweep_lines(runs_dir: Path) -> list[dict[str, Any]]:
-    """A ``sweep_line`` per sweep of the runs folder, newest first; each sweep's files are
-    parsed again only when they changed (``app.readers.read_json``)."""
-    lines = []
-    for folder in iter_sweep_dirs(runs_dir):
-        record, problem = read_json(folder / SWEEP_FILE)
-        d, _ = read_json(folder / TRIALS_FILE)
-        trials = TrialsRecord.from_json(d) if d else TrialsRecord()
-        created = (record or {}).get("created")
-        line = sweep_line(folder.name, record, trials)
-        if record is None:  # nothing drives it: its state would be a stale word
-            line["state"] = "damaged"
-            line["problem"] = f"{SWEEP_FILE}: {problem or 'not a JSON object'}"
-        lines.append((created if isinstance(created, int | float) else 0.0, line))
-    return [line for _, line in sorted(lines, key=lambda x: x[0], reverse=True)]
-
-
-def trial_sweep(run_dir: Path) -> str:
-    """The sweep id of a run's ``trial.json``, or ``''`` for a run outside a sweep; the file is
-    read again only when its stat changed."""
-    try:
-        st = (run_dir / TRIAL_FILE).stat()
-    except OSError:
-        return ""
-    return _trial_sweep(str(run_dir), st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-@functools.lru_cache(maxsize=4096)
-def _trial_sweep(run_dir: str, mtime_ns: int, size: int, ino: int) -> str:
-    sweep = (read_trial(run_dir) or {}).get("sweep")
-    try:
-        return check_sweep_id(sweep)
-    except ValueError:
-        return ""
-
-
-def table_rows(
-    runs: list[dict[str, Any]],
-    jobs: dict[str, dict[str, Any]] | None = None,
-    curves: dict[str, list[float | None]] | None = None,
-    sweeps: dict[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """Display rows for the runs grid from ``app.readers.list_runs`` summaries.
-
-    The Slurm job id and the reason a queued job waits come from the summary (the
-    launcher's record); ``jobs`` (``Launcher.jobs()``) fills them in for summaries without.
-    The state is the summary's (``trainer.runs.merge_state`` already trusts Slurm's
-    ``RUNNING`` over a pid on another machine); a ``lost`` row whose job ``jobs`` says is
-    running shows as running. ``curves`` holds each run's valid-loss sparkline
-    (``app.runs_table.Sparklines``); a run without one gets ``[]``. ``sweeps`` holds the
-    sweep id of each sweep trial (``trial_sweep``); other runs get ``''``.
-    """
-    rows = []
-    for r in runs:
-        job = dict((jobs or {}).get(r["name"]) or {})
-        if r.get("job_id"):
-            job = {"job_id": r["job_id"], "state": r.get("slurm_state"),
-                   "reason": r.get("slurm_reason")}  # fmt: skip
-        state = r["state"]
-        if state == "lost" and slurm_run_state(job.get("state") or "") == "running":
-            state = "running"
-        why = None
-        if state == "queued" and job.get("state"):
-            why = f"Slurm: {job['state']}" + (f" ({job['reason']})" if job.get("reason") else "")
-        issue = " | ".join(x for x in (why, r["badge"], r["error"]) if x)
-        rows.append(
-            {
-                "id": r["name"],
-                "name": r["name"],
-                "config": r["config"],
-                "sweep": (sweeps or {}).get(r["name"], ""),
-                "state": state,
-                "step": r["step"],
-                "n_steps": r["n_steps"],
-                "progress": r["progress"],
-                "valid_curve": (curves or {}).get(r["name"], []),
-                "eta": fmt_duration(r["eta_s"]),
-                "eta_s": r["eta_s"],
-                "it_per_s": round_sig(r["it_per_s"], 3),
-                **{
-                    k: round_sig(r[k])
-                    for k in ("train_loss", "valid_loss", "train_err", "valid_err")
-                },
-                "device": r["device"] or "",
-                "job": job.get("job_id") or "",
-                "started": fmt_time(r["started"]),
-                "duration": fmt_duration(r["duration_s"]),
-                "duration_s": r["duration_s"],
-                "issue": issue[:300],
-            }
-        )
-    return rows
 
 
 def _grid_rows(
     runs: list[dict[str, Any]], jobs: dict[str, dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
-    """``table_rows`` with each run's valid-loss sparkline and sweep."""
-    runs_dir = current_context().runs_dir
-    return table_rows(
-        runs,
-        jobs,
-        {r["name"]: SPARKLINES.points(runs_dir / r["name"]) for r in runs},
-        {r["name"]: trial_sweep(runs_dir / r["name"]) for r in runs},
-    )
+    return grid_rows(current_context().runs_dir, runs, SPARKLINES, jobs)
 
 
 def _launch_panel(
-    configs: list[str], devices: list[str], hidden: bool, slurm: dict[str, Any] | None
+    configs: list[str], devices: list[str], hidden: bool, backend: Backend
 ) -> html.Section:
     def field(label: str, component: Any) -> html.Label:
         return html.Label(
@@ -384,6 +78,7 @@ def _launch_panel(
     def text(id_: str, placeholder: str) -> dcc.Input:
         return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
 
+    fields = {} if hidden else backend.form_fields()
     return panel(
         "Launch",
         field(
@@ -420,7 +115,7 @@ def _launch_panel(
                         min=1,
                         max=MAX_PARALLEL,
                         step=1,
-                        value=1,
+                        value=SWEEP_DEFAULTS["max_parallel"],
                         className="vb-input",
                     ),
                 ),
@@ -430,24 +125,30 @@ def _launch_panel(
         ),
         html.Div(
             [
-                field(label, text(f"exp-slurm-{key}", _default_hint(slurm, key)))
-                for key, label in SLURM_FIELDS.items()
+                field(
+                    label,
+                    dcc.Input(
+                        id={"type": RESOURCE, "index": key},
+                        type="text",
+                        placeholder=backend.form_placeholder(key),
+                        className="vb-input",
+                    ),
+                )
+                for key, label in fields.items()
             ],
-            id="exp-slurm-fields",
+            id="exp-resource-fields",
             className="vb-grid",
-            hidden=slurm is None,
+            hidden=not fields,
         ),
         html.Button("Launch", id="exp-launch", className="vb-button vb-primary"),
         html.Div(id="exp-launch-msg", className="vb-msg"),
+        # how making a launched sweep went: its own element, as the read-only guard refuses
+        # every callback that answers in exp-launch-msg
+        html.Div(id="exp-sweep-msg", className="vb-msg"),
         id="exp-launch-panel",
         className="vb-launch",
         hidden=hidden,
     )
-
-
-def _default_hint(defaults: dict[str, Any] | None, key: str) -> str:
-    value = (defaults or {}).get(key)
-    return "config / cluster default" if value in (None, "", 0) else f"default {value}"
 
 
 def _actions_panel(hidden: bool) -> html.Section:
@@ -487,9 +188,10 @@ def layout(**kwargs: Any) -> html.Div:
             dcc.Store(id="exp-selected"),
             dcc.Store(id="exp-refresh"),
             dcc.Store(id="exp-log-sig"),
+            dcc.Store(id="exp-sweep-start"),  # the token of a sweep being made
             html.Div(
                 [
-                    _launch_panel(configs, devices, c.read_only, _slurm_defaults(c)),
+                    _launch_panel(configs, devices, c.read_only, c.launcher.runner),
                     _actions_panel(hidden=c.read_only),
                     panel("System", html.Div(id="exp-system", children=_system_view())),
                 ],
@@ -626,12 +328,8 @@ def _system_view() -> list[Any]:
             ),
             html.Div(f"runs: {', '.join(g.runs) or 'none'}", className="vb-muted"),
         ]
-    if c.launcher.backend == "slurm":
-        out.append(html.Div("Launches go to Slurm as batch jobs.", className="vb-muted"))
-        if c.launcher.jobs_error:
-            out.append(html.Div(f"Slurm: {c.launcher.jobs_error}", className="vb-error"))
-    elif not s.gpus:
-        out.append(html.Div("No NVIDIA GPU found: runs use the CPU.", className="vb-muted"))
+    for text, bad in c.launcher.runner.notes(bool(s.gpus)):
+        out.append(html.Div(text, className="vb-error" if bad else "vb-muted"))
     cpu_runs = sorted(n for n, d in active.items() if d == "cpu")
     out.append(html.Div(f"CPU runs: {', '.join(cpu_runs) or 'none'}", className="vb-muted"))
     out.append(html.Div(f"Queue: {', '.join(runs.queued) or 'empty'}", className="vb-muted"))
@@ -757,7 +455,7 @@ def show_sweep_form(config: Any) -> tuple:
     section = None if c.read_only else _config_sweep(c.configs_dir, config)
     if section is None:
         return "", True, False, no_update
-    hint = sweep_hint(section, c.launcher.backend, c.launcher.max_cpu_runs)
+    hint = sweep_hint(section, c.launcher.runner.sweep_limit())
     return hint, False, True, section.max_parallel
 
 
@@ -776,8 +474,10 @@ def refresh_system(_n: int | None) -> list[Any]:
 
 @callback(
     Output("exp-launch-msg", "children"),
+    Output("exp-sweep-msg", "children"),
     Output("exp-selected", "data", allow_duplicate=True),
     Output("exp-refresh", "data"),
+    Output("exp-sweep-start", "data"),
     Input("exp-launch", "n_clicks"),
     State("exp-config", "value"),
     State("exp-device", "value"),
@@ -786,99 +486,82 @@ def refresh_system(_n: int | None) -> list[Any]:
     State("exp-lr", "value"),
     State("exp-save-name", "value"),
     State("exp-max-parallel", "value"),
-    *(State(f"exp-slurm-{key}", "value") for key in SLURM_FIELDS),
+    State({"type": RESOURCE, "index": ALL}, "value"),
+    State({"type": RESOURCE, "index": ALL}, "id"),
     prevent_initial_call=True,
 )
 @changes_runs
 def launch_run(
-    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, *slurm
+    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, values, ids
 ) -> tuple:
     c = current_context()
     if c.read_only:
-        return _message(_READ_ONLY, False), no_update, no_update
+        return _message(_READ_ONLY, False), "", no_update, no_update, no_update
     section = _config_sweep(c.configs_dir, config)
-    if section is not None:
-        parallel = section.max_parallel if max_parallel is None else max_parallel
-        return _launch_sweep(config, device, parallel, slurm), no_update, time.time()
-    overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr, "save_name": save_name}
-    resources = dict(zip(SLURM_FIELDS, slurm)) if c.launcher.backend == "slurm" else None
     try:
+        resources = c.launcher.runner.resources_from_form(_form_values(ids, values))
+        if section is not None:
+            parallel = section.max_parallel if max_parallel is None else max_parallel
+            token = start_sweep(c.launcher, config, device, parallel, resources)
+            start = c.launcher.sweep_starts.get(token)
+            return "", _sweep_start_view(start), no_update, no_update, token
+        overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr,
+                     "save_name": save_name}  # fmt: skip
         name = c.launcher.launch(config, device=device, overrides=overrides, resources=resources)
     except LaunchError as e:
-        return _message(f"Not launched. {e}", False), no_update, no_update
-    return _message(f"Launched {name}.", True), name, time.time()
+        return _message(f"Not launched. {e}", False), "", no_update, no_update, no_update
+    return _message(f"Launched {name}.", True), "", name, time.time(), no_update
 
 
-def _launch_sweep(config: str, device: Any, max_parallel: Any, slurm: tuple) -> html.Div:
-    """Make a sweep with ``run.py sweep --detach`` in a child process (the config runs there,
-    not here); the launcher thread then drives it (``Launcher.drive_sweeps``)."""
-    c = current_context()
-    parallel = inputs.integer(max_parallel)
-    if parallel is None or not 1 <= parallel <= MAX_PARALLEL or parallel != max_parallel:
-        return _message(
-            f"Not launched. Max parallel: expected a whole number of trials from 1 to "
-            f"{MAX_PARALLEL}, got {max_parallel!r}",
-            False,
-        )
-    try:
-        path = resolve_config(c.configs_dir, config)
-        device = validate_device(device, c.launcher.gpus())
-        resources = (
-            {k: check_resource(k, v) for k, v in zip(SLURM_FIELDS, slurm) if v not in (None, "")}
-            if c.launcher.backend == "slurm"
-            else None
-        )
-    except LaunchError as e:
-        return _message(f"Not launched. {e}", False)
-    from app.sweeper import unfinished
+def _form_values(ids: Any, values: Any) -> dict[str, Any]:
+    """The resource fields' values by key (what a browser sent may be anything)."""
+    if not isinstance(ids, list) or not isinstance(values, list):
+        return {}
+    keys = [i.get("index") if isinstance(i, dict) else None for i in ids]
+    return {k: v for k, v in zip(keys, values) if isinstance(k, str)}
 
-    open_sweeps = sum(1 for _ in unfinished(c.runs_dir, c.launcher.backend))
-    if open_sweeps >= limits.MAX_SWEEPS:
-        sweeps = "sweep is" if open_sweeps == 1 else "sweeps are"
+
+@callback(
+    Output("exp-sweep-msg", "children", allow_duplicate=True),
+    Output("exp-sweep-start", "data", allow_duplicate=True),
+    Output("exp-refresh", "data", allow_duplicate=True),
+    Input("exp-interval", "n_intervals"),
+    State("exp-sweep-start", "data"),
+    prevent_initial_call=True,
+)
+def follow_sweep_start(_n: int | None, token: Any) -> tuple:
+    """Says how making the sweep went once its child has ended."""
+    if not isinstance(token, str) or not token:
+        return no_update, no_update, no_update
+    start = current_context().launcher.sweep_starts.get(token)
+    if start is None:
+        text = "This dashboard knows no such sweep launch (was it restarted?); see the sweeps list."
+        return _message(text, False), None, no_update
+    if not start.done:
+        return no_update, no_update, no_update
+    return _sweep_start_view(start), None, time.time()
+
+
+def _sweep_start_view(start: SweepStart | None) -> html.Div:
+    """The launch form's message about a sweep being made, made, or refused."""
+    if start is None or not start.done:
+        name = start.config if start is not None else "the config"
         return _message(
-            f"Not launched: {open_sweeps} {sweeps} unfinished, the most this dashboard starts; "
-            "stop one on its sweep page, or wait until one ends",
-            False,
+            f"Making a sweep of {name}: run.py sweep checks the config and makes the sweep.", True
         )
-    argv = sweep_argv(path, python=c.launcher.python, runs_dir=c.runs_dir,
-                      data_dir=c.data_dir, backend=c.launcher.backend, max_parallel=parallel,
-                      device=device, resources=resources)  # fmt: skip
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(c.data_dir)}
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S,
-                              stdin=subprocess.DEVNULL, env=env, check=False)  # fmt: skip
-    except subprocess.TimeoutExpired:
-        return _message(
-            f"Not launched: run.py sweep did not make the sweep within {SWEEP_TIMEOUT_S} s "
-            f"(executing {path.name} takes that long?); try `python run.py sweep {path.name}` "
-            "in a terminal",
-            False,
-        )
-    except OSError as e:
-        return _message(f"Not launched: cannot start run.py sweep: {e}", False)
-    sweep_id = (done.stdout.strip().splitlines() or [""])[-1]
-    if done.returncode != 0 or not _is_sweep_id(sweep_id):
-        lines = [ln for ln in done.stderr.splitlines() if ln.strip()][-ERROR_LINES:]
-        lines = lines or [f"run.py sweep ended with exit status {done.returncode}"]
+    if start.sweep_id is None:
         return html.Div(
-            [html.Div(f"Not launched: {path.name} is no valid sweep."),
-             html.Ul([html.Li(ln.strip()) for ln in lines], className="vb-error-lines")],
+            [html.Div(f"Not launched: {start.config} "
+                      + ("took too long." if start.timed_out else "is no valid sweep.")),
+             html.Ul([html.Li(ln) for ln in start.problems or []], className="vb-error-lines")],
             className="vb-error",
         )  # fmt: skip
     return html.Div(
-        ["Made sweep ", dcc.Link(sweep_id, href=sweep_href(sweep_id),
+        ["Made sweep ", dcc.Link(start.sweep_id, href=sweep_href(start.sweep_id),
                                  id="exp-new-sweep", className="vb-link"),
-         f": this dashboard starts its trials, at most {parallel} at once."],
+         f": this dashboard starts its trials, at most {start.max_parallel} at once."],
         className="vb-ok",
     )  # fmt: skip
-
-
-def _is_sweep_id(text: str) -> bool:
-    try:
-        check_sweep_id(text)
-    except ValueError:
-        return False
-    return True
 
 
 @callback(

@@ -8,365 +8,35 @@ with state, step, values and a link to each run, the best one marked. A CSV butt
 one row per trial; Stop sweep (hidden on a read-only dashboard) stops the whole sweep
 through ``app.sweeper.stop_sweep``.
 
-Reads the sweep folder (``trainer.runs.sweeps``) and the trials' run directories only. The
-layout carries every figure, built from a full read, so nothing is blank while a callback
-runs. Then each ``sweep-interval`` tick follows the sweep with the ``sweep-cursor`` store:
-``sweep.json`` and ``trials.json`` are parsed again only when their files changed
-(``app.readers.read_json``), a trial whose run had ended when the cursor read it is not
-read again, and an open trial's history store gives only the rows added since the last
-tick (``app.series.read_new_rows``), appended to its curve with a ``dash.Patch``. Polling
-stops once the sweep and all its trials have ended. Ids are prefixed ``sweep-``.
+What it shows comes from ``app.sweep_view.read_view``. The layout carries every figure,
+built from a full read, so nothing is blank while a callback runs. Then each
+``sweep-interval`` tick follows the sweep with the ``sweep-cursor`` store (only what changed
+is read and sent, as a ``dash.Patch``). Polling stops once the sweep and all its trials
+have ended. Ids are prefixed ``sweep-``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from pathlib import Path
 from typing import Any
 
-import numpy as np
-from dash import Input, Output, Patch, State, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
 
-from app import changes_runs, components, current_context, inputs, series, sweep_figures
+from app import changes_runs, components, current_context, sweep_figures
 from app.callbacks import callback
 from app.components import ROW, empty_state, run_href, state_badge, url_part
-from app.readers import read_json, run_summary
 from app.security import LaunchError
-from app.sweep_figures import TrialRow
+from app.sweep_view import ENDED, SweepView, read_view, spec_line, stoppable
 from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
-from trainer.runs import FINAL_STATES, HISTORY_DIR
-from trainer.runs.sweeps import SWEEP_FILE, SWEEP_FINAL_STATES, TRIALS_FILE, TrialsRecord
-from trainer.sweeps import best_value
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/sweep/<sweep_id>", "title": "VoxelBoard sweep"}
 
 POLL_MS = 2000
-#: a trial's run state after which its files no longer change
-ENDED = FINAL_STATES | {"lost"}
-#: most points of one trial's curve drawn from a full read
-MAX_POINTS = 2000
 STOP_REASON = "stopped from the dashboard"
 #: height of the two plots, in pixels
 GRAPH_HEIGHT = 400
 _READ_ONLY = "This dashboard is read-only: it stops no sweep."
-
-
-@dataclasses.dataclass
-class SweepView:
-    """What the page shows of a sweep, and how far this browser has read.
-
-    Attributes:
-        sweep_id: the sweep.
-        record: ``sweep.json``.
-        trials: ``trials.json``.
-        rows: one ``TrialRow`` per trial, in trial order.
-        best: the best run, or ``None``.
-        curves: the curves figure (a ``go.Figure`` on a full read, a ``Patch`` or
-            ``no_update`` on a poll).
-        cursor: the new ``sweep-cursor`` value.
-        changed: whether anything the page shows changed since ``cursor`` (a full read:
-            always).
-        error: what could not be read, or ``''``.
-    """
-
-    sweep_id: str
-    record: dict
-    trials: TrialsRecord
-    rows: list[TrialRow]
-    best: str | None
-    curves: Any
-    cursor: dict
-    changed: bool
-    error: str = ""
-
-    @property
-    def spec(self) -> dict:
-        spec = self.record.get("spec")
-        return spec if isinstance(spec, dict) else {}
-
-    @property
-    def metric(self) -> str:
-        metric = self.spec.get("metric")
-        return metric if isinstance(metric, str) else "valid_loss"
-
-    @property
-    def goal(self) -> str:
-        return "max" if self.spec.get("goal") == "max" else "min"
-
-    @property
-    def parameters(self) -> dict:
-        params = self.spec.get("parameters")
-        if not isinstance(params, dict):
-            return {}
-        order = self.spec.get("parameter_order")
-        names = [n for n in order if n in params] if isinstance(order, list) else []
-        names += [n for n in params if n not in names]  # the section's order, when recorded
-        return {
-            k: params[k] for k in names if isinstance(params[k], dict) and _valid_param(params[k])
-        }
-
-    @property
-    def ended(self) -> bool:
-        """Nothing will change any more: the sweep ended and so did every trial's run."""
-        return self.trials.state in SWEEP_FINAL_STATES and all(r.state in ENDED for r in self.rows)
-
-
-def _valid_param(p: dict) -> bool:
-    if "values" in p:
-        return isinstance(p["values"], list)
-    ok = all(isinstance(p.get(k), int | float) for k in ("low", "high"))
-    return ok and (not p.get("log") or p["low"] > 0)
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def read_view(runs_dir: Path, folder: Path, cursor: Any = None) -> SweepView:
-    """The sweep in ``folder`` as the page shows it.
-
-    Args:
-        runs_dir: the runs folder (the trials' run directories are in it).
-        folder: the sweep's folder (``app.sweeper.sweep_folder``).
-        cursor: the ``sweep-cursor`` this browser holds, or ``None`` for a full read. A
-            cursor of another sweep, or one that does not fit ``trials.json``, counts as
-            ``None``.
-
-    Returns:
-        A ``SweepView``; on a poll its ``curves`` holds only what changed.
-    """
-    record, problem = read_json(folder / SWEEP_FILE)
-    record = record or {}
-    d, trials_problem = read_json(folder / TRIALS_FILE)
-    trials = TrialsRecord.from_json(d) if d else TrialsRecord()
-    error = "; ".join(
-        f"cannot read {folder.name}/{name}: {p}"
-        for name, p in ((SWEEP_FILE, problem), (TRIALS_FILE, trials_problem))
-        if p
-    )
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
-    metric = spec.get("metric") if isinstance(spec.get("metric"), str) else "valid_loss"
-    goal = "max" if spec.get("goal") == "max" else "min"
-    previous = _fitting_runs(cursor, folder.name, trials)
-    poll = previous is not None
-    curves, changed = {}, not poll
-    fresh: list[dict] = []
-    for i, entry in enumerate(trials.trials):
-        old = previous[i] if poll and i < len(previous) else None
-        state, new, points = _follow_trial(runs_dir, entry.run, metric, goal, old)
-        fresh.append(state)
-        curves[entry.run] = points
-        changed = changed or new
-    rows = [
-        TrialRow(
-            run=e.run,
-            number=e.number,
-            state=s["state"],
-            value=e.value if e.told is not None and e.value is not None else s["best"],
-            params=e.params if isinstance(e.params, dict) else {},
-            steps=s["steps"],
-        )
-        for e, s in zip(trials.trials, fresh, strict=True)
-    ]
-    best = sweep_figures.best_run(rows, goal)
-    key = [trials.state, trials.reason, trials.stop_requested, best, error]
-    changed = changed or not poll or key != (cursor or {}).get("key")
-    if not poll:
-        figure = sweep_figures.curves_figure(rows, curves, metric, best)
-    elif changed:
-        figure = _curves_patch(rows, curves, previous, fresh, best)
-    else:
-        figure = no_update
-    for s, r in zip(fresh, rows, strict=True):
-        s["look"] = _look(r, best)
-    new_cursor = {"sweep": folder.name, "runs": fresh, "key": key}
-    return SweepView(folder.name, record, trials, rows, best, figure, new_cursor, changed, error)
-
-
-def _fitting_runs(cursor: Any, sweep_id: str, trials: TrialsRecord) -> list[dict] | None:
-    """The cursor's per-trial entries if the cursor is this sweep's and fits its trials
-    (it comes back from the browser: anything odd means a full read)."""
-    if not isinstance(cursor, dict) or cursor.get("sweep") != sweep_id:
-        return None
-    runs = cursor.get("runs")
-    if not isinstance(runs, list) or len(runs) > len(trials.trials):
-        return None
-    clean = [_entry_of(entry, t.run) for entry, t in zip(runs, trials.trials, strict=False)]
-    return None if None in clean else clean
-
-
-def _entry_of(entry: Any, run: str) -> dict | None:
-    """A cursor entry of trial ``run`` with every field of the right type, else ``None``."""
-    if not isinstance(entry, dict) or entry.get("run") != run:
-        return None
-    rows, shown = inputs.integer(entry.get("rows")), inputs.integer(entry.get("shown"))
-    steps, best = entry.get("steps"), entry.get("best")
-    ok = (
-        isinstance(entry.get("state"), str)
-        and isinstance(entry.get("done"), bool)
-        and isinstance(entry.get("generation"), str | None)
-        and rows is not None
-        and rows >= 0
-        and shown is not None
-        and shown >= 0
-        and (steps is None or inputs.integer(steps) is not None)
-        and (best is None or inputs.number(best) is not None)
-    )
-    if not ok:
-        return None
-    return {
-        **{k: entry[k] for k in ("run", "state", "done", "generation")},
-        "rows": rows,
-        "shown": shown,
-        "steps": None if steps is None else inputs.integer(steps),
-        "best": None if best is None else inputs.number(best),
-        "look": entry.get("look"),
-    }
-
-
-def _follow_trial(
-    runs_dir: Path, run: str, metric: str, goal: str, old: dict | None
-) -> tuple[dict, bool, Any]:
-    """One trial's new cursor entry, whether anything changed, and its points: all of them
-    (``(x, y)``) without ``old``, the new ones as ``('append', x, y)`` or a full reread as
-    ``('replace', x, y)`` with it, ``None`` when nothing is new."""
-    if old is not None and old.get("done"):
-        return dict(old), False, None
-    run_dir = series.run_dir_for(runs_dir, run)
-    # status first: rows written before a final status are then read by this same call
-    summary = run_summary(run_dir) if run_dir is not None else None
-    state = summary["state"] if summary else "queued"
-    steps = summary["step"] if summary and state != "queued" else None
-    entry = {
-        "run": run,
-        "state": state,
-        "steps": steps,
-        "generation": None,
-        "rows": 0,
-        "shown": 0,
-        "best": None,
-        "done": state in ENDED,
-    }
-    if old is not None:
-        entry.update(
-            generation=old["generation"], rows=old["rows"], shown=old["shown"], best=old["best"]
-        )
-    store = run_dir / HISTORY_DIR if run_dir is not None else None
-    if old is None or store is None:
-        return _reread(store, metric, goal, entry, old)
-    try:
-        new = series.read_new_rows(store, "history", _table_cursor(old))
-    except (OSError, ValueError):  # a corrupt store: the run page names it
-        return entry, _changed(old, entry), None
-    if new.reload and new.generation is None:  # the table is gone
-        return entry, _changed(old, entry), None
-    if new.reload:
-        return _reread(store, metric, goal, entry, old)
-    fresh = new.frame.iloc[new.first_new :]
-    x, y = _metric(fresh, metric, new.start + new.first_new)
-    best = best_value([v for v in (entry["best"], *y.tolist()) if v is not None], goal)
-    entry.update(generation=new.generation, rows=new.n_rows, best=best)
-    if entry["shown"] + len(x) > 2 * MAX_POINTS:
-        return _reread(store, metric, goal, entry, old)
-    entry["shown"] += len(x)
-    points = ("append", x, y) if len(x) else None
-    return entry, bool(len(x)) or _changed(old, entry), points
-
-
-def _table_cursor(old: dict | None) -> dict:
-    if old is None:
-        return {"generation": None, "rows": 0}
-    return {"generation": old.get("generation"), "rows": int(old["rows"])}
-
-
-def _changed(old: dict, entry: dict) -> bool:
-    return any(old.get(k) != entry[k] for k in ("state", "steps", "best", "done"))
-
-
-def _reread(
-    store: Path | None, metric: str, goal: str, entry: dict, old: dict | None
-) -> tuple[dict, bool, Any]:
-    """A trial's whole curve (a first read, a table truncated by a resume, or one grown
-    past what a curve keeps): every row read, downsampled. A missing or unreadable store
-    gives no points (the run page names what is wrong with it)."""
-    from trainer.runs.history_store import read_table, table_info
-
-    try:
-        info = table_info(store, "history") if store is not None else None
-        frame = read_table(store, "history") if info is not None else None
-    except (OSError, ValueError):
-        info = frame = None
-    x, y = _metric(frame, metric, 0)
-    idx = series.downsample_indices(y, MAX_POINTS)
-    entry.update(
-        generation=info.generation if info is not None else None,
-        rows=len(frame) if frame is not None else 0,
-        shown=len(idx),
-        best=best_value(y.tolist(), goal),
-    )
-    points = (x[idx], y[idx]) if old is None else ("replace", x[idx], y[idx])
-    return entry, old is None or len(idx) > 0 or _changed(old, entry), points
-
-
-def _metric(frame: Any, metric: str, start: int) -> tuple[np.ndarray, np.ndarray]:
-    """Steps and values of ``metric`` in history rows, non-finite values left out."""
-    if frame is None or metric not in frame:
-        return np.empty(0), np.empty(0)
-    y = frame[metric].to_numpy(dtype=np.float64)
-    if "steps" in frame:
-        x = frame["steps"].to_numpy()
-    else:
-        x = np.arange(start, start + len(frame), dtype=np.int64)
-    keep = np.isfinite(y)
-    return x[keep], y[keep]
-
-
-def _look(row: TrialRow, best: str | None) -> list:
-    style = sweep_figures.curve_style(row.state, row.run == best)
-    return [sweep_figures.trace_name(row, row.run == best), *style.values()]
-
-
-def _curves_patch(
-    rows: list[TrialRow], curves: dict, previous: list[dict], fresh: list[dict], best: str | None
-) -> Any:
-    """Appends new points, adds traces of new trials and restyles traces whose state or
-    best mark changed; ``no_update`` when nothing did."""
-    p = Patch()
-    touched = False
-    for i, row in enumerate(rows):
-        if i >= len(previous):  # a new trial: its whole trace
-            x, y = curves[row.run]
-            one = sweep_figures.curves_figure([row], {row.run: (x, y)}, "", best).data[0]
-            one.line.color = _colour(i)
-            p["data"].append(one.to_plotly_json())
-            touched = True
-            continue
-        points = curves.get(row.run)
-        if points is not None and points[0] == "append":
-            p["data"][i]["x"].extend(np.asarray(points[1]).tolist())
-            p["data"][i]["y"].extend(np.asarray(points[2]).tolist())
-            touched = True
-        elif points is not None and points[0] == "replace":
-            p["data"][i]["x"] = np.asarray(points[1]).tolist()
-            p["data"][i]["y"] = np.asarray(points[2]).tolist()
-            touched = True
-        look = _look(row, best)
-        if previous[i].get("look") != look:
-            name, opacity, width, dash = look
-            p["data"][i]["name"] = name
-            p["data"][i]["opacity"] = opacity
-            p["data"][i]["line"]["width"] = width
-            p["data"][i]["line"]["dash"] = dash
-            touched = True
-    return p if touched else no_update
-
-
-def _colour(i: int) -> str:
-    import plotly.colors as pcolors
-
-    palette = pcolors.qualitative.Plotly
-    return palette[i % len(palette)]
 
 
 # ------------------------------------------------------------------------------ showing
@@ -394,37 +64,6 @@ def header(view: SweepView) -> list:
             html.Span(["best run ", dcc.Link(view.best, href=run_href(view.best))], id="sweep-best")
         )
     return items
-
-
-def spec_line(view: SweepView) -> str:
-    """What was asked: method, runs, metric and goal, pruner, parallel cap, config."""
-    spec = view.spec
-    if not spec:
-        return "sweep.json has no readable spec"
-    pruner = "no pruning"
-    if spec.get("prune"):
-        pruner = (
-            f"pruner {spec.get('pruner')} (after {spec.get('warmup_steps', 0)} steps, "
-            f"{spec.get('startup_runs', 0)} complete runs first)"
-        )
-    parts = [
-        f"method {spec.get('method')}",
-        f"{spec.get('n_runs')} runs",
-        f"metric {view.metric} ({view.goal})",
-        pruner,
-        f"at most {view.record.get('max_parallel', spec.get('max_parallel'))} at once",
-        f"config {view.record.get('config', '?')}",
-        f"{view.record.get('backend', 'local')} backend",
-    ]
-    params = ", ".join(_param_text(k, p) for k, p in view.parameters.items())
-    return "  ·  ".join(str(p) for p in parts) + (f"  ·  parameters: {params}" if params else "")
-
-
-def _param_text(name: str, p: dict) -> str:
-    if "values" in p:
-        return f"{name} in {[sweep_figures.fmt_value(v) for v in p['values']]}".replace("'", "")
-    log = ", log" if p.get("log") else ""
-    return f"{name} {sweep_figures.fmt_value(p['low'])}..{sweep_figures.fmt_value(p['high'])}{log}"
 
 
 def runs_table(view: SweepView) -> html.Table:
@@ -631,9 +270,7 @@ def _on_stoppable(_cursor, sweep_id):
         folder = sweep_folder(c.runs_dir, sweep_id)
     except SweepError:
         return True
-    d, _problem = read_json(folder / TRIALS_FILE)
-    trials = TrialsRecord.from_json(d) if d else TrialsRecord()
-    return not (trials.state == "running" and trials.stop_requested is None)
+    return not stoppable(folder)
 
 
 @callback(

@@ -546,7 +546,7 @@ def _find(component, id_: str):
 
 
 @pytest.mark.parametrize("backend, shown", [("slurm", True), ("local", False)])
-def test_launch_form_shows_slurm_fields_only_for_slurm(dirs, backend, shown):
+def test_launch_form_shows_the_backends_resource_fields(dirs, backend, shown):
     from app import app_context, create_app
 
     app = create_app(
@@ -557,9 +557,25 @@ def test_launch_form_shows_slurm_fields_only_for_slurm(dirs, backend, shown):
             layout = sys.modules["app.pages.experiments"].layout()
     finally:
         app_context(app).close()
-    assert _find(layout, "exp-slurm-fields").hidden is not shown
-    partition = _find(layout, "exp-slurm-partition")
-    assert partition.placeholder == ("default debug" if shown else "config / cluster default")
+    assert _find(layout, "exp-resource-fields").hidden is not shown
+    partition = _find(layout, {"type": "exp-resource", "index": "partition"})
+    if shown:
+        assert partition.placeholder == "default debug"
+        account = _find(layout, {"type": "exp-resource", "index": "account"})
+        assert account.placeholder == "config / cluster default"
+    else:  # the local backend takes no resources: the form has no such field
+        assert partition is None
+
+
+def test_the_backends_check_the_forms_resources(dirs):
+    slurm = Launcher(*dirs, backend="slurm", run_py=FAKE_RUN).runner
+    form = {"partition": " gpu ", "gpus": "2", "mem": "", "time": None, "other": "x"}
+    assert slurm.resources_from_form(form) == {"partition": "gpu", "gpus": 2}
+    with pytest.raises(LaunchError, match="cpus: expected a whole number") as e:
+        slurm.resources_from_form({"cpus": "many"})
+    assert e.value.field == "cpus"
+    local = Launcher(*dirs, run_py=FAKE_RUN, gpus=[]).runner
+    assert local.form_fields() == {} and local.resources_from_form(form) is None
 
 
 def test_table_shows_job_id_reason_and_trusts_slurm_over_a_foreign_pid(dirs):
@@ -567,7 +583,8 @@ def test_table_shows_job_id_reason_and_trusts_slurm_over_a_foreign_pid(dirs):
 
     app = create_app(*dirs, backend="slurm", start_launcher=False)
     app_context(app).close()
-    table_rows = sys.modules["app.pages.experiments"].table_rows
+    from app.runs_table import table_rows
+
     base = dict(config="c.py", step=0, n_steps=10, progress=0.0, eta_s=None, it_per_s=None,
                 train_loss=None, valid_loss=None, train_err=None, valid_err=None, device=None,
                 started=None, duration_s=None, badge=None, error=None)  # fmt: skip

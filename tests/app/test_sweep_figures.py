@@ -149,7 +149,7 @@ def test_a_trial_stopped_by_hand_is_named_but_not_dimmed():
 
 
 def test_the_page_shows_parameters_in_the_sweep_sections_order():
-    from app.pages.sweep import SweepView
+    from app.sweep_view import SweepView
     from trainer.runs.sweeps import TrialsRecord
 
     spec = {

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from dash import Patch, no_update
 
-from app import app_context, create_app
+from app import app_context, create_app, sweep_view
 from app.sweeper import create_sweep, sweep_folder
 from trainer.history import HistoryTracker
 from trainer.runs import Status, read_launcher_record, read_status, write_status
@@ -430,7 +430,7 @@ def written_sweep(tmp_path, data_dir, monkeypatch):
 
 def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
     runs_dir, folder, page, trackers, _app_ = written_sweep
-    view = page.read_view(runs_dir, folder)
+    view = sweep_view.read_view(runs_dir, folder)
     assert view.rows == [] and not view.ended and len(view.curves.data) == 0
 
     trials = read_trials(folder)
@@ -441,18 +441,18 @@ def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
     write_trials(folder, trials)
     _trial_run(runs_dir, "t-000", "running", 10)
     _history(trackers, runs_dir, "t-000", [(0, 0.9), (3, 0.7)])
-    up = page.read_view(runs_dir, folder, view.cursor)
+    up = sweep_view.read_view(runs_dir, folder, view.cursor)
     assert isinstance(up.curves, Patch) and up.changed
     added = [op for op in up.curves.to_plotly_json()["operations"] if op["operation"] == "Append"]
     assert [op["params"]["value"]["name"] for op in added] == ["t-000 (best)", "t-001"]
     assert added[0]["params"]["value"]["y"] == [0.9, 0.7]
     assert [r.value for r in up.rows] == [0.7, None] and up.best == "t-000"
 
-    same = page.read_view(runs_dir, folder, up.cursor)
+    same = sweep_view.read_view(runs_dir, folder, up.cursor)
     assert same.curves is no_update and not same.changed and same.cursor == up.cursor
 
     _history(trackers, runs_dir, "t-000", [(6, 0.5)])
-    more = page.read_view(runs_dir, folder, up.cursor)
+    more = sweep_view.read_view(runs_dir, folder, up.cursor)
     ops = more.curves.to_plotly_json()["operations"]
     extended = {
         tuple(op["location"]): op["params"]["value"] for op in ops if op["operation"] == "Extend"
@@ -463,7 +463,7 @@ def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
     # the second trial is pruned with a better value: restyled, dimmed, best moves to it
     _trial_run(runs_dir, "t-001", "pruned", 3)
     _history(trackers, runs_dir, "t-001", [(0, 0.8), (3, 0.4)])
-    pruned = page.read_view(runs_dir, folder, more.cursor)
+    pruned = sweep_view.read_view(runs_dir, folder, more.cursor)
     ops = {
         tuple(op["location"]): op["params"]["value"]
         for op in pruned.curves.to_plotly_json()["operations"]
@@ -478,7 +478,7 @@ def test_poll_reads_only_what_changed_and_patches_the_curves(written_sweep):
     trials.trials.append(TrialEntry(2, "t-002", {"lr": 1e-3}, told="fail", state="failed"))
     write_trials(folder, trials)
     _trial_run(runs_dir, "t-002", "failed", 0)
-    last = page.read_view(runs_dir, folder, pruned.cursor)
+    last = sweep_view.read_view(runs_dir, folder, pruned.cursor)
     table = page.runs_table(last)
     shown = table.children[1].children
     assert [getattr(tr, "data-run") for tr in shown] == ["t-001", "t-000", "t-002"]
@@ -494,9 +494,9 @@ def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sw
     write_trials(folder, trials)
     _trial_run(runs_dir, "t-000", "running", 10)
     _history(trackers, runs_dir, "t-000", [(0, 0.9), (3, 0.7)])
-    good = page.read_view(runs_dir, folder).cursor
+    good = sweep_view.read_view(runs_dir, folder).cursor
     entry = good["runs"][0]
-    assert page.read_view(runs_dir, folder, good).curves is no_update
+    assert sweep_view.read_view(runs_dir, folder, good).curves is no_update
     odd_entries = [
         {**entry, "run": "../x"},
         {**entry, "rows": -1},
@@ -519,12 +519,12 @@ def test_a_cursor_from_elsewhere_or_with_odd_fields_means_a_full_read(written_sw
         {"sweep": folder.name, "runs": [entry, entry]},  # more trials than trials.json has
         *({"sweep": folder.name, "runs": [e]} for e in odd_entries),
     ):
-        view = page.read_view(runs_dir, folder, odd)
+        view = sweep_view.read_view(runs_dir, folder, odd)
         assert view.changed and not isinstance(view.curves, Patch), odd
         assert view.rows[0].value == 0.7 and view.rows[0].state == "running"
         page.runs_table(view), page.header(view)  # drawable
     # rows the cursor claims but the table does not have: that trial's curve is read again
-    view = page.read_view(runs_dir, folder, {**good, "runs": [{**entry, "rows": 10**30}]})
+    view = sweep_view.read_view(runs_dir, folder, {**good, "runs": [{**entry, "rows": 10**30}]})
     ops = view.curves.to_plotly_json()["operations"]
     assert {tuple(op["location"]): op["params"]["value"] for op in ops}[("data", 0, "y")] == [
         0.9,
@@ -591,7 +591,7 @@ def test_sweep_callbacks_answer_hostile_values_without_a_server_error(written_sw
     # a finished trial: a Stop sweep request that gets through stops nothing of this process
     _trial_run(runs_dir, "t-000", "finished", 6)
     _history(trackers, runs_dir, "t-000", [(0, 0.9), (3, 0.7)])
-    cursor = _page.read_view(runs_dir, folder).cursor
+    cursor = sweep_view.read_view(runs_dir, folder).cursor
     base = {"sweep-id.data": folder.name, "sweep-cursor.data": cursor}
     deps = _sweep_callbacks(app)
     assert len(deps) == 4, [d["output"] for d in deps]
@@ -639,7 +639,7 @@ def test_stop_sweep_is_refused_on_a_read_only_dashboard_and_stops_on_others(
         assert after.stop_requested is not None and after.reason == "stopped from the dashboard"
         # the queued trial is not ended yet: the sweep shows as stopping, in a readable colour
         page = sys.modules["app.pages.sweep"]
-        badge = page.header(page.read_view(runs_dir, folder))[0]
+        badge = page.header(sweep_view.read_view(runs_dir, folder))[0]
         assert badge.children == "stopping" and badge.style["backgroundColor"] == "#495057"
     finally:
         app_context(app).close()

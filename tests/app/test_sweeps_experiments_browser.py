@@ -22,17 +22,19 @@ import pytest
 from dash.testing.wait import until
 
 from app import app_context, create_app, limits
-from app.pages.experiments import (
-    SweepSection,
-    read_sweep_lines,
-    read_sweep_section,
+from app.launcher import Launcher
+from app.sweep_view import read_sweep_lines, sweep_hint, sweep_line
+from app.sweeper import (
+    DamagedSweepError,
+    SweepError,
+    SweepStarts,
+    stop_sweep,
     sweep_argv,
-    sweep_hint,
-    sweep_line,
+    sweep_folder,
 )
-from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
 from trainer.runs import Status, write_status
 from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_trials, write_trials
+from trainer.sweeps import SweepSection
 
 REPO = Path(__file__).resolve().parents[2]
 #: the demo config made tiny: 6 steps, a history row every 3, a grid of two learning rates
@@ -56,56 +58,26 @@ sweep = dict(method='grid', parameters=dict(histroy_freq=[1, 2]))
 )
 
 
-# -- the launch form's reading of a config (pure) ------------------------------------------
+# -- the launch form's sentence and the sweeps list (pure) ------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("n_steps = 5\n", None),
-        ("sweep = dict(parameters=dict(lr=[1e-3, 3e-3]))", SweepSection(2)),
-        ("sweep = {'method': 'grid', 'parameters': {'lr': [1, 2], 'batch_size': (1, 2, 4)}}",
-         SweepSection(6)),
-        ("sweep = dict(n_runs=4, parameters=dict(lr=[1, 2], batch_size=[1, 2, 4]))",
-         SweepSection(4)),
-        ("sweep = dict(n_runs=40, parameters=dict(lr=[1, 2]))", SweepSection(2)),
-        ("sweep = dict(parameters=dict(lr=[1, 2], **{'optimiser_params.beta2': [0.9, 0.99]}))",
-         SweepSection(4)),
-        ("sweep = dict(method='tpe', n_runs=16, max_parallel=3, "
-         "parameters=dict(lr=dict(low=1e-4, high=1e-2, log=True)))", SweepSection(16, 3)),
-        ("sweep = dict(method='random', parameters=dict(lr=[1, 2]))", SweepSection(None)),
-        ("LRS = [1, 2]\nsweep = dict(parameters=dict(lr=LRS))", SweepSection(None)),
-        ("sweep = make_sweep()", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=[1, 2]), max_parallel=99)", SweepSection(2, 1)),
-        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = None", None),
-        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = [1]", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=dict(low=1, high=2)))", SweepSection(None)),
-        ("sweep = dict(parameters=dict(lr=[1, 2])\n", None),  # a syntax error: launch says so
-    ],
-)  # fmt: skip
-def test_read_sweep_section_reads_the_size_without_running_the_config(tmp_path, text, expected):
-    config = tmp_path / "c.py"
-    # a config that would fail if it were run: the form must never execute it
-    config.write_text("raise SystemExit('executed')\n" + text)
-    assert read_sweep_section(config) == expected
+def test_sweep_hint_says_the_size_and_the_backends_limit(tmp_path):
+    def limit(backend: str, max_cpu_runs: int) -> str:
+        launcher = Launcher(tmp_path, tmp_path, tmp_path, gpus=[], backend=backend,
+                            max_cpu_runs=max_cpu_runs)  # fmt: skip
+        return launcher.runner.sweep_limit()
 
-
-def test_read_sweep_section_of_a_missing_file_is_none(tmp_path):
-    assert read_sweep_section(tmp_path / "gone.py") is None
-
-
-def test_sweep_hint_says_the_size_and_the_cpu_limit():
-    assert sweep_hint(None, "local", 1) == ""
-    two = sweep_hint(SweepSection(2), "local", 1)
+    assert sweep_hint(None, limit("local", 1)) == ""
+    two = sweep_hint(SweepSection(2), limit("local", 1))
     assert two.startswith("This config defines a sweep of 2 runs.")
     assert "at most 1 CPU run at once" in two
-    assert sweep_hint(SweepSection(1), "local", 3).startswith(
+    assert sweep_hint(SweepSection(1), limit("local", 3)).startswith(
         "This config defines a sweep of 1 run."
     )
-    assert "3 CPU runs at once" in sweep_hint(SweepSection(1), "local", 3)
-    unknown = sweep_hint(SweepSection(None), "slurm", 1)
+    assert "3 CPU runs at once" in sweep_hint(SweepSection(1), limit("local", 3))
+    unknown = sweep_hint(SweepSection(None), limit("slurm", 1))
     assert unknown.startswith("This config defines a sweep (its size is known when it starts).")
-    assert "CPU run" not in unknown
+    assert "CPU run" not in unknown and unknown.endswith("trials at once.")
 
 
 def test_sweep_argv_is_a_detached_run_py_sweep(tmp_path):
@@ -116,6 +88,60 @@ def test_sweep_argv_is_a_detached_run_py_sweep(tmp_path):
     assert argv[5:] == [f"--runs-dir={tmp_path / 'r'}", f"--data-dir={tmp_path / 'd'}",
                         "--backend=slurm", "--max-parallel=3", "--device=cpu",
                         "--slurm-partition=gpu"]  # fmt: skip
+
+
+#: a stand-in for ``run.py sweep --detach``: waits for a file, then says what it was told to
+FAKE_SWEEP = """
+import os, sys, time
+flag, code = sys.argv[1], int(sys.argv[2])
+while not os.path.exists(flag):
+    time.sleep(0.02)
+print("making...")
+print("fake-sweep-1")
+print("line one\\n\\n  line two  ", file=sys.stderr)
+sys.exit(code)
+"""
+
+
+def _start(starts: SweepStarts, tmp_path: Path, code: int) -> tuple[str, Path]:
+    flag = tmp_path / f"go-{code}"
+    argv = [sys.executable, "-c", FAKE_SWEEP, str(flag), str(code)]
+    return starts.start(argv, dict(os.environ), tmp_path, "c.py", 3), flag
+
+
+def _outcome(starts: SweepStarts, token: str):
+    until(lambda: starts.get(token).done, 30)
+    return starts.get(token)
+
+
+def test_a_sweep_start_returns_at_once_and_tells_the_sweep_it_made(tmp_path):
+    starts = SweepStarts()
+    token, flag = _start(starts, tmp_path, 0)
+    start = starts.get(token)  # the child waits for the flag: nothing is known yet
+    assert not start.done and (start.config, start.max_parallel) == ("c.py", 3)
+    assert starts.pending() == 1
+    flag.touch()
+    made = _outcome(starts, token)
+    assert (made.sweep_id, made.problems, made.timed_out) == ("fake-sweep-1", None, False)
+    assert starts.pending() == 0
+    assert starts.get("not-a-token") is None and starts.get(None) is None
+
+
+def test_a_refused_sweep_start_keeps_the_complaint_and_a_slow_one_is_killed(tmp_path):
+    starts = SweepStarts()
+    token, flag = _start(starts, tmp_path, 2)
+    flag.touch()
+    refused = _outcome(starts, token)
+    assert (refused.sweep_id, refused.problems) == (None, ["line one", "line two"])
+
+    slow = SweepStarts(timeout_s=0.5)
+    token, _never = _start(slow, tmp_path, 0)
+    late = _outcome(slow, token)
+    assert late.timed_out and late.sweep_id is None
+    assert "did not make the sweep within 0.5 s" in late.problems[0]
+    # the child was killed, not left waiting
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(_never) in (p.info["cmdline"] or [])]
+    assert left == []
 
 
 def _trials(*entries: tuple[str, float | None, str | None], **kwargs) -> TrialsRecord:
@@ -333,8 +359,8 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     choose(dash_duo, "bad_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
     dash_duo.find_element("#exp-launch").click()
-    dash_duo.wait_for_contains_text("#exp-launch-msg", "no valid sweep", timeout=90)
-    lines = [e.text for e in dash_duo.find_elements("#exp-launch-msg li")]
+    dash_duo.wait_for_contains_text("#exp-sweep-msg", "no valid sweep", timeout=90)
+    lines = [e.text for e in dash_duo.find_elements("#exp-sweep-msg li")]
     assert any("'histroy_freq' is no config key: did you mean 'history_freq'?" in ln
                for ln in lines), lines  # fmt: skip
     assert tree(runs) == before
@@ -344,7 +370,7 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     choose(dash_duo, "tiny_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
     dash_duo.find_element("#exp-launch").click()
-    link = dash_duo.wait_for_element("#exp-launch-msg #exp-new-sweep", timeout=90)
+    link = dash_duo.wait_for_element("#exp-sweep-msg #exp-new-sweep", timeout=90)
     sweep_id = link.text
     assert sweep_id == "tiny_sweep-sweep-1"
     assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")

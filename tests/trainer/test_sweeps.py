@@ -15,11 +15,14 @@ from trainer.config import ConfigError, ExperimentConfig
 from trainer.sweeps import (
     Choice,
     Range,
+    SweepSection,
     TrialReporter,
     apply_params,
     best_value,
+    grid_size,
     open_study,
     parse_sweep,
+    read_sweep_section,
     spec_from_json,
     suggest_params,
 )
@@ -54,7 +57,8 @@ def test_a_grid_with_aliases_nested_keys_and_tuples(tmp_path):
         'loss': ['CrossEntropy', 'Dice']})""",
     )
     spec = parse_sweep(cfg)
-    assert spec.method == "grid" and spec.n_runs == 8 and spec.grid_size == 8
+    assert spec.method == "grid" and spec.n_runs == 8 and grid_size(spec.parameters) == 8
+    assert grid_size({**spec.parameters, "momentum": Range(0.5, 0.9)}) is None
     assert spec.goal == "min" and spec.metric == "valid_loss"
     assert spec.parameters["data_batch_args.patch_shape"].encoded == [0, 1]  # tuples by index
     assert spec.parameters["loss"].encoded == ["CrossEntropy", "Dice"]
@@ -231,3 +235,41 @@ def test_without_prune_the_values_are_reported_but_nothing_is_pruned(tmp_path):
     assert reporter.report(2, {"valid_loss": 5.0}) is None
     assert open_study(journal, "s", spec).trials[1].intermediate_values == {2: 5.0}
     assert isinstance(optuna.__version__, str)
+
+
+# -- the section read without running the config (the launch form's view) ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("n_steps = 5\n", None),
+        ("sweep = dict(parameters=dict(lr=[1e-3, 3e-3]))", SweepSection(2)),
+        ("sweep = {'method': 'grid', 'parameters': {'lr': [1, 2], 'batch_size': (1, 2, 4)}}",
+         SweepSection(6)),
+        ("sweep = dict(n_runs=4, parameters=dict(lr=[1, 2], batch_size=[1, 2, 4]))",
+         SweepSection(4)),
+        ("sweep = dict(n_runs=40, parameters=dict(lr=[1, 2]))", SweepSection(2)),
+        ("sweep = dict(parameters=dict(lr=[1, 2], **{'optimiser_params.beta2': [0.9, 0.99]}))",
+         SweepSection(4)),
+        ("sweep = dict(method='tpe', n_runs=16, max_parallel=3, "
+         "parameters=dict(lr=dict(low=1e-4, high=1e-2, log=True)))", SweepSection(16, 3)),
+        ("sweep = dict(method='random', parameters=dict(lr=[1, 2]))", SweepSection(None)),
+        ("LRS = [1, 2]\nsweep = dict(parameters=dict(lr=LRS))", SweepSection(None)),
+        ("sweep = make_sweep()", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=[1, 2]), max_parallel=99)", SweepSection(2, 1)),
+        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = None", None),
+        ("sweep = dict(parameters=dict(lr=[1, 2]))\nsweep = [1]", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=dict(low=1, high=2)))", SweepSection(None)),
+        ("sweep = dict(parameters=dict(lr=[1, 2])\n", None),  # a syntax error: launch says so
+    ],
+)  # fmt: skip
+def test_read_sweep_section_reads_the_size_without_running_the_config(tmp_path, text, expected):
+    config = tmp_path / "c.py"
+    # a config that would fail if it were run: the form must never execute it
+    config.write_text("raise SystemExit('executed')\n" + text)
+    assert read_sweep_section(config) == expected
+
+
+def test_read_sweep_section_of_a_missing_file_is_none(tmp_path):
+    assert read_sweep_section(tmp_path / "gone.py") is None
