@@ -49,6 +49,7 @@ from app.components import (
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.history import HistoryFormatError, read_array, table_info
+from trainer.hyperparams import initial_value
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>", "title": "VoxelBoard run"}
@@ -832,10 +833,9 @@ def planned_schedules(config: dict | None) -> dict[str, tuple[np.ndarray, np.nda
     scheds = config.get("schedules") or {}
     if not isinstance(n_steps, int) or not isinstance(scheds, dict) or not isinstance(params, dict):
         return {}
-    aliases = {"mom": "momentum", "wd": "weight_decay"}
     plans = {}
     for key, kw in scheds.items():
-        initial = params.get(key, params.get(aliases.get(key, ""), None))
+        initial = initial_value(params, key)
         if not isinstance(initial, int | float) or not isinstance(kw, dict):
             continue
         try:
