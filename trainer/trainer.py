@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import io
 import logging
 import math
 import os
@@ -31,6 +30,8 @@ import torch
 
 from trainer import callbacks, runs
 from trainer.best import BestValue
+from trainer.callbacks.previews import preview_slab, write_preview
+from trainer.callbacks.snapshots import resume_from_latest
 from trainer.callbacks.status import recording
 from trainer.class_metrics import class_counts
 from trainer.devices import resolve_device
@@ -39,7 +40,7 @@ from trainer.errors import ConfigError, DivergedError
 from trainer.history import HistoryTracker
 from trainer.hyperparams import OPTIMISER_HYPERS
 from trainer.losses import make_loss
-from trainer.modelio import SNAPSHOT_FORMAT, initial_model, load_snapshot, resolve_data_class
+from trainer.modelio import initial_model, resolve_data_class
 from trainer.optimisers import get_hyper, make_optimiser
 from trainer.schedules import Schedule
 from trainer.sweeps import TrialReporter
@@ -126,7 +127,7 @@ class Trainer:
         self.status: runs.StatusFile | None = None
         self.data_wait_s = 0.0  # time spent waiting for batches (bench/bench_trainer.py)
         if resume:
-            self._resume()
+            resume_from_latest(self)
 
     # ------------------------------------------------------------------ set-up
     def _wrap_distributed(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -466,74 +467,6 @@ class Trainer:
         for sched in self.schedules.values():
             sched.update(step)
 
-    # ------------------------------------------------------------------ snapshots
-    def _save_snapshot(self, which: str | int) -> Path | None:
-        """Write snapshot ``which`` (``LAST``, ``FINAL`` or a step) and announce it."""
-        if not self.is_main:
-            return None
-        state = {
-            "format": SNAPSHOT_FORMAT,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "schedules": {k: s.state_dict() for k, s in self.schedules.items()},
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "train_time_s": self.train_time,
-            "save_name": self.exp_config.save_name,
-            "preview_hours_done": self.preview_hours_done,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state()},
-            "best": self.best.state_dict(),
-        }
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        path = runs.snapshot_path(self.run_dir, which)
-        with runs.writing(path, self.run_dir):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            # a failed write leaves the previous snapshot of this name as it was
-            runs.atomic_write_bytes(path, buf.getvalue())
-        self.callbacks.snapshot(path.stem, path)
-        return path
-
-    def _resume(self) -> None:
-        path = runs.latest_snapshot(self.run_dir)
-        if path is None:
-            raise FileNotFoundError(
-                f"cannot resume {self.run_dir}: no snapshot in {self.run_dir / runs.SNAPSHOT_DIR}; "
-                "start a new run instead"
-            )
-        state = load_snapshot(
-            path, self.device, hint="move it out of snapshots/ so --resume takes the next newest"
-        )
-        self.model.load_state_dict(state["model"])
-        saved_groups = len(state["optimizer"].get("param_groups", []))
-        if saved_groups != len(self.optimizer.param_groups):
-            raise ValueError(
-                f"cannot resume from {path}: its optimiser state has {saved_groups} parameter "
-                f"group(s), this optimiser has {len(self.optimizer.param_groups)} (weights, which "
-                "are decayed, and the other parameters); the snapshot was written by a VoxelBoard "
-                "that decayed every parameter. Continue it with that version, or start a new run"
-            )
-        self.optimizer.load_state_dict(state["optimizer"])
-        for name, s in state.get("schedules", {}).items():
-            if name in self.schedules:
-                self.schedules[name].load_state_dict(s)
-        if "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        self.step = int(state["step"])
-        self.train_time = float(state.get("train_time_s", 0.0))
-        self.preview_hours_done = state.get("preview_hours_done")
-        self.best.load_state_dict(state.get("best"))
-        rng = state.get("rng") or {}
-        if "torch" in rng:
-            torch.set_rng_state(rng["torch"].cpu())
-        if "numpy" in rng:
-            np.random.set_state(rng["numpy"])
-        if self.is_main:
-            with runs.writing(self.run_dir / runs.HISTORY_DIR, self.run_dir):
-                self.tracker.truncate(self.step - 1)
-        self.resumed_from = path
-        logger.info("Resumed from %s at step %d", path, self.step)
-
     # ------------------------------------------------------------------ previews
     def preview_slice(
         self, number: int = 0, export_class: str | int = "all", max_z_pred: int = 5
@@ -547,9 +480,9 @@ class Trainer:
         """
         blocks = []
         for i, cube in enumerate(self.preview_data):
-            raw = self._preview_slab(cube, max_z_pred)
+            raw = preview_slab(self.model, cube, max_z_pred)
             blocks.append((i, raw, self.predict_dense(raw)))
-        return self._write_preview(number, blocks, export_class)
+        return write_preview(self, number, blocks, export_class)
 
     def preview_slice_from_traindata(self, cube_i: int = 0, off: tuple = (0, 0, 0),
                                      sh: tuple = (10, 400, 400), number: int = 0,
@@ -560,9 +493,8 @@ class Trainer:
         sh = np.maximum(np.asarray(sh), patch)
         sl = tuple(slice(o, o + s) for o, s in zip(off, sh))
         raw = np.ascontiguousarray(cube[(slice(None), *sl)], dtype=np.float32)
-        return self._write_preview(
-            number, [(f"train{cube_i}", raw, self.predict_dense(raw))], export_class
-        )
+        blocks = [(f"train{cube_i}", raw, self.predict_dense(raw))]
+        return write_preview(self, number, blocks, export_class)
 
     def predict_and_write(self, pred_node: Any, raw_img: np.ndarray, number: int = 0,
                           export_class: str | int = "all", block_name: str = "",
@@ -572,43 +504,14 @@ class Trainer:
         ``pred_node`` is kept for signature compatibility; the model is always used.
         """
         raw = np.asarray(raw_img, dtype=np.float32)
-        return self._write_preview(
-            number, [(block_name or 0, raw, self.predict_dense(raw))], export_class
-        )
+        blocks = [(block_name or 0, raw, self.predict_dense(raw))]
+        return write_preview(self, number, blocks, export_class)
 
     def predict_dense(self, raw: np.ndarray) -> np.ndarray:
         """Tiled dense class probabilities (n_classes, z', y', x') for a (C, z, y, x) cube."""
         from trainer.inference import predict_dense
 
         return predict_dense(self.model, raw, device=self.device, amp=self.amp)
-
-    def _preview_slab(self, cube: np.ndarray, max_z_pred: int) -> np.ndarray:
-        off_z = int(self.model.offsets[0])
-        need = max(int(self.model.patch_size[0]), max_z_pred + 2 * off_z)
-        z = cube.shape[1]
-        if need > z:
-            raise ValueError(
-                f"preview cube has {z} z-planes but the model needs {need} "
-                f"(patch z {self.model.patch_size[0]}, max_z_pred {max_z_pred}); "
-                "use a thicker preview cube or a smaller max_z_pred in preview_kwargs"
-            )
-        z0 = (z - need) // 2
-        return np.ascontiguousarray(cube[:, z0 : z0 + need], dtype=np.float32)
-
-    def _write_preview(self, number: int, blocks: list, export_class: str | int) -> Path:
-        """Write ``(name, raw cube, probabilities)`` blocks as the preview of step ``number``:
-        each raw cube cut to the region its probabilities cover (the model's offsets)."""
-        oz, oy, ox = (int(o) for o in self.model.offsets)
-        aligned = []
-        for name, raw, prob in blocks:
-            region = raw[0, oz : raw.shape[1] - oz, oy : raw.shape[2] - oy, ox : raw.shape[3] - ox]
-            prob = _select_classes(prob, export_class)
-            aligned.append((name, region[: prob.shape[1], : prob.shape[2], : prob.shape[3]], prob))
-        return runs.write_preview(
-            self.run_dir, number, aligned, hours=self.train_time / 3600.0,
-            n_classes=int(self.model.n_classes), save_name=str(self.exp_config.save_name),
-            z0=oz, source=str(self.exp_config.preview_data_path),
-        )  # fmt: skip
 
     def debug_getcnnbatch(self) -> tuple[np.ndarray, ...]:
         """One training batch with dense (un-strided) labels, for inspection.
@@ -719,17 +622,6 @@ def _device_spec(cli: str | None, config: Any) -> str:
     if spec is None:
         return "auto"
     return f"cuda:{spec}" if isinstance(spec, int) and not isinstance(spec, bool) else str(spec)
-
-
-def _select_classes(prob: np.ndarray, export_class: Any) -> np.ndarray:
-    if export_class in (None, "all"):
-        return prob
-    idx = (
-        [int(c) for c in export_class]
-        if isinstance(export_class, list | tuple)
-        else [int(export_class)]
-    )
-    return prob[idx]
 
 
 def _round_up(n: int, multiple: int) -> int:
