@@ -1,7 +1,10 @@
 """The training loop: ELEKTRONN2's ``Trainer`` on PyTorch.
 
-The loop reads top to bottom: get a batch, take a step, log it, then "if due: monitor /
-snapshot / preview / schedules", then the stop check. Everything the dashboard shows is
+The loop reads top to bottom: get a batch, take a step, log it, then "if due: monitor",
+announce the step's end, update the schedules, then the stop check. What happens on those
+events (the history store, snapshots, BEST, previews, sweep pruning, extra history columns,
+status.json, the log, and a config's own ``callbacks``) is a handler in ``trainer.callbacks``,
+so a new feature is a new handler, not a new line here. Everything the dashboard shows is
 written into the run directory (docs/run-directory.md) as it happens.
 
 Example:

@@ -129,6 +129,7 @@ class CallbackList:
         self.trainer = trainer
         self.handlers = [*handlers, *user, *after_user]
         self._user = {id(h) for h in user}
+        self._snapshots: list[tuple[str, Any]] = []
 
     def columns(self) -> tuple[str, ...]:
         """The extra history columns the handlers add, in order."""
@@ -161,7 +162,17 @@ class CallbackList:
         self._call("on_history_row", row)
 
     def snapshot(self, name: str, path: Any) -> None:
-        self._call("on_snapshot", name, path)
+        """Announce a snapshot. One written while another is announced (BEST, copied from
+        LAST) is announced after it, so every handler sees LAST before BEST."""
+        self._snapshots.append((name, path))
+        if len(self._snapshots) > 1:
+            return  # the announcement under way takes it next
+        try:
+            while self._snapshots:
+                self._call("on_snapshot", *self._snapshots[0])
+                self._snapshots.pop(0)
+        finally:
+            self._snapshots.clear()
 
     def train_end(self, state: str) -> None:
         self._call("on_train_end", state)
