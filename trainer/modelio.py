@@ -23,7 +23,7 @@ import torch
 
 from trainer import runs
 
-#: version of the snapshot layout ``Trainer._save_snapshot`` writes
+#: version of the snapshot layout ``trainer.callbacks.snapshots.save_snapshot`` writes
 SNAPSHOT_FORMAT = 1
 
 
@@ -42,7 +42,7 @@ class SnapshotError(ValueError):
 def load_snapshot(
     path: str | os.PathLike, map_location: Any = "cpu", hint: str | None = None
 ) -> dict:
-    """Load a snapshot written by ``Trainer._save_snapshot`` (or a plain state dict).
+    """Load a snapshot written by a run (``trainer.callbacks.snapshots``) or a plain state dict.
 
     Raises:
         FileNotFoundError: no such file.
