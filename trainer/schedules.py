@@ -35,15 +35,18 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-from trainer.hyperparams import TORCH_NAMES
+from trainer.hyperparams import OPTIMISER_HYPERS, TORCH_NAMES
 
-__all__ = ["Schedule"]
+__all__ = ["Schedule", "bind_schedules"]
+
+logger = logging.getLogger("voxelboard")
 
 _MODES = ("dec", "updates", "lindec")
 _VALID_KWARGS = (*_MODES, "period")
@@ -313,6 +316,40 @@ class Schedule:
 
 
 # ---------------------------------------------------------------------- helpers
+def bind_schedules(
+    settings: Mapping[str, Mapping[str, Any]], optimiser: Any, model: Any, config: Any
+) -> dict[str, Schedule]:
+    """A bound ``Schedule`` for each entry of a config's ``schedules`` (empty ones skipped).
+
+    A name binds to the optimiser's hyper-parameter (``lr``, ``mom``, ``wd`` or PyTorch's
+    names, ``trainer.hyperparams``), else to the model's attribute of that name (a dropout
+    rate), else to the config key (``history_freq``).
+
+    Raises:
+        ValueError: a name that is none of these (the message says what may be given).
+    """
+    bound: dict[str, Schedule] = {}
+    for name, params in settings.items():
+        if not params:
+            continue
+        sched = Schedule(**params)
+        if name in OPTIMISER_HYPERS:
+            sched.bind_variable(obj=optimiser, prop_name=name)
+        elif hasattr(model, name):
+            sched.bind_variable(obj=model, prop_name=name)
+        elif hasattr(config, name):
+            sched.bind_variable(obj=config, prop_name=name)
+        else:
+            raise ValueError(
+                f"schedules[{name!r}] in {config.exp_file}: no optimiser key, model "
+                "attribute or config key of that name; use lr, mom, wd, a model attribute "
+                "(e.g. a dropout rate) or a config key (e.g. history_freq)"
+            )
+        bound[name] = sched
+        logger.info("Schedule for %s: %r", name, sched)
+    return bound
+
+
 def _number(name: str, value: Any) -> float:
     try:
         f = float(value)

@@ -41,11 +41,10 @@ from trainer.devices import resolve_device
 from trainer.distributed import DistContext
 from trainer.errors import ConfigError, DivergedError
 from trainer.history import HistoryTracker
-from trainer.hyperparams import OPTIMISER_HYPERS
 from trainer.losses import make_loss
 from trainer.modelio import initial_model, resolve_data_class
 from trainer.optimisers import get_hyper, make_optimiser
-from trainer.schedules import Schedule
+from trainer.schedules import bind_schedules
 from trainer.sweeps import TrialReporter
 
 logger = logging.getLogger("voxelboard")
@@ -95,7 +94,7 @@ class Trainer:
         self.net = self._wrap_distributed(self.model)
         self.rank_pids = dist.gather(os.getpid()) if dist is not None else [os.getpid()]
         self.optimizer = make_optimiser(self.model, cfg.optimiser, cfg.optimiser_params)
-        self.schedules = self._bind_schedules()
+        self.schedules = bind_schedules(cfg.schedules, self.optimizer, self.model, cfg)
         self.data = self._load_data()
         self.preview_data = self._load_preview_data() if self.is_main else []
         self.batch_size = int(cfg.batch_size)
@@ -142,28 +141,6 @@ class Trainer:
         torch.manual_seed(torch.initial_seed() + self.dist.rank)
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(model, device_ids=ids)
-
-    def _bind_schedules(self) -> dict[str, Schedule]:
-        bound: dict[str, Schedule] = {}
-        for name, params in self.exp_config.schedules.items():
-            if not params:
-                continue
-            sched = Schedule(**params)
-            if name in OPTIMISER_HYPERS:
-                sched.bind_variable(obj=self.optimizer, prop_name=name)
-            elif hasattr(self.model, name):
-                sched.bind_variable(obj=self.model, prop_name=name)
-            elif hasattr(self.exp_config, name):
-                sched.bind_variable(obj=self.exp_config, prop_name=name)
-            else:
-                raise ValueError(
-                    f"schedules[{name!r}] in {self.exp_config.exp_file}: no optimiser key, model "
-                    "attribute or config key of that name; use lr, mom, wd, a model attribute "
-                    "(e.g. a dropout rate) or a config key (e.g. history_freq)"
-                )
-            bound[name] = sched
-            logger.info("Schedule for %s: %r", name, sched)
-        return bound
 
     def _column_handlers(self) -> list[Any]:
         """Handlers of the extra history columns (hook: none for tracing): per-class IoU/Dice
