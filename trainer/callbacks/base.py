@@ -10,7 +10,7 @@ hook                                           when
 ``on_history_row(trainer, row)``               a monitoring row was measured (``row``: the
                                                dict written to the history)
 ``on_snapshot(trainer, name, path)``           a snapshot was written (``name``: ``LAST``,
-                                               ``BEST``, ``FINAL`` or the step number)
+                                               ``BEST``, ``FINAL`` or ``step-<N>``)
 ``on_train_end(trainer, state)``               the loop ended (``state``: ``finished``,
                                                ``stopped`` or ``pruned``)
 =============================================  ============================================
