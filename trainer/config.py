@@ -1,8 +1,9 @@
 """Experiment configuration: read, check and record a config file.
 
 A config file is a plain Python file; every top-level name it defines is a candidate config
-key (see docs/config.md for the full list). Reading it is pure apart from executing the file:
-the run directory is created only when ``make_dir()`` is called (by the trainer or the CLI).
+key (see docs/config.md for the full list; ``trainer.config_keys`` holds every key's default
+and value check). Reading it is pure apart from executing the file: the run directory is
+created only when ``make_dir()`` is called (by the trainer or the CLI).
 
 Example:
     >>> cfg = ExperimentConfig("examples/demo_cnn3d.py")  # doctest: +SKIP
