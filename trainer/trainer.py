@@ -299,6 +299,7 @@ class Trainer:
             )  # fmt: skip
             # mean counts over ranks: the same ratios (IoU, Dice) as the summed counts
             counts = np.reshape(flat, counts.shape) if counts is not None else None
+            self.last_loss = loss  # the status line shows the mean over ranks
             self._check_ranks_in_sync()
         if not self.is_main:
             return
