@@ -38,6 +38,7 @@ from dash import Patch, html, no_update
 from app import components, figures, inputs, readers, series
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
+from trainer.hyperparams import initial_value
 from trainer.runs.history_store import HistoryFormatError, read_array, read_table, table_info
 
 if TYPE_CHECKING:
@@ -530,10 +531,9 @@ def planned_schedules(config: dict | None) -> dict[str, tuple[np.ndarray, np.nda
     scheds = config.get("schedules") or {}
     if not isinstance(n_steps, int) or not isinstance(scheds, dict) or not isinstance(params, dict):
         return {}
-    aliases = {"mom": "momentum", "wd": "weight_decay"}
     plans = {}
     for key, kw in scheds.items():
-        initial = params.get(key, params.get(aliases.get(key, ""), None))
+        initial = initial_value(params, key)
         if not isinstance(initial, int | float) or not isinstance(kw, dict):
             continue
         try:

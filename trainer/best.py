@@ -1,6 +1,7 @@
 """The best value of one history column so far: what decides ``snapshots/BEST.pt``.
 
-Pure bookkeeping; the trainer writes the snapshot and the status fields when ``update``
+Pure bookkeeping; the handlers in ``trainer.callbacks`` write the snapshot
+(``snapshots.BestSnapshot``) and the status fields (``status.StatusFields``) when ``update``
 says the value improved.
 
 Example:

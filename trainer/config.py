@@ -1,8 +1,9 @@
 """Experiment configuration: read, check and record a config file.
 
 A config file is a plain Python file; every top-level name it defines is a candidate config
-key (see docs/config.md for the full list). Reading it is pure apart from executing the file:
-the run directory is created only when ``make_dir()`` is called (by the trainer or the CLI).
+key (see docs/config.md for the full list; ``trainer.config_keys`` holds every key's default
+and value check). Reading it is pure apart from executing the file: the run directory is
+created only when ``make_dir()`` is called (by the trainer or the CLI).
 
 Example:
     >>> cfg = ExperimentConfig("examples/demo_cnn3d.py")  # doctest: +SKIP
@@ -20,15 +21,33 @@ import inspect
 import math
 import numbers
 import os
-import re
 import sys
 import traceback
 import types
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainer.callbacks.base import check_callbacks
+from trainer.config_keys import (
+    CHECKERS,
+    DEFAULTS,
+    EXPERIMENT_DEFAULTS,
+    IGNORED_KEYS,
+    KNOWN_KEYS,
+    LEGACY_SCHEDULE_KEYS,
+    OVERRIDE_KEYS,
+    OVERWRITE_KEY,
+    REQUIRED_KEYS,
+    check_data_class,
+    check_number,
+    check_preview_path,
+    describe,
+    expand_path,
+    is_pathlike,
+    plain_value,
+)
 from trainer.errors import ConfigError, ConfigWarning, levenshtein, suggest
 from trainer.optimisers import OPTIMISERS, canonical_optimiser, check_optimiser_params
 from trainer.runs import (
@@ -41,125 +60,18 @@ from trainer.runs import (
     config_copy_path,
 )
 
+# the key tables live in trainer.config_keys; these names are read from here as well
+__all__ = [
+    "CHECKERS", "DEFAULTS", "DEFAULTS_ENV_VAR", "DEFAULTS_FILE", "EXPERIMENT_DEFAULTS",
+    "IGNORED_KEYS", "KNOWN_KEYS", "LEGACY_SCHEDULE_KEYS", "OVERRIDE_KEYS", "OVERWRITE_KEY",
+    "REQUIRED_KEYS", "ConfigError", "ConfigWarning", "ExperimentConfig", "check_best_metric",
+    "execute_config_file", "to_jsonable", "user_defaults_file",
+]  # fmt: skip
+
 #: Environment variable naming a user defaults file (a Python file like a config file).
 DEFAULTS_ENV_VAR = "VOXELBOARD_DEFAULTS"
 #: Used when ``VOXELBOARD_DEFAULTS`` is not set and the file exists (``~`` expanded at call time).
 DEFAULTS_FILE = "~/.config/voxelboard/defaults.py"
-
-#: Global defaults; every key may be overridden by the user defaults file or the experiment file.
-DEFAULTS: dict[str, Any] = {
-    "save_path": "./runs",
-    "plot_on": True,
-    "print_status": True,
-    "device": None,
-    "param_save_it": 10000,
-    "initial_prev_h": 1.0,
-    "prev_save_h": 3.0,
-    "preview_every": None,
-    "background_processes": False,
-    "time_per_step_smoothing_length": 50,
-    "loss_smoothing_length": 200,
-    "inspection": 0,
-    "mixed_precision": False,
-    "heartbeat_s": 2.0,
-    # MiB of training cubes held in RAM; larger HDF5 data are read patch by patch (docs/data.md)
-    "data_memory_budget_mb": 4096,
-    # a membrane-probability threshold: the history gets valid_are, the adapted Rand error of the
-    # validation cubes' neurons (instance_files) at it; None = off (each monitor step predicts
-    # the whole validation cubes)
-    "history_are_threshold": None,
-}
-
-#: Experiment keys and their defaults (``save_path`` lives in ``DEFAULTS``).
-EXPERIMENT_DEFAULTS: dict[str, Any] = {
-    "save_name": None,
-    "create_model": None,
-    "model_load_path": None,
-    "model_load_args": None,
-    "batch_size": None,
-    "preview_data_path": None,
-    "preview_kwargs": {},
-    "data_class": None,
-    "data_init_kwargs": {},
-    "data_batch_args": {},
-    # ground-truth neurons, one (file, key) per cube as l_files (names taken from l_path):
-    # `run.py evaluate --instances` scores the segmentations of the validation cubes with them
-    "instance_files": None,
-    "n_steps": None,
-    "max_runtime": None,
-    "history_freq": None,
-    "monitor_batch_size": None,
-    "optimiser": None,
-    "optimiser_params": None,
-    "schedules": {},
-    "class_weights": None,
-    "lazy_labels": None,
-    "sequence_training": None,
-    # VoxelBoard additions
-    "trainer_class": None,  # None/'Trainer', 'TracingTrainer' or 'TracingTrainerRNN' (ELEKTRONN2's --func)
-    "slurm": None,  # Slurm resources for the dashboard's slurm backend (docs/cluster.md)
-    "loss": "CrossEntropy",  # a name of trainer.losses.LOSSES, or a callable / torch.nn.Module
-    "loss_params": None,  # e.g. dict(ce_weight=1.0, dice_weight=0.5) for 'CrossEntropy+Dice'
-    "best_metric": "valid_loss",  # history column that decides snapshots/BEST.pt
-    "best_mode": None,  # None (from the column's name), 'min' or 'max'
-    "sweep": None,  # a hyperparameter sweep for `run.py sweep` (trainer/sweeps.py, docs/sweeps.md)
-}
-
-#: values of ``trainer_class``
-TRAINER_CLASSES = ("Trainer", "TracingTrainer", "TracingTrainerRNN")
-
-#: Accepted for compatibility, never used: ``schedules`` replaces them.
-LEGACY_SCHEDULE_KEYS = (
-    "lr_schedule",
-    "wd_schedule",
-    "mom_schedule",
-    "dropout_schedule",
-    "gradnet_schedule",
-)
-
-#: ELEKTRONN2 global defaults that meant something only to Theano or to its GUI.
-IGNORED_KEYS = (
-    "use_manual_cudnn_conv",
-    "use_manual_cudnn_conv_not_w1",
-    "use_manual_cudnn_pool",
-    "allow_floatX_downcast",
-    "show_axis_order_warning",
-    "pad_b_warning_display",
-    "use_ortho_init",
-    "backupsrc",
-    "gui_plot",
-    "param_save_h",
-)
-
-#: Accepted, but an existing run directory is never deleted whatever its value.
-OVERWRITE_KEY = "overwrite"
-
-REQUIRED_KEYS: dict[str, str] = {
-    "data_class": "data_class = 'BatchCreatorImage'  # or ('my_data.py', 'MyBatchCreator')",
-    "batch_size": "batch_size = 1",
-    "n_steps": "n_steps = 100000  # number of training steps",
-    "history_freq": "history_freq = 200  # steps between monitoring/history rows",
-    "monitor_batch_size": "monitor_batch_size = 10  # examples used for train/valid monitoring",
-    "optimiser": "optimiser = 'Adam'  # one of " + ", ".join(OPTIMISERS),
-    "optimiser_params": "optimiser_params = dict(lr=1e-3)",
-}
-
-OVERRIDE_KEYS = ("n_steps", "batch_size", "lr", "max_runtime", "save_name", "save_path", "device")
-
-#: Every name a config file may define, in the order suggestions prefer.
-KNOWN_KEYS: tuple[str, ...] = (
-    *EXPERIMENT_DEFAULTS,
-    *DEFAULTS,
-    *LEGACY_SCHEDULE_KEYS,
-    *IGNORED_KEYS,
-    OVERWRITE_KEY,
-)
-
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
-
-
-# ---------------------------------------------------------------------------------------------
-# pure helpers
 
 
 def _is_ignored_name(name: str, value: Any) -> bool:
@@ -167,227 +79,6 @@ def _is_ignored_name(name: str, value: Any) -> bool:
     if name.startswith("_"):
         return True
     return isinstance(value, types.ModuleType | type) or inspect.isroutine(value)
-
-
-def _describe(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return f"{type(value).__name__} {text}"
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and not math.isnan(v)
-
-
-def _plain_value(v: Any) -> Any:
-    """What ELEKTRONN2 configs wrote, as the plain value it means: a whole-number float
-    (``n_steps = 1e6``) as an int, a numpy array or scalar as a list or number."""
-    if _is_number(v) and not isinstance(v, numbers.Integral) and float(v).is_integer():
-        return int(v)
-    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
-        return v.tolist()
-    return v
-
-
-def _is_pathlike(v: Any) -> bool:
-    return isinstance(v, str | os.PathLike) and str(v) != ""
-
-
-def _expand(v: Any) -> Any:
-    return os.path.expanduser(os.fspath(v)) if _is_pathlike(v) else v
-
-
-# Each checker returns None when the value is fine, else the "expected ..." description.
-Checker = Callable[[Any], "str | None"]
-
-
-def _check_int(minimum: int) -> Checker:
-    expected = "int > 0" if minimum == 1 else f"int >= {minimum}"
-    return lambda v: None if _is_int(v) and v >= minimum else expected
-
-
-def _check_number(minimum: float, strict: bool, allow_none: bool = False) -> Checker:
-    expected = f"number {'>' if strict else '>='} {minimum:g}"
-    if allow_none:
-        expected += " or None"
-
-    def check(v: Any) -> str | None:
-        if v is None and allow_none:
-            return None
-        if _is_number(v) and (v > minimum if strict else v >= minimum):
-            return None
-        return expected
-
-    return check
-
-
-def _check_types(expected: str, *types_: type, allow_none: bool = False) -> Checker:
-    def check(v: Any) -> str | None:
-        if v is None and allow_none:
-            return None
-        return None if isinstance(v, types_) else expected
-
-    return check
-
-
-def _check_bool(v: Any) -> str | None:
-    return None if isinstance(v, bool) else "bool (True or False)"
-
-
-def _check_device(v: Any) -> str | None:
-    if v is None or (_is_int(v) and v >= 0):
-        return None
-    if isinstance(v, str) and _DEVICE_RE.match(v):
-        return None
-    return "None, a GPU index (int >= 0) or one of 'auto', 'cpu', 'cuda', 'cuda:<n>', 'mps'"
-
-
-def _check_save_name(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, str) and v not in ("", ".", "..") and "/" not in v and os.sep not in v:
-        return None
-    return "None or a folder name (str without '/')"
-
-
-def _check_background(v: Any) -> str | None:
-    if isinstance(v, bool) or (_is_int(v) and v >= 0):
-        return None
-    return "bool or int >= 0 (number of batch-prefetch processes)"
-
-
-def _check_inspection(v: Any) -> str | None:
-    if isinstance(v, bool) or (_is_int(v) and 0 <= v <= 3):
-        return None
-    return "int from 0 to 3 (or bool)"
-
-
-def _check_preview_every(v: Any) -> str | None:
-    return None if v is None or (_is_int(v) and v > 0) else "None or int > 0"
-
-
-def _check_sequence_training(v: Any) -> str | None:
-    if v is None or isinstance(v, bool) or (_is_int(v) and v > 0):
-        return None
-    return "None, bool or int > 0 (maximum sequence length)"
-
-
-def _check_trainer_class(v: Any) -> str | None:
-    if v is None or v in TRAINER_CLASSES:
-        return None
-    return "None or one of " + ", ".join(repr(c) for c in TRAINER_CLASSES)
-
-
-def _check_class_weights(v: Any) -> str | None:
-    if v is None or (isinstance(v, list | tuple) and v and all(_is_number(x) for x in v)):
-        return None
-    return "None or a non-empty list of numbers (one weight per class)"
-
-
-def _check_schedules(v: Any) -> str | None:
-    if isinstance(v, Mapping) and all(
-        isinstance(k, str) and isinstance(s, Mapping) for k, s in v.items()
-    ):
-        return None
-    return "dict mapping a variable name (str) to a dict of schedule settings, e.g. {'lr': {'dec': 0.95}}"
-
-
-def _check_data_class(v: Any) -> str | None:
-    if isinstance(v, str) and v:
-        return None
-    if (
-        isinstance(v, list | tuple)
-        and len(v) == 2
-        and _is_pathlike(v[0])
-        and isinstance(v[1], str)
-        and v[1]
-    ):
-        return None
-    return "a class name (str) or a (file path, class name) pair"
-
-
-def _check_preview_path(v: Any) -> str | None:
-    if v is None or _is_pathlike(v):
-        return None
-    if isinstance(v, list | tuple) and len(v) == 2 and _is_pathlike(v[0]) and isinstance(v[1], str):
-        return None
-    return "None, an h5 file path (str) or a (file path, dataset key) pair"
-
-
-def _check_unit_interval(v: Any) -> str | None:
-    if v is None or (_is_number(v) and 0 < float(v) < 1):
-        return None
-    return "None or a threshold between 0 and 1 (exclusive)"
-
-
-def _check_instance_files(v: Any) -> str | None:
-    if v is None:
-        return None
-    if isinstance(v, list | tuple) and all(
-        isinstance(e, list | tuple) and len(e) == 2 and _is_pathlike(e[0]) and isinstance(e[1], str)
-        for e in v
-    ):
-        return None
-    return "None or a list of (file, dataset key) pairs, one per cube as in l_files"
-
-
-def _check_callable(v: Any) -> str | None:
-    return None if v is None or callable(v) else "a function returning a torch.nn.Module"
-
-
-_DICT = _check_types("dict", Mapping)
-_DICT_OR_NONE = _check_types("dict or None", Mapping, allow_none=True)
-_PATH_OR_NONE = _check_types("None or a file path (str)", str, os.PathLike, allow_none=True)
-
-CHECKERS: dict[str, Checker] = {
-    # experiment keys
-    "save_name": _check_save_name,
-    "create_model": _check_callable,
-    "model_load_path": _PATH_OR_NONE,
-    "model_load_args": _DICT_OR_NONE,
-    "batch_size": _check_int(1),
-    "preview_data_path": _check_preview_path,
-    "preview_kwargs": _DICT,
-    "data_class": _check_data_class,
-    "data_init_kwargs": _DICT,
-    "data_batch_args": _DICT,
-    "instance_files": _check_instance_files,
-    "n_steps": _check_int(1),
-    "max_runtime": _check_number(0, strict=True, allow_none=True),
-    "history_freq": _check_int(1),
-    "monitor_batch_size": _check_int(1),
-    "optimiser_params": _DICT,
-    "schedules": _check_schedules,
-    "class_weights": _check_class_weights,
-    "lazy_labels": _check_types("None or bool", bool, allow_none=True),
-    "sequence_training": _check_sequence_training,
-    "trainer_class": _check_trainer_class,
-    "slurm": _check_types("None or a dict of Slurm resources", Mapping, allow_none=True),
-    "sweep": _check_types("None or a dict (see docs/sweeps.md)", Mapping, allow_none=True),
-    # global defaults
-    "save_path": _check_types("a directory path (str)", str, os.PathLike),
-    "plot_on": _check_bool,
-    "print_status": _check_bool,
-    "device": _check_device,
-    "param_save_it": _check_int(1),
-    "initial_prev_h": _check_number(0, strict=False),
-    "prev_save_h": _check_number(0, strict=True),
-    "preview_every": _check_preview_every,
-    "background_processes": _check_background,
-    "time_per_step_smoothing_length": _check_int(1),
-    "loss_smoothing_length": _check_int(1),
-    "inspection": _check_inspection,
-    "mixed_precision": _check_bool,
-    "heartbeat_s": _check_number(0, strict=True),
-    "data_memory_budget_mb": _check_number(0, strict=False),
-    "history_are_threshold": _check_unit_interval,
-    OVERWRITE_KEY: _check_bool,
-}
 
 
 def to_jsonable(value: Any) -> Any:
@@ -611,13 +302,14 @@ class ExperimentConfig:
             if (key in REQUIRED_KEYS and value is None) or not hasattr(self, key):
                 continue
             expected = checker(value)
-            if expected is not None and checker(plain := _plain_value(value)) is None:
+            if expected is not None and checker(plain := plain_value(value)) is None:
                 setattr(self, key, plain)  # n_steps = 1e6, class_weights = np.array([...])
                 expected = None
             if expected is not None:
-                errors.append(f"'{key}': expected {expected}, got {_describe(value)}")
+                errors.append(f"'{key}': expected {expected}, got {describe(value)}")
 
         errors += self._check_optimiser()
+        errors += check_callbacks(self.callbacks)
         errors += self._check_loss_and_best()
         errors += self._check_files()
         errors += self._check_unknown_names()
@@ -635,7 +327,7 @@ class ExperimentConfig:
         if name is None:
             return [
                 f"'optimiser': expected one of {', '.join(OPTIMISERS)} (case-insensitive), "
-                f"got {_describe(self.optimiser)}"
+                f"got {describe(self.optimiser)}"
             ]
         self.optimiser = name
         if not isinstance(self.optimiser_params, Mapping):
@@ -650,36 +342,36 @@ class ExperimentConfig:
         errors = check_loss(self.loss, self.loss_params)
         if self.best_mode not in (None, "min", "max"):
             errors.append(
-                f"'best_mode': expected None, 'min' or 'max', got {_describe(self.best_mode)}"
+                f"'best_mode': expected None, 'min' or 'max', got {describe(self.best_mode)}"
             )
         problem = check_best_metric(self.best_metric)
         return errors + ([f"'best_metric': {problem}"] if problem else [])
 
     def _check_files(self) -> list[str]:
         errors = []
-        if _is_pathlike(self.model_load_path):
-            self.model_load_path = _expand(self.model_load_path)
+        if is_pathlike(self.model_load_path):
+            self.model_load_path = expand_path(self.model_load_path)
             if not os.path.isfile(self.model_load_path):
                 errors.append(
                     f"'model_load_path': file '{self.model_load_path}' does not exist "
                     f"(relative paths are taken from {os.getcwd()})"
                 )
         ppath = self.preview_data_path
-        if ppath is not None and _check_preview_path(ppath) is None:
+        if ppath is not None and check_preview_path(ppath) is None:
             # a (path, key) pair is checked by its path: ELEKTRONN2 checked str(tuple)
             if isinstance(ppath, list | tuple):
-                ppath = self.preview_data_path = (_expand(ppath[0]), ppath[1])
+                ppath = self.preview_data_path = (expand_path(ppath[0]), ppath[1])
                 file = ppath[0]
             else:
-                file = self.preview_data_path = _expand(ppath)
+                file = self.preview_data_path = expand_path(ppath)
             if not os.path.isfile(file):
                 errors.append(
                     f"'preview_data_path': file '{file}' does not exist; fix the path or set "
                     "preview_data_path = None to train without previews"
                 )
         dc = self.data_class
-        if isinstance(dc, list | tuple) and _check_data_class(dc) is None:
-            self.data_class = (_expand(dc[0]), dc[1])
+        if isinstance(dc, list | tuple) and check_data_class(dc) is None:
+            self.data_class = (expand_path(dc[0]), dc[1])
             if not os.path.isfile(self.data_class[0]):
                 errors.append(f"'data_class': file '{self.data_class[0]}' does not exist")
         return errors
@@ -759,10 +451,10 @@ class ExperimentConfig:
                 errors.append(f"override '{key}': the run directory {self.run_dir} is already made")
                 continue
             value = _parse_number(key, value)
-            checker = _check_number(0, strict=True) if key == "lr" else CHECKERS[key]
+            checker = check_number(0, strict=True) if key == "lr" else CHECKERS[key]
             expected = checker(value)
             if expected is not None:
-                errors.append(f"override '{key}': expected {expected}, got {_describe(value)}")
+                errors.append(f"override '{key}': expected {expected}, got {describe(value)}")
             elif key == "lr":
                 self.optimiser_params = {**(self.optimiser_params or {}), "lr": value}
             else:

@@ -21,6 +21,10 @@ class ConfigWarning(UserWarning):
     """Something in a config file that is accepted but probably not what was meant."""
 
 
+class DivergedError(RuntimeError):
+    """The training loss became NaN or infinite (the run ends in state ``diverged``)."""
+
+
 def levenshtein(s1: str, s2: str) -> int:
     """Edit distance between two strings (insertions, deletions, substitutions cost 1).
 

@@ -69,7 +69,8 @@ class HistoryTracker:
         path: store directory (normally ``<run_dir>/history``), created on the first write.
             An existing store is loaded, and new rows are appended to it (resume).
             ``None``: keep everything in memory only.
-        loss_smoothing_length: window of the moving average drawn over the timeline loss.
+        loss_smoothing_length: window of the moving average drawn over the timeline loss;
+            default the config key's default (the trainer passes the config's value).
 
     Attributes:
         path: the store directory or ``None``.
@@ -82,10 +83,14 @@ class HistoryTracker:
         self,
         path: str | os.PathLike | None = None,
         *,
-        loss_smoothing_length: int = 200,
+        loss_smoothing_length: int | None = None,
         extra_history_columns: Sequence[str] = (),
     ):
         self.path = None if path is None else Path(path)
+        if loss_smoothing_length is None:
+            from trainer.config_keys import DEFAULTS
+
+            loss_smoothing_length = DEFAULTS["loss_smoothing_length"]
         self.loss_smoothing_length = int(loss_smoothing_length)
         self.debug_output_names: list[str] | None = None
         self._source = self.path  # store the data came from: default place for plots

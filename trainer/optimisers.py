@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from trainer.errors import ConfigError, suggest
+from trainer.hyperparams import TORCH_NAMES, names_of
 
 if TYPE_CHECKING:
     import torch
@@ -47,13 +48,14 @@ CLASSES = {name: name for name in OPTIMISERS}
 
 # config key -> param-group key; ("betas", i) is one element of the betas pair. PyTorch's
 # ``weight_decay`` is another name for ``wd``: both are ELEKTRONN2's decoupled decay.
-_DECAY = {"wd": "wd", "weight_decay": "wd"}
+_DECAY = dict.fromkeys(names_of("wd"), "wd")
+_MOMENTUM = {"mom": TORCH_NAMES["mom"]}
 _ADAM_ALIASES = {"lr": "lr", "mom": ("betas", 0), "beta2": ("betas", 1), **_DECAY}
 ALIASES: dict[str, dict[str, Any]] = {
-    "SGD": {"lr": "lr", "mom": "momentum", **_DECAY},
+    "SGD": {"lr": "lr", **_MOMENTUM, **_DECAY},
     "Adam": _ADAM_ALIASES,
     "AdamW": _ADAM_ALIASES,
-    "RMSprop": {"lr": "lr", "mom": "momentum", "beta2": "alpha", **_DECAY},
+    "RMSprop": {"lr": "lr", **_MOMENTUM, "beta2": "alpha", **_DECAY},
     "AdaGrad": {"lr": "lr", **_DECAY},
     "AdaDelta": {"lr": "lr", "mom": "rho", **_DECAY},
 }

@@ -19,8 +19,8 @@ Differences from ELEKTRONN2, all deliberate:
 * ``permut`` and unknown keywords raise ``ValueError``.
 * ``update(step)`` may be called at every step: it does nothing until an update is due and
   catches up on every update point ``<= step`` it has missed (e.g. after a resume).
-* ``value_at`` and ``plan`` give the scheduled values without binding or training, so the
-  dashboard can draw the plan.
+* ``plan`` gives the scheduled values without binding or training, so the dashboard can
+  draw the plan.
 
 Example:
     >>> import torch
@@ -35,19 +35,21 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Schedule"]
+from trainer.hyperparams import OPTIMISER_HYPERS, TORCH_NAMES
+
+__all__ = ["Schedule", "bind_schedules"]
+
+logger = logging.getLogger("voxelboard")
 
 _MODES = ("dec", "updates", "lindec")
 _VALID_KWARGS = (*_MODES, "period")
-
-#: optimiser hyper-parameter aliases: ELEKTRONN2 name -> torch param-group key
-_GROUP_ALIASES = {"wd": "weight_decay", "weight_decay": "wd", "mom": "momentum"}
 
 
 class Schedule:
@@ -89,7 +91,7 @@ class Schedule:
         self.factor = 1.0
         self.n_steps: int | None = None
         self.delta = 0.0
-        self.updates: list[tuple[int, Any]] = []  # the full list, for value_at and plan
+        self.updates: list[tuple[int, Any]] = []  # the full list, for plan
         self.pending: list[tuple[int, Any]] = []  # updates not applied yet
         mode = next((m for m in _MODES if kwargs.get(m) is not None), None)
         if mode == "dec":
@@ -233,30 +235,11 @@ class Schedule:
                 s = self._following(s)
 
     # ------------------------------------------------------------------ planning
-    def value_at(self, step: int, initial: Any) -> Any:
-        """The scheduled value after the updates up to and including ``step``.
-
-        Pure: needs no binding, ignores how far the schedule has been stepped and does not
-        change it. ``initial`` is the value at step 0 before any update; stepping a fresh
-        bound schedule with ``update(0)``, ..., ``update(step)`` gives exactly this value.
-
-        Example:
-            >>> Schedule(lindec=[4500, 0.001]).value_at(4499, 0.001) > 0
-            True
-            >>> Schedule(lindec=[4500, 0.001]).value_at(4500, 0.001)
-            0.0
-        """
-        v = _copy(initial)
-        for s in self._points(self._first_update, self.updates):
-            if s > step:
-                break
-            v = self._apply_planned(v, s)
-        return v
-
     def plan(self, n_steps: int, initial: float) -> tuple[np.ndarray, np.ndarray]:
         """The planned values up to ``n_steps``, one point per change, for drawing.
 
-        Like ``value_at``, this ignores how far the schedule has been stepped.
+        Pure: needs no binding, ignores how far the schedule has been stepped and does not
+        change it; stepping a fresh bound schedule gives exactly these values.
 
         Returns:
             ``(steps, values)``: step 0 with the value from step 0 on, then every update
@@ -333,6 +316,40 @@ class Schedule:
 
 
 # ---------------------------------------------------------------------- helpers
+def bind_schedules(
+    settings: Mapping[str, Mapping[str, Any]], optimiser: Any, model: Any, config: Any
+) -> dict[str, Schedule]:
+    """A bound ``Schedule`` for each entry of a config's ``schedules`` (empty ones skipped).
+
+    A name binds to the optimiser's hyper-parameter (``lr``, ``mom``, ``wd`` or PyTorch's
+    names, ``trainer.hyperparams``), else to the model's attribute of that name (a dropout
+    rate), else to the config key (``history_freq``).
+
+    Raises:
+        ValueError: a name that is none of these (the message says what may be given).
+    """
+    bound: dict[str, Schedule] = {}
+    for name, params in settings.items():
+        if not params:
+            continue
+        sched = Schedule(**params)
+        if name in OPTIMISER_HYPERS:
+            sched.bind_variable(obj=optimiser, prop_name=name)
+        elif hasattr(model, name):
+            sched.bind_variable(obj=model, prop_name=name)
+        elif hasattr(config, name):
+            sched.bind_variable(obj=config, prop_name=name)
+        else:
+            raise ValueError(
+                f"schedules[{name!r}] in {config.exp_file}: no optimiser key, model "
+                "attribute or config key of that name; use lr, mom, wd, a model attribute "
+                "(e.g. a dropout rate) or a config key (e.g. history_freq)"
+            )
+        bound[name] = sched
+        logger.info("Schedule for %s: %r", name, sched)
+    return bound
+
+
 def _number(name: str, value: Any) -> float:
     try:
         f = float(value)
@@ -424,8 +441,8 @@ def _group_accessors(
     opt: Any, groups: list[dict[str, Any]], prop_name: str
 ) -> tuple[Callable[[], Any], Callable[[Any], None]]:
     first = groups[0]
-    key = prop_name if prop_name in first else _GROUP_ALIASES.get(prop_name, prop_name)
-    if prop_name in ("wd", "weight_decay") and "wd" in first:
+    key = prop_name if prop_name in first else TORCH_NAMES.get(prop_name, prop_name)
+    if key == TORCH_NAMES["wd"] and "wd" in first:
         key = "wd"  # VoxelBoard's optimisers decay through 'wd'; torch's weight_decay stays 0
     if key == "momentum" and "momentum" not in first and "rho" in first:
         key = "rho"  # ELEKTRONN2's mom is AdaDelta's rho

@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer import runs
 from trainer.skeletons import Skeleton
 from trainer.tracing_data import (
     TracingBatch,
@@ -368,9 +367,9 @@ class TracingTrainer(Trainer):
             logger.info("Tracing runs write no previews; preview_data_path is ignored")
         return []
 
-    def _history_metric_columns(self) -> tuple[str, ...]:
+    def _column_handlers(self) -> list[Any]:
         # tracing has no voxel classes: the history keeps its ten standard columns
-        return ()
+        return []
 
     @property
     def max_tracing(self) -> int:
@@ -480,10 +479,10 @@ class TracingTrainer(Trainer):
             pred = self.model(self._img(batch.img)).float()
             return float(self.loss_fn(pred, skels, transforms).loss.mean())
 
-    def _monitor(self, step: int, batch: tuple, loss: float, status: runs.StatusFile) -> None:
-        super()._monitor(step, batch, loss, status)
+    def _monitor(self, step: int, batch: tuple, loss: float) -> None:
+        super()._monitor(step, batch, loss)
         done = [len(t) for t in self.traces]
-        status.update(write=False, mean_trace_length=float(np.mean(done)) if done else None,
+        self.status.update(write=False, mean_trace_length=float(np.mean(done)) if done else None,
                       traces_done=len(done))  # fmt: skip
 
     # -- monitoring -----------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,9 +78,10 @@ def test_schedule_tables(kwargs, initial, expected, end):
 
 
 @pytest.mark.parametrize(("kwargs", "initial", "expected", "end"), TABLES)
-def test_value_at_agrees_with_update_at_every_step(kwargs, initial, expected, end):
+def test_plan_agrees_with_update_at_every_step(kwargs, initial, expected, end):
     s = Schedule(**kwargs)
-    planned = [s.value_at(step, initial) for step in range(5001)]  # before binding
+    steps, values = s.plan(5000, initial)  # before binding
+    planned = values[np.searchsorted(steps, np.arange(5001), side="right") - 1].tolist()
     seen = run(s, initial, 5000)
     assert planned == [seen[step] for step in range(5001)]  # exactly, not approximately
 
@@ -297,3 +299,25 @@ def test_update_unbound_when_due():
     s.update(4)  # not due: fine
     with pytest.raises(RuntimeError, match="due at step 5 but not bound"):
         s.update(5)
+
+
+def test_bind_schedules_finds_the_optimiser_the_model_and_the_config():
+    from types import SimpleNamespace
+
+    from trainer.optimisers import make_optimiser
+    from trainer.schedules import bind_schedules
+
+    model = torch.nn.Linear(2, 1)
+    model.dropout_rate = 0.5
+    opt = make_optimiser(model, "SGD", {"lr": 0.1, "mom": 0.9})
+    cfg = SimpleNamespace(history_freq=100, exp_file="cfg.py")
+    settings = {"momentum": {"updates": [(0, 0.5)]}, "dropout_rate": {"updates": [(0, 0.1)]},
+                "history_freq": {"updates": [(0, 7)]}, "lr": {}}  # fmt: skip
+    bound = bind_schedules(settings, opt, model, cfg)
+    assert list(bound) == ["momentum", "dropout_rate", "history_freq"]  # an empty one is skipped
+    for s in bound.values():
+        s.update(0)
+    assert opt.param_groups[0]["momentum"] == 0.5 and model.dropout_rate == 0.1
+    assert cfg.history_freq == 7 and opt.param_groups[0]["lr"] == 0.1
+    with pytest.raises(ValueError, match=r"schedules\['gamma'\] in cfg.py: no optimiser key"):
+        bind_schedules({"gamma": {"dec": 0.5}}, opt, model, cfg)

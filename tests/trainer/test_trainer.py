@@ -264,3 +264,24 @@ def test_class_weights_are_normalised_as_in_elektronn2(tmp_path, data_dir):
     loss = float(tr._loss(torch.from_numpy(logits), y))
     # ELEKTRONN2: sum of w * nll over labelled voxels / 100; torch's weighting gives 0.894
     assert loss == pytest.approx(0.300, abs=5e-4)
+
+
+def test_the_smoothing_lengths_of_the_config_reach_speed_log_and_report(tmp_path, data_dir):
+    tr = make_trainer(tmp_path, data_dir, n_steps=7, extra="""
+        time_per_step_smoothing_length = 3
+        loss_smoothing_length = 4
+        plot_on = True
+    """)  # fmt: skip
+    assert tr.run() == "finished"
+    timeline = tr.tracker.timeline
+    # the speed is the mean of the last 3 step times (the timeline's time is their running sum)
+    step_times = np.diff(np.r_[0.0, timeline["time"].to_numpy()])
+    assert tr.speed()["it_per_s"] == pytest.approx(1.0 / step_times[-3:].mean(), rel=1e-6)
+    assert runs.read_status(tr.run_dir).extra["it_per_s"] == pytest.approx(
+        1.0 / step_times[-3:].mean(), rel=1e-6
+    )
+    assert tr.smoothed_loss() == pytest.approx(timeline["loss"].to_numpy()[-4:].mean())
+    # the end-of-run report draws the moving average over the config's window
+    assert tr.tracker.loss_smoothing_length == 4
+    report = next(tr.run_dir.glob("*.timeline.html")).read_text()
+    assert "moving average (4)" in report and "moving average (200)" not in report

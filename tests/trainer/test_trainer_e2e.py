@@ -254,7 +254,7 @@ def test_evaluate_names_a_corrupt_snapshot_and_what_to_do(finished_run, tmp_path
     import shutil
 
     from trainer.evaluation import load_run
-    from trainer.trainer import SnapshotError
+    from trainer.modelio import SnapshotError
 
     run_dir = tmp_path / "demo"
     shutil.copytree(finished_run, run_dir)

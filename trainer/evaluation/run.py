@@ -93,11 +93,11 @@ def load_run(
 
     Raises:
         FileNotFoundError: no config copy or no snapshot (the message names the run).
-        trainer.trainer.SnapshotError: the snapshot is corrupt or truncated (names the file).
+        trainer.modelio.SnapshotError: the snapshot is corrupt or truncated (names the file).
     """
     from trainer.config import ExperimentConfig
     from trainer.devices import resolve_device
-    from trainer.trainer import build_model, load_snapshot, resolve_data_class
+    from trainer.modelio import build_model, load_snapshot, resolve_data_class
 
     run_dir = Path(run_dir)
     copy = runs.config_copy(run_dir)
