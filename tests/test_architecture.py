@@ -9,7 +9,13 @@ Each check is one test whose failure lists every offender as ``file:line: what``
 * no private name of Dash (``dash._callback``, ``from dash.x import _y``, Dash's global callback
   list);
 * the trainer reads config keys as attributes: defaults are written in ``trainer/config.py`` only;
-* no ``backend ==`` branch in ``app/launcher.py`` (backends are classes behind one interface).
+* no ``backend ==`` branch in ``app/launcher.py`` or a page (backends are classes behind one
+  interface);
+* no module in ``app/`` or ``trainer/`` over 800 lines (split by concept);
+* pages (``app/pages/``) get run-directory names only through view models, and start no process;
+* a constant (an upper-case module-level name bound to a literal) is defined in one module only;
+* no hidden package-level circle: importing ``a.b.c`` runs ``a/b/__init__.py`` first, so that
+  package is an edge of the import graph too.
 
 Each check's helper is tested on a small offending source as well, so a check that could no
 longer see its offence fails too.
@@ -67,6 +73,7 @@ RUN_FILE_PATTERNS = [
     r"(^|/)(LAST|FINAL|step-.*|\*)\.pt$",
     r"(^|/)preview-",
     r"(^|/)0-(\*|\{\}|history)",
+    r"\.vbh$",
 ]
 _RUN_FILE = re.compile("|".join(f"(?:{p})" for p in RUN_FILE_PATTERNS))
 #: folders of a run directory: offending when joined onto a path (``run_dir / "snapshots"``)
@@ -182,11 +189,14 @@ def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, dict[str, in
     """module -> {imported project module: first line}, from ``{module: (source, is_package)}``.
 
     ``from package import name`` is an edge to ``package.name`` when that is a module, else to
-    the package.
+    the package. Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, so
+    each enclosing package of a target is an edge too, unless it encloses the importer as well
+    (then it is already being imported when the importer runs).
     """
     modules = set(sources)
     graph: dict[str, dict[str, int]] = {m: {} for m in modules}
     for module, (source, is_package) in sources.items():
+        own = set(_packages_of(module)) | ({module} if is_package else set())
         for node in ast.walk(ast.parse(source)):
             targets = []
             if isinstance(node, ast.Import):
@@ -198,9 +208,20 @@ def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, dict[str, in
                     for a in node.names
                 ]
             for t in targets:
-                if t is not None and t != module:
+                if t is None:
+                    continue
+                if t != module:
                     graph[module].setdefault(t, node.lineno)
+                for m in _packages_of(t):
+                    if m in modules and m not in own:
+                        graph[module].setdefault(m, node.lineno)
     return graph
+
+
+def _packages_of(module: str) -> list[str]:
+    """The packages enclosing ``module``: ``a.b.c`` -> ``['a.b', 'a']``."""
+    parts = module.split(".")
+    return [".".join(parts[:n]) for n in range(len(parts) - 1, 0, -1)]
 
 
 def import_cycles(graph: dict[str, dict[str, int]]) -> list[list[str]]:
@@ -268,6 +289,21 @@ def test_import_circle_check_sees_function_level_and_relative_imports():
     sources["pkg.d"] = ("from pkg import a\nfrom pkg import thing\n", False)
     sources["pkg"] = ("from pkg.d import y\n", True)
     assert ["pkg", "pkg.d"] in import_cycles(import_graph(sources))
+
+
+def test_import_circle_check_sees_a_circle_through_a_package_init():
+    # pkg.a imports a module of pkg.sub, which runs pkg/sub/__init__.py, which imports pkg.a back
+    sources = {
+        "pkg": ("", True),
+        "pkg.a": ("def f():\n    from pkg.sub.x import g\n", False),
+        "pkg.sub": ("from pkg.sub.y import h\n", True),
+        "pkg.sub.x": ("", False),
+        "pkg.sub.y": ("from pkg.a import f\n", False),
+    }
+    assert import_cycles(import_graph(sources)) == [["pkg.a", "pkg.sub", "pkg.sub.y"]]
+    # a package's own modules import its siblings freely: the package is already being imported
+    sources["pkg.sub.y"] = ("from pkg.sub import x\n", False)
+    assert import_cycles(import_graph(sources)) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,3 +443,212 @@ def test_backend_branch_check_sees_comparisons_either_way_round():
     assert backend_branches("if backend in ('slurm', 'local'):\n    pass")
     assert not backend_branches("self.backend.submit(run)")
     assert not backend_branches("ok = backend not in BACKENDS")
+
+
+def test_no_backend_branch_in_a_page():
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in sorted(PAGES.glob("*.py"))
+        for hit in backend_branches(path.read_text())
+    ]
+    assert not offenders, (
+        "backend branches in pages (ask the backend for its form fields):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# module size
+
+#: the most lines one module of app/ or trainer/ may have: past it, split by concept
+MAX_MODULE_LINES = 800
+
+
+def long_module(source: str, cap: int = MAX_MODULE_LINES) -> str | None:
+    """``'N lines'`` when ``source`` has more than ``cap`` lines, else ``None``."""
+    n = len(source.splitlines())
+    return f"{n} lines" if n > cap else None
+
+
+def test_no_module_over_the_line_cap():
+    offenders = [
+        f"{_rel(path)}: {hit}"
+        for path in _files()
+        if path.name != "run.py" or path.parent != ROOT
+        if (hit := long_module(path.read_text())) is not None
+    ]
+    assert not offenders, (
+        f"modules over {MAX_MODULE_LINES} lines (split each by concept):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
+def test_line_cap_check_counts_lines():
+    assert long_module("x = 1\n" * (MAX_MODULE_LINES + 1)) == f"{MAX_MODULE_LINES + 1} lines"
+    assert long_module("x = 1\n" * MAX_MODULE_LINES) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# pages: layout and callback wiring only
+
+PAGES = ROOT / "app" / "pages"
+
+
+def _run_directory_names() -> set[str]:
+    """Module-level names of ``trainer/runs/`` bound to a run-directory file or folder name."""
+    names = set()
+    for path in sorted(RUNS_PACKAGE.rglob("*.py")):
+        for node in _parse(path).body:
+            target = (
+                node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+            )
+            value = _literal(getattr(node, "value", None))
+            if isinstance(target, ast.Name) and value is not None:
+                if _RUN_FILE.search(value) or value in RUN_FOLDERS:
+                    names.add(target.id)
+    return names
+
+
+def run_directory_names_used(source: str, names: set[str]) -> list[str]:
+    """``line: name`` for each of ``names`` that ``source`` imports from, or reads off,
+    ``trainer.runs`` (``from trainer.runs import STATUS_FILE``, ``runs.HISTORY_DIR``)."""
+    found = []
+    aliases = set()  # local names of trainer.runs modules
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("trainer.runs"):
+            found += [f"{node.lineno}: {a.name}" for a in node.names if a.name in names]
+        if isinstance(node, ast.ImportFrom) and node.module in ("trainer", "trainer.runs"):
+            aliases |= {a.asname or a.name for a in node.names}
+        if isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name for a in node.names if a.name.startswith("trainer.runs")}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            base = ast.unparse(node.value)
+            if base in aliases or base.startswith("trainer.runs"):
+                found.append(f"{node.lineno}: {base}.{node.attr}")
+    return sorted(set(found), key=lambda s: int(s.split(":")[0]))
+
+
+def test_pages_get_run_directory_names_only_through_view_models():
+    names = _run_directory_names()
+    assert {"STATUS_FILE", "HISTORY_DIR"} <= names, "the run-directory names were not found"
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in sorted(PAGES.glob("*.py"))
+        for hit in run_directory_names_used(path.read_text(), names)
+    ]
+    assert not offenders, (
+        "run-directory names in pages (ask a view model in app/):\n  " + "\n  ".join(offenders)
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from trainer.runs import STATUS_FILE",
+        "from trainer.runs.sweeps import SWEEP_FILE as S",
+        "from trainer import runs\np = d / runs.HISTORY_DIR",
+        "import trainer.runs\np = trainer.runs.STATUS_FILE",
+        "from trainer.runs import sweeps as sw\nx = sw.TRIALS_FILE",
+    ],
+)
+def test_run_directory_name_check_sees_each_kind_of_use(source):
+    names = {"STATUS_FILE", "HISTORY_DIR", "SWEEP_FILE", "TRIALS_FILE"}
+    assert run_directory_names_used(source, names)
+    clean = (
+        "from trainer.runs import PreviewError\nfrom app import readers\nx = readers.STATUS_FILE"
+    )
+    assert not run_directory_names_used(clean, names)
+
+
+#: modules a page must not use: starting and waiting on processes is the launcher's work
+PROCESS_MODULES = ("subprocess", "multiprocessing", "multiprocess")
+
+
+def process_work(source: str) -> list[str]:
+    """``line: what`` for each process module ``source`` imports and each ``os.system`` call."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            mods = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mods = [node.module or ""]
+        else:
+            mods = []
+            if isinstance(node, ast.Call) and ast.unparse(node.func) in ("os.system", "os.popen"):
+                found.append(f"{node.lineno}: {ast.unparse(node.func)}")
+        found += [f"{node.lineno}: {m}" for m in mods if m.split(".")[0] in PROCESS_MODULES]
+    return found
+
+
+def test_pages_start_no_process():
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in sorted(PAGES.glob("*.py"))
+        for hit in process_work(path.read_text())
+    ]
+    assert not offenders, "process work in pages (go through app.launcher):\n  " + "\n  ".join(
+        offenders
+    )
+
+
+def test_process_check_sees_imports_and_shell_calls():
+    assert process_work("import subprocess")
+    assert process_work("from multiprocessing import Process")
+    assert process_work("import os\nos.system('run.py sweep x')")
+    assert not process_work("import os\nos.path.join('a', 'b')")
+
+
+# ---------------------------------------------------------------------------------------------
+# one source per default
+
+
+def literal_constants(source: str) -> dict[str, tuple[int, object]]:
+    """``{NAME: (line, value)}`` for each upper-case module-level name bound to a literal (a
+    number, string, or a tuple/list/set/dict of them): a default or a limit."""
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target = node.target
+        else:
+            continue
+        if not (isinstance(target, ast.Name) and re.fullmatch(r"[A-Z][A-Z0-9_]*", target.id)):
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            continue  # a name bound to another module's value, or computed: not a restatement
+        out[target.id] = (node.lineno, value)
+    return out
+
+
+def restated_constants(sources: dict[str, str]) -> dict[str, list[str]]:
+    """``{NAME: ['module:line', ...]}`` for names bound to the same literal in more than one
+    module (one page's ``PAGE = '/run'`` beside another's ``PAGE = '/sweep'`` is no copy)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for module, source in sorted(sources.items()):
+        for name, (line, value) in literal_constants(source).items():
+            seen.setdefault((name, repr(value)), []).append(f"{module}:{line}")
+    return {name: where for (name, _), where in seen.items() if len(where) > 1}
+
+
+def test_each_constant_is_defined_in_one_module():
+    sources = {_rel(p): p.read_text() for p in _files()}
+    restated = restated_constants(sources)
+    assert not restated, (
+        "constants defined in more than one module (import them from one):\n  "
+        + "\n  ".join(f"{name}: {', '.join(where)}" for name, where in sorted(restated.items()))
+    )
+
+
+def test_restated_constant_check_sees_a_copied_limit():
+    sources = {
+        "a.py": "MAX_PARALLEL = 4\nDEFAULTS = {'n': 8}\n",
+        "b.py": "from a import DEFAULTS\nMAX_PARALLEL: int = 4\nLOCAL = DEFAULTS['n']\n",
+    }
+    assert restated_constants(sources) == {"MAX_PARALLEL": ["a.py:1", "b.py:2"]}
+    sources["b.py"] = "PAGE = '/b'\nMAX_PARALLEL = 2\n"
+    sources["a.py"] += "PAGE = '/a'\n"
+    assert restated_constants(sources) == {}
