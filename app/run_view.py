@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: milliseconds between the run page's polls of a run that may still write
-POLL_MS = 2000
+POLL_MS = components.LIVE_POLL_MS
 #: how often a page polls a run that looks over but may yet change (``poll_interval``)
 SLOW_POLL_MS = 10_000
 #: states after which nothing new will be written, so polling stops (``poll_interval``)

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from app.paths import MAX_NAME_BYTES
+
 #: most characters a run name may have
 MAX_RUN_NAME = 100
-#: longest file name (one path part) most file systems accept, in bytes
-MAX_NAME_BYTES = 255
 
 _NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DEVICE = re.compile(r"cuda:(\d{1,3})")

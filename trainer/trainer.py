@@ -41,7 +41,7 @@ from trainer.devices import resolve_device
 from trainer.distributed import DistContext
 from trainer.errors import ConfigError, DivergedError
 from trainer.history import HistoryTracker
-from trainer.losses import make_loss
+from trainer.losses import IGNORE_INDEX, make_loss
 from trainer.modelio import initial_model, resolve_data_class
 from trainer.optimisers import get_hyper, make_optimiser
 from trainer.schedules import bind_schedules
@@ -50,7 +50,6 @@ from trainer.sweeps import TrialReporter
 logger = logging.getLogger("voxelboard")
 
 #: labels below zero are ignored by loss and error (ELEKTRONN2 used -1 and -666)
-IGNORE_INDEX = -100
 
 
 class Trainer:

@@ -28,6 +28,7 @@ from app import changes_runs, current_context, paths
 from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
+    LIVE_POLL_MS,
     empty_state,
     fmt_bytes,
     meter,
@@ -50,7 +51,6 @@ from trainer.sweeps import MAX_PARALLEL, SWEEP_DEFAULTS, SweepSection, read_swee
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
-REFRESH_MS = 2000
 SYSTEM_MS = 5000
 LOG_LINES = 200
 STOPPABLE_STATES = frozenset({"queued", "running"})
@@ -183,7 +183,7 @@ def layout(**kwargs: Any) -> html.Div:
         [
             # the page's level-one heading for screen readers; the navigation bar shows its name
             html.H1("Experiments", className="vb-sr-only"),
-            dcc.Interval(id="exp-interval", interval=REFRESH_MS),
+            dcc.Interval(id="exp-interval", interval=LIVE_POLL_MS),
             dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
             dcc.Store(id="exp-selected"),
             dcc.Store(id="exp-refresh"),

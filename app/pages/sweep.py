@@ -32,7 +32,6 @@ from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/sweep/<sweep_id>", "title": "VoxelBoard sweep"}
 
-POLL_MS = 2000
 STOP_REASON = "stopped from the dashboard"
 #: height of the two plots, in pixels
 GRAPH_HEIGHT = 400
@@ -169,7 +168,9 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
         [
             dcc.Store(id="sweep-id", data=view.sweep_id),
             dcc.Store(id="sweep-cursor", data=view.cursor),
-            dcc.Interval(id="sweep-interval", interval=POLL_MS, disabled=view.ended),
+            dcc.Interval(
+                id="sweep-interval", interval=components.LIVE_POLL_MS, disabled=view.ended
+            ),
             html.Div(
                 [
                     html.H1(f"Sweep {view.sweep_id}", className="vb-page-title sweep-title"),
