@@ -652,3 +652,52 @@ def test_restated_constant_check_sees_a_copied_limit():
     sources["b.py"] = "PAGE = '/b'\nMAX_PARALLEL = 2\n"
     sources["a.py"] += "PAGE = '/a'\n"
     assert restated_constants(sources) == {}
+
+
+#: the one module that names a hyper-parameter both ways (ELEKTRONN2's ``wd``, torch's
+#: ``weight_decay``); every other module translates through it
+HYPER_NAMES = ROOT / "trainer" / "hyperparams.py"
+
+
+def alias_tables(source: str) -> list[str]:
+    """``line: literal`` for each dict, tuple, list or set literal holding both names of one
+    hyper-parameter (``{'wd': 'weight_decay'}``, ``('wd', 'weight_decay')``): an alias table."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Dict):
+            items = [*node.keys, *node.values]
+        elif isinstance(node, ast.Tuple | ast.List | ast.Set):
+            items = node.elts
+        else:
+            continue
+        if {"wd", "weight_decay"} <= {_literal(i) for i in items if i is not None}:
+            found.append(f"{node.lineno}: {ast.unparse(node)[:60]}")
+    return found
+
+
+def test_hyper_parameter_names_are_mapped_in_one_module():
+    offenders = [
+        f"{_rel(path)}:{hit}"
+        for path in _files()
+        if path != HYPER_NAMES
+        for hit in alias_tables(path.read_text())
+    ]
+    assert alias_tables(HYPER_NAMES.read_text()), "trainer/hyperparams.py lost its table"
+    assert not offenders, (
+        "hyper-parameter alias tables outside trainer/hyperparams.py (translate through it):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "ALIASES = {'mom': 'momentum', 'wd': 'weight_decay'}",
+        "_G = {'weight_decay': 'wd', 'mom': 'momentum'}",
+        "if name in ('lr', 'mom', 'momentum', 'wd', 'weight_decay'):\n    pass",
+        "def f(p):\n    aliases = {'wd': 'weight_decay'}\n    return aliases",
+    ],
+)
+def test_alias_table_check_sees_each_kind_of_table(source):
+    assert alias_tables(source)
+    assert not alias_tables("LABELS = {'lr': 'learning rate', 'mom': 'momentum', 'wd': 'decay'}")

@@ -87,11 +87,9 @@ _POS = (lambda v: _is_number(v) and v > 0, "number > 0")
 _BOOL = (lambda v: isinstance(v, bool), "bool")
 _VALUE_CHECKS = {
     "lr": _NONNEG,
-    "mom": _IN_0_1,
+    **dict.fromkeys(names_of("mom"), _IN_0_1),
     "beta2": _IN_0_1,
-    "wd": _NONNEG,
-    "momentum": _IN_0_1,
-    "weight_decay": _NONNEG,
+    **dict.fromkeys(names_of("wd"), _NONNEG),
     "dampening": _IN_0_1,
     "alpha": _IN_0_1,
     "rho": _IN_0_1,
@@ -227,8 +225,8 @@ def _hyper_slot(group: Mapping[str, Any], key: str) -> tuple[str, int | None] | 
     """Where hyper-parameter ``key`` lives in a param group: (entry, index in a pair)."""
     if key == "lr":
         return ("lr", None)
-    if key in ("wd", "weight_decay"):
-        for entry in ("wd", "weight_decay"):
+    if key in names_of("wd"):
+        for entry in names_of("wd"):
             if entry in group:
                 return (entry, None)
         return None
