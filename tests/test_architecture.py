@@ -8,7 +8,7 @@ Each check is one test whose failure lists every offender as ``file:line: what``
   inside functions, under ``TYPE_CHECKING``);
 * no private name of Dash (``dash._callback``, ``from dash.x import _y``, Dash's global callback
   list);
-* the trainer reads config keys as attributes: defaults are written in ``trainer/config.py`` only;
+* the trainer reads config keys as attributes: defaults are written in ``trainer/config_keys.py`` only;
 * no ``backend ==`` branch in ``app/launcher.py`` or a page (backends are classes behind one
   interface);
 * no module in ``app/`` or ``trainer/`` over 800 lines (split by concept);
@@ -378,7 +378,7 @@ def restated_defaults(source: str, keys: set[str]) -> list[str]:
 
 
 def _config_keys() -> set[str]:
-    from trainer.config import DEFAULTS, EXPERIMENT_DEFAULTS
+    from trainer.config_keys import DEFAULTS, EXPERIMENT_DEFAULTS
 
     return {*DEFAULTS, *EXPERIMENT_DEFAULTS}
 
@@ -388,11 +388,11 @@ def test_config_defaults_are_written_only_in_the_config_module():
     offenders = [
         f"{_rel(path)}:{hit}"
         for path in _files()
-        if path != ROOT / "trainer" / "config.py"
+        if path != ROOT / "trainer" / "config_keys.py"
         for hit in restated_defaults(path.read_text(), keys)
     ]
     assert not offenders, (
-        "config defaults restated outside trainer/config.py (read cfg.<key>):\n  "
+        "config defaults restated outside trainer/config_keys.py (read cfg.<key>):\n  "
         + "\n  ".join(offenders)
     )
 
