@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs.atomic import atomic_write_bytes, atomic_write_json
+from trainer.runs.confine import confined
 
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
@@ -190,7 +191,7 @@ def read_trial(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(confined(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) else None
