@@ -120,7 +120,8 @@ def run_file(run_dir: str | os.PathLike, folder: str, kind: str, name: Any, suff
     """``run_dir/folder/<name><suffix>`` for a client-sent ``name``, inside ``run_dir/folder``.
 
     The file need not exist (``exists()`` is the caller's question); the name is checked, the
-    whole file name must fit in 255 bytes, and a symlink must not lead out of the folder.
+    whole file name must fit in 255 bytes, a symlink must not lead out of the folder, and
+    (while reads are confined, see ``trainer.runs.confine``) not out of the runs folder.
 
     Raises:
         ClientPathError: naming the kind and the value.
@@ -131,4 +132,8 @@ def run_file(run_dir: str | os.PathLike, folder: str, kind: str, name: Any, suff
     path = base / f"{name}{suffix}"
     if not _inside(path, base):
         raise ClientPathError(f"{kind} {name!r} leads out of {base}; pick one from the list")
+    if not is_inside(path):  # the folder itself may be the link
+        raise ClientPathError(
+            f"{kind} {name!r}: {folder}/{path.name} resolves outside the runs folder; {REFUSAL}"
+        )
     return path

@@ -36,7 +36,7 @@ from trainer.runs import (
     merge_state,
     pid_alive,
 )
-from trainer.runs.confine import OutsideRunsError, confined, is_inside
+from trainer.runs.confine import REFUSAL, OutsideRunsError, confined, is_inside
 from trainer.runs.history_store import HistoryFormatError, history_files, read_table, table_info
 from trainer.runs.launcher_record import legacy_record
 
@@ -174,6 +174,10 @@ def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[st
         None,
     )
     row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None)
+    if not is_inside(run_dir):  # a run folder linked to elsewhere: listed, never read
+        row["state"] = "unknown"
+        row["badge"] = f"the run folder is a link out of the runs folder: {REFUSAL}"
+        return row
     try:
         _fill(row, run_dir, now)
     except Exception as e:  # last resort: a row with a badge beats a broken page
