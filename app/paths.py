@@ -132,8 +132,8 @@ def run_file(run_dir: str | os.PathLike, folder: str, kind: str, name: Any, suff
     path = base / f"{name}{suffix}"
     if not _inside(path, base):
         raise ClientPathError(f"{kind} {name!r} leads out of {base}; pick one from the list")
-    if not is_inside(path):  # the folder itself may be the link
-        raise ClientPathError(
-            f"{kind} {name!r}: {folder}/{path.name} resolves outside the runs folder; {REFUSAL}"
-        )
+    try:
+        confined(path)  # the folder itself may be the link
+    except OutsideRunsError as e:
+        raise ClientPathError(f"{kind} {name!r}: {e}") from None
     return path

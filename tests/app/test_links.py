@@ -293,3 +293,39 @@ def test_follow_links_shows_the_linked_files(folders):
         assert str(SECRET_LOSS) in csv
     finally:
         s.close()
+
+
+# ------------------------------------------------------------------------ the check itself
+
+
+def test_confined_refuses_only_what_resolves_outside_and_only_while_confined(folders):
+    from app import paths
+    from trainer.runs.confine import OutsideRunsError, confined, confined_to
+
+    runs = folders / "runs"
+    (runs / "alias").symlink_to(runs / "lg")  # a link that stays inside
+    try:
+        log = runs / "lg" / "train.log"
+        assert confined(log) == log  # the trainer and the command line are not confined
+        with confined_to(runs):
+            assert confined(runs / "alias" / "status.json") == runs / "alias" / "status.json"
+            assert confined(runs / "lg" / "not-yet-written.txt")
+            with pytest.raises(
+                OutsideRunsError,
+                match=f"^lg/train.log resolves outside the runs folder: {REFUSAL}$",
+            ):
+                confined(log)
+            with pytest.raises(OSError):  # what every reader already handles
+                confined(runs / "ev" / "eval" / f"{SECRET}.h5")
+            # a run folder linked outside: refused by name unless links are followed
+            with pytest.raises(
+                paths.ClientPathError, match=f"is a link out of the runs folder; {REFUSAL}"
+            ):
+                paths.run_dir(runs, "linked")
+            assert paths.run_dir(runs, "linked", follow_links=True) == runs / "linked"
+            with pytest.raises(
+                paths.ClientPathError, match=f"ev/eval/{SECRET}.h5 resolves outside"
+            ):
+                paths.run_file(runs / "ev", "eval", "result", SECRET, ".h5")
+    finally:
+        (runs / "alias").unlink()

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from trainer.runs.atomic import atomic_path, writing
-from trainer.runs.confine import confined
+from trainer.runs.confine import OutsideRunsError, confined
 
 PREVIEW_DIR = "previews"
 #: a preview file is ``<PREVIEW_PREFIX><step:08d><PREVIEW_SUFFIX>``
@@ -142,6 +142,8 @@ def _write_file(path: Path, blocks: list, step: int, hours: float, n_classes: in
 def _mtime(path: Path) -> int:
     try:
         return confined(path).stat().st_mtime_ns
+    except OutsideRunsError as e:
+        raise PreviewError(f"preview file {e}") from None
     except OSError as e:
         raise PreviewError(f"preview file {path} is gone: {e.strerror}") from None
 
