@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--read-only", action="store_true", help="hide launch, stop and delete")
     d.add_argument("--demo", action="store_true", help="start the demo config if nothing runs")
     d.add_argument("--auth-file", help="basic-auth users, one 'user:password' per line")
+    d.add_argument("--follow-links", action="store_true",
+                   help="show run files and run folders that are links to places outside "
+                        "--runs-dir (default: refused)")  # fmt: skip
     d.add_argument("--debug", action="store_true")
     d.add_argument("--backend", choices=("local", "slurm"), default="local",
                    help="run launches as local processes (default) or as Slurm jobs")  # fmt: skip
@@ -513,7 +516,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, runs_dir=args.runs_dir,
                  configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
                  demo=args.demo, auth_file=args.auth_file, debug=args.debug,
-                 backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
+                 follow_links=args.follow_links, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
                  ("partition", "account", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
 
 

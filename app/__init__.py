@@ -16,12 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,6 +53,8 @@ class AppContext:
         launcher: this app's launcher (queue and children).
         jobs_dir: this app's background-job folder (Dash's job results and the evaluation
             slots); removed by ``close``.
+        follow_links: read run files that resolve outside ``runs_dir`` through links; when
+            off, every request reads inside ``reading()``.
     """
 
     runs_dir: Path
@@ -61,6 +64,19 @@ class AppContext:
     demo: bool
     launcher: Launcher
     jobs_dir: Path
+    follow_links: bool = False
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A block in which readers of run files refuse those resolving outside ``runs_dir``
+        (``trainer.runs.confine``), unless the app follows links."""
+        if self.follow_links:
+            yield
+            return
+        from trainer.runs.confine import confined_to
+
+        with confined_to(self.runs_dir):
+            yield
 
     def close(self) -> None:
         """Stop the scheduler thread and background jobs, remove the job folder.
@@ -121,6 +137,7 @@ def create_app(
     backend: str = "local",
     slurm_defaults: Mapping[str, Any] | None = None,
     slurm_poll_s: float = 10.0,
+    follow_links: bool = False,
 ) -> dash.Dash:
     """Build the dashboard.
 
@@ -145,6 +162,8 @@ def create_app(
         slurm_defaults: Slurm resources (``partition``, ``account``, ``gpus``, ``cpus``,
             ``mem``, ``time``) for launches that set none.
         slurm_poll_s: seconds between two ``squeue`` calls.
+        follow_links: show run files and run folders that are links to places outside
+            ``runs_dir``; by default every page refuses them, naming the file.
 
     Returns:
         The ``dash.Dash`` app; its Flask server is ``app.server``.
@@ -177,6 +196,7 @@ def create_app(
         demo=bool(demo),
         launcher=launcher,
         jobs_dir=jobs_dir,
+        follow_links=bool(follow_links),
     )
 
     app = dash.Dash(
@@ -220,6 +240,7 @@ def create_app(
     app.server.before_request(functools.partial(_check_callback_request, app))
     app.server.register_error_handler(500, _plain_500)
     app.server.wsgi_app = GuardMiddleware(app.server.wsgi_app, allowed_hosts, auth)
+    app.server.wsgi_app = _reading_in(context, app.server.wsgi_app)
 
     if read_only:
         # a read-only dashboard starts nothing: queued runs in a shared folder wait for a
@@ -449,11 +470,27 @@ def _refuse(status: int, message: str) -> Any:
     return flask.Response(message, status=status, mimetype="text/plain")
 
 
+def _reading_in(context: AppContext, wsgi_app: Callable) -> Callable:
+    """``wsgi_app`` answering every request inside ``context.reading()``.
+
+    Dash answers with whole bodies (no streaming), so every read of a run file happens
+    before the block ends.
+    """
+
+    def app(environ: dict, start_response: Callable) -> Any:
+        with context.reading():
+            return wsgi_app(environ, start_response)
+
+    return app
+
+
 def _start_demo(context: AppContext, demo_config: str) -> None:
     from app.readers import list_runs
     from app.security import LaunchError
 
-    active = [r["name"] for r in list_runs(context.runs_dir) if r["state"] in ("running", "queued")]
+    with context.reading():
+        runs = list_runs(context.runs_dir)
+    active = [r["name"] for r in runs if r["state"] in ("running", "queued")]
     if active:
         log.info("demo: %s already active, not launching the demo", ", ".join(active))
         return

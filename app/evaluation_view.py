@@ -506,6 +506,10 @@ def first_view(run_dir: Path, results: list[str]) -> dict[str, Any]:
     message saying why the result cannot be shown (``no_view``).
     The callbacks then only answer changes, so the page draws with its first response."""
     if not results:
+        try:
+            paths.confined(runs.eval_dir(run_dir))
+        except paths.OutsideRunsError as e:  # listed as empty: say why
+            return {"message": f"No results shown: {e}"}
         return {}
     result = results[0]
     try:

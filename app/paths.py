@@ -6,6 +6,12 @@ still lie inside the folder it was meant for once symlinks are followed. Absolut
 ``..``, separators, NUL bytes, hidden names and names longer than a file name may be
 (255 bytes) are refused with a message saying what was expected.
 
+Names are half of it: a run directory may hold links (``train.log -> /etc/passwd``, a run
+folder linked to another disk). Unless the dashboard was started with ``--follow-links``,
+every request runs inside ``trainer.runs.confine.confined_to(runs_dir)``, and every reader
+of run files refuses a path that resolves outside the runs folder (``confined``, re-exported
+here); ``run_dir`` refuses a run folder that is itself such a link.
+
 Example:
     >>> check_name("result", "FINAL")
     'FINAL'
@@ -20,6 +26,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+from trainer.runs.confine import (  # noqa: F401 - re-exported for the pages
+    REFUSAL,
+    OutsideRunsError,
+    confined,
+    confined_to,
+    is_inside,
+)
 
 #: longest file name most file systems accept, in bytes
 MAX_NAME_BYTES = 255
@@ -73,12 +87,18 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def run_dir(runs_dir: str | os.PathLike, run: Any) -> Path:
+def run_dir(runs_dir: str | os.PathLike, run: Any, *, follow_links: bool = False) -> Path:
     """The existing run directory ``runs_dir/run``.
 
+    Args:
+        runs_dir: the runs folder.
+        run: the name the client sent.
+        follow_links: accept a run folder that is a link to a folder elsewhere (a dashboard
+            started with ``--follow-links``).
+
     Raises:
-        ClientPathError: a refused name, no such directory, or a symlink leading out of
-            ``runs_dir``.
+        ClientPathError: a refused name, no such directory, or (unless ``follow_links``) a
+            symlink leading out of ``runs_dir``.
     """
     root = Path(runs_dir)
     path = root / check_name("run", run)
@@ -86,8 +106,13 @@ def run_dir(runs_dir: str | os.PathLike, run: Any) -> Path:
         is_dir = path.is_dir()
     except OSError:
         is_dir = False
-    if not is_dir or path.resolve().parent != root.resolve():
+    if not is_dir:
         raise ClientPathError(f"run {run!r} is not a run directory in {root}")
+    if not follow_links and path.resolve().parent != root.resolve():
+        raise ClientPathError(
+            f"run {run!r} is not a run directory in {root}: it is a link out of the runs "
+            f"folder; {REFUSAL}"
+        )
     return path
 
 
@@ -95,7 +120,8 @@ def run_file(run_dir: str | os.PathLike, folder: str, kind: str, name: Any, suff
     """``run_dir/folder/<name><suffix>`` for a client-sent ``name``, inside ``run_dir/folder``.
 
     The file need not exist (``exists()`` is the caller's question); the name is checked, the
-    whole file name must fit in 255 bytes, and a symlink must not lead out of the folder.
+    whole file name must fit in 255 bytes, a symlink must not lead out of the folder, and
+    (while reads are confined, see ``trainer.runs.confine``) not out of the runs folder.
 
     Raises:
         ClientPathError: naming the kind and the value.
@@ -106,4 +132,8 @@ def run_file(run_dir: str | os.PathLike, folder: str, kind: str, name: Any, suff
     path = base / f"{name}{suffix}"
     if not _inside(path, base):
         raise ClientPathError(f"{kind} {name!r} leads out of {base}; pick one from the list")
+    try:
+        confined(path)  # the folder itself may be the link
+    except OutsideRunsError as e:
+        raise ClientPathError(f"{kind} {name!r}: {e}") from None
     return path

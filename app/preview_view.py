@@ -16,7 +16,7 @@ from typing import Any
 import plotly.graph_objects as go
 from dash import no_update
 
-from app import inputs
+from app import inputs, paths
 from app.figures import CLASS_COLOURS
 from app.image_figures import preview_figure
 from trainer import runs
@@ -36,8 +36,12 @@ __all__ = [
 
 
 def preview_files(run_dir: Path) -> list[Path]:
-    """The run's preview files, oldest step first."""
-    return runs.preview_files(run_dir)
+    """The run's preview files, oldest step first; none from a folder that is a link out of
+    the runs folder (``waiting_text`` says why)."""
+    try:
+        return runs.preview_files(run_dir)
+    except paths.OutsideRunsError:
+        return []
 
 
 def preview_label(path: Path) -> str:
@@ -64,6 +68,10 @@ def file_marks(files: list[Path]) -> dict:
 
 def waiting_text(run_dir: Path) -> str:
     """When a run's first preview comes, from its resolved config's preview settings."""
+    try:
+        paths.confined(run_dir / runs.PREVIEW_DIR)
+    except paths.OutsideRunsError as e:
+        return f"No previews shown: {e}"
     config = runs.read_resolved_config(run_dir)
     if config is None:
         return "No preview yet: the trainer writes them while it trains."

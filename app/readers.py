@@ -36,6 +36,7 @@ from trainer.runs import (
     merge_state,
     pid_alive,
 )
+from trainer.runs.confine import REFUSAL, OutsideRunsError, confined, is_inside
 from trainer.runs.history_store import HistoryFormatError, history_files, read_table, table_info
 from trainer.runs.launcher_record import legacy_record
 
@@ -76,7 +77,15 @@ def _parse_json(path: str, mtime_ns: int, size: int, ino: int) -> tuple[dict | N
 
 
 def read_json(path: str | os.PathLike) -> tuple[dict | None, str | None]:
-    """A JSON object file: ``(obj, None)``, ``(None, None)`` if absent, ``(None, problem)``."""
+    """A JSON object file: ``(obj, None)``, ``(None, None)`` if absent, ``(None, problem)``.
+
+    A file that resolves outside the runs folder (``trainer.runs.confine``) is a problem
+    naming it and why, and is not opened.
+    """
+    try:
+        confined(path)
+    except OutsideRunsError as e:
+        return None, str(e)
     key = _stat_key(Path(path))
     return (None, None) if key is None else _parse_json(*key)
 
@@ -116,7 +125,7 @@ def _last_history_row(store_dir: str, mtime_ns: int) -> dict[str, float]:
 def _history_fallback(run_dir: Path) -> dict[str, float]:
     store = runs.history_dir(run_dir)
     key = _stat_key(store)
-    if key is None:
+    if key is None or not all(map(is_inside, [store, *history_files(run_dir)])):
         return {}
     # appends change the newest file, not the folder: key on the newest mtime inside
     try:
@@ -165,6 +174,10 @@ def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[st
         None,
     )
     row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None)
+    if not is_inside(run_dir):  # a run folder linked to elsewhere: listed, never read
+        row["state"] = "unknown"
+        row["badge"] = f"the run folder is a link out of the runs folder: {REFUSAL}"
+        return row
     try:
         _fill(row, run_dir, now)
     except Exception as e:  # last resort: a row with a badge beats a broken page
@@ -260,7 +273,9 @@ def file_problems(run_dir: str | os.PathLike) -> list[str]:
     ]
     out = []
     for kind, (path, st) in checks:
-        if found := _file_problem(kind, path, st.st_mtime_ns, st.st_size, st.st_ino):
+        if not is_inside(path):  # before the cache: never opened, whoever asked before
+            out.append(str(OutsideRunsError(path, "/".join(Path(path).parts[-2:]))))
+        elif found := _file_problem(kind, path, st.st_mtime_ns, st.st_size, st.st_ino):
             out.append(found)
     return out
 
@@ -278,7 +293,7 @@ def _entries(folder: str, prefix: str, suffix: str) -> list[tuple[str, os.stat_r
     """(path, stat) of the files ``<prefix>*<suffix>`` in ``folder``, temporary files left out."""
     out = []
     try:
-        with os.scandir(folder) as it:
+        with os.scandir(confined(folder)) as it:
             for e in it:
                 name = e.name
                 if name.startswith(prefix) and name.endswith(suffix) and name[0] != ".":
@@ -331,7 +346,8 @@ def _h5_problem(path: str, shown: str) -> str | None:
 
 def _log_error(run_dir: Path) -> str | None:
     """The last error the trainer logged in its current attempt, as ``train.log: ...``."""
-    key = _stat_key(run_dir / LOG_FILE)
+    path = run_dir / LOG_FILE
+    key = _stat_key(path) if is_inside(path) else None
     return None if key is None else _last_log_error(*key)
 
 
@@ -394,7 +410,7 @@ def tail_lines(path: str | os.PathLike, n: int = 200, max_bytes: int = TAIL_BYTE
     Returns ``[]`` for a missing file. A partial first line (cut by ``max_bytes``) is dropped.
     """
     try:
-        with open(path, "rb") as f:
+        with open(confined(path), "rb") as f:
             size = f.seek(0, os.SEEK_END)
             start = max(0, size - max_bytes)
             f.seek(start)

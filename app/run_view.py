@@ -35,7 +35,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch, html, no_update
 
-from app import components, figures, inputs, readers, series
+from app import components, figures, inputs, paths, readers, series
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.hyperparams import initial_value
@@ -96,8 +96,9 @@ def read_curves(run_dir: Path, cursor: Any, **controls: Any) -> dict[str, Any]:
         return update_curves(run_dir, cursor, **controls)
     except Exception as e:  # a corrupt store must show a message, not break the page
         header, state = status_header(run_dir)
-        # the store's own messages name the file and say what to do
-        why = str(e) if isinstance(e, HistoryFormatError) else f"{type(e).__name__}: {e}"
+        # the store's own messages and a refused link's name the file and say what to do
+        named = isinstance(e, HistoryFormatError | paths.OutsideRunsError)
+        why = str(e) if named else f"{type(e).__name__}: {e}"
         poll_ms = poll_interval(state, damaged=True)
         return {
             "header": header,

@@ -54,11 +54,8 @@ SMOOTHING_MODES = ("ema", "sma", "none")
 X_AXES = ("step", "time")
 
 
-def app_runs_dir() -> Path | None:
-    """The runs directory of the app serving this request (or of the last app created).
-
-    For page layouts and callbacks. ``None`` when no app is configured.
-    """
+def _app_setting(name: str) -> Any:
+    """A setting of the ``AppContext`` serving this request (or of the last app created)."""
     import flask
 
     if flask.has_app_context():
@@ -70,7 +67,15 @@ def app_runs_dir() -> Path | None:
             config = dash.get_app().server.config
         except Exception:  # no app created yet
             return None
-    value = getattr(config.get("VOXELBOARD"), "runs_dir", None)
+    return getattr(config.get("VOXELBOARD"), name, None)
+
+
+def app_runs_dir() -> Path | None:
+    """The runs directory of the app serving this request (or of the last app created).
+
+    For page layouts and callbacks. ``None`` when no app is configured.
+    """
+    value = _app_setting("runs_dir")
     return Path(value) if value else None
 
 
@@ -78,12 +83,13 @@ def run_dir_for(runs_dir: str | Path | None, name: Any) -> Path | None:
     """The run directory ``runs_dir/name``, or ``None`` if ``name`` is not a run there.
 
     For every name that comes from a URL or a browser: ``app.paths.run_dir`` decides
-    (one plain name directly under ``runs_dir``, no symlink leading out of it).
+    (one plain name directly under ``runs_dir``, no symlink leading out of it unless the
+    app was started with ``--follow-links``).
     """
     if runs_dir is None:
         return None
     try:
-        return paths.run_dir(runs_dir, name)
+        return paths.run_dir(runs_dir, name, follow_links=bool(_app_setting("follow_links")))
     except paths.ClientPathError:
         return None
 

@@ -44,13 +44,14 @@ def serve(
     debug: bool = False,
     backend: str = "local",
     slurm_defaults: Mapping[str, Any] | None = None,
+    follow_links: bool = False,
 ) -> None:
     """Run the dashboard until interrupted.
 
     Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
     or the ``VOXELBOARD_AUTH`` variable), or with ``debug``, exits with status 2 before
-    anything else happens; so do bad Slurm defaults. ``backend`` and ``slurm_defaults`` go
-    to ``create_app``. Then creates the demo data if missing, builds the app and serves it
+    anything else happens; so do bad Slurm defaults. ``backend``, ``slurm_defaults`` and
+    ``follow_links`` go to ``create_app``. Then creates the demo data if missing, builds the app and serves it
     with waitress (or Flask's debug server with ``debug=True``, its debugger inside the
     Host and auth guard) until Ctrl+C or SIGTERM; either way the launcher is closed and
     the process's exit handlers run, and ``serve`` returns normally (exit status 0).
@@ -86,6 +87,7 @@ def serve(
         allowed_hosts=allowed,
         backend=backend,
         slurm_defaults=slurm_defaults,
+        follow_links=follow_links,
     )
     url_host = f"[{host}]" if ":" in host else host
     print(

@@ -426,12 +426,15 @@ def select_run(rows: Any, current: str | None) -> Any:
 )
 def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
     try:
-        run_dir = paths.run_dir(current_context().runs_dir, selected)
+        c = current_context()
+        run_dir = paths.run_dir(c.runs_dir, selected, follow_links=c.follow_links)
     except paths.ClientPathError:  # nothing selected, or a crafted name: never leave runs_dir
         return "", "", None, True
     path = log_path(run_dir)
     try:
-        st = path.stat() if path is not None else None
+        st = paths.confined(path).stat() if path is not None else None
+    except paths.OutsideRunsError as e:
+        return "", str(e), None, False
     except OSError:  # deleted between the two looks
         st = None
     if st is None:

@@ -39,6 +39,7 @@ from trainer.runs.atomic import (  # noqa: F401 - re-exported
     os_error_in_words,
     writing,
 )
+from trainer.runs.confine import confined
 from trainer.runs.launch import (  # noqa: F401 - re-exported
     BATCH_SCRIPT_FILE,
     LAUNCH_FILE,
@@ -214,7 +215,7 @@ def read_status(run_dir: str | os.PathLike) -> Status | None:
     """
     path = Path(run_dir) / STATUS_FILE
     try:
-        raw = path.read_bytes()
+        raw = confined(path).read_bytes()
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -265,7 +266,7 @@ def iter_run_dirs(runs_dir: str | os.PathLike) -> Iterator[Path]:
 def read_resolved_config(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The resolved config (``config.json``) or ``None`` if absent or unreadable."""
     try:
-        d = json.loads((Path(run_dir) / RESOLVED_CONFIG_FILE).read_text())
+        d = json.loads(confined(Path(run_dir) / RESOLVED_CONFIG_FILE).read_text())
         return d if isinstance(d, dict) else None
     except (OSError, ValueError):
         return None

@@ -32,6 +32,7 @@ import numpy as np
 
 from trainer.runs import is_run_dir
 from trainer.runs.atomic import atomic_write_bytes, writing
+from trainer.runs.confine import confined
 from trainer.runs.snapshots import history_dir
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ def table_info(store_dir: str | os.PathLike, table: str) -> TableInfo | None:
     """
     path = _table_file(store_dir, table)
     try:
-        fd = os.open(path, _OPEN_READ)
+        fd = os.open(confined(path), _OPEN_READ)
     except FileNotFoundError:
         return None
     try:
@@ -307,7 +308,7 @@ def read_array(
     """
     path = _table_file(store_dir, table)
     try:
-        fd = os.open(path, _OPEN_READ)
+        fd = os.open(confined(path), _OPEN_READ)
     except FileNotFoundError:
         return None
     try:
@@ -366,7 +367,7 @@ def read_since(
     """
     path = _table_file(store_dir, table)
     try:
-        fd = os.open(path, _OPEN_READ)
+        fd = os.open(confined(path), _OPEN_READ)
     except FileNotFoundError:
         return Chunk(None, 0, None, generation is not None, None)
     try:
@@ -414,7 +415,7 @@ class TableTail:
         if self._fd is None or st.st_ino != self._ino:
             reset = self._fd is not None
             self.close()
-            self._fd = os.open(self.path, _OPEN_READ)
+            self._fd = os.open(confined(self.path), _OPEN_READ)
             self._ino = os.fstat(self._fd).st_ino
             self.info = _read_info(self._fd, self.path)
             self.offset = 0 if reset else self.offset
@@ -494,7 +495,7 @@ def history_files(run_dir: str | os.PathLike) -> list[Path]:
     """
     folder = history_dir(run_dir)
     try:
-        with os.scandir(folder) as it:
+        with os.scandir(confined(folder)) as it:
             names = {e.name for e in it}
     except OSError:
         return []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs.atomic import atomic_write_json
+from trainer.runs.confine import confined
 
 LAUNCH_FILE = "launch.json"
 #: the batch script a Slurm launch writes into the run directory
@@ -34,7 +35,7 @@ def launch_path(run_dir: str | os.PathLike) -> Path:
 def read_launch(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """``launch.json`` of a run, or ``None`` if absent or unreadable."""
     try:
-        d = json.loads(launch_path(run_dir).read_text())
+        d = json.loads(confined(launch_path(run_dir)).read_text())
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) else None

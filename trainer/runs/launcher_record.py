@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs.atomic import atomic_write_json
+from trainer.runs.confine import confined
 
 LAUNCHER_FILE = "launcher.json"
 SUPERVISOR_FILE = "supervisor.json"
@@ -180,7 +181,7 @@ def read_launcher_record(
     id in ``launch.json``; for ``launcher.json`` those become the record.
     """
     try:
-        d = json.loads((Path(run_dir) / name).read_text())
+        d = json.loads(confined(Path(run_dir) / name).read_text())
     except FileNotFoundError:
         if name != LAUNCHER_FILE:
             return None

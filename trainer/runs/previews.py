@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from trainer.runs.atomic import atomic_path, writing
+from trainer.runs.confine import OutsideRunsError, confined
 
 PREVIEW_DIR = "previews"
 #: a preview file is ``<PREVIEW_PREFIX><step:08d><PREVIEW_SUFFIX>``
@@ -68,7 +69,7 @@ def preview_path(run_dir: str | os.PathLike, step: int) -> Path:
 def preview_files(run_dir: str | os.PathLike) -> list[Path]:
     """Preview h5 files, oldest step first."""
     d = Path(run_dir) / PREVIEW_DIR
-    return sorted(d.glob(f"{_PREFIX}*{_SUFFIX}")) if d.is_dir() else []
+    return sorted(confined(d).glob(f"{_PREFIX}*{_SUFFIX}")) if d.is_dir() else []
 
 
 def preview_step(path: str | os.PathLike) -> int | None:
@@ -140,7 +141,9 @@ def _write_file(path: Path, blocks: list, step: int, hours: float, n_classes: in
 
 def _mtime(path: Path) -> int:
     try:
-        return path.stat().st_mtime_ns
+        return confined(path).stat().st_mtime_ns
+    except OutsideRunsError as e:
+        raise PreviewError(f"preview file {e}") from None
     except OSError as e:
         raise PreviewError(f"preview file {path} is gone: {e.strerror}") from None
 
@@ -155,7 +158,7 @@ def _meta_cached(path: str, mtime_ns: int) -> PreviewMeta:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(confined(path), "r") as f:
             blocks, z0 = {}, {}
             for name in sorted((k for k in f if _BLOCK.match(k)), key=_block_order):
                 g = f[name]
@@ -198,7 +201,7 @@ def _block_cached(path: str, mtime_ns: int, block: str) -> tuple[np.ndarray, np.
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(confined(path), "r") as f:
             raw = np.asarray(f[block]["raw"][()], dtype=np.float32)
             prob = np.asarray(f[block]["prob"][()], dtype=np.float32)
     except (OSError, KeyError, ValueError, TypeError) as e:

@@ -41,6 +41,7 @@ from trainer.metrics import (
     ThresholdChoice,
 )
 from trainer.runs.atomic import atomic_path, atomic_write_bytes, atomic_write_json
+from trainer.runs.confine import OutsideRunsError, confined
 
 __all__ = [
     "EVAL_DIR",
@@ -104,7 +105,8 @@ class ResultFileError(ValueError):
 
     Attributes:
         path: the file.
-        reason: ``'missing'``, ``'corrupt'``, ``'old-format'`` or ``'newer-format'``.
+        reason: ``'missing'``, ``'corrupt'``, ``'old-format'``, ``'newer-format'`` or
+            ``'refused'`` (a link out of the runs folder, see ``trainer.runs.confine``).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:
@@ -168,7 +170,7 @@ def list_results(run_dir: str | os.PathLike) -> list[str]:
     try:
         files = [
             p
-            for p in folder.iterdir()
+            for p in confined(folder).iterdir()
             if p.suffix == RESULT_SUFFIX
             and p.is_file()
             and not p.stem.endswith(PROB_SUFFIX)
@@ -238,7 +240,9 @@ def read_neurons(path: str | os.PathLike) -> list[dict[str, Any]]:
 
     path = Path(path)
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(confined(path), "r")
+    except OutsideRunsError as e:
+        raise ResultFileError(path, "refused", e.strerror) from None
     except OSError as e:
         raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
     out: list[dict[str, Any]] = []
@@ -334,7 +338,9 @@ def read_result(
     if not path.is_file():
         raise ResultFileError(path, "missing", f"no such file; {_HINT}")
     try:
-        f = h5py.File(path, "r")
+        f = h5py.File(confined(path), "r")
+    except OutsideRunsError as e:
+        raise ResultFileError(path, "refused", e.strerror) from None
     except OSError as e:
         raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
     with f:
@@ -433,7 +439,7 @@ def read_result_attrs(path: str | os.PathLike) -> dict[str, Any]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(confined(path), "r") as f:
             return {k: _plain(v) for k, v in f.attrs.items()}
     except (OSError, ValueError):
         return {}
@@ -553,7 +559,7 @@ def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(confined(path), "r") as f:
             cubes = {
                 k: tuple(int(s) for s in f[k]["prob"].shape)
                 for k in sorted(f, key=_cube_order)
@@ -583,7 +589,7 @@ def read_prob_slice(
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(confined(path), "r") as f:
             g = f[cube]
             z = min(max(int(z), 0), g["prob"].shape[0] - 1)
             return (
@@ -622,7 +628,7 @@ def read_threshold(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     import json
 
     try:
-        d = json.loads(threshold_path(run_dir).read_text())
+        d = json.loads(confined(threshold_path(run_dir)).read_text())
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) and all(k in d for k in THRESHOLD_KEYS) else None

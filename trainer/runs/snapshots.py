@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from trainer.runs.atomic import os_error_in_words
+from trainer.runs.confine import confined
 
 SNAPSHOT_DIR = "snapshots"
 #: the snapshot replaced at every history step, and the one written at the end of training
@@ -45,7 +46,7 @@ def snapshot_names(run_dir: str | os.PathLike) -> list[str]:
     """
     folder = Path(run_dir) / SNAPSHOT_DIR
     try:
-        names = sorted((p.stem for p in folder.glob(f"*{_SUFFIX}")), reverse=True)
+        names = sorted((p.stem for p in confined(folder).glob(f"*{_SUFFIX}")), reverse=True)
     except OSError:
         return []
     fixed = [n for n in (FINAL, LAST, BEST) if n in names]
@@ -87,7 +88,7 @@ def latest_snapshot(run_dir: str | os.PathLike) -> Path | None:
     # one scandir, no pathlib per file: the experiments table asks this for every run
     newest: tuple[int, str] | None = None
     try:
-        with os.scandir(os.path.join(os.fspath(run_dir), SNAPSHOT_DIR)) as it:
+        with os.scandir(confined(os.path.join(os.fspath(run_dir), SNAPSHOT_DIR))) as it:
             for e in it:
                 name = e.name
                 if name[0] == "." or not name.endswith(_SUFFIX) or name == BEST + _SUFFIX:
@@ -115,7 +116,7 @@ def check_snapshot(path: str | os.PathLike, shown: str | None = None) -> str | N
     path = Path(path)
     shown = shown or path.name
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(confined(path)) as z:
             names = z.namelist()
     except FileNotFoundError:
         return None

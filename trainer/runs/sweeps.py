@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.runs.atomic import atomic_write_bytes, atomic_write_json
+from trainer.runs.confine import REFUSAL, confined, is_inside
 
 SWEEPS_DIR = ".sweeps"
 SWEEP_FILE = "sweep.json"
@@ -67,8 +68,18 @@ def sweeps_root(runs_dir: str | os.PathLike) -> Path:
 
 
 def sweep_dir(runs_dir: str | os.PathLike, sweep_id: str) -> Path:
-    """The folder of one sweep (the id is checked: it cannot leave ``sweeps_root``)."""
-    return sweeps_root(runs_dir) / check_sweep_id(sweep_id)
+    """The folder of one sweep (the id is checked: it cannot leave ``sweeps_root``).
+
+    Raises:
+        ValueError: a malformed id, or (while reads are confined to the runs folder, see
+            ``trainer.runs.confine``) a sweep folder that is a link out of the runs folder.
+    """
+    folder = sweeps_root(runs_dir) / check_sweep_id(sweep_id)
+    if not is_inside(folder):
+        raise ValueError(
+            f"sweep {sweep_id!r}: its folder is a link out of the runs folder; {REFUSAL}"
+        )
+    return folder
 
 
 def sweep_config_path(folder: str | os.PathLike) -> Path:
@@ -190,7 +201,7 @@ def read_trial(run_dir: str | os.PathLike) -> dict[str, Any] | None:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(confined(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) else None
