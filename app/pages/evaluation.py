@@ -411,7 +411,11 @@ def _on_evaluate(set_progress, _run, _predict, name, snapshot, mode, result):
         return no_update, no_update, f"run {name!r} is gone from the runs directory"
     c = current_context()
     try:
-        with limits.job_slot(c.jobs_dir, run_dir.name, limits.MAX_EVALUATIONS, "evaluation"):
+        # the job runs in its own process, outside the request: confine its reads here too
+        with (
+            c.reading(),
+            limits.job_slot(c.jobs_dir, run_dir.name, limits.MAX_EVALUATIONS, "evaluation"),
+        ):
             if ctx.triggered_id == "eval-seg-predict":
                 return _evaluate_again(run_dir, result, c.data_dir, set_progress)
             return _evaluate(run_dir, snapshot, mode, c.data_dir, set_progress)
