@@ -163,6 +163,12 @@ class ComputeSlots:
         self._running: set[str] = set()
         self._newest: dict[str, int] = {}
         self._tickets = 0
+        self._waiting = 0
+
+    def waiting(self) -> int:
+        """Requests waiting for their client's previous computation to end."""
+        with self._cond:
+            return self._waiting
 
     @contextlib.contextmanager
     def hold(self, client: str) -> Iterator[None]:
@@ -214,7 +220,11 @@ class ComputeSlots:
                     f"busy: the previous {self.what} of this page ran over "
                     f"{OWN_TURN_WAIT_S:g} s; try again in a moment"
                 )
-            self._cond.wait(left)
+            self._waiting += 1
+            try:
+                self._cond.wait(left)
+            finally:
+                self._waiting -= 1
 
     def _forget(self, client: str, ticket: int) -> None:
         """Drop ``client``'s entry once no newer request of it waits (bounded memory)."""

@@ -380,10 +380,11 @@ def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_dra
 
 
 def _client_id(sent: object) -> str:
-    """The page's ``eval-client`` id, or the peer's address for a request without one."""
-    if isinstance(sent, str) and 0 < len(sent) <= 64:
-        return "page:" + sent
-    return "addr:" + str(flask.request.remote_addr)
+    """The page's ``eval-client`` id, or ``addr:`` and the peer's address for a request
+    without one (an id never has a colon)."""
+    if isinstance(sent, str) and 0 < len(sent) <= 64 and ":" not in sent:
+        return sent
+    return f"addr:{flask.request.remote_addr}"
 
 
 @callback(
