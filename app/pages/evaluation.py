@@ -13,7 +13,9 @@ flight (``eval-t-server`` / ``eval-t-answered``): the segmentation plane (one pl
 probability volume, patched into the drawn figure; the evaluation is never recomputed) and, for
 a result evaluated with ``--instances``, the "Neurons" panel's exact scores at the threshold
 (``app.neurons_view``: threshold -> components -> scores of the chosen cube, tens of ms), its
-curves and the instance colouring of the segmentation view (``app.neuron_figures``).
+curves and the instance colouring of the segmentation view (``app.neuron_figures``). Segmenting
+holds one of the dashboard's few segmentation slots (``app.limits.segmentations``): a step that
+finds them all taken by other pages is answered "busy" at once, its figure kept.
 
 A result that cannot be shown (a file that cannot be read, a missing split, a single class)
 shows its message in place of the figures and threshold controls, with the Evaluate button
