@@ -355,19 +355,25 @@ def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_dra
     stays as drawn; a request of this page that a newer one overtook while it waited draws
     nothing."""
     answered = time.time()  # every answer, even "nothing to draw", lets the next one go
-    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
+    t = inputs.number(t, lo=0.0, hi=1.0)
     nothing = [no_update] * (3 + _N_NEURON_OUTPUTS) + [answered]
-    if run_dir is None or not result or not cube or t is None:
+    if not result or not cube or t is None:
         return nothing
     z = inputs.integer(z, lo=0) or 0
     instances = colour == "instances"
     triggered = set(ctx.triggered_prop_ids)
     scores = not triggered or not triggered <= _PLANE_ONLY
     if not scores and not instances:  # one plane read: no segmentation, no slot
+        run_dir = _run_dir(name)
+        if run_dir is None:
+            return nothing
         plane = sv.plane_outputs(run_dir, result, cube, z, t, False, None, None, seg_drawn)
         return [*plane, *[no_update] * _N_NEURON_OUTPUTS, answered]
-    try:
+    try:  # the slot first: a busy answer costs no look-up on disk
         with limits.segmentations(flask.current_app.config).hold(_client_id(client)):
+            run_dir = _run_dir(name)
+            if run_dir is None:
+                return nothing
             segmented, error = sv.segment(run_dir, result, cube, t)
             plane = sv.plane_outputs(
                 run_dir, result, cube, z, t, instances, segmented, error, seg_drawn
