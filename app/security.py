@@ -22,6 +22,7 @@ import math
 import os
 import re
 import socket
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -243,9 +244,20 @@ def validate_device(device: Any, gpus: Iterable[int]) -> str:
 # ---------------------------------------------------------------------------------------
 # network
 
-#: largest request body accepted, in bytes (8 MiB): a callback sends a few kB of JSON, so
-#: anything near this is not the dashboard talking; bigger bodies get 413 unread
+#: largest request body accepted, in bytes (8 MiB), and where waitress stops receiving one;
+#: bigger bodies get 413 unread
 MAX_BODY_BYTES = 8 * 1024 * 1024
+#: the path of Dash's callback requests (after any URL prefix)
+CALLBACK_PATH = "/_dash-update-component"
+#: largest callback request body accepted, in bytes (256 KiB). The largest request the pages
+#: send is a few kB (the runs table's selected row with its sparklines; measured by
+#: ``bench/bench_attack.py``), so this leaves a margin of about 30x; Dash parses a body whole,
+#: and a body of megabytes of small JSON values costs tens of MB while it is parsed
+MAX_CALLBACK_BODY_BYTES = 256 * 1024
+#: bodies over this size (64 KiB) are large: at most ``MAX_LARGE_BODIES`` are read at once
+LARGE_BODY_BYTES = 64 * 1024
+#: large bodies read at once; more get 503 at once, unread
+MAX_LARGE_BODIES = 2
 #: methods that only read; any other method is state-changing and must not come from a
 #: foreign page (Origin / Referer check)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -396,10 +408,12 @@ class GuardMiddleware:
     In this order, each answered with a short text and never by reading the body:
 
     1. ``Host`` header in the allow-list, else 400 (DNS rebinding).
-    2. Request body at most ``max_body`` bytes (``MAX_BODY_BYTES``, 8 MiB) by its
-       ``Content-Length``, else 413; a body without a declared length (chunked, as the
-       debug server passes it on) gets 411. Waitress also stops reading at the limit
-       (``serve`` sets its ``max_request_body_size``), so a huge body is never buffered.
+    2. Request body at most ``max_callback_body`` bytes (``MAX_CALLBACK_BODY_BYTES``,
+       256 KiB) for a callback request and ``max_body`` (``MAX_BODY_BYTES``, 8 MiB) for any
+       other, by its ``Content-Length``, else 413 with one line; a body without a declared
+       length (chunked, as the debug server passes it on) gets 411. Waitress also stops
+       reading at ``MAX_BODY_BYTES`` (``serve`` sets its ``max_request_body_size``), so a
+       huge body is never buffered.
     3. Basic auth when users are configured, else 401 (passwords compared in constant
        time; a malformed ``Authorization`` header is a 401, never a server error).
     4. For state-changing methods (anything but GET, HEAD, OPTIONS): an ``Origin``
@@ -407,6 +421,10 @@ class GuardMiddleware:
        (cross-site request forgery). ``Origin: null`` (sandboxed frames, ``file://``
        pages) is refused. A request with neither header (a script, ``curl``) passes: a
        browser sends ``Origin`` with every cross-site POST.
+    5. At most ``max_large`` requests with a body over ``LARGE_BODY_BYTES`` in the app at
+       once (Dash reads and parses a body whole), else 503 with one line and a
+       ``Retry-After``: a few clients looping near-limit bodies cannot make the server hold
+       one parsed body per thread.
 
     It wraps the whole application, so static files, callbacks and pages are all covered.
 
@@ -422,17 +440,22 @@ class GuardMiddleware:
         allowed_hosts: set[str] | None = None,
         users: Mapping[str, str] | None = None,
         max_body: int = MAX_BODY_BYTES,
+        max_callback_body: int = MAX_CALLBACK_BODY_BYTES,
+        max_large: int = MAX_LARGE_BODIES,
     ) -> None:
         self.app = app
         self.allowed_hosts = {h.lower() for h in (allowed_hosts or default_allowed_hosts())}
         self.users = dict(users or {})
         self.max_body = max_body
+        self.max_callback_body = max_callback_body
+        self._large = threading.BoundedSemaphore(max_large)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         host = environ.get("HTTP_HOST") or ""
         if not host_allowed(host, self.allowed_hosts):
             return _plain(start_response, "400 Bad Request", f"unexpected Host header {host!r}\n")
-        refusal = _body_refusal(environ, self.max_body)
+        callback = (environ.get("PATH_INFO") or "").endswith(CALLBACK_PATH)
+        refusal = _body_refusal(environ, self.max_callback_body if callback else self.max_body)
         if refusal:
             return _plain(start_response, *refusal)
         if self.users and not self._authorized(environ.get("HTTP_AUTHORIZATION", "")):
@@ -451,7 +474,19 @@ class GuardMiddleware:
                     "403 Forbidden",
                     f"cross-site {method} refused: {source} is not this dashboard\n",
                 )
-        return self.app(environ, start_response)
+        if _declared_length(environ) <= LARGE_BODY_BYTES:
+            return self.app(environ, start_response)
+        if not self._large.acquire(blocking=False):
+            return _plain(
+                start_response,
+                "503 Service Unavailable",
+                "busy: other large requests are being read; try again in a moment\n",
+                [("Retry-After", "1")],
+            )
+        try:  # the app reads and parses the body before it returns its response
+            return self.app(environ, start_response)
+        finally:
+            self._large.release()
 
     def _foreign_source(self, environ: dict) -> str | None:
         """The ``Origin`` or ``Referer`` header if it names a host not allowed, else None."""
@@ -483,6 +518,14 @@ class GuardMiddleware:
             hmac.compare_digest(password.encode(), password.encode())
             return False
         return hmac.compare_digest(password.encode(), expected.encode())
+
+
+def _declared_length(environ: Mapping[str, Any]) -> int:
+    """The request's ``Content-Length`` (checked by ``_body_refusal`` first); 0 if none."""
+    try:
+        return int((environ.get("CONTENT_LENGTH") or "0").strip() or 0)
+    except ValueError:
+        return 0
 
 
 def _body_refusal(environ: Mapping[str, Any], limit: int) -> tuple[str, str] | None:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from app.limits import segmentation_slots
 from app.security import (
     MAX_BODY_BYTES,
     GuardMiddleware,
@@ -50,8 +51,9 @@ def serve(
 
     Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
     or the ``VOXELBOARD_AUTH`` variable), or with ``debug``, exits with status 2 before
-    anything else happens; so do bad Slurm defaults. ``backend``, ``slurm_defaults`` and
-    ``follow_links`` go to ``create_app``. Then creates the demo data if missing, builds the app and serves it
+    anything else happens; so do bad Slurm defaults and a bad ``VOXELBOARD_MAX_SEGMENTATIONS``
+    (``app.limits.segmentation_slots``). ``backend``, ``slurm_defaults`` and ``follow_links``
+    go to ``create_app``. Then creates the demo data if missing, builds the app and serves it
     with waitress (or Flask's debug server with ``debug=True``, its debugger inside the
     Host and auth guard) until Ctrl+C or SIGTERM; either way the launcher is closed and
     the process's exit handlers run, and ``serve`` returns normally (exit status 0).
@@ -65,6 +67,7 @@ def serve(
         users = load_auth(auth_file)
         check_bind(host, users)
         resources_from(defaults=slurm_defaults)
+        segmentation_slots()  # a bad VOXELBOARD_MAX_SEGMENTATIONS stops here, not per request
     except (UnsafeBindError, ValueError) as e:
         print(f"voxelboard: {e}", file=sys.stderr)
         raise SystemExit(2) from None

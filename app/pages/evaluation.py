@@ -13,7 +13,9 @@ flight (``eval-t-server`` / ``eval-t-answered``): the segmentation plane (one pl
 probability volume, patched into the drawn figure; the evaluation is never recomputed) and, for
 a result evaluated with ``--instances``, the "Neurons" panel's exact scores at the threshold
 (``app.neurons_view``: threshold -> components -> scores of the chosen cube, tens of ms), its
-curves and the instance colouring of the segmentation view (``app.neuron_figures``).
+curves and the instance colouring of the segmentation view (``app.neuron_figures``). Segmenting
+holds one of the dashboard's few segmentation slots (``app.limits.segmentations``): a step that
+finds them all taken by other pages is answered "busy" at once, its figure kept.
 
 A result that cannot be shown (a file that cannot be read, a missing split, a single class)
 shows its message in place of the figures and threshold controls, with the Evaluate button
@@ -35,9 +37,11 @@ The page's view models are ``app.evaluation_view`` (results, first view, figures
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import flask
 import plotly.graph_objects as go
 from dash import ClientsideFunction, Input, Output, State, ctx, dcc, html, no_update
 
@@ -91,6 +95,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="eval-rewritten"),
             dcc.Interval(id="eval-poll", interval=POLL_MS),
             dcc.Store(id="eval-seg-drawn"),
+            # this page load's id: its segmentation requests wait for each other, newest first
+            # (app.limits.ComputeSlots)
+            dcc.Store(id="eval-client", data=uuid.uuid4().hex),
             html.Div(
                 [
                     html.H1(f"{name}: evaluation", className="vb-page-title"),
@@ -333,27 +340,59 @@ _N_NEURON_OUTPUTS = 4 + len(nv.SCORE_ROWS)
     State("eval-run", "data"),
     State("eval-seg-drawn", "data"),
     State("eval-neuron-drawn", "data"),
+    State("eval-client", "data"),
     prevent_initial_call=True,
 )
-def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_drawn):
+def _on_plane_and_scores(t, z, cube, colour, result, name, seg_drawn, neuron_drawn, client):
     """One request per threshold step for everything the server draws: the segmentation plane
     and the Neurons panel's exact scores, from one segmentation of the cube (two callbacks
     were two requests competing for the same two cores, and segmented the cube twice in
     instance colours). A drawn figure gets a ``dash.Patch`` (the plane's PNG, its legend and
-    title) or nothing (the neuron curves: the browser moves their threshold line)."""
+    title) or nothing (the neuron curves: the browser moves their threshold line).
+
+    Segmenting holds one of the app's segmentation slots (``app.limits.segmentations``): with
+    every slot taken by other pages the answer is a "busy" message under the figure, which
+    stays as drawn; a request of this page that a newer one overtook while it waited draws
+    nothing."""
     answered = time.time()  # every answer, even "nothing to draw", lets the next one go
-    run_dir, t = _run_dir(name), inputs.number(t, lo=0.0, hi=1.0)
-    if run_dir is None or not result or not cube or t is None:
-        return [no_update] * (3 + _N_NEURON_OUTPUTS) + [answered]
+    t = inputs.number(t, lo=0.0, hi=1.0)
+    nothing = [no_update] * (3 + _N_NEURON_OUTPUTS) + [answered]
+    if not result or not cube or t is None:
+        return nothing
     z = inputs.integer(z, lo=0) or 0
     instances = colour == "instances"
     triggered = set(ctx.triggered_prop_ids)
     scores = not triggered or not triggered <= _PLANE_ONLY
-    segmented, error = sv.segment(run_dir, result, cube, t) if scores or instances else (None, None)
-    plane = sv.plane_outputs(run_dir, result, cube, z, t, instances, segmented, error, seg_drawn)
+    if not scores and not instances:  # one plane read: no segmentation, no slot
+        run_dir = _run_dir(name)
+        if run_dir is None:
+            return nothing
+        plane = sv.plane_outputs(run_dir, result, cube, z, t, False, None, None, seg_drawn)
+        return [*plane, *[no_update] * _N_NEURON_OUTPUTS, answered]
+    try:  # the slot first: a busy answer costs no look-up on disk
+        with limits.segmentations(flask.current_app.config).hold(_client_id(client)):
+            run_dir = _run_dir(name)
+            if run_dir is None:
+                return nothing
+            segmented, error = sv.segment(run_dir, result, cube, t)
+            plane = sv.plane_outputs(
+                run_dir, result, cube, z, t, instances, segmented, error, seg_drawn
+            )
+    except limits.Superseded:
+        return nothing
+    except limits.Busy as e:
+        return [no_update, no_update, str(e), *[no_update] * _N_NEURON_OUTPUTS, answered]
     if not scores:
         return [*plane, *[no_update] * _N_NEURON_OUTPUTS, answered]
     return [*plane, *sv.neuron_outputs(result, cube, t, segmented, error, neuron_drawn), answered]
+
+
+def _client_id(sent: object) -> str:
+    """The page's ``eval-client`` id, or ``addr:`` and the peer's address for a request
+    without one (an id never has a colon)."""
+    if isinstance(sent, str) and 0 < len(sent) <= 64 and ":" not in sent:
+        return sent
+    return f"addr:{flask.request.remote_addr}"
 
 
 @callback(

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from app.security import MAX_BODY_BYTES
+from app.security import MAX_BODY_BYTES, MAX_CALLBACK_BODY_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 #: upper bound for a server to start or stop (a bound, not an expectation)
@@ -278,15 +278,39 @@ def test_huge_declared_body_is_refused_before_it_is_sent(served):
     assert _status(answer) == 413
 
 
+def _post_sized(server: Server, path: str, size: int) -> bytes:
+    body = _router_call(padding=size)
+    assert len(body) == size
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    return server.raw(head, body)
+
+
 def test_body_limit_is_exact(served):
-    for size, expected in ((MAX_BODY_BYTES, 200), (MAX_BODY_BYTES + 1, 413)):
-        body = _router_call(padding=size)
-        assert len(body) == size
-        head = (
-            f"POST /_dash-update-component HTTP/1.1\r\nHost: 127.0.0.1:{served.port}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
-        ).encode()
-        assert _status(served.raw(head, body)) == expected, size
+    # other paths: MAX_BODY_BYTES (no route takes a body; Flask answers 405)
+    for size, expected in ((MAX_BODY_BYTES, 405), (MAX_BODY_BYTES + 1, 413)):
+        assert _status(_post_sized(served, "/", size)) == expected, size
+
+
+def test_callback_body_limit_is_exact_and_says_so_in_one_line(served):
+    limit = MAX_CALLBACK_BODY_BYTES
+    assert _status(_post_sized(served, "/_dash-update-component", limit)) == 200
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=60)
+    try:  # the whole answer, body included
+        conn.request(
+            "POST",
+            "/_dash-update-component",
+            _router_call(padding=limit + 1),
+            {"Host": f"127.0.0.1:{served.port}", "Content-Type": "application/json"},
+        )
+        response = conn.getresponse()
+        status, text = response.status, response.read().decode()
+    finally:
+        conn.close()
+    assert status == 413
+    assert text == f"request body of {limit + 1} bytes refused: the limit is {limit} bytes\n"
 
 
 def test_streamed_chunked_body_is_cut_at_the_limit_and_memory_stays_flat(served):
