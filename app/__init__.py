@@ -376,6 +376,8 @@ def _check_callback_request(app: dash.Dash) -> Any:
     """
     import flask
 
+    from app.request_shape import shape_problem
+
     if flask.request.method != "POST" or not flask.request.path.endswith("/_dash-update-component"):
         return None
     try:
@@ -390,9 +392,10 @@ def _check_callback_request(app: dash.Dash) -> Any:
     problem = _body_problem(body)
     if problem:
         return _refuse(400, f"not a callback request: {problem}")
-    entry = app.callback_map.get(body["output"])
-    if entry is None:
-        return _refuse(400, "no such callback on this dashboard; reload the page")
+    problem = shape_problem(app.callback_map, body)
+    if problem:
+        return _refuse(400, f"not a callback request: {problem}")
+    entry = app.callback_map[body["output"]]
     if app_context(app).read_only and getattr(entry.get("callback"), "changes_runs", False):
         return _refuse(
             403,

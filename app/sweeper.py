@@ -51,6 +51,7 @@ from trainer.runs.sweeps import (
     sweep_config_path,
     sweep_dir,
     sweep_lock,
+    sweeps_lock,
     sweeps_root,
     write_sweep,
     write_sweep_config,
@@ -120,8 +121,13 @@ def create_sweep(
     max_parallel: int | None = None,
     device: str = "auto",
     resources: Mapping[str, Any] | None = None,
+    max_sweeps: int | None = None,
 ) -> str:
     """Check a config's sweep and make its folder, study and record; no trial starts here.
+
+    The config runs first; the unfinished sweeps are then counted and the sweep is made
+    under the runs folder's sweeps lock (``sweeps_lock``), so no other process's count or
+    sweep comes between the two.
 
     Args:
         runs_dir: where the trials' runs go; the sweep lives in ``<runs_dir>/.sweeps/<id>``.
@@ -129,14 +135,19 @@ def create_sweep(
         backend: ``local`` or ``slurm``: the launchers that may drive it.
         max_parallel: trials at once (default: the section's ``max_parallel``).
         device, resources: as for a launch (``Launcher.launch``), for every trial.
+        max_sweeps: refuse when this many sweeps of ``backend`` are unfinished (a
+            dashboard's ``app.limits.MAX_SWEEPS``); ``None``: no cap (``run.py sweep`` in a
+            terminal).
 
     Returns:
         The sweep id: ``<config name>-sweep-<n>``.
 
     Raises:
         ConfigError: the config or its sweep section is invalid (every problem listed).
-        SweepError: a bad ``max_parallel``.
+        SweepError: a bad ``max_parallel``, or ``max_sweeps`` sweeps are unfinished.
     """
+    import optuna  # noqa: F401 - imported before the lock, which is held while it is used
+
     from trainer.config import ExperimentConfig
 
     config_path = Path(config_path).absolute()
@@ -145,10 +156,26 @@ def create_sweep(
     parallel = spec.max_parallel if max_parallel is None else max_parallel
     if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
         raise SweepError(f"--max-parallel {parallel!r}: expected 1 to {MAX_PARALLEL} trials")
-    root = sweeps_root(runs_dir)
-    root.mkdir(parents=True, exist_ok=True)
     base = re.sub(r"[^A-Za-z0-9_.-]+", "_", config_path.stem).strip("._-")[:40] or "sweep"
-    folder = _claim(root, f"{base}-sweep")
+    with sweeps_lock(runs_dir):
+        if max_sweeps is not None:
+            _check_cap(runs_dir, backend, max_sweeps, 0)
+        sweep_id = _make(runs_dir, base, config_path, spec, backend, parallel, device, resources)
+    log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
+    return sweep_id
+
+
+def _make(
+    runs_dir: str | os.PathLike,
+    base: str,
+    config_path: Path,
+    spec: SweepSpec,
+    backend: str,
+    parallel: int,
+    device: str,
+    resources: Mapping[str, Any] | None,
+) -> str:
+    folder = _claim(sweeps_root(runs_dir), f"{base}-sweep")
     sweep_id = folder.name
     copy = write_sweep_config(folder, config_path.read_bytes())
     open_study(study_path(folder), sweep_id, spec, create=True)
@@ -166,8 +193,19 @@ def create_sweep(
         "created": time.time(),
         "spec": spec.to_json(),
     })  # fmt: skip
-    log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
     return sweep_id
+
+
+def _check_cap(runs_dir: str | os.PathLike, backend: str, max_sweeps: int, pending: int) -> None:
+    """Raise ``SweepError`` when ``max_sweeps`` sweeps of ``backend`` are unfinished or being
+    made (``pending``); called under ``sweeps_lock``."""
+    n = sum(1 for _ in unfinished(runs_dir, backend)) + pending
+    if n >= max_sweeps:
+        sweeps = "sweep is" if n == 1 else "sweeps are"
+        raise SweepError(
+            f"{n} {sweeps} unfinished, the most this dashboard starts ({max_sweeps}); stop one "
+            "on its sweep page, or wait until one ends"
+        )
 
 
 def _claim(root: Path, base: str) -> Path:
@@ -233,26 +271,27 @@ def start_sweep(
         )
     config = resolve_config(launcher.configs_dir, config_name)
     device = validate_device(device, launcher.gpus())
-    open_sweeps = sum(1 for _ in unfinished(launcher.runs_dir, launcher.backend))
-    open_sweeps += launcher.sweep_starts.pending()
-    if open_sweeps >= limits.MAX_SWEEPS:
-        sweeps = "sweep is" if open_sweeps == 1 else "sweeps are"
-        raise LaunchError(
-            "config",
-            f"{open_sweeps} {sweeps} unfinished, the most this dashboard starts; stop one on "
-            "its sweep page, or wait until one ends",
-        )
     argv = sweep_argv(
         config, python=launcher.python, runs_dir=launcher.runs_dir, data_dir=launcher.data_dir,
         backend=launcher.backend, max_parallel=parallel, device=device, resources=resources,
+        max_sweeps=limits.MAX_SWEEPS,
     )  # fmt: skip
     spawn = launcher.spawn
-    try:
-        return launcher.sweep_starts.start(
-            argv, env_for(spawn.env), spawn.cwd, config.name, parallel
-        )
-    except OSError as e:
-        raise LaunchError("config", f"cannot start run.py sweep: {e}") from None
+    # counted and started under the sweeps lock: concurrent requests (threads of this
+    # dashboard, other dashboards) see each other's starts; the child counts again, under
+    # the same lock, when it makes the sweep (create_sweep), for starts of other dashboards
+    with sweeps_lock(launcher.runs_dir):
+        try:
+            _check_cap(launcher.runs_dir, launcher.backend, limits.MAX_SWEEPS,
+                       launcher.sweep_starts.pending())  # fmt: skip
+        except SweepError as e:
+            raise LaunchError("config", str(e)) from None
+        try:
+            return launcher.sweep_starts.start(
+                argv, env_for(spawn.env), spawn.cwd, config.name, parallel
+            )
+        except OSError as e:
+            raise LaunchError("config", f"cannot start run.py sweep: {e}") from None
 
 
 def sweep_argv(
@@ -265,12 +304,16 @@ def sweep_argv(
     max_parallel: int,
     device: str,
     resources: Mapping[str, Any] | None = None,
+    max_sweeps: int | None = None,
     run_py: Path = REPO_ROOT / "run.py",
 ) -> list[str]:
-    """The ``run.py sweep --detach`` command that makes a sweep of ``config``."""
+    """The ``run.py sweep --detach`` command that makes a sweep of ``config`` (refused when
+    ``max_sweeps`` sweeps are unfinished)."""
     argv = [python, str(run_py), "sweep", str(config), "--detach",
             f"--runs-dir={runs_dir}", f"--data-dir={data_dir}", f"--backend={backend}",
             f"--max-parallel={max_parallel}", f"--device={device}"]  # fmt: skip
+    if max_sweeps is not None:
+        argv.append(f"--max-sweeps={max_sweeps}")
     for key, value in (resources or {}).items():
         argv.append(f"--slurm-{key}={value}")
     return argv
