@@ -175,7 +175,9 @@ def _make(
     device: str,
     resources: Mapping[str, Any] | None,
 ) -> str:
-    folder = _claim(sweeps_root(runs_dir), f"{base}-sweep")
+    root = sweeps_root(runs_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = _claim(root, f"{base}-sweep")
     sweep_id = folder.name
     copy = write_sweep_config(folder, config_path.read_bytes())
     open_study(study_path(folder), sweep_id, spec, create=True)
@@ -203,8 +205,8 @@ def _check_cap(runs_dir: str | os.PathLike, backend: str, max_sweeps: int, pendi
     if n >= max_sweeps:
         sweeps = "sweep is" if n == 1 else "sweeps are"
         raise SweepError(
-            f"{n} {sweeps} unfinished, the most this dashboard starts ({max_sweeps}); stop one "
-            "on its sweep page, or wait until one ends"
+            f"{n} {sweeps} unfinished on the {backend} backend, the most this dashboard starts "
+            f"({max_sweeps}); stop one on its sweep page, or wait until one ends"
         )
 
 
