@@ -467,10 +467,12 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
         room = launcher.queue_room() if to_queue or waiting else 0
         cancel = trials.stop_requested is not None or _failures(trials) >= spec.max_failures
         study = (
-            open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
+            _open(folder, record, spec, trials)
             if ended or (waiting and (room or cancel)) or (to_queue and room)
             else None
         )
+        if study is not None:
+            _fail_orphans(study, trials, record["id"])
         for entry in ended:
             _tell(study, entry)
         if cancel or _failures(trials) >= spec.max_failures:
@@ -488,8 +490,40 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
             if not _queue_trial(launcher, folder, record, spec, study, trials):
                 break
         _end_if_done(trials, spec)
+        if trials.state != "running":  # ended in this tick: nothing RUNNING stays behind
+            _fail_orphans(study or _open(folder, record, spec, trials), trials, record["id"])
         write_trials(folder, trials)
         return trials
+
+
+def _open(folder: Path, record: Mapping[str, Any], spec: SweepSpec, trials: TrialsRecord) -> Any:
+    return open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
+
+
+def _fail_orphans(study: Any, trials: TrialsRecord, sweep_id: str) -> list[int]:
+    """Mark FAIL the trials RUNNING in the study that ``trials.json`` does not list, and ask
+    their values again; returns their numbers.
+
+    Trials are asked and recorded under the sweep's lock, held by the caller: such a trial
+    was asked by a driver killed before it recorded it, and nobody will ever tell the study
+    how it ended. Failing it is what Optuna does with a stale trial
+    (``optuna.storages.fail_stale_trials``); its values go back into the study's queue
+    (``Study.enqueue_trial``, as ``RetryHeartbeatStaleTrialCallback`` does), so the next
+    trial asked gets them: a grid sweep still covers its whole grid, and the sweep still
+    runs ``n_runs`` trials (the orphan was never one of them).
+    """
+    import optuna
+
+    known = {t.number for t in trials.trials}
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphans = [t for t in running if t.number not in known]
+    for trial in orphans:
+        log.warning("sweep %s: trial %d was asked by a driver that died before recording it; "
+                    "marked failed, its values are asked again", sweep_id, trial.number)  # fmt: skip
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if trial.params and trials.state == "running":
+            study.enqueue_trial(trial.params)
+    return [t.number for t in orphans]
 
 
 def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[TrialEntry]:
@@ -652,7 +686,10 @@ def stop_sweep(launcher: Any, folder: Path, reason: str = "stopped") -> list[str
         if trials.stop_requested is None:
             trials.stop_requested, trials.reason = time.time(), reason
         open_runs = [t.run for t in trials.trials if t.told is None]
-        _end_if_done(trials, spec_of(read_sweep(folder) or {}))
+        record = read_sweep(folder) or {}
+        _end_if_done(trials, spec_of(record))
+        if trials.state != "running":
+            _fail_orphans(_open(folder, record, spec_of(record), trials), trials, record["id"])
         write_trials(folder, trials)
     stopped = []
     for name in open_runs:
