@@ -371,8 +371,9 @@ def _check_callback_request(app: dash.Dash) -> Any:
     A body that is not a callback request gets 400, and so does one nested deeper than
     ``MAX_BODY_DEPTH``, one holding text that is not valid Unicode (no browser sends it, and
     echoed back it cannot be encoded), a page address that is not a path, or a body that does
-    not fit the callback it names (``app.request_shape``): Dash would answer those with 500. On a read-only app, a request for a callback marked with
-    ``changes_runs`` gets 403, whoever sent it.
+    not fit the callback it names (``app.request_shape``): Dash would answer those with 500.
+    On a read-only app, a request for a callback marked with ``changes_runs`` gets 403,
+    whoever sent it, whatever the body's shape.
     """
     import flask
 
