@@ -200,7 +200,7 @@ def _make(
 
 def _check_cap(runs_dir: str | os.PathLike, backend: str, max_sweeps: int, pending: int) -> None:
     """Raise ``SweepError`` when ``max_sweeps`` sweeps of ``backend`` are unfinished or being
-    made (``pending``); called under ``sweeps_lock``."""
+    made (``pending``); called under a lock (``sweeps_lock``, ``SweepStarts.counting``)."""
     n = sum(1 for _ in unfinished(runs_dir, backend)) + pending
     if n >= max_sweeps:
         sweeps = "sweep is" if n == 1 else "sweeps are"
@@ -279,10 +279,10 @@ def start_sweep(
         max_sweeps=limits.MAX_SWEEPS,
     )  # fmt: skip
     spawn = launcher.spawn
-    # counted and started under the sweeps lock: concurrent requests (threads of this
-    # dashboard, other dashboards) see each other's starts; the child counts again, under
-    # the same lock, when it makes the sweep (create_sweep), for starts of other dashboards
-    with sweeps_lock(launcher.runs_dir):
+    # counted and started under one lock: concurrent requests to this dashboard see each
+    # other's starts. The child counts again under the runs folder's sweeps lock when it
+    # makes the sweep (create_sweep), which holds against other dashboards and terminals.
+    with launcher.sweep_starts.counting:
         try:
             _check_cap(launcher.runs_dir, launcher.backend, limits.MAX_SWEEPS,
                        launcher.sweep_starts.pending())  # fmt: skip
@@ -356,6 +356,8 @@ class SweepStarts:
 
     def __init__(self, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
         self.timeout_s = float(timeout_s)
+        #: held while a start is counted against a cap and started (``start_sweep``)
+        self.counting = threading.Lock()
         self._lock = threading.Lock()
         self._starts: dict[str, SweepStart] = {}
 
