@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--detach", action="store_true",
                    help="make the sweep, print its id and return: a dashboard on the same runs "
                         "folder and backend drives it")  # fmt: skip
+    w.add_argument("--max-sweeps", type=int, metavar="N",
+                   help="make no sweep while N sweeps of the backend are unfinished (a "
+                        "dashboard's launch form passes its limit)")  # fmt: skip
     w.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
     w.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -448,6 +451,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             sweep_id = sweeper.create_sweep(
                 args.runs_dir, args.config, backend=args.backend or "local",
                 max_parallel=args.max_parallel, device=args.device, resources=resources,
+                max_sweeps=args.max_sweeps,
             )  # fmt: skip
             folder = sweeper.sweep_folder(args.runs_dir, sweep_id)
         else:

@@ -391,11 +391,14 @@ def _check_callback_request(app: dash.Dash) -> Any:
 
     A body that is not a callback request gets 400, and so does one nested deeper than
     ``MAX_BODY_DEPTH``, one holding text that is not valid Unicode (no browser sends it, and
-    echoed back it cannot be encoded), or a page address that is not a path: Dash would answer
-    those with 500. On a read-only app, a request for a callback marked with
-    ``changes_runs`` gets 403, whoever sent it.
+    echoed back it cannot be encoded), a page address that is not a path, or a body that does
+    not fit the callback it names (``app.request_shape``): Dash would answer those with 500.
+    On a read-only app, a request for a callback marked with ``changes_runs`` gets 403,
+    whoever sent it, whatever the body's shape.
     """
     import flask
+
+    from app.request_shape import shape_problem
 
     if flask.request.method != "POST" or not flask.request.path.endswith("/_dash-update-component"):
         return None
@@ -411,16 +414,15 @@ def _check_callback_request(app: dash.Dash) -> Any:
     problem = _body_problem(body)
     if problem:
         return _refuse(400, f"not a callback request: {problem}")
-    entry = app.callback_map.get(body["output"])
-    if entry is None:
-        return _refuse(400, "no such callback on this dashboard; reload the page")
+    entry = app.callback_map.get(body["output"]) or {}
     if app_context(app).read_only and getattr(entry.get("callback"), "changes_runs", False):
         return _refuse(
             403,
             "refused: this dashboard is read-only (it writes nothing under the runs folder "
             "and starts no process)",
         )
-    return None
+    problem = shape_problem(app.callback_map, body)
+    return _refuse(400, f"not a callback request: {problem}") if problem else None
 
 
 def _body_problem(body: dict) -> str | None:

@@ -51,6 +51,7 @@ from trainer.runs.sweeps import (
     sweep_config_path,
     sweep_dir,
     sweep_lock,
+    sweeps_lock,
     sweeps_root,
     write_sweep,
     write_sweep_config,
@@ -120,8 +121,13 @@ def create_sweep(
     max_parallel: int | None = None,
     device: str = "auto",
     resources: Mapping[str, Any] | None = None,
+    max_sweeps: int | None = None,
 ) -> str:
     """Check a config's sweep and make its folder, study and record; no trial starts here.
+
+    The config runs first; the unfinished sweeps are then counted and the sweep is made
+    under the runs folder's sweeps lock (``sweeps_lock``), so no other process's count or
+    sweep comes between the two.
 
     Args:
         runs_dir: where the trials' runs go; the sweep lives in ``<runs_dir>/.sweeps/<id>``.
@@ -129,14 +135,19 @@ def create_sweep(
         backend: ``local`` or ``slurm``: the launchers that may drive it.
         max_parallel: trials at once (default: the section's ``max_parallel``).
         device, resources: as for a launch (``Launcher.launch``), for every trial.
+        max_sweeps: refuse when this many sweeps of ``backend`` are unfinished (a
+            dashboard's ``app.limits.MAX_SWEEPS``); ``None``: no cap (``run.py sweep`` in a
+            terminal).
 
     Returns:
         The sweep id: ``<config name>-sweep-<n>``.
 
     Raises:
         ConfigError: the config or its sweep section is invalid (every problem listed).
-        SweepError: a bad ``max_parallel``.
+        SweepError: a bad ``max_parallel``, or ``max_sweeps`` sweeps are unfinished.
     """
+    import optuna  # noqa: F401 - imported before the lock, which is held while it is used
+
     from trainer.config import ExperimentConfig
 
     config_path = Path(config_path).absolute()
@@ -145,9 +156,27 @@ def create_sweep(
     parallel = spec.max_parallel if max_parallel is None else max_parallel
     if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
         raise SweepError(f"--max-parallel {parallel!r}: expected 1 to {MAX_PARALLEL} trials")
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", config_path.stem).strip("._-")[:40] or "sweep"
+    with sweeps_lock(runs_dir):
+        if max_sweeps is not None:
+            _check_cap(runs_dir, backend, max_sweeps, 0)
+        sweep_id = _make(runs_dir, base, config_path, spec, backend, parallel, device, resources)
+    log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
+    return sweep_id
+
+
+def _make(
+    runs_dir: str | os.PathLike,
+    base: str,
+    config_path: Path,
+    spec: SweepSpec,
+    backend: str,
+    parallel: int,
+    device: str,
+    resources: Mapping[str, Any] | None,
+) -> str:
     root = sweeps_root(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "_", config_path.stem).strip("._-")[:40] or "sweep"
     folder = _claim(root, f"{base}-sweep")
     sweep_id = folder.name
     copy = write_sweep_config(folder, config_path.read_bytes())
@@ -166,8 +195,19 @@ def create_sweep(
         "created": time.time(),
         "spec": spec.to_json(),
     })  # fmt: skip
-    log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
     return sweep_id
+
+
+def _check_cap(runs_dir: str | os.PathLike, backend: str, max_sweeps: int, pending: int) -> None:
+    """Raise ``SweepError`` when ``max_sweeps`` sweeps of ``backend`` are unfinished or being
+    made (``pending``); called under a lock (``sweeps_lock``, ``SweepStarts.counting``)."""
+    n = sum(1 for _ in unfinished(runs_dir, backend)) + pending
+    if n >= max_sweeps:
+        sweeps = "sweep is" if n == 1 else "sweeps are"
+        raise SweepError(
+            f"{n} {sweeps} unfinished on the {backend} backend, the most this dashboard starts "
+            f"({max_sweeps}); stop one on its sweep page, or wait until one ends"
+        )
 
 
 def _claim(root: Path, base: str) -> Path:
@@ -233,26 +273,27 @@ def start_sweep(
         )
     config = resolve_config(launcher.configs_dir, config_name)
     device = validate_device(device, launcher.gpus())
-    open_sweeps = sum(1 for _ in unfinished(launcher.runs_dir, launcher.backend))
-    open_sweeps += launcher.sweep_starts.pending()
-    if open_sweeps >= limits.MAX_SWEEPS:
-        sweeps = "sweep is" if open_sweeps == 1 else "sweeps are"
-        raise LaunchError(
-            "config",
-            f"{open_sweeps} {sweeps} unfinished, the most this dashboard starts; stop one on "
-            "its sweep page, or wait until one ends",
-        )
     argv = sweep_argv(
         config, python=launcher.python, runs_dir=launcher.runs_dir, data_dir=launcher.data_dir,
         backend=launcher.backend, max_parallel=parallel, device=device, resources=resources,
+        max_sweeps=limits.MAX_SWEEPS,
     )  # fmt: skip
     spawn = launcher.spawn
-    try:
-        return launcher.sweep_starts.start(
-            argv, env_for(spawn.env), spawn.cwd, config.name, parallel
-        )
-    except OSError as e:
-        raise LaunchError("config", f"cannot start run.py sweep: {e}") from None
+    # counted and started under one lock: concurrent requests to this dashboard see each
+    # other's starts. The child counts again under the runs folder's sweeps lock when it
+    # makes the sweep (create_sweep), which holds against other dashboards and terminals.
+    with launcher.sweep_starts.counting:
+        try:
+            _check_cap(launcher.runs_dir, launcher.backend, limits.MAX_SWEEPS,
+                       launcher.sweep_starts.pending())  # fmt: skip
+        except SweepError as e:
+            raise LaunchError("config", str(e)) from None
+        try:
+            return launcher.sweep_starts.start(
+                argv, env_for(spawn.env), spawn.cwd, config.name, parallel
+            )
+        except OSError as e:
+            raise LaunchError("config", f"cannot start run.py sweep: {e}") from None
 
 
 def sweep_argv(
@@ -265,12 +306,16 @@ def sweep_argv(
     max_parallel: int,
     device: str,
     resources: Mapping[str, Any] | None = None,
+    max_sweeps: int | None = None,
     run_py: Path = REPO_ROOT / "run.py",
 ) -> list[str]:
-    """The ``run.py sweep --detach`` command that makes a sweep of ``config``."""
+    """The ``run.py sweep --detach`` command that makes a sweep of ``config`` (refused when
+    ``max_sweeps`` sweeps are unfinished)."""
     argv = [python, str(run_py), "sweep", str(config), "--detach",
             f"--runs-dir={runs_dir}", f"--data-dir={data_dir}", f"--backend={backend}",
             f"--max-parallel={max_parallel}", f"--device={device}"]  # fmt: skip
+    if max_sweeps is not None:
+        argv.append(f"--max-sweeps={max_sweeps}")
     for key, value in (resources or {}).items():
         argv.append(f"--slurm-{key}={value}")
     return argv
@@ -311,6 +356,8 @@ class SweepStarts:
 
     def __init__(self, timeout_s: float = SWEEP_TIMEOUT_S) -> None:
         self.timeout_s = float(timeout_s)
+        #: held while a start is counted against a cap and started (``start_sweep``)
+        self.counting = threading.Lock()
         self._lock = threading.Lock()
         self._starts: dict[str, SweepStart] = {}
 
@@ -422,10 +469,12 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
         room = launcher.queue_room() if to_queue or waiting else 0
         cancel = trials.stop_requested is not None or _failures(trials) >= spec.max_failures
         study = (
-            open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
+            _open(folder, record, spec, trials)
             if ended or (waiting and (room or cancel)) or (to_queue and room)
             else None
         )
+        if study is not None:
+            _fail_orphans(study, trials, record["id"])
         for entry in ended:
             _tell(study, entry)
         if cancel or _failures(trials) >= spec.max_failures:
@@ -443,8 +492,40 @@ def tick(launcher: Any, folder: Path) -> TrialsRecord:
             if not _queue_trial(launcher, folder, record, spec, study, trials):
                 break
         _end_if_done(trials, spec)
+        if trials.state != "running":  # ended in this tick: nothing RUNNING stays behind
+            _fail_orphans(study or _open(folder, record, spec, trials), trials, record["id"])
         write_trials(folder, trials)
         return trials
+
+
+def _open(folder: Path, record: Mapping[str, Any], spec: SweepSpec, trials: TrialsRecord) -> Any:
+    return open_study(study_path(folder), record["id"], spec, drawn_before=len(trials.trials))
+
+
+def _fail_orphans(study: Any, trials: TrialsRecord, sweep_id: str) -> list[int]:
+    """Mark FAIL the trials RUNNING in the study that ``trials.json`` does not list, and ask
+    their values again; returns their numbers.
+
+    Trials are asked and recorded under the sweep's lock, held by the caller: such a trial
+    was asked by a driver killed before it recorded it, and nobody will ever tell the study
+    how it ended. Failing it is what Optuna does with a stale trial
+    (``optuna.storages.fail_stale_trials``); its values go back into the study's queue
+    (``Study.enqueue_trial``, as ``RetryHeartbeatStaleTrialCallback`` does), so the next
+    trial asked gets them: a grid sweep still covers its whole grid, and the sweep still
+    runs ``n_runs`` trials (the orphan was never one of them).
+    """
+    import optuna
+
+    known = {t.number for t in trials.trials}
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphans = [t for t in running if t.number not in known]
+    for trial in orphans:
+        log.warning("sweep %s: trial %d was asked by a driver that died before recording it; "
+                    "marked failed, its values are asked again", sweep_id, trial.number)  # fmt: skip
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+        if trial.params and trials.state == "running":
+            study.enqueue_trial(trial.params)
+    return [t.number for t in orphans]
 
 
 def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[TrialEntry]:
@@ -607,7 +688,10 @@ def stop_sweep(launcher: Any, folder: Path, reason: str = "stopped") -> list[str
         if trials.stop_requested is None:
             trials.stop_requested, trials.reason = time.time(), reason
         open_runs = [t.run for t in trials.trials if t.told is None]
-        _end_if_done(trials, spec_of(read_sweep(folder) or {}))
+        record = read_sweep(folder) or {}
+        _end_if_done(trials, spec_of(record))
+        if trials.state != "running":
+            _fail_orphans(_open(folder, record, spec_of(record), trials), trials, record["id"])
         write_trials(folder, trials)
     stopped = []
     for name in open_runs:

@@ -515,3 +515,80 @@ def test_no_callback_writes_or_starts_anything_on_a_read_only_app(read_only_app)
         assert tree() == before, f"{cb.name} changed the runs folder of a read-only app"
     # the writing callbacks are among those refused: launch, stop/resume, delete, Evaluate, Save
     assert len(set(refused)) >= 5, refused
+
+
+# ------------------------------------------------------------------- malformed request shapes
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(fuzz_app):
+    """The fuzz app served by waitress on a free loopback port: ``(client, host:port)``."""
+    import threading
+
+    import waitress
+
+    server = waitress.create_server(fuzz_app.app.server, host="127.0.0.1", port=0, threads=4)
+    threading.Thread(target=server.run, daemon=True).start()
+    try:
+        yield fuzz_app, f"127.0.0.1:{server.effective_port}"
+    finally:
+        server.close()
+
+
+def _post_raw(host: str, body: dict) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection(host, timeout=60)
+    try:
+        conn.request("POST", UPDATE, json.dumps(body),
+                     {"Content-Type": "application/json", "Origin": f"http://{host}"})  # fmt: skip
+        response = conn.getresponse()
+        return response.status, response.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def _malformed(cb: Callback, body: dict) -> dict[str, dict]:
+    """A valid body of ``cb`` made wrong in each way a forged request can be."""
+    wrong_outputs = body["outputs"][0] if cb.multi else [body["outputs"], body["outputs"]]
+    cases = {
+        "inputs of numbers": {**body, "inputs": [1] * max(1, len(body["inputs"]))},
+        "outputs of the wrong shape": {**body, "outputs": wrong_outputs},
+        "an input of another id": {
+            **body, "inputs": [{"id": "nope", "property": "value"}, *body["inputs"][1:]]
+        },
+    }  # fmt: skip
+    if cb.state:  # a callback without state may leave it out, as the renderer does
+        cases["no state"] = {k: v for k, v in body.items() if k != "state"}
+    return cases
+
+
+def test_a_malformed_request_or_a_clientside_output_gets_a_one_line_400(fuzz_server):
+    """Every server callback, sent its request with wrong inputs, outputs or a missing
+    state, and every clientside callback's output: 400 with one line naming what is wrong,
+    before Dash runs anything (no exception logged). The valid request still passes."""
+    client, host = fuzz_server
+    deps = client.http.get("/_dash-dependencies", base_url=f"http://{HOST}").get_json()
+    clientside = [d for d in deps if d.get("clientside_function")]
+    assert clientside and len(client.callbacks) >= 20
+    before = len(client.errors.causes)
+    failures, sent = [], 0
+    for cb in client.callbacks:
+        body = cb.body(client.slot_values(cb))
+        for case, wrong in _malformed(cb, body).items():
+            status, text = _post_raw(host, wrong)
+            sent += 1
+            if status != 400 or "\n" in text.strip() or "Traceback" in text:
+                failures.append(f"{cb.name} | {case} | HTTP {status} | {text[:200]!r}")
+    for dep in clientside:  # as a browser would send them, had they a server function
+        slots = {key: [{**s, "value": None} for s in dep[key]] for key in ("inputs", "state")}
+        status, text = _post_raw(host, {"output": dep["output"], "outputs": [], **slots})
+        sent += 1
+        if status != 400 or "computed in the browser" not in text:
+            failures.append(f"clientside {dep['output'][:80]} | HTTP {status} | {text[:200]!r}")
+    router = next(c for c in client.callbacks if c.output.startswith(".._pages_content."))
+    valid = router.body({"_pages_location.pathname": "/", "_pages_location.search": ""})
+    assert _post_raw(host, valid)[0] == 200
+    print(f"{sent} malformed requests to {len(client.callbacks) + len(clientside)} callbacks")
+    assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures)
+    assert client.errors.causes[before:] == []

@@ -357,3 +357,64 @@ def test_a_stopped_sweep_ends_its_waiting_trials(tmp_path, data_dir, monkeypatch
     trials = sweeper.tick(launcher, folder)
     assert trials.state == "stopped" and trials.trials[0].state == "stopped"
     assert trials.trials[0].told == "fail"
+
+
+#: a driver killed between asking the study for a trial and recording it in trials.json:
+#: the real ``tick``, whose drawing of the values signals the test and then waits for the kill
+KILLED_DRIVER = """
+import sys, time
+from pathlib import Path
+from app import sweeper
+from app.launcher import Launcher
+
+runs, folder, configs, data = map(Path, sys.argv[1:5])
+drawn = sweeper.suggest_params
+
+def draw_then_wait(trial, spec):
+    values = drawn(trial, spec)
+    print("asked", trial.number, flush=True)
+    time.sleep(600)
+    return values
+
+sweeper.suggest_params = draw_then_wait
+sweeper.tick(Launcher(runs, configs, data, gpus=[]), folder)
+"""
+
+
+def test_a_trial_asked_by_a_killed_driver_is_failed_and_its_values_asked_again(
+    tmp_path, data_dir, monkeypatch
+):
+    """The driver holds the sweep's lock while it asks the study for a trial and records it.
+    Killed with SIGKILL in between, it leaves a trial RUNNING in the journal that
+    trials.json does not know; the next driver marks it FAIL, asks its values again and
+    finishes the sweep with every grid point trained and no trial RUNNING."""
+    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 2e-3]))")
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+    runs = tmp_path / "runs"
+    sweep_id = sweeper.create_sweep(runs, config, device="cpu")
+    folder = sweeper.sweep_folder(runs, sweep_id)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", KILLED_DRIVER, str(runs), str(folder), str(tmp_path), str(data_dir)],
+        cwd=REPO, env=env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        line = driver.stdout.readline()
+        assert line.startswith("asked 0"), line + driver.stdout.read()
+    finally:
+        driver.kill()  # SIGKILL: no clean-up, the lock goes with the process
+        driver.wait(timeout=30)
+    study = open_study(study_path(folder), sweep_id, sweeper.spec_of(read_sweep(folder)))
+    (orphan,) = study.get_trials()
+    assert orphan.state == optuna.trial.TrialState.RUNNING and not read_trials(folder).trials
+
+    done = sweep_cli(tmp_path, data_dir, "--resume", sweep_id)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    trials = read_trials(folder)
+    assert trials.state == "finished" and [t.number for t in trials.trials] == [1, 2]
+    assert sorted(t.params["lr"] for t in trials.trials) == [1e-3, 2e-3]
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {
+        0: optuna.trial.TrialState.FAIL,
+        1: optuna.trial.TrialState.COMPLETE,
+        2: optuna.trial.TrialState.COMPLETE,
+    }

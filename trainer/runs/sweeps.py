@@ -9,6 +9,8 @@ run listing; its runs are ordinary run directories beside the others):
   does not change a running sweep);
 * ``study.journal``: Optuna's journal storage (its own format, appended by Optuna under its
   own file lock; trials report to it from compute nodes too);
+* ``lock``: the sweep's ``flock`` file (``sweep_lock``; the runs folder's
+  ``.sweeps.lock`` is the lock of all its sweeps, ``sweeps_lock``);
 * ``trials.json``: the driver's record (which run each trial is, what the study was told,
   stop and failure state); written only under ``lock`` by whichever process drives the
   sweep (``run.py sweep`` or a dashboard), always whole and atomically.
@@ -39,6 +41,8 @@ SWEEP_CONFIG_FILE = "config.py"
 STUDY_FILE = "study.journal"
 TRIALS_FILE = "trials.json"
 SWEEP_LOCK_FILE = "lock"
+#: beside ``SWEEPS_DIR`` in the runs folder: ``sweeps_lock``
+SWEEPS_LOCK_FILE = ".sweeps.lock"
 TRIAL_FILE = "trial.json"
 
 #: sweep states: ``running`` (trials to run or running), then one of the final ones
@@ -180,8 +184,29 @@ def write_trials(folder: str | os.PathLike, record: TrialsRecord) -> None:
 
 @contextlib.contextmanager
 def sweep_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold the sweep's lock: one driver at a time reads and writes ``trials.json``."""
-    fd = os.open(Path(folder) / SWEEP_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the sweep's lock: one driver at a time reads and writes ``trials.json`` and asks
+    the study for trials. The lock dies with its holder (``flock``), so a driver that finds
+    a trial RUNNING in the study and absent from ``trials.json`` knows whoever asked for it
+    is gone."""
+    with _flock(Path(folder) / SWEEP_LOCK_FILE):
+        yield
+
+
+@contextlib.contextmanager
+def sweeps_lock(runs_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold the lock of a runs folder's sweeps (``<runs_dir>/.sweeps.lock``): whoever counts
+    the unfinished sweeps to keep a cap, and whoever makes a sweep, holds it, so a count and
+    the sweep made after it are never interleaved with another process's (two dashboards, a
+    dashboard and ``run.py sweep``). The file sits beside ``.sweeps``, not in it: a folder
+    of sweeps holds sweeps only, and a refused sweep leaves no ``.sweeps`` behind."""
+    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    with _flock(Path(runs_dir) / SWEEPS_LOCK_FILE):
+        yield
+
+
+@contextlib.contextmanager
+def _flock(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
