@@ -239,8 +239,9 @@ def create_app(
     )
     app.server.before_request(functools.partial(_check_callback_request, app))
     app.server.register_error_handler(500, _plain_500)
-    app.server.wsgi_app = GuardMiddleware(app.server.wsgi_app, allowed_hosts, auth)
+    # the guard outermost: a request is checked (Host, login, body) before anything is read
     app.server.wsgi_app = _reading_in(context, app.server.wsgi_app)
+    app.server.wsgi_app = GuardMiddleware(app.server.wsgi_app, allowed_hosts, auth)
 
     if read_only:
         # a read-only dashboard starts nothing: queued runs in a shared folder wait for a
