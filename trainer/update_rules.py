@@ -121,10 +121,15 @@ class _DecoupledDecay:
 
 class SGD(_DecoupledDecay, torch.optim.SGD):
     """``d = g + mom·d_old; p <- p - lr·(d + wd·r·p)`` (torch's SGD direction, no dampening by
-    default; ``nesterov`` and ``dampening`` work as in ``torch.optim.SGD``)."""
+    default; ``nesterov`` and ``dampening`` work as in ``torch.optim.SGD``).
 
-    def __init__(self, params: Any, lr: float = 1e-3, wd: float = 0.0, **kwargs: Any):
-        super().__init__(params, lr=lr, weight_decay=0.0, **kwargs)
+    ``momentum`` defaults to ELEKTRONN2's ``mom`` of 0.9 (``torch.optim.SGD``'s is 0).
+    """
+
+    def __init__(
+        self, params: Any, lr: float = 1e-3, momentum: float = 0.9, wd: float = 0.0, **kwargs: Any
+    ):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=0.0, **kwargs)
         _decay_settings(self, wd)
 
 

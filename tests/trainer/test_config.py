@@ -533,3 +533,10 @@ def test_save_location_override_after_make_dir_is_refused(tmp_path):
         ConfigError, match="override 'save_name': the run directory .* is already made"
     ):
         cfg.apply_overrides(save_name="other")
+
+
+def test_a_config_without_lr_is_refused_with_elektronn2s_default_named(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, "optimiser_params = dict(mom=0.9)\n")
+    text = str(err.value)
+    assert "'optimiser_params': 'lr' is missing" in text and "ELEKTRONN2's default was 1" in text
