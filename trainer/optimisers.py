@@ -197,7 +197,10 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
 
 
 def make_optimiser(
-    params: Any, name: str, optimiser_params: Mapping[str, Any]
+    params: Any,
+    name: str,
+    optimiser_params: Mapping[str, Any],
+    decay_batchnorm_scales: bool = False,
 ) -> torch.optim.Optimizer:
     """Build an optimiser from ELEKTRONN2-style settings.
 
@@ -207,6 +210,8 @@ def make_optimiser(
             decayed with its ``wd_mult``, default 1).
         name: one of SGD, Adam, AdamW, RMSprop, AdaGrad, AdaDelta (case-insensitive).
         optimiser_params: e.g. ``{'lr': 1e-3, 'mom': 0.9, 'wd': 5e-4}``; see the module table.
+        decay_batchnorm_scales: with a model, decay its batch-norm scales as ELEKTRONN2 did
+            (three times as strongly as weights; the config key of that name).
 
     Raises:
         ConfigError: unknown optimiser, unknown key (with a did-you-mean), or a bad value.
@@ -238,7 +243,7 @@ def make_optimiser(
         b0, b1 = kwargs.get("betas", (0.9, 0.999))  # the default of every Adam here
         kwargs["betas"] = (betas.get(0, b0), betas.get(1, b1))
     if isinstance(params, torch.nn.Module):
-        params = update_rules.weight_groups(params)
+        params = update_rules.weight_groups(params, decay_batchnorm_scales)
     return cls(params, **kwargs)
 
 

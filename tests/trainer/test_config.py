@@ -540,3 +540,12 @@ def test_a_config_without_lr_is_refused_with_elektronn2s_default_named(tmp_path)
         load(tmp_path, "optimiser_params = dict(mom=0.9)\n")
     text = str(err.value)
     assert "'optimiser_params': 'lr' is missing" in text and "ELEKTRONN2's default was 1" in text
+
+
+def test_decay_batchnorm_scales_is_a_checked_bool_off_by_default(tmp_path):
+    assert load(tmp_path).decay_batchnorm_scales is False
+    assert load(tmp_path, "decay_batchnorm_scales = True\n").decay_batchnorm_scales is True
+    with pytest.raises(
+        ConfigError, match=r"'decay_batchnorm_scales': expected bool .*got str 'yes'"
+    ):
+        load(tmp_path, "decay_batchnorm_scales = 'yes'\n")
