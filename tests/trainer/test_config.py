@@ -549,3 +549,16 @@ def test_decay_batchnorm_scales_is_a_checked_bool_off_by_default(tmp_path):
         ConfigError, match=r"'decay_batchnorm_scales': expected bool .*got str 'yes'"
     ):
         load(tmp_path, "decay_batchnorm_scales = 'yes'\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("n_steps = 1500.5", r"'n_steps': expected int > 0, got float 1500.5"),
+        ("history_freq = 200.5", r"'history_freq': expected int > 0, got float 200.5"),
+        ("histroy_freq = 200", r"unknown config key 'histroy_freq'.*did you mean 'history_freq'\?"),
+    ],
+)
+def test_what_porting_md_says_is_refused_is_refused(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        load(tmp_path, extra + "\n")

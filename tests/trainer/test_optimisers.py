@@ -411,3 +411,22 @@ def test_schedules_bind_to_the_decay_and_adadelta_rho(rule, prop, entry):
     sched.bind_variable(obj=opt, prop_name=prop)
     sched.update(0)
     assert [g[entry] for g in opt.param_groups] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta"])
+def test_settings_left_out_take_the_documented_defaults(name):
+    # trainer.optimisers.DEFAULTS is the table docs/porting.md shows under "Optimiser defaults"
+    from trainer.optimisers import DEFAULTS
+
+    group = make_optimiser(params(), name, {"lr": 0.01}).param_groups[0]
+    slots = {"mom": ("momentum", "betas", "rho"), "beta2": ("betas", "alpha"), "eps": ("eps",)}
+    for key, want in DEFAULTS[name].items():
+        if key == "lr":
+            continue
+        if key == "wd":
+            assert group["wd"] == want
+            continue
+        entry = next(e for e in slots[key] if e in group)
+        got = group[entry][0 if key == "mom" else 1] if entry == "betas" else group[entry]
+        assert got == want, (key, entry)
+    assert set(DEFAULTS[name]) >= {"lr", "wd"}
