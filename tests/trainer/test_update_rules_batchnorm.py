@@ -68,3 +68,30 @@ def test_sgd_step_on_a_batchnorm_scale_is_elektronn2s_formula():
     np.testing.assert_allclose(
         p.detach().numpy(), old - LR * (g + WD * 3 * old), rtol=0, atol=1e-15
     )
+
+
+@pytest.mark.parametrize("switch", [False, True])
+def test_the_config_key_reaches_the_trainers_optimiser(tmp_path, switch):
+    from trainer.config import ExperimentConfig
+    from trainer.synthetic import ensure_demo_data
+    from trainer.trainer import Trainer
+
+    demo = ensure_demo_data(tmp_path / "data", shape=(16, 48, 48), preview_shape=(12, 48, 48))
+    cfg_file = tmp_path / "cfg.py"
+    cfg_file.write_text(
+        "from trainer.models import UNet3D\n"
+        "def create_model():\n"
+        "    return UNet3D(base_filters=4, depth=2, patch_size=(8, 32, 32), norm='batch')\n"
+        "data_class = 'BatchCreatorImage'\n"
+        f"data_init_kwargs = {demo.data_init_kwargs()!r}\n"
+        "n_steps = 1\nhistory_freq = 1\nmonitor_batch_size = 1\nbatch_size = 1\n"
+        "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3, wd=1e-2)\n"
+        f"decay_batchnorm_scales = {switch}\n"
+    )
+    cfg = ExperimentConfig(str(cfg_file))
+    cfg.apply_overrides(save_path=str(tmp_path / "runs"), save_name="bn")
+    cfg.make_dir()
+    trainer = Trainer(cfg, device="cpu")
+    scales = {id(m.weight) for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm3d)}
+    mult = {id(p): g["wd_mult"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert scales and {mult[s] for s in scales} == {3.0 if switch else 0.0}
