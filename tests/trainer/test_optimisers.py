@@ -430,3 +430,22 @@ def test_settings_left_out_take_the_documented_defaults(name):
         got = group[entry][0 if key == "mom" else 1] if entry == "betas" else group[entry]
         assert got == want, (key, entry)
     assert set(DEFAULTS[name]) >= {"lr", "wd"}
+
+
+def test_porting_md_shows_the_defaults_table():
+    from pathlib import Path
+
+    from trainer.optimisers import DEFAULTS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "porting.md").read_text()
+    rows = {
+        cells[0].split()[0].strip("`"): cells[1:]
+        for line in doc.split("## Optimiser defaults")[1].splitlines()
+        if line.startswith("| `") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    assert set(rows) == set(DEFAULTS)
+    for name, cells in rows.items():
+        shown = dict(zip(("lr", "mom", "beta2", "eps", "wd"), cells))
+        for key, value in DEFAULTS[name].items():
+            first = shown[key].split()[0].rstrip(",")
+            assert first == "required" if value is None else float(first) == value, (name, key)
