@@ -25,8 +25,8 @@ from trainer.losses import (
     squared_loss,
 )
 
-#: the class weights of ELEKTRONN2's neuro3d example
-NEURO3D_WEIGHTS = [0.2653, 0.7347]
+#: class weights of elektronn3's neuro_data example (ELEKTRONN2's neuro3d set none)
+NEURO_DATA_WEIGHTS = [0.2653, 0.7347]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -75,10 +75,10 @@ def neuro3d_batch() -> tuple[np.ndarray, np.ndarray]:
 
 def test_class_weights_follow_elektronn2_not_torch():
     logits, target = neuro3d_batch()
-    w = torch.tensor(NEURO3D_WEIGHTS)
+    w = torch.tensor(NEURO_DATA_WEIGHTS)
     ours = float(cross_entropy(torch.tensor(logits), torch.tensor(target), w))
     torch_ce = float(F.cross_entropy(torch.tensor(logits), torch.tensor(target), weight=w.double()))
-    reference = elektronn2_nll(logits, target, NEURO3D_WEIGHTS)
+    reference = elektronn2_nll(logits, target, NEURO_DATA_WEIGHTS)
     assert reference == pytest.approx(0.300, abs=5e-4)
     assert torch_ce == pytest.approx(0.894, abs=5e-4)  # what torch's normalisation gives
     assert ours == pytest.approx(reference, abs=1e-4)
@@ -87,7 +87,7 @@ def test_class_weights_follow_elektronn2_not_torch():
     assert double == pytest.approx(2 * ours, rel=1e-6)
 
 
-@pytest.mark.parametrize("weights", [None, NEURO3D_WEIGHTS, [1.0, 3.0, 0.5]])
+@pytest.mark.parametrize("weights", [None, NEURO_DATA_WEIGHTS, [1.0, 3.0, 0.5]])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cross_entropy_matches_the_numpy_formula(weights, seed):
     rng = np.random.default_rng(seed)
@@ -102,7 +102,7 @@ def test_cross_entropy_matches_the_numpy_formula(weights, seed):
 
 def test_the_default_loss_is_elektronn2s_cross_entropy():
     logits, target = neuro3d_batch()
-    spec = make_loss("CrossEntropy", None, torch.tensor(NEURO3D_WEIGHTS))
+    spec = make_loss("CrossEntropy", None, torch.tensor(NEURO_DATA_WEIGHTS))
     got = float(spec.fn(torch.tensor(logits), torch.tensor(target)))
     assert got == pytest.approx(0.300, abs=5e-4)
     assert spec.targets == "classes" and spec.error_label == "classification error (%)"
