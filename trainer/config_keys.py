@@ -72,6 +72,9 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # VoxelBoard additions
     "trainer_class": None,  # None/'Trainer', 'TracingTrainer' or 'TracingTrainerRNN' (ELEKTRONN2's --func)
     "slurm": None,  # Slurm resources for the dashboard's slurm backend (docs/cluster.md)
+    # True: batch-norm scales are decayed three times as strongly as weights, as in ELEKTRONN2
+    # (trainer.update_rules.weight_groups); False: never decayed
+    "decay_batchnorm_scales": False,
     "loss": "CrossEntropy",  # a name of trainer.losses.LOSSES, or a callable / torch.nn.Module
     "loss_params": None,  # e.g. dict(ce_weight=1.0, dice_weight=0.5) for 'CrossEntropy+Dice'
     "best_metric": "valid_loss",  # history column that decides snapshots/BEST.pt
@@ -328,6 +331,7 @@ CHECKERS: dict[str, Checker] = {
     "history_freq": _check_int(1),
     "monitor_batch_size": _check_int(1),
     "optimiser_params": _DICT,
+    "decay_batchnorm_scales": _check_bool,
     "schedules": _check_schedules,
     "class_weights": _check_class_weights,
     "lazy_labels": _check_types("None or bool", bool, allow_none=True),

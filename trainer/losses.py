@@ -1,4 +1,4 @@
-"""Training losses: ELEKTRONN2's class-weighted cross entropy, soft Dice, their sum, squared loss.
+"""Training losses: ELEKTRONN2's class-weighted cross entropy and squared loss, soft Dice, MSE.
 
 Pure torch functions and modules of ``(output, target)``; nothing here reads a config or a
 file. ``make_loss`` turns the ``loss`` / ``loss_params`` / ``class_weights`` config keys into
@@ -31,13 +31,14 @@ from trainer.errors import ConfigError, suggest
 IGNORE_INDEX = -100
 
 #: loss names the ``loss`` config key accepts (besides a callable or a ``torch.nn.Module``)
-LOSSES = ("CrossEntropy", "Dice", "CrossEntropy+Dice", "SquaredLoss")
+LOSSES = ("CrossEntropy", "Dice", "CrossEntropy+Dice", "SquaredLoss", "MSE")
 #: ``loss_params`` keys each named loss accepts
 LOSS_PARAMS: dict[str, tuple[str, ...]] = {
     "CrossEntropy": (),
     "Dice": ("smooth",),
     "CrossEntropy+Dice": ("ce_weight", "dice_weight", "smooth"),
     "SquaredLoss": (),
+    "MSE": (),
 }
 #: ``loss_params`` keys of a callable loss: ``targets='values'`` makes it a regression loss
 CALLABLE_PARAMS = ("targets",)
@@ -109,16 +110,8 @@ def dice_loss(
     return 1 - (w * dice).sum() / w.sum()
 
 
-def squared_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the voxels whose target is not NaN.
-
-    Args:
-        pred: ``(bs, C, ...)`` model output.
-        target: same shape, or ``(bs, ...)`` when ``C`` is 1; NaN targets are ignored.
-
-    Raises:
-        ValueError: the shapes do not match (the message gives both).
-    """
+def _value_diff(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pred − target, 0 where the target is NaN)`` and the labelled-voxel count."""
     pred = pred.float()
     target = target.to(pred.dtype)
     if target.ndim == pred.ndim - 1:
@@ -129,8 +122,40 @@ def squared_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             "differ in shape; a regression model needs one output channel per target channel"
         )
     mask = ~torch.isnan(target)
-    diff = torch.where(mask, pred - target, torch.zeros_like(pred))
-    return (diff * diff).sum() / mask.sum().clamp_min(1)
+    return torch.where(mask, pred - target, torch.zeros_like(pred)), mask.sum()
+
+
+def squared_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ELEKTRONN2's ``SquaredLoss`` (averaged by its ``AggregateLoss``): ``½ Σ d² / (N + 1)``.
+
+    ``d = pred − target`` over the ``N`` labelled values (every channel of every voxel whose
+    target is not NaN). ELEKTRONN2 scaled each term by ``n_total / (N + 1)`` and then took
+    the mean over all ``n_total`` values, which is this formula; the ``+ 1`` keeps it finite
+    when nothing is labelled (0 then). For the plain mean ``Σ d² / N`` use ``mean_squared_error``.
+
+    Args:
+        pred: ``(bs, C, ...)`` model output.
+        target: same shape, or ``(bs, ...)`` when ``C`` is 1; NaN targets are ignored
+            (ELEKTRONN2 marked them -666: docs/deviations.md).
+
+    Raises:
+        ValueError: the shapes do not match (the message gives both).
+
+    Example:
+        >>> float(squared_loss(torch.tensor([[1.0, 3.0]]), torch.tensor([[0.0, float("nan")]])))
+        0.25
+    """
+    diff, n = _value_diff(pred, target)
+    return 0.5 * (diff * diff).sum() / (n + 1)
+
+
+def mean_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error ``Σ d² / N`` over the ``N`` values whose target is not NaN.
+
+    Args and errors as ``squared_loss``; 0 when nothing is labelled.
+    """
+    diff, n = _value_diff(pred, target)
+    return (diff * diff).sum() / n.clamp_min(1)
 
 
 class CrossEntropyDiceLoss(torch.nn.Module):
@@ -209,7 +234,7 @@ def make_loss(loss: Any, params: Mapping | None, class_weights: torch.Tensor | N
 
     Class weights apply to ``CrossEntropy`` (ELEKTRONN2's normalisation), to ``Dice`` (a
     weighted mean of the per-class Dice terms) and to both parts of ``CrossEntropy+Dice``;
-    ``SquaredLoss`` and callables do not see them.
+    ``SquaredLoss``, ``MSE`` and callables do not see them.
 
     Raises:
         ConfigError: the values do not pass ``check_loss``.
@@ -228,6 +253,8 @@ def make_loss(loss: Any, params: Mapping | None, class_weights: torch.Tensor | N
         return LossSpec(lambda x, y: dice_loss(x, y, w, smooth), loss)
     if loss == "CrossEntropy+Dice":
         return LossSpec(CrossEntropyDiceLoss(weight=w, **params), loss)
+    if loss == "MSE":
+        return LossSpec(mean_squared_error, loss, "values")
     return LossSpec(squared_loss, loss, "values")
 
 

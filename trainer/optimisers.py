@@ -80,6 +80,25 @@ _NOT_IN_RULE = {
     },
 }
 
+#: what a setting left out of ``optimiser_params`` is, beside ELEKTRONN2's value (its settings
+#: were global: lr 1, mom 0.9, wd 0, Adam's beta2 0.999, ε 1e-5); ``None``: the key is
+#: required, or the optimiser has no such setting. docs/porting.md shows this table.
+DEFAULTS: dict[str, dict[str, float | None]] = {
+    "SGD": {"lr": None, "mom": 0.9, "wd": 0.0},
+    "Adam": {"lr": None, "mom": 0.9, "beta2": 0.999, "eps": 1e-5, "wd": 0.0},
+    "AdamW": {"lr": None, "mom": 0.9, "beta2": 0.999, "eps": 1e-8, "wd": 0.0},
+    "RMSprop": {"lr": None, "mom": 0.0, "beta2": 0.99, "eps": 1e-8, "wd": 0.0},
+    "AdaGrad": {"lr": None, "wd": 0.0},
+    "AdaDelta": {"lr": None, "mom": 0.9, "eps": 1e-5, "wd": 0.0},
+}
+
+_MISSING_LR = (
+    "'lr' is missing: add the learning rate, e.g. optimiser_params = dict(lr=1e-3, ...). "
+    "ELEKTRONN2's default was 1, far too large for {name} in most networks; usual values: "
+    "Adam/AdamW 1e-4 to 1e-3, SGD 1e-3 to 1e-1, RMSprop 1e-4 to 1e-2, AdaGrad 1e-3 to 1e-1, "
+    "AdaDelta 1"
+)
+
 # value checks: key -> (predicate, expected)
 _IN_0_1 = (lambda v: _is_number(v) and 0 <= v < 1, "number in [0, 1)")
 _NONNEG = (lambda v: _is_number(v) and v >= 0, "number >= 0")
@@ -147,6 +166,8 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
         return [f"unknown optimiser {name!r}: expected one of {', '.join(OPTIMISERS)}"]
     accepted = [*ALIASES[canonical], *NATIVE[canonical]]
     errors = []
+    if "lr" not in params:
+        errors.append(_MISSING_LR.format(name=canonical))
     seen: dict[Any, str] = {}
     for key, value in params.items():
         if key not in accepted:
@@ -169,14 +190,17 @@ def check_optimiser_params(name: str, params: Mapping[str, Any]) -> list[str]:
         if pred is not None and not pred(value):
             errors.append(f"'{key}': expected {expected}, got {type(value).__name__} {value!r}")
     if "nesterov" in params and params.get("nesterov") is True:
-        mom = params.get("mom", params.get("momentum", 0))
+        mom = params.get("mom", params.get("momentum", DEFAULTS[canonical].get("mom", 0)))
         if not (_is_number(mom) and mom > 0):
             errors.append("'nesterov': needs 'mom' > 0 (Nesterov momentum without momentum)")
     return errors
 
 
 def make_optimiser(
-    params: Any, name: str, optimiser_params: Mapping[str, Any]
+    params: Any,
+    name: str,
+    optimiser_params: Mapping[str, Any],
+    decay_batchnorm_scales: bool = False,
 ) -> torch.optim.Optimizer:
     """Build an optimiser from ELEKTRONN2-style settings.
 
@@ -186,6 +210,8 @@ def make_optimiser(
             decayed with its ``wd_mult``, default 1).
         name: one of SGD, Adam, AdamW, RMSprop, AdaGrad, AdaDelta (case-insensitive).
         optimiser_params: e.g. ``{'lr': 1e-3, 'mom': 0.9, 'wd': 5e-4}``; see the module table.
+        decay_batchnorm_scales: with a model, decay its batch-norm scales as ELEKTRONN2 did
+            (three times as strongly as weights; the config key of that name).
 
     Raises:
         ConfigError: unknown optimiser, unknown key (with a did-you-mean), or a bad value.
@@ -217,7 +243,7 @@ def make_optimiser(
         b0, b1 = kwargs.get("betas", (0.9, 0.999))  # the default of every Adam here
         kwargs["betas"] = (betas.get(0, b0), betas.get(1, b1))
     if isinstance(params, torch.nn.Module):
-        params = update_rules.weight_groups(params)
+        params = update_rules.weight_groups(params, decay_batchnorm_scales)
     return cls(params, **kwargs)
 
 

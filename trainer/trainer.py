@@ -92,7 +92,9 @@ class Trainer:
         self.model = initial_model(cfg).to(self.device)
         self.net = self._wrap_distributed(self.model)
         self.rank_pids = dist.gather(os.getpid()) if dist is not None else [os.getpid()]
-        self.optimizer = make_optimiser(self.model, cfg.optimiser, cfg.optimiser_params)
+        self.optimizer = make_optimiser(
+            self.model, cfg.optimiser, cfg.optimiser_params, cfg.decay_batchnorm_scales
+        )
         self.schedules = bind_schedules(cfg.schedules, self.optimizer, self.model, cfg)
         self.data = self._load_data()
         self.preview_data = self._load_preview_data() if self.is_main else []

@@ -7,10 +7,12 @@ weights,
 
 where ``update`` is the optimiser's direction from the data gradient alone and ``r`` is the
 param group's ``wd_mult``: 1 for weights, 0 for everything else. ``weight_groups(model)`` makes
-the two groups. Weights are the ``weight*`` parameters of convolution (``nn.ConvNd``,
+the groups. Weights are the ``weight*`` parameters of convolution (``nn.ConvNd``,
 ``nn.ConvTransposeNd``), linear (``nn.Linear``, ``nn.Bilinear``) and recurrent (``nn.RNN``,
 ``nn.LSTM``, ``nn.GRU`` and their cells) layers; biases, normalisation scales and shifts and
-any parameter of another kind of module are never decayed.
+any parameter of another kind of module are never decayed. ELEKTRONN2 decayed batch-norm
+scales with r = 3: ``weight_groups(model, decay_batchnorm_scales=True)`` (config key
+``decay_batchnorm_scales``) puts them in a third group with ``wd_mult`` 3.
 
 ``Adam``, ``AdaGrad`` and ``AdaDelta`` follow ELEKTRONN2's formulas exactly (ε inside the square
 root, AdaDelta's old averages, AdaGrad's first-batch accumulator); ``SGD``, ``AdamW`` and
@@ -43,6 +45,8 @@ __all__ = [
     "AdaGrad",
     "AdaDelta",
     "WEIGHT_LAYERS",
+    "BATCHNORM_LAYERS",
+    "BATCHNORM_SCALE_MULT",
     "weight_groups",
 ]
 
@@ -61,14 +65,33 @@ WEIGHT_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 
-def weight_groups(model: nn.Module) -> list[dict[str, Any]]:
+#: modules whose ``weight`` (the scale, gamma) ELEKTRONN2 decayed, with ``BATCHNORM_SCALE_MULT``
+BATCHNORM_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+)
+#: ELEKTRONN2's regularisation factor r of a batch-norm scale (weights have 1)
+BATCHNORM_SCALE_MULT = 3.0
+
+
+def weight_groups(model: nn.Module, decay_batchnorm_scales: bool = False) -> list[dict[str, Any]]:
     """Split ``model``'s parameters into a decayed group (weights) and an undecayed one.
 
+    Args:
+        model: the network.
+        decay_batchnorm_scales: also decay the scales of batch-norm layers, three times as
+            strongly as weights (ELEKTRONN2's r = 3), in a group of their own.
+
     Returns:
-        Param groups ``{'params': [...], 'wd_mult': 1.0}`` (weights) and ``{..., 'wd_mult': 0.0}``
-        (biases, normalisation parameters, everything else); an empty group is left out.
+        Param groups ``{'params': [...], 'wd_mult': 1.0}`` (weights), with
+        ``decay_batchnorm_scales`` ``{..., 'wd_mult': 3.0}`` (batch-norm scales), and
+        ``{..., 'wd_mult': 0.0}`` (biases, other normalisation parameters, everything else); an
+        empty group is left out.
     """
     weights: list[nn.Parameter] = []
+    scales: list[nn.Parameter] = []
     others: list[nn.Parameter] = []
     seen: set[int] = set()
     for module in model.modules():
@@ -76,9 +99,18 @@ def weight_groups(model: nn.Module) -> list[dict[str, Any]]:
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            is_weight = isinstance(module, WEIGHT_LAYERS) and name.startswith("weight")
-            (weights if is_weight else others).append(p)
-    groups = [{"params": weights, "wd_mult": 1.0}, {"params": others, "wd_mult": 0.0}]
+            is_scale = isinstance(module, BATCHNORM_LAYERS) and name == "weight"
+            if isinstance(module, WEIGHT_LAYERS) and name.startswith("weight"):
+                weights.append(p)
+            elif is_scale and decay_batchnorm_scales:
+                scales.append(p)
+            else:
+                others.append(p)
+    groups = [
+        {"params": weights, "wd_mult": 1.0},
+        {"params": scales, "wd_mult": BATCHNORM_SCALE_MULT},
+        {"params": others, "wd_mult": 0.0},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -121,10 +153,15 @@ class _DecoupledDecay:
 
 class SGD(_DecoupledDecay, torch.optim.SGD):
     """``d = g + mom·d_old; p <- p - lr·(d + wd·r·p)`` (torch's SGD direction, no dampening by
-    default; ``nesterov`` and ``dampening`` work as in ``torch.optim.SGD``)."""
+    default; ``nesterov`` and ``dampening`` work as in ``torch.optim.SGD``).
 
-    def __init__(self, params: Any, lr: float = 1e-3, wd: float = 0.0, **kwargs: Any):
-        super().__init__(params, lr=lr, weight_decay=0.0, **kwargs)
+    ``momentum`` defaults to ELEKTRONN2's ``mom`` of 0.9 (``torch.optim.SGD``'s is 0).
+    """
+
+    def __init__(
+        self, params: Any, lr: float = 1e-3, momentum: float = 0.9, wd: float = 0.0, **kwargs: Any
+    ):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=0.0, **kwargs)
         _decay_settings(self, wd)
 
 

@@ -533,3 +533,32 @@ def test_save_location_override_after_make_dir_is_refused(tmp_path):
         ConfigError, match="override 'save_name': the run directory .* is already made"
     ):
         cfg.apply_overrides(save_name="other")
+
+
+def test_a_config_without_lr_is_refused_with_elektronn2s_default_named(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, "optimiser_params = dict(mom=0.9)\n")
+    text = str(err.value)
+    assert "'optimiser_params': 'lr' is missing" in text and "ELEKTRONN2's default was 1" in text
+
+
+def test_decay_batchnorm_scales_is_a_checked_bool_off_by_default(tmp_path):
+    assert load(tmp_path).decay_batchnorm_scales is False
+    assert load(tmp_path, "decay_batchnorm_scales = True\n").decay_batchnorm_scales is True
+    with pytest.raises(
+        ConfigError, match=r"'decay_batchnorm_scales': expected bool .*got str 'yes'"
+    ):
+        load(tmp_path, "decay_batchnorm_scales = 'yes'\n")
+
+
+@pytest.mark.parametrize(
+    ("extra", "match"),
+    [
+        ("n_steps = 1500.5", r"'n_steps': expected int > 0, got float 1500.5"),
+        ("history_freq = 200.5", r"'history_freq': expected int > 0, got float 200.5"),
+        ("histroy_freq = 200", r"unknown config key 'histroy_freq'.*did you mean 'history_freq'\?"),
+    ],
+)
+def test_what_porting_md_says_is_refused_is_refused(tmp_path, extra, match):
+    with pytest.raises(ConfigError, match=match):
+        load(tmp_path, extra + "\n")

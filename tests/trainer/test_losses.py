@@ -21,11 +21,12 @@ from trainer.losses import (
     cross_entropy,
     dice_loss,
     make_loss,
+    mean_squared_error,
     squared_loss,
 )
 
-#: the class weights of ELEKTRONN2's neuro3d example
-NEURO3D_WEIGHTS = [0.2653, 0.7347]
+#: class weights of elektronn3's neuro_data example (ELEKTRONN2's neuro3d set none)
+NEURO_DATA_WEIGHTS = [0.2653, 0.7347]
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -74,10 +75,10 @@ def neuro3d_batch() -> tuple[np.ndarray, np.ndarray]:
 
 def test_class_weights_follow_elektronn2_not_torch():
     logits, target = neuro3d_batch()
-    w = torch.tensor(NEURO3D_WEIGHTS)
+    w = torch.tensor(NEURO_DATA_WEIGHTS)
     ours = float(cross_entropy(torch.tensor(logits), torch.tensor(target), w))
     torch_ce = float(F.cross_entropy(torch.tensor(logits), torch.tensor(target), weight=w.double()))
-    reference = elektronn2_nll(logits, target, NEURO3D_WEIGHTS)
+    reference = elektronn2_nll(logits, target, NEURO_DATA_WEIGHTS)
     assert reference == pytest.approx(0.300, abs=5e-4)
     assert torch_ce == pytest.approx(0.894, abs=5e-4)  # what torch's normalisation gives
     assert ours == pytest.approx(reference, abs=1e-4)
@@ -86,7 +87,7 @@ def test_class_weights_follow_elektronn2_not_torch():
     assert double == pytest.approx(2 * ours, rel=1e-6)
 
 
-@pytest.mark.parametrize("weights", [None, NEURO3D_WEIGHTS, [1.0, 3.0, 0.5]])
+@pytest.mark.parametrize("weights", [None, NEURO_DATA_WEIGHTS, [1.0, 3.0, 0.5]])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cross_entropy_matches_the_numpy_formula(weights, seed):
     rng = np.random.default_rng(seed)
@@ -101,7 +102,7 @@ def test_cross_entropy_matches_the_numpy_formula(weights, seed):
 
 def test_the_default_loss_is_elektronn2s_cross_entropy():
     logits, target = neuro3d_batch()
-    spec = make_loss("CrossEntropy", None, torch.tensor(NEURO3D_WEIGHTS))
+    spec = make_loss("CrossEntropy", None, torch.tensor(NEURO_DATA_WEIGHTS))
     got = float(spec.fn(torch.tensor(logits), torch.tensor(target)))
     assert got == pytest.approx(0.300, abs=5e-4)
     assert spec.targets == "classes" and spec.error_label == "classification error (%)"
@@ -142,14 +143,44 @@ def test_cross_entropy_plus_dice_weights_are_settable():
     assert float(spec.fn(x, y)) == pytest.approx(want, rel=1e-6)
 
 
-def test_squared_loss_skips_nan_targets():
+def _elektronn2_squared_loss(pred: np.ndarray, target: np.ndarray, unlabelled: np.ndarray) -> float:
+    """ELEKTRONN2's SquaredLoss node then AggregateLoss, step by step in numpy (float64)."""
+    n_labelled = (~unlabelled).sum()
+    scale = pred.size / (n_labelled + 1)  # n_tot / (n_labelled + 1)
+    out = scale * 0.5 * (target - pred) ** 2
+    out[unlabelled] = 0.0
+    out = out.mean(axis=1, keepdims=True)  # SquaredLoss: mean over the feature axis
+    return float(np.mean(out))  # AggregateLoss: mean of the rest
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 3, 4, 5), (3, 2, 2, 6, 1)])
+def test_squared_loss_is_elektronn2s_formula(shape):
+    rng = np.random.default_rng(sum(shape))
+    pred = rng.normal(size=shape)
+    target = rng.normal(size=shape)
+    unlabelled = rng.random(shape) < 0.3
+    want = _elektronn2_squared_loss(pred, target, unlabelled)
+    ours = squared_loss(
+        torch.tensor(pred, dtype=torch.float64),
+        torch.tensor(np.where(unlabelled, np.nan, target)),
+    )
+    assert float(ours) == pytest.approx(want, rel=1e-6)  # the loss is computed in float32
+    assert make_loss("SquaredLoss", None, None).fn is squared_loss
+
+
+def test_squared_loss_and_mse_skip_nan_targets():
     pred = torch.tensor([[[1.0, 2.0, 3.0, 4.0]]])  # (1, 1, 4)
     target = torch.tensor([[0.0, 2.0, float("nan"), 6.0]])  # (1, 4): no channel axis
-    assert float(squared_loss(pred, target)) == pytest.approx((1 + 0 + 4) / 3)
-    spec = make_loss("SquaredLoss", None, torch.tensor([1.0, 2.0]))
-    assert spec.targets == "values" and spec.error_label == "mean squared error"
-    with pytest.raises(ValueError, match=r"differ in shape.*one output channel"):
-        squared_loss(torch.zeros(1, 2, 4), torch.zeros(1, 4))
+    assert float(squared_loss(pred, target)) == pytest.approx(0.5 * (1 + 0 + 4) / (3 + 1))
+    assert float(mean_squared_error(pred, target)) == pytest.approx((1 + 0 + 4) / 3)
+    nothing = torch.full((1, 4), float("nan"))
+    assert float(squared_loss(pred, nothing)) == 0.0 == float(mean_squared_error(pred, nothing))
+    for name, fn in (("SquaredLoss", squared_loss), ("MSE", mean_squared_error)):
+        spec = make_loss(name, None, torch.tensor([1.0, 2.0]))
+        assert spec.fn is fn and spec.targets == "values"
+        assert spec.error_label == "mean squared error"
+        with pytest.raises(ValueError, match=r"differ in shape.*one output channel"):
+            fn(torch.zeros(1, 2, 4), torch.zeros(1, 4))
 
 
 def test_callables_and_modules_are_losses():
@@ -169,7 +200,7 @@ def test_callables_and_modules_are_losses():
     [
         ("Dise", None, r"unknown loss 'Dise': did you mean 'Dice'\?"),
         ("crossentropy", None, r"did you mean 'CrossEntropy'\?"),
-        ("Focal", None, r"expected one of CrossEntropy, Dice, CrossEntropy\+Dice, SquaredLoss"),
+        ("Focal", None, r"expected one of CrossEntropy, Dice, .*SquaredLoss, MSE"),
         ("CrossEntropy+Dice", {"dice_weigth": 1}, r"unknown key\(s\) 'dice_weigth'.*dice_weight"),
         ("Dice", [1], r"'loss_params': expected a dict"),
     ],

@@ -105,8 +105,8 @@ def test_dice_run_records_per_class_metrics_and_keeps_the_best_snapshot(tmp_path
     assert "BEST" in runs.list_results(run)
 
 
-def test_squared_loss_run_reports_the_mean_squared_error(tmp_path, data_dir):
-    proc, run = _train(tmp_path, data_dir, 'loss = "SquaredLoss"', n_classes=1)
+def test_mse_run_reports_the_mean_squared_error(tmp_path, data_dir):
+    proc, run = _train(tmp_path, data_dir, 'loss = "MSE"', n_classes=1)
     assert proc.returncode == 0, proc.stderr[-3000:]
     hist = loadhistorytracker(run).history
     assert tuple(hist.columns) == HISTORY_COLUMNS  # no class metrics for regression

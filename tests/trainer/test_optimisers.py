@@ -28,7 +28,9 @@ def params():
             update_rules.SGD,
             {"lr": 0.1, "momentum": 0.9, "wd": 1e-4, "weight_decay": 0.0, "nesterov": True},
         ),
-        ("sgd", {"lr": 0.5}, update_rules.SGD, {"lr": 0.5, "momentum": 0, "wd": 0.0}),
+        # a missing mom is ELEKTRONN2's 0.9 (torch.optim.SGD's default is 0)
+        ("sgd", {"lr": 0.5}, update_rules.SGD, {"lr": 0.5, "momentum": 0.9, "wd": 0.0}),
+        ("SGD", {"lr": 0.5, "mom": 0}, update_rules.SGD, {"momentum": 0}),
         (
             "Adam",
             {"lr": 1e-3, "mom": 0.8, "beta2": 0.99, "wd": 0.01},
@@ -44,7 +46,7 @@ def params():
         ),
         (
             "AdamW",
-            {"betas": (0.5, 0.6), "amsgrad": True},
+            {"lr": 1e-3, "betas": (0.5, 0.6), "amsgrad": True},
             update_rules.AdamW,
             {"betas": (0.5, 0.6), "amsgrad": True},
         ),
@@ -114,13 +116,42 @@ def test_sgd_without_decay_steps_like_plain_torch():
         ("SGD", {"lr": -1}, r"'lr': expected number >= 0, got int -1"),
         ("SGD", {"lr": "0.1"}, r"'lr': expected number >= 0, got str '0.1'"),
         ("Adam", {"mom": 1.0}, r"'mom': expected number in \[0, 1\)"),
-        ("SGD", {"lr": 0.1, "nesterov": True}, r"'nesterov': needs 'mom' > 0"),
+        ("SGD", {"lr": 0.1, "mom": 0, "nesterov": True}, r"'nesterov': needs 'mom' > 0"),
         ("Adamax", {"lr": 0.1}, r"unknown optimiser 'Adamax'"),
     ],
 )
 def test_bad_settings_raise_config_error(name, settings, match):
     with pytest.raises(ConfigError, match=match):
         make_optimiser(params(), name, settings)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta"])
+def test_a_missing_lr_is_an_error_that_asks_for_it(name):
+    # ELEKTRONN2's lr defaulted to 1; a silent default 1000x off is worse than a question
+    with pytest.raises(ConfigError, match=r"'lr' is missing: add the learning rate") as err:
+        make_optimiser(params(), name, {"wd": 0.0})
+    assert "ELEKTRONN2's default was 1" in str(err.value)
+    assert "Adam/AdamW 1e-4 to 1e-3" in str(err.value)
+
+
+def test_missing_mom_is_elektronn2s_0_9():
+    # the first SGD step is lr * g whatever mom is; the second shows the momentum buffer
+    def two_steps(settings):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.tensor([1.0, -2.0], dtype=torch.float64))
+        opt = make_optimiser([w], "SGD", settings)
+        for _ in range(2):
+            opt.zero_grad()
+            (w * torch.tensor([3.0, 5.0], dtype=torch.float64)).sum().backward()
+            opt.step()
+        return w.detach().numpy()
+
+    g, lr = np.array([3.0, 5.0]), 0.1
+    expected = np.array([1.0, -2.0]) - lr * g - lr * (g + 0.9 * g)  # d = g + mom · d_old
+    np.testing.assert_allclose(two_steps({"lr": lr}), expected, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(two_steps({"lr": lr}), two_steps({"lr": lr, "mom": 0.9}))
+    adam = make_optimiser(params(), "Adam", {"lr": 1e-3})
+    assert get_hyper(adam, "mom") == 0.9 and adam.param_groups[0]["betas"] == (0.9, 0.999)
 
 
 def test_check_optimiser_params_collects_all_problems():
@@ -380,3 +411,41 @@ def test_schedules_bind_to_the_decay_and_adadelta_rho(rule, prop, entry):
     sched.bind_variable(obj=opt, prop_name=prop)
     sched.update(0)
     assert [g[entry] for g in opt.param_groups] == [0.25, 0.25]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "AdaGrad", "AdaDelta"])
+def test_settings_left_out_take_the_documented_defaults(name):
+    # trainer.optimisers.DEFAULTS is the table docs/porting.md shows under "Optimiser defaults"
+    from trainer.optimisers import DEFAULTS
+
+    group = make_optimiser(params(), name, {"lr": 0.01}).param_groups[0]
+    slots = {"mom": ("momentum", "betas", "rho"), "beta2": ("betas", "alpha"), "eps": ("eps",)}
+    for key, want in DEFAULTS[name].items():
+        if key == "lr":
+            continue
+        if key == "wd":
+            assert group["wd"] == want
+            continue
+        entry = next(e for e in slots[key] if e in group)
+        got = group[entry][0 if key == "mom" else 1] if entry == "betas" else group[entry]
+        assert got == want, (key, entry)
+    assert set(DEFAULTS[name]) >= {"lr", "wd"}
+
+
+def test_porting_md_shows_the_defaults_table():
+    from pathlib import Path
+
+    from trainer.optimisers import DEFAULTS
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "porting.md").read_text()
+    rows = {
+        cells[0].split()[0].strip("`"): cells[1:]
+        for line in doc.split("## Optimiser defaults")[1].splitlines()
+        if line.startswith("| `") and (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    assert set(rows) == set(DEFAULTS)
+    for name, cells in rows.items():
+        shown = dict(zip(("lr", "mom", "beta2", "eps", "wd"), cells))
+        for key, value in DEFAULTS[name].items():
+            first = shown[key].split()[0].rstrip(",")
+            assert first == "required" if value is None else float(first) == value, (name, key)
