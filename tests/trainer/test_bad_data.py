@@ -30,11 +30,14 @@ def model(patch_size=(8, 24, 24), offsets=(2, 4, 4), strides=(1, 1, 1)):
     return SimpleNamespace(patch_size=patch_size, offsets=offsets, strides=strides, in_channels=1)
 
 
-def write_pair(folder: Path, raw_shape, lab_shape) -> dict:
-    """A raw cube holding each voxel's flat index and a centred label cube of the same values."""
+def write_pair(folder: Path, raw_shape, lab_shape, classes: bool = False) -> dict:
+    """A raw cube holding each voxel's flat index and a centred label cube of the same values
+    (``classes``: their parity, two classes a model can train on)."""
     raw = np.arange(np.prod(raw_shape), dtype=np.float32).reshape(raw_shape)
     lo = [(r - s) // 2 for r, s in zip(raw_shape, lab_shape)]
     lab = raw[tuple(slice(a, a + n) for a, n in zip(lo, lab_shape))].astype(np.int64)
+    if classes:
+        lab %= 2
     with h5py.File(folder / "raw.h5", "w") as f:
         f.create_dataset("raw", data=raw)
     with h5py.File(folder / "lab.h5", "w") as f:
@@ -120,7 +123,8 @@ def test_allow_missing_chunks_trains_with_a_warning_that_counts_them(
     from trainer import ExperimentConfig, Trainer, runs
 
     cfg_file = tmp_path / "sparse.py"
-    cfg_file.write_text(textwrap.dedent(f"""
+    cfg_file.write_text(
+        textwrap.dedent(f"""
         from trainer.models import CNN3D
         from trainer.synthetic import ensure_demo_data
         _demo = ensure_demo_data({str(zarr_demo.out_dir)!r}, shape=(16, 48, 48),
@@ -139,7 +143,8 @@ def test_allow_missing_chunks_trains_with_a_warning_that_counts_them(
         allow_missing_chunks = True
         save_path = {str(tmp_path / "runs")!r}
         save_name = "sparse"
-    """))
+    """)
+    )
     trainer = Trainer(ExperimentConfig(str(cfg_file)), device="cpu")
     assert trainer.data.n_missing_chunks == 2
     assert trainer.run() == "finished"
@@ -171,14 +176,14 @@ save_path = {runs!r}
     ("raw_file", "lab_shape", "expected"),
     [
         ("no_such_raw.h5", (16, 48, 48), "no_such_raw.h5"),
-        ("raw.h5", (16, 30, 48), "lab.h5"),
+        ("raw.h5", (16, 47, 48), "lab.h5"),
     ],
     ids=["missing-path", "label-does-not-fit"],
 )
 def test_bad_data_prints_one_line_and_leaves_no_run_directory(
     tmp_path, raw_file, lab_shape, expected
 ):
-    write_pair(tmp_path, (16, 48, 48), lab_shape)
+    write_pair(tmp_path, (16, 48, 48), lab_shape, classes=True)
     runs_dir = tmp_path / "runs"
     config = tmp_path / "bad.py"
     config.write_text(CONFIG.format(folder=str(tmp_path), raw=raw_file, runs=str(runs_dir)))
