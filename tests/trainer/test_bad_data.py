@@ -195,3 +195,30 @@ def test_bad_data_prints_one_line_and_leaves_no_run_directory(
     assert "Traceback" not in proc.stderr
     assert lines[0].startswith("run.py train: ") and expected in lines[0]
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_logged_failure_has_its_traceback_in_train_log_and_on_stderr_only_with_debug(
+    tmp_path, capsys, debug
+):
+    sys.path.insert(0, str(REPO))
+    try:
+        import run
+    finally:
+        sys.path.remove(str(REPO))
+    log = logging.getLogger("voxelboard")
+    before = list(log.handlers)
+    run.setup_logging(tmp_path / "train.log", debug=debug)
+    try:
+        try:
+            raise OSError("disk on fire")
+        except OSError as e:
+            log.error("Training failed at step 3: %s", e, exc_info=True)
+    finally:
+        for handler in set(log.handlers) - set(before):
+            log.removeHandler(handler)
+            handler.close()
+    err = capsys.readouterr().err
+    assert "Training failed at step 3: disk on fire" in err
+    assert ("Traceback" in err) == debug
+    assert "Traceback" in (tmp_path / "train.log").read_text()
