@@ -80,8 +80,8 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # objects whose on_train_start/on_step_end/on_history_row/on_snapshot/on_train_end hooks
     # the trainer calls (trainer/callbacks, docs/config.md); checked by check_callbacks
     "callbacks": [],
-    # data checks (docs/data.md): train on zarr/N5 volumes with chunk files missing under
-    # the boxes read (they read as the fill value); False refuses them
+    # data checks (docs/data.md): train on zarr/N5 cubes with chunk files missing (they
+    # read as the fill value); False refuses them
     "allow_missing_chunks": False,
 }
 

@@ -36,7 +36,6 @@ __all__ = [
     "open_entry",
     "raw_cube",
     "resolve_path",
-    "stored_box",
 ]
 
 logger = logging.getLogger("voxelboard")
@@ -144,25 +143,14 @@ def check_label_volume(vol: Volume) -> None:
         )
 
 
-def stored_box(vol: Volume, zxy: bool, box: Sequence[slice]) -> tuple[slice, ...]:
-    """The box of the stored array behind the cube box ``box`` (z, y, x): every channel,
-    spatial axes in the file's order (``zxy=False``: stored as (x, y, z))."""
-    nd = len(vol.shape)
-    order = [nd - 3, nd - 2, nd - 1] if zxy else [nd - 1, nd - 3, nd - 2]
-    out = [slice(None)] * nd
-    for axis, s in zip(order, box):
-        out[axis] = s
-    return tuple(out)
-
-
 def check_chunks_present(
-    boxes: Sequence[tuple[Volume, tuple[slice, ...], str]], allow_missing: bool
+    boxes: Sequence[tuple[Volume, tuple[slice, ...] | None, str]], allow_missing: bool
 ) -> int:
     """Refuse volumes with chunk files missing under the boxes that training reads.
 
     Args:
-        boxes: ``(volume, stored box, role)`` triples; ``role`` names the cube in messages
-            (``'training raw cube 0'``).
+        boxes: ``(volume, box of the stored array or None for all of it, role)`` triples;
+            ``role`` names the cube in messages (``'training raw, cube 0'``).
         allow_missing: accept missing chunks (a sparse volume whose empty chunks were never
             written); they read as the fill value, and a warning counts them.
 
@@ -194,7 +182,7 @@ def check_chunks_present(
         more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
         parts.append(f"{vol.name} ({role}): {len(missing)} chunk(s) missing: {shown}{more}")
     raise DataError(
-        f"{total} chunk file(s) missing under the boxes training reads, which would train on "
+        f"{total} chunk file(s) missing from the training data, which would train on "
         f"the fill value: {'; '.join(parts)}. Copy the volume again (a missing chunk is "
         "usually an interrupted copy); for a sparse volume whose empty chunks were never "
         "written (zarr-python skips chunks that hold only the fill value), set "

@@ -40,7 +40,6 @@ from trainer.cubes import (
     open_entry,
     raw_cube,
     resolve_path,
-    stored_box,
 )
 from trainer.volumes import ChunkCache
 
@@ -114,9 +113,9 @@ class BatchCreatorImage:
         label_crop: ``'centre'``: a label cube of any smaller size is taken as centred in
             its raw cube (an even size difference per axis); ``None`` (default): labels
             must be as large as the raw cube or smaller by exactly the model's offsets.
-        allow_missing_chunks: train on zarr/N5 volumes with chunk files missing under the
-            boxes that patches are cut from (they read as the fill value; a warning counts
-            them); default: refused, naming the array and the first missing chunks.
+        allow_missing_chunks: train on zarr/N5 cubes with chunk files missing (they read as
+            the fill value; a warning counts them); default: refused, naming the array and
+            its first missing chunks.
 
     A file entry is ``(file, key)`` or ``(file, key, {"scale": level})`` for a level of an
     OME-Zarr multiscale group; ``file`` is an HDF5 file or a zarr/N5 folder
@@ -225,16 +224,16 @@ class BatchCreatorImage:
         )
         #: per cube (in ``d_files`` order): read from disk patch by patch
         self.lazy: list[bool] = []
-        read_boxes = []  # (volume, stored box, role) that patches are cut from
+        # every chunk of a cube can be read: warps reach past the unwarped patches' box
+        read_boxes = []  # (volume, stored box, role)
         for k, (d_vol, l_vol) in enumerate(zip(d_vols, l_vols)):
             raw = raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5", self.chunk_cache)
             lab = label_cube(l_vol, zxy, stream or l_vol.format != "hdf5", self.chunk_cache)
             self.lazy.append(isinstance(raw, LazyCube) or isinstance(lab, LazyCube))
             lo = self._check_cube(raw, lab, d_vol.name, l_vol.name)
             role = "validation" if k in self.valid_cubes else "training"
-            raw_box, lab_box = self._read_boxes(raw, lab, lo)
-            read_boxes.append((d_vol, stored_box(d_vol, zxy, raw_box), f"{role} raw, cube {k}"))
-            read_boxes.append((l_vol, stored_box(l_vol, zxy, lab_box), f"{role} labels, cube {k}"))
+            read_boxes.append((d_vol, None, f"{role} raw, cube {k}"))
+            read_boxes.append((l_vol, None, f"{role} labels, cube {k}"))
             self.n_labelled_pixel += int(np.prod(lab.shape[1:]))
             if k in self.valid_cubes:
                 self.valid_d.append(raw)
@@ -438,20 +437,6 @@ class BatchCreatorImage:
                 f"{_tup(ls)} from {l_name}: use a smaller patch_size or larger cubes"
             )
         return lo
-
-    def _read_boxes(
-        self, raw: np.ndarray, lab: np.ndarray, lo: np.ndarray
-    ) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
-        """The (z, y, x) boxes of a raw and a label cube that unwarped patches can reach
-        (warped ones reach less: their start range is narrower)."""
-        rs, ls = np.array(raw.shape[1:]), np.array(lab.shape[1:])
-        s_min, s_max = self._start_range(rs, lo, ls, np.zeros((2, 3)))
-        t_min = s_min + self.offsets - lo
-        raw_box = tuple(slice(int(a), int(b)) for a, b in zip(s_min, s_max + self.patch_size))
-        lab_box = tuple(
-            slice(int(a), int(b)) for a, b in zip(t_min, t_min + s_max - s_min + self.target_ps)
-        )
-        return raw_box, lab_box
 
     def _source(self, source: str) -> tuple[list, list, np.ndarray, list]:
         if source == "train":
