@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import sys
 import traceback
 from pathlib import Path
@@ -124,18 +125,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_LOG_FORMAT = "[%(asctime)s] [%(levelname)s] %(message)s"
+
+
+class _OneLineFormatter(logging.Formatter):
+    """The terminal's format: a logged exception's traceback only with ``--debug`` (train.log
+    always has it)."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__(_LOG_FORMAT, datefmt="%H:%M:%S")
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.debug or not record.exc_info:
+            return super().format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
 def setup_logging(log_file: Path | None = None, debug: bool = False, quiet: bool = False) -> None:
-    """Log to stderr and, for a run, to its train.log; ``quiet`` (ranks > 0) logs warnings only."""
+    """Log to stderr and, for a run, to its train.log; ``quiet`` (ranks > 0) logs warnings only.
+
+    Tracebacks of logged exceptions go to train.log, and to stderr only with ``debug``.
+    """
     log = logging.getLogger("voxelboard")
     log.setLevel(logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
-    fmt = logging.Formatter("[%(asctime)s] [%(levelname)s] %(message)s", datefmt="%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(_OneLineFormatter(debug))
+    log.addHandler(stderr)
     if log_file is not None:
-        handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
-    for h in handlers:
-        h.setFormatter(fmt)
-        log.addHandler(h)
+        _add_log_file(log_file)
+
+
+def _add_log_file(log_file: Path) -> logging.Handler:
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(_LOG_FORMAT, datefmt="%H:%M:%S"))
+    logging.getLogger("voxelboard").addHandler(handler)
+    return handler
+
+
+def _hold_log() -> logging.handlers.MemoryHandler:
+    """Keep the log records of the set-up until the run directory (and its train.log) exists."""
+    held = logging.handlers.MemoryHandler(10**6, flushLevel=logging.CRITICAL + 1, target=None)
+    logging.getLogger("voxelboard").addHandler(held)
+    return held
+
+
+def _release_log(held: logging.handlers.MemoryHandler, run_dir: Path) -> None:
+    """Write the held records into ``run_dir``'s train.log, which then logs on."""
+    from trainer import runs
+
+    logging.getLogger("voxelboard").removeHandler(held)
+    held.setTarget(_add_log_file(run_dir / runs.LOG_FILE))
+    held.flush()
+    held.close()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -167,8 +215,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         trial = None
         if args.resume or args.use_existing_dir:
             trial = _sweep_trial(cfg, Path(args.resume) if args.resume else cfg.planned_run_dir())
+        # a new single-process run gets its directory from the trainer once model and data
+        # are set up, so a data error leaves no run behind
+        defer_dir = dist is None and not args.resume and not args.use_existing_dir
         if args.resume:
             run_dir = Path(cfg.run_dir)
+        elif defer_dir:
+            run_dir = cfg.planned_run_dir()
+            if run_dir.exists():
+                raise ConfigError(
+                    f"{cfg.exp_file}: run directory {run_dir} already exists; choose another "
+                    "save_name or pass use_existing_dir=True / --resume"
+                )
         elif dist is None or dist.is_main:
             run_dir = Path(cfg.make_dir())
         else:
@@ -184,7 +242,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     is_main = dist is None or dist.is_main
-    setup_logging(run_dir / runs.LOG_FILE if is_main else None, args.debug, quiet=not is_main)
+    log_file = run_dir / runs.LOG_FILE if is_main and not defer_dir else None
+    setup_logging(log_file, args.debug, quiet=not is_main)
+    held = _hold_log() if defer_dir else None
     import trainer as package
     from trainer.trainer import DivergedError
 
@@ -194,14 +254,27 @@ def cmd_train(args: argparse.Namespace) -> int:
             cfg, device=args.device, resume=bool(args.resume), dist=dist, trial=trial
         )
     except Exception as e:
+        code = (
+            EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
+        )
+        if held is not None and cfg.run_dir is None:
+            # nothing was made: the terminal is the only place to say it, in one line
+            print(f"run.py train: {e}", file=sys.stderr)
+            if args.debug:
+                traceback.print_exc()
+            return code
+        if held is not None:
+            run_dir = Path(cfg.run_dir)
+            _release_log(held, run_dir)
         # set-up failed before the loop could report: say so in the status file
-        logging.getLogger("voxelboard").error("Set-up failed:\n%s", traceback.format_exc())
+        logging.getLogger("voxelboard").error("Set-up failed: %s", e, exc_info=True)
         if is_main:
             _mark_failed(run_dir, f"{type(e).__name__}: {e}")
         print(f"run.py train: {e}", file=sys.stderr)
-        return (
-            EXIT_USAGE if isinstance(e, ValueError | FileNotFoundError | TypeError) else EXIT_FAILED
-        )
+        return code
+    if held is not None:
+        run_dir = Path(cfg.run_dir)
+        _release_log(held, run_dir)
     try:
         trainer.run()
     except DivergedError as e:

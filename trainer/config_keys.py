@@ -83,6 +83,9 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # objects whose on_train_start/on_step_end/on_history_row/on_snapshot/on_train_end hooks
     # the trainer calls (trainer/callbacks, docs/config.md); checked by check_callbacks
     "callbacks": [],
+    # data checks (docs/data.md): train on zarr/N5 cubes with chunk files missing (they
+    # read as the fill value); False refuses them
+    "allow_missing_chunks": False,
 }
 
 #: values of ``trainer_class``
@@ -357,4 +360,6 @@ CHECKERS: dict[str, Checker] = {
     "data_memory_budget_mb": check_number(0, strict=False),
     "history_are_threshold": _check_unit_interval,
     OVERWRITE_KEY: _check_bool,
+    # data checks
+    "allow_missing_chunks": _check_bool,
 }

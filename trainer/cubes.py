@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -27,6 +28,7 @@ from trainer.volumes import ChunkCache, ChunkReadError, Volume, VolumeError, ope
 __all__ = [
     "DataError",
     "LazyCube",
+    "check_chunks_present",
     "check_label_volume",
     "chunk_cache_share",
     "label_cube",
@@ -35,6 +37,11 @@ __all__ = [
     "raw_cube",
     "resolve_path",
 ]
+
+logger = logging.getLogger("voxelboard")
+
+# missing chunks named per volume in the error message
+_MISSING_SHOWN = 5
 
 
 class DataError(ValueError):
@@ -134,6 +141,53 @@ def check_label_volume(vol: Volume) -> None:
             f"label dataset {vol.name} has dtype {vol.dtype}: expected integer class labels "
             "(negative values mark voxels to ignore); convert it, e.g. to uint8 or int16"
         )
+
+
+def check_chunks_present(
+    boxes: Sequence[tuple[Volume, tuple[slice, ...] | None, str]], allow_missing: bool
+) -> int:
+    """Refuse volumes with chunk files missing under the boxes that training reads.
+
+    Args:
+        boxes: ``(volume, box of the stored array or None for all of it, role)`` triples;
+            ``role`` names the cube in messages (``'training raw, cube 0'``).
+        allow_missing: accept missing chunks (a sparse volume whose empty chunks were never
+            written); they read as the fill value, and a warning counts them.
+
+    Returns:
+        The number of missing chunks (0, or their count with ``allow_missing``).
+
+    Raises:
+        DataError: chunks are missing and ``allow_missing`` is False; names each array,
+            its first missing chunks and their files.
+    """
+    found = []
+    for vol, box, role in boxes:
+        missing = vol.missing_chunks(box)
+        if missing:
+            found.append((vol, role, missing))
+    total = sum(len(m) for _, _, m in found)
+    if not found:
+        return 0
+    if allow_missing:
+        logger.warning(
+            "allow_missing_chunks: %d missing chunk(s) read as the fill value: %s",
+            total,
+            "; ".join(f"{vol.name} ({role}): {len(m)}" for vol, role, m in found),
+        )
+        return total
+    parts = []
+    for vol, role, missing in found:
+        shown = ", ".join(f"{i} ({vol.chunk_file(i)})" for i in missing[:_MISSING_SHOWN])
+        more = f" and {len(missing) - _MISSING_SHOWN} more" if len(missing) > _MISSING_SHOWN else ""
+        parts.append(f"{vol.name} ({role}): {len(missing)} chunk(s) missing: {shown}{more}")
+    raise DataError(
+        f"{total} chunk file(s) missing from the training data, which would train on "
+        f"the fill value: {'; '.join(parts)}. Copy the volume again (a missing chunk is "
+        "usually an interrupted copy); for a sparse volume whose empty chunks were never "
+        "written (zarr-python skips chunks that hold only the fill value), set "
+        "allow_missing_chunks = True in the config"
+    )
 
 
 def raw_cube(vol: Volume, zxy: bool, lazy: bool, cache: ChunkCache | None) -> np.ndarray | LazyCube:

@@ -32,6 +32,7 @@ from trainer.augment import flip_pair, grey_augment, random_affine, source_box, 
 from trainer.cubes import (
     DataError,
     LazyCube,
+    check_chunks_present,
     check_label_volume,
     chunk_cache_share,
     label_cube,
@@ -71,6 +72,9 @@ _WARP_ARGS = ("warp_amount", "sample_aniso", "lock_z", "no_x_flip", "perspective
 _WARP_TRIES = 20
 # examples rejected by ignore_thresh per requested example before giving up
 _IGNORE_TRIES = 100
+#: values of ``label_crop``: None (labels as large as the raw cube or smaller by the
+#: model's offsets) or 'centre' (any smaller label cube, centred in the raw cube)
+LABEL_CROPS = (None, "centre")
 
 
 class NoValidationData(ValueError):
@@ -89,7 +93,8 @@ class BatchCreatorImage:
         l_path: folder of the label files (``~`` expanded); ``None``: names are paths.
         d_files: ``[(file name, dataset key), ...]`` of raw cubes, (z, y, x) or (c, z, y, x).
         l_files: same for the label cubes: integer, (z, y, x) or (c, z, y, x), the same
-            spatial shape as the raw cube or smaller and centred (even size difference).
+            spatial shape as the raw cube or smaller by the model's ``offsets`` on each side
+            (the model's output for the whole raw cube, as ELEKTRONN2's examples store it).
         cube_prios: sampling weights of the training cubes (default: label size).
         valid_cubes: indices into ``d_files`` of the validation cubes.
         border_mode: accepted for compatibility (only used by ELEKTRONN2's img-scalar mode).
@@ -105,6 +110,12 @@ class BatchCreatorImage:
             ``data_memory_budget_mb``); above it HDF5 cubes are read lazily too. Lazy
             cubes keep decoded chunks in ``chunk_cache`` within the same budget: half for
             the background workers together, half for this process (docs/data.md).
+        label_crop: ``'centre'``: a label cube of any smaller size is taken as centred in
+            its raw cube (an even size difference per axis); ``None`` (default): labels
+            must be as large as the raw cube or smaller by exactly the model's offsets.
+        allow_missing_chunks: train on zarr/N5 cubes with chunk files missing (they read as
+            the fill value; a warning counts them); default: refused, naming the array and
+            its first missing chunks.
 
     A file entry is ``(file, key)`` or ``(file, key, {"scale": level})`` for a level of an
     OME-Zarr multiscale group; ``file`` is an HDF5 file or a zarr/N5 folder
@@ -134,7 +145,16 @@ class BatchCreatorImage:
         zxy: bool = True,
         seed: int | None = None,
         memory_budget_mb: float | None = None,
+        label_crop: str | None = None,
+        allow_missing_chunks: bool = False,
     ) -> None:
+        if label_crop not in LABEL_CROPS:
+            raise DataError(
+                f"label_crop={label_crop!r}: expected None (labels as large as the raw cube "
+                "or smaller by the model's offsets) or 'centre' (any smaller label cube, "
+                "centred in its raw cube)"
+            )
+        self.label_crop = label_crop
         self.patch_size, self.offsets, self.strides = _model_geometry(input_node)
         self.target_ps = self.patch_size - 2 * self.offsets
         # a y/x swap only keeps the shapes for square patches and outputs
@@ -204,11 +224,16 @@ class BatchCreatorImage:
         )
         #: per cube (in ``d_files`` order): read from disk patch by patch
         self.lazy: list[bool] = []
+        # every chunk of a cube can be read: warps reach past the unwarped patches' box
+        read_boxes = []  # (volume, stored box, role)
         for k, (d_vol, l_vol) in enumerate(zip(d_vols, l_vols)):
             raw = raw_cube(d_vol, zxy, stream or d_vol.format != "hdf5", self.chunk_cache)
             lab = label_cube(l_vol, zxy, stream or l_vol.format != "hdf5", self.chunk_cache)
             self.lazy.append(isinstance(raw, LazyCube) or isinstance(lab, LazyCube))
             lo = self._check_cube(raw, lab, d_vol.name, l_vol.name)
+            role = "validation" if k in self.valid_cubes else "training"
+            read_boxes.append((d_vol, None, f"{role} raw, cube {k}"))
+            read_boxes.append((l_vol, None, f"{role} labels, cube {k}"))
             self.n_labelled_pixel += int(np.prod(lab.shape[1:]))
             if k in self.valid_cubes:
                 self.valid_d.append(raw)
@@ -231,6 +256,8 @@ class BatchCreatorImage:
                     "weights, one per training cube, not all zero"
                 )
         self._train_p = prios / prios.sum() if prios.size else prios
+        #: chunks missing under the read boxes, accepted with ``allow_missing_chunks``
+        self.n_missing_chunks = check_chunks_present(read_boxes, bool(allow_missing_chunks))
         #: warps redrawn too often to fit a cube, cut unwarped instead
         self.n_failed_warp = 0
         self.reseed(seed)
@@ -384,11 +411,22 @@ class BatchCreatorImage:
             )
         rs, ls = np.array(raw.shape[1:]), np.array(lab.shape[1:])
         diff = rs - ls
-        if (diff < 0).any() or (diff % 2).any():
+        if self.label_crop == "centre":
+            if (diff < 0).any() or (diff % 2).any():
+                raise DataError(
+                    f"label cube {l_name} of spatial shape {_tup(ls)} does not fit raw cube "
+                    f"{d_name} of spatial shape {_tup(rs)}: with label_crop='centre' labels "
+                    "must be the raw cube's size or smaller and centred (an even size "
+                    "difference per axis)"
+                )
+        elif (diff != 0).any() and (diff != 2 * self.offsets).any():
             raise DataError(
                 f"label cube {l_name} of spatial shape {_tup(ls)} does not fit raw cube "
-                f"{d_name} of spatial shape {_tup(rs)}: labels must be the same size as "
-                "the raw cube or smaller and centred (an even size difference per axis)"
+                f"{d_name} of spatial shape {_tup(rs)}: labels must have the raw cube's "
+                f"shape or be smaller by the model's offsets {_tup(self.offsets)} on each "
+                f"side, i.e. {_tup(rs - 2 * self.offsets)}. Fix the label file; if its labels "
+                "are a centred crop of another size, set label_crop='centre' in "
+                "data_init_kwargs"
             )
         lo = diff // 2
         s_min, s_max = self._start_range(rs, lo, ls, np.zeros((2, 3)))

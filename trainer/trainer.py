@@ -56,8 +56,8 @@ class Trainer:
     """Trains ``exp_config``'s model on its data source, writing into its run directory.
 
     Args:
-        exp_config: an ``ExperimentConfig`` whose ``make_dir()`` has been called (or is
-            called here when it has no ``run_dir`` yet).
+        exp_config: an ``ExperimentConfig``; without a ``run_dir`` yet, ``make_dir()`` is
+            called here once the model and the data are set up.
         device: ``'auto'``, ``'cpu'``, ``'cuda'`` or ``'cuda:N'``; default the config's
             ``device`` key, else auto.
         resume: continue from the newest snapshot in the run directory.
@@ -84,9 +84,6 @@ class Trainer:
         self.trial = trial
         self.dist = dist
         self.is_main = dist is None or dist.is_main
-        if cfg.run_dir is None:
-            cfg.make_dir()
-        self.run_dir = Path(cfg.run_dir)
         spec = _device_spec(device, cfg.device)
         self.device = dist.device if dist is not None else resolve_device(spec)
         self.model = initial_model(cfg).to(self.device)
@@ -98,6 +95,10 @@ class Trainer:
         self.schedules = bind_schedules(cfg.schedules, self.optimizer, self.model, cfg)
         self.data = self._load_data()
         self.preview_data = self._load_preview_data() if self.is_main else []
+        # the run directory only once model and data are set up, so bad data leaves none behind
+        if cfg.run_dir is None:
+            cfg.make_dir()
+        self.run_dir = Path(cfg.run_dir)
         self.batch_size = int(cfg.batch_size)
         self.monitor_batch_size = _round_up(int(cfg.monitor_batch_size), self.batch_size)
         weights = cfg.class_weights
@@ -174,6 +175,7 @@ class Trainer:
 
         if isinstance(cls, type) and issubclass(cls, BatchCreatorImage):
             kwargs.setdefault("memory_budget_mb", cfg.data_memory_budget_mb)
+            kwargs.setdefault("allow_missing_chunks", cfg.allow_missing_chunks)
         data = cls(self.model, None, **kwargs)
         if self.dist is not None and hasattr(data, "reseed"):
             data.reseed(int(np.random.SeedSequence().entropy % 2**31) + self.dist.rank)

@@ -162,6 +162,44 @@ class Volume:
         except ChunkReadError as e:
             raise VolumeError(str(e)) from None
 
+    def missing_chunks(self, box: tuple[slice, ...] | None = None) -> list[tuple[int, ...]]:
+        """The stored chunks under ``box`` whose files are absent, in grid order.
+
+        zarr and N5 read an absent chunk as the fill value, so a half-copied volume reads as
+        zeros without an error. Only file names are looked up; no chunk is read. A chunk is a
+        storage unit: a whole shard of a sharded zarr v3 array. HDF5 allocates its chunks
+        inside the file, so an HDF5 volume has none missing here.
+
+        Args:
+            box: the voxels that will be read (one slice per axis; ``None``: everything).
+        """
+        if self.format == "hdf5":
+            return []
+        box = tuple(slice(0, n) for n in self.shape) if box is None else tuple(box)
+        grid = self.storage_chunks()
+        return [
+            index
+            for index in _chunk_indices(box, grid, self.shape)
+            if not os.path.exists(self.chunk_file(index))
+        ]
+
+    def storage_chunks(self) -> tuple[int, ...]:
+        """The shape of one stored chunk file in C order (a shard for sharded zarr v3)."""
+        if self.format in ("zarr2", "zarr3"):
+            shards = getattr(self._array(), "shards", None)
+            if shards:
+                return tuple(int(c) for c in shards)
+        return self.chunks
+
+    def chunk_file(self, index: tuple[int, ...]) -> str:
+        """The file of stored chunk ``index`` (C order, in ``storage_chunks`` units)."""
+        if self.format == "n5":  # N5 names a block by its grid position, x first
+            return os.path.join(self.path, self.key, *(str(i) for i in index[::-1]))
+        if self.format == "hdf5":
+            return self.path
+        key = self._array().metadata.encode_chunk_key(tuple(index))
+        return os.path.join(self.path, self.key, *key.split("/"))
+
     # -- reading -------------------------------------------------------------------------
 
     def _array(self) -> Any:

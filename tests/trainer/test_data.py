@@ -43,8 +43,9 @@ def write_h5(path, **datasets):
 def coord_cube(tmp_path):
     """A cube whose 3 raw channels and 3 label channels hold each voxel's raw (z, y, x).
 
-    The labels are smaller and centred (margin (2, 8, 8)), so a label that is not aligned
-    with its input voxel shows up as a coordinate mismatch.
+    The labels are smaller and centred (margin (2, 8, 8), not the models' offsets: hence
+    ``label_crop='centre'``), so a label that is not aligned with its input voxel shows up as
+    a coordinate mismatch.
     """
     shape, margin = (16, 48, 48), (2, 8, 8)
     coords = np.indices(shape)
@@ -58,6 +59,7 @@ def coord_cube(tmp_path):
         "l_path": str(tmp_path),
         "d_files": [("raw.h5", "raw")],
         "l_files": [("lab.h5", "lab")],
+        "label_crop": "centre",
     }
 
 
@@ -348,7 +350,7 @@ def files(tmp_path):
         (
             {"l_files": [("odd.h5", "lab")]},
             DataError,
-            r"\(15, 48, 48\).*\(16, 48, 48\).*even size difference",
+            r"\(15, 48, 48\).*\(16, 48, 48\).*model's offsets \(0, 0, 0\)",
         ),
         ({"l_files": [("float.h5", "lab")]}, DataError, "float32: expected integer"),
         ({"patch_size": (8, 64, 64)}, DataError, r"patch \(8, 64, 64\).*raw\.h5.*\(16, 48, 48\)"),

@@ -315,7 +315,7 @@ def test_label_smaller_than_the_patch(tmp_path):
     raw, lab = cube()
     p = write("n5", tmp_path, "v.n5", {"raw": raw, "lab": lab[6:-6, 16:-16, 16:-16].copy()})
     with pytest.raises(DataError, match=r"model patch \(8, 24, 24\).*labels \(8, 12, 12\)"):
-        BatchCreatorImage(model(), **_kwargs(p, "raw", p, "lab"))
+        BatchCreatorImage(model(), label_crop="centre", **_kwargs(p, "raw", p, "lab"))
 
 
 def test_unsupported_codec_is_refused_before_training(tmp_path):
@@ -358,6 +358,29 @@ def test_corrupt_chunk_met_while_training_names_the_chunk(tmp_path, fmt):
     with pytest.raises(ChunkReadError, match=r"chunk \(1, 1, 1\) \(voxels \[8:16, 16:32, 16:32\]"):
         for _ in range(200):
             data.getbatch(4)
+
+
+@pytest.mark.parametrize("fmt", ["zarr2", "zarr3", "n5"])
+def test_missing_chunk_files_are_listed_without_reading(tmp_path, fmt):
+    raw, _ = cube()
+    p = write(fmt, tmp_path, f"v.{fmt}", {"raw": raw})
+    vol = open_volume(p, "raw")
+    assert vol.missing_chunks() == []
+    name = {"zarr2": "1.2.0", "zarr3": "c/1/2/0", "n5": "0/2/1"}[fmt]
+    assert Path(vol.chunk_file((1, 2, 0))) == p / "raw" / name
+    (p / "raw" / name).unlink()
+    assert vol.missing_chunks() == [(1, 2, 0)]
+    # only the chunks under the box count
+    assert vol.missing_chunks((slice(0, 8), slice(0, 44), slice(0, 44))) == []
+    assert vol.missing_chunks((slice(8, 9), slice(32, 33), slice(15, 16))) == [(1, 2, 0)]
+
+
+def test_missing_shards_of_a_sharded_zarr_are_listed(tmp_path):
+    raw, _ = cube()
+    g = zarr.open_group(tmp_path / "s.zarr", mode="w", zarr_format=3)
+    g.create_array("raw", data=raw, chunks=(4, 8, 8), shards=CHUNKS)
+    (tmp_path / "s.zarr" / "raw" / "c" / "0" / "1" / "2").unlink()
+    assert open_volume(tmp_path / "s.zarr", "raw").missing_chunks() == [(0, 1, 2)]
 
 
 def test_bad_data_exits_2_before_training(tmp_path):

@@ -56,7 +56,9 @@ def recording(trainer: Any) -> Iterator[Any]:
             _final_state(sf, state="failed", error=str(e), step=trainer.step)
             raise
         except BaseException as e:
-            logger.error("Training failed at step %d:\n%s", trainer.step, traceback.format_exc())
+            # the traceback goes to train.log; the terminal shows it with --debug (run.py)
+            logger.error("Training failed at step %d: %s: %s", trainer.step, type(e).__name__, e,
+                         exc_info=True)  # fmt: skip
             _final_state(sf, state="failed", error=f"{type(e).__name__}: {e}", step=trainer.step)
             raise
 
