@@ -1,8 +1,10 @@
-"""Shared test set-up: headless Debian Chromium for dash_duo browser tests."""
+"""Shared test set-up: headless Debian Chromium for dash_duo browser tests, each Dash test
+server on a free port, and how pytest-xdist may spread the suite over processes."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 
 import pytest
 
@@ -68,3 +70,39 @@ def record_page():
         )
 
     return install
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dash_thread_server(dash_thread_server):
+    """dash[testing]'s threaded server, started on a free port unless a test names one.
+
+    Its own default counts up from 8050 in each process: two pytest-xdist workers (or another
+    suite on this machine) would both take 8050, and a test could then talk to the other's
+    app without noticing, since the runner only checks that the port answers."""
+    start = dash_thread_server.start
+
+    def start_on_a_free_port(app, start_timeout=3, **kwargs):
+        kwargs.setdefault("port", free_port())
+        return start(app, start_timeout=start_timeout, **kwargs)
+
+    dash_thread_server.start = start_on_a_free_port
+    return dash_thread_server
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``pytest -n N --dist loadgroup`` (.ci/run): a test file runs in one worker, so a
+    module-scoped fixture (a trained run, a finished sweep) is made once, not once per worker;
+    the Slurm tests share one cluster for the same reason (tests/app/test_slurm.py). A test
+    marked ``xdist_group`` itself goes where its mark says (a long test that may run beside
+    the rest of its file). Without ``-n`` this changes nothing."""
+    for item in items:
+        if not any(item.iter_markers("xdist_group")):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
