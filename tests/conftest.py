@@ -98,11 +98,20 @@ def dash_thread_server(dash_thread_server):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Under ``pytest -n N --dist loadgroup`` (.ci/run): a test file runs in one worker, so a
-    module-scoped fixture (a trained run, a finished sweep) is made once, not once per worker;
-    the Slurm tests share one cluster for the same reason (tests/app/test_slurm.py). A test
-    marked ``xdist_group`` itself goes where its mark says (a long test that may run beside
-    the rest of its file). Without ``-n`` this changes nothing."""
+    """Marks by what a test uses, and where pytest-xdist may run it.
+
+    - A test that opens Chromium (``dash_duo``) is ``browser`` and ``slow``: starting the
+      browser and a server costs seconds a test, so the inner loop (``-m "not slow"``) leaves
+      the pages to CI and to ``-m browser``.
+    - Under ``pytest -n N --dist loadgroup`` (.ci/run) a test file runs in one worker, so a
+      module-scoped fixture (a trained run, a finished sweep) is made once, not once per
+      worker; the Slurm tests share one cluster for the same reason (tests/app/test_slurm.py).
+      A test marked ``xdist_group`` itself goes where its mark says (a long test that may run
+      beside the rest of its file). Without ``-n`` the groups change nothing.
+    """
     for item in items:
+        if "dash_duo" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+            item.add_marker(pytest.mark.slow)
         if not any(item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
