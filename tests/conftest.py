@@ -124,6 +124,9 @@ def pytest_collection_modifyitems(config, items):
       session-scoped fixture (the Slurm cluster: two would fight over the CPUs their tests
       count on). Every other test goes to whichever worker is free. Without ``-n`` the groups
       change nothing.
+    - In an xdist worker the ``slow`` tests come first (stable order otherwise): the long ones
+      start early, and the short ones fill the gaps at the end instead of one long test
+      running on alone.
     """
     for item in items:
         if "dash_duo" in getattr(item, "fixturenames", ()):
@@ -132,3 +135,5 @@ def pytest_collection_modifyitems(config, items):
         group = _xdist_group(item) if hasattr(item, "_fixtureinfo") else None
         if group is not None and not any(item.iter_markers("xdist_group")):
             item.add_marker(pytest.mark.xdist_group(group))
+    if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
