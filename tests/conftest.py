@@ -1,5 +1,5 @@
 """Shared test set-up: headless Debian Chromium for dash_duo browser tests, each Dash test
-server on a free port, and how pytest-xdist may spread the suite over processes."""
+server on a free port, the marks of browser tests, and the order pytest-xdist hands tests out."""
 
 from __future__ import annotations
 
@@ -96,44 +96,21 @@ def dash_thread_server(dash_thread_server):
     return dash_thread_server
 
 
-def _xdist_group(item) -> str | None:
-    """The group of tests that must share a pytest-xdist worker with ``item``: the tests using
-    the same session-scoped fixture of this suite (the Slurm cluster), else the tests of its file
-    when it uses a module-scoped one (a trained run, a finished sweep), else none."""
-    shared = []
-    for name, defs in sorted(item._fixtureinfo.name2fixturedefs.items()):
-        fixture = defs[-1]  # the definition the test gets
-        if fixture.baseid.startswith("tests") and fixture.scope in ("module", "session"):
-            shared.append((fixture.scope, f"{fixture.baseid}::{name}"))
-    sessions = [where for scope, where in shared if scope == "session"]
-    if sessions:
-        return min(sessions)
-    return item.nodeid.split("::", 1)[0] if shared else None
+def pytest_itemcollected(item):
+    """A test that opens Chromium (``dash_duo``) is ``browser`` and ``slow``: starting the
+    browser and a server costs seconds a test, so the inner loop (``-m "not slow"``) leaves the
+    pages to CI and to ``-m browser``. (Marked as each test is collected, before ``-m``
+    selects by marks.)"""
+    if "dash_duo" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.browser)
+        item.add_marker(pytest.mark.slow)
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Marks by what a test uses, and where pytest-xdist may run it.
-
-    - A test that opens Chromium (``dash_duo``) is ``browser`` and ``slow``: starting the
-      browser and a server costs seconds a test, so the inner loop (``-m "not slow"``) leaves
-      the pages to CI and to ``-m browser``.
-    - Under ``pytest -n N --dist loadgroup`` (.ci/run), tests that share a costly fixture run
-      in one worker, so it is made once, not once per worker: the tests of a file with a
-      module-scoped fixture (a trained run, a finished sweep), and the tests of one
-      session-scoped fixture (the Slurm cluster: two would fight over the CPUs their tests
-      count on). Every other test goes to whichever worker is free. Without ``-n`` the groups
-      change nothing.
-    - In an xdist worker the ``slow`` tests come first (stable order otherwise): the long ones
-      start early, and the short ones fill the gaps at the end instead of one long test
-      running on alone.
-    """
-    for item in items:
-        if "dash_duo" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.browser)
-            item.add_marker(pytest.mark.slow)
-        group = _xdist_group(item) if hasattr(item, "_fixtureinfo") else None
-        if group is not None and not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(group))
+    """In a pytest-xdist worker the ``slow`` tests come first (stable order otherwise), so
+    ``--dist loadfile`` (.ci/run) hands out the files with long tests first and the short ones
+    fill the gaps at the end, instead of one long file running on alone. loadfile keeps a
+    file's tests in one worker: a module-scoped fixture (a trained run, a finished sweep) is
+    made once, and the Slurm tests share one cluster (tests/app/test_slurm.py)."""
     if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
