@@ -108,8 +108,9 @@ def pytest_itemcollected(item):
 
 def pytest_collection_modifyitems(config, items):
     """In a pytest-xdist worker the ``slow`` tests come first (stable order otherwise), so
-    ``--dist loadfile`` (.ci/run) hands out the files with long tests first and the short ones
-    fill the gaps at the end, instead of one long file running on alone. loadfile keeps a
+    ``--dist loadfile --no-loadscope-reorder`` (.ci/run) hands out the files with long tests
+    first and the short ones fill the gaps at the end, instead of one long file running on
+    alone. loadfile keeps a
     file's tests in one worker: a module-scoped fixture (a trained run, a finished sweep) is
     made once, and the Slurm tests share one cluster (tests/app/test_slurm.py)."""
     if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
