@@ -1,8 +1,10 @@
-"""Shared test set-up: headless Debian Chromium for dash_duo browser tests."""
+"""Shared test set-up: headless Debian Chromium for dash_duo browser tests, each Dash test
+server on a free port, the marks of browser tests, and the order pytest-xdist hands tests out."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 
 import pytest
 
@@ -68,3 +70,48 @@ def record_page():
         )
 
     return install
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dash_thread_server(dash_thread_server):
+    """dash[testing]'s threaded server, started on a free port unless a test names one.
+
+    Its own default counts up from 8050 in each process: two pytest-xdist workers (or another
+    suite on this machine) would both take 8050, and a test could then talk to the other's
+    app without noticing, since the runner only checks that the port answers."""
+    start = dash_thread_server.start
+
+    def start_on_a_free_port(app, start_timeout=3, **kwargs):
+        kwargs.setdefault("port", free_port())
+        return start(app, start_timeout=start_timeout, **kwargs)
+
+    dash_thread_server.start = start_on_a_free_port
+    return dash_thread_server
+
+
+def pytest_itemcollected(item):
+    """A test that opens Chromium (``dash_duo``) is ``browser`` and ``slow``: starting the
+    browser and a server costs seconds a test, so the inner loop (``-m "not slow"``) leaves the
+    pages to CI and to ``-m browser``. (Marked as each test is collected, before ``-m``
+    selects by marks.)"""
+    if "dash_duo" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.browser)
+        item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a pytest-xdist worker the ``slow`` tests come first (stable order otherwise), so
+    ``--dist loadfile --no-loadscope-reorder`` (.ci/run) hands out the files with long tests
+    first and the short ones fill the gaps at the end, instead of one long file running on
+    alone. loadfile keeps a
+    file's tests in one worker: a module-scoped fixture (a trained run, a finished sweep) is
+    made once, and the Slurm tests share one cluster (tests/app/test_slurm.py)."""
+    if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)

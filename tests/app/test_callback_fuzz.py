@@ -464,6 +464,7 @@ def _follow(client: Client, body: dict, job: dict, limit_s: float = 120.0) -> tu
     raise AssertionError(f"background job of {body['output']} did not finish in {limit_s} s")
 
 
+@pytest.mark.slow
 def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app):
     import multiprocess
 
@@ -485,6 +486,7 @@ def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app)
     assert not failures, f"{len(failures)} failed requests:\n" + "\n".join(failures)
 
 
+@pytest.mark.slow
 def test_no_callback_writes_or_starts_anything_on_a_read_only_app(read_only_app):
     """Every callback, sent what a browser would (a click on each of its inputs in turn):
     a read-only app's runs folder stays as it was and no process is started. A new callback

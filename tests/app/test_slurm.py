@@ -500,6 +500,7 @@ def test_demo_run_queued_running_finished_and_a_second_run_stopped(make_launcher
     assert read_launcher_record(runs / first).job_id == new_job
 
 
+@pytest.mark.slow
 def test_a_job_that_dies_without_a_final_state_gets_slurms(make_launcher, cluster, dirs):
     _, configs, _ = dirs
     launcher = make_launcher(configs, run_py=FAKE_RUN, slurm_defaults={"cpus": 1})
@@ -512,6 +513,7 @@ def test_a_job_that_dies_without_a_final_state_gets_slurms(make_launcher, cluste
     assert "crashing on purpose" in error  # the last line of console.log
 
 
+@pytest.mark.slow
 def test_a_job_cancelled_outside_the_dashboard_is_marked_stopped(make_launcher, cluster, dirs):
     _, configs, _ = dirs
     launcher = make_launcher(configs, run_py=FAKE_RUN, slurm_defaults={"cpus": 1})

@@ -160,6 +160,7 @@ def test_zarr_demo_copy_holds_the_neurons(tmp_path):
         np.testing.assert_array_equal(ids, f["ids"][()])
 
 
+@pytest.mark.slow
 def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path):
     code = (
         "import numpy as np\n"

@@ -129,6 +129,7 @@ def _train_tiny_run(tmp_path) -> Path:
     return tmp_path / "runs" / "tiny"
 
 
+@pytest.mark.slow
 def test_run_py_predict_writes_resumable_output_and_refuses_another_dtype(tmp_path):
     run_dir = _train_tiny_run(tmp_path)
     cmd = [sys.executable, "run.py", "predict", str(run_dir), str(tmp_path / "data.zarr")]

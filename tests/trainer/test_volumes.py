@@ -383,6 +383,7 @@ def test_missing_shards_of_a_sharded_zarr_are_listed(tmp_path):
     assert open_volume(tmp_path / "s.zarr", "raw").missing_chunks() == [(0, 1, 2)]
 
 
+@pytest.mark.slow
 def test_bad_data_exits_2_before_training(tmp_path):
     raw, lab = cube()
     p = write("zarr3", tmp_path, "v.zarr", {"raw": raw, "lab": lab})
@@ -427,6 +428,7 @@ def test_demo_zarr_copy_trains_lazily_with_the_same_patches(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_demo_zarr_example_config_reads_the_zarr_copy(tmp_path):
     env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path)}
     code = (
