@@ -3,10 +3,17 @@ server on a free port, the marks of browser tests, and the order pytest-xdist ha
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # one pytest-xdist worker per core already keeps the cores busy: a worker's torch (and the
+    # trainings and servers it starts, which inherit this) on one thread each, so two workers'
+    # OpenMP pools do not spin against each other on two cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 

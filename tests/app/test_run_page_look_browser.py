@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app import create_app
+from app import create_app, run_view
 from trainer.history import HistoryTracker
 from trainer.runs import Status, write_status
 
@@ -72,8 +72,11 @@ def _graph(dash_duo, graph_id: str, script: str):
 
 @pytest.mark.browser
 def test_curves_are_drawn_from_the_page_response_without_a_curves_callback(
-    dash_duo, runs_dir, tmp_path, record_page
+    dash_duo, runs_dir, tmp_path, record_page, monkeypatch
 ):
+    # the first poll comes after the first drawing even on a machine busy with other tests,
+    # so a request before the drawing can only be one the page itself waits for
+    monkeypatch.setattr(run_view, "POLL_MS", 6000)
     tracker = make_run(runs_dir, "live")
     try:
         start(dash_duo, tmp_path, "/run/live", record_page)
