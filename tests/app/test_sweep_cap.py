@@ -97,6 +97,7 @@ def _post(host: str, body: bytes) -> tuple[int, str]:
         conn.close()
 
 
+@pytest.mark.slow
 def test_concurrent_launches_make_at_most_max_sweeps(served):
     host, app, runs = served
     starts = app_context(app).launcher.sweep_starts
