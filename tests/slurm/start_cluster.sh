@@ -61,7 +61,8 @@ SLURMD_PORT=$(free_port)
 while [ "$SLURMD_PORT" = "$CTLD_PORT" ]; do SLURMD_PORT=$(free_port); done
 
 NODE=$(hostname -s)
-CPUS=$(nproc)
+# the machine's cores, not what OMP_NUM_THREADS would make nproc say (a test worker sets it)
+CPUS=$(nproc --all)
 # leave the daemons some room; slurmd refuses to register a node with more than it has
 MEM_MB=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
 

@@ -243,9 +243,13 @@ def _block(path: Path) -> None:
         for p in path.iterdir():
             p.unlink()
         path.rmdir()
-    elif path.exists():
-        path.unlink()
-    path.mkdir()
+    while True:
+        path.unlink(missing_ok=True)
+        try:
+            path.mkdir()
+            break
+        except FileExistsError:
+            continue  # a heartbeat wrote the file again between the unlink and the mkdir
     (path / "keep").write_text("a folder where a file belongs")
 
 
