@@ -161,7 +161,7 @@ def test_zarr_demo_copy_holds_the_neurons(tmp_path):
 
 
 @pytest.mark.slow
-def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path):
+def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path, demo_data_dir):
     code = (
         "import numpy as np\n"
         "from trainer.config import ExperimentConfig\n"
@@ -172,12 +172,12 @@ def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path):
         "(ids,) = load_instances(cfg.instance_files, kw['l_path'], kw['valid_cubes'])\n"
         f"np.save({str(tmp_path / 'ids.npy')!r}, ids)\n"
     )
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path / "data")}
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(demo_data_dir)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str((str(tmp_path / "data" / "demo.zarr"), "ids_2"))
-    with h5py.File(tmp_path / "data" / "neurons_2.h5") as f:
+    assert proc.stdout.strip() == str((str(demo_data_dir / "demo.zarr"), "ids_2"))
+    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
         np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), f["ids"][()])
 
 
