@@ -264,9 +264,25 @@ def seed_depth2(
                      parallel=threads)  # fmt: skip
 
 
-def slack_mask(pred: np.ndarray) -> np.ndarray:
-    """ELEKTRONN2's thick membrane (``pred > 150`` eroded 3 times), flooded by a seed of its own."""
-    return ndimage.binary_erosion(pred > 150, iterations=3)
+def slack_mask(pred: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """ELEKTRONN2's thick membrane, flooded by a seed of its own: ``pred > 150`` eroded 3 times.
+
+    ``scipy.ndimage.binary_erosion(pred > 150, iterations=3)`` (6 face neighbours, outside the
+    volume counts as background), as boolean slices: six ANDs a step instead of a pass of its
+    structure at every voxel (a quarter of its time).
+    """
+    out = np.asarray(pred) > 150
+    for _ in range(iterations):
+        prev = out.copy()
+        for ax in range(out.ndim):
+            lo = [slice(None)] * out.ndim
+            hi = [slice(None)] * out.ndim
+            lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+            out[tuple(hi)] &= prev[tuple(lo)]
+            out[tuple(lo)] &= prev[tuple(hi)]
+            lo[ax], hi[ax] = 0, -1
+            out[tuple(lo)] = out[tuple(hi)] = False
+    return out
 
 
 def _seeds(pred: np.ndarray, lo: float, thresh: float, depth2: Any) -> np.ndarray:

@@ -19,6 +19,7 @@ from trainer.segmentation import (
     resolve_threshold,
     seeded_watershed,
     segmentation_scores,
+    slack_mask,
     threshold_components,
 )
 from trainer.synthetic import generate_cube_neurons
@@ -94,6 +95,16 @@ def test_seeded_watershed_is_the_scipy_path_voxel_for_voxel(demo_map):
         np.testing.assert_array_equal(ours, ref, err_msg=str((thresh, grow, hi, lo)))
         found += ref.max() > 1
     assert found >= len(_SETTINGS) // 2  # the settings find neurons, not just nothing
+
+
+def test_slack_is_scipys_erosion(demo_map):
+    _, _, pred = demo_map
+    thick = pred.copy()
+    thick[4:12, 10:40, 5:50] = 255  # a thick membrane that survives, touching no border
+    thick[:, :8, :8] = 255  # and one at the border, where the outside counts as background
+    for p in (pred, thick, np.full((3, 4, 5), 200, np.uint8)):
+        np.testing.assert_array_equal(slack_mask(p), ndimage.binary_erosion(p > 150, iterations=3))
+    assert slack_mask(thick).sum() > 1000
 
 
 def test_grid_search_shares_transforms_and_floods_without_changing_a_setting(demo_map):
