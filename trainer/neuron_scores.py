@@ -148,7 +148,8 @@ def contingency(gt: np.ndarray, seg: np.ndarray, ignore_labels: Iterable[int] = 
     n_s = len(s_ids)
     pair = g.astype(np.intp)
     pair *= n_s
-    pair += s
+    # unsafe only in name: every index is below len(ids) (uint64 would make it float64)
+    np.add(pair, s, out=pair, casting="unsafe")
     if len(g_ids) * n_s <= max(4 * pair.size, 1 << 22):
         table = np.bincount(pair, minlength=len(g_ids) * n_s)
         nz = np.flatnonzero(table)

@@ -115,6 +115,9 @@ def test_uint64_ids_at_and_above_2_63_score_as_their_compact_relabelling():
     assert s.largest_split == int(big[small.largest_split])
     split, merge = variation_of_information(gt, seg, ignore_labels=(0,))
     assert (s.voi_split, s.voi_merge) == pytest.approx((split, merge), abs=1e-12)
+    # uint64 volumes of small ids (cc3d's uint64 output, most CREMI volumes) take the direct path
+    as_u64 = segmentation_scores(gt.astype(np.uint64), seg.astype(np.uint64))
+    assert as_u64 == small
     # the background not ignored: scored as one more neuron, without crashing
     assert segmentation_scores(gt64, seg64).n_neurons == s.n_neurons + 1
     assert ignored_mask(gt64, [2**64 - 1]).sum() == np.count_nonzero(gt == 0)
