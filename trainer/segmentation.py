@@ -228,8 +228,7 @@ def grow_segments(seg: np.ndarray, pixel: Sequence[int] | int) -> np.ndarray:
                 d = [slice(None)] * seg.ndim
                 s[ax], d[ax] = src, dst
                 from_, to = seg[tuple(s)], grown[tuple(d)]
-                take = (from_ != 0) & (seg[tuple(d)] == 0)
-                to[take] = from_[take]
+                np.copyto(to, from_, where=(from_ != 0) & (seg[tuple(d)] == 0))
         seg = grown
     return seg
 
@@ -285,14 +284,62 @@ def slack_mask(pred: np.ndarray, iterations: int = 3) -> np.ndarray:
     return out
 
 
-def _seeds(pred: np.ndarray, lo: float, thresh: float, depth2: Any) -> np.ndarray:
+#: the most voxels a seed's depth test looks at by boolean slices; a deeper ``thresh`` takes
+#: a distance transform (one pass, whatever the depth)
+_MAX_BALL = 12
+
+
+def _ball(thresh: float, scale: Sequence[float]) -> list[tuple[int, ...]] | None:
+    """The offsets ``o != 0`` with ``|o * scale| <= thresh``, or None when there are more than
+    ``_MAX_BALL``."""
+    reach = [int(thresh // s) for s in scale]
+    if np.prod([2 * r + 1 for r in reach]) > 8 * _MAX_BALL:
+        return None
+    t2 = float(thresh) ** 2
+    ball = [
+        o
+        for o in itertools.product(*(range(-r, r + 1) for r in reach))
+        if any(o) and sum((k * s) ** 2 for k, s in zip(o, scale)) <= t2
+    ]
+    return ball if len(ball) <= _MAX_BALL else None
+
+
+def _eroded(region: np.ndarray, ball: list[tuple[int, ...]]) -> np.ndarray:
+    """The voxels of ``region`` whose ``ball`` neighbours inside the volume are all in it
+    (outside the volume counts as region, as for ``edt`` without a black border)."""
+    out = region.copy()
+    for o in ball:
+        dst = tuple(slice(max(-k, 0), n - max(k, 0)) for k, n in zip(o, region.shape))
+        src = tuple(slice(max(k, 0), n - max(-k, 0)) for k, n in zip(o, region.shape))
+        out[dst] &= region[src]
+    return out
+
+
+def _needs_depth(thresh: float, scale: Sequence[float]) -> bool:
+    return thresh > 0 and _ball(thresh, scale) is None
+
+
+def _seeds(
+    pred: np.ndarray, lo: float, thresh: float, depth2: Any, scale: Sequence[float]
+) -> np.ndarray:
     """The seed regions: deeper than ``thresh`` in ``pred <= lo`` (a depth of 0 everywhere
-    outside it, so ``thresh`` 0 needs no transform and a negative one takes every voxel)."""
+    outside it, so ``thresh`` 0 needs no transform and a negative one takes every voxel).
+
+    Deeper than ``thresh`` means no voxel outside the region within ``thresh``: for a shallow
+    ``thresh`` (up to ``_MAX_BALL`` voxels within it, e.g. ELEKTRONN2's default 10 nm: the 4
+    in-plane face neighbours) that test is a few boolean slices, otherwise the squared depth
+    ``depth2`` (``seed_depth2``) > ``thresh**2``: whole numbers, so the same voxels as
+    ELEKTRONN2's float comparison either way.
+    """
     if thresh < 0:
         return np.ones(pred.shape, bool)
     if thresh == 0:
         return pred <= lo
-    # edt > thresh as squared whole numbers: the same voxels as ELEKTRONN2's float comparison
+    ball = _ball(thresh, scale)
+    if ball is not None:
+        return _eroded(pred <= lo, ball)
+    if depth2 is None:
+        depth2 = seed_depth2(pred, lo, scale, _threads())
     return depth2 > float(thresh) ** 2
 
 
@@ -344,9 +391,7 @@ def seeded_watershed(
     if pred.ndim != 3:
         raise ValueError(f"pred has shape {pred.shape}: expected a (z, y, x) volume")
     hi, lo = resolve_threshold(hi_thresh, pred, above=True), resolve_threshold(lo_thresh, pred)
-    depth2 = seed_depth2(pred, lo, scale, _threads()) if thresh > 0 else None
-    seeds = _seeds(pred, lo, thresh, depth2)
-    del depth2
+    seeds = _seeds(pred, lo, thresh, None, scale)
     ws = _flood(flood_landscape(pred, hi, scale, _threads()), seeds, slack_mask(pred))
     return grow_segments(ws, grow_it)
 
@@ -420,22 +465,24 @@ class _Maps:
     landscape: dict[float, np.ndarray]
     depth2: dict[float, np.ndarray]
     slack: np.ndarray
+    scale: tuple[float, ...]
 
 
 def _shared_maps(
     pred: np.ndarray, settings: list[dict[str, Any]], scale: Sequence[float], threads: int
 ) -> _Maps:
     his = dict.fromkeys(s["hi_thresh"] for s in settings)
-    los = dict.fromkeys(s["lo_thresh"] for s in settings if s["thresh"] > 0)
+    los = dict.fromkeys(s["lo_thresh"] for s in settings if _needs_depth(s["thresh"], scale))
     return _Maps(
         {h: flood_landscape(pred, h, scale, threads) for h in his},
         {lo: seed_depth2(pred, lo, scale, threads) for lo in los},
         slack_mask(pred),
+        tuple(scale),
     )
 
 
 def _floods(maps: _Maps, pred: np.ndarray, thresh: float, hi: float, lo: float) -> np.ndarray:
-    seeds = _seeds(pred, lo, thresh, maps.depth2.get(lo))
+    seeds = _seeds(pred, lo, thresh, maps.depth2.get(lo), maps.scale)
     return _flood(maps.landscape[hi], seeds, maps.slack)
 
 

@@ -95,6 +95,13 @@ def test_seeded_watershed_is_the_scipy_path_voxel_for_voxel(demo_map):
         np.testing.assert_array_equal(ours, ref, err_msg=str((thresh, grow, hi, lo)))
         found += ref.max() > 1
     assert found >= len(_SETTINGS) // 2  # the settings find neurons, not just nothing
+    # seeds tested by boolean slices (up to 12 neighbours within thresh, here the most in-plane
+    # and, on a cubic grid, the 6 faces) and by the distance transform just beyond
+    for thresh, scale in ((19, ELEKTRONN2_SCALE), (1, (1.0, 1.0, 1.0)), (1.5, (1.0, 1.0, 1.0))):
+        np.testing.assert_array_equal(
+            seeded_watershed(pred, thresh, 200, 40, 0, scale=scale),
+            _scipy_seg_old(pred, thresh, 200, 40, 0, scale=scale),
+        )
 
 
 def test_slack_is_scipys_erosion(demo_map):
