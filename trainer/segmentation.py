@@ -220,6 +220,7 @@ def grow_segments(seg: np.ndarray, pixel: Sequence[int] | int) -> np.ndarray:
     seg = np.array(seg, copy=True)
     for step in range(max(pixel, default=0)):
         grown = seg.copy()
+        empty = seg == 0  # one comparison a step, sliced for every direction
         for ax in range(seg.ndim):
             if pixel[ax] <= step:
                 continue
@@ -227,8 +228,8 @@ def grow_segments(seg: np.ndarray, pixel: Sequence[int] | int) -> np.ndarray:
                 s = [slice(None)] * seg.ndim
                 d = [slice(None)] * seg.ndim
                 s[ax], d[ax] = src, dst
-                from_, to = seg[tuple(s)], grown[tuple(d)]
-                np.copyto(to, from_, where=(from_ != 0) & (seg[tuple(d)] == 0))
+                s, d = tuple(s), tuple(d)
+                np.copyto(grown[d], seg[s], where=~empty[s] & empty[d])
         seg = grown
     return seg
 
