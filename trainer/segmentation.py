@@ -527,7 +527,8 @@ def optimise_segmentation(
 
     The distance transforms are made once per ``hi_thresh`` and per ``lo_thresh`` (in this
     process, on ``n_proc`` threads), the flood once per (``thresh``, ``hi_thresh``,
-    ``lo_thresh``); the workers grow and score. The best setting has the lowest adapted Rand
+    ``lo_thresh``); the workers grow and score. The shared maps hold 4 bytes a voxel per
+    distinct ``hi_thresh`` and per ``lo_thresh`` with a deep ``thresh``. The best setting has the lowest adapted Rand
     error. (ELEKTRONN2 took the lowest of its Rand index, an F-score where higher is better,
     i.e. its worst setting; its ``ri`` report columns here hold the Rand index of the best
     setting instead.)
