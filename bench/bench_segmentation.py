@@ -19,6 +19,7 @@ Rows (issue 29; the evaluation rows are in bench_evaluation.py):
 * VOI + adapted Rand, ``--side``**3, input checks on and off: against scikit-image's
   ``variation_of_information`` + ``adapted_rand_error`` (goal >= 5x with checks on), values
   within 1e-9;
+* threshold -> components -> all scores on a 64x128x128 demo cube (issue 15: < 100 ms);
 * ``optimise_segmentation`` with ELEKTRONN2's 144 settings on a 64x128x128 demo cube on all
   cores: the grid's total and the time per setting, before and after, equal tables.
 
@@ -198,6 +199,20 @@ def bench_scores(side: int, repeat: int, before) -> None:
             ">= 5x" if check else "", f"max delta {delta:.1e}", before)  # fmt: skip
 
 
+def bench_threshold(repeat: int, before) -> None:
+    """Issue 15's goal: threshold -> components -> all scores on a 64x128x128 cube < 100 ms."""
+    ids, prob = demo_prob((64, 128, 128))
+    fns = {"after": lambda: seg_now.segmentation_scores(
+        ids, seg_now.threshold_components(prob, 0.5), check=False)}  # fmt: skip
+    if before is not None:
+        fns["before"] = lambda: before.segmentation_scores(
+            ids, before.threshold_components(prob, 0.5), check=False)  # fmt: skip
+    t, out = interleaved(fns, repeat)
+    b = f", before {t['before'] * 1e3:.1f} ms" if "before" in t else ""
+    print(f"\nthreshold -> components -> all scores, 64x128x128: {t['after'] * 1e3:.1f} ms{b} "
+          f"(goal < 100 ms); adapted Rand error {out['after'].adapted_rand_error:.3f}")  # fmt: skip
+
+
 def bench_grid(grid_name: str, before) -> None:
     if grid_name == "none":
         return
@@ -281,6 +296,7 @@ def main() -> None:
     bench_components(args.side, args.repeat, before)
     bench_watershed(args.ws_side, args.repeat, before)
     bench_scores(args.side, args.repeat, before)
+    bench_threshold(args.repeat, before)
     bench_grid(args.grid, before)
     print(f"load average {os.getloadavg()}")
 
