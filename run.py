@@ -24,6 +24,19 @@ COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
+def _label_id(text: str) -> int:
+    """A true neuron id for --ignore-labels: a whole number in 0 .. 2**64 - 1."""
+    try:
+        v = int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a neuron id, a whole number in 0 .. 2**64 - 1 (e.g. 999)"
+        )
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainer.metrics import MODES
 
@@ -103,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config's instance_files")  # fmt: skip
     e.add_argument("--seg-grid", choices=("fast", "elektronn2"), default="fast",
                    help="optimise_segmentation's grid: 12 settings, or ELEKTRONN2's 144")  # fmt: skip
+    e.add_argument("--ignore-labels", type=_label_id, nargs="+", metavar="ID",
+                   help="true neuron ids not scored, as 0 (e.g. 999 for glia; 18446744073709551615 "
+                        "for CREMI's background); default the config's instance_ignore_labels")  # fmt: skip
+    e.add_argument("--rand-convention", choices=("skimage", "cremi"), default="skimage",
+                   help="adapted Rand error: scikit-image's (segment 0 an ordinary segment) or "
+                        "CREMI's (segment 0 out of the pair counts); docs/evaluation.md")  # fmt: skip
     e.add_argument("--debug", action="store_true")
 
     p = sub.add_parser("predict", help="predict a whole volume to disk, block by block")
@@ -435,10 +454,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         from trainer.segmentation import ELEKTRONN2_GRID
 
-        grid = {"grid": ELEKTRONN2_GRID} if args.seg_grid == "elektronn2" else None
+        kwargs: dict = {"convention": args.rand_convention}
+        if args.seg_grid == "elektronn2":
+            kwargs["grid"] = ELEKTRONN2_GRID
+        if args.ignore_labels is not None:
+            kwargs["ignore_labels"] = args.ignore_labels
         results = evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split,
                                mode=args.mode, device=args.device, name=args.name,
-                               instances=args.instances, neuron_kwargs=grid)  # fmt: skip
+                               instances=args.instances, neuron_kwargs=kwargs)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py evaluate: {e}", file=sys.stderr)
         if args.debug:

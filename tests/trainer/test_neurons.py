@@ -75,6 +75,29 @@ def test_search_record_holds_table_best_setting_and_segmentation(cube, record):
     assert s.rand_index == pytest.approx(record["seg_rand_index"])
 
 
+def test_ignored_neurons_and_cremis_convention_reach_the_record(cube, record):
+    _, ids, prob = cube
+    glia = int(np.bincount(ids.ravel())[1:].argmax()) + 1  # the largest neuron: "not scored"
+    # CREMI's volumes: uint64 ids, background 2**64 - 1
+    gt = ids.astype(np.uint64)
+    gt[ids == 0] = np.uint64(2**64 - 1)
+    rec = evaluate_neurons(gt, prob, grid=GRID, n_proc=1, ignore_labels=[2**64 - 1, glia],
+                           convention="cremi")  # fmt: skip
+    np.testing.assert_array_equal(rec["instances"], np.where(ids == glia, 0, ids))
+    np.testing.assert_array_equal(rec["ignore_labels"], np.array([2**64 - 1, glia], np.uint64))
+    assert rec["rand_convention"] == "cremi" and record["rand_convention"] == "skimage"
+    for i in (10, 30):
+        seg = threshold_components(prob, THRESHOLDS[i])
+        s = segmentation_scores(ids, seg, ignore_labels=[glia], convention="cremi")
+        assert rec["curve/adapted_rand_error"][i] == s.adapted_rand_error
+        assert rec["curve/voi_merge"][i] == s.voi_merge
+        assert rec["curve/adapted_rand_error"][i] != record["curve/adapted_rand_error"][i]
+    best = segmentation_scores(ids, rec["segmentation"], ignore_labels=[glia], convention="cremi")
+    assert rec["seg_adapted_rand_error"] == best.adapted_rand_error
+    with pytest.raises(ValueError, match="convention 'snemi'"):
+        evaluate_neurons(ids, prob, grid=GRID, n_proc=1, convention="snemi")
+
+
 def test_instance_shape_must_match_prediction(cube):
     _, ids, prob = cube
     with pytest.raises(ValueError, match=r"\(16, 48, 48\).*\(16, 48, 40\)"):

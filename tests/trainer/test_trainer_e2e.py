@@ -172,8 +172,12 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path, demo_dat
     from trainer.inference import centre_crop
     from trainer.segmentation import segmentation_scores, threshold_components
 
+    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
+        all_ids = f["ids"][()]
+    glia = int(np.bincount(all_ids.ravel())[1:].argmax()) + 1  # the largest neuron: not scored
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--instances",
-           "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
+           "--device", "cpu", "--name", "NEURONS", "--ignore-labels", str(glia),
+           "--rand-convention", "cremi"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
                           env=_env(demo_data_dir), timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,12 +191,14 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path, demo_dat
     cache = runs.prob_cache_path(finished_run, "NEURONS")
     with h5py.File(cache) as f:
         prob = f["cube0/prob"][()].astype(np.float32)
-    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
-        ids = centre_crop(f["ids"][()], prob.shape)
+    ids = centre_crop(all_ids, prob.shape)
     assert cube["segmentation"].shape == prob.shape
+    assert cube["rand_convention"] == "cremi" and list(cube["ignore_labels"]) == [glia]
+    np.testing.assert_array_equal(cube["instances"], np.where(ids == glia, 0, ids))
     i = int(np.argmin(cube["curve/adapted_rand_error"]))
     assert cube["best_are_threshold"] == THRESHOLDS[i]
-    s = segmentation_scores(ids, threshold_components(prob, THRESHOLDS[i]))
+    seg = threshold_components(prob, THRESHOLDS[i])
+    s = segmentation_scores(ids, seg, ignore_labels=[glia], convention="cremi")
     # float16 in the cache moves a few voxels across the threshold
     assert s.adapted_rand_error == pytest.approx(cube["curve/adapted_rand_error"][i], abs=0.02)
     assert cube["curve/adapted_rand_error"][i] < 1.0

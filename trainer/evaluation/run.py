@@ -161,7 +161,9 @@ def evaluate_run(
             ``load_run``).
         instances: also score the neurons of the validation cubes against the config's
             ``instance_files`` (``trainer.evaluation.neurons``).
-        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc).
+        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc,
+            ignore_labels, convention); ``ignore_labels`` defaults to the config's
+            ``instance_ignore_labels``.
 
     Returns:
         ``{split: EvaluationResult}`` as written (``trainer.evaluation.format_report`` prints it).
@@ -174,6 +176,12 @@ def evaluate_run(
     run = load_run(run_dir, snapshot, device, data_dir)
     splits = ("train", "valid") if split == "both" else (split,)
     inst = _instances(run) if instances and "valid" in splits else None
+    if inst is not None:
+        # the config's instance_ignore_labels unless the caller (run.py's --ignore-labels) gave some
+        neuron_kwargs = {
+            "ignore_labels": run.config.instance_ignore_labels,
+            **(neuron_kwargs or {}),
+        }
     name = name or run.snapshot.stem
     step = int(run.state.get("step", -1))
 
@@ -245,9 +253,12 @@ def evaluate_again(
             f"{path} was computed with snapshot {recorded or '(not recorded)'}, which is not in "
             f"{Path(run_dir) / runs.SNAPSHOT_DIR}; evaluate a snapshot that exists instead"
         )
+    neurons = runs.read_neurons(path)
+    # the Rand convention the neurons were scored with (older records: scikit-image's)
+    kwargs = {"convention": str(neurons[0].get("rand_convention", "skimage"))} if neurons else None
     split = "both" if {"train", "valid"} <= set(results) else next(iter(results), "valid")
     mode = next(iter(results.values())).mode if results else "binned"
     return evaluate_run(
         run_dir, snapshot, split, mode, device, name, progress=progress, data_dir=data_dir,
-        instances=bool(runs.read_neurons(path)),
+        instances=bool(neurons), neuron_kwargs=kwargs,
     )  # fmt: skip
