@@ -59,6 +59,8 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # ground-truth neurons, one (file, key) per cube as l_files (names taken from l_path):
     # `run.py evaluate --instances` scores the segmentations of the validation cubes with them
     "instance_files": None,
+    # (z, y, x) voxel size in nm, for `run.py predict` outputs of inputs that declare none
+    "voxel_size": None,
     "n_steps": None,
     "max_runtime": None,
     "history_freq": None,
@@ -308,6 +310,18 @@ def _check_instance_files(v: Any) -> str | None:
     return "None or a list of (file, dataset key) pairs, one per cube as in l_files"
 
 
+def _check_voxel_size(v: Any) -> str | None:
+    if v is None:
+        return None
+    if (
+        isinstance(v, list | tuple)
+        and len(v) == 3
+        and all(isinstance(e, numbers.Real) and not isinstance(e, bool) and e > 0 for e in v)
+    ):
+        return None
+    return "None or three positive numbers (z, y, x) in nm"
+
+
 def _check_callable(v: Any) -> str | None:
     return None if v is None or callable(v) else "a function returning a torch.nn.Module"
 
@@ -329,6 +343,7 @@ CHECKERS: dict[str, Checker] = {
     "data_init_kwargs": _DICT,
     "data_batch_args": _DICT,
     "instance_files": _check_instance_files,
+    "voxel_size": _check_voxel_size,
     "n_steps": _check_int(1),
     "max_runtime": check_number(0, strict=True, allow_none=True),
     "history_freq": _check_int(1),
