@@ -108,6 +108,11 @@ class PredictionOutput:
             old = cls._existing_record(path, key)
             if overwrite:
                 _remove(path)
+            elif not isinstance(old.get("input"), dict):
+                raise PredictionError(
+                    f"{path}['{key}'] holds a prediction by an older VoxelBoard, which recorded "
+                    "too little to resume it safely: --overwrite starts it again"
+                )
             else:
                 diff = differences(old, record)
                 if diff:
@@ -135,11 +140,10 @@ class PredictionOutput:
             record = read_record(path, key)
         except Exception:  # noqa: BLE001 - any unreadable output is "not ours"
             record = None
-        if not record or "input" not in record or not isinstance(record["input"], dict):
+        if not isinstance(record, dict) or "done" not in record:
             raise PredictionError(
-                f"{path} exists but holds no VoxelBoard prediction at key '{key}' that this "
-                "version can resume (no record or an older one). Nothing was changed: give a "
-                "new OUTPUT, or delete it yourself"
+                f"{path} exists but holds no VoxelBoard prediction at key '{key}'. Nothing "
+                "was changed: give a new OUTPUT, or delete it yourself"
             )
         return record
 

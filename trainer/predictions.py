@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -141,6 +142,14 @@ def predict_to_disk(
     net, run_device = _model_on(model, device)
     try:
         _predict_blocks(net, run_device, volume, plan, pad, padding, out, progress)
+    except OSError as e:  # a record write (the blocks' own are caught where they happen)
+        if not disk_full(e):
+            raise
+        free = shutil.disk_usage(out.path.parent).free / 1e6
+        raise DiskFullError(
+            f"no space left on device for {out.path} (its record): {free:.1f} MB free; free "
+            "space and run the same command again: it resumes after the blocks already written"
+        ) from None
     finally:
         out.close()
     return Path(output)
@@ -183,8 +192,6 @@ def _predict_blocks(
             except OSError as e:
                 if not disk_full(e):
                     raise
-                import shutil
-
                 left = sum(sizes[j] for j in todo if j not in out.done)
                 free = shutil.disk_usage(out.path.parent).free
                 raise out.disk_full_error(f"block {i + 1}/{n}", sizes[i], free, left) from None

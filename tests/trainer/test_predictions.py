@@ -261,6 +261,16 @@ def test_an_existing_folder_that_is_no_prediction_is_never_touched(tmp_path, cnn
     ):
         predict_to_disk(cnn, vol, tmp_path / "in.zarr", key="raw", tile_shape=TILE, overwrite=True)
     assert open_volume(tmp_path / "in.zarr", "raw").shape == SHAPE
+    # an output of the version before the record named its input: not resumed, overwritable
+    old = {"tile": list(TILE), "input": "in.zarr['raw']", "done": [0], "complete": True}
+    zarr.create_array(str(tmp_path / "old.zarr"), name="prob", shape=(2, 8, 34, 31), dtype="f2")
+    zarr.open_array(str(tmp_path / "old.zarr"), path="prob", mode="r+").attrs[
+        "voxelboard_prediction"
+    ] = old
+    with pytest.raises(PredictionError, match="older VoxelBoard.*--overwrite starts it again"):
+        predict_to_disk(cnn, vol, tmp_path / "old.zarr", tile_shape=TILE)
+    out = predict_to_disk(cnn, vol, tmp_path / "old.zarr", tile_shape=TILE, overwrite=True)
+    assert read_prediction(out)[0].shape == (2, *SHAPE)
 
 
 def test_zarr_on_a_full_disk_stops_in_words_and_resumes(tmp_path, cnn):
@@ -284,3 +294,95 @@ def test_zarr_on_a_full_disk_stops_in_words_and_resumes(tmp_path, cnn):
         got = read_prediction(out)[0].read().astype(np.float32)
     ref = predict_dense(cnn, np.pad(raw, [(o, o) for o in OFF], mode="symmetric"), tile_shape=TILE)
     np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+# -- run.py predict ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A CNN3D run trained two steps from a zarr volume (``data.zarr['raw']``) beside it."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    raw = np.random.default_rng(0).integers(0, 256, (24, 80, 80), dtype=np.uint8)
+    g = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
+    g.create_array("raw", data=raw, chunks=(8, 32, 32))
+    g.create_array("lab", data=(raw > 128).astype(np.uint8), chunks=(8, 32, 32))
+    config = tmp_path / "tiny.py"
+    data = str(tmp_path / "data.zarr")
+    config.write_text(
+        "from trainer.models import CNN3D\n"
+        f"save_path = {str(tmp_path / 'runs')!r}\n"
+        "save_name = 'tiny'\n"
+        "voxel_size = (40, 8, 8)\n"
+        "data_class = 'BatchCreatorImage'\n"
+        f"data_init_kwargs = dict(d_files=[({data!r}, 'raw')], l_files=[({data!r}, 'lab')])\n"
+        "batch_size = 1\nn_steps = 2\nhistory_freq = 1\nmonitor_batch_size = 1\n"
+        "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3)\n"
+        "def create_model():\n"
+        "    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))\n"
+    )
+    subprocess.run(
+        [sys.executable, "run.py", "train", str(config), "--device", "cpu"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    return tmp_path / "runs" / "tiny"
+
+
+def _predict(run_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    data = run_dir.parents[1] / "data.zarr"
+    cmd = [sys.executable, "run.py", "predict", str(run_dir), str(data), str(out), "--key", "raw"]
+    cmd += ["--block", "16", "48", "48", "--device", "cpu", *extra]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def _reference(run_dir: Path) -> np.ndarray:
+    from trainer.evaluation import load_run
+
+    run = load_run(run_dir, device="cpu")
+    raw = open_volume(run_dir.parents[1] / "data.zarr", "raw").read()
+    return predict_dense(run.model, np.pad(raw, [(o, o) for o in OFF], mode="symmetric"))
+
+
+@pytest.mark.slow
+def test_run_py_predict_writes_an_aligned_ome_zarr_and_crops_on_request(tiny_run, tmp_path):
+    out = tmp_path / "prob.zarr"
+    proc = _predict(tiny_run, out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ETA" in proc.stderr and "block 18/18" in proc.stderr
+    pred, record = read_prediction(out)
+    assert pred.shape == (2, 24, 80, 80)  # the input's grid
+    assert ngff_transforms(out) == {"scale": [1.0, 40.0, 8.0, 8.0]}  # the config's voxel size
+    assert record["model"]["run"] == str(tiny_run) and record["model"]["step"] == 2
+    assert record["model"]["snapshot"].endswith("FINAL.pt")
+    assert "voxel_size = (40, 8, 8)" in record["config"]["text"]
+    proc = _predict(tiny_run, out, "--dtype", "uint8", "--overwrite", "--crop")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert read_prediction(out)[0].shape == (2, 20, 66, 66)
+    assert ngff_transforms(out)["translation"] == [0.0, 80.0, 56.0, 56.0]
+
+
+@pytest.mark.slow
+def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run, tmp_path):
+    # HDF5 (which crashed there); zarr's full disk is tested in-process above
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_disk_full import SmallDisk
+
+    with SmallDisk(tmp_path / "small", tmp_path) as disk:
+        if disk.kind != "tmpfs":
+            pytest.skip("needs a tmpfs mount (root): h5py and zarr write below Python's os layer")
+        subprocess.run(["mount", "-o", "remount,size=1300k", str(disk.root)], check=True)
+        out = disk.root / "prob.h5"
+        proc = _predict(tiny_run, out)
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"run.py predict: no space left on device for {out} (block ")
+        assert "MB free" in last and "run the same command again" in last
+        assert "Traceback" not in proc.stderr
+        disk.free()
+        proc = _predict(tiny_run, out)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got = read_prediction(out)[0].read().astype(np.float32)
+    np.testing.assert_allclose(got, _reference(tiny_run), atol=1e-3)
