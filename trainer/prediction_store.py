@@ -45,8 +45,9 @@ __all__ = [
 ATTR = "voxelboard_prediction"
 #: record entries a resume must match exactly (the rest is progress)
 IDENTITY_KEYS = ("shape", "dtype", "tile", "padding", "offsets", "input", "model")
-#: spare bytes an HDF5 block needs beyond its data (chunk index, the record attribute)
-HDF5_MARGIN = 1 << 20
+#: spare bytes an HDF5 block needs beyond its data and two copies of the record (chunk
+#: index nodes, the metadata libhdf5 flushes with it)
+HDF5_MARGIN = 256 << 10
 _CHUNK = (64, 64, 64)
 
 
@@ -195,8 +196,9 @@ class PredictionOutput:
         if self.fmt != "hdf5":
             return
         free = shutil.disk_usage(self.path.parent).free
-        if free < nbytes + HDF5_MARGIN:
-            raise self.disk_full_error(what, nbytes + HDF5_MARGIN, free, remaining)
+        needed = nbytes + HDF5_MARGIN + 2 * len(json.dumps(self.record))
+        if free < needed:
+            raise self.disk_full_error(what, needed, free, remaining)
 
     def disk_full_error(self, what: str, needed: int, free: int, remaining: int) -> DiskFullError:
         """The one-line message for a full disk while writing ``what``."""
