@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="predict a whole volume to disk, block by block")
     p.add_argument("run_dir")
     p.add_argument("input", help="HDF5 file or zarr/N5 folder of the raw volume")
-    p.add_argument("output", help="zarr folder (made as zarr v3) or .h5/.hdf5 file; resumed")
+    p.add_argument("output", help="zarr folder (written as OME-Zarr, NGFF 0.4) or .h5/.hdf5 "
+                                  "file; resumed when it holds this same prediction")  # fmt: skip
     p.add_argument("--key", default=None, help="the input's dataset key (OME-Zarr: a level)")
     p.add_argument("--output-key", default="prob", help="the output array's key (default prob)")
     p.add_argument("--snapshot", help="snapshot file or name (default FINAL, else LAST)")

@@ -192,10 +192,11 @@ def _predict_blocks(
             except OSError as e:
                 if not disk_full(e):
                     raise
-                left = sum(sizes[j] for j in todo if j not in out.done)
+                left = sum(sizes[j] for j in todo if j not in out.done)  # once, at the end
                 free = shutil.disk_usage(out.path.parent).free
                 raise out.disk_full_error(f"block {i + 1}/{n}", sizes[i], free, left) from None
 
+        left = sum(sizes[j] for j in todo)
         started = time.monotonic()
         with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
             pending = reader.submit(read, todo[0]) if todo else None
@@ -206,8 +207,8 @@ def _predict_blocks(
                 prob = predict(i, x)
                 if written is not None:
                     written.result()
-                left = sum(sizes[j] for j in todo[k:])
                 out.check_space(sizes[i], f"block {i + 1}/{n}", left)
+                left -= sizes[i]
                 written = writer.submit(write, i, prob)
                 if progress is not None:
                     progress(n - len(todo) + k + 1, n, time.monotonic() - started)
