@@ -98,6 +98,15 @@ def test_padded_output_covers_the_input_and_equals_predicting_the_padded_input(
     )
 
 
+@pytest.mark.parametrize("mode", ["reflect", "edge", "constant"])
+def test_every_pad_mode_equals_predicting_the_input_padded_by_numpy(tmp_path, cnn, mode):
+    raw, vol = raw_volume(tmp_path)
+    ref = predict_dense(cnn, np.pad(raw, [(o, o) for o in OFF], mode=mode), tile_shape=TILE)
+    out = predict_to_disk(cnn, vol, tmp_path / "p.zarr", tile_shape=TILE, padding=mode)
+    got = read_prediction(out)[0].read().astype(np.float32)
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
 def test_a_padded_voxel_equals_predicting_a_crop_around_it(tmp_path, cnn):
     raw, vol = raw_volume(tmp_path)
     got = read_prediction(predict_to_disk(cnn, vol, tmp_path / "p.zarr", tile_shape=TILE))[0]
@@ -160,6 +169,9 @@ def test_voxel_size_from_the_input_then_the_flag_then_the_config(tmp_path):
     h5 = open_volume(tmp_path / "r.h5", "raw")
     assert voxel_grid(h5, None, [30, 6, 6]).voxel_size == (40.0, 4.0, 4.0)
     assert voxel_grid(h5, [50, 5, 5]).voxel_size == (50.0, 5.0, 5.0)
+    z = zarr.create_array(str(tmp_path / "v.zarr"), name="raw", data=np.zeros((4, 5, 6), np.uint8))
+    z.attrs["voxel_size"] = [35, 7, 7]
+    assert voxel_grid(open_volume(tmp_path / "v.zarr", "raw")).voxel_size == (35.0, 7.0, 7.0)
     g = zarr.open_group(str(tmp_path / "ome.zarr"), mode="w", zarr_format=2)
     g.create_array("s0", data=np.zeros((4, 5, 6), np.uint8))
     axes = [{"name": a, "type": "space", "unit": "nanometer"} for a in "zyx"]
