@@ -62,6 +62,8 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # true neuron ids not scored, as 0 (e.g. [999] for a region labelled "glia, not scored";
     # [2**64 - 1] for CREMI's background): `run.py evaluate --instances` and valid_are
     "instance_ignore_labels": [],
+    # (z, y, x) voxel size in nm, for `run.py predict` outputs of inputs that declare none
+    "voxel_size": None,
     "n_steps": None,
     "max_runtime": None,
     "history_freq": None,
@@ -319,6 +321,18 @@ def _check_ignore_labels(v: Any) -> str | None:
     return "a list of true neuron ids (whole numbers in 0 .. 2**64 - 1), e.g. [999]; [] for none"
 
 
+def _check_voxel_size(v: Any) -> str | None:
+    if v is None:
+        return None
+    if (
+        isinstance(v, list | tuple)
+        and len(v) == 3
+        and all(isinstance(e, numbers.Real) and not isinstance(e, bool) and e > 0 for e in v)
+    ):
+        return None
+    return "None or three positive numbers (z, y, x) in nm"
+
+
 def _check_callable(v: Any) -> str | None:
     return None if v is None or callable(v) else "a function returning a torch.nn.Module"
 
@@ -341,6 +355,7 @@ CHECKERS: dict[str, Checker] = {
     "data_batch_args": _DICT,
     "instance_files": _check_instance_files,
     "instance_ignore_labels": _check_ignore_labels,
+    "voxel_size": _check_voxel_size,
     "n_steps": _check_int(1),
     "max_runtime": check_number(0, strict=True, allow_none=True),
     "history_freq": _check_int(1),
