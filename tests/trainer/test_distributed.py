@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from trainer.history import loadhistorytracker
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "examples" / "demo_cnn3d.py"
+CALLBACKS_DEMO = REPO / "examples" / "demo_callbacks.py"
 
 pytestmark = pytest.mark.slow
 
@@ -32,14 +34,21 @@ def _run(
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory, demo_data_dir) -> Path:
+def ddp_train(tmp_path_factory, demo_data_dir) -> subprocess.CompletedProcess:
+    """The demo with a config-defined callback (``examples/demo_callbacks.py``, the demo CNN)
+    trained by two ranks for 8 steps; its run directory is ``ddp_run``."""
     tmp = tmp_path_factory.mktemp("ddp")
     proc = _run(tmp, demo_data_dir,
-                [str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device", "cpu",
-                 "--save-path", str(tmp / "runs"), "--save-name", "ddp", "--n-steps", "8",
-                 "--batch-size", "1"])  # fmt: skip
+                [str(REPO / "run.py"), "train", str(CALLBACKS_DEMO), "--nproc", "2",
+                 "--device", "cpu", "--save-path", str(tmp / "runs"), "--save-name", "ddp",
+                 "--n-steps", "8", "--batch-size", "1"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return tmp / "runs" / "ddp"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def ddp_run(ddp_train) -> Path:
+    return Path(ddp_train.args[ddp_train.args.index("--save-path") + 1]) / "ddp"
 
 
 def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
@@ -56,6 +65,12 @@ def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
         "history.vbh",
         "timeline.vbh",
     ]
+
+
+def test_a_config_callback_runs_on_rank_0_only(ddp_run: Path, ddp_train):
+    tracked = [json.loads(line) for line in (ddp_run / "tracking.jsonl").read_text().splitlines()]
+    assert [r["steps"] for r in tracked] == [0, 7], "one line per row: rank 1 wrote none"
+    assert ddp_train.stdout.count("ended: finished") == 1
 
 
 def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path, demo_data_dir: Path):
