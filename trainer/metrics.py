@@ -37,9 +37,6 @@ IGNORE_LABEL = -1
 NOTHING_POSITIVE = float(np.nextafter(1.0, 2.0))
 DEFAULT_N_BINS = 10_000
 DEFAULT_HIST_BINS = 100
-#: results with more thresholds than this get a coarse copy for the browser (see ``coarsen``)
-COARSE_ABOVE = 100_000
-COARSE_SIZE = 10_000
 #: counting modes (``make_accumulator``); the evaluation page and ``run.py evaluate`` offer these
 MODES = ("exact", "binned")
 PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at")
@@ -275,11 +272,13 @@ class _Accumulator:
 
 
 class ExactAccumulator(_Accumulator):
-    """Exact counts at every distinct score; stores 8 bytes per counted voxel until ``result``.
+    """Exact counts at every distinct score; stores 4 or 8 bytes per counted voxel until ``result``.
 
-    Each voxel becomes one ``uint64`` key ``(float64 bits of the score) << 1 | label``; for scores in
-    ``[0, 1]`` the bits are monotonic in the value and bit 63 is free. One sort of the keys then
-    gives both the distinct thresholds and, per threshold, how many positives and negatives it has.
+    Each voxel becomes one unsigned key ``(bits of the score) << 1 | label``; for scores in
+    ``[0, 1]`` the bits are monotonic in the value and the top bit is free. float32 scores make
+    ``uint32`` keys (their bits are below 2^30), anything else ``uint64`` keys of the float64
+    bits. One sort of the keys then gives both the distinct thresholds and, per threshold, how
+    many positives and negatives it has.
     """
 
     mode = "exact"
@@ -295,26 +294,52 @@ class ExactAccumulator(_Accumulator):
         keep = g >= 0
         if not keep.all():
             g, s = g[keep], s[keep]
-        s64 = s.astype(np.float64) + 0.0  # + 0.0 turns -0.0 into 0.0 (bits must be monotonic)
-        key = s64.view(np.uint64) << np.uint64(1)
-        key |= g.astype(np.uint64)
+        # + 0 turns -0.0 into 0.0 (the bits must be monotonic in the value)
+        if s.dtype == np.float32:
+            # a sort of 4-byte keys moves half the memory of 8-byte ones
+            key = (s + np.float32(0.0)).view(np.uint32) << np.uint32(1)
+        else:
+            key = (s.astype(np.float64) + 0.0).view(np.uint64) << np.uint64(1)
+        key |= g.view(np.uint8)
         self._keys.append(key)
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys = np.concatenate(self._keys) if len(self._keys) != 1 else self._keys[0]
+        parts = self._keys
+        if len({k.dtype for k in parts}) > 1:  # float32 and float64 cubes: all keys 64 bits wide
+            parts = [_wide_keys(k) for k in parts]
+        keys = np.concatenate(parts) if len(parts) != 1 else parts[0]
         self._keys = [keys]
         keys.sort()
+        one = keys.dtype.type(1)
+        value = keys >> one
         # a new distinct score starts where the keys differ in more than the label bit
-        new = (keys[1:] ^ keys[:-1]) > 1
-        starts = np.concatenate(([0], np.flatnonzero(new) + 1))
+        new = np.empty(keys.size, np.bool_)
+        new[:1] = True
+        np.not_equal(value[1:], value[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
         del new
-        thresholds = (keys[starts] >> np.uint64(1)).view(np.float64)
-        pos = np.add.reduceat((keys & np.uint64(1)).astype(np.uint8), starts, dtype=np.int64)
-        size = np.diff(np.append(starts, keys.size))
+        m = starts.size
+        # arrays one longer than the distinct scores: the last entry is NOTHING_POSITIVE's
+        thresholds = np.empty(m + 1)
+        thresholds[:m] = value[starts].view(np.float32 if keys.dtype == np.uint32 else np.float64)
+        thresholds[m] = NOTHING_POSITIVE
+        del value
+        pos = np.add.reduceat((keys & one).astype(np.uint8), starts, dtype=np.int64)
         # predicted positive at threshold j: every voxel with a score >= thresholds[j]
-        tp = np.cumsum(pos[::-1])[::-1]
-        fp = np.cumsum((size - pos)[::-1])[::-1]
-        return _with_sentinel(thresholds, tp, fp)
+        tp = np.zeros(m + 1, np.int64)
+        np.cumsum(pos[::-1], out=tp[m - 1 :: -1])
+        fp = np.zeros(m + 1, np.int64)
+        np.subtract(keys.size, starts, out=fp[:m])
+        fp[:m] -= tp[:m]
+        return thresholds, tp, fp
+
+
+def _wide_keys(keys: np.ndarray) -> np.ndarray:
+    """``uint64`` keys (float64 bits << 1 | label) of ``uint32`` keys (float32 bits)."""
+    if keys.dtype == np.uint64:
+        return keys
+    score = (keys >> np.uint32(1)).view(np.float32).astype(np.float64)
+    return (score.view(np.uint64) << np.uint64(1)) | (keys & np.uint32(1)).astype(np.uint64)
 
 
 class BinnedAccumulator(_Accumulator):
@@ -442,8 +467,11 @@ def evaluate_arrays(
 
 def _div(num: Any, den: Any, empty: float) -> np.ndarray:
     """``num / den`` in float64, ``empty`` where ``den`` is 0."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    num, den = np.asarray(num), np.asarray(den)
+    if den.ndim == 0 and den != 0:  # one division per element, nothing else (curves of 10^7)
+        return np.asarray(num / np.float64(den), np.float64)
     out = np.full(np.broadcast_shapes(num.shape, den.shape), empty)
+    # integers divide as float64 inside the ufunc: the same values as converting them first
     np.divide(num, den, out=out, where=den != 0)
     return out
 
@@ -666,7 +694,7 @@ class EvaluationResult:
         """
 
         def get(*names: str) -> dict[str, np.ndarray]:
-            return derived_metrics(self.tp, self.fp, self.tn, self.fn, names=names)
+            return {name: self._curve_of(name) for name in names}
 
         if method in ("max_f1", "max_accuracy", "max_youden"):
             name = {"max_f1": "f1", "max_accuracy": "accuracy", "max_youden": "youden_j"}[method]
@@ -698,6 +726,22 @@ class EvaluationResult:
             )
         raise ValueError(f"unknown threshold preset {method!r}; use one of {', '.join(PRESETS)}")
 
+    def _curve_of(self, name: str) -> np.ndarray:
+        """Metric ``name`` at every threshold, the values of ``derived_metrics`` (the same
+        integers divided once: bit for bit) with fewer passes over the arrays."""
+        tp, fp, p, n = self.tp, self.fp, self.n_pos, self.n_neg
+        if name == "accuracy":  # (tp + tn) / (tp + fp + tn + fn), tn = n - fp
+            return _div(tp - fp + n, p + n, math.nan)
+        if name == "f1":  # 2 tp / (2 tp + fn + fp), fn = p - tp
+            return _div(2 * tp, tp + fp + p, 0.0)
+        if name == "youden_j":
+            return _div(tp, p, 0.0) + _div(n - fp, n, 0.0) - 1.0
+        if name == "fpr":
+            return _div(fp, n, 0.0)
+        if name == "fnr":
+            return _div(p - tp, p, 0.0)
+        return derived_metrics(tp, fp, self.tn, self.fn, names=(name,))[name]
+
     def choice_at(self, threshold: float, method: str = "given") -> ThresholdChoice:
         """A ``ThresholdChoice`` for a given threshold (``value`` = accuracy there)."""
         return ThresholdChoice(float(threshold), method, self.at(threshold).accuracy)
@@ -709,33 +753,6 @@ class EvaluationResult:
     def with_error_hist(self, hist: ErrorHistogram | None) -> EvaluationResult:
         """A copy with ``error_hist`` set."""
         return dataclasses.replace(self, error_hist=hist)
-
-    def coarsen(self, size: int = COARSE_SIZE) -> EvaluationResult:
-        """A copy keeping at most about ``size`` of the thresholds (for figures and browsers).
-
-        Keeps exact counts at the kept thresholds: half of them are the first thresholds at or above
-        a uniform grid over [0, 1], half are evenly spaced in rank (so dense score regions keep
-        their detail); the first and last threshold are always kept. AUC and AP keep the values of
-        the full result.
-        """
-        k = self.thresholds.size
-        if k <= size:
-            return self
-        grid = np.searchsorted(self.thresholds, np.linspace(0.0, 1.0, size // 2), side="left")
-        ranks = np.linspace(0, k - 1, size - size // 2).round().astype(np.intp)
-        keep = np.unique(np.concatenate([grid, ranks, [0, k - 1]]).clip(0, k - 1))
-        small = dataclasses.replace(
-            self,
-            thresholds=self.thresholds[keep],
-            tp=self.tp[keep],
-            fp=self.fp[keep],
-            tn=self.tn[keep],
-            fn=self.fn[keep],
-        )
-        # the areas belong to the full curve, not to its subsample
-        small.__dict__["roc_auc"] = self.roc_auc
-        small.__dict__["average_precision"] = self.average_precision
-        return small
 
 
 def counts_at(
