@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_LABEL = -1
+# the input checks live beside the core; their names are the core's too
+from trainer.metric_inputs import (  # noqa: F401 - re-exported
+    IGNORE_LABEL,
+    EvaluationInputError,
+    as_cube_pairs,
+    check_labels,
+    check_scores,
+)
+
 #: threshold at which nothing is predicted positive (scores are at most 1); finite so it survives JSON
 NOTHING_POSITIVE = float(np.nextafter(1.0, 2.0))
 DEFAULT_N_BINS = 10_000
@@ -40,119 +48,20 @@ DEFAULT_HIST_BINS = 100
 #: counting modes (``make_accumulator``); the evaluation page and ``run.py evaluate`` offer these
 MODES = ("exact", "binned")
 PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at")
+#: the presets that need no input; ``precision_at`` needs a target
+TARGETLESS_PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer")
 
 # one chunk's temporaries stay in the CPU caches and a few MB of memory
 _CHUNK = 1 << 18
+# a chunk of a curve's counts for the scans over it (presets, areas): a few temporaries of it fit
+# the CPU's L2 cache, so a curve of 10^7 thresholds is read from memory once
+_SCAN = 1 << 15
 # smallest probability used in log losses, as scikit-learn's log_loss does for float64
 _EPS = float(np.finfo(np.float64).eps)
 
 
-class EvaluationInputError(ValueError):
-    """Labels or scores that cannot be evaluated (shape, values, emptiness)."""
-
-
 class SingleClassWarning(UserWarning):
     """Only one class is present after removing ignored voxels: ROC AUC is undefined (NaN)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# input checks
-
-
-def as_cube_pairs(
-    gt: Any, scores: Any, what: str = "scores"
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Pair up labels and scores given as arrays or as lists of cubes; check shapes.
-
-    Args:
-        gt: one array or a list/tuple of arrays of labels.
-        scores: the same structure of scores (or of thresholded predictions).
-        what: name of the second argument in error messages.
-
-    Returns:
-        list of ``(gt_cube, score_cube)`` numpy arrays with equal shapes.
-
-    Raises:
-        EvaluationInputError: on different list lengths, different shapes or no voxels at all.
-    """
-    gt_list = list(gt) if isinstance(gt, list | tuple) else [gt]
-    sc_list = list(scores) if isinstance(scores, list | tuple) else [scores]
-    if len(gt_list) != len(sc_list):
-        raise EvaluationInputError(
-            f"got {len(gt_list)} label cubes but {len(sc_list)} {what} cubes; pass one {what} "
-            "cube per label cube"
-        )
-    pairs = []
-    for i, (g, s) in enumerate(zip(gt_list, sc_list)):
-        g, s = np.asarray(g), np.asarray(s)
-        if g.shape != s.shape:
-            where = f" (cube {i})" if len(gt_list) > 1 else ""
-            raise EvaluationInputError(
-                f"shape mismatch{where}: labels have shape {g.shape} but {what} have shape "
-                f"{s.shape}; crop both to the same shape first"
-            )
-        pairs.append((g, s))
-    if not pairs or all(g.size == 0 for g, _ in pairs):
-        raise EvaluationInputError(f"empty input: no labels and {what} to evaluate")
-    return pairs
-
-
-def check_labels(gt: np.ndarray) -> np.ndarray:
-    """Labels as ``int8`` after checking they are all 0, 1 or -1 (bool and float 0./1. accepted).
-
-    Raises:
-        EvaluationInputError: naming the offending values.
-    """
-    gt = np.asarray(gt)
-    if gt.dtype == np.bool_:
-        return gt.view(np.int8)
-    if gt.size == 0:
-        return gt.astype(np.int8)
-    if gt.dtype.kind in "iu":
-        lo, hi = gt.min(), gt.max()
-        if lo >= -1 and hi <= 1:
-            return gt.astype(np.int8, copy=False)
-    elif gt.dtype.kind == "f":
-        g8 = gt.astype(np.int8)
-        if np.array_equal(g8, gt):  # also rejects NaN
-            return check_labels(g8)
-    else:
-        raise EvaluationInputError(f"labels must be numbers (0, 1 or -1), got dtype {gt.dtype}")
-    bad = np.unique(gt[(gt != 0) & (gt != 1) & (gt != IGNORE_LABEL)])
-    raise EvaluationInputError(
-        f"labels must be 0 (negative), 1 (positive) or -1 (ignore); found {bad[:5].tolist()}"
-        f"{' ...' if bad.size > 5 else ''}; binarise them first (e.g. labels > 0.5)"
-    )
-
-
-def check_scores(scores: np.ndarray) -> np.ndarray:
-    """Scores as a float array after checking they are finite and in ``[0, 1]``.
-
-    float32 stays float32 (cheaper); other types become float64. All voxels are checked, ignored
-    ones included: a NaN anywhere in a prediction is a bug worth hearing about.
-
-    Raises:
-        EvaluationInputError: on NaN, infinities or values outside ``[0, 1]``.
-    """
-    s = np.asarray(scores)
-    if s.dtype.kind not in "fbiu":
-        raise EvaluationInputError(f"scores must be numbers in [0, 1], got dtype {s.dtype}")
-    if s.dtype != np.float32:
-        s = s.astype(np.float64)
-    if s.size == 0:
-        return s
-    lo, hi = float(s.min()), float(s.max())
-    if math.isnan(lo) or math.isnan(hi):
-        n_nan = int(np.count_nonzero(np.isnan(s)))
-        raise EvaluationInputError(
-            f"scores contain {n_nan} NaN value(s); the prediction is broken (diverged model?)"
-        )
-    if lo < 0.0 or hi > 1.0:
-        raise EvaluationInputError(
-            f"scores must be probabilities in [0, 1], found values in [{lo:g}, {hi:g}]; apply a "
-            "softmax/sigmoid first"
-        )
-    return s
 
 
 def _chunks(g: np.ndarray, s: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
@@ -324,7 +233,8 @@ class ExactAccumulator(_Accumulator):
         thresholds[:m] = value[starts].view(np.float32 if keys.dtype == np.uint32 else np.float64)
         thresholds[m] = NOTHING_POSITIVE
         del value
-        pos = np.add.reduceat((keys & one).astype(np.uint8), starts, dtype=np.int64)
+        label = np.bitwise_and(keys, one, out=np.empty(keys.size, np.uint8), casting="unsafe")
+        pos = np.add.reduceat(label, starts, dtype=np.int64)
         # predicted positive at threshold j: every voxel with a score >= thresholds[j]
         tp = np.zeros(m + 1, np.int64)
         np.cumsum(pos[::-1], out=tp[m - 1 :: -1])
@@ -632,11 +542,21 @@ class EvaluationResult:
 
     @functools.cached_property
     def roc_auc(self) -> float:
-        """Area under the ROC curve (trapezoids); NaN when only one class is present."""
+        """Area under the ROC curve (trapezoids); NaN when only one class is present.
+
+        Summed in integers, ``sum (fp_j - fp_j+1) (tp_j + tp_j+1) / (2 P N)``, and divided once:
+        exact up to the last rounding.
+        """
         if self.single_class:
             return math.nan
-        fpr, tpr = self.roc()
-        return float(np.trapezoid(tpr[::-1], fpr[::-1]))
+        tp, fp = self.tp, self.fp
+        exact = 2 * self.n_pos * self.n_neg < 2**63  # no int64 product can overflow
+        total = 0
+        for lo in range(0, tp.size - 1, _SCAN):
+            t, f = tp[lo : lo + _SCAN + 1], fp[lo : lo + _SCAN + 1]
+            d, h = f[:-1] - f[1:], t[:-1] + t[1:]
+            total += int((d * h).sum()) if exact else float((d * h.astype(np.float64)).sum())
+        return total / (2 * self.n_pos * self.n_neg)
 
     @functools.cached_property
     def average_precision(self) -> float:
@@ -646,8 +566,16 @@ class EvaluationResult:
         """
         if self.n_pos == 0:
             return math.nan
-        recall, precision = self.pr()
-        return float(np.sum(np.diff(recall[::-1]) * precision[::-1][1:]))
+        tp, fp = self.tp, self.fp
+        total = 0.0
+        for lo in range(0, tp.size - 1, _SCAN):
+            t, f = tp[lo : lo + _SCAN + 1], fp[lo : lo + _SCAN + 1]
+            # the positives at exactly threshold j, times the precision there (tp_j > 0 then)
+            den = t[:-1] + f[:-1]
+            prec = np.divide(t[:-1], den, out=np.zeros(den.shape), where=den > 0)
+            # no np.dot: BLAS threads waking for each small chunk cost more than the sum
+            total += float(np.multiply(t[:-1] - t[1:], prec, out=prec).sum())
+        return total / self.n_pos
 
     def metrics(self, beta: float = 1.0) -> Any:
         """All metrics at every threshold as a pandas DataFrame (one row per threshold)."""
@@ -693,25 +621,20 @@ class EvaluationResult:
             ValueError: unknown method, or no threshold reaches the target precision.
         """
 
-        def get(*names: str) -> dict[str, np.ndarray]:
-            return {name: self._curve_of(name) for name in names}
-
-        if method in ("max_f1", "max_accuracy", "max_youden"):
-            name = {"max_f1": "f1", "max_accuracy": "accuracy", "max_youden": "youden_j"}[method]
-            m = get(name)[name]
-            i = int(np.argmax(m))
-            return ThresholdChoice(float(self.thresholds[i]), method, float(m[i]))
-        if method == "eer":
-            d = get("fpr", "fnr")
-            gap = np.abs(d["fpr"] - d["fnr"])
-            i = int(np.argmin(gap))
-            return ThresholdChoice(
-                float(self.thresholds[i]), method, float(0.5 * (d["fpr"][i] + d["fnr"][i]))
-            )
+        tp, fp, p, n = self.tp, self.fp, self.n_pos, self.n_neg
+        if method in TARGETLESS_PRESETS:
+            i = best_indices(tp, fp, p, n, (method,))[method]
+            one = slice(i, i + 1)
+            if method == "eer":  # FPR and FNR there, and their mean
+                rates = _div(fp[one], n, 0.0) + _div(p - tp[one], p, 0.0)
+                value = float(0.5 * rates[0])
+            else:
+                value = float(_preset_metric(method, tp[one], fp[one], p, n)[0])
+            return ThresholdChoice(float(self.thresholds[i]), method, value)
         if method == "precision_at":
             if target is None or not 0.0 <= target <= 1.0:
                 raise ValueError(f"precision_at needs a target precision in [0, 1], got {target}")
-            d = get("precision")
+            d = derived_metrics(tp, fp, self.tn, self.fn, names=("precision",))
             ok = (d["precision"] >= target) & ((self.tp + self.fp) > 0)
             if not ok.any():
                 some = (self.tp + self.fp) > 0
@@ -726,22 +649,6 @@ class EvaluationResult:
             )
         raise ValueError(f"unknown threshold preset {method!r}; use one of {', '.join(PRESETS)}")
 
-    def _curve_of(self, name: str) -> np.ndarray:
-        """Metric ``name`` at every threshold, the values of ``derived_metrics`` (the same
-        integers divided once: bit for bit) with fewer passes over the arrays."""
-        tp, fp, p, n = self.tp, self.fp, self.n_pos, self.n_neg
-        if name == "accuracy":  # (tp + tn) / (tp + fp + tn + fn), tn = n - fp
-            return _div(tp - fp + n, p + n, math.nan)
-        if name == "f1":  # 2 tp / (2 tp + fn + fp), fn = p - tp
-            return _div(2 * tp, tp + fp + p, 0.0)
-        if name == "youden_j":
-            return _div(tp, p, 0.0) + _div(n - fp, n, 0.0) - 1.0
-        if name == "fpr":
-            return _div(fp, n, 0.0)
-        if name == "fnr":
-            return _div(p - tp, p, 0.0)
-        return derived_metrics(tp, fp, self.tn, self.fn, names=(name,))[name]
-
     def choice_at(self, threshold: float, method: str = "given") -> ThresholdChoice:
         """A ``ThresholdChoice`` for a given threshold (``value`` = accuracy there)."""
         return ThresholdChoice(float(threshold), method, self.at(threshold).accuracy)
@@ -753,6 +660,41 @@ class EvaluationResult:
     def with_error_hist(self, hist: ErrorHistogram | None) -> EvaluationResult:
         """A copy with ``error_hist`` set."""
         return dataclasses.replace(self, error_hist=hist)
+
+
+def _preset_metric(method: str, tp: np.ndarray, fp: np.ndarray, p: int, n: int) -> np.ndarray:
+    """What target-free preset ``method`` maximises, per threshold: the values of
+    ``derived_metrics`` bit for bit (the same integers, divided once); for ``eer`` minus
+    ``|FPR - FNR|``."""
+    if method == "max_accuracy":  # (tp + tn) / (tp + fp + tn + fn), tn = n - fp
+        return _div(tp - fp + n, p + n, math.nan)
+    if method == "max_f1":  # 2 tp / (2 tp + fn + fp), fn = p - tp
+        return _div(2 * tp, tp + fp + p, 0.0)
+    if method == "max_youden":
+        return _div(tp, p, 0.0) + _div(n - fp, n, 0.0) - 1.0
+    return -np.abs(_div(fp, n, 0.0) - _div(p - tp, p, 0.0))
+
+
+def best_indices(
+    tp: np.ndarray,
+    fp: np.ndarray,
+    n_pos: int,
+    n_neg: int,
+    methods: Sequence[str] = TARGETLESS_PRESETS,
+) -> dict[str, int]:
+    """The index each target-free preset picks on the curve ``(tp, fp)`` (ascending thresholds):
+    the first maximum of its metric, so ties go to the smallest threshold. One scan in chunks
+    that stay in the CPU caches, all ``methods`` at once; ``EvaluationResult.choose`` uses it.
+    """
+    best = {m: (-math.inf, 0) for m in methods}
+    for lo in range(0, tp.size, _SCAN):
+        t, f = tp[lo : lo + _SCAN], fp[lo : lo + _SCAN]
+        for m in methods:
+            v = _preset_metric(m, t, f, n_pos, n_neg)
+            i = int(np.argmax(v))
+            if v[i] > best[m][0]:
+                best[m] = (float(v[i]), lo + i)
+    return {m: i for m, (_v, i) in best.items()}
 
 
 def counts_at(
