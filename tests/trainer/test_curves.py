@@ -291,6 +291,8 @@ def test_files_of_format_2_are_read_as_before(tmp_path):
     evaluate(gt, s, tmp_path / "net_train", result_file=tmp_path / "old.h5", split="train")
     both = read_result(tmp_path / "old.h5")
     np.testing.assert_array_equal(both["valid"].tp, res.tp)
+    kept = read_result(tmp_path / "old.h5", coarse=True)["valid"]  # its links came along
+    np.testing.assert_array_equal(kept.fp, res.fp)
     assert both["train"].thresholds.size <= MAX_CURVE_POINTS
     assert read_neurons(tmp_path / "old.h5")[0]["seg_rand_index"] == 0.5
 

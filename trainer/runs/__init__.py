@@ -96,7 +96,6 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     result_path,
     stores_exact,
     threshold_path,
-    update_split,
     write_error_hist,
     write_prob_cache,
     write_result,

@@ -55,7 +55,6 @@ __all__ = [
     "read_result",
     "read_result_attrs",
     "stores_exact",
-    "update_split",
     "write_error_hist",
     "write_result",
     "write_split",
@@ -179,30 +178,6 @@ def write_error_hist(
             if name != "error_hist":
                 old.file.copy(old[name], g, name=name)
         _write_error_hist(g, hist)
-
-    _rewrite(path, split, fill)
-
-
-def update_split(
-    path: str | os.PathLike,
-    split: str,
-    make: Callable[[EvaluationResult | None], EvaluationResult],
-) -> None:
-    """Replace one split with ``make(old)``, ``old`` being that split as ``read_result`` gives
-    it (or ``None``); the other groups are copied as they are.
-
-    This reads the old split back: ``write_split`` does not, where only its error histogram is
-    needed.
-    """
-
-    def fill(f: Any, old: Any) -> None:
-        before = None
-        if old is not None:
-            try:
-                before = _read_split(old, None)
-            except (KeyError, ValueError, OSError) as e:
-                warnings.warn(f"replacing unreadable split {split!r}: {e}", stacklevel=4)
-        _write_split(f.create_group(split), _stored(make(before), False))
 
     _rewrite(path, split, fill)
 
