@@ -16,12 +16,26 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
+import os
 import sys
 import traceback
 from pathlib import Path
 
 COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+
+
+def _label_id(text: str) -> int:
+    """A true neuron id for --ignore-labels: a whole number in 0 .. 2**64 - 1."""
+    try:
+        v = int(text, 16) if text.lower().startswith("0x") else int(text)
+    except ValueError:
+        v = -1
+    if not 0 <= v < 2**64:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a neuron id, a whole number in 0 .. 2**64 - 1 (e.g. 999)"
+        )
+    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,12 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "the config's instance_files")  # fmt: skip
     e.add_argument("--seg-grid", choices=("fast", "elektronn2"), default="fast",
                    help="optimise_segmentation's grid: 12 settings, or ELEKTRONN2's 144")  # fmt: skip
+    e.add_argument("--ignore-labels", type=_label_id, nargs="+", metavar="ID",
+                   help="true neuron ids not scored, as 0 (e.g. 999 for glia; 18446744073709551615 "
+                        "for CREMI's background); default the config's instance_ignore_labels")  # fmt: skip
+    e.add_argument("--rand-convention", choices=("skimage", "cremi"), default="skimage",
+                   help="adapted Rand error: scikit-image's (segment 0 an ordinary segment) or "
+                        "CREMI's (segment 0 out of the pair counts); docs/evaluation.md")  # fmt: skip
     e.add_argument("--debug", action="store_true")
 
     p = sub.add_parser("predict", help="predict a whole volume to disk, block by block")
     p.add_argument("run_dir")
     p.add_argument("input", help="HDF5 file or zarr/N5 folder of the raw volume")
-    p.add_argument("output", help="zarr folder (made as zarr v3) or .h5/.hdf5 file; resumed")
+    p.add_argument("output", help="zarr folder (written as OME-Zarr, NGFF 0.4) or .h5/.hdf5 "
+                                  "file; resumed when it holds this same prediction")  # fmt: skip
     p.add_argument("--key", default=None, help="the input's dataset key (OME-Zarr: a level)")
     p.add_argument("--output-key", default="prob", help="the output array's key (default prob)")
     p.add_argument("--snapshot", help="snapshot file or name (default FINAL, else LAST)")
@@ -120,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
                    help="input block (tile) shape; default as predict_dense chooses")  # fmt: skip
     p.add_argument("--dtype", choices=("float16", "uint8"), default="float16")
+    p.add_argument("--crop", action="store_true",
+                   help="write only the voxels the model sees whole (smaller by 2 * offsets; "
+                        "the output's translation says where it starts)")  # fmt: skip
+    p.add_argument("--pad-mode", choices=("symmetric", "reflect", "edge", "constant"),
+                   default="symmetric",
+                   help="how the input is padded by the model's offsets so the output covers "
+                        "it (default symmetric: a mirror, as ELEKTRONN2's pad_raw)")  # fmt: skip
+    p.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="voxel size in nm (default: the input's, else the config's "
+                        "voxel_size, else 1)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again over an existing prediction (of anything else)")  # fmt: skip
     p.add_argument("--debug", action="store_true")
 
     g = sub.add_parser("demo-data", help="write the synthetic demo data set")
@@ -446,10 +479,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         from trainer.segmentation import ELEKTRONN2_GRID
 
-        grid = {"grid": ELEKTRONN2_GRID} if args.seg_grid == "elektronn2" else None
+        kwargs: dict = {"convention": args.rand_convention}
+        if args.seg_grid == "elektronn2":
+            kwargs["grid"] = ELEKTRONN2_GRID
+        if args.ignore_labels is not None:
+            kwargs["ignore_labels"] = args.ignore_labels
         results = evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split,
                                mode=args.mode, device=args.device, name=args.name,
-                               instances=args.instances, neuron_kwargs=grid,
+                               instances=args.instances, neuron_kwargs=kwargs,
                                store_exact=args.store_exact)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py evaluate: {e}", file=sys.stderr)
@@ -468,7 +505,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     setup_logging(None, args.debug)
     from trainer.evaluation import load_run
-    from trainer.predictions import check_input, predict_to_disk
+    from trainer.predictions import DiskFullError, check_input, predict_to_disk, voxel_grid
 
     def show(done: int, total: int, seconds: float) -> None:
         eta = seconds / done * (total - done)
@@ -478,8 +515,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     try:
         volume = check_input(args.input, args.key)
         run = load_run(args.run_dir, snapshot=args.snapshot, device=args.device)
+        grid = voxel_grid(volume, args.voxel_size, run.config.voxel_size)
         out = predict_to_disk(run.model, volume, args.output, key=args.output_key,
-                              dtype=args.dtype, tile_shape=args.block, progress=show)  # fmt: skip
+                              dtype=args.dtype, tile_shape=args.block, progress=show,
+                              padding=None if args.crop else args.pad_mode, grid=grid,
+                              provenance=_provenance(args.run_dir, run),
+                              overwrite=args.overwrite)  # fmt: skip
+    except DiskFullError as e:
+        print(f"\nrun.py predict: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py predict: {e}", file=sys.stderr)
         if args.debug:
@@ -487,6 +531,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(f"probabilities in {out}['{args.output_key}']")
     return EXIT_OK
+
+
+def _provenance(run_dir: str, run: object) -> dict:
+    """What ``run.py predict`` records about the run it predicts with."""
+    import hashlib
+
+    from trainer import runs
+
+    copy = runs.config_copy(run_dir)
+    text = copy.read_text(encoding="utf-8") if copy is not None else ""
+    return {
+        "run": os.path.abspath(run_dir),
+        "snapshot": os.path.abspath(run.snapshot),
+        "step": run.state.get("step"),
+        "config": {
+            "file": copy.name if copy else None,
+            "text": text,
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+        },
+    }
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

@@ -123,4 +123,5 @@ def segment_cube(
     gt, prob, record = _cube(run_dir, result, cube)
     conn = record.get("connectivity", "6")
     seg = threshold_components(prob, threshold, int(conn) if str(conn).isdigit() else conn)
-    return seg, gt, prob, record, segmentation_scores(gt, seg, check=False)
+    convention = str(record.get("rand_convention", "skimage"))  # the curves' convention
+    return seg, gt, prob, record, segmentation_scores(gt, seg, check=False, convention=convention)

@@ -200,7 +200,7 @@ def predict_ratio(folder: Path, repeats: int) -> None:
         predict_dense(model, raw)
         t_mem = min(t_mem, time.perf_counter() - t0)
         t0 = time.perf_counter()
-        predict_to_disk(model, vol, folder / f"p{i}.zarr")
+        predict_to_disk(model, vol, folder / f"p{i}.zarr", padding=None)  # as predict_dense
         t_disk = min(t_disk, time.perf_counter() - t0)
     n = raw.size
     print(f"predict, best of {repeats}: in-memory predict_dense {n / t_mem:,.0f} voxels/s, "

@@ -1,11 +1,16 @@
 """Shared test set-up: headless Debian Chromium for dash_duo browser tests, each Dash test
-server on a free port, the marks of browser tests, and the order pytest-xdist hands tests out."""
+server on a free port, the marks of browser tests, the order pytest-xdist hands tests out, and
+the demo data sets written once per test session."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +127,38 @@ def pytest_collection_modifyitems(config, items):
     made once, and the Slurm tests share one cluster (tests/app/test_slurm.py)."""
     if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+@contextlib.contextmanager
+def _session_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path`` across the pytest-xdist workers of one session."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _session_root(tmp_path_factory) -> Path:
+    """The folder all workers of this session share (each xdist worker's base temp is below it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def demo_data_dir(tmp_path_factory) -> Path:
+    """The full-size demo data (h5 cubes, their zarr copy, the tracing data), written once per
+    test session and shared by every worker: give it to trainings as ``VOXELBOARD_DATA_DIR``.
+
+    Read only: the examples' ``ensure_*`` calls find it complete and write nothing. A test that
+    changes data makes its own set (``trainer.synthetic.make_demo_data``)."""
+    from trainer.skeletons import ensure_tracing_data
+    from trainer.synthetic import ensure_demo_data, ensure_demo_zarr
+
+    root = _session_root(tmp_path_factory)
+    folder = root / "demo-data"
+    with _session_lock(root / "demo-data.lock"):
+        ensure_demo_zarr(ensure_demo_data(folder))
+        ensure_tracing_data(folder)
+    return folder

@@ -59,6 +59,11 @@ EXPERIMENT_DEFAULTS: dict[str, Any] = {
     # ground-truth neurons, one (file, key) per cube as l_files (names taken from l_path):
     # `run.py evaluate --instances` scores the segmentations of the validation cubes with them
     "instance_files": None,
+    # true neuron ids not scored, as 0 (e.g. [999] for a region labelled "glia, not scored";
+    # [2**64 - 1] for CREMI's background): `run.py evaluate --instances` and valid_are
+    "instance_ignore_labels": [],
+    # (z, y, x) voxel size in nm, for `run.py predict` outputs of inputs that declare none
+    "voxel_size": None,
     "n_steps": None,
     "max_runtime": None,
     "history_freq": None,
@@ -308,6 +313,26 @@ def _check_instance_files(v: Any) -> str | None:
     return "None or a list of (file, dataset key) pairs, one per cube as in l_files"
 
 
+def _check_ignore_labels(v: Any) -> str | None:
+    if isinstance(v, list | tuple | set | frozenset) and all(
+        _is_int(x) and 0 <= int(x) < 2**64 for x in v
+    ):
+        return None
+    return "a list of true neuron ids (whole numbers in 0 .. 2**64 - 1), e.g. [999]; [] for none"
+
+
+def _check_voxel_size(v: Any) -> str | None:
+    if v is None:
+        return None
+    if (
+        isinstance(v, list | tuple)
+        and len(v) == 3
+        and all(isinstance(e, numbers.Real) and not isinstance(e, bool) and e > 0 for e in v)
+    ):
+        return None
+    return "None or three positive numbers (z, y, x) in nm"
+
+
 def _check_callable(v: Any) -> str | None:
     return None if v is None or callable(v) else "a function returning a torch.nn.Module"
 
@@ -329,6 +354,8 @@ CHECKERS: dict[str, Checker] = {
     "data_init_kwargs": _DICT,
     "data_batch_args": _DICT,
     "instance_files": _check_instance_files,
+    "instance_ignore_labels": _check_ignore_labels,
+    "voxel_size": _check_voxel_size,
     "n_steps": _check_int(1),
     "max_runtime": check_number(0, strict=True, allow_none=True),
     "history_freq": _check_int(1),

@@ -6,14 +6,23 @@ equals the in-memory prediction up to the output dtype. Each block's input is re
 disk when it is needed and its probabilities are written when they are computed: memory
 holds a few tiles, never the volume.
 
-The output is one chunked array ``(n_classes, z, y, x)`` of class probabilities, float16 or
-uint8 (``round(255 * p)``), in a zarr v3 folder (blosc lz4 with bit shuffle: as small as
-zarr's default zstd on probabilities, three times faster to write, so writing the last
-block adds little) or an HDF5 file (``.h5``/``.hdf5``). Its
-attribute ``voxelboard_prediction`` records the tiling, the blocks written so far and
-``complete``; a block is marked written only after its data are, so a stopped prediction
-started again skips the written blocks and redoes at most the one it was writing. An
-existing output of another shape, dtype or tiling is refused, never overwritten.
+**Aligned by default.** A valid-convolution model predicts ``offsets`` voxels less than its
+input on every side. By default the input is padded by the offsets (``symmetric``, the
+mirror of ELEKTRONN2's ``pad_raw``; or ``reflect``, ``edge``, ``constant`` as ``numpy.pad``
+names them), so the output covers the input voxel for voxel. ``padding=None`` (``--crop``)
+keeps only the voxels the model sees whole; the output then starts ``offsets`` voxels into
+the input, which its translation says.
+
+**The output** is an OME-Zarr image (NGFF 0.4, zarr v2: what zarr-python, ome-zarr-py and
+neuroglancer read) with axes ``c, z, y, x``, the voxel size as its scale and its position as
+a translation, or an HDF5 dataset (``.h5``/``.hdf5``) with the same facts as attributes.
+``trainer.prediction_store`` owns its layout, its record and its durability.
+
+**Never mixed, never lost.** The record names the input (path, key, shape, dtype and a hash
+of a few of its chunks), the run, the snapshot and a hash of the weights; a rerun with any of
+them different is refused, naming what differs (``overwrite=True`` starts again). A rerun
+re-predicts the last recorded blocks and compares them with what is stored before it trusts
+the record; blocks that differ are written again.
 
 Example:
     >>> predict_to_disk(model, open_volume("em.zarr", "raw"), "prob.zarr")  # doctest: +SKIP
@@ -21,36 +30,50 @@ Example:
 
 from __future__ import annotations
 
-import json
+import hashlib
+import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
-from trainer.volumes import Volume, VolumeError, detect_format
+from trainer.omezarr import VoxelGrid, declared_voxel_size, image_metadata
+from trainer.prediction_store import (
+    ATTR,
+    DiskFullError,
+    PredictionError,
+    PredictionOutput,
+    disk_full,
+    read_record,
+)
+from trainer.volumes import Volume, VolumeError
 
 __all__ = [
     "ATTR",
+    "DiskFullError",
     "OUTPUT_DTYPES",
+    "PAD_MODES",
     "PredictionError",
     "check_input",
+    "input_fingerprint",
     "predict_to_disk",
     "read_prediction",
+    "voxel_grid",
+    "weights_sha256",
 ]
 
-#: attribute of the output array that records the tiling and the written blocks
-ATTR = "voxelboard_prediction"
 OUTPUT_DTYPES = ("float16", "uint8")
-_CHUNK = (64, 64, 64)
-
-
-class PredictionError(ValueError):
-    """An output that cannot be used (exists with another layout) or a bad request."""
+#: ``numpy.pad`` modes the input may be padded with; ``symmetric`` is ELEKTRONN2's pad_raw
+PAD_MODES = ("symmetric", "reflect", "edge", "constant")
+#: blocks a rerun predicts again to check the stored ones
+VERIFY_LAST = 2
+_VERIFY_ATOL = {"float16": 0.02, "uint8": 5}
+_log = logging.getLogger("voxelboard.predict")
 
 
 def predict_to_disk(
@@ -62,73 +85,180 @@ def predict_to_disk(
     tile_shape: Sequence[int] | None = None,
     device: Any = None,
     progress: Callable[[int, int, float], None] | None = None,
+    *,
+    padding: str | None = "symmetric",
+    grid: VoxelGrid | None = None,
+    provenance: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Predict ``volume`` tile by tile into ``output[key]``; resume where it stopped.
 
     Args:
         model: a model as for ``predict_dense``.
         volume: the input, (z, y, x) or (C, z, y, x); integers are divided by 255.
-        output: a zarr folder (made as zarr v3) or an ``.h5``/``.hdf5`` file.
+        output: a zarr folder (made as OME-Zarr, NGFF 0.4) or an ``.h5``/``.hdf5`` file.
         key: the array's key in ``output``.
-        dtype: ``'float16'`` or ``'uint8'``.
+        dtype: ``'float16'`` or ``'uint8'`` (``round(255 * p)``).
         tile_shape: input tile (z, y, x), as ``predict_dense``'s ``tile_shape``.
         device: where to run; default the model's device.
         progress: called after each block with ``(blocks done, blocks in all, seconds)``.
+        padding: one of ``PAD_MODES`` (the output covers the input), or ``None`` to crop
+            (the output is smaller by ``2 * offsets``).
+        grid: the input's voxel grid; default ``voxel_grid(volume)``.
+        provenance: recorded with the output, and compared on a resume: ``run``,
+            ``snapshot``, ``step``, ``config`` (see ``run.py predict``).
+        overwrite: start again over an existing VoxelBoard prediction.
 
     Returns:
         The output path.
 
     Raises:
-        PredictionError: a bad dtype, or ``output[key]`` exists with another shape, dtype or
-            tiling (the message names both).
+        PredictionError: a bad dtype or padding, or ``output[key]`` exists and holds
+            another prediction or none (the message names what differs).
+        DiskFullError: the disk is full; the message names the file and the space needed.
+            The blocks written stay recorded: the same call resumes once there is space.
     """
-    import torch
-
-    from trainer.inference import _eval_mode, _forward_probs, _model_on, plan_tiles
+    from trainer.inference import _geometry, _model_on, plan_tiles
 
     if dtype not in OUTPUT_DTYPES:
         raise PredictionError(f"dtype {dtype!r}: use one of {', '.join(OUTPUT_DTYPES)}")
+    if padding is not None and padding not in PAD_MODES:
+        raise PredictionError(f"padding {padding!r}: use one of {', '.join(PAD_MODES)} or None")
     channels = 1 if len(volume.shape) == 3 else volume.shape[0]
     if channels != model.in_channels:
         raise PredictionError(
             f"{volume.name} has {channels} channel(s) (shape {volume.shape}) but the model "
             f"expects {model.in_channels}"
         )
-    spatial = volume.shape[-3:]
-    plan = plan_tiles(model, spatial, tile_shape)
-    shape = (int(model.n_classes), *plan.out_shape)
-    record = {"tile": list(plan.tile), "input": volume.name, "done": [], "complete": False}
-    out = _Output.open_or_create(Path(output), key, shape, dtype, record)
+    offsets = _geometry(model)
+    pad = offsets if padding is not None else (0, 0, 0)
+    spatial = tuple(int(n) for n in volume.shape[-3:])
+    plan = plan_tiles(model, [n + 2 * p for n, p in zip(spatial, pad)], tile_shape)
+    grid = grid or voxel_grid(volume)
+    record = _record(model, volume, plan, dtype, padding, offsets, grid, provenance or {})
+    out = PredictionOutput.open(
+        Path(output), key, record, _grid_attrs(key, record, grid), overwrite=overwrite
+    )
     net, run_device = _model_on(model, device)
-    todo = [i for i in range(len(plan.tiles)) if i not in out.done]
-    already = len(plan.tiles) - len(todo)
+    try:
+        _predict_blocks(net, run_device, volume, plan, pad, padding, out, progress)
+    except OSError as e:  # a record write (the blocks' own are caught where they happen)
+        if not disk_full(e):
+            raise
+        free = shutil.disk_usage(out.path.parent).free / 1e6
+        raise DiskFullError(
+            f"no space left on device for {out.path} (its record): {free:.1f} MB free; free "
+            "space and run the same command again: it resumes after the blocks already written"
+        ) from None
+    finally:
+        out.close()
+    return Path(output)
+
+
+def _predict_blocks(
+    net: Any,
+    device: Any,
+    volume: Volume,
+    plan: Any,
+    pad: Sequence[int],
+    mode: str | None,
+    out: PredictionOutput,
+    progress: Callable[[int, int, float], None] | None,
+) -> None:
+    import torch
+
+    from trainer.inference import _eval_mode, _forward_probs
+
+    n = len(plan.tiles)
 
     def read(i: int) -> np.ndarray:
-        starts = [ax[0] for ax in plan.tiles[i]]
-        return _read_input(volume, plan, starts)
+        return _read_input(volume, plan, [ax[0] for ax in plan.tiles[i]], pad, mode)
 
-    started = time.monotonic()
-    with (
-        _eval_mode(net),
-        torch.inference_mode(),
-        ThreadPoolExecutor(1) as reader,
-        ThreadPoolExecutor(1) as writer,
-    ):
-        pending = reader.submit(read, todo[0]) if todo else None
-        written = None
-        for n, i in enumerate(todo):
-            x = pending.result()
-            pending = reader.submit(read, todo[n + 1]) if n + 1 < len(todo) else None
-            prob = _forward_probs(net, x[None], run_device, amp=False)[0]
+    def predict(i: int, x: np.ndarray) -> np.ndarray:
+        return _forward_probs(net, x[None], device, amp=False)[0]
+
+    with _eval_mode(net), torch.inference_mode():
+        _verify_last(out, plan, lambda i: predict(i, read(i)))
+        if out.record["complete"]:
+            return
+        todo = [i for i in range(n) if i not in out.done]
+        sizes = [_block_bytes(out, plan, i) for i in range(n)]
+
+        def write(i: int, prob: np.ndarray) -> None:
+            box, values = _block_values(out, plan, i, prob)
+            try:
+                out.write(box, values)
+                out.mark_done(i)
+            except OSError as e:
+                if not disk_full(e):
+                    raise
+                left = sum(sizes[j] for j in todo if j not in out.done)  # once, at the end
+                free = shutil.disk_usage(out.path.parent).free
+                raise out.disk_full_error(f"block {i + 1}/{n}", sizes[i], free, left) from None
+
+        left = sum(sizes[j] for j in todo)
+        started = time.monotonic()
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            pending = reader.submit(read, todo[0]) if todo else None
+            written = None
+            for k, i in enumerate(todo):
+                x = pending.result()
+                pending = reader.submit(read, todo[k + 1]) if k + 1 < len(todo) else None
+                prob = predict(i, x)
+                if written is not None:
+                    written.result()
+                out.check_space(sizes[i], f"block {i + 1}/{n}", left)
+                left -= sizes[i]
+                written = writer.submit(write, i, prob)
+                if progress is not None:
+                    progress(n - len(todo) + k + 1, n, time.monotonic() - started)
             if written is not None:
                 written.result()
-            written = writer.submit(out.write_block, i, plan.tiles[i], prob, plan.out_shape)
-            if progress is not None:
-                progress(already + n + 1, len(plan.tiles), time.monotonic() - started)
-        if written is not None:
-            written.result()
     out.finish()
-    return Path(output)
+
+
+def _verify_last(out: PredictionOutput, plan: Any, predict: Callable[[int], np.ndarray]) -> None:
+    """Predict the last recorded blocks again; forget those whose stored values differ."""
+    recorded = sorted(out.done)[-VERIFY_LAST:]
+    bad = []
+    for i in recorded:
+        box, values = _block_values(out, plan, i, predict(i))
+        atol = _VERIFY_ATOL[out.record["dtype"]]
+        stored = out.read(box).astype(np.float32)
+        if not np.allclose(stored, values.astype(np.float32), atol=atol, rtol=0):
+            bad.append(i)
+    if bad:
+        _log.warning(
+            "%s['%s']: block(s) %s were recorded as written but their stored values differ "
+            "from a new prediction (a write lost by a crash or a full disk); predicting them "
+            "again",
+            out.path,
+            out.key,
+            ", ".join(str(i + 1) for i in bad),
+        )
+        out.done -= set(bad)
+        out.record["done"] = sorted(out.done)
+        out.record["complete"] = False
+        out.save_record()
+
+
+def _block_values(
+    out: PredictionOutput, plan: Any, i: int, prob: np.ndarray
+) -> tuple[tuple[slice, ...], np.ndarray]:
+    tile = plan.tiles[i]
+    keep = [(min(lo, n), min(hi, n)) for (_, lo, hi), n in zip(tile, plan.out_shape)]
+    src = tuple(slice(lo - ax[0], hi - ax[0]) for (lo, hi), ax in zip(keep, tile))
+    values = prob[(slice(None), *src)]
+    if out.record["dtype"] == "uint8":
+        values = np.rint(values * 255)
+    return tuple(slice(lo, hi) for lo, hi in keep), values.astype(out.record["dtype"])
+
+
+def _block_bytes(out: PredictionOutput, plan: Any, i: int) -> int:
+    keep = [
+        max(min(hi, n) - min(lo, n), 0) for (_, lo, hi), n in zip(plan.tiles[i], plan.out_shape)
+    ]
+    return int(np.prod(keep)) * out.record["shape"][0] * np.dtype(out.record["dtype"]).itemsize
 
 
 def read_prediction(path: str | os.PathLike, key: str = "prob") -> tuple[Volume, dict[str, Any]]:
@@ -140,7 +270,7 @@ def read_prediction(path: str | os.PathLike, key: str = "prob") -> tuple[Volume,
     from trainer.volumes import open_volume
 
     vol = open_volume(path, key)
-    record = _Output.read_record(Path(path), key, vol.format)
+    record = read_record(Path(path), vol.key)
     if record is None or not record.get("complete"):
         raise PredictionError(
             f"{vol.name} is no complete VoxelBoard prediction; run `python run.py predict` "
@@ -149,132 +279,162 @@ def read_prediction(path: str | os.PathLike, key: str = "prob") -> tuple[Volume,
     return vol, record
 
 
+def voxel_grid(
+    volume: Volume,
+    voxel_size: Sequence[float] | None = None,
+    config_voxel_size: Sequence[float] | None = None,
+) -> VoxelGrid:
+    """The input's voxel grid: ``voxel_size`` if given, else what the input declares (its
+    OME-Zarr scale, a ``voxel_size``/``resolution`` attribute), else ``config_voxel_size``,
+    else 1 per axis. A declared translation and unit are kept in every case."""
+    declared = declared_voxel_size(volume.path, volume.key, volume.format)
+    translation = declared.translation if declared else (0.0, 0.0, 0.0)
+    unit = declared.unit if declared and declared.unit else None
+    if voxel_size is not None:
+        return VoxelGrid(_zyx(voxel_size), translation, unit or "nanometer", "--voxel-size")
+    if declared is not None:
+        return declared
+    if config_voxel_size is not None:
+        return VoxelGrid(_zyx(config_voxel_size), translation, "nanometer", "config voxel_size")
+    return VoxelGrid((1.0, 1.0, 1.0), translation, None, "none given: 1 per axis")
+
+
+def _zyx(values: Sequence[float]) -> tuple[float, float, float]:
+    vs = tuple(float(v) for v in values)
+    if len(vs) != 3 or not all(v > 0 for v in vs):
+        raise PredictionError(
+            f"voxel size {tuple(values)}: expected three positive numbers (z, y, x)"
+        )
+    return vs  # type: ignore[return-value]
+
+
+def input_fingerprint(volume: Volume, edge: int = 32) -> str:
+    """A cheap content hash of ``volume``: its shape, dtype and up to three boxes of at most
+    ``edge`` voxels per axis (at the first, middle and last stored chunk)."""
+    h = hashlib.sha256(f"{volume.shape}|{volume.dtype.str}".encode())
+    lead = len(volume.shape) - 3
+    spatial, chunks = volume.shape[lead:], volume.chunks[lead:]
+    for where in (0, 1, 2):
+        box = []
+        for n, c in zip(spatial, chunks):
+            start = [0, (n // c // 2) * c, ((n - 1) // c) * c][where]
+            box.append(slice(start, min(start + min(c, edge), n)))
+        block = volume.read((*(slice(None),) * lead, *box))
+        h.update(np.ascontiguousarray(block).tobytes())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def weights_sha256(model: Any) -> str:
+    """A hash of the model's parameters and buffers, names and values."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + h.hexdigest()[:32]
+
+
+def _record(
+    model: Any,
+    volume: Volume,
+    plan: Any,
+    dtype: str,
+    padding: str | None,
+    offsets: Sequence[int],
+    grid: VoxelGrid,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    origin = (0, 0, 0) if padding is not None else tuple(offsets)
+    translation = [t + o * v for t, o, v in zip(grid.translation, origin, grid.voxel_size)]
+    return {
+        "shape": [int(model.n_classes), *plan.out_shape],
+        "dtype": dtype,
+        "axes": ["c", "z", "y", "x"],
+        "tile": list(plan.tile),
+        "padding": padding or "crop",
+        "offsets": list(offsets),
+        "origin_voxels": list(origin),
+        "voxel_size": list(grid.voxel_size),
+        "translation": translation,
+        "unit": grid.unit,
+        "voxel_size_source": grid.source,
+        "input": {
+            "path": os.path.abspath(volume.path),
+            "key": volume.key,
+            "shape": list(volume.shape),
+            "dtype": str(volume.dtype),
+            "fingerprint": input_fingerprint(volume),
+        },
+        "model": {
+            "class": type(model).__name__,
+            "weights": weights_sha256(model),
+            "run": provenance.get("run"),
+            "snapshot": provenance.get("snapshot"),
+            "step": provenance.get("step"),
+        },
+        "config": provenance.get("config"),
+        "done": [],
+        "complete": False,
+    }
+
+
+def _grid_attrs(key: str, record: dict[str, Any], grid: VoxelGrid) -> dict[str, Any]:
+    """zarr: the image group's NGFF attributes; HDF5: the dataset's voxel-grid attributes."""
+    return {
+        "zarr": image_metadata(key, key, record["voxel_size"], record["translation"], grid.unit),
+        "hdf5": {
+            "axes": "c,z,y,x",
+            "voxel_size": record["voxel_size"],
+            "translation": record["translation"],
+            "unit": grid.unit or "",
+        },
+    }
+
+
 # -- input -----------------------------------------------------------------------------------
 
 
-def _read_input(volume: Volume, plan: Any, starts: Sequence[int]) -> np.ndarray:
-    from trainer.inference import read_padded_tile
+def _read_input(
+    volume: Volume, plan: Any, starts: Sequence[int], pad: Sequence[int], mode: str | None
+) -> np.ndarray:
+    """The input tile at ``starts`` of the volume padded by ``pad`` (``mode``) on every side,
+    then mirror-padded at its far end to ``plan.padded_shape`` as ``predict_dense`` does."""
+    spatial = volume.shape[-3:]
+    index, inside = [], []
+    for a, t, n, p, m in zip(starts, plan.tile, spatial, pad, plan.shape):
+        j = np.arange(a, a + t)
+        j = np.where(j < m, j, 2 * m - 1 - j) - p
+        i, ok = _fold(j, n, mode or "symmetric")
+        index.append(i)
+        inside.append(ok)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    block = volume.read(box if len(volume.shape) == 3 else (slice(None), *box))
+    block = block[None] if len(volume.shape) == 3 else block
+    if not all(i[0] == b.start and (np.diff(i) == 1).all() for i, b in zip(index, box)):
+        block = block[np.ix_(range(block.shape[0]), *(i - b.start for i, b in zip(index, box)))]
+    if np.issubdtype(block.dtype, np.integer) or block.dtype == bool:
+        x = block.astype(np.float32) / np.float32(255)
+    else:
+        x = np.array(block, dtype=np.float32)
+    if mode == "constant" and not all(ok.all() for ok in inside):
+        x[:, ~inside[0]] = 0
+        x[:, :, ~inside[1]] = 0
+        x[:, :, :, ~inside[2]] = 0
+    return x
 
-    def read(box: tuple[slice, ...]) -> np.ndarray:
-        a = volume.read(box if len(volume.shape) == 3 else (slice(None), *box))
-        return a[None] if len(volume.shape) == 3 else a
 
-    x = read_padded_tile(read, plan.shape, starts, plan.tile)
-    if np.issubdtype(x.dtype, np.integer) or x.dtype == bool:
-        return x.astype(np.float32) / np.float32(255)
-    return np.ascontiguousarray(x, dtype=np.float32)
-
-
-# -- output ----------------------------------------------------------------------------------
-
-
-class _Output:
-    """The output array and its record; one writer (the predicting process)."""
-
-    def __init__(self, path: Path, key: str, fmt: str, array: Any, record: dict) -> None:
-        self.path, self.key, self.fmt, self.array, self.record = path, key, fmt, array, record
-        self.done = set(record["done"])
-
-    @classmethod
-    def open_or_create(
-        cls, path: Path, key: str, shape: tuple[int, ...], dtype: str, record: dict
-    ) -> _Output:
-        if path.exists():
-            fmt = detect_format(path, key)
-            return cls._reopen(path, key, fmt, shape, dtype, record)
-        fmt = "hdf5" if path.suffix.lower() in (".h5", ".hdf5") else "zarr3"
-        chunks = (1, *(min(c, n) for c, n in zip(_CHUNK, shape[1:])))
-        if fmt == "hdf5":
-            f = h5py.File(path, "w")
-            array = f.create_dataset(key, shape=shape, dtype=dtype, chunks=chunks)
-        else:
-            import zarr
-
-            array = zarr.create_array(
-                str(path),
-                name=key,
-                shape=shape,
-                dtype=dtype,
-                chunks=chunks,
-                fill_value=0,
-                compressors=zarr.codecs.BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle"),
-            )
-        out = cls(path, key, fmt, array, record)
-        out._save_record()
-        return out
-
-    @classmethod
-    def _reopen(
-        cls, path: Path, key: str, fmt: str, shape: tuple, dtype: str, record: dict
-    ) -> _Output:
-        if fmt == "hdf5":
-            f = h5py.File(path, "r+")
-            array = f.get(key)
-            if not isinstance(array, h5py.Dataset):
-                f.close()
-                raise PredictionError(
-                    f"{path} exists without a dataset '{key}': give a new OUTPUT or another --key"
-                )
-        elif fmt == "zarr3":
-            import zarr
-
-            try:
-                array = zarr.open_array(str(path), path=key, mode="r+")
-            except (FileNotFoundError, KeyError):
-                raise PredictionError(
-                    f"{path} exists without an array '{key}': give a new OUTPUT or another --key"
-                ) from None
-        else:
-            raise PredictionError(f"{path} is {fmt}: predictions are written to zarr v3 or HDF5")
-        old = cls.read_record(path, key, fmt)
-        got = (tuple(array.shape), str(np.dtype(array.dtype)), (old or {}).get("tile"))
-        want = (shape, dtype, record["tile"])
-        if got != want:
-            raise PredictionError(
-                f"{path}['{key}'] exists with shape {got[0]}, dtype {got[1]}, tile {got[2]}; "
-                f"this prediction needs shape {want[0]}, dtype {want[1]}, tile {want[2]}. It "
-                "is not overwritten: give a new OUTPUT or delete the old one"
-            )
-        return cls(path, key, fmt, array, {**record, "done": old.get("done", [])})
-
-    @staticmethod
-    def read_record(path: Path, key: str, fmt: str) -> dict | None:
-        if fmt == "hdf5":
-            with h5py.File(path, "r") as f:
-                raw = f[key].attrs.get(ATTR)
-            return json.loads(raw) if raw is not None else None
-        import zarr
-
-        return zarr.open_array(str(path), path=key, mode="r").attrs.get(ATTR)
-
-    def write_block(
-        self, index: int, tile: tuple, prob: np.ndarray, out_shape: Sequence[int]
-    ) -> None:
-        keep = [(min(lo, n), min(hi, n)) for (_, lo, hi), n in zip(tile, out_shape)]
-        if all(hi > lo for lo, hi in keep):
-            src = tuple(slice(lo - ax[0], hi - ax[0]) for (lo, hi), ax in zip(keep, tile))
-            values = prob[(slice(None), *src)]
-            if self.array.dtype == np.uint8:
-                values = np.rint(values * 255)
-            self.array[(slice(None), *(slice(lo, hi) for lo, hi in keep))] = values.astype(
-                self.array.dtype
-            )
-        self.done.add(index)
-        self.record["done"] = sorted(self.done)
-        self._save_record()
-
-    def finish(self) -> None:
-        self.record["complete"] = True
-        self._save_record()
-        if self.fmt == "hdf5":
-            self.array.file.close()
-
-    def _save_record(self) -> None:
-        if self.fmt == "hdf5":
-            self.array.attrs[ATTR] = json.dumps(self.record)
-            self.array.file.flush()
-        else:
-            self.array.attrs[ATTR] = self.record
+def _fold(j: np.ndarray, n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``j`` (any integers) mapped into ``0..n-1`` as ``numpy.pad(mode)`` pads, and
+    whether each lies inside the volume (``constant`` fills the others with 0)."""
+    inside = (j >= 0) & (j < n)
+    if mode == "symmetric":
+        k = np.mod(j, 2 * n)
+        return np.where(k < n, k, 2 * n - 1 - k), inside
+    if mode == "reflect":
+        if n == 1:
+            return np.zeros_like(j), inside
+        k = np.mod(j, 2 * (n - 1))
+        return np.where(k < n, k, 2 * (n - 1) - k), inside
+    return np.clip(j, 0, n - 1), inside  # edge, and constant's stand-in values
 
 
 def check_input(path: str | os.PathLike, key: str | None) -> Volume:

@@ -80,20 +80,22 @@ def load_screenshots_module():
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> Path:
+def demo_run(tmp_path_factory, demo_data_dir) -> Path:
     """The demo config trained for 4 steps (two previews, history rows) and evaluated with its
     neurons (``run.py evaluate --instances``): about a minute on a 2-core CPU."""
     root = tmp_path_factory.mktemp("a11y")
+    (root / "data").symlink_to(demo_data_dir)  # the session's demo data, read only
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
     load_screenshots_module().make_run(root, 4, env)
     return root
 
 
 @pytest.fixture(scope="module")
-def demo_sweep(tmp_path_factory) -> tuple[Path, str]:
+def demo_sweep(tmp_path_factory, demo_data_dir) -> tuple[Path, str]:
     """The screenshots' grid sweep of the demo config (three learning rates, two trials at once),
     each trial 2 steps long with a history row per step; its root folder and sweep id."""
     root = tmp_path_factory.mktemp("a11y-sweep")
+    (root / "data").symlink_to(demo_data_dir)  # the session's demo data, read only
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
     return root, load_screenshots_module().make_sweep(root, 2, env)
 

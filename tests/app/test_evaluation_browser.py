@@ -496,9 +496,10 @@ def test_a_failing_callback_shows_its_cause(dash_duo, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
+def trained_run(tmp_path_factory, demo_data_dir):
     """A real run: the demo config trained for 3 steps (~15 s), not evaluated yet."""
     root = tmp_path_factory.mktemp("trained")
+    (root / "data").symlink_to(demo_data_dir)  # the session's demo data, read only
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
     cmd = [
         sys.executable, str(REPO / "run.py"), "train", str(REPO / "examples" / "demo_cnn3d.py"),

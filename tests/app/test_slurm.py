@@ -344,7 +344,7 @@ def cluster(tmp_path_factory):
 
 
 @pytest.fixture
-def make_launcher(tmp_path, cluster):
+def make_launcher(tmp_path, cluster, demo_data_dir):
     made: list[Launcher] = []
 
     def make(configs_dir: Path = REPO / "examples", **kwargs) -> Launcher:
@@ -356,7 +356,7 @@ def make_launcher(tmp_path, cluster):
             "slurm_defaults": {"partition": "debug", "time": "15"},
             **kwargs,
         }
-        launcher = Launcher(tmp_path / "runs", configs_dir, tmp_path.parent / "data", **kwargs)
+        launcher = Launcher(tmp_path / "runs", configs_dir, demo_data_dir, **kwargs)
         made.append(launcher)
         return launcher
 

@@ -64,12 +64,9 @@ def _wait(predicate, timeout: float = 30.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    from trainer.synthetic import ensure_demo_data
-
-    folder = tmp_path_factory.mktemp("sweep-page-data")
-    ensure_demo_data(folder)
-    return folder
+def data_dir(demo_data_dir) -> Path:
+    """The session's demo data (read only)."""
+    return demo_data_dir
 
 
 def _write_config(folder: Path, sweep: str, n_steps: int) -> Path:

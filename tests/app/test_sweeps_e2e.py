@@ -48,12 +48,9 @@ sweep = {sweep}
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    from trainer.synthetic import ensure_demo_data
-
-    folder = tmp_path_factory.mktemp("sweep-data")
-    ensure_demo_data(folder)
-    return folder
+def data_dir(demo_data_dir) -> Path:
+    """The session's demo data (read only)."""
+    return demo_data_dir
 
 
 def write_config(

@@ -185,12 +185,9 @@ def test_a_damaged_sweep_json_is_listed_as_damaged_and_its_page_says_which_file(
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    from trainer.synthetic import ensure_demo_data
-
-    folder = tmp_path_factory.mktemp("sweeps-data")
-    ensure_demo_data(folder)
-    return folder
+def data_dir(demo_data_dir) -> Path:
+    """The session's demo data (read only)."""
+    return demo_data_dir
 
 
 def _configs(folder: Path) -> Path:

@@ -204,8 +204,8 @@ def test_off_rank_0_no_event_reaches_a_handler():
 
 
 @pytest.mark.slow
-def test_under_ddp_the_callback_runs_on_rank_0_only(tmp_path):
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+def test_under_ddp_the_callback_runs_on_rank_0_only(tmp_path, demo_data_dir):
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(demo_data_dir), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(REPO / "run.py"), "train", str(REPO / "examples" /
            "demo_callbacks.py"), "--nproc", "2", "--device", "cpu", "--save-path",
            str(tmp_path / "runs"), "--save-name", "ddp", "--n-steps", "3", "--batch-size", "1"]  # fmt: skip

@@ -287,6 +287,12 @@ def test_missing_model_says_both_alternatives(tmp_path):
         ("inspection = 5", r"'inspection': expected int from 0 to 3"),
         ("save_name = 'a/b'", r"'save_name': expected None or a folder name"),
         ("model_load_path = 'nowhere.pt'", r"'model_load_path': file 'nowhere.pt' does not exist"),
+        (
+            "instance_ignore_labels = 999",
+            r"'instance_ignore_labels': expected a list of true neuron ids .*got int 999",
+        ),
+        ("instance_ignore_labels = [-1]", r"'instance_ignore_labels': expected a list of true"),
+        ("instance_ignore_labels = [2**64]", r"'instance_ignore_labels': expected a list of true"),
     ],
 )
 def test_wrong_values_name_key_expected_and_got(tmp_path, extra, match):
@@ -322,6 +328,7 @@ def test_typo_is_an_error_with_suggestion(tmp_path, typo, right):
         ("param_save_it = 5e3", "param_save_it", 5000),
         ("class_weights = np.array([0.2653, 0.7347])", "class_weights", [0.2653, 0.7347]),
         ("class_weights = np.array([1, 3])", "class_weights", [1, 3]),
+        ("instance_ignore_labels = [999, 2**64 - 1]", "instance_ignore_labels", [999, 2**64 - 1]),
     ],
 )
 def test_values_elektronn2_configs_contain_are_converted(tmp_path, extra, key, expected):

@@ -20,21 +20,24 @@ DEMO = REPO / "examples" / "demo_cnn3d.py"
 pytestmark = pytest.mark.slow
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp / "data"), "OMP_NUM_THREADS": "1"}
+def _env(data_dir: Path) -> dict[str, str]:
+    return {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
 
 
-def _run(tmp: Path, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], cwd=tmp, env=_env(tmp), capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+def _run(
+    tmp: Path, data_dir: Path, args: list[str], timeout: float = 240
+) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=tmp, env=_env(data_dir),
+                          capture_output=True, text=True, timeout=timeout)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory) -> Path:
+def ddp_run(tmp_path_factory, demo_data_dir) -> Path:
     tmp = tmp_path_factory.mktemp("ddp")
-    proc = _run(tmp, [str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device", "cpu",
-                      "--save-path", str(tmp / "runs"), "--save-name", "ddp", "--n-steps", "8",
-                      "--batch-size", "1"])  # fmt: skip
+    proc = _run(tmp, demo_data_dir,
+                [str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device", "cpu",
+                 "--save-path", str(tmp / "runs"), "--save-name", "ddp", "--n-steps", "8",
+                 "--batch-size", "1"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return tmp / "runs" / "ddp"
 
@@ -55,31 +58,33 @@ def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
     ]
 
 
-def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path):
-    proc = _run(ddp_run.parent.parent, [str(REPO / "run.py"), "train", "--resume", str(ddp_run),
-                                        "--nproc", "2", "--device", "cpu", "--n-steps", "12"])  # fmt: skip
+def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path, demo_data_dir: Path):
+    proc = _run(ddp_run.parent.parent, demo_data_dir,
+                [str(REPO / "run.py"), "train", "--resume", str(ddp_run), "--nproc", "2",
+                 "--device", "cpu", "--n-steps", "12"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     status = runs.read_status(ddp_run)
     assert status.state == "finished" and status.step == 12
     assert list(loadhistorytracker(ddp_run).timeline.index) == list(range(12))
 
 
-def test_torchrun_directly(tmp_path: Path):
-    proc = _run(tmp_path, ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           str(REPO / "run.py"), "train", str(DEMO), "--device", "cpu",
-                           "--save-path", str(tmp_path / "runs"), "--n-steps", "3",
-                           "--batch-size", "1"])  # fmt: skip
+def test_torchrun_directly(tmp_path: Path, demo_data_dir: Path):
+    proc = _run(tmp_path, demo_data_dir,
+                ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                 str(REPO / "run.py"), "train", str(DEMO), "--device", "cpu",
+                 "--save-path", str(tmp_path / "runs"), "--n-steps", "3",
+                 "--batch-size", "1"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run_dir,) = (tmp_path / "runs").iterdir()  # both ranks agreed on rank 0's directory
     status = runs.read_status(run_dir)
     assert status.state == "finished" and status.extra["world_size"] == 2
 
 
-def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path):
+def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path, demo_data_dir: Path):
     cmd = [sys.executable, str(REPO / "run.py"), "train", str(DEMO), "--nproc", "2", "--device",
            "cpu", "--save-path", str(tmp_path / "runs"), "--save-name", "kill", "--n-steps",
            "100000", "--batch-size", "1"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(demo_data_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
     run_dir = tmp_path / "runs" / "kill"
     try:

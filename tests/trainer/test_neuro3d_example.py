@@ -62,8 +62,8 @@ def test_neuro3d_is_written_as_elektronn2_wrote_it():
 
 
 @pytest.mark.slow
-def test_neuro3d_trains_with_elektronn2s_numbers_and_an_unweighted_loss(tmp_path):
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"}
+def test_neuro3d_trains_with_elektronn2s_numbers_and_an_unweighted_loss(tmp_path, demo_data_dir):
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(demo_data_dir), "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, str(REPO / "run.py"), "train", str(EXAMPLE),
            "--n-steps", "3", "--device", "cpu", "--save-path", str(tmp_path / "runs"),
            "--save-name", "neuro3d"]  # fmt: skip

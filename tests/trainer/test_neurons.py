@@ -75,6 +75,29 @@ def test_search_record_holds_table_best_setting_and_segmentation(cube, record):
     assert s.rand_index == pytest.approx(record["seg_rand_index"])
 
 
+def test_ignored_neurons_and_cremis_convention_reach_the_record(cube, record):
+    _, ids, prob = cube
+    glia = int(np.bincount(ids.ravel())[1:].argmax()) + 1  # the largest neuron: "not scored"
+    # CREMI's volumes: uint64 ids, background 2**64 - 1
+    gt = ids.astype(np.uint64)
+    gt[ids == 0] = np.uint64(2**64 - 1)
+    rec = evaluate_neurons(gt, prob, grid=GRID, n_proc=1, ignore_labels=[2**64 - 1, glia],
+                           convention="cremi")  # fmt: skip
+    np.testing.assert_array_equal(rec["instances"], np.where(ids == glia, 0, ids))
+    np.testing.assert_array_equal(rec["ignore_labels"], np.array([2**64 - 1, glia], np.uint64))
+    assert rec["rand_convention"] == "cremi" and record["rand_convention"] == "skimage"
+    for i in (10, 30):
+        seg = threshold_components(prob, THRESHOLDS[i])
+        s = segmentation_scores(ids, seg, ignore_labels=[glia], convention="cremi")
+        assert rec["curve/adapted_rand_error"][i] == s.adapted_rand_error
+        assert rec["curve/voi_merge"][i] == s.voi_merge
+        assert rec["curve/adapted_rand_error"][i] != record["curve/adapted_rand_error"][i]
+    best = segmentation_scores(ids, rec["segmentation"], ignore_labels=[glia], convention="cremi")
+    assert rec["seg_adapted_rand_error"] == best.adapted_rand_error
+    with pytest.raises(ValueError, match="convention 'snemi'"):
+        evaluate_neurons(ids, prob, grid=GRID, n_proc=1, convention="snemi")
+
+
 def test_instance_shape_must_match_prediction(cube):
     _, ids, prob = cube
     with pytest.raises(ValueError, match=r"\(16, 48, 48\).*\(16, 48, 40\)"):
@@ -161,7 +184,7 @@ def test_zarr_demo_copy_holds_the_neurons(tmp_path):
 
 
 @pytest.mark.slow
-def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path):
+def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path, demo_data_dir):
     code = (
         "import numpy as np\n"
         "from trainer.config import ExperimentConfig\n"
@@ -172,12 +195,12 @@ def test_zarr_demo_config_reads_the_neurons_of_its_validation_cube(tmp_path):
         "(ids,) = load_instances(cfg.instance_files, kw['l_path'], kw['valid_cubes'])\n"
         f"np.save({str(tmp_path / 'ids.npy')!r}, ids)\n"
     )
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(tmp_path / "data")}
+    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(demo_data_dir)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip() == str((str(tmp_path / "data" / "demo.zarr"), "ids_2"))
-    with h5py.File(tmp_path / "data" / "neurons_2.h5") as f:
+    assert proc.stdout.strip() == str((str(demo_data_dir / "demo.zarr"), "ids_2"))
+    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
         np.testing.assert_array_equal(np.load(tmp_path / "ids.npy"), f["ids"][()])
 
 

@@ -29,16 +29,18 @@ def _env(data_dir: Path) -> dict[str, str]:
     return {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
 
 
-def _train(tmp: Path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def _train(
+    tmp: Path, data_dir: Path, *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(REPO / "run.py"), "train", *args]
-    return subprocess.run(cmd, cwd=tmp, env=_env(tmp / "data"), capture_output=True, text=True,
+    return subprocess.run(cmd, cwd=tmp, env=_env(data_dir), capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
+def finished_run(tmp_path_factory, demo_data_dir) -> Path:
     tmp = tmp_path_factory.mktemp("e2e")
-    proc = _train(tmp, str(DEMO), "--save-path", str(tmp / "runs"), "--save-name", "demo",
+    proc = _train(tmp, demo_data_dir, str(DEMO), "--save-path", str(tmp / "runs"), "--save-name", "demo",
                   "--n-steps", "50", "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return tmp / "runs" / "demo"
@@ -79,8 +81,10 @@ def test_run_directory_is_complete_and_consistent(finished_run: Path):
     assert "it/s" in log and "End of training (finished)" in log
 
 
-def test_resume_continues_the_step_count(finished_run: Path, tmp_path: Path):
-    proc = _train(finished_run.parent.parent, "--resume", str(finished_run), "--n-steps", "70")
+def test_resume_continues_the_step_count(finished_run: Path, demo_data_dir: Path):
+    proc = _train(
+        finished_run.parent.parent, demo_data_dir, "--resume", str(finished_run), "--n-steps", "70"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     status = runs.read_status(finished_run)
     assert status.state == "finished" and status.step == 70
@@ -91,10 +95,10 @@ def test_resume_continues_the_step_count(finished_run: Path, tmp_path: Path):
     assert (np.diff(tracker.timeline["time"]) >= 0).all(), "training time continues"
 
 
-def test_sigterm_stops_with_a_loadable_snapshot(tmp_path: Path):
+def test_sigterm_stops_with_a_loadable_snapshot(tmp_path: Path, demo_data_dir: Path):
     cmd = [sys.executable, str(REPO / "run.py"), "train", str(DEMO), "--save-path",
            str(tmp_path / "runs"), "--save-name", "term", "--n-steps", "100000", "--device", "cpu"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(tmp_path / "data"),
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(demo_data_dir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
     run_dir = tmp_path / "runs" / "term"
     try:
@@ -120,23 +124,23 @@ def test_sigterm_stops_with_a_loadable_snapshot(tmp_path: Path):
     assert len(loadhistorytracker(run_dir).timeline) == status.step
 
 
-def test_bad_config_exits_2_with_a_short_message(tmp_path: Path):
+def test_bad_config_exits_2_with_a_short_message(tmp_path: Path, demo_data_dir: Path):
     cfg = tmp_path / "bad.py"
     cfg.write_text(DEMO.read_text().replace("history_freq = 20", "histroy_freq = 20"))
-    proc = _train(tmp_path, str(cfg), "--save-path", str(tmp_path / "runs"))
+    proc = _train(tmp_path, demo_data_dir, str(cfg), "--save-path", str(tmp_path / "runs"))
     assert proc.returncode == 2
     assert "did you mean 'history_freq'" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
+def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path, demo_data_dir: Path):
     from trainer.runs import read_result
 
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--split", "both",
            "--mode", "exact", "--store-exact", "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
-                          env=_env(finished_run.parent.parent / "data"), timeout=240)  # fmt: skip
+                          env=_env(demo_data_dir), timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "roc_auc=" in proc.stdout and "valid:" in proc.stdout and "train:" in proc.stdout
     results = read_result(finished_run / "eval" / "FINAL.h5")
@@ -171,15 +175,19 @@ def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path):
     assert again.roc_auc == pytest.approx(valid.roc_auc, abs=2e-3)  # float16 in the cache
 
 
-def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path):
+def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path, demo_data_dir: Path):
     from trainer.evaluation.neurons import THRESHOLDS
     from trainer.inference import centre_crop
     from trainer.segmentation import segmentation_scores, threshold_components
 
+    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
+        all_ids = f["ids"][()]
+    glia = int(np.bincount(all_ids.ravel())[1:].argmax()) + 1  # the largest neuron: not scored
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--instances",
-           "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
+           "--device", "cpu", "--name", "NEURONS", "--ignore-labels", str(glia),
+           "--rand-convention", "cremi"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
-                          env=_env(finished_run.parent.parent / "data"), timeout=400)  # fmt: skip
+                          env=_env(demo_data_dir), timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (finished_run / "eval" / "NEURONS-REPORT.txt").read_text()
     assert report.splitlines()[0].endswith("ri0, ri1, ri2, ri3, rim")
@@ -191,21 +199,23 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path):
     cache = runs.prob_cache_path(finished_run, "NEURONS")
     with h5py.File(cache) as f:
         prob = f["cube0/prob"][()].astype(np.float32)
-    with h5py.File(finished_run.parent.parent / "data" / "neurons_2.h5") as f:
-        ids = centre_crop(f["ids"][()], prob.shape)
+    ids = centre_crop(all_ids, prob.shape)
     assert cube["segmentation"].shape == prob.shape
+    assert cube["rand_convention"] == "cremi" and list(cube["ignore_labels"]) == [glia]
+    np.testing.assert_array_equal(cube["instances"], np.where(ids == glia, 0, ids))
     i = int(np.argmin(cube["curve/adapted_rand_error"]))
     assert cube["best_are_threshold"] == THRESHOLDS[i]
-    s = segmentation_scores(ids, threshold_components(prob, THRESHOLDS[i]))
+    seg = threshold_components(prob, THRESHOLDS[i])
+    s = segmentation_scores(ids, seg, ignore_labels=[glia], convention="cremi")
     # float16 in the cache moves a few voxels across the threshold
     assert s.adapted_rand_error == pytest.approx(cube["curve/adapted_rand_error"][i], abs=0.02)
     assert cube["curve/adapted_rand_error"][i] < 1.0
 
 
-def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path):
+def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path, demo_data_dir):
     """examples/demo_cnn3d_zarr.py end to end: trained from lazily read zarr cubes, then
     ``run.py evaluate --instances`` scores the neurons kept in the same zarr group."""
-    proc = _train(tmp_path, str(REPO / "examples" / "demo_cnn3d_zarr.py"), "--save-path",
+    proc = _train(tmp_path, demo_data_dir, str(REPO / "examples" / "demo_cnn3d_zarr.py"), "--save-path",
                   str(tmp_path / "runs"), "--save-name", "zarr", "--n-steps", "3",
                   "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -214,7 +224,7 @@ def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path):
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run), "--instances",
            "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
-                          env=_env(tmp_path / "data"), timeout=400)  # fmt: skip
+                          env=_env(demo_data_dir), timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "valid cube 0 neurons: best VOI at threshold" in proc.stdout
     (cube,) = runs.read_neurons(runs.result_path(run, "NEURONS"))
@@ -224,14 +234,15 @@ def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path):
     assert 0 < cube["seg_rand_index"] <= 1 and len(cube["search/thresh"]) == 12
 
 
-def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch):
+def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch,
+                                                          demo_data_dir):  # fmt: skip
     import shutil
 
     from trainer.evaluation import evaluate_again, evaluate_run
 
     run_dir = tmp_path / "demo"
     shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns("eval"))
-    data_dir = finished_run.parent.parent / "data"
+    data_dir = demo_data_dir
     monkeypatch.delenv("VOXELBOARD_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)  # a config that missed data_dir would make ./data here
     evaluate_run(run_dir, split="both", device="cpu", name="OLD", data_dir=data_dir)
@@ -257,7 +268,7 @@ def test_evaluate_cli_on_a_folder_without_a_run_exits_2(tmp_path: Path):
 
 @pytest.mark.parametrize("damage", ["truncated", "random bytes"])
 def test_evaluate_names_a_corrupt_snapshot_and_what_to_do(finished_run, tmp_path, monkeypatch,
-                                                          damage):  # fmt: skip
+                                                          damage, demo_data_dir):  # fmt: skip
     import random
     import shutil
 
@@ -270,7 +281,7 @@ def test_evaluate_names_a_corrupt_snapshot_and_what_to_do(finished_run, tmp_path
     data = snap.read_bytes()
     bad = data[: len(data) // 2] if damage == "truncated" else random.Random(0).randbytes(4096)
     snap.write_bytes(bad)
-    data_dir = finished_run.parent.parent / "data"
+    data_dir = demo_data_dir
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run_dir), "--device", "cpu"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=_env(data_dir), capture_output=True, text=True,
                           timeout=240)  # fmt: skip

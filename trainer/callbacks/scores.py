@@ -79,5 +79,7 @@ class NeuronScore(Callback):
             _, _, prob = predict_labelled(trainer.model, np.asarray(raw), lab, 1, trainer.device)
             seg = threshold_components(prob, self.threshold)
             gt = centre_crop(np.asarray(inst), prob.shape)
-            errors.append(segmentation_scores(gt, seg, check=False).adapted_rand_error)
+            ignore = cfg.instance_ignore_labels
+            s = segmentation_scores(gt, seg, check=False, ignore_labels=ignore)
+            errors.append(s.adapted_rand_error)
         return float(np.mean(errors)) if errors else math.nan

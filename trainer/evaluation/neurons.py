@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from trainer.neuron_scores import check_ignore_labels, ignored_mask
 from trainer.segmentation import (
+    CONVENTIONS,
     check_labels,
     optimise_segmentation,
     segmentation_scores,
@@ -52,12 +54,14 @@ def neuron_curves(
     prob: np.ndarray,
     thresholds: Iterable[float] = THRESHOLDS,
     connectivity: int | str = 6,
+    convention: str = "skimage",
 ) -> dict[str, np.ndarray]:
     """Scores of ``threshold_components(prob, t)`` against ``gt`` for every threshold ``t``."""
     thresholds = np.asarray(list(thresholds), np.float64)
     cols: dict[str, list[float]] = {c: [] for c in CURVE_COLUMNS}
     for t in thresholds:
-        s = segmentation_scores(gt, threshold_components(prob, t, connectivity), check=False)
+        seg = threshold_components(prob, t, connectivity)
+        s = segmentation_scores(gt, seg, check=False, convention=convention)
         for c in CURVE_COLUMNS:
             cols[c].append(getattr(s, c))
     return {"thresholds": thresholds, **{c: np.asarray(v) for c, v in cols.items()}}
@@ -70,6 +74,8 @@ def evaluate_neurons(
     connectivity: int | str = 6,
     grid: dict[str, Iterable[Any]] | None = None,
     n_proc: int | None = None,
+    ignore_labels: Iterable[int] = (),
+    convention: str = "skimage",
 ) -> dict[str, Any]:
     """One validation cube's neuron record for the result file.
 
@@ -81,12 +87,17 @@ def evaluate_neurons(
         grid: ``optimise_segmentation``'s grid (default ``DEFAULT_GRID``, 12 settings relative
             to the map; ``ELEKTRONN2_GRID``, ELEKTRONN2's 144 fixed ones).
         n_proc: its worker processes (default all cores).
+        ignore_labels: true ids not scored, as 0 (config ``instance_ignore_labels``): their
+            voxels are 0 in the record's ``instances`` too.
+        convention: the adapted Rand convention, ``"skimage"`` or ``"cremi"``
+            (``segmentation_scores``).
 
     Returns:
         ``curve/<column>`` arrays, ``search/<column>`` arrays (one row per setting),
-        ``segmentation`` (the best seeded segmentation), ``instances`` (``gt`` as int32) and
-        attributes
-        ``best_voi_threshold``, ``best_are_threshold``, ``connectivity``, ``seg_<param>``
+        ``segmentation`` (the best seeded segmentation), ``instances`` (``gt`` as int32, the
+        ignored ids 0; ids beyond int32 renumbered 1..n), ``ignore_labels`` (uint64) and
+        attributes ``best_voi_threshold``, ``best_are_threshold``, ``connectivity``,
+        ``rand_convention``, ``seg_<param>``
         (``seg_hi_thresh`` and ``seg_lo_thresh`` as applied, ``seg_hi_quantile`` and
         ``seg_lo_quantile`` the grid's quantiles, NaN for fixed thresholds) and
         ``seg_<score>`` of the best setting.
@@ -97,18 +108,25 @@ def evaluate_neurons(
             f"instance labels have shape {gt.shape} but the prediction has shape {prob.shape}: "
             "give instance labels of the membrane labels' shape"
         )
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention {convention!r}: expected one of {CONVENTIONS}")
+    ignore = check_ignore_labels(ignore_labels)
+    if ignore:
+        gt = np.where(ignored_mask(gt, ignore), gt.dtype.type(0), gt)
     check_labels(gt, gt, ("instance labels", "instance labels"))
-    curve = neuron_curves(gt, prob, thresholds, connectivity)
+    curve = neuron_curves(gt, prob, thresholds, connectivity, convention)
     voi = curve["voi_split"] + curve["voi_merge"]
-    search = optimise_segmentation(gt, _as_uint8(prob), grid, n_proc)
+    search = optimise_segmentation(gt, _as_uint8(prob), grid, n_proc, convention=convention)
     table = search.table()
     out: dict[str, Any] = {f"curve/{k}": v for k, v in curve.items()}
     out.update({f"search/{k}": v for k, v in table.items()})
     out["segmentation"] = search.segmentation.astype(np.int32)
-    out["instances"] = gt.astype(np.int32)  # as cropped to the prediction: the page scores them
+    out["instances"] = _as_int32_ids(gt)  # as cropped to the prediction: the page scores them
+    out["ignore_labels"] = np.asarray(ignore, np.uint64)
     out["best_voi_threshold"] = _best(curve["thresholds"], voi)
     out["best_are_threshold"] = _best(curve["thresholds"], curve["adapted_rand_error"])
     out["connectivity"] = str(connectivity)
+    out["rand_convention"] = convention
     best = search.best_setting
     out.update({f"seg_{k}": v for k, v in best.items() if k != "grow_it"})
     out["seg_grow_it"] = np.asarray(best["grow_it"], np.int64)
@@ -122,6 +140,16 @@ def evaluate_neurons(
 def _best(thresholds: np.ndarray, values: np.ndarray) -> float:
     ok = np.isfinite(values)
     return float(thresholds[ok][np.argmin(values[ok])]) if ok.any() else float("nan")
+
+
+def _as_int32_ids(gt: np.ndarray) -> np.ndarray:
+    """``gt`` as int32; ids beyond int32 (uint64 volumes) renumbered 1..n, 0 kept (the
+    partition, and so every score, is the same)."""
+    if gt.size == 0 or int(gt.max()) <= np.iinfo(np.int32).max:
+        return gt.astype(np.int32)
+    import fastremap
+
+    return fastremap.renumber(gt, preserve_zero=True, in_place=False)[0].astype(np.int32)
 
 
 def _as_uint8(prob: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 The maths lives in ``trainer.metrics`` (pure, one pass over the data); this module keeps the
 reference functions and their return shapes. ``evaluate``, ``error_hist`` and
 ``evaluate_model_binary`` write their figures (``trainer.evaluation.figures``) and the result
-file (format and writer: ``trainer.runs.results``). See docs/evaluation.md for the deviations
+file (format and writer: ``trainer.runs.result_file``). See docs/evaluation.md for the deviations
 from ELEKTRONN2.
 
 Example:

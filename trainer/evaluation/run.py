@@ -3,7 +3,7 @@
 ``evaluate_run`` loads the run's model from its config copy and a snapshot, predicts each cube
 once, and writes from that one pass both the result file (``eval/<name>.h5`` and its figures and
 report) and the probability cache of the validation cubes (``eval/<name>_valid_prob.h5``) that
-the evaluation page's segmentation view reads. File names and formats: ``trainer.runs.results``.
+the evaluation page's segmentation view reads. File names and formats: ``trainer.runs`` (``results``, ``result_file``).
 
 This module imports torch only when a function runs, so importing it is cheap.
 
@@ -162,7 +162,9 @@ def evaluate_run(
             ``load_run``).
         instances: also score the neurons of the validation cubes against the config's
             ``instance_files`` (``trainer.evaluation.neurons``).
-        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc).
+        neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc,
+            ignore_labels, convention); ``ignore_labels`` defaults to the config's
+            ``instance_ignore_labels``.
         store_exact: also keep the exact counts at every distinct score (``mode='exact'``) in
             the result file; by default it keeps the thinned curves and the binned counts.
 
@@ -177,6 +179,12 @@ def evaluate_run(
     run = load_run(run_dir, snapshot, device, data_dir)
     splits = ("train", "valid") if split == "both" else (split,)
     inst = _instances(run) if instances and "valid" in splits else None
+    if inst is not None:
+        # the config's instance_ignore_labels unless the caller (run.py's --ignore-labels) gave some
+        neuron_kwargs = {
+            "ignore_labels": run.config.instance_ignore_labels,
+            **(neuron_kwargs or {}),
+        }
     name = name or run.snapshot.stem
     step = int(run.state.get("step", -1))
 
@@ -249,9 +257,12 @@ def evaluate_again(
             f"{path} was computed with snapshot {recorded or '(not recorded)'}, which is not in "
             f"{Path(run_dir) / runs.SNAPSHOT_DIR}; evaluate a snapshot that exists instead"
         )
+    neurons = runs.read_neurons(path)
+    # the Rand convention the neurons were scored with (older records: scikit-image's)
+    kwargs = {"convention": str(neurons[0].get("rand_convention", "skimage"))} if neurons else None
     split = "both" if {"train", "valid"} <= set(results) else next(iter(results), "valid")
     mode = next(iter(results.values())).mode if results else "binned"
     return evaluate_run(
         run_dir, snapshot, split, mode, device, name, progress=progress, data_dir=data_dir,
-        instances=bool(runs.read_neurons(path)), store_exact=runs.stores_exact(path),
+        instances=bool(neurons), neuron_kwargs=kwargs, store_exact=runs.stores_exact(path),
     )  # fmt: skip

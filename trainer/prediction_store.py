@@ -1,0 +1,338 @@
+"""The output of ``run.py predict``: an OME-Zarr image or an HDF5 dataset, and its record.
+
+One writer (the predicting process) owns the output. The array is ``(n_classes, z, y, x)``;
+its attribute ``voxelboard_prediction`` (``ATTR``) is the record: what was predicted from
+what (input, run, snapshot, weights hash, tiling, padding, voxel grid) and which blocks are
+written. A block enters the record only after its data are durably on disk (zarr: its chunk
+files and their folders fsynced; HDF5: ``flush()`` and ``os.fsync``), and the record itself
+is replaced atomically, so a kill or a power cut loses at most the block being written.
+
+A full disk ends the prediction with ``DiskFullError`` naming the file and the space needed.
+zarr writes each chunk to a temporary file and renames it, so a failed write leaves no torn
+chunk. HDF5 (libhdf5) does not survive ``ENOSPC`` safely (the library can crash while it
+closes a file whose metadata it could not write), so before each HDF5 block the free space is
+checked against the block's size plus a margin; another process filling the disk between
+that check and the write can still hurt an HDF5 output, never a zarr one.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from trainer.volumes import detect_format
+
+__all__ = [
+    "ATTR",
+    "DiskFullError",
+    "PredictionError",
+    "PredictionOutput",
+    "IDENTITY_KEYS",
+    "differences",
+    "disk_full",
+    "read_record",
+]
+
+#: attribute of the output array holding the record
+ATTR = "voxelboard_prediction"
+#: record entries a resume must match exactly (the rest is progress)
+IDENTITY_KEYS = ("shape", "dtype", "tile", "padding", "offsets", "input", "model")
+#: spare bytes an HDF5 block needs beyond its data and two copies of the record (chunk
+#: index nodes, the metadata libhdf5 flushes with it)
+HDF5_MARGIN = 256 << 10
+_CHUNK = (64, 64, 64)
+
+
+class PredictionError(ValueError):
+    """An output that cannot be used (exists with another layout) or a bad request."""
+
+
+class DiskFullError(PredictionError):
+    """No space left for the output; the message names the file and the space needed."""
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two records' identities, as ``'name: recorded X, now Y'``.
+
+    Nested entries (``input``, ``model``) are compared field by field.
+    """
+    found = []
+    for key in IDENTITY_KEYS:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                if a.get(sub) != b.get(sub):
+                    found.append(f"{key} {sub}: recorded {a.get(sub)!r}, now {b.get(sub)!r}")
+        elif a != b:
+            found.append(f"{key}: recorded {a!r}, now {b!r}")
+    return found
+
+
+class PredictionOutput:
+    """The output array and its record, opened for writing by the one predicting process."""
+
+    def __init__(self, path: Path, key: str, fmt: str, array: Any, record: dict) -> None:
+        self.path, self.key, self.fmt, self.array, self.record = path, key, fmt, array, record
+        self.done = set(record["done"])
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, path: Path, key: str, record: dict, group_attrs: dict, overwrite: bool = False
+    ) -> PredictionOutput:
+        """Create ``path[key]``, or reopen it when its record has the same identity.
+
+        Args:
+            path: a zarr folder (written as OME-Zarr, NGFF 0.4 in zarr v2) or an
+                ``.h5``/``.hdf5`` file.
+            key: the array's key.
+            record: the new record (``done`` empty, ``complete`` false).
+            group_attrs: ``{'zarr': the image group's NGFF attributes, 'hdf5': the
+                dataset's voxel-grid attributes}``.
+            overwrite: start again over an existing VoxelBoard prediction.
+
+        Raises:
+            PredictionError: the output exists and is no VoxelBoard prediction, or its
+                record differs (the message lists what differs).
+            DiskFullError: no space to create it.
+        """
+        if path.exists():
+            old = cls._existing_record(path, key)
+            if overwrite:
+                _remove(path)
+            elif not isinstance(old.get("input"), dict):
+                raise PredictionError(
+                    f"{path}['{key}'] holds a prediction by an older VoxelBoard, which recorded "
+                    "too little to resume it safely: --overwrite starts it again"
+                )
+            else:
+                diff = differences(old, record)
+                if diff:
+                    state = "a complete" if old.get("complete") else "an unfinished"
+                    raise PredictionError(
+                        f"{path}['{key}'] holds {state} prediction of something else: "
+                        f"{'; '.join(diff)}. It is not overwritten: give a new OUTPUT, or "
+                        "--overwrite to start it again"
+                    )
+                return cls._reopen(path, key, {**record, "done": old.get("done", [])})
+        try:
+            return cls._create(path, key, record, group_attrs)
+        except OSError as e:
+            if disk_full(e):
+                raise DiskFullError(
+                    f"no space left on device while creating {path}: "
+                    f"{shutil.disk_usage(_existing_parent(path)).free / 1e6:.1f} MB free; free "
+                    "space and run the same command again"
+                ) from None
+            raise
+
+    @staticmethod
+    def _existing_record(path: Path, key: str) -> dict:
+        try:
+            record = read_record(path, key)
+        except Exception:  # noqa: BLE001 - any unreadable output is "not ours"
+            record = None
+        if not isinstance(record, dict) or "done" not in record:
+            raise PredictionError(
+                f"{path} exists but holds no VoxelBoard prediction at key '{key}'. Nothing "
+                "was changed: give a new OUTPUT, or delete it yourself"
+            )
+        return record
+
+    @classmethod
+    def _create(cls, path: Path, key: str, record: dict, group_attrs: dict) -> PredictionOutput:
+        shape, dtype = tuple(record["shape"]), record["dtype"]
+        chunks = (1, *(min(c, n) for c, n in zip(_CHUNK, shape[1:])))
+        if _is_hdf5_name(path):
+            f = h5py.File(path, "w")
+            array = f.create_dataset(key, shape=shape, dtype=dtype, chunks=chunks)
+            for name, value in group_attrs["hdf5"].items():
+                array.attrs[name] = value
+            out = cls(path, key, "hdf5", array, record)
+        else:
+            import zarr
+            from numcodecs import Blosc
+
+            group = zarr.open_group(str(path), mode="w", zarr_format=2)
+            group.attrs.update(group_attrs["zarr"])
+            array = group.create_array(
+                key,
+                shape=shape,
+                dtype=dtype,
+                chunks=chunks,
+                fill_value=0,
+                chunk_key_encoding={"name": "v2", "separator": "/"},
+                compressors=Blosc(cname="lz4", clevel=5, shuffle=Blosc.BITSHUFFLE),
+            )
+            out = cls(path, key, "zarr2", array, record)
+            _fsync_tree(path)
+        out.save_record()
+        return out
+
+    @classmethod
+    def _reopen(cls, path: Path, key: str, record: dict) -> PredictionOutput:
+        fmt = detect_format(path, key)
+        if fmt == "hdf5":
+            array = h5py.File(path, "r+")[key]
+        else:
+            import zarr
+
+            array = zarr.open_array(str(path), path=key, mode="r+")
+        return cls(path, key, fmt, array, record)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def check_space(self, nbytes: int, what: str, remaining: int) -> None:
+        """Refuse an HDF5 block that might not fit (see the module's note); zarr: no-op."""
+        if self.fmt != "hdf5":
+            return
+        free = shutil.disk_usage(self.path.parent).free
+        needed = nbytes + HDF5_MARGIN + 2 * len(json.dumps(self.record))
+        if free < needed:
+            raise self.disk_full_error(what, needed, free, remaining)
+
+    def disk_full_error(self, what: str, needed: int, free: int, remaining: int) -> DiskFullError:
+        """The one-line message for a full disk while writing ``what``."""
+        return DiskFullError(
+            f"no space left on device for {self.path} ({what}): it needs about "
+            f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB free (the blocks still to write need "
+            f"at most {remaining / 1e6:.1f} MB); free space and run the same command again: "
+            "it resumes after the blocks already written"
+        )
+
+    def write(self, box: tuple[slice, ...], values: np.ndarray) -> None:
+        """Write ``values`` (output dtype) at spatial ``box`` for all classes, durably."""
+        self.array[(slice(None), *box)] = values
+        if self.fmt == "hdf5":
+            self._fsync_hdf5()
+        else:
+            _fsync_files(self._chunk_files(box))
+
+    def read(self, box: tuple[slice, ...]) -> np.ndarray:
+        """The stored values at spatial ``box`` (all classes)."""
+        return np.asarray(self.array[(slice(None), *box)])
+
+    def mark_done(self, index: int) -> None:
+        """Record block ``index`` as written (call only after ``write`` returned)."""
+        self.done.add(index)
+        self.record["done"] = sorted(self.done)
+        self.save_record()
+
+    def finish(self) -> None:
+        """Mark the output complete and close it."""
+        self.record["complete"] = True
+        self.save_record()
+        self.close()
+
+    def close(self) -> None:
+        """Close the HDF5 file (zarr holds no handle)."""
+        if self.fmt == "hdf5" and self.array.id.valid:
+            self.array.file.close()
+
+    def save_record(self) -> None:
+        """Replace the record attribute durably."""
+        if self.fmt == "hdf5":
+            self.array.attrs[ATTR] = json.dumps(self.record)
+            self._fsync_hdf5()
+        else:
+            self.array.attrs[ATTR] = self.record
+            _fsync_files([self.path / self.key / ".zattrs"])
+
+    def _fsync_hdf5(self) -> None:
+        f = self.array.file
+        f.flush()
+        os.fsync(f.id.get_vfd_handle())
+
+    def _chunk_files(self, box: tuple[slice, ...]) -> Iterator[Path]:
+        chunks = self.array.chunks
+        ranges = [range(self.array.shape[0])] + [
+            range(s.start // c, (s.stop - 1) // c + 1) for s, c in zip(box, chunks[1:])
+        ]
+        encode = self.array.metadata.encode_chunk_key
+        for c in ranges[0]:
+            for z in ranges[1]:
+                for y in ranges[2]:
+                    for x in ranges[3]:
+                        yield self.path / self.key / encode((c, z, y, x))
+
+
+def read_record(path: str | os.PathLike, key: str) -> dict | None:
+    """The record of ``path[key]``, or ``None`` if it has none."""
+    path = Path(path)
+    fmt = detect_format(path, key)
+    if fmt == "hdf5":
+        with h5py.File(path, "r") as f:
+            raw = f[key].attrs.get(ATTR) if key in f else None
+        return json.loads(raw) if raw is not None else None
+    import zarr
+
+    return zarr.open_array(str(path), path=key, mode="r").attrs.get(ATTR)
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or one it wraps) is ``ENOSPC`` / ``EDQUOT``."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if isinstance(e, OSError) and "No space left" in str(e):  # h5py drops the errno
+            return True
+        todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return False
+
+
+def _is_hdf5_name(path: Path) -> bool:
+    return path.suffix.lower() in (".h5", ".hdf5")
+
+
+def _existing_parent(path: Path) -> Path:
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def _fsync_files(files: Sequence[Path] | Iterator[Path]) -> None:
+    """fsync each existing file and, once each, the folders holding them (for the renames)."""
+    folders = set()
+    for file in files:
+        try:
+            fd = os.open(file, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # an all-zero chunk is not stored (zarr's write_empty_chunks=False)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        folders.add(file.parent)
+    for folder in folders:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _fsync_tree(path: Path) -> None:
+    _fsync_files([p for p in path.rglob("*") if p.is_file()])
+    _fsync_files([path / ".zgroup"])
