@@ -110,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="snapshot file or name: FINAL, LAST, BEST, step-N (default FINAL, else LAST)")  # fmt: skip
     e.add_argument("--split", choices=("valid", "train", "both"), default="valid")
     e.add_argument("--mode", choices=MODES, default="binned")
+    e.add_argument("--store-exact", action="store_true",
+                   help="with --mode exact: also keep the counts at every distinct score in the "
+                        "result file (large: ~20 bytes per score); by default it keeps the curves "
+                        "thinned to 4096 points and the binned counts")  # fmt: skip
     e.add_argument("--device", default=None)
     e.add_argument("--name", default=None, help="result name (default: the snapshot name)")
     e.add_argument("--instances", action="store_true",
@@ -463,6 +467,13 @@ def _config_for_resume(run_dir: Path):
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     setup_logging(None, args.debug)
+    if args.store_exact and args.mode != "exact":
+        print(
+            "run.py evaluate: --store-exact keeps the counts at every distinct score, which only "
+            f"--mode exact counts (got --mode {args.mode}); add --mode exact",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from trainer.evaluation import evaluate_run, format_report
 
     try:
@@ -475,7 +486,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             kwargs["ignore_labels"] = args.ignore_labels
         results = evaluate_run(args.run_dir, snapshot=args.snapshot, split=args.split,
                                mode=args.mode, device=args.device, name=args.name,
-                               instances=args.instances, neuron_kwargs=kwargs)  # fmt: skip
+                               instances=args.instances, neuron_kwargs=kwargs,
+                               store_exact=args.store_exact)  # fmt: skip
     except (ValueError, FileNotFoundError) as e:
         print(f"run.py evaluate: {e}", file=sys.stderr)
         if args.debug:

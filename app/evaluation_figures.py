@@ -19,6 +19,7 @@ from dash import Patch
 
 from app.figures import new_figure
 from app.image_figures import png_data_uri
+from trainer.curves import MAX_CURVE_POINTS, thin_indices
 from trainer.metrics import derived_metrics
 
 __all__ = [
@@ -155,7 +156,7 @@ def _curve_figure(
     c = _CURVES[kind]
     d = _curve_arrays(view)
     t = d["thresholds"]
-    keep = _thinned(np.arange(len(t)))
+    keep = thin_indices(np.arange(len(t)))
     area, area_label = c["area"]
     traces = [baseline]
     for k, o in enumerate(others):
@@ -304,26 +305,12 @@ def _vline(threshold: float) -> dict[str, Any]:
     }
 
 
-#: the most points a curve against threshold is drawn with: an exact-mode result has a threshold
-#: per distinct score (6.5 * 10^4 for 2^16 voxels: 10 MB of figure JSON for these four curves,
-#: seconds of first paint); 4096 are more than the plot has pixels across
-MAX_CURVE_POINTS = 4096
-
-
-def _thinned(index: np.ndarray) -> np.ndarray:
-    """Every ``k``-th of ``index`` and its last, at most ``MAX_CURVE_POINTS``."""
-    if len(index) <= MAX_CURVE_POINTS:
-        return index
-    step = -(-len(index) // (MAX_CURVE_POINTS - 1))
-    return np.union1d(index[::step], index[-1:])
-
-
 def metric_curves_figure(view: Mapping[str, Any], threshold: float) -> go.Figure:
     """Precision, recall, F1 and accuracy against threshold, with a line at ``threshold``
     (every ``k``-th stored threshold and the last, at most ``MAX_CURVE_POINTS``)."""
     d = _curve_arrays(view)
     t = d["thresholds"]
-    keep = _thinned(np.flatnonzero(t <= 1.0))  # NOTHING_POSITIVE has no place on [0, 1]
+    keep = thin_indices(np.flatnonzero(t <= 1.0))  # NOTHING_POSITIVE has no place on [0, 1]
     traces = [
         go.Scatter(
             x=t[keep],

@@ -5,9 +5,10 @@ The evaluation page (``app/pages/evaluation.py``) renders the result files writt
 holds the page's view model, without Dash and without torch (file names, formats and readers of
 the result files are ``trainer.runs``'s; the figures are ``app.evaluation_figures``'s):
 
-* ``load_view``: one split of a result file: the ``coarse/`` cumulative counts (all of them up
-  to 10^5 thresholds, else ~10^4; exact counts), areas, the threshold the evaluation chose, the
-  preset thresholds and the class score histograms. ``browser_view`` turns it into what the
+* ``load_view``: one split of a result file: its curve thinned to at most 4096 thresholds
+  (exact counts there; the curve's corners and every preset's threshold kept exactly, see
+  ``trainer.curves``), areas of the full curve, the threshold the evaluation chose, the preset
+  thresholds and the class score histograms. ``browser_view`` turns it into what the
   browser keeps in a ``dcc.Store``: the threshold and count arrays as base64 typed arrays
   (``pack_array``), a third of the JSON text and nothing for the server to walk number by
   number. The browser computes every metric at a slider value from these counts
@@ -35,6 +36,7 @@ import plotly.graph_objects as go
 from app import evaluation_figures as ef
 from app import inputs, paths, series
 from trainer import runs
+from trainer.curves import TARGETLESS_PRESETS
 from trainer.metrics import (
     NOTHING_POSITIVE,
     EvaluationResult,
@@ -42,8 +44,9 @@ from trainer.metrics import (
 )
 from trainer.runs import ResultFileError, read_result
 
-#: presets computed on the server; ``precision_at`` needs the typed target and runs in the browser
-PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer")
+#: presets computed on the server, each kept exactly by the stored thinned curve;
+#: ``precision_at`` needs the typed target and runs in the browser
+PRESETS = TARGETLESS_PRESETS
 PRESET_LABELS = {
     "max_f1": "max F1",
     "max_accuracy": "max accuracy",
@@ -104,7 +107,7 @@ def result_file(run_dir: str | os.PathLike, name: Any) -> Path:
 
 
 def read_split(path: str | os.PathLike, split: str) -> EvaluationResult:
-    """The browser's (coarse) copy of one split of a result file.
+    """The browser's copy of one split of a result file: its thinned curve.
 
     Raises:
         UnreadableResultError: missing, corrupt or old-format file.
@@ -162,7 +165,8 @@ def load_view(run_dir: str | os.PathLike, name: str, split: str) -> dict[str, An
     """One split of result ``name`` of a run: what the page's figures and store are made of.
 
     Keys: ``result``, ``split``, ``mode``, ``n_bins``, ``thresholds`` (float64 array), ``tp``,
-    ``fp``, ``tn``, ``fn`` (int64 arrays: the coarse cumulative counts, ascending thresholds),
+    ``fp``, ``tn``, ``fn`` (int64 arrays: the thinned curve's cumulative counts, ascending
+    thresholds),
     ``n_pos``, ``n_neg``,
     ``n_ignored``, ``roc_auc``, ``average_precision``, ``nll``, ``chosen`` (threshold, method,
     value or ``None``), ``presets`` ({preset: threshold}), ``hist`` (edges, pos, neg),
@@ -449,7 +453,7 @@ def stamps_of(files: Any, result: Any) -> list | None:
 
 
 def is_unreadable(run_dir: Path, result: Any) -> bool:
-    """Whether result file ``result`` cannot be read at all (one read of its coarse counts)."""
+    """Whether result file ``result`` cannot be read at all (one read of its thinned curve)."""
     try:
         read_split(result_file(run_dir, result), "valid")
     except UnreadableResultError:
@@ -543,7 +547,7 @@ def summary(view: dict) -> str:
 def current_metrics(
     run_dir: Path | None, result: Any, split: Any, t: Any, beta: Any
 ) -> ThresholdMetrics | None:
-    """The metrics at the browser's threshold ``t`` from the same coarse counts as the
+    """The metrics at the browser's threshold ``t`` from the same thinned counts as the
     browser's, ``None`` without a run, result or threshold.
 
     Raises:

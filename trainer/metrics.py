@@ -32,130 +32,36 @@ from typing import Any
 
 import numpy as np
 
-IGNORE_LABEL = -1
+# the input checks live beside the core; their names are the core's too
+from trainer.metric_inputs import (  # noqa: F401 - re-exported
+    IGNORE_LABEL,
+    EvaluationInputError,
+    as_cube_pairs,
+    check_labels,
+    check_scores,
+)
+
 #: threshold at which nothing is predicted positive (scores are at most 1); finite so it survives JSON
 NOTHING_POSITIVE = float(np.nextafter(1.0, 2.0))
 DEFAULT_N_BINS = 10_000
 DEFAULT_HIST_BINS = 100
-#: results with more thresholds than this get a coarse copy for the browser (see ``coarsen``)
-COARSE_ABOVE = 100_000
-COARSE_SIZE = 10_000
 #: counting modes (``make_accumulator``); the evaluation page and ``run.py evaluate`` offer these
 MODES = ("exact", "binned")
 PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer", "precision_at")
+#: the presets that need no input; ``precision_at`` needs a target
+TARGETLESS_PRESETS = ("max_f1", "max_accuracy", "max_youden", "eer")
 
 # one chunk's temporaries stay in the CPU caches and a few MB of memory
 _CHUNK = 1 << 18
+# a chunk of a curve's counts for the scans over it (presets, areas): a few temporaries of it fit
+# the CPU's L2 cache, so a curve of 10^7 thresholds is read from memory once
+_SCAN = 1 << 15
 # smallest probability used in log losses, as scikit-learn's log_loss does for float64
 _EPS = float(np.finfo(np.float64).eps)
 
 
-class EvaluationInputError(ValueError):
-    """Labels or scores that cannot be evaluated (shape, values, emptiness)."""
-
-
 class SingleClassWarning(UserWarning):
     """Only one class is present after removing ignored voxels: ROC AUC is undefined (NaN)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# input checks
-
-
-def as_cube_pairs(
-    gt: Any, scores: Any, what: str = "scores"
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Pair up labels and scores given as arrays or as lists of cubes; check shapes.
-
-    Args:
-        gt: one array or a list/tuple of arrays of labels.
-        scores: the same structure of scores (or of thresholded predictions).
-        what: name of the second argument in error messages.
-
-    Returns:
-        list of ``(gt_cube, score_cube)`` numpy arrays with equal shapes.
-
-    Raises:
-        EvaluationInputError: on different list lengths, different shapes or no voxels at all.
-    """
-    gt_list = list(gt) if isinstance(gt, list | tuple) else [gt]
-    sc_list = list(scores) if isinstance(scores, list | tuple) else [scores]
-    if len(gt_list) != len(sc_list):
-        raise EvaluationInputError(
-            f"got {len(gt_list)} label cubes but {len(sc_list)} {what} cubes; pass one {what} "
-            "cube per label cube"
-        )
-    pairs = []
-    for i, (g, s) in enumerate(zip(gt_list, sc_list)):
-        g, s = np.asarray(g), np.asarray(s)
-        if g.shape != s.shape:
-            where = f" (cube {i})" if len(gt_list) > 1 else ""
-            raise EvaluationInputError(
-                f"shape mismatch{where}: labels have shape {g.shape} but {what} have shape "
-                f"{s.shape}; crop both to the same shape first"
-            )
-        pairs.append((g, s))
-    if not pairs or all(g.size == 0 for g, _ in pairs):
-        raise EvaluationInputError(f"empty input: no labels and {what} to evaluate")
-    return pairs
-
-
-def check_labels(gt: np.ndarray) -> np.ndarray:
-    """Labels as ``int8`` after checking they are all 0, 1 or -1 (bool and float 0./1. accepted).
-
-    Raises:
-        EvaluationInputError: naming the offending values.
-    """
-    gt = np.asarray(gt)
-    if gt.dtype == np.bool_:
-        return gt.view(np.int8)
-    if gt.size == 0:
-        return gt.astype(np.int8)
-    if gt.dtype.kind in "iu":
-        lo, hi = gt.min(), gt.max()
-        if lo >= -1 and hi <= 1:
-            return gt.astype(np.int8, copy=False)
-    elif gt.dtype.kind == "f":
-        g8 = gt.astype(np.int8)
-        if np.array_equal(g8, gt):  # also rejects NaN
-            return check_labels(g8)
-    else:
-        raise EvaluationInputError(f"labels must be numbers (0, 1 or -1), got dtype {gt.dtype}")
-    bad = np.unique(gt[(gt != 0) & (gt != 1) & (gt != IGNORE_LABEL)])
-    raise EvaluationInputError(
-        f"labels must be 0 (negative), 1 (positive) or -1 (ignore); found {bad[:5].tolist()}"
-        f"{' ...' if bad.size > 5 else ''}; binarise them first (e.g. labels > 0.5)"
-    )
-
-
-def check_scores(scores: np.ndarray) -> np.ndarray:
-    """Scores as a float array after checking they are finite and in ``[0, 1]``.
-
-    float32 stays float32 (cheaper); other types become float64. All voxels are checked, ignored
-    ones included: a NaN anywhere in a prediction is a bug worth hearing about.
-
-    Raises:
-        EvaluationInputError: on NaN, infinities or values outside ``[0, 1]``.
-    """
-    s = np.asarray(scores)
-    if s.dtype.kind not in "fbiu":
-        raise EvaluationInputError(f"scores must be numbers in [0, 1], got dtype {s.dtype}")
-    if s.dtype != np.float32:
-        s = s.astype(np.float64)
-    if s.size == 0:
-        return s
-    lo, hi = float(s.min()), float(s.max())
-    if math.isnan(lo) or math.isnan(hi):
-        n_nan = int(np.count_nonzero(np.isnan(s)))
-        raise EvaluationInputError(
-            f"scores contain {n_nan} NaN value(s); the prediction is broken (diverged model?)"
-        )
-    if lo < 0.0 or hi > 1.0:
-        raise EvaluationInputError(
-            f"scores must be probabilities in [0, 1], found values in [{lo:g}, {hi:g}]; apply a "
-            "softmax/sigmoid first"
-        )
-    return s
 
 
 def _chunks(g: np.ndarray, s: np.ndarray) -> Iterable[tuple[np.ndarray, np.ndarray]]:
@@ -275,11 +181,13 @@ class _Accumulator:
 
 
 class ExactAccumulator(_Accumulator):
-    """Exact counts at every distinct score; stores 8 bytes per counted voxel until ``result``.
+    """Exact counts at every distinct score; stores 4 or 8 bytes per counted voxel until ``result``.
 
-    Each voxel becomes one ``uint64`` key ``(float64 bits of the score) << 1 | label``; for scores in
-    ``[0, 1]`` the bits are monotonic in the value and bit 63 is free. One sort of the keys then
-    gives both the distinct thresholds and, per threshold, how many positives and negatives it has.
+    Each voxel becomes one unsigned key ``(bits of the score) << 1 | label``; for scores in
+    ``[0, 1]`` the bits are monotonic in the value and the top bit is free. float32 scores make
+    ``uint32`` keys (their bits are below 2^30), anything else ``uint64`` keys of the float64
+    bits. One sort of the keys then gives both the distinct thresholds and, per threshold, how
+    many positives and negatives it has.
     """
 
     mode = "exact"
@@ -295,26 +203,53 @@ class ExactAccumulator(_Accumulator):
         keep = g >= 0
         if not keep.all():
             g, s = g[keep], s[keep]
-        s64 = s.astype(np.float64) + 0.0  # + 0.0 turns -0.0 into 0.0 (bits must be monotonic)
-        key = s64.view(np.uint64) << np.uint64(1)
-        key |= g.astype(np.uint64)
+        # + 0 turns -0.0 into 0.0 (the bits must be monotonic in the value)
+        if s.dtype == np.float32:
+            # a sort of 4-byte keys moves half the memory of 8-byte ones
+            key = (s + np.float32(0.0)).view(np.uint32) << np.uint32(1)
+        else:
+            key = (s.astype(np.float64) + 0.0).view(np.uint64) << np.uint64(1)
+        key |= g.view(np.uint8)
         self._keys.append(key)
 
     def _counts(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys = np.concatenate(self._keys) if len(self._keys) != 1 else self._keys[0]
+        parts = self._keys
+        if len({k.dtype for k in parts}) > 1:  # float32 and float64 cubes: all keys 64 bits wide
+            parts = [_wide_keys(k) for k in parts]
+        keys = np.concatenate(parts) if len(parts) != 1 else parts[0]
         self._keys = [keys]
         keys.sort()
+        one = keys.dtype.type(1)
+        value = keys >> one
         # a new distinct score starts where the keys differ in more than the label bit
-        new = (keys[1:] ^ keys[:-1]) > 1
-        starts = np.concatenate(([0], np.flatnonzero(new) + 1))
+        new = np.empty(keys.size, np.bool_)
+        new[:1] = True
+        np.not_equal(value[1:], value[:-1], out=new[1:])
+        starts = np.flatnonzero(new)
         del new
-        thresholds = (keys[starts] >> np.uint64(1)).view(np.float64)
-        pos = np.add.reduceat((keys & np.uint64(1)).astype(np.uint8), starts, dtype=np.int64)
-        size = np.diff(np.append(starts, keys.size))
+        m = starts.size
+        # arrays one longer than the distinct scores: the last entry is NOTHING_POSITIVE's
+        thresholds = np.empty(m + 1)
+        thresholds[:m] = value[starts].view(np.float32 if keys.dtype == np.uint32 else np.float64)
+        thresholds[m] = NOTHING_POSITIVE
+        del value
+        label = np.bitwise_and(keys, one, out=np.empty(keys.size, np.uint8), casting="unsafe")
+        pos = np.add.reduceat(label, starts, dtype=np.int64)
         # predicted positive at threshold j: every voxel with a score >= thresholds[j]
-        tp = np.cumsum(pos[::-1])[::-1]
-        fp = np.cumsum((size - pos)[::-1])[::-1]
-        return _with_sentinel(thresholds, tp, fp)
+        tp = np.zeros(m + 1, np.int64)
+        np.cumsum(pos[::-1], out=tp[m - 1 :: -1])
+        fp = np.zeros(m + 1, np.int64)
+        np.subtract(keys.size, starts, out=fp[:m])
+        fp[:m] -= tp[:m]
+        return thresholds, tp, fp
+
+
+def _wide_keys(keys: np.ndarray) -> np.ndarray:
+    """``uint64`` keys (float64 bits << 1 | label) of ``uint32`` keys (float32 bits)."""
+    if keys.dtype == np.uint64:
+        return keys
+    score = (keys >> np.uint32(1)).view(np.float32).astype(np.float64)
+    return (score.view(np.uint64) << np.uint64(1)) | (keys & np.uint32(1)).astype(np.uint64)
 
 
 class BinnedAccumulator(_Accumulator):
@@ -442,8 +377,11 @@ def evaluate_arrays(
 
 def _div(num: Any, den: Any, empty: float) -> np.ndarray:
     """``num / den`` in float64, ``empty`` where ``den`` is 0."""
-    num, den = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    num, den = np.asarray(num), np.asarray(den)
+    if den.ndim == 0 and den != 0:  # one division per element, nothing else (curves of 10^7)
+        return np.asarray(num / np.float64(den), np.float64)
     out = np.full(np.broadcast_shapes(num.shape, den.shape), empty)
+    # integers divide as float64 inside the ufunc: the same values as converting them first
     np.divide(num, den, out=out, where=den != 0)
     return out
 
@@ -604,11 +542,21 @@ class EvaluationResult:
 
     @functools.cached_property
     def roc_auc(self) -> float:
-        """Area under the ROC curve (trapezoids); NaN when only one class is present."""
+        """Area under the ROC curve (trapezoids); NaN when only one class is present.
+
+        Summed in integers, ``sum (fp_j - fp_j+1) (tp_j + tp_j+1) / (2 P N)``, and divided once:
+        exact up to the last rounding.
+        """
         if self.single_class:
             return math.nan
-        fpr, tpr = self.roc()
-        return float(np.trapezoid(tpr[::-1], fpr[::-1]))
+        tp, fp = self.tp, self.fp
+        exact = 2 * self.n_pos * self.n_neg < 2**63  # no int64 product can overflow
+        total = 0
+        for lo in range(0, tp.size - 1, _SCAN):
+            t, f = tp[lo : lo + _SCAN + 1], fp[lo : lo + _SCAN + 1]
+            d, h = f[:-1] - f[1:], t[:-1] + t[1:]
+            total += int((d * h).sum()) if exact else float((d * h.astype(np.float64)).sum())
+        return total / (2 * self.n_pos * self.n_neg)
 
     @functools.cached_property
     def average_precision(self) -> float:
@@ -618,8 +566,16 @@ class EvaluationResult:
         """
         if self.n_pos == 0:
             return math.nan
-        recall, precision = self.pr()
-        return float(np.sum(np.diff(recall[::-1]) * precision[::-1][1:]))
+        tp, fp = self.tp, self.fp
+        total = 0.0
+        for lo in range(0, tp.size - 1, _SCAN):
+            t, f = tp[lo : lo + _SCAN + 1], fp[lo : lo + _SCAN + 1]
+            # the positives at exactly threshold j, times the precision there (tp_j > 0 then)
+            den = t[:-1] + f[:-1]
+            prec = np.divide(t[:-1], den, out=np.zeros(den.shape), where=den > 0)
+            # no np.dot: BLAS threads waking for each small chunk cost more than the sum
+            total += float(np.multiply(t[:-1] - t[1:], prec, out=prec).sum())
+        return total / self.n_pos
 
     def metrics(self, beta: float = 1.0) -> Any:
         """All metrics at every threshold as a pandas DataFrame (one row per threshold)."""
@@ -665,25 +621,20 @@ class EvaluationResult:
             ValueError: unknown method, or no threshold reaches the target precision.
         """
 
-        def get(*names: str) -> dict[str, np.ndarray]:
-            return derived_metrics(self.tp, self.fp, self.tn, self.fn, names=names)
-
-        if method in ("max_f1", "max_accuracy", "max_youden"):
-            name = {"max_f1": "f1", "max_accuracy": "accuracy", "max_youden": "youden_j"}[method]
-            m = get(name)[name]
-            i = int(np.argmax(m))
-            return ThresholdChoice(float(self.thresholds[i]), method, float(m[i]))
-        if method == "eer":
-            d = get("fpr", "fnr")
-            gap = np.abs(d["fpr"] - d["fnr"])
-            i = int(np.argmin(gap))
-            return ThresholdChoice(
-                float(self.thresholds[i]), method, float(0.5 * (d["fpr"][i] + d["fnr"][i]))
-            )
+        tp, fp, p, n = self.tp, self.fp, self.n_pos, self.n_neg
+        if method in TARGETLESS_PRESETS:
+            i = best_indices(tp, fp, p, n, (method,))[method]
+            one = slice(i, i + 1)
+            if method == "eer":  # FPR and FNR there, and their mean
+                rates = _div(fp[one], n, 0.0) + _div(p - tp[one], p, 0.0)
+                value = float(0.5 * rates[0])
+            else:
+                value = float(_preset_metric(method, tp[one], fp[one], p, n)[0])
+            return ThresholdChoice(float(self.thresholds[i]), method, value)
         if method == "precision_at":
             if target is None or not 0.0 <= target <= 1.0:
                 raise ValueError(f"precision_at needs a target precision in [0, 1], got {target}")
-            d = get("precision")
+            d = derived_metrics(tp, fp, self.tn, self.fn, names=("precision",))
             ok = (d["precision"] >= target) & ((self.tp + self.fp) > 0)
             if not ok.any():
                 some = (self.tp + self.fp) > 0
@@ -710,32 +661,40 @@ class EvaluationResult:
         """A copy with ``error_hist`` set."""
         return dataclasses.replace(self, error_hist=hist)
 
-    def coarsen(self, size: int = COARSE_SIZE) -> EvaluationResult:
-        """A copy keeping at most about ``size`` of the thresholds (for figures and browsers).
 
-        Keeps exact counts at the kept thresholds: half of them are the first thresholds at or above
-        a uniform grid over [0, 1], half are evenly spaced in rank (so dense score regions keep
-        their detail); the first and last threshold are always kept. AUC and AP keep the values of
-        the full result.
-        """
-        k = self.thresholds.size
-        if k <= size:
-            return self
-        grid = np.searchsorted(self.thresholds, np.linspace(0.0, 1.0, size // 2), side="left")
-        ranks = np.linspace(0, k - 1, size - size // 2).round().astype(np.intp)
-        keep = np.unique(np.concatenate([grid, ranks, [0, k - 1]]).clip(0, k - 1))
-        small = dataclasses.replace(
-            self,
-            thresholds=self.thresholds[keep],
-            tp=self.tp[keep],
-            fp=self.fp[keep],
-            tn=self.tn[keep],
-            fn=self.fn[keep],
-        )
-        # the areas belong to the full curve, not to its subsample
-        small.__dict__["roc_auc"] = self.roc_auc
-        small.__dict__["average_precision"] = self.average_precision
-        return small
+def _preset_metric(method: str, tp: np.ndarray, fp: np.ndarray, p: int, n: int) -> np.ndarray:
+    """What target-free preset ``method`` maximises, per threshold: the values of
+    ``derived_metrics`` bit for bit (the same integers, divided once); for ``eer`` minus
+    ``|FPR - FNR|``."""
+    if method == "max_accuracy":  # (tp + tn) / (tp + fp + tn + fn), tn = n - fp
+        return _div(tp - fp + n, p + n, math.nan)
+    if method == "max_f1":  # 2 tp / (2 tp + fn + fp), fn = p - tp
+        return _div(2 * tp, tp + fp + p, 0.0)
+    if method == "max_youden":
+        return _div(tp, p, 0.0) + _div(n - fp, n, 0.0) - 1.0
+    return -np.abs(_div(fp, n, 0.0) - _div(p - tp, p, 0.0))
+
+
+def best_indices(
+    tp: np.ndarray,
+    fp: np.ndarray,
+    n_pos: int,
+    n_neg: int,
+    methods: Sequence[str] = TARGETLESS_PRESETS,
+) -> dict[str, int]:
+    """The index each target-free preset picks on the curve ``(tp, fp)`` (ascending thresholds):
+    the first maximum of its metric, so ties go to the smallest threshold. One scan in chunks
+    that stay in the CPU caches, all ``methods`` at once; ``EvaluationResult.choose`` uses it.
+    """
+    best = {m: (-math.inf, 0) for m in methods}
+    for lo in range(0, tp.size, _SCAN):
+        t, f = tp[lo : lo + _SCAN], fp[lo : lo + _SCAN]
+        for m in methods:
+            v = _preset_metric(m, t, f, n_pos, n_neg)
+            i = int(np.argmax(v))
+            if v[i] > best[m][0]:
+                best[m] = (float(v[i]), lo + i)
+    return {m: i for m, (_v, i) in best.items()}
 
 
 def counts_at(

@@ -209,7 +209,10 @@ def test_result_file_round_trip(tmp_path: Path, mode: str) -> None:
     with h5py.File(path) as f:
         assert f.attrs["format_version"] == FORMAT_VERSION and f.attrs["step"] == 7
         g = f["valid"]
-        np.testing.assert_array_equal(g["coarse/tp"][()], res.tp)  # small: links to the full arrays
+        assert g.attrs["curves"] == "thinned" and g.attrs["n_thresholds"] == res.thresholds.size
+        np.testing.assert_array_equal(g["tp"][()], res.tp)  # small: the thinned curve is all of it
+        assert g["binned"].attrs["n_bins"] == (1000 if mode == "binned" else 10_000)
+        assert "exact" not in g  # only with store_exact
         fpr, tpr = res.roc()
         np.testing.assert_array_equal(g["roc/fpr"][()], fpr)
         np.testing.assert_array_equal(g["pr/precision"][()], res.pr()[1])
@@ -217,14 +220,14 @@ def test_result_file_round_trip(tmp_path: Path, mode: str) -> None:
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_result_file_coarse_copy_for_many_thresholds(tmp_path: Path) -> None:
+def test_result_file_thinned_copy_for_many_thresholds(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     gt = (rng.random(120_000) < 0.5).astype(np.int8)
     res = evaluate_arrays(gt, rng.random(120_000))
     assert res.thresholds.size > 100_000
     write_result(tmp_path / "big.h5", {"valid": res})
     small = read_result(tmp_path / "big.h5", coarse=True)["valid"]
-    assert 5000 < small.thresholds.size <= 10_002
+    assert 4000 < small.thresholds.size <= 4096
     idx = np.searchsorted(res.thresholds, small.thresholds)
     np.testing.assert_array_equal(small.fp, res.fp[idx])
     assert small.roc_auc == res.roc_auc

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from trainer.curves import thin_result
 from trainer.metrics import (
     METRIC_NAMES,
     NOTHING_POSITIVE,
@@ -199,14 +200,14 @@ def test_precision_target_out_of_reach() -> None:
         res.choose("precision_at", target=0.99)
 
 
-def test_at_is_exact_between_thresholds_and_coarsen_keeps_counts() -> None:
+def test_at_is_exact_between_thresholds_and_thinning_keeps_counts() -> None:
     gt, s = _case("random", n=50_000)
     res = evaluate_arrays(gt, s)
     keep = gt >= 0
     for t in (0.123456, 0.5, 0.999999, 1.0):
         assert res.at(t).tp == int(((s >= t) & (gt == 1) & keep).sum())
-    small = res.coarsen(2000)
-    assert small.thresholds.size <= 2002 and small.thresholds[-1] == NOTHING_POSITIVE
+    small = thin_result(res, 2000)
+    assert small.thresholds.size <= 2000 and small.thresholds[-1] == NOTHING_POSITIVE
     idx = np.searchsorted(res.thresholds, small.thresholds)
     np.testing.assert_array_equal(small.tp, res.tp[idx])
     assert small.roc_auc == res.roc_auc and small.average_precision == res.average_precision

@@ -21,7 +21,7 @@ from trainer.evaluation.neurons import (
 )
 from trainer.evaluation.reference import format_report
 from trainer.metrics import evaluate_arrays
-from trainer.runs import read_result, update_split, write_result
+from trainer.runs import read_result, write_result, write_split
 from trainer.runs.results import read_neurons
 from trainer.segmentation import DEFAULT_GRID, Quantile, segmentation_scores, threshold_components
 from trainer.synthetic import ensure_demo_zarr, generate_cube_neurons, make_demo_data
@@ -117,7 +117,7 @@ def test_result_file_round_trip_and_older_files(tmp_path, cube, record):
         else:
             np.testing.assert_equal(back[k], v)  # NaN for a fixed grid's quantiles
     # replacing a split keeps the neuron scores
-    update_split(path, "train", lambda _old: res)
+    write_split(path, "train", res)
     assert set(read_result(path)) == {"valid", "train"} and len(read_neurons(path)) == 1
     # a format-1 file (before neurons) still reads, with no neuron scores
     write_result(tmp_path / "old.h5", {"valid": res})

@@ -138,7 +138,7 @@ def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path, de
     from trainer.runs import read_result
 
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(finished_run), "--split", "both",
-           "--mode", "exact", "--device", "cpu"]  # fmt: skip
+           "--mode", "exact", "--store-exact", "--device", "cpu"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=finished_run.parent.parent, capture_output=True, text=True,
                           env=_env(demo_data_dir), timeout=240)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -150,6 +150,14 @@ def test_evaluate_cli_writes_a_result_the_dashboard_reads(finished_run: Path, de
     assert 0.5 < valid.roc_auc <= 1.0, "50 steps of the demo already separate membranes"
     for suffix in ("_valid.performance.html", "_valid.error_histogram.html", "-REPORT.txt"):
         assert (finished_run / "eval" / f"FINAL{suffix}").exists()
+    # --store-exact: every distinct score is read back; the dashboard's thinned copy keeps the
+    # areas and every preset of it
+    assert runs.stores_exact(finished_run / "eval" / "FINAL.h5")
+    thin = read_result(finished_run / "eval" / "FINAL.h5", coarse=True)["valid"]
+    assert thin.thresholds.size <= 4096 < valid.thresholds.size
+    assert (thin.roc_auc, thin.average_precision) == (valid.roc_auc, valid.average_precision)
+    for method in ("max_f1", "max_accuracy", "max_youden", "eer"):
+        assert thin.choose(method) == valid.choose(method)
     # one pass: the probability cache of the validation cubes is written with the result, from
     # the same predictions (the segmentation view only reads it)
     cache = runs.prob_cache_path(finished_run, "FINAL")

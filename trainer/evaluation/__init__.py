@@ -6,7 +6,8 @@
 * ``trainer.evaluation.run``: evaluating a run's snapshot (``python run.py evaluate``), one
   prediction pass for the result file and the probability cache.
 * ``trainer.evaluation.figures``: the evaluation's own HTML figures.
-* ``trainer.runs.results``: the result file, probability cache and ``threshold.json`` formats.
+* ``trainer.runs.result_file``: the result file; ``trainer.runs.results``: the probability
+  cache and ``threshold.json`` formats.
 
 The public names of these modules are importable from here, as in ELEKTRONN2; none imports
 torch until a function that predicts runs.

@@ -3,7 +3,7 @@
 The maths lives in ``trainer.metrics`` (pure, one pass over the data); this module keeps the
 reference functions and their return shapes. ``evaluate``, ``error_hist`` and
 ``evaluate_model_binary`` write their figures (``trainer.evaluation.figures``) and the result
-file (format and writer: ``trainer.runs.results``). See docs/evaluation.md for the deviations
+file (format and writer: ``trainer.runs.result_file``). See docs/evaluation.md for the deviations
 from ELEKTRONN2.
 
 Example:
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from trainer import runs
+from trainer.curves import StoredCurves, stored_curves
 from trainer.evaluation.figures import (
     PERF_ROWS,
     REFERENCE_GRID,
@@ -218,8 +219,13 @@ def evaluate(
     grid: Sequence[float] | np.ndarray | None = None,
     result_file: str | os.PathLike | None = None,
     split: str = "valid",
+    store_exact: bool = False,
 ) -> tuple[np.ndarray, float, float]:
     """Evaluate probabilities; write ``<save_name>.performance.html`` and the result file.
+
+    The result file keeps the curves thinned to at most 4096 thresholds (the presets' exactly)
+    and the binned counts, whatever the number of scores; the figure is drawn from the thinned
+    curve. The areas are those of the full curve.
 
     Args:
         gt: labels (1, 0, -1 = ignore), an array or a list of cubes.
@@ -233,6 +239,8 @@ def evaluate(
         grid: thresholds of the ``perf`` table (default: ELEKTRONN2's 64 points over [0, 1]).
         result_file: result file to update (default ``<save_name>.h5``).
         split: group of the result file to write (``'valid'`` or ``'train'``).
+        store_exact: also keep the exact counts at every distinct score in the result file
+            (exact mode; ~20 bytes per distinct score before compression).
 
     Returns:
         ``(perf, roc_auc, thresh)``: ``perf`` is the 7 x len(grid) array with rows tpr, fpr,
@@ -242,10 +250,13 @@ def evaluate(
     del n_proc
     res = evaluate_arrays(gt, preds, mode=mode, n_bins=n_bins)
     perf, res = _grid_choice(res, grid, thresh)
+    stored = stored_curves(res, store_exact)
     save_name = str(save_name)
-    write_html(save_name + ".performance.html", performance_figure(res, perf=perf, grid=grid))
+    fig = performance_figure(stored.thinned, perf=perf, grid=grid)
+    write_html(save_name + ".performance.html", fig)
     path = Path(result_file) if result_file is not None else Path(save_name + ".h5")
-    runs.update_split(path, split, lambda old: res.with_error_hist(old.error_hist if old else None))
+    # keeps the split's error histogram (error_hist wrote it) without reading its old curves
+    runs.write_split(path, split, stored)
     return perf, res.roc_auc, res.chosen.threshold  # type: ignore[union-attr]
 
 
@@ -287,12 +298,7 @@ def error_hist(
     save_name = str(save_name)
     write_html(save_name + ".error_histogram.html", error_histogram_figure(hist))
     path = Path(result_file) if result_file is not None else Path(save_name + ".h5")
-
-    def put(old: EvaluationResult | None) -> EvaluationResult:
-        base = old if old is not None else evaluate_arrays(gt, preds, mode="binned")
-        return base.with_error_hist(hist)
-
-    runs.update_split(path, split, put)
+    runs.write_error_hist(path, split, hist, lambda: evaluate_arrays(gt, preds, mode="binned"))
     return hist
 
 
@@ -335,6 +341,7 @@ def evaluate_model_binary(
     on_prediction: OnPrediction | None = None,
     instances: Sequence[np.ndarray] | None = None,
     neuron_kwargs: Mapping[str, Any] | None = None,
+    store_exact: bool = False,
 ) -> dict[str, EvaluationResult]:
     """Predict the validation (and the first ``n_train`` training) cubes densely and evaluate them.
 
@@ -371,9 +378,11 @@ def evaluate_model_binary(
             neuron scores (``trainer.evaluation.neurons.evaluate_neurons``) and the report
             ELEKTRONN2's ``ri*`` columns.
         neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc).
+        store_exact: also keep the exact counts at every distinct score in the result file
+            (exact mode); by default it keeps the thinned curves and the binned counts.
 
     Returns:
-        ``{'train': ..., 'valid': ...}`` (train only if training cubes exist).
+        ``{'train': ..., 'valid': ...}`` (train only if training cubes exist), the full results.
 
     Raises:
         RuntimeError: no validation cubes.
@@ -410,6 +419,7 @@ def evaluate_model_binary(
         )
     runs.eval_dir(run_dir).mkdir(parents=True, exist_ok=True)
     results: dict[str, EvaluationResult] = {}
+    stored: dict[str, StoredCurves] = {}
     neurons: list[dict[str, Any]] = []
     thresh = None
     for split, raws, labels in (("train", td[:n_train], tl[:n_train]), ("valid", vd, vl)):
@@ -454,9 +464,10 @@ def evaluate_model_binary(
             threshold=res.chosen.threshold,  # type: ignore[union-attr]
         )
         res = res.with_error_hist(hist)
+        stored[split] = stored_curves(res, store_exact)
         write_html(
             runs.figure_path(run_dir, name, split, "performance"),
-            performance_figure(res, perf=perf, title=f"{name} {split}"),
+            performance_figure(stored[split].thinned, perf=perf, title=f"{name} {split}"),
         )
         write_html(
             runs.figure_path(run_dir, name, split, "error_histogram"),
@@ -464,7 +475,7 @@ def evaluate_model_binary(
         )
         results[split] = res
     runs.write_result(
-        runs.result_path(run_dir, name), results, {"name": name, **(attrs or {})}, neurons
+        runs.result_path(run_dir, name), stored, {"name": name, **(attrs or {})}, neurons
     )
     report = format_report(results, neurons).encode()
     runs.atomic_write_bytes(runs.report_path(run_dir, name), report)

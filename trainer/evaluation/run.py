@@ -3,7 +3,7 @@
 ``evaluate_run`` loads the run's model from its config copy and a snapshot, predicts each cube
 once, and writes from that one pass both the result file (``eval/<name>.h5`` and its figures and
 report) and the probability cache of the validation cubes (``eval/<name>_valid_prob.h5``) that
-the evaluation page's segmentation view reads. File names and formats: ``trainer.runs.results``.
+the evaluation page's segmentation view reads. File names and formats: ``trainer.runs`` (``results``, ``result_file``).
 
 This module imports torch only when a function runs, so importing it is cheap.
 
@@ -140,6 +140,7 @@ def evaluate_run(
     data_dir: str | os.PathLike | None = None,
     instances: bool = False,
     neuron_kwargs: dict[str, Any] | None = None,
+    store_exact: bool = False,
 ) -> dict[str, EvaluationResult]:
     """Evaluate a run's snapshot on its config's cubes, predicting each cube once.
 
@@ -164,9 +165,11 @@ def evaluate_run(
         neuron_kwargs: passed to ``evaluate_neurons`` (thresholds, connectivity, grid, n_proc,
             ignore_labels, convention); ``ignore_labels`` defaults to the config's
             ``instance_ignore_labels``.
+        store_exact: also keep the exact counts at every distinct score (``mode='exact'``) in
+            the result file; by default it keeps the thinned curves and the binned counts.
 
     Returns:
-        ``{split: EvaluationResult}`` as written (``trainer.evaluation.format_report`` prints it).
+        ``{split: EvaluationResult}`` as computed (``trainer.evaluation.format_report`` prints it).
 
     Raises:
         ValueError: ``instances`` without ``instance_files`` in the config, or unusable ones.
@@ -207,7 +210,7 @@ def evaluate_run(
             run.model, name, data=run.data, run_dir=run_dir, mode=mode, device=run.device,
             splits=splits, attrs={"snapshot": str(run.snapshot), "step": step},
             progress=progress or log_progress, on_prediction=keep if w is not None else None,
-            instances=inst, neuron_kwargs=neuron_kwargs,
+            instances=inst, neuron_kwargs=neuron_kwargs, store_exact=store_exact,
         )  # fmt: skip
 
 
@@ -232,7 +235,8 @@ def evaluate_again(
     progress: Callable[[str, int, int], None] | None = None,
     data_dir: str | os.PathLike | None = None,
 ) -> dict[str, EvaluationResult]:
-    """Evaluate result ``name`` again as it was made: same snapshot, counting and splits.
+    """Evaluate result ``name`` again as it was made: same snapshot, counting, splits and
+    stored curves (exact counts again if it kept them).
 
     For results written before probability caches existed: the new pass writes the result and
     its cache together (``evaluate_run``).
@@ -242,7 +246,7 @@ def evaluate_again(
         FileNotFoundError: the snapshot the result was computed with is gone (names it).
     """
     path = runs.result_path(run_dir, name)
-    results = runs.read_result(path, coarse=True)
+    results = runs.read_result(path, coarse=True)  # the thinned curves: small at any size
     recorded = str(runs.read_result_attrs(path).get("snapshot") or "")
     snapshot = Path(recorded) if recorded else None
     if snapshot is not None and not snapshot.is_file():
@@ -260,5 +264,5 @@ def evaluate_again(
     mode = next(iter(results.values())).mode if results else "binned"
     return evaluate_run(
         run_dir, snapshot, split, mode, device, name, progress=progress, data_dir=data_dir,
-        instances=bool(neurons), neuron_kwargs=kwargs,
+        instances=bool(neurons), neuron_kwargs=kwargs, store_exact=runs.stores_exact(path),
     )  # fmt: skip

@@ -71,6 +71,7 @@ from trainer.runs.previews import (  # noqa: F401 - re-exported
     write_preview,
 )
 from trainer.runs.results import (  # noqa: F401 - re-exported
+    CURVES,
     EVAL_DIR,
     FORMAT_NAME,
     FORMAT_VERSION,
@@ -93,10 +94,12 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     read_threshold,
     report_path,
     result_path,
+    stores_exact,
     threshold_path,
-    update_split,
+    write_error_hist,
     write_prob_cache,
     write_result,
+    write_split,
     write_threshold,
 )
 from trainer.runs.snapshots import (  # noqa: F401 - re-exported

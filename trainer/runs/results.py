@@ -2,8 +2,9 @@
 
 ``<run_dir>/eval/`` holds (format in docs/evaluation.md)::
 
-    <name>.h5                          result file: counts at every threshold, per split, and
-                                       with ``--instances`` the neuron scores per validation cube
+    <name>.h5                          result file: the curves of each split (thinned, binned,
+                                       exact on request) and with ``--instances`` the neuron
+                                       scores per validation cube (``trainer.runs.result_file``)
     <name>_valid_prob.h5               probability cache: the validation cubes as predicted
     <name>-REPORT.txt                  text report
     <name>_<split>.performance.html    Plotly figures (self-contained HTML)
@@ -22,28 +23,37 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import io
-import math
 import os
 import time
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from trainer.metrics import (
-    COARSE_ABOVE,
-    COARSE_SIZE,
-    ErrorHistogram,
-    EvaluationResult,
-    ThresholdChoice,
+from trainer.runs.atomic import atomic_path, atomic_write_json
+from trainer.runs.confine import confined
+
+# the result file's format, writers and readers (re-exported: ``trainer.runs`` names them here)
+from trainer.runs.result_file import (
+    CURVES,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SPLITS,
+    ResultFileError,
+    cube_order,
+    plain,
+    read_neurons,
+    read_result,
+    read_result_attrs,
+    stores_exact,
+    write_error_hist,
+    write_result,
+    write_split,
 )
-from trainer.runs.atomic import atomic_path, atomic_write_bytes, atomic_write_json
-from trainer.runs.confine import OutsideRunsError, confined
 
 __all__ = [
+    "CURVES",
     "EVAL_DIR",
     "FIGURE_KINDS",
     "FORMAT_NAME",
@@ -69,23 +79,17 @@ __all__ = [
     "read_threshold",
     "report_path",
     "result_path",
+    "stores_exact",
     "threshold_path",
-    "update_split",
+    "write_error_hist",
     "write_prob_cache",
     "write_result",
+    "write_split",
     "write_threshold",
 ]
 
 #: the folder of a run that holds its evaluation files
 EVAL_DIR = "eval"
-FORMAT_NAME = "voxelboard-evaluation"
-#: 2 added the optional ``neurons`` group (neuron scores per validation cube); 1 is still read
-FORMAT_VERSION = 2
-OLDEST_READABLE_VERSION = 1
-#: the group of the neuron scores: ``neurons/cube<i>`` per validation cube
-NEURONS_GROUP = "neurons"
-#: the splits a result file can hold
-SPLITS = ("valid", "train")
 RESULT_SUFFIX = ".h5"
 #: what marks a probability cache in ``eval/`` (``<name>_<split>_prob.h5``): not a result file
 PROB_SUFFIX = "_prob"
@@ -97,21 +101,6 @@ THRESHOLD_KEYS = ("threshold", "method", "beta", "run", "result", "split", "save
 #: HTML figures of a result: ``<name>_<split>.<kind>.html``
 FIGURE_KINDS = ("performance", "error_histogram")
 _REPORT_SUFFIX = "-REPORT.txt"
-_HINT = "re-run `python run.py evaluate RUN_DIR` to write it"
-
-
-class ResultFileError(ValueError):
-    """An evaluation result file that is missing, corrupt, or of another format version.
-
-    Attributes:
-        path: the file.
-        reason: ``'missing'``, ``'corrupt'``, ``'old-format'``, ``'newer-format'`` or
-            ``'refused'`` (a link out of the runs folder, see ``trainer.runs.confine``).
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"evaluation result {path}: {detail}")
 
 
 class ProbCacheError(ValueError):
@@ -189,293 +178,6 @@ def list_results(run_dir: str | os.PathLike) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------
-# result files
-
-
-def write_result(
-    path: str | os.PathLike,
-    result_by_split: Mapping[str, EvaluationResult],
-    attrs: Mapping[str, Any] | None = None,
-    neurons: Sequence[Mapping[str, Any]] | None = None,
-) -> None:
-    """Write one result file (HDF5) atomically: readers see the old or the new file.
-
-    Args:
-        path: the file, usually ``result_path(run_dir, name)``.
-        result_by_split: e.g. ``{'valid': res, 'train': res}``.
-        attrs: extra root attributes (snapshot, step, ...): str, numbers or None.
-        neurons: per validation cube, the neuron scores (``trainer.evaluation.neurons``):
-            arrays become datasets under ``neurons/cube<i>/<key>`` (a key may hold ``/``),
-            numbers and strings attributes of ``neurons/cube<i>``.
-    """
-    import h5py
-
-    buf = io.BytesIO()
-    with h5py.File(buf, "w") as f:
-        f.attrs["format"] = FORMAT_NAME
-        f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["created"] = time.time()
-        for k, v in (attrs or {}).items():
-            f.attrs[k] = "" if v is None else v
-        for split, res in result_by_split.items():
-            _write_split(f.create_group(split), res)
-        for i, cube in enumerate(neurons or ()):
-            g = f.create_group(f"{NEURONS_GROUP}/cube{i}")
-            for k, v in cube.items():
-                if isinstance(v, np.ndarray):
-                    _dataset(g, k, v)
-                else:
-                    g.attrs[k] = v
-    atomic_write_bytes(path, buf.getvalue())
-
-
-def read_neurons(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The neuron scores per validation cube as written by ``write_result(neurons=...)``:
-    ``[]`` for a file evaluated without instance labels (or of format version 1).
-
-    Raises:
-        ResultFileError: the file cannot be read or is of another format.
-    """
-    import h5py
-
-    path = Path(path)
-    try:
-        f = h5py.File(confined(path), "r")
-    except OutsideRunsError as e:
-        raise ResultFileError(path, "refused", e.strerror) from None
-    except OSError as e:
-        raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
-    out: list[dict[str, Any]] = []
-    with f:
-        _check_format(path, f.attrs.get("format"), f.attrs.get("format_version"))
-        group = f.get(NEURONS_GROUP)
-        for name in sorted(group or (), key=_cube_order):
-            g = group[name]
-            cube: dict[str, Any] = {k: _plain(v) for k, v in g.attrs.items()}
-            cube.update({k: g[k][()] for k in _dataset_names(g)})
-            out.append(cube)
-    return out
-
-
-def _dataset_names(group: Any) -> list[str]:
-    import h5py
-
-    names: list[str] = []
-    group.visititems(lambda k, obj: names.append(k) if isinstance(obj, h5py.Dataset) else None)
-    return names
-
-
-def _dataset(group: Any, name: str, data: np.ndarray) -> None:
-    opts = {"compression": "lzf", "shuffle": True} if data.size > COARSE_ABOVE else {}
-    group.create_dataset(name, data=data, **opts)
-
-
-def _write_split(g: Any, res: EvaluationResult) -> None:
-    import h5py
-
-    chosen = res.chosen or ThresholdChoice(math.nan, "")
-    g.attrs.update(
-        {
-            "mode": res.mode,
-            "n_bins": res.n_bins,
-            "n_pos": res.n_pos,
-            "n_neg": res.n_neg,
-            "n_ignored": res.n_ignored,
-            "roc_auc": res.roc_auc,
-            "average_precision": res.average_precision,
-            "nll": res.nll,
-            "chosen_threshold": chosen.threshold,
-            "chosen_method": chosen.method,
-            "chosen_value": chosen.value,
-            "chosen_target": math.nan if chosen.target is None else chosen.target,
-        }
-    )
-    for name in ("thresholds", "tp", "fp", "tn", "fn"):
-        _dataset(g, name, getattr(res, name))
-    fpr, tpr = res.roc()
-    rec, prec = res.pr()
-    for name, arr in (
-        ("roc/fpr", fpr),
-        ("roc/tpr", tpr),
-        ("pr/recall", rec),
-        ("pr/precision", prec),
-    ):
-        _dataset(g, name, arr)
-    g["hist/edges"], g["hist/pos"], g["hist/neg"] = res.hist_edges, res.hist_pos, res.hist_neg
-    coarse = g.create_group("coarse")
-    small = res.coarsen(COARSE_SIZE) if res.thresholds.size > COARSE_ABOVE else None
-    for name in ("thresholds", "tp", "fp", "tn", "fn"):
-        if small is None:
-            coarse[name] = h5py.SoftLink(f"{g.name}/{name}")
-        else:
-            coarse[name] = getattr(small, name)
-    if res.error_hist is not None:
-        eh = g.create_group("error_hist")
-        eh.attrs["threshold"] = res.error_hist.threshold
-        for name in ("edges", "total", "pos", "neg"):
-            eh[name] = getattr(res.error_hist, name)
-
-
-def read_result(
-    path: str | os.PathLike, splits: Sequence[str] | None = None, coarse: bool = False
-) -> dict[str, EvaluationResult]:
-    """Load a result file written by ``write_result`` without recomputing anything.
-
-    Args:
-        path: the ``.h5`` file.
-        splits: groups to load (default all present).
-        coarse: load the at most ~``COARSE_SIZE`` thresholds meant for browsers instead of all.
-
-    Returns:
-        ``{split: EvaluationResult}``; ``roc_auc``/``average_precision`` are the stored values.
-
-    Raises:
-        ResultFileError: missing or unreadable file, another format or version, missing keys.
-    """
-    import h5py
-
-    path = Path(path)
-    if not path.is_file():
-        raise ResultFileError(path, "missing", f"no such file; {_HINT}")
-    try:
-        f = h5py.File(confined(path), "r")
-    except OutsideRunsError as e:
-        raise ResultFileError(path, "refused", e.strerror) from None
-    except OSError as e:
-        raise ResultFileError(path, "corrupt", f"not a readable HDF5 file ({e}); {_HINT}") from e
-    with f:
-        _check_format(path, f.attrs.get("format"), f.attrs.get("format_version"))
-        names = (
-            [s for s in f if s in SPLITS and isinstance(f[s], h5py.Group)]
-            if splits is None
-            else list(splits)
-        )
-        out = {}
-        for split in names:
-            if split not in f:
-                raise ResultFileError(
-                    path, "corrupt", f"no split {split!r} (has: {', '.join(f) or 'none'}); {_HINT}"
-                )
-            try:
-                out[split] = _read_split(f[split], coarse)
-            except (KeyError, ValueError, OSError) as e:
-                raise ResultFileError(
-                    path, "corrupt", f"split {split!r} is incomplete or damaged ({e}); {_HINT}"
-                ) from e
-        return out
-
-
-def _check_format(path: Path, fmt: Any, version: Any) -> None:
-    if fmt != FORMAT_NAME or version is None:
-        raise ResultFileError(
-            path, "old-format", f"not a {FORMAT_NAME} file (no format attribute); {_HINT}"
-        )
-    if int(version) < OLDEST_READABLE_VERSION:
-        raise ResultFileError(
-            path,
-            "old-format",
-            f"format version {int(version)} is older than {OLDEST_READABLE_VERSION}; {_HINT}",
-        )
-    if int(version) > FORMAT_VERSION:
-        raise ResultFileError(
-            path,
-            "newer-format",
-            f"format version {int(version)} is newer than this VoxelBoard reads "
-            f"({FORMAT_VERSION}); update VoxelBoard",
-        )
-
-
-def _read_split(g: Any, coarse: bool) -> EvaluationResult:
-    src = g["coarse"] if coarse else g
-    arr = {name: src[name][()] for name in ("thresholds", "tp", "fp", "tn", "fn")}
-    a = g.attrs
-    method = str(a["chosen_method"])
-    target = float(a["chosen_target"])
-    chosen = (
-        ThresholdChoice(
-            float(a["chosen_threshold"]),
-            method,
-            float(a["chosen_value"]),
-            None if math.isnan(target) else target,
-        )
-        if method
-        else None
-    )
-    eh = None
-    if "error_hist" in g:
-        e = g["error_hist"]
-        eh = ErrorHistogram(
-            edges=e["edges"][()],
-            total=e["total"][()],
-            pos=e["pos"][()],
-            neg=e["neg"][()],
-            threshold=float(e.attrs["threshold"]),
-        )
-    res = EvaluationResult(
-        mode=str(a["mode"]),
-        n_bins=int(a["n_bins"]),
-        n_pos=int(a["n_pos"]),
-        n_neg=int(a["n_neg"]),
-        n_ignored=int(a["n_ignored"]),
-        hist_edges=g["hist/edges"][()],
-        hist_pos=g["hist/pos"][()],
-        hist_neg=g["hist/neg"][()],
-        nll=float(a["nll"]),
-        chosen=chosen,
-        error_hist=eh,
-        **arr,
-    )
-    sizes = {k: v.shape for k, v in arr.items()}
-    if len(set(sizes.values())) != 1:
-        raise ValueError(f"per-threshold arrays differ in length: {sizes}")
-    res.__dict__["roc_auc"] = float(a["roc_auc"])
-    res.__dict__["average_precision"] = float(a["average_precision"])
-    return res
-
-
-def read_result_attrs(path: str | os.PathLike) -> dict[str, Any]:
-    """The root attributes of a result file (snapshot, step, name, ...) as plain Python values;
-    ``{}`` for a file that cannot be read (``read_result`` says why)."""
-    import h5py
-
-    try:
-        with h5py.File(confined(path), "r") as f:
-            return {k: _plain(v) for k, v in f.attrs.items()}
-    except (OSError, ValueError):
-        return {}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, bytes):
-        return v.decode("utf-8", "replace")
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
-
-
-def update_split(
-    path: str | os.PathLike,
-    split: str,
-    make: Callable[[EvaluationResult | None], EvaluationResult],
-) -> None:
-    """Replace one split of a result file, keeping the others (an unreadable old file is replaced).
-
-    ``make`` gets the split's current result (or ``None``) and returns the new one.
-    """
-    path = Path(path)
-    existing: dict[str, EvaluationResult] = {}
-    neurons: list[dict[str, Any]] = []
-    if path.exists():
-        try:
-            existing = read_result(path)
-            neurons = read_neurons(path)
-        except ResultFileError as e:
-            warnings.warn(f"replacing unreadable result file: {e}", stacklevel=3)
-    existing[split] = make(existing.get(split))
-    write_result(path, existing, neurons=neurons)
-
-
-# ----------------------------------------------------------------------------------------------
 # probability caches
 
 
@@ -546,10 +248,6 @@ def write_prob_cache(
             w.add(raw, prob, label)
 
 
-def _cube_order(name: str) -> int:
-    return int(name[4:]) if name[4:].isdigit() else 1 << 30
-
-
 def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:
     """Shapes and source of a probability cache: ``{'cubes': {name: (z, y, x)}, 'snapshot'}``.
 
@@ -562,10 +260,10 @@ def read_prob_cache(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(confined(path), "r") as f:
             cubes = {
                 k: tuple(int(s) for s in f[k]["prob"].shape)
-                for k in sorted(f, key=_cube_order)
+                for k in sorted(f, key=cube_order)
                 if k.startswith("cube")
             }
-            snapshot = str(_plain(f.attrs.get("snapshot", "")))
+            snapshot = str(plain(f.attrs.get("snapshot", "")))
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise ProbCacheError(
             f"cannot read probability cache {path}: {e}; delete it and evaluate the snapshot "
