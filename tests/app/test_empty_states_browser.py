@@ -75,6 +75,8 @@ def test_evaluation_page_without_results_shows_one_sentence_and_no_frames(dash_d
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/fresh/evaluation")
     dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet: press Evaluate", timeout=15)
     assert _shown(dash_duo, "#eval-run-button")  # the one action
+    # the result choice says there is none yet instead of an empty box
+    dash_duo.wait_for_contains_text("#eval-result", "no result yet", timeout=15)
     assert _wait(lambda: dash_duo.driver.find_elements("css selector", "#eval-roc .js-plotly-plot"))
     for frame in (
         "#eval-roc",
