@@ -304,6 +304,9 @@ def table_rows(
         why = None
         if state == "queued" and job.get("state"):
             why = f"Slurm: {job['state']}" + (f" ({job['reason']})" if job.get("reason") else "")
+        if state == "finished" and r.get("truncated"):
+            state = "truncated"
+            why = f"truncated: max_runtime ended it at step {r['step']:,} of {r['n_steps']:,}"
         issue = " | ".join(x for x in (why, r["badge"], r["error"]) if x)
         rows.append(
             {

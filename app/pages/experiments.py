@@ -99,7 +99,10 @@ def _launch_panel(
                 field("Steps", text("exp-n-steps", "from config")),
                 field("Batch size", text("exp-batch-size", "from config")),
                 field("Learning rate", text("exp-lr", "from config")),
-                field("Save name", text("exp-save-name", "config name")),
+                html.Div(
+                    field("Save name", text("exp-save-name", "config name")),
+                    id="exp-save-name-field",  # hidden for a sweep: its trials are named for it
+                ),
             ],
             id="exp-override-fields",
             className="vb-grid",
@@ -107,6 +110,7 @@ def _launch_panel(
         html.Div(
             [
                 html.Div(id="exp-sweep-hint", className="vb-muted"),
+                field("Runs", text("exp-n-runs", "from the sweep")),
                 field(
                     "Max parallel",
                     dcc.Input(
@@ -178,7 +182,7 @@ def layout(**kwargs: Any) -> html.Div:
     configs = [] if c.read_only else list_configs(c.configs_dir)
     devices = ["auto"] if c.read_only else c.launcher.devices()
     rows = _grid_rows(list_runs(c.runs_dir))
-    sweeps = read_sweep_lines(c.runs_dir)
+    sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
     return html.Div(
         [
             # the page's level-one heading for screen readers; the navigation bar shows its name
@@ -281,6 +285,8 @@ def _sweeps_view(lines: list[dict[str, Any]]) -> list[html.Li]:
             state_badge(line["state"]),
             f" {line['done']}{total} trials done",
         ]
+        if line.get("driver"):
+            parts += [" · ", html.Span(line["driver"], className="vb-sweep-driver")]
         if line.get("problem"):
             parts += [" ", html.Span(line["problem"], className="vb-error")]
         if line["best_run"] is not None:
@@ -371,7 +377,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
     grid_selection = (
         {"ids": [row["name"]] if row else []} if ctx.triggered_id == "exp-selected" else no_update
     )
-    sweeps = read_sweep_lines(c.runs_dir)
+    sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
     return (
         _grid_rows(runs, c.launcher.jobs()),
         grid_selection,
@@ -449,7 +455,7 @@ def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
 @callback(
     Output("exp-sweep-hint", "children"),
     Output("exp-sweep-fields", "hidden"),
-    Output("exp-override-fields", "hidden"),
+    Output("exp-save-name-field", "hidden"),
     Output("exp-max-parallel", "value"),
     Input("exp-config", "value"),
 )
@@ -489,13 +495,14 @@ def refresh_system(_n: int | None) -> list[Any]:
     State("exp-lr", "value"),
     State("exp-save-name", "value"),
     State("exp-max-parallel", "value"),
+    State("exp-n-runs", "value"),
     State({"type": RESOURCE, "index": ALL}, "value"),
     State({"type": RESOURCE, "index": ALL}, "id"),
     prevent_initial_call=True,
 )
 @changes_runs
 def launch_run(
-    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, values, ids
+    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, n_runs, values, ids
 ) -> tuple:
     c = current_context()
     if c.read_only:
@@ -503,13 +510,13 @@ def launch_run(
     section = _config_sweep(c.configs_dir, config)
     try:
         resources = c.launcher.runner.resources_from_form(_form_values(ids, values))
+        overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr}
         if section is not None:
             parallel = section.max_parallel if max_parallel is None else max_parallel
-            token = start_sweep(c.launcher, config, device, parallel, resources)
+            token = start_sweep(c.launcher, config, device, parallel, resources, overrides, n_runs)
             start = c.launcher.sweep_starts.get(token)
             return "", _sweep_start_view(start), no_update, no_update, token
-        overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr,
-                     "save_name": save_name}  # fmt: skip
+        overrides["save_name"] = save_name
         name = c.launcher.launch(config, device=device, overrides=overrides, resources=resources)
     except LaunchError as e:
         return _message(f"Not launched. {e}", False), "", no_update, no_update, no_update
