@@ -31,7 +31,6 @@ from trainer.runs.sweeps import (
     live_driver,
     read_driver,
     read_sweep,
-    read_trials,
     write_driver,
 )
 from trainer.sweeps import Choice, SweepSpec, shorten
