@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from app import sweeper
+from app import sweep_view, sweeper
 from app.launcher import Launcher
 from app.runs_table import table_rows
 from app.security import LaunchError
@@ -177,6 +177,16 @@ def test_a_shortened_sweep_records_it_and_gives_it_to_every_trial(tmp_path, conf
     (line,) = read_sweep_lines(runs, "local")
     assert line["driver"] == "driven by this dashboard" and line["best_run"] is None
 
+    # the sweep page: a truncated badge in its table, counted and explained in its header
+    from app.pages import sweep as page
+
+    view = sweep_view.read_view(runs, folder)
+    assert [r.state for r in view.rows] == ["truncated", "queued"] and view.best is None
+    text = _text(page.header(view))
+    assert "1 truncated by max_runtime (ranked after full trials)" in text
+    assert "every trial: n_steps 7" in text
+    assert "truncated" in _text(page.runs_table(view))
+
 
 def test_swept_keys_are_refused_with_the_flag_named(tmp_path, config):
     with pytest.raises(ConfigError, match="--lr 0.1: the sweep draws 'lr'"):
@@ -212,3 +222,12 @@ def test_run_py_sweep_puts_trials_in_the_configs_save_path(tmp_path, config):
         ["sweep", str(config), "--n-runs", "2", "--n-steps", "50", "--batch-size", "1"]
     )
     assert (parsed.n_runs, parsed.n_steps, parsed.batch_size, parsed.lr) == (2, 50, 1, None)
+
+
+def _text(component) -> str:
+    """The text a Dash component tree shows."""
+    if isinstance(component, list):
+        return " ".join(_text(c) for c in component)
+    if component is None or isinstance(component, str | int | float):
+        return "" if component is None else str(component)
+    return _text(getattr(component, "children", None))
