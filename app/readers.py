@@ -34,6 +34,7 @@ from trainer.runs import (
     config_copy,
     is_truncated,
     iter_run_dirs,
+    latest_snapshot,
     merge_state,
     pid_alive,
 )
@@ -143,6 +144,14 @@ def _config_name(run_dir: Path, status: Status | None, launch: dict | None) -> s
         return launch["config"]
     copy = config_copy(run_dir)
     return copy.name[2:] if copy else ""
+
+
+def has_snapshot(run_dir: str | os.PathLike) -> bool:
+    """Whether a run has a snapshot to resume from (``trainer.runs.latest_snapshot``)."""
+    try:
+        return latest_snapshot(run_dir) is not None
+    except (OSError, OutsideRunsError):
+        return False
 
 
 def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from trainer.runs.sweeps import (
     check_sweep_id,
     iter_sweep_dirs,
     read_trial,
+    sweep_dir,
 )
 from trainer.sweeps import SWEEP_DEFAULTS, SweepSection, best_value
 
@@ -157,6 +158,19 @@ def read_sweep_lines(runs_dir: Path, dashboard_backend: str | None = None) -> li
             line["problem"] = f"{SWEEP_FILE}: {problem or 'not a JSON object'}"
         lines.append((created if isinstance(created, int | float) else 0.0, line))
     return [line for _, line in sorted(lines, key=lambda x: x[0], reverse=True)]
+
+
+def sweep_config_name(runs_dir: Path, sweep_id: str) -> str:
+    """The file name of the config a sweep was made from (``demo_sweep.py``), which its
+    trials show as their config (each trains the sweep's copy, ``config.py``); ``''`` when
+    ``sweep.json`` cannot be read."""
+    try:
+        folder = sweep_dir(runs_dir, sweep_id)
+    except ValueError:
+        return ""
+    record, _problem = read_json(folder / SWEEP_FILE)
+    name = (record or {}).get("config")
+    return name if isinstance(name, str) else ""
 
 
 def trial_sweep(run_dir: Path) -> str:

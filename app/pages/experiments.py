@@ -38,8 +38,8 @@ from app.components import (
     sweep_href,
 )
 from app.inputs import strings
-from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
-from app.readers import list_runs, log_path, tail_lines
+from app.readers import has_snapshot, list_runs, log_path, run_summary, tail_lines
+from app.run_actions import after_stop, buttons
 from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
 from app.security import LaunchError, list_configs, resolve_config
 from app.sweep_view import read_sweep_lines, sweep_hint
@@ -53,7 +53,6 @@ PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
 SYSTEM_MS = 5000
 LOG_LINES = 200
-STOPPABLE_STATES = frozenset({"queued", "running"})
 #: the id type of the launch form's resource fields (``{"type": RESOURCE, "index": key}``)
 RESOURCE = "exp-resource"
 
@@ -190,6 +189,7 @@ def layout(**kwargs: Any) -> html.Div:
             dcc.Interval(id="exp-interval", interval=LIVE_POLL_MS),
             dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
             dcc.Store(id="exp-selected"),
+            dcc.Store(id="exp-stopping"),  # the run whose "stopping." message waits for its end
             dcc.Store(id="exp-refresh"),
             dcc.Store(id="exp-log-sig"),
             dcc.Store(id="exp-sweep-start"),  # the token of a sweep being made
@@ -212,7 +212,7 @@ def layout(**kwargs: Any) -> html.Div:
                 "Runs",
                 dag.AgGrid(
                     id="exp-table",
-                    columnDefs=column_defs(),
+                    columnDefs=column_defs(r["name"] for r in rows),
                     defaultColDef=DEFAULT_COL_DEF,
                     rowData=rows,
                     getRowId="params.data.id",
@@ -371,7 +371,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
     c = current_context()
     runs = list_runs(c.runs_dir)
     row = next((r for r in runs if r["name"] == selected), None)
-    state = row["state"] if row else None
+    snapshot = row is not None and _has_snapshot(row["name"])
     # rows keep their ids (getRowId), so new row data keeps the grid's selection and scroll;
     # the selection is only set when the store changed it (a launch, a delete)
     grid_selection = (
@@ -382,14 +382,20 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
         _grid_rows(runs, c.launcher.jobs()),
         grid_selection,
         _selection_view(row),
-        state not in STOPPABLE_STATES,
-        state not in RESUMABLE_STATES,
-        state not in DELETABLE_STATES,
+        *buttons(row, snapshot),
         bool(runs),
         not runs,
         _sweeps_view(sweeps),
         not sweeps,
     )
+
+
+def _has_snapshot(name: str) -> bool:
+    c = current_context()
+    try:
+        return has_snapshot(paths.run_dir(c.runs_dir, name, follow_links=c.follow_links))
+    except paths.ClientPathError:  # a folder linked out of the runs folder: never read
+        return False
 
 
 @callback(
@@ -418,6 +424,8 @@ def show_sweep_runs(_clicks: Any) -> Any:
 def select_run(rows: Any, current: str | None) -> Any:
     ids = [r.get("id") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     name = next(iter(strings(ids)), None)
+    if rows == [] and current is not None:  # unselected in the grid: no action on any run
+        return None
     return no_update if name == current or name is None else name
 
 
@@ -577,6 +585,7 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 @callback(
     Output("exp-action-msg", "children"),
     Output("exp-refresh", "data", allow_duplicate=True),
+    Output("exp-stopping", "data"),
     Input("exp-stop", "n_clicks"),
     Input("exp-resume", "n_clicks"),
     State("exp-selected", "data"),
@@ -586,17 +595,38 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
     c = current_context()
     if c.read_only:
-        return _message(_READ_ONLY, False), no_update
+        return _message(_READ_ONLY, False), no_update, no_update
+    stopping = None
     try:
         if ctx.triggered_id == "exp-stop":
             result = c.launcher.stop(selected)
             text = f"{selected}: {result}."
+            stopping = selected if result == "stopping" else None
         else:
             c.launcher.resume(selected)
             text = f"{selected}: resuming from its last snapshot."
     except LaunchError as e:
-        return _message(str(e), False), no_update
-    return _message(text, True), time.time()
+        return _message(str(e), False), no_update, no_update
+    return _message(text, True), time.time(), stopping
+
+
+@callback(
+    Output("exp-action-msg", "children", allow_duplicate=True),
+    Output("exp-stopping", "data", allow_duplicate=True),
+    Input("exp-interval", "n_intervals"),
+    State("exp-stopping", "data"),
+    prevent_initial_call=True,
+)
+def end_stopping_message(_n: int | None, stopping: Any) -> tuple:
+    """``<run>: stopping.`` becomes ``<run>: stopped.`` once the run has ended."""
+    if not isinstance(stopping, str):
+        return no_update, no_update
+    try:
+        row = run_summary(paths.run_dir(current_context().runs_dir, stopping))
+    except paths.ClientPathError:  # deleted meanwhile, or a crafted name
+        row = None
+    text = after_stop(stopping, row)
+    return (no_update, no_update) if text is None else (_message(text, True), None)
 
 
 @callback(
