@@ -38,7 +38,7 @@ from app.components import (
     sweep_href,
 )
 from app.inputs import strings
-from app.readers import has_snapshot, list_runs, log_path, run_summary, tail_lines
+from app.readers import has_snapshot, list_runs, log_path, tail_lines
 from app.run_actions import after_stop, buttons
 from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
 from app.security import LaunchError, list_configs, resolve_config
@@ -171,6 +171,8 @@ def _actions_panel(hidden: bool) -> html.Section:
             hidden=hidden,
         ),
         html.Div(id="exp-action-msg", className="vb-msg"),
+        # "<run>: stopping." until the run has ended (refresh_runs), then "<run>: stopped."
+        html.Div(id="exp-stop-msg", className="vb-msg"),
         dcc.ConfirmDialog(id="exp-delete-confirm"),
     )
 
@@ -363,11 +365,14 @@ _READ_ONLY = "This dashboard is read-only."
     Output("exp-runs-panel", "hidden"),
     Output("exp-sweeps", "children"),
     Output("exp-sweeps-panel", "hidden"),
+    Output("exp-stop-msg", "children"),
+    Output("exp-stopping", "data"),
     Input("exp-interval", "n_intervals"),
     Input("exp-refresh", "data"),
     Input("exp-selected", "data"),
+    State("exp-stopping", "data"),
 )
-def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
+def refresh_runs(_n: int | None, _refresh: Any, selected: str | None, stopping: Any) -> tuple:
     c = current_context()
     runs = list_runs(c.runs_dir)
     row = next((r for r in runs if r["name"] == selected), None)
@@ -378,6 +383,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
         {"ids": [row["name"]] if row else []} if ctx.triggered_id == "exp-selected" else no_update
     )
     sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
+    stopped = after_stop(stopping, next((r for r in runs if r["name"] == stopping), None))
     return (
         _grid_rows(runs, c.launcher.jobs()),
         grid_selection,
@@ -387,6 +393,8 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
         not runs,
         _sweeps_view(sweeps),
         not sweeps,
+        no_update if stopped is None else _message(stopped, True),
+        no_update if stopped is None else None,
     )
 
 
@@ -585,7 +593,8 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 @callback(
     Output("exp-action-msg", "children"),
     Output("exp-refresh", "data", allow_duplicate=True),
-    Output("exp-stopping", "data"),
+    Output("exp-stop-msg", "children", allow_duplicate=True),
+    Output("exp-stopping", "data", allow_duplicate=True),
     Input("exp-stop", "n_clicks"),
     Input("exp-resume", "n_clicks"),
     State("exp-selected", "data"),
@@ -595,38 +604,19 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
     c = current_context()
     if c.read_only:
-        return _message(_READ_ONLY, False), no_update, no_update
-    stopping = None
+        return _message(_READ_ONLY, False), no_update, no_update, no_update
     try:
         if ctx.triggered_id == "exp-stop":
             result = c.launcher.stop(selected)
+            if result == "stopping":  # refresh_runs says when it has stopped (after_stop)
+                return "", time.time(), _message(f"{selected}: stopping.", True), selected
             text = f"{selected}: {result}."
-            stopping = selected if result == "stopping" else None
         else:
             c.launcher.resume(selected)
             text = f"{selected}: resuming from its last snapshot."
     except LaunchError as e:
-        return _message(str(e), False), no_update, no_update
-    return _message(text, True), time.time(), stopping
-
-
-@callback(
-    Output("exp-action-msg", "children", allow_duplicate=True),
-    Output("exp-stopping", "data", allow_duplicate=True),
-    Input("exp-interval", "n_intervals"),
-    State("exp-stopping", "data"),
-    prevent_initial_call=True,
-)
-def end_stopping_message(_n: int | None, stopping: Any) -> tuple:
-    """``<run>: stopping.`` becomes ``<run>: stopped.`` once the run has ended."""
-    if not isinstance(stopping, str):
-        return no_update, no_update
-    try:
-        row = run_summary(paths.run_dir(current_context().runs_dir, stopping))
-    except paths.ClientPathError:  # deleted meanwhile, or a crafted name
-        row = None
-    text = after_stop(stopping, row)
-    return (no_update, no_update) if text is None else (_message(text, True), None)
+        return _message(str(e), False), no_update, "", None
+    return _message(text, True), time.time(), "", None
 
 
 @callback(

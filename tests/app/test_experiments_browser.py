@@ -139,11 +139,12 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     assert link.text == "Curves"
 
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=10).click()
-    dash_duo.wait_for_contains_text("#exp-action-msg", "from-browser: stopping.", timeout=10)
+    # "stopping." (while the trainer saves; the stand-in one is quick), then "stopped."
+    dash_duo.wait_for_contains_text("#exp-stop-msg", "from-browser: stop", timeout=10)
     wait_for_state(dash_duo, "from-browser", "stopped")
     # the message follows the run to its end; a run without a snapshot offers no Resume
-    dash_duo.wait_for_contains_text("#exp-action-msg", "from-browser: stopped.", timeout=10)
-    assert "stopping" not in dash_duo.find_element("#exp-action-msg").text
+    dash_duo.wait_for_contains_text("#exp-stop-msg", "from-browser: stopped.", timeout=10)
+    assert "stopping" not in dash_duo.find_element("#exp-stop-msg").text
     assert dash_duo.find_element("#exp-resume").get_attribute("disabled") is not None
     dash_duo.wait_for_element("#exp-delete:not([disabled])", timeout=10)
     # unselected in the grid: Delete acts on nothing and says so by being disabled
