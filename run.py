@@ -88,7 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--max-parallel", type=int, help="trials at once (default: the section's)")
     w.add_argument("--backend", choices=("local", "slurm"), default=None,
                    help="trials as local processes (default) or as Slurm jobs")  # fmt: skip
-    w.add_argument("--runs-dir", default="runs", help="where the trials' runs go (default ./runs)")
+    w.add_argument("--runs-dir", default=None,
+                   help="where the trials' runs go (default: the config's save_path, as for "
+                        "train; with --resume: ./runs)")  # fmt: skip
+    w.add_argument("--n-runs", type=int, help="run this many trials (default: the section's)")
+    w.add_argument("--n-steps", type=int, help="override n_steps of every trial")
+    w.add_argument(
+        "--batch-size", type=int, help="override batch_size of every trial (not if swept)"
+    )
+    w.add_argument(
+        "--lr", type=float, help="override optimiser_params['lr'] of every trial (not if swept)"
+    )
     w.add_argument("--data-dir", default="data", help="demo data location")
     w.add_argument("--device", default="auto", help="auto | cpu | cuda:N, for every trial")
     for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
@@ -581,7 +591,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Make (or resume) a sweep and drive it until it ends; Ctrl+C or SIGTERM stops it."""
+    import os
     import signal
+    import socket
     import time
 
     setup_logging(None, args.debug)
@@ -589,25 +601,34 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from app.launcher import Launcher
     from app.security import LaunchError
     from trainer.config import ConfigError
-    from trainer.runs.sweeps import SWEEP_FINAL_STATES, read_sweep, read_trials
+    from trainer.runs.sweeps import (
+        DRIVER_STALE_S,
+        SWEEP_FINAL_STATES,
+        clear_driver,
+        read_sweep,
+        read_trials,
+        write_driver,
+    )
 
     resources = {k: v for k in ("partition", "account", "gpus", "cpus", "mem", "time")
                  if (v := getattr(args, f"slurm_{k}")) is not None}  # fmt: skip
+    overrides = {"n_steps": args.n_steps, "batch_size": args.batch_size, "lr": args.lr}
     try:
+        runs_dir = _sweep_runs_dir(args)
         if args.resume:
-            folder = sweeper.sweep_folder(args.runs_dir, args.resume)
+            folder = sweeper.sweep_folder(runs_dir, args.resume)
         elif args.config:
             sweep_id = sweeper.create_sweep(
-                args.runs_dir, args.config, backend=args.backend or "local",
+                runs_dir, args.config, backend=args.backend or "local",
                 max_parallel=args.max_parallel, device=args.device, resources=resources,
-                max_sweeps=args.max_sweeps,
+                max_sweeps=args.max_sweeps, n_runs=args.n_runs, overrides=overrides,
             )  # fmt: skip
-            folder = sweeper.sweep_folder(args.runs_dir, sweep_id)
+            folder = sweeper.sweep_folder(runs_dir, sweep_id)
         else:
             raise sweeper.SweepError("sweep needs a CONFIG file or --resume SWEEP_ID")
         record = read_sweep(folder) or {}
         launcher = Launcher(
-            args.runs_dir, Path(record["config_source"]).parent, args.data_dir,
+            runs_dir, Path(record["config_source"]).parent, args.data_dir,
             backend=record.get("backend", "local"),
             max_cpu_runs=int(record.get("max_parallel", 1)), slurm_poll_s=2.0,
         )  # fmt: skip
@@ -620,17 +641,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.detach:
         print(record["id"], flush=True)
         return EXIT_OK
+    shortened = "".join(f", {k} {v:g}" for k, v in (record.get("overrides") or {}).items())
+    where = " (the config's save_path)" if args.runs_dir is None and not args.resume else ""
     print(f"sweep {record['id']}: {spec.n_runs} runs of {record['config']} ({spec.method}, "
-          f"{spec.metric} {spec.goal}), at most {record['max_parallel']} at once, "
-          f"{record['backend']} backend; page /sweep/{record['id']}", flush=True)  # fmt: skip
+          f"{spec.metric} {spec.goal}{shortened}), at most {record['max_parallel']} at once, "
+          f"{record['backend']} backend; trials in {Path(runs_dir).absolute()}{where}; "
+          f"page /sweep/{record['id']}", flush=True)  # fmt: skip
     asked = []
     handlers = {
         s: signal.signal(s, lambda *_: asked.append(1)) for s in (signal.SIGINT, signal.SIGTERM)
     }
     shown: dict[str, str] = {}
     failed_ticks = 0
+    host, seen = socket.gethostname(), 0.0
     try:
         while True:
+            if time.time() - seen > DRIVER_STALE_S / 3:  # a dashboard leaves the sweep to us
+                seen = time.time()
+                write_driver(folder, os.getpid(), host, seen)
             launcher.tick(sweeps=False)  # starts queued runs; this loop drives the sweep
             try:
                 trials = sweeper.tick(launcher, folder)
@@ -655,12 +683,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 sweeper.stop_sweep(launcher, folder, "stopped from the command line")
             time.sleep(args.poll)
     finally:
+        clear_driver(folder, os.getpid())
         for s, h in handlers.items():
             signal.signal(s, h)
     best = sweeper.summary(folder)["best_run"]
     print(f"sweep {record['id']} {trials.state}" + (f": {trials.reason}" if trials.reason else "")
           + (f"; best run {best}" if best else ""), flush=True)  # fmt: skip
     return EXIT_OK if trials.state == "finished" else EXIT_FAILED
+
+
+def _sweep_runs_dir(args: argparse.Namespace) -> str:
+    """Where a sweep's trials go: ``--runs-dir``, else the config's ``save_path`` (as ``run.py
+    train`` puts a run there), else ``./runs`` (``--resume``)."""
+    if args.runs_dir is not None:
+        return args.runs_dir
+    if args.resume or not args.config:
+        return "runs"
+    from trainer.config import ExperimentConfig
+
+    return str(ExperimentConfig(args.config).planned_run_dir().parent)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ STATE_COLORS = {
     "stopped": "#495057",
     "stopping": "#495057",  # a sweep whose trials are being stopped
     "pruned": "#856404",
+    "truncated": "#0b7285",  # finished before its n_steps (max_runtime): ranked apart
     "failed": "#dc3545",
     "diverged": "#6f42c1",
     "lost": "#fd7e14",

@@ -79,8 +79,13 @@ def metrics_table() -> html.Table:
     )
 
 
+#: what the result choice says before the run has a result
+NO_RESULT = "no result yet"
+
+
 def result_row(results: list[str], first: dict[str, Any]) -> html.Div:
-    """The result and split choices, with the shown result's summary."""
+    """The result and split choices, with the shown result's summary; before the run has a
+    result the choice says ``NO_RESULT`` and is disabled (not an empty, clickable box)."""
     return html.Div(
         [
             labelled(
@@ -90,6 +95,8 @@ def result_row(results: list[str], first: dict[str, Any]) -> html.Div:
                     options=results,
                     value=first.get("result"),
                     clearable=False,
+                    placeholder=NO_RESULT,
+                    disabled=not results,
                     style={"width": "220px"},
                 ),
             ),

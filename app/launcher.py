@@ -366,18 +366,22 @@ class Launcher:
         trial: Mapping[str, Any],
         device: str = "auto",
         resources: Mapping[str, Any] | None = None,
+        overrides: Mapping[str, Any] | None = None,
     ) -> str:
         """Queue one sweep trial as the run ``name`` (``app.sweeper`` calls this).
 
         The run trains the sweep's config copy ``config``; ``trial`` (sweep id, trial number,
         the values drawn) is written as the run's ``trial.json`` before the run is queued,
-        and ``run.py train`` applies it.
+        and ``run.py train`` applies it, with the sweep's ``overrides`` (``n_steps``,
+        ``batch_size``, ``lr``, as for ``launch``).
 
         Raises:
             QueueFullError: the queue is full (nothing was written; ask again later).
             LaunchError: the name is taken, or the device/resources are bad.
         """
         config = Path(config).absolute()
+        overrides = validate_overrides(overrides)
+        overrides.pop("save_name", None)
         fields = self.runner.prepare(config, device, resources)
         now = time.time()
         with self._locked():
@@ -401,7 +405,7 @@ class Launcher:
                 "config": config.name,
                 "config_path": str(config),
                 "sweep": trial["sweep"],
-                "overrides": {},
+                "overrides": overrides,
                 "created": now,
                 **fields,
             }
@@ -518,10 +522,13 @@ class Launcher:
 
     def drive_sweeps(self) -> None:
         """Let every unfinished sweep of this launcher's backend follow its trials and queue
-        the next ones (``app.sweeper``); a restarted dashboard resumes its sweeps here."""
+        the next ones (``app.sweeper``); a restarted dashboard resumes its sweeps here. A
+        sweep that a live ``run.py sweep`` drives is left to it (the sweeps list says so)."""
         from app import sweeper
 
         for folder in sweeper.unfinished(self.runs_dir, self.backend):
+            if sweeper.cli_driver(folder) not in (None, os.getpid()):
+                continue
             try:
                 sweeper.tick(self, folder)
                 self._sweep_errors.pop(folder.name, None)

@@ -25,6 +25,9 @@ from trainer.runs import PreviewError, read_preview_block, read_preview_meta
 __all__ = [
     "file_choices",
     "file_marks",
+    "file_positions",
+    "file_slider",
+    "file_steps",
     "pick",
     "preview_files",
     "preview_label",
@@ -53,17 +56,56 @@ def preview_label(path: Path) -> str:
         return f"{path.name} (unreadable)"
 
 
+def file_steps(files: list[Path]) -> list[int]:
+    """The training step of each preview file (its position for a file whose name has none)."""
+    steps = [runs.preview_step(f) for f in files]
+    return [i if s is None else s for i, s in enumerate(steps)]
+
+
+def file_positions(files: list[Path]) -> list[int]:
+    """The file slider's value of each file: its training step when the steps are evenly
+    spaced (the slider then steps by their spacing and its number box shows the step), else
+    its position in the list (the slider's keys then reach every file; see ``file_slider``)."""
+    steps = file_steps(files)
+    return steps if _even_step(steps) is not None else list(range(len(files)))
+
+
 def file_marks(files: list[Path]) -> dict:
     """Marks of the file slider: about six positions labelled with their training step."""
     if not files:
         return {}
+    steps, positions = file_steps(files), file_positions(files)
     every = max(1, len(files) // 6)
     keep = set(range(0, len(files), every)) | {len(files) - 1}
-    marks = {}
-    for i in sorted(keep):
-        step = runs.preview_step(files[i])
-        marks[i] = f"{step:,}" if step is not None else str(i)
-    return marks
+    return {positions[i]: f"{steps[i]:,}" for i in sorted(keep)}
+
+
+def _even_step(steps: list[int]) -> int | None:
+    """The spacing of evenly spaced increasing ``steps`` (1 for a single one), else ``None``."""
+    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+    if not gaps:
+        return 1
+    gap = gaps.pop()
+    return gap if not gaps and gap > 0 else None
+
+
+def file_slider(files: list[Path]) -> dict[str, Any]:
+    """The file slider's ``min``, ``max``, ``step``, ``marks`` and ``allow_direct_input``.
+
+    Evenly spaced previews (``preview_every``): the value is the training step, so the number
+    box beside the slider shows and takes the step. Unevenly spaced ones (``prev_save_h``):
+    the value is the file's position and the box is hidden, as a box showing a position
+    reads as a step; the label under the slider names the step.
+    """
+    positions = file_positions(files) or [0]
+    even = _even_step(file_steps(files)) is not None
+    return {
+        "min": positions[0],
+        "max": positions[-1],
+        "step": _even_step(positions) or 1,
+        "marks": file_marks(files),
+        "allow_direct_input": even,
+    }
 
 
 def waiting_text(run_dir: Path) -> str:
@@ -89,9 +131,14 @@ def waiting_text(run_dir: Path) -> str:
     return "No preview yet: the trainer writes them while it trains."
 
 
-def pick(files: list[Path], index: Any) -> Path:
-    """The file at slider position ``index`` (clamped; the first for anything not a number)."""
-    return files[inputs.integer(index, lo=0, hi=len(files) - 1) or 0]
+def pick(files: list[Path], value: Any) -> Path:
+    """The file nearest to the file slider's ``value`` (``file_positions``; the newest for
+    anything not a number)."""
+    value = inputs.integer(value)
+    if value is None:
+        return files[-1]
+    positions = file_positions(files)
+    return files[min(range(len(files)), key=lambda i: (abs(positions[i] - value), -i))]
 
 
 def file_choices(files: list[Path], index: Any, block: Any, cls: Any) -> tuple:
@@ -113,23 +160,25 @@ def file_choices(files: list[Path], index: Any, block: Any, cls: Any) -> tuple:
 
 
 def z_choices(files: list[Path], index: Any, block: Any, z: Any) -> tuple | None:
-    """(last plane, plane, marks) of the z slider for ``block`` of the preview at ``index``
-    (the plane kept when the cube has it, else the middle one); ``None``: nothing to change."""
+    """(first plane, last plane, plane, marks) of the z slider for ``block`` of the preview
+    at ``index``, in the data's own z (``z0`` + the plane in the cube), so the slider and
+    its number box show the z the figure's title names; the plane kept when the cube has it,
+    else the middle one. ``None``: nothing to change."""
     if not files or inputs.text(block) is None:
         return None
     path = pick(files, index)
     try:
         meta = read_preview_meta(path)
     except PreviewError:
-        return 0, 0, {}
+        return 0, 0, 0, {}
     if block not in meta.blocks:
         return None
     nz = meta.blocks[block][0]
     z0 = meta.z0.get(block, 0)
     z = inputs.integer(z)
-    z = z if z is not None and 0 <= z < nz else nz // 2
-    marks = {i: str(z0 + i) for i in sorted({0, nz // 2, nz - 1})}
-    return nz - 1, z, marks
+    z = z if z is not None and z0 <= z < z0 + nz else z0 + nz // 2
+    marks = {z0 + i: str(z0 + i) for i in sorted({0, nz // 2, nz - 1})}
+    return z0, z0 + nz - 1, z, marks
 
 
 def render_preview(
@@ -171,7 +220,8 @@ def render(
         if block is None or cls is None:  # the cube and class choices are still on their way
             read_preview_meta(path)
             return no_update, "", no_update
-        z = inputs.integer(z, lo=0) or 0
+        z0 = read_preview_meta(path).z0.get(block, 0)
+        z = max((inputs.integer(z) or z0) - z0, 0)  # the slider holds the data's own z
         opacity = 0.5 if opacity is None else opacity
         return render_preview(path, block, z, cls, opacity, mode), "", False
     except PreviewError as e:

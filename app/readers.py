@@ -32,7 +32,9 @@ from trainer.runs import (
     Status,
     check_snapshot,
     config_copy,
+    is_truncated,
     iter_run_dirs,
+    latest_snapshot,
     merge_state,
     pid_alive,
 )
@@ -144,6 +146,14 @@ def _config_name(run_dir: Path, status: Status | None, launch: dict | None) -> s
     return copy.name[2:] if copy else ""
 
 
+def has_snapshot(run_dir: str | os.PathLike) -> bool:
+    """Whether a run has a snapshot to resume from (``trainer.runs.latest_snapshot``)."""
+    try:
+        return latest_snapshot(run_dir) is not None
+    except (OSError, OutsideRunsError):
+        return False
+
+
 def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[str, Any]:
     """One row of the experiments table; never raises.
 
@@ -151,7 +161,8 @@ def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[st
     status and the launcher's record), ``step``, ``n_steps``, ``progress`` (0..100),
     ``eta_s``, ``it_per_s``, ``train_loss``, ``valid_loss``, ``train_err``, ``valid_err``,
     ``device``, ``started`` (unix time), ``duration_s``, ``pid``, ``exit_code``, ``job_id``,
-    ``slurm_state``, ``slurm_reason``, ``error`` (the run's own error message) and
+    ``slurm_state``, ``slurm_reason``, ``error`` (the run's own error message),
+    ``truncated`` (finished before its ``n_steps``: ``trainer.runs.is_truncated``) and
     ``badge`` (what is wrong with the run's files, or ``None``). Missing values are ``None``.
     """
     run_dir = Path(run_dir)
@@ -173,7 +184,8 @@ def run_summary(run_dir: str | os.PathLike, now: float | None = None) -> dict[st
         ),
         None,
     )
-    row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None)
+    row.update(name=run_dir.name, step=0, n_steps=0, progress=0.0, error=None, badge=None,
+               truncated=False)  # fmt: skip
     if not is_inside(run_dir):  # a run folder linked to elsewhere: listed, never read
         row["state"] = "unknown"
         row["badge"] = f"the run folder is a link out of the runs folder: {REFUSAL}"
@@ -221,6 +233,7 @@ def _fill(row: dict[str, Any], run_dir: Path, now: float) -> None:
     row["n_steps"] = status.n_steps if status is not None else planned
     if not isinstance(row["n_steps"], int) or isinstance(row["n_steps"], bool):
         row["n_steps"] = 0
+    row["truncated"] = is_truncated(state, status)
     row["error"] = shown.error if isinstance(shown.error, str) else None
     if state == "lost" or (state == "failed" and not row["error"]):
         # the trainer could not write its final state (a full disk): its log may say why

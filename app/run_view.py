@@ -36,6 +36,7 @@ import plotly.graph_objects as go
 from dash import Patch, html, no_update
 
 from app import components, figures, inputs, paths, readers, series
+from app.run_actions import explain_failure
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
 from trainer.hyperparams import initial_value
@@ -64,6 +65,10 @@ SHOWN = {"flex": "1 1 560px", "minWidth": "0"}
 HIDDEN = {**SHOWN, "display": "none"}
 
 
+#: the header's word for a run whose trainer has not written its status yet
+STARTING = "starting…"
+
+
 def waiting_text(run_dir: Path) -> str:
     """The run page's sentence before the first history row, with how often rows come."""
     config = runs.read_resolved_config(run_dir) or {}
@@ -79,7 +84,7 @@ def first_view(root: Path, run_dir: Path) -> dict[str, Any]:
     compare, sig = compare_update(root, run_dir.name, [], "valid_loss", "step", False, None)
     u = read_curves(run_dir, None, smoothing=series.Smoothing("ema", 0.6, 50), poll=False)
     first = {"figures": {"compare": compare}, "compare_sig": sig}
-    first |= {k: u[k] for k in ("header", "stop", "poll_ms")}
+    first |= {k: u[k] for k in ("header", "stop", "poll_ms", "failure")}
     if "unreadable" in u:
         return {**first, "error": u["unreadable"]}
     first["figures"] |= u
@@ -95,13 +100,14 @@ def read_curves(run_dir: Path, cursor: Any, **controls: Any) -> dict[str, Any]:
     try:
         return update_curves(run_dir, cursor, **controls)
     except Exception as e:  # a corrupt store must show a message, not break the page
-        header, state = status_header(run_dir)
+        header, state, failure = status_header(run_dir)
         # the store's own messages and a refused link's name the file and say what to do
         named = isinstance(e, HistoryFormatError | paths.OutsideRunsError)
         why = str(e) if named else f"{type(e).__name__}: {e}"
         poll_ms = poll_interval(state, damaged=True)
         return {
             "header": header,
+            "failure": failure,
             "stop": poll_ms is None,
             "poll_ms": poll_ms or POLL_MS,
             "unreadable": f"cannot read the history of {run_dir.name}: {why}",
@@ -113,21 +119,25 @@ def _number(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def status_header(run_dir: Path) -> tuple[list, str]:
-    """Header items (state badge, step / n_steps, it/s, ETA, device) and the shown state.
+def status_header(run_dir: Path) -> tuple[list, str, list | None]:
+    """Header items (state badge, step / n_steps, it/s, ETA, device), the shown state, and
+    the failure block of a failed, diverged or lost run (``failure_block``), else ``None``.
 
-    Both come from the run's row in the experiments table (``app.readers.run_summary``: the
+    All come from the run's row in the experiments table (``app.readers.run_summary``: the
     trainer's status merged with the launcher's record), so the two pages say the same; a
     status.json that cannot be read is named, and its run's state is ``unknown`` there.
+    Before the trainer writes its first status the header says ``starting…``.
     """
     row = readers.run_summary(run_dir)
     state = row["state"]
     badge = components.state_badge(state)
     badge.id = "run-state"
+    failure = failure_block(row, run_dir)
     status, problem = readers.read_json(run_dir / runs.STATUS_FILE)
     if status is None:
-        why = problem or row["error"] or "no status.json yet"
-        return [badge, html.Span(f" {why}", style={"color": "#dc3545"} if problem else None)], state
+        why = problem or row["error"] or STARTING
+        items = [badge, html.Span(f" {why}", style={"color": "#dc3545"} if problem else None)]
+        return items, state, failure
     eta = components.fmt_duration(row["eta_s"])
     trained = components.fmt_duration(_number(status.get("train_time_s")))
     parts = [
@@ -140,7 +150,23 @@ def status_header(run_dir: Path) -> tuple[list, str]:
     items: list = [badge, html.Span("  ·  ".join(p for p in parts if p), id="run-progress")]
     if row["error"]:
         items.append(html.Span(f" {row['error']}", style={"color": "#dc3545"}))
-    return items, state
+    return items, state, failure
+
+
+def failure_block(row: dict[str, Any], run_dir: Path) -> list | None:
+    """What the page shows of a failed, diverged or lost run in place of the sentence that
+    waits for history rows: what happened, its cause, and what to do
+    (``app.run_actions.explain_failure``); ``None`` for a run in another state."""
+    failure = explain_failure(
+        row["state"], row["error"], row["step"], readers.has_snapshot(run_dir)
+    )
+    if failure is None:
+        return None
+    return [
+        html.Strong(failure.title, className="vb-failure-title"),
+        html.Div(failure.cause, className="vb-failure-cause"),
+        html.Div(failure.todo, className="vb-failure-todo"),
+    ]
 
 
 def _status_damaged(run_dir: Path) -> bool:
@@ -304,11 +330,12 @@ def update_curves(
         best value changes; the error panel is titled with status.json's ``error_metric``.
     """
     # status first: rows written before a final status are then read by this same update
-    header, state = status_header(run_dir)
+    header, state, failure = status_header(run_dir)
     store = run_dir / runs.HISTORY_DIR
     cursor = cursor if isinstance(cursor, dict) else {}
     poll_ms = poll_interval(state, _status_damaged(run_dir))
-    out: dict[str, Any] = {"header": header, "stop": poll_ms is None, "poll_ms": poll_ms or POLL_MS}
+    out: dict[str, Any] = {"header": header, "failure": failure, "stop": poll_ms is None,
+                           "poll_ms": poll_ms or POLL_MS}  # fmt: skip
 
     tl = None
     if poll:

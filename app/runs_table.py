@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 
 from app.components import STATE_COLORS, fmt_duration, fmt_time, round_sig
 from app.slurm import run_state as slurm_run_state
-from app.sweep_view import trial_sweep
+from app.sweep_view import sweep_config_name, trial_sweep
 from trainer.runs import history_dir
 from trainer.runs.history_store import read_array
 
@@ -195,34 +196,60 @@ def _number(field: str, name: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def column_defs() -> list[dict[str, Any]]:
-    """The runs grid's columns, in the order the table shows them."""
+#: pixels per character of a run name and around it (padding, sort icon), and the name
+#: column's narrowest and widest default width
+NAME_CHAR_PX, NAME_PAD_PX, NAME_MIN_PX, NAME_MAX_PX = 8, 40, 180, 420
+
+
+def name_width(names: Iterable[str]) -> int:
+    """The Run column's default width for ``names``: the longest shown whole (a sweep
+    trial's ``<config>-sweep-<n>-NNN`` included), within ``NAME_MIN_PX``..``NAME_MAX_PX``.
+
+    Example:
+        >>> name_width(["demo_sweep-sweep-1-003"])
+        216
+    """
+    longest = max((len(n) for n in names), default=0)
+    return max(NAME_MIN_PX, min(NAME_MAX_PX, longest * NAME_CHAR_PX + NAME_PAD_PX))
+
+
+def column_defs(names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """The runs grid's columns, in the order the table shows them.
+
+    The Run column is pinned left and as wide as the longest of ``names`` (``name_width``);
+    the metric columns come right after the state and progress, and the other columns are
+    narrow, so the losses and errors are on screen without scrolling on a laptop's screen.
+    """
     return [
-        _text("name", "Run", pinned="left", minWidth=140),
-        _text("config", "Config", width=150),
+        _text("name", "Run", pinned="left", width=name_width(names), minWidth=NAME_MIN_PX),
+        _text("config", "Config", width=130),
         _text(
             "sweep",
             "Sweep",
             cellRenderer="VbSweepLink",
             headerTooltip="the sweep a run is a trial of; its link opens the sweep's page",
-            width=160,
+            width=130,
         ),
         _text(
             "state",
             "State",
             cellRenderer="VbStateBadge",
             cellRendererParams={"looks": badge_looks()},
-            width=120,
+            width=105,
         ),
-        _number("step", "Step", width=120),
-        _number("n_steps", "Total steps", width=120),
         _number(
             "progress",
             "Progress",
             cellRenderer="VbProgress",
             headerTooltip="step / total steps, in per cent",
-            width=140,
+            width=110,
         ),
+        _number("valid_loss", "Valid loss", width=90),
+        _number("valid_err", "Valid err", width=90),
+        _number("train_loss", "Train loss", width=90),
+        _number("train_err", "Train err", width=90),
+        _number("step", "Step", width=80),
+        _number("n_steps", "Total steps", width=80),
         {
             "field": "valid_curve",
             "headerName": "Valid loss curve",
@@ -231,18 +258,14 @@ def column_defs() -> list[dict[str, Any]]:
             "cellDataType": False,  # a list of numbers, drawn only by the renderer
             "sortable": False,
             "filter": False,
-            "width": 150,
+            "width": 130,
         },
-        _text("eta", "ETA", comparator={"function": "vbEtaOrder"}, width=120),
-        _number("it_per_s", "it/s", headerTooltip="training iterations per second", width=120),
-        _number("train_loss", "Train loss", width=110),
-        _number("valid_loss", "Valid loss", width=110),
-        _number("train_err", "Train err", width=110),
-        _number("valid_err", "Valid err", width=110),
-        _text("device", "Device", width=120),
-        _text("job", "Job", width=120),
-        _text("started", "Started", width=150),
-        _text("duration", "Duration", comparator={"function": "vbDurationOrder"}, width=110),
+        _text("eta", "ETA", comparator={"function": "vbEtaOrder"}, width=90),
+        _number("it_per_s", "it/s", headerTooltip="training iterations per second", width=80),
+        _text("device", "Device", width=100),
+        _text("job", "Job", width=100),
+        _text("started", "Started", width=140),
+        _text("duration", "Duration", comparator={"function": "vbDurationOrder"}, width=100),
         _text("issue", "Issue", cellClass="vb-issue", minWidth=200, flex=1),
     ]
 
@@ -281,6 +304,7 @@ def table_rows(
     jobs: dict[str, dict[str, Any]] | None = None,
     curves: dict[str, list[float | None]] | None = None,
     sweeps: dict[str, str] | None = None,
+    sweep_configs: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Display rows for the runs grid from ``app.readers.list_runs`` summaries.
 
@@ -290,7 +314,8 @@ def table_rows(
     ``RUNNING`` over a pid on another machine); a ``lost`` row whose job ``jobs`` says is
     running shows as running. ``curves`` holds each run's valid-loss sparkline
     (``app.runs_table.Sparklines``); a run without one gets ``[]``. ``sweeps`` holds the
-    sweep id of each sweep trial (``trial_sweep``); other runs get ``''``.
+    sweep id of each sweep trial (``trial_sweep``); other runs get ``''``. A trial's Config is
+    its sweep's config (``sweep_configs``, by sweep id), not the copy every trial trains.
     """
     rows = []
     for r in runs:
@@ -304,13 +329,17 @@ def table_rows(
         why = None
         if state == "queued" and job.get("state"):
             why = f"Slurm: {job['state']}" + (f" ({job['reason']})" if job.get("reason") else "")
+        if state == "finished" and r.get("truncated"):
+            state = "truncated"
+            why = f"truncated: max_runtime ended it at step {r['step']:,} of {r['n_steps']:,}"
         issue = " | ".join(x for x in (why, r["badge"], r["error"]) if x)
+        sweep = (sweeps or {}).get(r["name"], "")
         rows.append(
             {
                 "id": r["name"],
                 "name": r["name"],
-                "config": r["config"],
-                "sweep": (sweeps or {}).get(r["name"], ""),
+                "config": (sweep_configs or {}).get(sweep) or r["config"],
+                "sweep": sweep,
                 "state": state,
                 "step": r["step"],
                 "n_steps": r["n_steps"],
@@ -340,10 +369,12 @@ def grid_rows(
     sparklines: Sparklines,
     jobs: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """``table_rows`` with each run's valid-loss sparkline and sweep."""
+    """``table_rows`` with each run's valid-loss sparkline, sweep and its sweep's config."""
+    sweeps = {r["name"]: trial_sweep(runs_dir / r["name"]) for r in runs}
     return table_rows(
         runs,
         jobs,
         {r["name"]: sparklines.points(runs_dir / r["name"]) for r in runs},
-        {r["name"]: trial_sweep(runs_dir / r["name"]) for r in runs},
+        sweeps,
+        {s: sweep_config_name(runs_dir, s) for s in set(sweeps.values()) if s},
     )

@@ -36,6 +36,7 @@ import plotly.colors as pcolors
 import plotly.graph_objects as go
 
 from app.figures import readable_range
+from trainer.runs import TRUNCATED
 
 #: run states whose curve is dimmed: the pruner or a failure ended the trial early (a trial
 #: stopped by hand keeps its look: stopping a whole sweep would dim every curve)
@@ -79,22 +80,25 @@ def _finite(v: Any) -> bool:
 
 
 def best_run(rows: Sequence[TrialRow], goal: str) -> str | None:
-    """The run with the best finite value (the lowest for ``goal='min'``), ties to the
-    earlier trial; ``None`` when no trial has a value."""
+    """The run with the best finite value (the lowest for ``goal='min'``) among the trials
+    that ran all their steps, ties to the earlier trial; ``None`` when none has a value."""
     ranked = sorted_rows(rows, goal)
-    return ranked[0].run if ranked and _finite(ranked[0].value) else None
+    ok = ranked and _finite(ranked[0].value) and ranked[0].state != TRUNCATED
+    return ranked[0].run if ok else None
 
 
 def sorted_rows(rows: Sequence[TrialRow], goal: str) -> list[TrialRow]:
-    """Best value first (``goal`` ``'min'`` or ``'max'``); trials without a value last, each
-    group in trial order."""
+    """Best value first (``goal`` ``'min'`` or ``'max'``); then the truncated trials (ended by
+    ``max_runtime`` before their ``n_steps``), ranked among themselves: never beside trials
+    that ran all their steps; trials without a value last, each group in trial order."""
     sign = -1.0 if goal == "max" else 1.0
-    return sorted(
-        rows,
-        key=lambda r: (
-            (0, sign * float(r.value), r.number) if _finite(r.value) else (1, 0.0, r.number)
-        ),
-    )
+
+    def key(r: TrialRow) -> tuple:
+        if not _finite(r.value):
+            return (2, 0.0, r.number)
+        return (int(r.state == TRUNCATED), sign * float(r.value), r.number)
+
+    return sorted(rows, key=key)
 
 
 def fmt_value(v: Any) -> str:
@@ -251,7 +255,7 @@ def curve_style(state: str, best: bool) -> dict[str, Any]:
 
 def trace_name(row: TrialRow, best: bool) -> str:
     """A curve's legend entry: the run, its state when it did not complete, and 'best'."""
-    extra = [row.state] if row.state in DIMMED_STATES | {"stopped"} else []
+    extra = [row.state] if row.state in DIMMED_STATES | {"stopped", TRUNCATED} else []
     if best:
         extra.append("best")
     return f"{row.run} ({', '.join(extra)})" if extra else row.run

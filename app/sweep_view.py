@@ -28,7 +28,7 @@ from app.components import round_sig
 from app.readers import read_json, run_summary
 from app.sweep_figures import TrialRow
 from trainer.best import mode_for
-from trainer.runs import FINAL_STATES, history_dir, launch_backend
+from trainer.runs import FINAL_STATES, TRUNCATED, history_dir, launch_backend
 from trainer.runs.sweeps import (
     SWEEP_FILE,
     SWEEP_FINAL_STATES,
@@ -38,11 +38,12 @@ from trainer.runs.sweeps import (
     check_sweep_id,
     iter_sweep_dirs,
     read_trial,
+    sweep_dir,
 )
 from trainer.sweeps import SWEEP_DEFAULTS, SweepSection, best_value
 
 #: a trial's run state after which its files no longer change
-ENDED = FINAL_STATES | {"lost"}
+ENDED = FINAL_STATES | {"lost", TRUNCATED}
 #: most points of one trial's curve drawn from a full read
 MAX_POINTS = 2000
 
@@ -104,7 +105,7 @@ def sweep_line(sweep_id: str, record: dict | None, trials: TrialsRecord) -> dict
     values = [
         (t.value, t.run)
         for t in trials.trials
-        if isinstance(t.value, int | float) and math.isfinite(t.value)
+        if isinstance(t.value, int | float) and math.isfinite(t.value) and t.state != TRUNCATED
     ]
     pick = max if spec_goal(spec) == "max" else min
     best = pick(values, key=lambda v: v[0]) if values else (None, None)
@@ -120,20 +121,56 @@ def sweep_line(sweep_id: str, record: dict | None, trials: TrialsRecord) -> dict
     }
 
 
-def read_sweep_lines(runs_dir: Path) -> list[dict[str, Any]]:
-    """A ``sweep_line`` per sweep of the runs folder, newest first; each sweep's files are
-    parsed again only when they changed (``app.readers.read_json``)."""
+def driver_text(
+    sweep_id: str, state: str, cli_pid: int | None, backend: str, dashboard_backend: str | None
+) -> str:
+    """Who drives a running sweep, for the sweeps list: a live ``run.py sweep`` (``cli_pid``),
+    else this dashboard when it drives sweeps of the sweep's ``backend`` (``None``: it drives
+    none, a read-only one), else what starts a driver; ``''`` for a sweep that has ended."""
+    if state not in ("running", "stopping"):
+        return ""
+    if cli_pid is not None:
+        return f"driven by run.py sweep, pid {cli_pid}"
+    if dashboard_backend == backend:
+        return "driven by this dashboard"
+    return f"not driven here: run `python run.py sweep --resume {sweep_id}` ({backend} backend)"
+
+
+def read_sweep_lines(runs_dir: Path, dashboard_backend: str | None = None) -> list[dict[str, Any]]:
+    """A ``sweep_line`` per sweep of the runs folder, newest first, with who drives it
+    (``driver_text``; ``dashboard_backend``: the backend whose sweeps this dashboard drives);
+    each sweep's files are parsed again only when they changed (``app.readers.read_json``)."""
+    from app.sweeper import cli_driver
+
     lines = []
     for folder in iter_sweep_dirs(runs_dir):
         record, problem = read_json(folder / SWEEP_FILE)
         trials, _problem = read_trials_record(folder)
         created = (record or {}).get("created")
         line = sweep_line(folder.name, record, trials)
+        running = line["state"] in ("running", "stopping")
+        line["driver"] = driver_text(
+            folder.name, line["state"], cli_driver(folder) if running else None,
+            launch_backend(record), dashboard_backend,
+        )  # fmt: skip
         if record is None:  # nothing drives it: its state would be a stale word
             line["state"] = "damaged"
             line["problem"] = f"{SWEEP_FILE}: {problem or 'not a JSON object'}"
         lines.append((created if isinstance(created, int | float) else 0.0, line))
     return [line for _, line in sorted(lines, key=lambda x: x[0], reverse=True)]
+
+
+def sweep_config_name(runs_dir: Path, sweep_id: str) -> str:
+    """The file name of the config a sweep was made from (``demo_sweep.py``), which its
+    trials show as their config (each trains the sweep's copy, ``config.py``); ``''`` when
+    ``sweep.json`` cannot be read."""
+    try:
+        folder = sweep_dir(runs_dir, sweep_id)
+    except ValueError:
+        return ""
+    record, _problem = read_json(folder / SWEEP_FILE)
+    name = (record or {}).get("config")
+    return name if isinstance(name, str) else ""
 
 
 def trial_sweep(run_dir: Path) -> str:
@@ -340,6 +377,8 @@ def _follow_trial(
     summary = run_summary(run_dir) if run_dir is not None else None
     state = summary["state"] if summary else "queued"
     steps = summary["step"] if summary and state != "queued" else None
+    if summary and summary["truncated"]:
+        state = TRUNCATED
     entry = {
         "run": run,
         "state": state,

@@ -30,6 +30,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -37,7 +38,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from trainer.runs import FINAL_STATES, HISTORY_DIR, read_run_state
+from trainer.runs import (
+    FINAL_STATES,
+    HISTORY_DIR,
+    TRUNCATED,
+    is_truncated,
+    read_run_state,
+    read_status,
+)
 from trainer.runs.launch import launch_backend, launch_path
 from trainer.runs.sweeps import (
     SWEEP_FILE,
@@ -45,6 +53,8 @@ from trainer.runs.sweeps import (
     TrialsRecord,
     check_sweep_id,
     iter_sweep_dirs,
+    live_driver,
+    read_driver,
     read_sweep,
     read_trials,
     study_path,
@@ -63,6 +73,7 @@ from trainer.sweeps import (
     best_value,
     open_study,
     parse_sweep,
+    shorten,
     spec_from_json,
     suggest_params,
 )
@@ -80,7 +91,7 @@ KEPT_STARTS = 64
 #: run states that count against ``max_failures``
 FAILED_STATES = frozenset({"failed", "diverged", "lost"})
 #: what the study is told when a trial's run ends in each state
-_TOLD = {"finished": "complete", "pruned": "pruned", "stopped": "pruned"}
+_TOLD = {"finished": "complete", "pruned": "pruned", "stopped": "pruned", TRUNCATED: "pruned"}
 #: the state of a drawn trial whose run the launch queue had no room for yet
 WAITING = "waiting"
 
@@ -122,6 +133,8 @@ def create_sweep(
     device: str = "auto",
     resources: Mapping[str, Any] | None = None,
     max_sweeps: int | None = None,
+    n_runs: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> str:
     """Check a config's sweep and make its folder, study and record; no trial starts here.
 
@@ -138,6 +151,9 @@ def create_sweep(
         max_sweeps: refuse when this many sweeps of ``backend`` are unfinished (a
             dashboard's ``app.limits.MAX_SWEEPS``); ``None``: no cap (``run.py sweep`` in a
             terminal).
+        n_runs: fewer (or more) trials than the section's ``n_runs``.
+        overrides: ``n_steps``, ``batch_size``, ``lr`` for every trial, where not swept
+            (``trainer.sweeps.shorten``); recorded in ``sweep.json`` as ``overrides``.
 
     Returns:
         The sweep id: ``<config name>-sweep-<n>``.
@@ -152,7 +168,7 @@ def create_sweep(
 
     config_path = Path(config_path).absolute()
     cfg = ExperimentConfig(config_path)
-    spec = parse_sweep(cfg)
+    spec, given = shorten(parse_sweep(cfg), n_runs, **dict(overrides or {}))
     parallel = spec.max_parallel if max_parallel is None else max_parallel
     if not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
         raise SweepError(f"--max-parallel {parallel!r}: expected 1 to {MAX_PARALLEL} trials")
@@ -160,7 +176,8 @@ def create_sweep(
     with sweeps_lock(runs_dir):
         if max_sweeps is not None:
             _check_cap(runs_dir, backend, max_sweeps, 0)
-        sweep_id = _make(runs_dir, base, config_path, spec, backend, parallel, device, resources)
+        sweep_id = _make(runs_dir, base, config_path, spec, backend, parallel, device,
+                         resources, given)  # fmt: skip
     log.info("sweep %s: %d runs of %s (%s)", sweep_id, spec.n_runs, config_path.name, spec.method)
     return sweep_id
 
@@ -174,6 +191,7 @@ def _make(
     parallel: int,
     device: str,
     resources: Mapping[str, Any] | None,
+    overrides: Mapping[str, Any],
 ) -> str:
     root = sweeps_root(runs_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -192,6 +210,7 @@ def _make(
         "max_parallel": parallel,
         "device": device,
         "resources": dict(resources or {}),
+        "overrides": dict(overrides),  # n_steps, batch_size, lr of every trial
         "created": time.time(),
         "spec": spec.to_json(),
     })  # fmt: skip
@@ -238,6 +257,8 @@ def start_sweep(
     device: Any = "auto",
     max_parallel: Any = 1,
     resources: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    n_runs: Any = None,
 ) -> str:
     """Start making a sweep of a config for a dashboard's launcher, and return at once.
 
@@ -252,6 +273,9 @@ def start_sweep(
         device: as for ``Launcher.launch``, for every trial.
         max_parallel: trials at once, 1 to ``trainer.sweeps.MAX_PARALLEL``.
         resources: the backend's checked resources (``Backend.resources_from_form``).
+        overrides: the form's ``n_steps``, ``batch_size``, ``lr`` for every trial (empty:
+            the config's); ``run.py sweep`` refuses one the sweep draws.
+        n_runs: the form's number of trials (empty: the section's).
 
     Returns:
         The token of the ``SweepStart``.
@@ -262,7 +286,8 @@ def start_sweep(
     """
     from app import inputs, limits
     from app.backends import env_for
-    from app.security import LaunchError, resolve_config, validate_device
+    from app.security import LaunchError, resolve_config, validate_device, validate_overrides
+    from trainer.sweeps import MAX_RUNS
 
     parallel = inputs.integer(max_parallel, lo=1, hi=MAX_PARALLEL)
     if parallel is None or parallel != max_parallel:
@@ -271,12 +296,19 @@ def start_sweep(
             f"Max parallel: expected a whole number of trials from 1 to {MAX_PARALLEL}, "
             f"got {max_parallel!r}",
         )
+    shortened = validate_overrides({k: v for k, v in (overrides or {}).items() if k != "save_name"})
+    text = "" if n_runs is None or isinstance(n_runs, bool) else str(n_runs).strip()
+    if text:  # empty: the section's n_runs
+        if not text.isdigit() or not 1 <= int(text) <= MAX_RUNS:
+            raise LaunchError("n_runs", f"Runs: expected a whole number from 1 to {MAX_RUNS}, "
+                                        f"got {n_runs!r}")  # fmt: skip
+        shortened["n_runs"] = int(text)
     config = resolve_config(launcher.configs_dir, config_name)
     device = validate_device(device, launcher.gpus())
     argv = sweep_argv(
         config, python=launcher.python, runs_dir=launcher.runs_dir, data_dir=launcher.data_dir,
         backend=launcher.backend, max_parallel=parallel, device=device, resources=resources,
-        max_sweeps=limits.MAX_SWEEPS,
+        max_sweeps=limits.MAX_SWEEPS, shortened=shortened,
     )  # fmt: skip
     spawn = launcher.spawn
     # counted and started under one lock: concurrent requests to this dashboard see each
@@ -308,14 +340,18 @@ def sweep_argv(
     resources: Mapping[str, Any] | None = None,
     max_sweeps: int | None = None,
     run_py: Path = REPO_ROOT / "run.py",
+    shortened: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """The ``run.py sweep --detach`` command that makes a sweep of ``config`` (refused when
-    ``max_sweeps`` sweeps are unfinished)."""
+    ``max_sweeps`` sweeps are unfinished); ``shortened``: ``n_runs``, ``n_steps``,
+    ``batch_size``, ``lr`` (``--n-runs`` ...)."""
     argv = [python, str(run_py), "sweep", str(config), "--detach",
             f"--runs-dir={runs_dir}", f"--data-dir={data_dir}", f"--backend={backend}",
             f"--max-parallel={max_parallel}", f"--device={device}"]  # fmt: skip
     if max_sweeps is not None:
         argv.append(f"--max-sweeps={max_sweeps}")
+    for key, value in (shortened or {}).items():
+        argv.append(f"--{key.replace('_', '-')}={value!r}")
     for key, value in (resources or {}).items():
         argv.append(f"--slurm-{key}={value}")
     return argv
@@ -546,8 +582,10 @@ def _follow(runs_dir: Path, trials: TrialsRecord, spec: SweepSpec) -> list[Trial
             state = "lost"  # the run started once; its folder is gone
         else:
             state = read_run_state(runs_dir / entry.run).state
+        if is_truncated(state, read_status(runs_dir / entry.run)):
+            state = TRUNCATED  # max_runtime ended it early: never ranked beside full trials
         entry.state = state
-        if state not in FINAL_STATES and state != "lost":
+        if state not in FINAL_STATES and state not in ("lost", TRUNCATED):
             continue
         entry.value = best_value(_metric_values(runs_dir / entry.run, spec.metric), spec.goal)
         told = _TOLD.get(state, "fail")
@@ -653,6 +691,7 @@ def _launch(
              "params": entry.params, "metric": spec.metric},
             device=record.get("device", "auto"),
             resources=record.get("resources") or None,
+            overrides=record.get("overrides") or None,
         )  # fmt: skip
     except QueueFullError as e:
         log.info(
@@ -703,14 +742,26 @@ def stop_sweep(launcher: Any, folder: Path, reason: str = "stopped") -> list[str
     return stopped
 
 
+def cli_driver(folder: Path) -> int | None:
+    """The pid of the ``run.py sweep`` process that drives the sweep now, else ``None``."""
+    from trainer.runs import pid_alive
+
+    return live_driver(read_driver(folder), time.time(), socket.gethostname(), pid_alive)
+
+
 def summary(folder: Path) -> dict[str, Any]:
     """What a page or the command line shows about a sweep: its record, trials and state."""
     record = read_sweep(folder) or {}
     trials = read_trials(folder)
-    values = [t.value for t in trials.trials if t.value is not None and math.isfinite(t.value)]
+    values = [t.value for t in trials.trials if _ranked(t)]
     spec = record.get("spec", {})
     best = None
     if values:
         pick = max if spec.get("goal") == "max" else min
-        best = next(t.run for t in trials.trials if t.value == pick(values))
+        best = next(t.run for t in trials.trials if _ranked(t) and t.value == pick(values))
     return {"record": record, "trials": trials, "best_run": best}
+
+
+def _ranked(t: TrialEntry) -> bool:
+    """Whether a trial competes for best: a finite value from a trial that ran all its steps."""
+    return t.value is not None and math.isfinite(t.value) and t.state != TRUNCATED

@@ -353,6 +353,55 @@ def _check_int(key: str, v: Any, low: int, high: int | None, errors: list[str]) 
         errors.append(f"'{key}': expected an integer {bound}, got {v!r}")
 
 
+#: what ``run.py sweep`` and the launch form may change for every trial of a sweep
+TRIAL_OVERRIDES = ("n_steps", "batch_size", "lr")
+
+
+def shorten(spec: SweepSpec, n_runs: Any = None, **overrides: Any) -> tuple[SweepSpec, dict]:
+    """A sweep made shorter: ``n_runs`` trials, and ``n_steps`` / ``batch_size`` / ``lr`` for
+    every trial (``TRIAL_OVERRIDES``; ``None`` leaves a value as the config has it).
+
+    A key the sweep draws cannot be set for every trial. A grid keeps its first ``n_runs``
+    points (never more than it has).
+
+    Returns:
+        The spec with its ``n_runs``, and the trials' overrides (the ones given).
+
+    Raises:
+        ConfigError: a value out of range, or an override of a swept parameter, naming it.
+
+    Example:
+        >>> spec, given = shorten(spec, n_runs=2, n_steps=50)  # doctest: +SKIP
+    """
+    errors = []
+    unknown = sorted(set(overrides) - set(TRIAL_OVERRIDES))
+    if unknown:
+        errors.append(f"{unknown[0]}: not a trial override; known: {', '.join(TRIAL_OVERRIDES)}")
+    given = {k: v for k, v in overrides.items() if v is not None and k in TRIAL_OVERRIDES}
+    swept = {ALIASES.get(name, name) for name in spec.parameters}
+    for key in given:
+        if ALIASES.get(key, key) in swept:
+            errors.append(
+                f"--{key.replace('_', '-')} {given[key]!r}: the sweep draws '{key}' for each "
+                f"trial, so it cannot be set for all; drop --{key.replace('_', '-')}, or take "
+                f"'{key}' out of the sweep's parameters"
+            )
+    for key in ("n_steps", "batch_size"):
+        if key in given:
+            _check_int(f"--{key.replace('_', '-')}", given[key], 1, None, errors)
+    lr = given.get("lr")
+    if lr is not None and not (isinstance(lr, numbers.Real) and math.isfinite(lr) and lr > 0):
+        errors.append(f"--lr {lr!r}: expected a learning rate > 0")
+    if n_runs is not None:
+        _check_int("--n-runs", n_runs, 1, MAX_RUNS, errors)
+    if errors:
+        raise ConfigError("cannot shorten the sweep:\n" + "\n".join(f"  - {e}" for e in errors))
+    if n_runs is not None:
+        grid = grid_size(spec.parameters) if spec.method == "grid" else None
+        spec = dataclasses.replace(spec, n_runs=min(int(n_runs), grid or int(n_runs)))
+    return spec, given
+
+
 def apply_params(cfg: Any, params: Mapping[str, Any]) -> None:
     """Set each parameter on the config; ``a.b`` sets key ``b`` of the dict ``cfg.a`` (copied,
     so the config file's dict is never changed in place)."""

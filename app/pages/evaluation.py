@@ -143,6 +143,7 @@ def _run_dir(name: Any) -> Path | None:
 @callback(
     Output("eval-result", "options"),
     Output("eval-result", "value"),
+    Output("eval-result", "disabled"),
     Output("eval-message", "children", allow_duplicate=True),
     Output("eval-empty", "hidden"),
     Input("eval-run", "data"),
@@ -156,14 +157,14 @@ def _on_results(name, done, _files, current):
     shown (left alone, so a threshold being tuned stays), else the newest."""
     run_dir = _run_dir(name)
     if run_dir is None:
-        return [], None, f"run {name!r} is gone from the runs directory", no_update
+        return [], None, True, f"run {name!r} is gone from the runs directory", no_update
     names = ev.list_results(run_dir)
     if not names:  # the empty state says what to do instead of empty frames
-        return [], None, "", False
+        return [], None, True, "", False
     if "eval-done.data" in ctx.triggered_prop_ids:  # with a new listing too, often
         wanted = done.get("result") if isinstance(done, dict) else None
-        return names, wanted if wanted in names else names[0], no_update, True
-    return names, no_update if current in names else names[0], no_update, True
+        return names, wanted if wanted in names else names[0], False, no_update, True
+    return names, no_update if current in names else names[0], False, no_update, True
 
 
 @callback(

@@ -38,8 +38,8 @@ from app.components import (
     sweep_href,
 )
 from app.inputs import strings
-from app.launcher import DELETABLE_STATES, RESUMABLE_STATES
-from app.readers import list_runs, log_path, tail_lines
+from app.readers import has_snapshot, list_runs, log_path, tail_lines
+from app.run_actions import after_stop, buttons
 from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
 from app.security import LaunchError, list_configs, resolve_config
 from app.sweep_view import read_sweep_lines, sweep_hint
@@ -53,7 +53,6 @@ PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
 SYSTEM_MS = 5000
 LOG_LINES = 200
-STOPPABLE_STATES = frozenset({"queued", "running"})
 #: the id type of the launch form's resource fields (``{"type": RESOURCE, "index": key}``)
 RESOURCE = "exp-resource"
 
@@ -99,7 +98,10 @@ def _launch_panel(
                 field("Steps", text("exp-n-steps", "from config")),
                 field("Batch size", text("exp-batch-size", "from config")),
                 field("Learning rate", text("exp-lr", "from config")),
-                field("Save name", text("exp-save-name", "config name")),
+                html.Div(
+                    field("Save name", text("exp-save-name", "config name")),
+                    id="exp-save-name-field",  # hidden for a sweep: its trials are named for it
+                ),
             ],
             id="exp-override-fields",
             className="vb-grid",
@@ -107,6 +109,7 @@ def _launch_panel(
         html.Div(
             [
                 html.Div(id="exp-sweep-hint", className="vb-muted"),
+                field("Runs", text("exp-n-runs", "from the sweep")),
                 field(
                     "Max parallel",
                     dcc.Input(
@@ -168,6 +171,8 @@ def _actions_panel(hidden: bool) -> html.Section:
             hidden=hidden,
         ),
         html.Div(id="exp-action-msg", className="vb-msg"),
+        # "<run>: stopping." until the run has ended (refresh_runs), then "<run>: stopped."
+        html.Div(id="exp-stop-msg", className="vb-msg"),
         dcc.ConfirmDialog(id="exp-delete-confirm"),
     )
 
@@ -178,7 +183,7 @@ def layout(**kwargs: Any) -> html.Div:
     configs = [] if c.read_only else list_configs(c.configs_dir)
     devices = ["auto"] if c.read_only else c.launcher.devices()
     rows = _grid_rows(list_runs(c.runs_dir))
-    sweeps = read_sweep_lines(c.runs_dir)
+    sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
     return html.Div(
         [
             # the page's level-one heading for screen readers; the navigation bar shows its name
@@ -186,6 +191,7 @@ def layout(**kwargs: Any) -> html.Div:
             dcc.Interval(id="exp-interval", interval=LIVE_POLL_MS),
             dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
             dcc.Store(id="exp-selected"),
+            dcc.Store(id="exp-stopping"),  # the run whose "stopping." message waits for its end
             dcc.Store(id="exp-refresh"),
             dcc.Store(id="exp-log-sig"),
             dcc.Store(id="exp-sweep-start"),  # the token of a sweep being made
@@ -208,7 +214,7 @@ def layout(**kwargs: Any) -> html.Div:
                 "Runs",
                 dag.AgGrid(
                     id="exp-table",
-                    columnDefs=column_defs(),
+                    columnDefs=column_defs(r["name"] for r in rows),
                     defaultColDef=DEFAULT_COL_DEF,
                     rowData=rows,
                     getRowId="params.data.id",
@@ -281,6 +287,8 @@ def _sweeps_view(lines: list[dict[str, Any]]) -> list[html.Li]:
             state_badge(line["state"]),
             f" {line['done']}{total} trials done",
         ]
+        if line.get("driver"):
+            parts += [" · ", html.Span(line["driver"], className="vb-sweep-driver")]
         if line.get("problem"):
             parts += [" ", html.Span(line["problem"], className="vb-error")]
         if line["best_run"] is not None:
@@ -357,33 +365,45 @@ _READ_ONLY = "This dashboard is read-only."
     Output("exp-runs-panel", "hidden"),
     Output("exp-sweeps", "children"),
     Output("exp-sweeps-panel", "hidden"),
+    Output("exp-stop-msg", "children"),
+    Output("exp-stopping", "data"),
     Input("exp-interval", "n_intervals"),
     Input("exp-refresh", "data"),
     Input("exp-selected", "data"),
+    State("exp-stopping", "data"),
 )
-def refresh_runs(_n: int | None, _refresh: Any, selected: str | None) -> tuple:
+def refresh_runs(_n: int | None, _refresh: Any, selected: str | None, stopping: Any) -> tuple:
     c = current_context()
     runs = list_runs(c.runs_dir)
     row = next((r for r in runs if r["name"] == selected), None)
-    state = row["state"] if row else None
+    snapshot = row is not None and _has_snapshot(row["name"])
     # rows keep their ids (getRowId), so new row data keeps the grid's selection and scroll;
     # the selection is only set when the store changed it (a launch, a delete)
     grid_selection = (
         {"ids": [row["name"]] if row else []} if ctx.triggered_id == "exp-selected" else no_update
     )
-    sweeps = read_sweep_lines(c.runs_dir)
+    sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
+    stopped = after_stop(stopping, next((r for r in runs if r["name"] == stopping), None))
     return (
         _grid_rows(runs, c.launcher.jobs()),
         grid_selection,
         _selection_view(row),
-        state not in STOPPABLE_STATES,
-        state not in RESUMABLE_STATES,
-        state not in DELETABLE_STATES,
+        *buttons(row, snapshot),
         bool(runs),
         not runs,
         _sweeps_view(sweeps),
         not sweeps,
+        no_update if stopped is None else _message(stopped, True),
+        no_update if stopped is None else None,
     )
+
+
+def _has_snapshot(name: str) -> bool:
+    c = current_context()
+    try:
+        return has_snapshot(paths.run_dir(c.runs_dir, name, follow_links=c.follow_links))
+    except paths.ClientPathError:  # a folder linked out of the runs folder: never read
+        return False
 
 
 @callback(
@@ -412,6 +432,8 @@ def show_sweep_runs(_clicks: Any) -> Any:
 def select_run(rows: Any, current: str | None) -> Any:
     ids = [r.get("id") for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
     name = next(iter(strings(ids)), None)
+    if rows == [] and current is not None:  # unselected in the grid: no action on any run
+        return None
     return no_update if name == current or name is None else name
 
 
@@ -449,7 +471,7 @@ def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
 @callback(
     Output("exp-sweep-hint", "children"),
     Output("exp-sweep-fields", "hidden"),
-    Output("exp-override-fields", "hidden"),
+    Output("exp-save-name-field", "hidden"),
     Output("exp-max-parallel", "value"),
     Input("exp-config", "value"),
 )
@@ -489,13 +511,14 @@ def refresh_system(_n: int | None) -> list[Any]:
     State("exp-lr", "value"),
     State("exp-save-name", "value"),
     State("exp-max-parallel", "value"),
+    State("exp-n-runs", "value"),
     State({"type": RESOURCE, "index": ALL}, "value"),
     State({"type": RESOURCE, "index": ALL}, "id"),
     prevent_initial_call=True,
 )
 @changes_runs
 def launch_run(
-    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, values, ids
+    _clicks, config, device, n_steps, batch_size, lr, save_name, max_parallel, n_runs, values, ids
 ) -> tuple:
     c = current_context()
     if c.read_only:
@@ -503,13 +526,13 @@ def launch_run(
     section = _config_sweep(c.configs_dir, config)
     try:
         resources = c.launcher.runner.resources_from_form(_form_values(ids, values))
+        overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr}
         if section is not None:
             parallel = section.max_parallel if max_parallel is None else max_parallel
-            token = start_sweep(c.launcher, config, device, parallel, resources)
+            token = start_sweep(c.launcher, config, device, parallel, resources, overrides, n_runs)
             start = c.launcher.sweep_starts.get(token)
             return "", _sweep_start_view(start), no_update, no_update, token
-        overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr,
-                     "save_name": save_name}  # fmt: skip
+        overrides["save_name"] = save_name
         name = c.launcher.launch(config, device=device, overrides=overrides, resources=resources)
     except LaunchError as e:
         return _message(f"Not launched. {e}", False), "", no_update, no_update, no_update
@@ -570,6 +593,8 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 @callback(
     Output("exp-action-msg", "children"),
     Output("exp-refresh", "data", allow_duplicate=True),
+    Output("exp-stop-msg", "children", allow_duplicate=True),
+    Output("exp-stopping", "data", allow_duplicate=True),
     Input("exp-stop", "n_clicks"),
     Input("exp-resume", "n_clicks"),
     State("exp-selected", "data"),
@@ -579,17 +604,19 @@ def _sweep_start_view(start: SweepStart | None) -> html.Div:
 def stop_or_resume(_stop, _resume, selected: str | None) -> tuple:
     c = current_context()
     if c.read_only:
-        return _message(_READ_ONLY, False), no_update
+        return _message(_READ_ONLY, False), no_update, no_update, no_update
     try:
         if ctx.triggered_id == "exp-stop":
             result = c.launcher.stop(selected)
+            if result == "stopping":  # refresh_runs says when it has stopped (after_stop)
+                return "", time.time(), _message(f"{selected}: stopping.", True), selected
             text = f"{selected}: {result}."
         else:
             c.launcher.resume(selected)
             text = f"{selected}: resuming from its last snapshot."
     except LaunchError as e:
-        return _message(str(e), False), no_update
-    return _message(text, True), time.time()
+        return _message(str(e), False), no_update, "", None
+    return _message(text, True), time.time(), "", None
 
 
 @callback(

@@ -3,7 +3,9 @@
 Each ``previews/preview-<step>.h5`` file (format: docs/run-directory.md) holds one or more
 cubes of raw data with the network's class probabilities. The viewer picks a preview by
 step (slider, newest by default, follows new ones), a cube, a z plane, a class, and draws
-raw grey with the class probability as a coloured overlay, or both side by side. Images
+raw grey with the class probability as a coloured overlay, or both side by side. The
+sliders hold the training step and the data's own z (``z0`` + plane), so the number box
+beside each shows and takes the value its label and the figure's title name. Images
 are rendered on the server as PNG data (``app.image_figures.preview_figure``). The page comes with
 the newest preview's view filled in, so its image is drawn with the page; callbacks only
 answer the controls. A run without previews says when its first comes, and the viewer
@@ -84,17 +86,16 @@ def _waiting(name: str, run_dir: Path) -> list:
 
 def _viewer(files: list[Path]) -> list:
     """The viewer on the newest of ``files`` (not empty), with its first view filled in."""
-    last = len(files) - 1
+    slider = pv.file_slider(files)
+    last = slider["max"]
     blocks, block, classes, cls, label = pv.file_choices(files, last, None, None)
-    z_max, z, z_marks = pv.z_choices(files, last, block, None) or (0, None, {})
+    z_min, z_max, z, z_marks = pv.z_choices(files, last, block, None) or (0, 0, None, {})
     figure, message, no_image = pv.render(files, last, block, z, cls, 0.5, "overlay")
     return [
         dcc.Interval(id="prev-interval", interval=REFRESH_MS),
         labelled(
             "Preview (training step)",
-            dcc.Slider(
-                id="prev-file", min=0, max=last, step=1, value=last, marks=pv.file_marks(files)
-            ),
+            dcc.Slider(id="prev-file", value=last, **slider),
             "100%",
         ),
         html.Div(label, id="prev-file-label", style={"fontWeight": "bold"}),
@@ -149,7 +150,7 @@ def _viewer(files: list[Path]) -> list:
         ),
         labelled(
             "z plane",
-            dcc.Slider(id="prev-z", min=0, max=z_max, step=1, value=z, marks=z_marks),
+            dcc.Slider(id="prev-z", min=z_min, max=z_max, step=1, value=z, marks=z_marks),
             "100%",
         ),
         html.Div(message, id="prev-message", style={"color": "#dc3545", "padding": "6px 0"}),
@@ -179,8 +180,11 @@ def _on_first_preview(_tick, name):
 
 
 @callback(
+    Output("prev-file", "min"),
     Output("prev-file", "max"),
+    Output("prev-file", "step"),
     Output("prev-file", "marks"),
+    Output("prev-file", "allow_direct_input"),
     Output("prev-file", "value"),
     Input("prev-interval", "n_intervals"),
     State("prev-file", "value"),
@@ -190,15 +194,14 @@ def _on_first_preview(_tick, name):
 )
 def _on_refresh(_tick, value, old_max, name):
     files = _files_of(name)
-    if files is None:
-        return no_update, no_update, no_update
-    new_max = max(len(files) - 1, 0)
-    if new_max == old_max:
-        return no_update, no_update, no_update
-    # a viewer on the newest preview follows new ones; one looking back stays put
-    index = inputs.integer(value, lo=0)
-    follow = index is None or index == old_max
-    return new_max, pv.file_marks(files), new_max if follow else min(index, new_max)
+    slider = pv.file_slider(files) if files else None
+    if slider is None or slider["max"] == old_max:
+        return (no_update,) * 6
+    # a viewer on the newest preview follows new ones; one looking back stays on its file
+    at = inputs.integer(value)
+    follow = at is None or at == old_max
+    kept = pv.file_positions(files)[files.index(pv.pick(files, at))] if not follow else None
+    return (*slider.values(), slider["max"] if follow else kept)
 
 
 @callback(
@@ -218,6 +221,7 @@ def _on_file(index, block, cls, name):
 
 
 @callback(
+    Output("prev-z", "min"),
     Output("prev-z", "max"),
     Output("prev-z", "value"),
     Output("prev-z", "marks"),
@@ -228,7 +232,7 @@ def _on_file(index, block, cls, name):
     prevent_initial_call=True,  # the layout carries the newest preview's (_viewer)
 )
 def _on_block(block, index, z, name):
-    return pv.z_choices(_files_of(name) or [], index, block, z) or (no_update,) * 3
+    return pv.z_choices(_files_of(name) or [], index, block, z) or (no_update,) * 4
 
 
 @callback(

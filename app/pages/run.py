@@ -80,11 +80,18 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             ),
             _controls(),
             html.Div(first.get("error", ""), id="run-error", style={"color": "#dc3545"}),
+            # a failed run: what happened, why, what to do, where the waiting sentence was
+            html.Div(
+                first.get("failure"),
+                id="run-failure",
+                className="vb-failure",
+                hidden=not first.get("failure"),
+            ),
             empty_state(
                 rv.waiting_text(run_dir),
                 "run-waiting",
                 dcc.Link("see the log on the experiments page", href="/", className="vb-link"),
-                hidden=has_history or failed,
+                hidden=has_history or failed or bool(first.get("failure")),
             ),
             html.Div(
                 [
@@ -115,7 +122,10 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         style=first.get("classes_style", rv.HIDDEN),
                     ),
                     _compare_panel(
-                        rv.other_runs(root, name), rv.compare_columns(run_dir), figs.get("compare")
+                        rv.other_runs(root, name),
+                        rv.compare_columns(run_dir),
+                        figs.get("compare"),
+                        hidden=not has_history or failed,
                     ),
                     html.Div(graph("run-graph-schedule"), style=rv.SHOWN),
                     html.Div(
@@ -189,8 +199,11 @@ def _controls() -> html.Div:
     )
 
 
-def _compare_panel(others: list[str], columns: list[str], figure: Any) -> html.Div:
-    """The compare panel: runs and a column to draw beside this run's, and its figure."""
+def _compare_panel(
+    others: list[str], columns: list[str], figure: Any, hidden: bool = False
+) -> html.Div:
+    """The compare panel: runs and a column to draw beside this run's, and its figure;
+    hidden while the run has no history row (no empty frame)."""
     return html.Div(
         [
             html.Div(
@@ -219,7 +232,9 @@ def _compare_panel(others: list[str], columns: list[str], figure: Any) -> html.D
             ),
             graph("run-graph-compare", figure=figure),
         ],
+        id="run-compare-panel",
         style=rv.SHOWN,
+        hidden=hidden,
     )
 
 
@@ -243,18 +258,22 @@ def _has_rows(cursor: Any, table: str) -> bool:
 # panels with the first history row; while the history cannot be read, the error sentence
 # stands alone (no empty frames, no waiting sentence)
 clientside_callback(
-    """function (cursor, error) {
+    """function (cursor, error, failure) {
         const rows = t => !!(cursor && cursor[t] && typeof cursor[t].rows === "number"
                              && cursor[t].rows > 0);
         const has = rows("history");
         const failed = !!error;
-        return [has || failed, !has || failed, failed || !rows("timeline")];
+        const gone = !!(failure && failure.length);  // a failed run says so instead of waiting
+        return [has || failed || gone, !has || failed, failed || !rows("timeline"),
+                !has || failed];
     }""",
     Output("run-waiting", "hidden"),
     Output("run-history-panels", "hidden"),
     Output("run-timeline-panel", "hidden"),
+    Output("run-compare-panel", "hidden"),
     Input("run-cursor", "data"),
     Input("run-error", "children"),
+    Input("run-failure", "children"),
 )
 
 
@@ -281,6 +300,8 @@ clientside_callback(
     Output("run-interval", "disabled"),
     Output("run-interval", "interval"),
     Output("run-error", "children"),
+    Output("run-failure", "children"),
+    Output("run-failure", "hidden"),
     Input("run-interval", "n_intervals"),
     Input("run-smoothing", "value"),
     Input("run-ema-weight", "value"),
@@ -295,7 +316,8 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     root = series.app_runs_dir()
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
-        return (*[no_update] * 13, True, no_update, f"run {name!r} is gone from the runs directory")
+        gone = f"run {name!r} is gone from the runs directory"
+        return (*[no_update] * 13, True, no_update, gone, no_update, no_update)
     smooth, x, log_y = rv.curve_settings(smoothing, weight, window, options, x_axis)
     poll = (
         ctx.triggered_id == "run-interval"
@@ -304,11 +326,13 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
     )
     u = rv.read_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
     if "unreadable" in u:
-        return (*[no_update] * 12, u["header"], u["stop"], u["poll_ms"], u["unreadable"])
+        failure = (u["failure"], not u["failure"])
+        return (*[no_update] * 12, u["header"], u["stop"], u["poll_ms"], u["unreadable"], *failure)
     figs = [u[k] for k in ("timeline", "loss", "error", "lr", "gain", "are", "are_style")]
     figs += [u["classes"], u["classes_style"]]
     figs += [u["regression"], u["regression_style"]]
-    return (*figs, u["cursor"], u["header"], u["stop"], u["poll_ms"], "")
+    return (*figs, u["cursor"], u["header"], u["stop"], u["poll_ms"], "", u["failure"],
+            not u["failure"])  # fmt: skip
 
 
 # ---------------------------------------------------------------------- compare, schedules

@@ -26,7 +26,7 @@ from app import changes_runs, components, current_context, sweep_figures
 from app.callbacks import callback
 from app.components import ROW, empty_state, run_href, state_badge, url_part
 from app.security import LaunchError
-from app.sweep_view import ENDED, SweepView, read_view, spec_line, stoppable
+from app.sweep_view import ENDED, TRUNCATED, SweepView, read_view, spec_line, stoppable
 from app.sweeper import DamagedSweepError, SweepError, stop_sweep, sweep_folder
 
 #: where the page is served (``create_app`` registers it)
@@ -55,6 +55,12 @@ def header(view: SweepView) -> list:
     running = sum(1 for r in view.rows if r.state == "running")
     total = f" of {n_runs}" if isinstance(n_runs, int) else ""
     parts = [f"{len(view.rows)}{total} trials started", f"{running} running", f"{done} ended"]
+    truncated = sum(1 for r in view.rows if r.state == TRUNCATED)
+    if truncated:
+        parts.append(f"{truncated} truncated by max_runtime (ranked after full trials)")
+    overrides = view.record.get("overrides")
+    if isinstance(overrides, dict) and overrides:
+        parts.append("every trial: " + ", ".join(f"{k} {v}" for k, v in overrides.items()))
     items: list = [badge, html.Span("  ·  ".join(parts), id="sweep-progress")]
     if trials.reason and state != "finished":
         items.append(html.Span(trials.reason, id="sweep-reason", className="vb-error"))

@@ -82,7 +82,7 @@ def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
         "#exp-table .ag-row[row-id='newcomer'] .ag-selection-checkbox input", timeout=15
     ).click()
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=15).click()
-    dash_duo.wait_for_contains_text("#exp-action-msg", "newcomer: stopping.", timeout=10)
+    dash_duo.wait_for_contains_text("#exp-stop-msg", "newcomer: stop", timeout=10)
     assert _wait(lambda: runs.read_run_state(run_dir).state == "stopped", 60)
     state = "return document.querySelector(arguments[0]).textContent"
     badge = "#exp-table .ag-row[row-id='newcomer'] [col-id='state'] .vb-badge"

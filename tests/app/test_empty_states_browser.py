@@ -75,6 +75,8 @@ def test_evaluation_page_without_results_shows_one_sentence_and_no_frames(dash_d
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/fresh/evaluation")
     dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet: press Evaluate", timeout=15)
     assert _shown(dash_duo, "#eval-run-button")  # the one action
+    # the result choice says there is none yet instead of an empty box
+    dash_duo.wait_for_contains_text("#eval-result", "no result yet", timeout=15)
     assert _wait(lambda: dash_duo.driver.find_elements("css selector", "#eval-roc .js-plotly-plot"))
     for frame in (
         "#eval-roc",
@@ -133,3 +135,34 @@ def test_run_page_before_its_first_step_draws_no_per_step_frame(dash_duo, tmp_pa
         assert _shown(dash_duo, "#run-waiting")  # still no history row
     finally:
         tracker.close()
+
+
+@pytest.mark.browser
+def test_a_failed_run_says_why_and_a_starting_one_says_starting(dash_duo, tmp_path):
+    app = build_app(tmp_path)
+    failed = tmp_path / "runs" / "bad-data"
+    failed.mkdir(parents=True)
+    atomic_write_json(failed / "config.json", {"n_steps": 1000, "history_freq": 20})
+    now = time.time()
+    write_status(
+        failed,
+        Status(state="failed", step=0, n_steps=1000, started=now, heartbeat=now,
+               error="FileNotFoundError: [Errno 2] No such file or directory: '/data/raw.h5'"),
+    )  # fmt: skip
+    (tmp_path / "runs" / "young").mkdir()  # launched: no status.json yet
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/bad-data")
+    # the failure, its cause and what to do, where the waiting sentence was; no empty frames
+    dash_duo.wait_for_contains_text("#run-failure", "Failed before its first step.", timeout=15)
+    text = dash_duo.find_element("#run-failure").text
+    assert "No such file or directory: '/data/raw.h5'" in text
+    assert "check the data files" in text and "Resume would repeat the failure" in text
+    for frame in ("#run-waiting", "#run-compare-panel", "#run-history-panels"):
+        assert not _shown(dash_duo, frame), frame
+    # a run whose trainer has not written its status yet is starting, until it does
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/young")
+    dash_duo.wait_for_contains_text("#run-header", "starting…", timeout=15)
+    assert not _shown(dash_duo, "#run-failure")
+    running(tmp_path / "runs" / "young", step=3)
+    dash_duo.wait_for_contains_text("#run-header", "step 3 / 1,000", timeout=15)
+    assert "starting" not in dash_duo.find_element("#run-header").text

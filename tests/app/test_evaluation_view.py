@@ -386,3 +386,21 @@ def test_probability_cache_round_trip(tmp_path):
     path.write_bytes(b"junk")
     with pytest.raises(runs.ProbCacheError, match="delete it"):
         runs.read_prob_cache(path)
+
+
+@pytest.mark.parametrize(("results", "disabled"), [([], True), (["FINAL"], False)])
+def test_the_result_choice_says_no_result_yet_until_there_is_one(results, disabled):
+    from app.evaluation_layout import NO_RESULT, result_row
+
+    row = result_row(results, {"result": results[0]} if results else {})
+    (dropdown,) = [c for c in _walk(row) if getattr(c, "id", None) == "eval-result"]
+    assert (dropdown.placeholder, dropdown.disabled) == (NO_RESULT, disabled)
+    assert NO_RESULT == "no result yet"
+
+
+def _walk(component):
+    yield component
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str):
+            yield from _walk(child)

@@ -139,8 +139,20 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     assert link.text == "Curves"
 
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=10).click()
-    dash_duo.wait_for_contains_text("#exp-action-msg", "from-browser: stopping.", timeout=10)
+    # "stopping." (while the trainer saves; the stand-in one is quick), then "stopped."
+    dash_duo.wait_for_contains_text("#exp-stop-msg", "from-browser: stop", timeout=10)
     wait_for_state(dash_duo, "from-browser", "stopped")
+    # the message follows the run to its end; a run without a snapshot offers no Resume
+    dash_duo.wait_for_contains_text("#exp-stop-msg", "from-browser: stopped.", timeout=10)
+    assert "stopping" not in dash_duo.find_element("#exp-stop-msg").text
+    assert dash_duo.find_element("#exp-resume").get_attribute("disabled") is not None
+    dash_duo.wait_for_element("#exp-delete:not([disabled])", timeout=10)
+    # unselected in the grid: Delete acts on nothing and says so by being disabled
+    dash_duo.find_element(
+        "#exp-table .ag-row[row-id='from-browser'] .ag-selection-checkbox input"
+    ).click()
+    dash_duo.wait_for_element("#exp-delete[disabled]", timeout=10)
+    dash_duo.wait_for_contains_text("#exp-selection", "Select a run", timeout=10)
     pid = read_launcher_record(runs / "from-browser").pid
 
     def group_gone() -> bool:  # the trainer writes "stopped" a moment before it exits
@@ -397,3 +409,50 @@ def test_selection_shows_the_log_and_survives_polls(dash_duo, grid_app):
     assert dash_duo.driver.execute_script(scroll) == 200
     assert "alpha" in dash_duo.find_element("#exp-selection").text
     assert dash_duo.find_element("#exp-log-panel").is_displayed()
+
+
+def test_trial_names_fit_configs_name_their_sweep_and_metrics_are_on_screen(dash_duo, tmp_path):
+    from trainer.runs.sweeps import sweep_dir, write_sweep, write_trial
+
+    runs, configs = tmp_path / "runs", tmp_path / "configs"
+    configs.mkdir()
+    trial, short = "demo_sweep-sweep-12-003", "demo_sweep-sweep-12-004"
+    folder = sweep_dir(runs, "demo_sweep-sweep-12")
+    folder.mkdir(parents=True)
+    write_sweep(folder, {"id": "demo_sweep-sweep-12", "config": "demo_sweep.py", "created": 1.0})
+    now = time.time()
+    for name, step in ((trial, 40), (short, 25)):  # max_runtime ended the second at step 25
+        (runs / name).mkdir()
+        write_trial(runs / name, {"sweep": "demo_sweep-sweep-12", "number": int(name[-1])})
+        write_status(runs / name, Status(state="finished", step=step, n_steps=40, heartbeat=now,
+                                         started=now - 60, extra={"config_file": "config.py",
+                                         "valid_loss": 0.5, "ended": now}))  # fmt: skip
+    app = create_app(runs, configs, tmp_path / "data", start_launcher=False, gpus=[])
+    try:
+        dash_duo.driver.set_window_size(1366, 768)  # a laptop's screen
+        dash_duo.start_server(app)
+        dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{trial}']", timeout=15)
+        wait_for_cell(dash_duo, trial, "config", "demo_sweep.py")
+        wait_for_state(dash_duo, short, "truncated")
+        wait_for_cell(dash_duo, short, "issue", "max_runtime ended it at step 25 of 40")
+        geometry = dash_duo.driver.execute_script(
+            """
+            const cell = document.querySelector(
+                `#exp-table .ag-pinned-left-cols-container .ag-row[row-id="${arguments[0]}"]
+                 .ag-cell[col-id="name"]`);
+            const value = cell && (cell.querySelector(".ag-cell-value") || cell);
+            const header = document.querySelector(
+                '#exp-table .ag-header-cell[col-id="valid_loss"]');
+            const body = document.querySelector('#exp-table .ag-body-viewport');
+            return {pinned: !!cell, full: value && value.scrollWidth <= value.clientWidth,
+                    text: value && value.textContent,
+                    metric: header && header.getBoundingClientRect().right,
+                    view: body && body.getBoundingClientRect().right};
+            """,
+            trial,
+        )
+        assert geometry["pinned"], geometry  # the Run column stays while the grid scrolls
+        assert geometry["full"] and geometry["text"] == trial, geometry  # not cut off
+        assert geometry["metric"] <= geometry["view"], geometry  # Valid loss in view
+    finally:
+        app_context(app).close()

@@ -130,6 +130,12 @@ def test_moving_the_z_slider_changes_the_image(dash_duo, preview_app):
     dash_duo.find_element("#prev-z [role='slider']").send_keys(Keys.ARROW_RIGHT)
     assert _wait(lambda: _image_src(dash_duo) not in (None, before)), "the image did not change"
     dash_duo.wait_for_contains_text("#prev-graph", "z 104")
+    # the number box beside the z slider shows the plane's z and takes one typed in
+    box = dash_duo.find_element("#prev-z input[type='number']")
+    assert _wait(lambda: box.get_attribute("value") == "104"), box.get_attribute("value")
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys("101", Keys.TAB)
+    dash_duo.wait_for_contains_text("#prev-graph", "z 101")
 
 
 @pytest.mark.browser
@@ -143,6 +149,9 @@ def test_the_newest_image_comes_with_the_page_and_no_callback_redraws_it(
     assert _wait(lambda: dash_duo.driver.execute_script("return window.__vbFirstDrawn"))
     dash_duo.wait_for_contains_text("#prev-file-label", "step 1,000", timeout=20)
     dash_duo.wait_for_contains_text("#prev-graph", "z 103")  # the middle plane of 6, z0 100
+    # the number boxes beside the sliders show their values: the step and the z plane
+    assert dash_duo.find_element("#prev-file input[type='number']").get_attribute("value") == "1000"
+    assert dash_duo.find_element("#prev-z input[type='number']").get_attribute("value") == "103"
     assert dash_duo.find_element("#prev-block").text.startswith("block0")
     time.sleep(1.0)  # room for any late callback to show itself
     outputs = [output for _t, output in dash_duo.driver.execute_script(
@@ -174,6 +183,37 @@ def test_a_run_without_previews_says_when_the_first_comes_and_then_shows_it(dash
     assert _wait(lambda: (_image_src(dash_duo) or "").startswith("data:image/png"), 30)
     dash_duo.wait_for_contains_text("#prev-file-label", "step 250", timeout=20)
     assert not dash_duo.driver.find_elements("css selector", "#prev-empty")
+
+
+@pytest.mark.parametrize(
+    ("steps", "slider", "value", "picked"),
+    [
+        # evenly spaced: the slider and its number box hold the training step
+        ([500, 1000], (500, 1000, 500, True), 1000, 1000),
+        ([500, 1000], (500, 1000, 500, True), 700, 500),
+        # unevenly spaced: positions, no box (it would show a position as a step)
+        ([100, 300, 1000], (0, 2, 1, False), 1, 300),
+        ([100, 300, 1000], (0, 2, 1, False), "abc", 1000),  # not a number: the newest
+    ],
+)
+def test_the_file_slider_holds_training_steps_or_shows_no_box(
+    tmp_path, steps, slider, value, picked
+):
+    files = [tmp_path / f"preview-{s:08d}.h5" for s in steps]
+    got = preview_view.file_slider(files)
+    assert (got["min"], got["max"], got["step"], got["allow_direct_input"]) == slider
+    assert got["marks"][got["max"]] == f"{steps[-1]:,}"  # labelled with the step
+    assert preview_view.pick(files, value) == tmp_path / f"preview-{picked:08d}.h5"
+
+
+def test_the_z_slider_holds_the_datas_own_z(preview_app):
+    _app, _page, _run_dir, files = preview_app
+    # 6 planes from z0 100: the slider runs 100..105, keeps a plane it has, else the middle
+    assert preview_view.z_choices(files, 1000, "block0", None)[:3] == (100, 105, 103)
+    assert preview_view.z_choices(files, 1000, "block0", 101)[2] == 101
+    assert preview_view.z_choices(files, 1000, "block0", 2)[2] == 103  # an index is not a z
+    fig, message, hidden = preview_view.render(files, 1000, "block0", 104, 1, 0.5, "overlay")
+    assert (message, hidden) == ("", False) and "z 104" in fig.layout.title.text
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ from app.sweeper import (
     sweep_folder,
 )
 from trainer.runs import Status, write_status
-from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_trials, write_trials
+from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_sweep, read_trials, write_trials
 from trainer.sweeps import SweepSection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -343,12 +343,15 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     until(lambda: not dash_duo.find_element("#exp-sweep-fields").is_displayed(), 10)
     assert dash_duo.find_element("#exp-override-fields").is_displayed()
 
-    # a sweep config: its size in words, max parallel from the section, overrides hidden
+    # a sweep config: its size in words, max parallel from the section; Steps, Batch size
+    # and Learning rate for every trial and the number of Runs, but no Save name
     choose(dash_duo, "tiny_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
     assert "at most 1 CPU run at once" in dash_duo.find_element("#exp-sweep-hint").text
     assert dash_duo.find_element("#exp-sweep-fields").is_displayed()
-    assert not dash_duo.find_element("#exp-override-fields").is_displayed()
+    assert dash_duo.find_element("#exp-n-steps").is_displayed()
+    assert dash_duo.find_element("#exp-n-runs").is_displayed()
+    assert not dash_duo.find_element("#exp-save-name").is_displayed()
     assert dash_duo.find_element("#exp-max-parallel").get_attribute("value") == "1"
 
     # a bad sweep: the problems from run.py sweep, line by line, and nothing written
@@ -363,20 +366,25 @@ def test_launch_form_makes_a_sweep_and_refuses_a_bad_one(dash_duo, launching, mo
     assert tree(runs) == before
     assert not (runs / ".sweeps").exists() or not any((runs / ".sweeps").iterdir())
 
-    # a good one: the new sweep's id and page, its folder, and its first trial in the grid
+    # a good one, shortened: the new sweep's id and page, its folder with what was asked, its
+    # first trial in the grid, and who drives it in the sweeps list
     choose(dash_duo, "tiny_sweep.py")
     dash_duo.wait_for_contains_text("#exp-sweep-hint", "defines a sweep of 2 runs", timeout=10)
+    dash_duo.find_element("#exp-n-runs").send_keys("1")
+    dash_duo.find_element("#exp-n-steps").send_keys("4")
     dash_duo.find_element("#exp-launch").click()
     link = dash_duo.wait_for_element("#exp-sweep-msg #exp-new-sweep", timeout=90)
     sweep_id = link.text
     assert sweep_id == "tiny_sweep-sweep-1"
     assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")
-    assert (sweep_folder(runs, sweep_id) / "sweep.json").is_file()
+    record = read_sweep(sweep_folder(runs, sweep_id))
+    assert (record["overrides"], record["spec"]["n_runs"]) == ({"n_steps": 4}, 1)
     first = f"{sweep_id}-000"
     dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{first}']", timeout=30)
     assert grid_cell(dash_duo, first, "sweep") == sweep_id
     dash_duo.wait_for_contains_text("#exp-sweeps", sweep_id, timeout=10)
-    assert "running" in text_of(dash_duo, "#exp-sweeps li")
+    line = text_of(dash_duo, "#exp-sweeps li")
+    assert "running" in line and "driven by this dashboard" in line, line
     assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
 
     # another sweep while this one runs, past the dashboard's cap on unfinished sweeps: refused

@@ -210,6 +210,26 @@ def write_status(run_dir: str | os.PathLike, status: Status) -> None:
     atomic_write_json(Path(run_dir) / STATUS_FILE, status.to_json(), fsync=False)
 
 
+#: what readers show for a run that finished before its ``n_steps`` (``is_truncated``)
+TRUNCATED = "truncated"
+
+
+def is_truncated(state: str, status: Status | None) -> bool:
+    """Whether a run ``finished`` before its ``n_steps`` (``max_runtime`` ended it): shown and
+    ranked apart from runs that trained all their steps.
+
+    Example:
+        >>> is_truncated("finished", Status(state="finished", step=40, n_steps=100))
+        True
+    """
+    return (
+        state == "finished"
+        and status is not None
+        and status.n_steps > 0
+        and 0 <= status.step < status.n_steps
+    )
+
+
 def read_status(run_dir: str | os.PathLike) -> Status | None:
     """Read ``status.json``; ``None`` if absent.
 

@@ -13,7 +13,10 @@ run listing; its runs are ordinary run directories beside the others):
   ``.sweeps.lock`` is the lock of all its sweeps, ``sweeps_lock``);
 * ``trials.json``: the driver's record (which run each trial is, what the study was told,
   stop and failure state); written only under ``lock`` by whichever process drives the
-  sweep (``run.py sweep`` or a dashboard), always whole and atomically.
+  sweep (``run.py sweep`` or a dashboard), always whole and atomically;
+* ``driver.json``: the ``run.py sweep`` process driving the sweep from a terminal (pid,
+  host, last seen), written by that process alone while it drives (``write_driver``), so
+  a dashboard shows who drives and leaves the sweep to it (``live_driver``).
 
 Each trial's run directory holds ``trial.json`` (the sweep id, the trial number and the
 values it got), written by the driver before the run is queued; ``run.py train`` applies
@@ -41,6 +44,9 @@ SWEEP_CONFIG_FILE = "config.py"
 STUDY_FILE = "study.journal"
 TRIALS_FILE = "trials.json"
 SWEEP_LOCK_FILE = "lock"
+DRIVER_FILE = "driver.json"
+#: seconds after its last sign of life that a ``run.py sweep`` driver counts as gone
+DRIVER_STALE_S = 30.0
 #: beside ``SWEEPS_DIR`` in the runs folder: ``sweeps_lock``
 SWEEPS_LOCK_FILE = ".sweeps.lock"
 TRIAL_FILE = "trial.json"
@@ -212,6 +218,41 @@ def _flock(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def write_driver(folder: str | os.PathLike, pid: int, host: str, now: float) -> None:
+    """Say that process ``pid`` on ``host`` (``run.py sweep``) drives the sweep, as of
+    ``now``; the driver rewrites it every few seconds while it drives."""
+    atomic_write_json(Path(folder) / DRIVER_FILE, {"pid": pid, "host": host, "seen": now})
+
+
+def clear_driver(folder: str | os.PathLike, pid: int) -> None:
+    """Remove ``driver.json`` if process ``pid`` wrote it (a driver that is done)."""
+    path = Path(folder) / DRIVER_FILE
+    if (_read_json(path) or {}).get("pid") == pid:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def live_driver(
+    record: Any, now: float, host: str, alive: Any, stale_s: float = DRIVER_STALE_S
+) -> int | None:
+    """The pid of the ``run.py sweep`` process a ``driver.json`` record names, if it still
+    drives: seen within ``stale_s`` and, on this ``host``, ``alive(pid)``; else ``None``.
+    Pure: the record, the clock, the host name and the process check are given."""
+    if not isinstance(record, dict):
+        return None
+    pid, seen = record.get("pid"), record.get("seen")
+    if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(seen, int | float):
+        return None
+    if now - seen > stale_s or (record.get("host") == host and not alive(pid)):
+        return None
+    return pid
+
+
+def read_driver(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """``driver.json`` of a sweep, or ``None``."""
+    return _read_json(Path(folder) / DRIVER_FILE)
 
 
 def write_trial(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
