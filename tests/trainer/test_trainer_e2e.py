@@ -214,8 +214,14 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path, demo_dat
 
 def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path, demo_data_dir):
     """examples/demo_cnn3d_zarr.py end to end: trained from lazily read zarr cubes, then
-    ``run.py evaluate --instances`` scores the neurons kept in the same zarr group."""
-    proc = _train(tmp_path, demo_data_dir, str(REPO / "examples" / "demo_cnn3d_zarr.py"), "--save-path",
+    ``run.py evaluate --instances`` scores the neurons kept in the same zarr group, leaving out
+    the neuron the config's ``instance_ignore_labels`` names."""
+    with h5py.File(demo_data_dir / "neurons_2.h5") as f:
+        glia = int(np.bincount(f["ids"][()].ravel())[1:].argmax()) + 1  # the largest neuron
+    config = tmp_path / "demo_cnn3d_zarr.py"
+    example = (REPO / "examples" / "demo_cnn3d_zarr.py").read_text()
+    config.write_text(example + f"\ninstance_ignore_labels = [{glia}]\n")
+    proc = _train(tmp_path, demo_data_dir, str(config), "--save-path",
                   str(tmp_path / "runs"), "--save-name", "zarr", "--n-steps", "3",
                   "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -232,6 +238,9 @@ def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path, demo_da
         shape = f["cube0/prob"].shape
     assert cube["segmentation"].shape == shape
     assert 0 < cube["seg_rand_index"] <= 1 and len(cube["search/thresh"]) == 12
+    # no --ignore-labels: the config's key reached the scores
+    assert list(cube["ignore_labels"]) == [glia] and cube["rand_convention"] == "skimage"
+    assert glia not in np.unique(cube["instances"])
 
 
 def test_evaluate_again_writes_the_cache_of_an_old_result(finished_run, tmp_path, monkeypatch,
