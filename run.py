@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--debug", action="store_true")
     d.add_argument("--backend", choices=("local", "slurm"), default="local",
                    help="run launches as local processes (default) or as Slurm jobs")  # fmt: skip
-    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
-                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("nodes", "2"), ("gpus", "1"),
+                         ("cpus", "8"), ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
         d.add_argument(f"--slurm-{key}", metavar=key.upper(),
                        help=f"default Slurm {key} for launches (e.g. {example})")  # fmt: skip
 
@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--runs-dir", default="runs", help="where the trials' runs go (default ./runs)")
     w.add_argument("--data-dir", default="data", help="demo data location")
     w.add_argument("--device", default="auto", help="auto | cpu | cuda:N, for every trial")
-    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
-                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("nodes", "2"), ("gpus", "1"),
+                         ("cpus", "8"), ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
         w.add_argument(f"--slurm-{key}", metavar=key.upper(),
                        help=f"Slurm {key} for each trial (e.g. {example})")  # fmt: skip
     w.add_argument("--detach", action="store_true",
@@ -469,26 +469,39 @@ def _train_distributed(args: argparse.Namespace) -> int:
         runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
     child = subprocess.Popen(cmd)
 
+    stop_asked = []
+
     def forward(signum: int, frame: object) -> None:
+        stop_asked.append(signum)
         child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = child.wait()
     record.exit_code, record.ended = rc, time.time()
-    if rc != 0:
+    # torchrun ends with 1 when it was signalled, even after its ranks stopped cleanly
+    stopped = bool(stop_asked) and (not recording or _stopped_since(run_dir, record.started))
+    if rc != 0 and not stopped:
         record.error = (f"a training process failed (torchrun exit code {rc}); "
                         "see console.log or the terminal for the rank's error")  # fmt: skip
     if not recording:
-        if rc != 0:
+        if rc != 0 and not stopped:
             print(f"run.py train: {record.error}", file=sys.stderr)
-        return EXIT_FAILED if rc != 0 else EXIT_OK
+        return EXIT_FAILED if rc != 0 and not stopped else EXIT_OK
     try:
         runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
     except OSError as e:  # a full disk: the exit code still reaches the terminal
         print(f"run.py train: cannot record the exit in {runs.SUPERVISOR_FILE}: {e}",
               file=sys.stderr)  # fmt: skip
-    return EXIT_FAILED if rc != 0 else EXIT_OK
+    return EXIT_FAILED if rc != 0 and not stopped else EXIT_OK
+
+
+def _stopped_since(run_dir: Path, started: float) -> bool:
+    """Whether rank 0 wrote state ``stopped`` in this attempt (not an earlier one's)."""
+    from trainer import runs
+
+    status = runs.read_status(run_dir)
+    return status is not None and status.state == "stopped" and status.heartbeat >= started
 
 
 def _sweep_trial(cfg, run_dir: Path):
@@ -650,7 +663,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from trainer.config import ConfigError
     from trainer.runs.sweeps import SWEEP_FINAL_STATES, read_sweep, read_trials
 
-    resources = {k: v for k in ("partition", "account", "gpus", "cpus", "mem", "time")
+    resources = {k: v for k in ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")
                  if (v := getattr(args, f"slurm_{k}")) is not None}  # fmt: skip
     try:
         if args.resume:
@@ -729,7 +742,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                  configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
                  demo=args.demo, auth_file=args.auth_file, debug=args.debug,
                  follow_links=args.follow_links, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
-                 ("partition", "account", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
+                 ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
