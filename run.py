@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--debug", action="store_true")
     d.add_argument("--backend", choices=("local", "slurm"), default="local",
                    help="run launches as local processes (default) or as Slurm jobs")  # fmt: skip
-    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
-                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("nodes", "2"), ("gpus", "1"),
+                         ("cpus", "8"), ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
         d.add_argument(f"--slurm-{key}", metavar=key.upper(),
                        help=f"default Slurm {key} for launches (e.g. {example})")  # fmt: skip
 
@@ -79,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, help="override optimiser_params['lr']")
     t.add_argument("--max-runtime", type=float, help="override max_runtime (seconds)")
     t.add_argument("--nproc", type=int, default=1,
-                   help="training processes (DDP through torchrun): GPUs, or CPU processes with gloo")  # fmt: skip
+                   help="training processes (DDP through torchrun): GPUs, or CPU processes with gloo"
+                        "; per node with --nnodes")  # fmt: skip
+    t.add_argument("--nnodes", type=int, default=1,
+                   help="machines training together (start run.py train on each, docs/cluster.md)")  # fmt: skip
+    t.add_argument("--node-rank", type=int, default=0,
+                   help="this machine's place, 0 .. NNODES-1; node 0 makes the run directory")  # fmt: skip
+    t.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="where the nodes meet (c10d rendezvous): node 0's name and a free port")  # fmt: skip
     t.add_argument("--debug", action="store_true", help="show tracebacks")
 
     w = sub.add_parser("sweep", help="run a config's hyperparameter sweep (docs/sweeps.md)")
@@ -101,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--data-dir", default="data", help="demo data location")
     w.add_argument("--device", default="auto", help="auto | cpu | cuda:N, for every trial")
-    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
-                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("nodes", "2"), ("gpus", "1"),
+                         ("cpus", "8"), ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
         w.add_argument(f"--slurm-{key}", metavar=key.upper(),
                        help=f"Slurm {key} for each trial (e.g. {example})")  # fmt: skip
     w.add_argument("--detach", action="store_true",
@@ -238,10 +245,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from trainer.config import ConfigError, ExperimentConfig
     from trainer.distributed import env_world_size, from_env
 
-    if args.nproc < 1:
-        print(f"run.py train: --nproc {args.nproc}: expected 1 or more processes", file=sys.stderr)
+    problem = _nodes_problem(args)
+    if problem:
+        print(f"run.py train: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    if args.nproc > 1 and env_world_size() <= 1:
+    if (args.nproc > 1 or args.nnodes > 1) and env_world_size() <= 1:
         return _train_distributed(args)
     dist = from_env(args.device)
     try:
@@ -260,12 +268,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if overrides:
             cfg.apply_overrides(**overrides)
         trial = None
-        if args.resume or args.use_existing_dir:
+        if dist is None and (args.resume or args.use_existing_dir):
             trial = _sweep_trial(cfg, Path(args.resume) if args.resume else cfg.planned_run_dir())
         # a new single-process run gets its directory from the trainer once model and data
         # are set up, so a data error leaves no run behind
         defer_dir = dist is None and not args.resume and not args.use_existing_dir
-        if args.resume:
+        if dist is not None:
+            run_dir, trial = _agree_run_dir(args, cfg, dist)
+        elif args.resume:
             run_dir = Path(cfg.run_dir)
         elif defer_dir:
             run_dir = cfg.planned_run_dir()
@@ -274,14 +284,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                     f"{cfg.exp_file}: run directory {run_dir} already exists; choose another "
                     "save_name or pass use_existing_dir=True / --resume"
                 )
-        elif dist is None or dist.is_main:
-            run_dir = Path(cfg.make_dir())
         else:
-            run_dir = None
-        if dist is not None:
-            # the others use rank 0's directory (its default name holds rank 0's clock)
-            run_dir = Path(dist.broadcast(str(run_dir)))
-            cfg.run_dir = run_dir
+            run_dir = Path(cfg.make_dir())
     except ConfigError as e:
         print(f"run.py train: {e}", file=sys.stderr)
         if args.debug:
@@ -341,6 +345,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _nodes_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with ``--nproc``/``--nnodes``/``--node-rank``/``--rdzv-endpoint``, if anything."""
+    from trainer.distributed import parse_endpoint
+
+    if args.nproc < 1:
+        return f"--nproc {args.nproc}: expected 1 or more processes"
+    if args.nnodes < 1:
+        return f"--nnodes {args.nnodes}: expected 1 or more machines"
+    if not 0 <= args.node_rank < args.nnodes:
+        return f"--node-rank {args.node_rank}: expected 0 to {args.nnodes - 1} (--nnodes {args.nnodes})"
+    if args.nnodes > 1:
+        if not args.rdzv_endpoint:
+            return (f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, the same on every "
+                    "node (node 0's name and a free port on it)")  # fmt: skip
+        try:
+            parse_endpoint(args.rdzv_endpoint)
+        except ValueError as e:
+            return str(e)
+    return None
+
+
+def _agree_run_dir(args: argparse.Namespace, cfg, dist):
+    """Every rank's run directory and sweep trial: the one ``--resume`` or node 0's ``run.py``
+    named (``--use-existing-dir``), else the one rank 0 makes (``torchrun`` by hand)."""
+    from trainer.config import ConfigError
+    from trainer.distributed import agree_run_dir
+
+    if args.resume:
+        named = str(Path(args.resume).absolute())
+    elif args.use_existing_dir:
+        named = str(cfg.planned_run_dir())
+    else:
+        named = None
+    try:
+        run_dir = Path(agree_run_dir(dist, named, cfg.make_dir))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    trial = _sweep_trial(cfg, run_dir)  # every rank trains with the trial's values
+    if dist.is_main and named and not args.resume:
+        # rank 0 may run on another node than the one that made the directory: it records
+        # its own resolved config there (the same on every node: same config and overrides)
+        cfg.save_path, cfg.save_name, cfg.use_existing_dir = str(run_dir.parent), run_dir.name, True
+        cfg.make_dir()
+    cfg.run_dir = run_dir
+    return run_dir, trial
+
+
 def _mark_failed(run_dir: Path, error: str) -> None:
     """Write state failed unless this trainer process already wrote a final state.
 
@@ -373,6 +424,10 @@ def _train_distributed(args: argparse.Namespace) -> int:
     This process stays as the run's supervisor: it forwards SIGTERM/SIGINT to torchrun and
     records torchrun's exit code in ``supervisor.json`` (never in ``status.json``, which
     rank 0 writes); readers show a non-zero exit without a final state as failed.
+
+    With ``--nnodes M`` this runs on each node: node 0 makes the directory and keeps the
+    record; the other nodes make and write nothing, their ranks learn the directory from
+    node 0's ranks (``trainer.distributed.agree_run_dir``).
     """
     import os
     import signal
@@ -381,12 +436,22 @@ def _train_distributed(args: argparse.Namespace) -> int:
 
     from trainer import runs
     from trainer.config import ConfigError, ExperimentConfig
+    from trainer.distributed import torchrun_argv
 
     argv = ["--device", args.device] if args.device else []
+    run_dir = None  # known to node 0 (and to every node on --resume)
     try:
         if args.resume:
             run_dir = Path(args.resume)
             argv += ["--resume", str(run_dir)]
+        elif args.node_rank > 0:
+            if not args.config:
+                raise ConfigError("train needs a CONFIG file or --resume RUN_DIR")
+            ExperimentConfig(args.config)  # a bad config fails here, before the rendezvous
+            argv.append(args.config)
+            if args.use_existing_dir and args.save_name:  # the same directory as node 0's
+                argv += ["--save-path", args.save_path or ".", "--save-name", args.save_name,
+                         "--use-existing-dir"]  # fmt: skip
         else:
             if not args.config:
                 raise ConfigError("train needs a CONFIG file or --resume RUN_DIR")
@@ -408,30 +473,49 @@ def _train_distributed(args: argparse.Namespace) -> int:
             argv += [flag, str(value)]
     if args.debug:
         argv.append("--debug")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={args.nproc}", "--monitor_interval=0.5",
-           str(Path(__file__).resolve()), "train", *argv]  # fmt: skip
-    # this process is not the trainer: it records the ranks' fate in its own file
+    cmd = torchrun_argv(sys.executable, [str(Path(__file__).resolve()), "train", *argv],
+                        args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)  # fmt: skip
+    # this process is not the trainer: it records the ranks' fate in its own file (node 0's
+    # supervisor only: one writer per file)
+    recording = args.node_rank == 0
     record = runs.LauncherRecord("torchrun", pid=os.getpid(), started=time.time())
-    runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
+    if recording:
+        runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
     child = subprocess.Popen(cmd)
 
+    stop_asked = []
+
     def forward(signum: int, frame: object) -> None:
+        stop_asked.append(signum)
         child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     rc = child.wait()
     record.exit_code, record.ended = rc, time.time()
-    if rc != 0:
+    # torchrun ends with 1 when it was signalled, even after its ranks stopped cleanly
+    stopped = bool(stop_asked) and (not recording or _stopped_since(run_dir, record.started))
+    if rc != 0 and not stopped:
         record.error = (f"a training process failed (torchrun exit code {rc}); "
                         "see console.log or the terminal for the rank's error")  # fmt: skip
+    if not recording:
+        if rc != 0 and not stopped:
+            print(f"run.py train: {record.error}", file=sys.stderr)
+        return EXIT_FAILED if rc != 0 and not stopped else EXIT_OK
     try:
         runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
     except OSError as e:  # a full disk: the exit code still reaches the terminal
         print(f"run.py train: cannot record the exit in {runs.SUPERVISOR_FILE}: {e}",
               file=sys.stderr)  # fmt: skip
-    return EXIT_FAILED if rc != 0 else EXIT_OK
+    return EXIT_FAILED if rc != 0 and not stopped else EXIT_OK
+
+
+def _stopped_since(run_dir: Path, started: float) -> bool:
+    """Whether rank 0 wrote state ``stopped`` in this attempt (not an earlier one's)."""
+    from trainer import runs
+
+    status = runs.read_status(run_dir)
+    return status is not None and status.state == "stopped" and status.heartbeat >= started
 
 
 def _sweep_trial(cfg, run_dir: Path):
@@ -610,7 +694,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         write_driver,
     )
 
-    resources = {k: v for k in ("partition", "account", "gpus", "cpus", "mem", "time")
+    resources = {k: v for k in ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")
                  if (v := getattr(args, f"slurm_{k}")) is not None}  # fmt: skip
     overrides = {"n_steps": args.n_steps, "batch_size": args.batch_size, "lr": args.lr}
     try:
@@ -711,7 +795,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                  configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
                  demo=args.demo, auth_file=args.auth_file, debug=args.debug,
                  follow_links=args.follow_links, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
-                 ("partition", "account", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
+                 ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -697,9 +697,10 @@ class Launcher:
                 "--use-existing-dir",
             ]
         argv += ["--device", child_device]
-        gpus = int(((launch.get("slurm") or {}).get("resources") or {}).get("gpus") or 0)
-        if gpus > 1:  # one DistributedDataParallel process per GPU of the job
-            argv += ["--nproc", str(gpus)]
+        resources = (launch.get("slurm") or {}).get("resources") or {}
+        gpus, nodes = int(resources.get("gpus") or 0), int(resources.get("nodes") or 1)
+        if gpus > 1 or nodes > 1:  # one DistributedDataParallel process per GPU (per node)
+            argv += ["--nproc", str(max(gpus, 1))]
         for key, flag in _FLAGS.items():
             if key in launch.get("overrides", {}):
                 argv += [flag, repr(launch["overrides"][key])]

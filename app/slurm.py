@@ -37,7 +37,7 @@ from trainer.runs.launcher_record import JOB_STATES  # noqa: F401 - re-exported
 from trainer.runs.launcher_record import job_run_state as run_state
 
 #: form and config keys of a resource request, in the order the script lists them
-RESOURCE_KEYS = ("partition", "account", "gpus", "cpus", "mem", "time")
+RESOURCE_KEYS = ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,:+-]{0,127}")
 _MEM = re.compile(r"(\d{1,9})([KMGT]?)", re.IGNORECASE)
@@ -48,7 +48,7 @@ _TIME = re.compile(
     r"|(?P<mm>\d{1,6})(?::(?P<ss>\d{1,2}))?)"
 )
 _JOB_ID = re.compile(r"\d+(?:[_+]\d+)?")
-_LIMITS = {"gpus": (0, 64), "cpus": (1, 1024)}
+_LIMITS = {"nodes": (1, 1024), "gpus": (0, 64), "cpus": (1, 1024)}
 #: seconds before the time limit at which the trainer gets SIGTERM (to save and stop)
 STOP_BEFORE_LIMIT_S = 120
 
@@ -64,14 +64,17 @@ class Resources:
     Attributes:
         partition: ``--partition``.
         account: ``--account``.
-        gpus: ``--gpus`` (0: none requested; the run trains on the CPU).
-        cpus: ``--cpus-per-task``.
-        mem: ``--mem``, e.g. ``16G`` or ``8000`` (megabytes).
+        nodes: ``--nodes``; more than 1 trains across them, one ``torchrun`` per node.
+        gpus: ``--gpus`` (per node with ``nodes`` > 1: ``--gpus-per-node``; 0: none
+            requested, the run trains on the CPU).
+        cpus: ``--cpus-per-task`` (one task per node).
+        mem: ``--mem`` (per node), e.g. ``16G`` or ``8000`` (megabytes).
         time: ``--time``, e.g. ``90``, ``4:00:00`` or ``1-12``.
     """
 
     partition: str | None = None
     account: str | None = None
+    nodes: int = 1
     gpus: int = 0
     cpus: int | None = None
     mem: str | None = None
@@ -130,7 +133,7 @@ def check_resource(key: str, value: Any) -> Any:
     Raises:
         LaunchError: naming the field, the value and what is accepted.
     """
-    if key in ("gpus", "cpus"):
+    if key in _LIMITS:
         return _check_int(key, value)
     text = str(value).strip()
     if key in ("partition", "account"):
@@ -260,6 +263,11 @@ def batch_script(
     at least 10 minutes, ``STOP_BEFORE_LIMIT_S`` seconds before the limit, so it can save
     a snapshot and stop.
 
+    With ``resources.nodes`` > 1, ``argv`` is a ``run.py train`` command (its first item the
+    Python interpreter): ``srun`` starts it once per node with ``--nnodes``, ``--node-rank``
+    (``$SLURM_NODEID``) and ``--rdzv-endpoint`` on the allocation's first node (where this
+    script runs) and a port free there; srun forwards the SIGTERM to every node.
+
     Args:
         argv: the command, one list item per argument.
         resources: checked resources.
@@ -269,10 +277,13 @@ def batch_script(
     lines = ["#!/bin/bash"]
     if comment:
         lines += [f"# {line}" for line in comment.splitlines()]
+    nodes = resources.nodes if resources.nodes > 1 else None
     options = {
         "partition": resources.partition,
         "account": resources.account,
-        "gpus": resources.gpus or None,
+        "nodes": nodes,
+        "ntasks-per-node": 1 if nodes else None,
+        "gpus-per-node" if nodes else "gpus": resources.gpus or None,
         "cpus-per-task": resources.cpus,
         "mem": resources.mem,
         "time": resources.time,
@@ -284,8 +295,32 @@ def batch_script(
     lines += [f"export {k}={shlex.quote(str(v))}" for k, v in (env or {}).items()]
     lines.append('echo "[$(date +%H:%M:%S)] Slurm job $SLURM_JOB_ID on $(hostname)"')
     lines.append(f"echo {shlex.quote('$ ' + shlex.join(argv))}")
-    lines.append(f"exec {shlex.join(argv)}")
+    if nodes:
+        lines += _srun_lines(argv)
+    else:
+        lines.append(f"exec {shlex.join(argv)}")
     return "\n".join(lines) + "\n"
+
+
+#: the port the kernel gives a socket bound to port 0: free on this node at this moment
+_FREE_PORT = "import socket; s = socket.socket(); s.bind(('', 0)); print(s.getsockname()[1])"
+#: each node's task: the command with its node's place (SLURM_NODEID is set per node by srun)
+_PER_NODE = (
+    'exec "$@" --nnodes "$SLURM_NNODES" --node-rank "$SLURM_NODEID" '
+    '--rdzv-endpoint "$VOXELBOARD_RDZV_ENDPOINT"'
+)
+
+
+def _srun_lines(argv: Sequence[str]) -> list[str]:
+    """One ``run.py train`` per node, meeting on the first node of the allocation."""
+    return [
+        'rdzv_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        f"rdzv_port=$({shlex.quote(argv[0])} -c {shlex.quote(_FREE_PORT)})",
+        'export VOXELBOARD_RDZV_ENDPOINT="$rdzv_host:$rdzv_port"',
+        'echo "rendezvous of $SLURM_NNODES nodes at $VOXELBOARD_RDZV_ENDPOINT"',
+        'exec srun --nodes="$SLURM_NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 '
+        f"bash -c {shlex.quote(_PER_NODE)} vb-node {shlex.join(argv)}",
+    ]
 
 
 # ---- parsers ---------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """Multi-process training with torch.distributed (DistributedDataParallel).
 
 A run is distributed when it is started by ``torchrun`` (or by ``python run.py train --nproc N``,
-which starts torchrun for you): the environment then holds ``RANK``, ``WORLD_SIZE`` and
-``LOCAL_RANK``. NCCL is used on GPUs, gloo on CPUs. Only rank 0 writes the run directory.
+which starts torchrun for you; with ``--nnodes M --node-rank R --rdzv-endpoint HOST:PORT`` one
+torchrun per node, meeting through c10d rendezvous): the environment then holds ``RANK``,
+``WORLD_SIZE`` and ``LOCAL_RANK``. NCCL is used on GPUs, gloo on CPUs. Only rank 0 writes the
+run directory.
 
 Example:
     >>> ctx = from_env("auto")  # doctest: +SKIP
@@ -101,6 +103,80 @@ def from_env(device_spec: str | None) -> DistContext | None:
     if not dist.is_initialized():
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
     return DistContext(rank, world_size, local_rank, device, backend)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` of a rendezvous endpoint, checked.
+
+    Raises:
+        ValueError: naming the value and the expected form.
+    """
+    host, sep, port = str(text).strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"--rdzv-endpoint {text!r}: expected HOST:PORT with a port 1 to 65535, e.g. "
+            "node001:29400 (the first node's name and a free port on it)"
+        )
+    return host, int(port)
+
+
+def torchrun_argv(
+    python: str,
+    script: list[str],
+    nproc: int,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+) -> list[str]:
+    """The command line of the torchrun that starts this node's ``nproc`` ranks.
+
+    One node rendezvouses on its own (``--standalone``); ``nnodes`` > 1 meet through c10d
+    rendezvous at ``rdzv_endpoint``: the agent on that host serves the store, the others join
+    it, and the run starts when all ``nnodes`` have joined (torchrun waits up to 600 s). A
+    rank that ends with an error ends every node's torchrun (no restarts).
+
+    Example:
+        >>> torchrun_argv("python", ["run.py", "train"], 2, 2, 1, "n1:29400")[3:7]
+        ['--nnodes=2', '--node_rank=1', '--rdzv_backend=c10d', '--rdzv_endpoint=n1:29400']
+    """
+    head = [python, "-m", "torch.distributed.run"]
+    if nnodes > 1:
+        if rdzv_endpoint is None:
+            raise ValueError("--nnodes > 1 needs --rdzv-endpoint HOST:PORT")
+        parse_endpoint(rdzv_endpoint)
+        head += [f"--nnodes={nnodes}", f"--node_rank={node_rank}", "--rdzv_backend=c10d",
+                 f"--rdzv_endpoint={rdzv_endpoint}", "--rdzv_id=voxelboard", "--max_restarts=0"]  # fmt: skip
+    else:
+        head.append("--standalone")
+    return [*head, f"--nproc_per_node={nproc}", "--monitor_interval=0.5", *script]
+
+
+def agree_run_dir(ctx: DistContext, named: str | None, make: Any) -> str:
+    """The one run directory of all ranks, on every rank.
+
+    Ranks started with a directory (``--resume``, or ``--use-existing-dir`` with the one the
+    first node's ``run.py`` made) name it; the other nodes' ranks name none. Where none does
+    (``torchrun`` started by hand), rank 0 calls ``make()`` and its directory (named by its
+    clock) is everyone's. Whichever node rank 0 lands on, the nodes need one shared file
+    system for the run directory.
+
+    Raises:
+        ValueError: two ranks name different directories (the nodes were started with
+            different ``--save-name``/``--resume``).
+    """
+    named_by = {}
+    for rank, path in enumerate(ctx.gather(named)):
+        if path is not None:
+            named_by.setdefault(path, rank)
+    if len(named_by) > 1:
+        listed = ", ".join(f"rank {r}: {p}" for p, r in named_by.items())
+        raise ValueError(
+            f"the ranks name different run directories ({listed}); start every node with "
+            "the same --resume RUN_DIR or --save-path/--save-name"
+        )
+    if named_by:
+        return next(iter(named_by))
+    return ctx.broadcast(str(make()) if ctx.is_main else None)
 
 
 def param_fingerprint(model: torch.nn.Module) -> list[float]:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 FORM_FIELDS = {
     "partition": "Partition",
     "account": "Account",
+    "nodes": "Nodes",
     "gpus": "GPUs",
     "cpus": "CPUs",
     "mem": "Memory",
