@@ -86,7 +86,9 @@ def free_port() -> int:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
-    """``python run.py ARGS``; a failure raises with the command's last output lines."""
+    """``python run.py ARGS``, announced as ``what``; a failure raises with the command's last
+    output lines."""
+    print(f"{what} ...", flush=True)
     cmd = [sys.executable, str(REPO / "run.py"), *args]
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -265,6 +267,8 @@ def screenshots(
     """Train, evaluate, sweep (unless ``sweep_steps`` is None), serve and photograph; returns
     the PNGs written into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
+    names = [*PAGES, *(["sweep"] if sweep_steps is not None else [])]
+    print(f"{len(names)} pages to photograph: {', '.join(names)}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(scratch / "data"), PYTHONUNBUFFERED="1")
     try:

@@ -1,7 +1,8 @@
 """docs/screenshots.py, for real: README's pictures can always be regenerated.
 
 The script trains the demo for a few steps, evaluates it, runs a grid sweep of three tiny trials,
-serves the dashboard and photographs five pages in headless Chromium (four without the sweep);
+serves the dashboard and photographs five pages in headless Chromium (four without the sweep:
+the terminated run checks the plan ``--no-sweep`` announces, so the script runs to its end once);
 the PNGs must be real pictures of the asked size, and the script must leave no scratch folder or
 process behind, also when it is terminated.
 """
@@ -24,8 +25,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "docs" / "screenshots.py"
-PAGES = ("experiments", "run", "preview", "evaluation")
-ALL_PAGES = (*PAGES, "sweep")
+ALL_PAGES = ("experiments", "run", "preview", "evaluation", "sweep")
 
 
 @pytest.fixture
@@ -85,28 +85,18 @@ def test_script_writes_a_picture_of_each_page_and_cleans_up(tmp, tmp_path):
     for page in ALL_PAGES:
         check_picture(out / f"{page}.png", (900, 640))
     assert "5 screenshots" in output
+    assert "5 pages to photograph: experiments, run, preview, evaluation, sweep" in output
+    assert "running the sweep ..." in output
     # the sweep's trials ended with it: none left training
-    assert scratch_folders(tmp) == []
-    assert processes_under(tmp) == []
-
-
-@pytest.mark.browser
-@pytest.mark.slow
-def test_no_sweep_photographs_the_run_pages_only(tmp, tmp_path):
-    out = tmp_path / "images"
-    proc = start(tmp, "--out", str(out), "--steps", "2", "--no-sweep",
-                 "--width", "640", "--height", "480")  # fmt: skip
-    output, _ = proc.communicate(timeout=500)
-    assert proc.returncode == 0, output[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{p}.png" for p in PAGES)
-    assert "running the sweep" not in output and "4 screenshots" in output
     assert scratch_folders(tmp) == []
     assert processes_under(tmp) == []
 
 
 @pytest.mark.slow
 def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(tmp, tmp_path):
-    proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000")
+    """Also ``--no-sweep``: the plan the script announces (and then photographs) leaves out the
+    sweep page, and no sweep is run; one script run holds both promises."""
+    proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000", "--no-sweep")
     try:
         deadline = time.monotonic() + 120
         # terminated while it trains: the run directory exists once training has started
@@ -120,6 +110,8 @@ def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(tm
             proc.kill()
             proc.wait()
     assert proc.returncode != 0, output
+    assert "4 pages to photograph: experiments, run, preview, evaluation\n" in output, output
+    assert "training the demo config ..." in output and "running the sweep" not in output
     assert scratch_folders(tmp) == [], output
     assert processes_under(tmp) == []
 
