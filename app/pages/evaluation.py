@@ -51,8 +51,16 @@ from app import evaluation_layout as el
 from app import evaluation_view as ev
 from app import neurons_view as nv
 from app import segmentation_view as sv
+from app import viewer as vw
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, empty_state, run_href, run_not_found, url_part
+from app.components import (
+    ROW,
+    empty_state,
+    neuroglancer_link,
+    run_href,
+    run_not_found,
+    url_part,
+)
 from trainer.metrics import MODES
 
 #: where the page is served (``create_app`` registers it)
@@ -125,6 +133,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             el.threshold_row(),
             el.presets_row(),
             el.figures_row(first.get("figures", {}), seg),
+            *([neuroglancer_link("eval")] if current_context().viewer_host else []),
             el.compare_panel(ev.compare_options(root)),
             el.actions(read_only),
             html.Pre(id="eval-metrics-json", style={"display": "none"}),
@@ -593,3 +602,20 @@ def _on_html(_n, which, name, result, split, t, compare, hist_log, cube, z):
         "filename": f"{name}-{result}-{split}-{which}.html",
         "type": "text/html",
     }
+
+
+@callback(
+    Output("eval-ng-link", "href"),
+    Output("eval-ng-link", "children"),
+    Output("eval-ng-link", "hidden"),
+    Output("eval-ng-msg", "children"),
+    Input("eval-ng-open", "n_clicks"),
+    State("eval-result", "value"),
+    State("eval-seg-cube", "value"),
+    State("eval-t-input", "value"),
+    State("eval-run", "data"),
+    prevent_initial_call=True,
+)
+def _on_neuroglancer(_n, result, cube, t, name):
+    host = current_context().viewer_host
+    return vw.evaluation_outputs(_run_dir(name), result, cube, t, host)
