@@ -405,6 +405,18 @@ def _client_id(sent: object) -> str:
 
 
 @callback(
+    Output("eval-neuron-ws-head", "children"),
+    *[Output(f"eval-neuron-ws-{key}", "children") for key, _label in nv.SCORE_ROWS],
+    Input("eval-seg-cube", "value"),
+    Input("eval-result", "value"),
+    Input("eval-done", "data"),
+    State("eval-run", "data"),
+)
+def _on_watershed(cube, result, _done, name):
+    return nv.watershed_outputs(_run_dir(name), result, cube)
+
+
+@callback(
     Output("eval-t-input", "value", allow_duplicate=True),
     Input("eval-neuron-best-voi", "n_clicks"),
     Input("eval-neuron-best-are", "n_clicks"),
@@ -508,9 +520,11 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, data_dir: Path, set_progr
     snap = snap or default_snapshot(run_dir)
     if snap is None:
         return no_update, no_update, f"{run_dir.name} has no snapshot to evaluate yet"
-    # one pass: the result file and the probability cache of the segmentation view
-    evaluate_run(run_dir, snap, "valid", mode, progress=_on_cube(set_progress), data_dir=data_dir)
-    name = snap.stem
+    # one pass: the result file and the probability cache of the segmentation view; the
+    # neurons too where the config names them, as `run.py evaluate --instances`
+    name, instances = nv.evaluation_plan(run_dir, snap.stem)
+    evaluate_run(run_dir, snap, "valid", mode, name=name, instances=instances,
+                 progress=_on_cube(set_progress), data_dir=data_dir)  # fmt: skip
     set_progress(("1", "1", "done"))
     return {"result": name, "t": time.time()}, {"result": name, "t": time.time()}, ""
 
