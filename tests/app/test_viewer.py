@@ -269,3 +269,24 @@ def test_the_preview_viewer_shows_raw_and_classes_at_the_cubes_plane(tmp_path):
     assert names == ["raw", "probability class 0", "probability class 1"]
     assert [layer.visible for layer in viewer.state.layers] == [True, False, True]
     assert vw.layer_grid(viewer, "probability class 1")["offset"] == (5, 0, 0)
+
+
+def test_an_ome_zarr_label_image_is_a_segmentation_named_by_its_group(tmp_path):
+    """NGFF 0.4 labels (``image-label``, as ``run.py segment`` writes them) inside an image."""
+    import json
+
+    from trainer.omezarr import image_metadata
+
+    root = zarr.open_group(str(tmp_path / "prob.zarr"), mode="w", zarr_format=2)
+    ids = np.arange(4 * 6 * 6, dtype=np.uint8).reshape(4, 6, 6) % 5  # one byte: not guessed
+    root.create_array("labels/neurons/0", data=ids, chunks=(4, 6, 6))
+    meta = image_metadata("neurons", "0", (40.0, 8.0, 8.0), (80.0, 0.0, 16.0), "nanometer")
+    ms = meta["multiscales"][0]
+    ms["axes"] = ms["axes"][1:]  # (z, y, x): a label image has no channel axis
+    for t in ms["datasets"][0]["coordinateTransformations"]:
+        t[t["type"]] = t[t["type"]][1:]
+    attrs = {**meta, "image-label": {"version": "0.4", "source": {"image": "../../"}}}
+    (tmp_path / "prob.zarr" / "labels" / "neurons" / ".zattrs").write_text(json.dumps(attrs))
+    (layer,) = vw.open_layers([f"{tmp_path / 'prob.zarr'}:labels/neurons"])
+    assert (layer.name, layer.kind, layer.offset) == ("neurons", "segmentation", (2, 0, 2))
+    assert layer.voxel_size == (40.0, 8.0, 8.0) and layer.unit == "nm"
