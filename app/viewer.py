@@ -116,12 +116,14 @@ class Layer:
 class _VolumeArray:
     """A ``Volume`` (or one channel of a (c, z, y, x) one) as neuroglancer reads arrays: shape,
     dtype and ``[slices]``, read box by box from disk; float16/64 are served as float32, the
-    float type neuroglancer draws."""
+    float type neuroglancer draws; signed ids of a segmentation as unsigned ones."""
 
-    def __init__(self, volume: Volume, channel: int | None = None) -> None:
+    def __init__(self, volume: Volume, channel: int | None = None, ids: bool = False) -> None:
         self.volume, self.channel = volume, channel
         self.shape = tuple(volume.shape[-3:])
         dtype = np.dtype(volume.dtype)
+        if ids and dtype.kind == "i":  # segment ids are unsigned in neuroglancer: -1 wraps
+            dtype = np.dtype(f"uint{8 * dtype.itemsize}")
         self.dtype = np.dtype(np.float32) if dtype.kind == "f" else dtype
 
     def __getitem__(self, box: tuple[slice, ...]) -> np.ndarray:
@@ -145,10 +147,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 def _unit_and_scale(unit: str | None) -> tuple[str, float]:
-    if not unit:
-        return "nm", 1.0
-    symbol = UNITS.get(str(unit).lower(), str(unit))
-    return symbol, 0.1 if str(unit).lower() == "angstrom" else 1.0
+    """neuroglancer's symbol of a declared unit and the factor into it; none or one it does
+    not know (``pixel``) is taken as nanometres."""
+    name = str(unit or "").lower()
+    symbol = UNITS.get(name, name if name in UNITS.values() else "nm")
+    return symbol, 0.1 if name == "angstrom" else 1.0
 
 
 def _is_label_group(volume: Volume) -> bool:
@@ -206,8 +209,14 @@ def volume_layers(
     if name.isdigit():  # an OME-Zarr level: the group's name says more
         name = Path(volume.key).parent.name or Path(path).stem
     if len(volume.shape) == 3:
-        layers = [Layer(name, _VolumeArray(volume), kind or guess_kind(volume), **common)]
-        return layers, grid is not None
+        kind = kind or guess_kind(volume)
+        if kind == "segmentation" and np.dtype(volume.dtype).kind not in "iu":
+            raise ViewerError(
+                f"{volume.name} holds {volume.dtype} values: a segmentation holds integer ids; "
+                "show it as an image (without --segmentation)"
+            )
+        data = _VolumeArray(volume, ids=kind == "segmentation")
+        return [Layer(name, data, kind, **common)], grid is not None
     n = volume.shape[0]
     floats = np.dtype(volume.dtype).kind == "f"
     layers = [

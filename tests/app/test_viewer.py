@@ -91,9 +91,10 @@ def test_kinds_names_and_an_hdf5_voxel_size_and_translation(tmp_path):
         f["em/raw"] = np.zeros((4, 8, 8), np.uint8)
         f["em/raw"].attrs.update(voxel_size=[30.0, 6.0, 6.0], translation=[60.0, 0.0, 12.0])
         f["neurons"] = ids
-        f["mask"] = np.ones((4, 8, 8), np.uint8)
+        f["mask"] = np.ones((4, 8, 8), np.uint8)  # one byte: an image unless named
+        f["signed"] = np.full((4, 8, 8), -1, np.int16)  # signed ids: served unsigned
     layers = vw.open_layers(
-        [f"{tmp_path / 'v.h5'}:em/raw", f"{tmp_path / 'v.h5'}:neurons"],
+        [f"{tmp_path / 'v.h5'}:{key}" for key in ("em/raw", "neurons", "signed")],
         segmentations=[f"{tmp_path / 'v.h5'}:mask"],
     )
     viewer = vw.show(layers)
@@ -101,6 +102,7 @@ def test_kinds_names_and_an_hdf5_voxel_size_and_translation(tmp_path):
     assert kinds == {
         "raw": "ImageLayer",
         "neurons": "SegmentationLayer",
+        "signed": "SegmentationLayer",
         "mask": "SegmentationLayer",
     }
     raw = vw.layer_grid(viewer, "raw")
@@ -113,6 +115,8 @@ def test_kinds_names_and_an_hdf5_voxel_size_and_translation(tmp_path):
     np.testing.assert_allclose(viewer.state.position, [2 + 2, 0 + 4, 2 + 4])
     seg = next(layer for layer in layers if layer.name == "neurons")
     np.testing.assert_array_equal(seg.data[(slice(None),) * 3], ids)
+    signed = next(layer for layer in layers if layer.name == "signed").data[(slice(None),) * 3]
+    assert signed.dtype == np.uint16 and (signed == 65535).all()
 
 
 @pytest.mark.parametrize(
@@ -134,6 +138,10 @@ def test_a_volume_that_cannot_be_shown_is_named(tmp_path):
         vw.open_layers([f"{tmp_path / 'v.h5'}:flat"])
     with pytest.raises(vw.ViewerError, match="nowhere.zarr"):
         vw.open_layers([str(tmp_path / "nowhere.zarr")])
+    with h5py.File(tmp_path / "v.h5", "a") as f:
+        f["prob"] = np.zeros((2, 8, 8), np.float32)
+    with pytest.raises(vw.ViewerError, match=r"prob.*float32.*integer ids"):
+        vw.open_layers([], segmentations=[f"{tmp_path / 'v.h5'}:prob"])
 
 
 def test_run_py_view_refuses_a_public_address_and_serves_loopback(predicted, capsys):
