@@ -21,7 +21,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "demo-data")
+COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "view", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
@@ -171,6 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start again over an existing prediction (of anything else)")  # fmt: skip
     p.add_argument("--debug", action="store_true")
+
+    v = sub.add_parser("view", help="open volumes in neuroglancer as aligned layers")
+    v.add_argument("volumes", nargs="+", metavar="PATH[:KEY]",
+                   help="HDF5 file or zarr/OME-Zarr/N5 folder, ':KEY' naming the array "
+                        "(predict's and segment's outputs need none)")  # fmt: skip
+    v.add_argument("--segmentation", action="append", default=[], metavar="PATH[:KEY]",
+                   help="show this volume as a segmentation (ids coloured; default: integer "
+                        "volumes wider than a byte and OME-Zarr labels)")  # fmt: skip
+    v.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="voxel size in nm of volumes that declare none (default: the first "
+                        "one declared by another volume, else 1)")  # fmt: skip
+    v.add_argument("--host", default="127.0.0.1",
+                   help="interface to bind (default 127.0.0.1; loopback only: the viewer has "
+                        "no login, reach it from elsewhere through ssh -L)")  # fmt: skip
+    v.add_argument("--port", type=int, default=0, help="port (default: a free one)")
 
     g = sub.add_parser("demo-data", help="write the synthetic demo data set")
     g.add_argument("dir", nargs="?", default="data")
@@ -788,6 +803,39 @@ def _sweep_runs_dir(args: argparse.Namespace) -> str:
     return str(ExperimentConfig(args.config).planned_run_dir().parent)
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from app import viewer
+    from app.security import is_loopback_host
+
+    if not is_loopback_host(args.host):
+        print(f"run.py view: refusing to serve on {args.host!r}: neuroglancer's server has no "
+              "login. Bind 127.0.0.1 and forward the port: ssh -L PORT:127.0.0.1:PORT HOST",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
+    try:
+        layers = viewer.open_layers(args.volumes, args.segmentation, args.voxel_size)
+    except viewer.ViewerError as e:
+        print(f"run.py view: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    viewer.set_bind_address(args.host, args.port)
+    shown = viewer.show(layers)
+    for layer in layers:
+        print(f"  {layer.name}: {layer.kind}, {tuple(layer.data.shape)} voxels of "
+              f"{layer.voxel_size} {layer.unit}, offset {layer.offset}")  # fmt: skip
+    print(f"neuroglancer: {shown.get_viewer_url()}  (Ctrl+C stops)", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    viewer.stop()
+    return EXIT_OK
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.server import serve
 
@@ -805,7 +853,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"dashboard": cmd_dashboard, "train": cmd_train, "sweep": cmd_sweep,
                "evaluate": cmd_evaluate,
-               "predict": cmd_predict, "demo-data": cmd_demo_data}[args.command]  # fmt: skip
+               "predict": cmd_predict, "view": cmd_view,
+               "demo-data": cmd_demo_data}[args.command]  # fmt: skip
     return handler(args)
 
 

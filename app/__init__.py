@@ -55,6 +55,8 @@ class AppContext:
             slots); removed by ``close``.
         follow_links: read run files that resolve outside ``runs_dir`` through links; when
             off, every request reads inside ``reading()``.
+        viewer_host: where the neuroglancer viewer's server binds, or ``None`` where it is
+            not offered (a dashboard with a login, or read-only: see ``app.viewer``).
     """
 
     runs_dir: Path
@@ -65,6 +67,7 @@ class AppContext:
     launcher: Launcher
     jobs_dir: Path
     follow_links: bool = False
+    viewer_host: str | None = None
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -85,6 +88,10 @@ class AppContext:
         """
         self.launcher.close()
         _close_jobs(self.jobs_dir)
+        if self.viewer_host is not None:
+            from app import viewer
+
+            viewer.stop()
 
 
 def current_context() -> AppContext:
@@ -138,6 +145,7 @@ def create_app(
     slurm_defaults: Mapping[str, Any] | None = None,
     slurm_poll_s: float = 10.0,
     follow_links: bool = False,
+    viewer_host: str = "127.0.0.1",
 ) -> dash.Dash:
     """Build the dashboard.
 
@@ -164,6 +172,8 @@ def create_app(
         slurm_poll_s: seconds between two ``squeue`` calls.
         follow_links: show run files and run folders that are links to places outside
             ``runs_dir``; by default every page refuses them, naming the file.
+        viewer_host: where the "Open in neuroglancer" viewer's server binds (the dashboard's
+            own address); the button is not offered with ``auth`` or ``read_only``.
 
     Returns:
         The ``dash.Dash`` app; its Flask server is ``app.server``.
@@ -197,6 +207,8 @@ def create_app(
         launcher=launcher,
         jobs_dir=jobs_dir,
         follow_links=bool(follow_links),
+        # neuroglancer's server has no login of its own: offered only where none is needed
+        viewer_host=None if read_only or auth else viewer_host,
     )
 
     app = dash.Dash(

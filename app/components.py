@@ -234,3 +234,13 @@ def graph(
         figure={"data": [], "layout": {"height": height}} if figure is None else figure,
         config={"displaylogo": False} if config is None else config,
     )
+
+
+def neuroglancer_link(prefix: str) -> html.Div:
+    """The "Open in neuroglancer" button of a page (ids ``<prefix>-ng-open``, ``-ng-link``,
+    ``-ng-msg``): the link to the viewer appears under it once the viewer is made."""
+    return controls(
+        button("Open in neuroglancer", id=f"{prefix}-ng-open"),
+        html.A(id=f"{prefix}-ng-link", target="_blank", rel="noopener", hidden=True),
+        html.Div(id=f"{prefix}-ng-msg", className="vb-error"),
+    )

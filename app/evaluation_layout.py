@@ -335,12 +335,31 @@ def neurons_panel() -> html.Div:
             dcc.Store(id="eval-neuron-drawn"),
             _graph("eval-neurons"),
             html.Table(
-                html.Tbody(
-                    [
-                        html.Tr([html.Td(label), html.Td(id=f"eval-neuron-{key}")])
-                        for key, label in nv.SCORE_ROWS
-                    ]
-                ),
+                [
+                    # the two segmentations the scores are of, named: the components of the
+                    # page's threshold, and evaluate --instances' optimised seeded watershed
+                    html.Thead(
+                        html.Tr(
+                            [
+                                html.Th("score"),
+                                html.Th("components at the threshold"),
+                                html.Th(id="eval-neuron-ws-head"),
+                            ]
+                        )
+                    ),
+                    html.Tbody(
+                        [
+                            html.Tr(
+                                [
+                                    html.Td(label),
+                                    html.Td(id=f"eval-neuron-{key}"),
+                                    html.Td(id=f"eval-neuron-ws-{key}"),
+                                ]
+                            )
+                            for key, label in nv.SCORE_ROWS
+                        ]
+                    ),
+                ],
                 id="eval-neuron-table",
             ),
         ],

@@ -4,7 +4,10 @@ A result evaluated with ``--instances`` holds per validation cube the neuron cur
 search and the true neurons cropped to the prediction (``trainer.runs.read_neurons``). At the
 page's threshold the exact scores of the chosen cube are computed here, on the server, from the
 probability cache and those neurons (``trainer.segmentation``: about 25 ms for 64x128x128).
-Reads are cached by file, modification time and cube; nothing is written.
+Beside them the panel shows the optimised seeded watershed the evaluation found (its scores
+and setting, from the record). Reads are cached by file, modification time and cube; nothing
+is written. ``evaluation_plan`` says what the page's Evaluate writes: neurons scored where the
+config has ``instance_files``, and never over a result that has neuron scores.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from app import paths
 from trainer import runs
 from trainer.segmentation import SegmentationScores, segmentation_scores, threshold_components
 
-__all__ = ["NeuronViewError", "cube_index", "neuron_records", "segment_cube"]
+__all__ = [
+    "NeuronViewError",
+    "cube_index",
+    "evaluation_plan",
+    "has_instances",
+    "neuron_records",
+    "segment_cube",
+    "watershed_outputs",
+]
 
 #: the scores the panel's table shows, in order, with their labels
 SCORE_ROWS = (
@@ -36,8 +47,8 @@ SCORE_ROWS = (
     ("n_merges", "merged segments"),
 )
 NO_NEURONS = (
-    "This result has no neuron scores: evaluate with `python run.py evaluate RUN_DIR "
-    "--instances` (the config needs instance_files)."
+    "This result has no neuron scores: name the validation cubes' true neurons in the config "
+    "(instance_files), then press Evaluate (or run `python run.py evaluate RUN_DIR --instances`)."
 )
 
 
@@ -125,3 +136,78 @@ def segment_cube(
     seg = threshold_components(prob, threshold, int(conn) if str(conn).isdigit() else conn)
     convention = str(record.get("rand_convention", "skimage"))  # the curves' convention
     return seg, gt, prob, record, segmentation_scores(gt, seg, check=False, convention=convention)
+
+
+# ---------------------------------------------------------------------------------------------
+# the page's Evaluate, and the optimised seeded watershed beside the threshold's components
+
+#: the seeded watershed's setting in a neuron record (``seg_<key>``), in the order shown
+SETTING_KEYS = ("thresh", "grow_it", "hi_thresh", "lo_thresh")
+#: the name the page gives its own result where a result with neuron scores is there already
+PAGE_SUFFIX = "-dashboard"
+
+
+def has_instances(run_dir: Path) -> bool:
+    """Whether the run's config names the validation cubes' true neurons (``instance_files``),
+    read from its resolved config: then the page's Evaluate scores neurons too."""
+    return bool((runs.read_resolved_config(run_dir) or {}).get("instance_files"))
+
+
+def _has_neurons(run_dir: Path, name: str) -> bool:
+    path = runs.result_path(run_dir, name)
+    try:
+        return path.is_file() and bool(runs.read_neurons(path))
+    except runs.ResultFileError:
+        return False
+
+
+def evaluation_plan(run_dir: Path, snapshot_stem: str) -> tuple[str, bool]:
+    """``(result name, instances)`` of the page's Evaluate of a snapshot: what ``run.py
+    evaluate --instances`` does when the config has ``instance_files`` (the same defaults),
+    else what ``run.py evaluate`` does. A result of that name holding neuron scores (written
+    by ``evaluate --instances``, perhaps with another grid or convention) is never replaced:
+    the page then writes ``<snapshot><PAGE_SUFFIX>``."""
+    name = snapshot_stem
+    if _has_neurons(run_dir, name):
+        name = f"{snapshot_stem}{PAGE_SUFFIX}"
+    return name, has_instances(run_dir)
+
+
+def _setting_text(record: dict[str, Any]) -> str:
+    parts = []
+    for key in SETTING_KEYS:
+        value = record.get(f"seg_{key}")
+        if value is None:
+            continue
+        if isinstance(value, np.ndarray):
+            value = tuple(int(v) for v in value.ravel())
+        elif isinstance(value, float | np.floating):
+            value = f"{float(value):g}"
+        parts.append(f"{key} {value}")
+    return ", ".join(parts)
+
+
+def watershed_outputs(run_dir: Path | None, result: Any, cube: Any) -> list:
+    """The Neurons panel's second column: ``[header, *cells]`` of the optimised seeded
+    watershed of ``cube`` (the best setting of ``evaluate --instances``' grid search, its
+    setting named in the header), blank where the result has no neuron scores."""
+    blank = ["", *([""] * len(SCORE_ROWS))]
+    if run_dir is None:
+        return blank
+    try:
+        records = neuron_records(run_dir, result)
+        record = records[cube_index(cube)] if records else None
+    except (NeuronViewError, IndexError):
+        return blank
+    if record is None:
+        return blank
+    cells = []
+    for key, _label in SCORE_ROWS:
+        value = record.get(f"seg_{key}")
+        if value is None:
+            cells.append("")
+        elif key.startswith("n_"):
+            cells.append(f"{int(value):,}")
+        else:
+            cells.append(f"{float(value):.4f}")
+    return [f"optimised seeded watershed ({_setting_text(record)})", *cells]

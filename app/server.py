@@ -91,6 +91,7 @@ def serve(
         backend=backend,
         slurm_defaults=slurm_defaults,
         follow_links=follow_links,
+        viewer_host=host,
     )
     url_host = f"[{host}]" if ":" in host else host
     print(

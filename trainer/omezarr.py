@@ -88,8 +88,9 @@ def declared_voxel_size(path: str, key: str, fmt: str) -> VoxelGrid | None:
 
     Looked up in this order: the OME-Zarr ``multiscales`` of the group holding ``key`` (the
     level's ``scale`` and ``translation``, with the multiscale's own transformations), then a
-    ``voxel_size`` or ``resolution`` attribute of the array (HDF5: also of the file's root;
-    N5: ``resolution`` or ``pixelResolution``, listed x first).
+    ``voxel_size`` or ``resolution`` attribute of the array, with a ``translation`` attribute
+    beside it (HDF5: also of the file's root; N5: ``resolution`` or ``pixelResolution``,
+    listed x first).
 
     Args:
         path: the container, as ``trainer.volumes.Volume.path``.
@@ -188,5 +189,16 @@ def _from_attrs(attrs: dict[str, Any], where: str) -> VoxelGrid | None:
         if len(vs) == 3 and all(v > 0 for v in vs):
             unit = attrs.get("unit")
             unit = unit.decode() if isinstance(unit, bytes) else unit
-            return VoxelGrid(vs, (0.0, 0.0, 0.0), unit or None, f"'{name}' attribute of {where}")  # type: ignore[arg-type]
+            shift = _attr_translation(attrs.get("translation"))
+            return VoxelGrid(vs, shift, unit or None, f"'{name}' attribute of {where}")  # type: ignore[arg-type]
     return None
+
+
+def _attr_translation(value: Any) -> tuple[float, float, float]:
+    """A ``translation`` attribute beside a voxel size (``run.py predict``'s HDF5 output writes
+    one when it crops), else the origin."""
+    try:
+        shift = tuple(float(v) for v in (json.loads(value) if isinstance(value, str) else value))
+    except (TypeError, ValueError):
+        return (0.0, 0.0, 0.0)
+    return shift if len(shift) == 3 else (0.0, 0.0, 0.0)  # type: ignore[return-value]

@@ -51,8 +51,16 @@ from app import evaluation_layout as el
 from app import evaluation_view as ev
 from app import neurons_view as nv
 from app import segmentation_view as sv
+from app import viewer as vw
 from app.callbacks import callback, clientside_callback
-from app.components import ROW, empty_state, run_href, run_not_found, url_part
+from app.components import (
+    ROW,
+    empty_state,
+    neuroglancer_link,
+    run_href,
+    run_not_found,
+    url_part,
+)
 from trainer.metrics import MODES
 
 #: where the page is served (``create_app`` registers it)
@@ -125,6 +133,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             el.threshold_row(),
             el.presets_row(),
             el.figures_row(first.get("figures", {}), seg),
+            *([neuroglancer_link("eval")] if current_context().viewer_host else []),
             el.compare_panel(ev.compare_options(root)),
             el.actions(read_only),
             html.Pre(id="eval-metrics-json", style={"display": "none"}),
@@ -397,6 +406,18 @@ def _client_id(sent: object) -> str:
 
 
 @callback(
+    Output("eval-neuron-ws-head", "children"),
+    *[Output(f"eval-neuron-ws-{key}", "children") for key, _label in nv.SCORE_ROWS],
+    Input("eval-seg-cube", "value"),
+    Input("eval-result", "value"),
+    Input("eval-done", "data"),
+    State("eval-run", "data"),
+)
+def _on_watershed(cube, result, _done, name):
+    return nv.watershed_outputs(_run_dir(name), result, cube)
+
+
+@callback(
     Output("eval-t-input", "value", allow_duplicate=True),
     Input("eval-neuron-best-voi", "n_clicks"),
     Input("eval-neuron-best-are", "n_clicks"),
@@ -500,9 +521,11 @@ def _evaluate(run_dir: Path, snapshot: Any, mode: Any, data_dir: Path, set_progr
     snap = snap or default_snapshot(run_dir)
     if snap is None:
         return no_update, no_update, f"{run_dir.name} has no snapshot to evaluate yet"
-    # one pass: the result file and the probability cache of the segmentation view
-    evaluate_run(run_dir, snap, "valid", mode, progress=_on_cube(set_progress), data_dir=data_dir)
-    name = snap.stem
+    # one pass: the result file and the probability cache of the segmentation view; the
+    # neurons too where the config names them, as `run.py evaluate --instances`
+    name, instances = nv.evaluation_plan(run_dir, snap.stem)
+    evaluate_run(run_dir, snap, "valid", mode, name=name, instances=instances,
+                 progress=_on_cube(set_progress), data_dir=data_dir)  # fmt: skip
     set_progress(("1", "1", "done"))
     return {"result": name, "t": time.time()}, {"result": name, "t": time.time()}, ""
 
@@ -594,3 +617,20 @@ def _on_html(_n, which, name, result, split, t, compare, hist_log, cube, z):
         "filename": f"{name}-{result}-{split}-{which}.html",
         "type": "text/html",
     }
+
+
+@callback(
+    Output("eval-ng-link", "href"),
+    Output("eval-ng-link", "children"),
+    Output("eval-ng-link", "hidden"),
+    Output("eval-ng-msg", "children"),
+    Input("eval-ng-open", "n_clicks"),
+    State("eval-result", "value"),
+    State("eval-seg-cube", "value"),
+    State("eval-t-input", "value"),
+    State("eval-run", "data"),
+    prevent_initial_call=True,
+)
+def _on_neuroglancer(_n, result, cube, t, name):
+    host = current_context().viewer_host
+    return vw.evaluation_outputs(_run_dir(name), result, cube, t, host)

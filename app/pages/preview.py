@@ -23,14 +23,16 @@ from typing import Any
 
 from dash import Input, Output, State, dcc, html, no_update
 
-from app import inputs, series
+from app import current_context, inputs, series
 from app import preview_view as pv
+from app import viewer as vw
 from app.callbacks import callback
 from app.components import (
     ROW,
     empty_state,
     graph,
     labelled,
+    neuroglancer_link,
     run_href,
     run_not_found,
     url_part,
@@ -159,6 +161,7 @@ def _viewer(files: list[Path]) -> list:
             id="prev-graph-box",
             hidden=no_image is True,
         ),
+        *([neuroglancer_link("prev")] if current_context().viewer_host else []),
     ]
 
 
@@ -253,3 +256,18 @@ def _on_render(index, block, z, cls, opacity, mode, name):
     if files is None:
         return no_update, f"run {name!r} is gone from the runs directory", True
     return pv.render(files, index, block, z, cls, opacity, mode)
+
+
+@callback(
+    Output("prev-ng-link", "href"),
+    Output("prev-ng-link", "children"),
+    Output("prev-ng-link", "hidden"),
+    Output("prev-ng-msg", "children"),
+    Input("prev-ng-open", "n_clicks"),
+    State("prev-file", "value"),
+    State("prev-block", "value"),
+    State("prev-name", "data"),
+    prevent_initial_call=True,
+)
+def _on_neuroglancer(_n, index, block, name):
+    return vw.preview_outputs(_files_of(name), index, block, current_context().viewer_host)

@@ -305,3 +305,30 @@ def test_evaluate_names_a_corrupt_snapshot_and_what_to_do(finished_run, tmp_path
     monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
     with pytest.raises(SnapshotError, match=r"^demo/snapshots/FINAL\.pt is corrupt or truncated"):
         load_run(run_dir, device="cpu")
+
+
+def test_the_pages_evaluate_scores_the_demo_neurons_as_the_cli_does(
+    finished_run, tmp_path, monkeypatch, demo_data_dir
+):
+    """Issue 26 point 5: the evaluation page's Evaluate (its background job's function, run
+    here in this process) scores the neurons when the config has instance_files, with
+    `run.py evaluate --instances`' defaults, and a second press keeps that result."""
+    import shutil
+
+    from app import neurons_view as nv
+    from app.pages import evaluation
+
+    run_dir = tmp_path / "demo"
+    shutil.copytree(finished_run, run_dir, ignore=shutil.ignore_patterns("eval"))
+    monkeypatch.chdir(tmp_path)
+    progress: list = []
+    done, _rewritten, message = evaluation._evaluate(
+        run_dir, "FINAL", "binned", demo_data_dir, progress.append
+    )
+    assert message == "" and done["result"] == "FINAL", message
+    (cube,) = runs.read_neurons(runs.result_path(run_dir, "FINAL"))
+    assert len(cube["search/thresh"]) == 12 and cube["rand_convention"] == "skimage"
+    assert 0 < cube["seg_rand_index"] <= 1
+    head, *_cells = nv.watershed_outputs(run_dir, "FINAL", "cube0")
+    assert head.startswith("optimised seeded watershed (thresh ")
+    assert nv.evaluation_plan(run_dir, "FINAL") == ("FINAL-dashboard", True)

@@ -88,6 +88,7 @@ from trainer.runs.results import (  # noqa: F401 - re-exported
     prob_cache_suffix,
     read_neurons,
     read_prob_cache,
+    read_prob_cube,
     read_prob_slice,
     read_result,
     read_result_attrs,

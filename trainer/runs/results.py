@@ -299,6 +299,27 @@ def read_prob_slice(
         raise ProbCacheError(f"cannot read {cube} of probability cache {path}: {e}") from None
 
 
+def read_prob_cube(path: str | os.PathLike, cube: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(raw, prob, label)`` of a whole cube of a probability cache, as float32, float32 and
+    int8 (the viewer shows cubes whole).
+
+    Raises:
+        ProbCacheError: unreadable file or unknown cube.
+    """
+    import h5py
+
+    try:
+        with h5py.File(confined(path), "r") as f:
+            g = f[cube]
+            return (
+                np.asarray(g["raw"][()], np.float32),
+                np.asarray(g["prob"][()], np.float32),
+                np.asarray(g["label"][()], np.int8),
+            )
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ProbCacheError(f"cannot read {cube} of probability cache {path}: {e}") from None
+
+
 # ----------------------------------------------------------------------------------------------
 # the saved threshold
 
