@@ -243,13 +243,15 @@ def layout(**kwargs: Any) -> html.Div:
 # -- views (pure) --------------------------------------------------------------------------
 
 
-def _no_runs_text(configs: list[str], read_only: bool) -> str:
+def _no_runs_text(configs: list[dict[str, Any]], read_only: bool) -> str:
     """The experiments page's sentence while the runs directory holds no run."""
     if read_only:
         return "No runs in this runs directory yet."
-    if not configs:
+    labels = [o["label"] for o in configs if not o.get("disabled")]
+    if not labels:
         return "No runs yet: put a config file into the configs folder, then press Launch."
-    pick = "demo_cnn3d.py" if "demo_cnn3d.py" in configs else configs[0]
+    demo = [n for n in labels if n.rsplit("/", 1)[-1] == "demo_cnn3d.py"]
+    pick = (demo or labels)[0]
     return f"No runs yet: pick {pick} and press Launch."
 
 
