@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     d.add_argument("--port", type=int, default=8050)
     d.add_argument("--runs-dir", default="runs", help="where runs live (default ./runs)")
-    d.add_argument("--configs-dir", default="examples", help="configs offered for launch")
+    d.add_argument("--configs-dir", action="append", default=None, metavar="DIR",
+                   help="a folder of configs offered for launch (default examples); give it "
+                        "again for more folders, listed by folder in the launch form")  # fmt: skip
     d.add_argument("--data-dir", default="data", help="demo data location (made on first start)")
     d.add_argument("--read-only", action="store_true", help="hide launch, stop and delete")
     d.add_argument("--demo", action="store_true", help="start the demo config if nothing runs")
@@ -840,7 +842,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from app.server import serve
 
     return serve(host=args.host, port=args.port, runs_dir=args.runs_dir,
-                 configs_dir=args.configs_dir, data_dir=args.data_dir, read_only=args.read_only,
+                 configs_dir=args.configs_dir or ["examples"], data_dir=args.data_dir, read_only=args.read_only,
                  demo=args.demo, auth_file=args.auth_file, debug=args.debug,
                  follow_links=args.follow_links, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
                  ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip

@@ -22,7 +22,7 @@ import functools
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,9 @@ class AppContext:
 
     Attributes:
         runs_dir: folder of run directories.
-        configs_dir: folder of launchable configs.
+        configs_dir: the first folder of launchable configs.
+        configs_dirs: every folder of launchable configs (``--configs-dir`` given several
+            times), in order; the launch form lists them grouped by folder.
         data_dir: data folder.
         read_only: hide and refuse launch, stop, resume and delete.
         demo: the app launched the demo config at start if nothing ran.
@@ -68,6 +70,11 @@ class AppContext:
     jobs_dir: Path
     follow_links: bool = False
     viewer_host: str | None = None
+    configs_dirs: tuple[Path, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.configs_dirs:
+            self.configs_dirs = (self.configs_dir,)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -127,7 +134,7 @@ def app_context(app: dash.Dash) -> AppContext:
 
 def create_app(
     runs_dir: str | Path,
-    configs_dir: str | Path,
+    configs_dir: str | Path | Sequence[str | Path],
     data_dir: str | Path,
     read_only: bool = False,
     demo: bool = False,
@@ -151,7 +158,9 @@ def create_app(
 
     Args:
         runs_dir: folder of run directories (created when the first run is launched).
-        configs_dir: the only folder configs may be launched from.
+        configs_dir: the only folder configs may be launched from, or a list of folders
+            (the launch form lists each folder's configs under its name; a bare config
+            name, such as ``demo_config``, is looked up in them in order).
         data_dir: data folder, passed on to launched runs.
         read_only: hide launch/stop/resume/delete and refuse them on the server.
         demo: launch ``demo_config`` now unless a run is already running or queued.
@@ -200,7 +209,8 @@ def create_app(
     jobs_dir, manager = _background_manager()
     context = AppContext(
         runs_dir=Path(runs_dir).absolute(),
-        configs_dir=Path(configs_dir).absolute(),
+        configs_dir=launcher.configs_dir,
+        configs_dirs=launcher.configs_dirs,
         data_dir=Path(data_dir).absolute(),
         read_only=bool(read_only),
         demo=bool(demo),

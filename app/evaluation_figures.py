@@ -17,7 +17,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch
 
-from app.figures import new_figure
+from app.figures import TITLED_MARGIN_TOP, new_figure, title_above_plot
 from app.image_figures import png_data_uri
 from trainer.curves import MAX_CURVE_POINTS, thin_indices
 from trainer.metrics import derived_metrics
@@ -81,6 +81,11 @@ _LAYOUT = {
 
 def _title(text: str) -> dict[str, Any]:
     return {"text": text, "x": 0.01, "y": 0.985, "yanchor": "top", "font": {"size": 15}}
+
+
+#: the confusion table's margins: room on the left for "actual negative" (the template does
+#: not grow margins to fit labels) and on top for the modebar, then the title
+CONFUSION_MARGIN = {"l": 115, "r": 15, "t": TITLED_MARGIN_TOP + 4, "b": 45}
 
 
 def threshold_index(thresholds: np.ndarray, threshold: float) -> int:
@@ -284,9 +289,11 @@ def confusion_figure(tp: int, fp: int, tn: int, fn: int, threshold: float) -> go
                 meta=CONFUSION,
             )
         ],
-        **{**_LAYOUT, "height": 320},
-        title=_title(f"Confusion at threshold {_t_label(threshold)}"),
-        yaxis={"autorange": "reversed"},
+        height=320,
+        margin=CONFUSION_MARGIN,
+        title=title_above_plot(f"Confusion at threshold {_t_label(threshold)}", size=15),
+        xaxis={"side": "bottom", "tickfont": {"size": 12}},
+        yaxis={"autorange": "reversed", "tickfont": {"size": 12}},
     )
 
 
@@ -516,11 +523,12 @@ def image_patch(source: str, names: list[str], title: str) -> Patch:
 def image_layout(fig: go.Figure, title: str) -> go.Figure:
     """The layout of a segmentation image with its colour legend (no axes; zoom kept)."""
     fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
-        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        title=title_above_plot(title),
+        # the colour legend under the image: above it, it met the title and the modebar
+        margin={"l": 10, "r": 10, "t": TITLED_MARGIN_TOP, "b": 40},
         height=520,
         template="plotly_white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "x": 0.3},
+        legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0},
         uirevision="segmentation",
     )
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)

@@ -140,15 +140,34 @@ def new_figure(data: Sequence | None = None, **layout) -> go.Figure:
     return go.Figure(data, layout={"template": _TEMPLATE, **layout})
 
 
+#: a figure title just above the plot area, left, under the modebar (which plotly draws in the
+#: top right corner of the figure, ``MODEBAR_HEIGHT`` pixels high): with a top margin of at
+#: least ``TITLED_MARGIN_TOP`` the two never meet, however narrow the figure
+TITLE_ABOVE_PLOT = {"x": 0.01, "xanchor": "left", "yref": "paper", "y": 1, "yanchor": "bottom",
+                    "pad": {"b": 6}, "font": {"size": 14}}  # fmt: skip
+MODEBAR_HEIGHT = 30
+TITLED_MARGIN_TOP = 62
+#: a legend in one column right of the plot area, below the modebar's corner
+LEGEND_RIGHT = {"orientation": "v", "x": 1.02, "xanchor": "left", "y": 1, "yanchor": "top"}
+
+
+def title_above_plot(text: str, **font) -> dict:
+    """``TITLE_ABOVE_PLOT`` with ``text`` (and any font settings, e.g. ``size=15``)."""
+    return {**TITLE_ABOVE_PLOT, "text": text, "font": {**TITLE_ABOVE_PLOT["font"], **font}}
+
+
 def _curve_layout(title: str, x_title: str, uirevision: str, note: str) -> dict:
-    """Title, size, legend and the point-count note (annotation 0) of a curve figure."""
+    """Title, size, legend and the point-count note (annotation 0) of a curve figure.
+
+    The title sits left and the legend right in the band between the modebar and the plot.
+    """
     return {
-        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "title": title_above_plot(title),
         "xaxis": {"title": {"text": x_title}},
         "uirevision": uirevision,
-        "margin": MARGIN,
+        "margin": {**MARGIN, "t": TITLED_MARGIN_TOP},
         "height": 320,
-        "legend": {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+        "legend": {"orientation": "h", "y": 1, "yanchor": "bottom", "x": 1, "xanchor": "right"},
         "hovermode": "x",
         "annotations": [
             {
@@ -268,6 +287,13 @@ def history_figure(
     n_total = shown if n_total is None else n_total
     layout = _curve_layout(PANEL_TITLES[panel], X_TITLES.get(x_axis, x_axis), uirevision or panel,
                            points_note(shown, n_total))  # fmt: skip
+    xs = [np.ravel(curves.get(c, (np.empty(0), None))[0]) for c in columns]
+    x_band = single_point_range(np.concatenate(xs) if xs else np.empty(0))
+    if x_band is not None:
+        # a lone point of a "lines" trace draws nothing, on plotly's -1..1 axes
+        layout["xaxis"]["range"] = x_band
+        for trace in traces:
+            trace.mode = "lines+markers"
     left = [np.ravel(curves.get(c, (None, []))[1]) for c in columns if c != "mom"]
     left_y = np.concatenate(left) if left else np.empty(0)
     log = (log_y and panel in LOG_PANELS) or (panel == "lr" and spans_decade(left_y))
@@ -280,7 +306,7 @@ def history_figure(
         yaxis2 = {"overlaying": "y", "side": "right", "title": {"text": "momentum"},
                   "showgrid": False}  # fmt: skip
         layout["yaxis2"] = _constant_range(yaxis2, curves.get("mom", (None, []))[1], False)
-        layout["margin"] = {**MARGIN, "r": MARGIN_RIGHT_Y2}
+        layout["margin"] = {**layout["margin"], "r": MARGIN_RIGHT_Y2}
     return new_figure(traces, **layout)
 
 
@@ -325,12 +351,34 @@ def readable_range(y: Sequence[float] | np.ndarray) -> list[float] | None:
     return [round_sig(mid - pad), round_sig(mid + pad)]
 
 
+def single_point_range(x: Sequence[float] | np.ndarray) -> list[float] | None:
+    """The x range a series drawn at one x value (a run's first history row) is shown in,
+    else ``None``: the value ± 10%, or ± 0.5 around zero (step 0), not plotly's -1..1.
+
+    Example:
+        >>> single_point_range([200.0, 200.0])
+        [180.0, 220.0]
+        >>> single_point_range([0])
+        [-0.5, 0.5]
+        >>> single_point_range([0, 20]) is None
+        True
+    """
+    a = np.asarray(x, dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0 or float(a.min()) != float(a.max()):
+        return None
+    v = float(a[0])
+    pad = CONSTANT_MARGIN * abs(v) if v else 0.5
+    return [round_sig(v - pad), round_sig(v + pad)]
+
+
 def fixed_ranges(fig: go.Figure) -> dict[str, list[float]]:
-    """Axis name -> the data-unit band of each y axis ``history_figure`` fixed (see
-    ``readable_range``), so a later append can tell whether the band still fits."""
+    """Axis name -> the data-unit band of each axis ``history_figure`` fixed (see
+    ``readable_range`` and ``single_point_range``), so a later append can tell whether the
+    band still fits."""
     layout = fig.layout.to_plotly_json()
     out = {}
-    for name in ("yaxis", "yaxis2"):
+    for name in ("xaxis", "yaxis", "yaxis2"):
         axis = layout.get(name) or {}
         if axis.get("range") is not None:
             band = [float(v) for v in axis["range"]]
@@ -438,7 +486,14 @@ def class_metrics_figure(
     layout = _curve_layout("Per-class IoU / Dice (validation)", X_TITLES.get(x_axis, x_axis),
                            uirevision, note)  # fmt: skip
     layout["yaxis"] = {"title": {"text": "IoU / Dice"}, "range": [0, 1.02]}
+    # one row per class and metric: a column right of the plot, never over the title
+    layout["legend"] = LEGEND_RIGHT
+    layout["margin"] = {**layout["margin"], "r": CLASS_LEGEND_WIDTH}
     return new_figure(traces, **layout)
+
+
+#: right margin (pixels) of the per-class panel: its legend column ("Dice class 12")
+CLASS_LEGEND_WIDTH = 120
 
 
 def add_best_marker(fig: go.Figure, x: float | None, y: float | None, label: str) -> go.Figure:
@@ -546,13 +601,15 @@ def schedule_figure(
                 row=row,
                 col=1,
             )
-        fig.update_yaxes(title_text=label, type="log" if log_y else "linear", row=row, col=1)
+        shown = [values] + ([np.asarray(actual[name][1])] if actual and name in actual else [])
+        axis = schedule_axis(np.concatenate([np.ravel(v) for v in shown]), log_y)
+        fig.update_yaxes(title_text=label, **axis, row=row, col=1)
     if current_step is not None and names:
         fig.add_vline(x=current_step, line={"color": "#999", "dash": "dot"})
     fig.update_layout(
-        title={"text": "Planned schedules", "x": 0.01, "font": {"size": 14}},
+        title=title_above_plot("Planned schedules"),
         height=max(220, 180 * len(names) + 60),
-        margin=MARGIN,
+        margin={**MARGIN, "t": TITLED_MARGIN_TOP},
         uirevision="schedules",
     )
     if not names:
@@ -561,6 +618,39 @@ def schedule_figure(
         )
     fig.update_xaxes(title_text="step", row=max(len(names), 1), col=1)
     return fig
+
+
+def schedule_axis(values: Sequence[float] | np.ndarray, log_y: bool = False) -> dict:
+    """Type and range of one schedule's own y axis, fitted to its values.
+
+    A decay over more than a decade (or ``log_y``) gets a log axis; a constant value its
+    ``readable_range``; any other series its span plus 5% each side, so a learning rate of
+    0.002 fills its row instead of sitting on a -0.5..1 autorange as a flat line at zero.
+
+    Example:
+        >>> schedule_axis([0.002, 0.0016, 0.00128])
+        {'type': 'linear', 'range': [0.001244, 0.002036]}
+        >>> schedule_axis([0.002, 0.002])
+        {'type': 'linear', 'range': [0.0018, 0.0022]}
+    """
+    a = np.asarray(values, dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    log = (log_y or spans_decade(a)) and a.size > 0 and bool((a > 0).all())
+    if a.size == 0 or not a.any():
+        return {"type": "log" if log else "linear"}
+    band = readable_range(a)
+    if band is None:
+        lo, hi = float(a.min()), float(a.max())
+        if log:
+            lo, hi = np.log10(lo), np.log10(hi)
+        pad = 0.05 * (hi - lo)
+        band = [round_sig(lo - pad), round_sig(hi + pad)]
+        if log:
+            return {"type": "log", "range": band}
+        return {"type": "linear", "range": band}
+    if log:
+        return {"type": "log", "range": [float(np.log10(v)) for v in band]}
+    return {"type": "linear", "range": band}
 
 
 #: marker symbols of the regression outputs; colour is taken by row age, so outputs differ by shape

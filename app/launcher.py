@@ -53,8 +53,10 @@ from app.backends.slurm import SlurmBackend
 from app.readers import read_json
 from app.security import (
     MAX_RUN_NAME,
+    ConfigsDirs,
     LaunchError,
     QueueFullError,
+    configs_dirs,
     resolve_config,
     sanitize_run_name,
     validate_overrides,
@@ -122,7 +124,8 @@ class Launcher:
 
     Args:
         runs_dir: where run directories live (created on first launch).
-        configs_dir: the only folder configs may be launched from.
+        configs_dir: the only folder configs may be launched from, or several folders
+            (``configs_dirs``; ``configs_dir`` is the first).
         data_dir: data folder, passed to children as ``VOXELBOARD_DATA_DIR``.
         python: interpreter for children.
         run_py: the ``run.py`` to execute (tests pass a stand-in).
@@ -145,7 +148,7 @@ class Launcher:
     def __init__(
         self,
         runs_dir: str | os.PathLike,
-        configs_dir: str | os.PathLike,
+        configs_dir: ConfigsDirs,
         data_dir: str | os.PathLike,
         python: str = sys.executable,
         run_py: str | os.PathLike = REPO_ROOT / "run.py",
@@ -163,7 +166,8 @@ class Launcher:
             raise ValueError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
         self.backend = backend
         self.runs_dir = Path(runs_dir).absolute()
-        self.configs_dir = Path(configs_dir).absolute()
+        self.configs_dirs = configs_dirs(configs_dir)
+        self.configs_dir = self.configs_dirs[0]
         self.data_dir = Path(data_dir).absolute()
         self.python = str(python)
         self.run_py = Path(run_py).absolute()
@@ -315,7 +319,7 @@ class Launcher:
         ``launch.json`` and ``launcher.json`` are created, then the scheduler runs.
 
         Args:
-            config_name: a ``*.py`` file inside ``configs_dir`` (name or path).
+            config_name: a ``*.py`` file inside one of ``configs_dirs`` (name or path).
             device: ``auto`` (a free GPU, else CPU when there are no GPUs), ``cpu`` or ``cuda:N``.
                 With Slurm: ``auto`` (GPUs if the ``gpus`` resource asks for any) or ``cpu``.
             overrides: optional ``n_steps``, ``batch_size``, ``lr``, ``save_name``.
@@ -330,7 +334,7 @@ class Launcher:
         Raises:
             LaunchError: naming the offending field.
         """
-        config = resolve_config(self.configs_dir, config_name)
+        config = resolve_config(self.configs_dirs, config_name)
         overrides = validate_overrides(overrides)
         fields = self.runner.prepare(config, device, resources)
         base = overrides.pop("save_name", None) or sanitize_run_name(config.stem)
@@ -678,7 +682,7 @@ class Launcher:
             if path != expected or not path.is_file():
                 raise LaunchError("config", f"config: {path} is not the config of its sweep")
         else:
-            launch["config_path"] = str(resolve_config(self.configs_dir, launch["config_path"]))
+            launch["config_path"] = str(resolve_config(self.configs_dirs, launch["config_path"]))
         return launch
 
     def _argv(self, run_dir: Path, launch: Mapping[str, Any], child_device: str) -> list[str]:

@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.evaluation_figures import image_layout
+from app.figures import TITLED_MARGIN_TOP, title_above_plot
 from app.image_figures import png_data_uri
 
 __all__ = [
@@ -61,17 +62,44 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
         )
     )
     fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
+        title=title_above_plot(title),
         xaxis={"title": "threshold (membrane probability)", "range": [0, 1]},
         yaxis={"title": "VOI (bits)", "rangemode": "tozero"},
         yaxis2={"title": "adapted Rand error", "overlaying": "y", "side": "right", "range": [0, 1]},
-        margin={"l": 50, "r": 50, "t": 50, "b": 40},
-        height=380,
+        # the legend under the x axis title: above the plot it met the title and the modebar
+        margin={"l": 50, "r": 50, "t": TITLED_MARGIN_TOP, "b": 85},
+        height=410,
         template="plotly_white",
-        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0},
+        legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
         uirevision="neurons",
     )
     return fig
+
+
+def message_figure(text: str, height: int = 120) -> go.Figure:
+    """A figure that is only a sentence (no axes, no frame), for a panel with nothing to draw,
+    e.g. a result without neuron scores."""
+    return go.Figure(
+        layout={
+            "height": height,
+            "template": "plotly_white",
+            "xaxis": {"visible": False},
+            "yaxis": {"visible": False},
+            "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
+            "annotations": [
+                {
+                    "text": text,
+                    "showarrow": False,
+                    "xref": "paper",
+                    "yref": "paper",
+                    "x": 0,
+                    "xanchor": "left",
+                    "y": 0.5,
+                    "font": {"size": 14, "color": "#555"},
+                }
+            ],
+        }  # fmt: skip
+    )
 
 
 def instance_rgb(

@@ -398,16 +398,21 @@ def _release_ranges(out: dict[str, Any], hi: series.HistoryCurves, ranges: Any) 
         for axis, band in axes.items():
             # the cursor comes back from the browser: only two numbers make a band
             bounds = [inputs.number(v) for v in band] if isinstance(band, list) else []
-            if axis not in ("yaxis", "yaxis2") or len(bounds) != 2 or None in bounds:
+            if axis not in ("xaxis", "yaxis", "yaxis2") or len(bounds) != 2 or None in bounds:
                 continue
+            panel_columns = figures.HISTORY_PANELS[panel]
             columns = [
-                c for c in figures.HISTORY_PANELS[panel] if (c == "mom") == (axis == "yaxis2")
+                c for c in panel_columns if axis == "xaxis" or (c == "mom") == (axis == "yaxis2")
             ]
+            k = 0 if axis == "xaxis" else 1
             if any(
-                figures.outside_range(hi.curves[c][1], bounds) for c in columns if c in hi.curves
+                figures.outside_range(hi.curves[c][k], bounds) for c in columns if c in hi.curves
             ):
                 p = out[panel] if isinstance(out[panel], Patch) else Patch()
                 p["layout"][axis]["autorange"] = True
+                if axis == "xaxis":  # the lone first point had markers; lines from now on
+                    for i in range(len(panel_columns)):
+                        p["data"][i]["mode"] = "lines"
                 out[panel] = p
             else:
                 kept.setdefault(panel, {})[axis] = bounds

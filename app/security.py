@@ -23,7 +23,7 @@ import os
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -84,8 +84,55 @@ def list_configs(configs_dir: str | os.PathLike) -> list[str]:
     return names
 
 
-def resolve_config(configs_dir: str | os.PathLike, name: str) -> Path:
+#: one configs folder, or several (``run.py dashboard --configs-dir A --configs-dir B``)
+ConfigsDirs = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def configs_dirs(dirs: ConfigsDirs) -> tuple[Path, ...]:
+    """``dirs`` as a tuple of absolute paths, duplicates dropped, order kept.
+
+    Raises:
+        ValueError: no folder at all.
+    """
+    items = [dirs] if isinstance(dirs, str | os.PathLike) else list(dirs)
+    out = tuple(dict.fromkeys(Path(d).absolute() for d in items))
+    if not out:
+        raise ValueError("configs_dir: expected at least one folder of configs, got none")
+    return out
+
+
+def config_options(dirs: ConfigsDirs) -> list[dict[str, Any]]:
+    """The launch form's Config dropdown: every launchable config of every folder.
+
+    With one folder the options are its file names (label and value), as ``list_configs``.
+    With several, each folder starts with a disabled heading (its path) and its configs are
+    labelled ``folder/name`` and valued by their absolute path, which ``resolve_config``
+    accepts for that folder; a folder named twice (by its last part) is labelled by its path.
+
+    Example:
+        >>> config_options(["/nonexistent"])
+        []
+    """
+    roots = configs_dirs(dirs)
+    if len(roots) == 1:
+        return [{"label": n, "value": n} for n in list_configs(roots[0])]
+    last = [r.name for r in roots]
+    options: list[dict[str, Any]] = []
+    for root, name in zip(roots, last, strict=True):
+        names = list_configs(root)
+        if not names:
+            continue
+        folder = name if last.count(name) == 1 and name else str(root)
+        options.append({"label": f"{root}", "value": f"folder:{root}", "disabled": True})
+        options += [{"label": f"{folder}/{n}", "value": str(root / n)} for n in names]
+    return options
+
+
+def resolve_config(configs_dir: ConfigsDirs, name: str) -> Path:
     """The absolute path of config ``name`` if it is a ``*.py`` file inside ``configs_dir``.
+
+    ``configs_dir`` may be several folders: a relative ``name`` is looked up in each in turn
+    (the first that has it wins), an absolute one must lie inside one of them.
 
     ``name`` may be relative to ``configs_dir`` or absolute; either way the fully resolved
     path (symlinks followed) must lie inside the resolved ``configs_dir``.
@@ -96,6 +143,8 @@ def resolve_config(configs_dir: str | os.PathLike, name: str) -> Path:
             (NUL, a part over 255 bytes, text the file system cannot encode), a non-``.py``
             file, a missing file or one that cannot be looked at.
     """
+    if not isinstance(configs_dir, str | os.PathLike):
+        return _resolve_in_any(configs_dirs(configs_dir), name)
     if not isinstance(name, str) or not name.strip():
         raise LaunchError("config", "config: choose a config file")
     if "\x00" in name:
@@ -128,6 +177,29 @@ def resolve_config(configs_dir: str | os.PathLike, name: str) -> Path:
         reason = getattr(e, "strerror", None) or str(e)
         raise LaunchError("config", f"config: cannot open {_shown(name)}: {reason}") from None
     return path
+
+
+def _resolve_in_any(roots: tuple[Path, ...], name: str) -> Path:
+    """``resolve_config`` over several folders: the first that accepts ``name``; else the
+    error of the folder an absolute ``name`` lies in, or of the first folder, naming all."""
+    if len(roots) == 1:
+        return resolve_config(roots[0], name)
+    errors = []
+    for root in roots:
+        try:
+            return resolve_config(root, name)
+        except LaunchError as e:
+            errors.append(e)
+    if isinstance(name, str) and os.path.isabs(name):
+        for e in errors:
+            if "outside the configs folder" not in str(e):
+                raise e
+    folders = ", ".join(str(r) for r in roots)
+    raise LaunchError(
+        "config",
+        f"config: {_shown(name)} is in none of the configs folders ({folders}); "
+        "choose a config from the list",
+    )
 
 
 def _shown(value: Any, limit: int = 80) -> str:

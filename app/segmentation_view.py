@@ -154,7 +154,8 @@ def neuron_outputs(
     blank = [""] * len(nv.SCORE_ROWS)
     if segmented is None:
         # nothing drawn stays as it is; curves of another cube are cleared
-        fig = no_update if drawn is None else go.Figure(layout={"height": 380})
+        # the message says why; no empty frame with axes under it
+        fig = nf.message_figure("" if error else "No neuron scores to draw.", height=40)
         return [fig, None, error, "", *blank]
     _seg, _gt, _prob, record, s = segmented
     if drawn == [result, cube]:

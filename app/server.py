@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8050,
     runs_dir: str | os.PathLike = "runs",
-    configs_dir: str | os.PathLike = "examples",
+    configs_dir: str | os.PathLike | Sequence[str | os.PathLike] = "examples",
     data_dir: str | os.PathLike = "data",
     read_only: bool = False,
     demo: bool = False,
@@ -96,7 +96,7 @@ def serve(
     url_host = f"[{host}]" if ":" in host else host
     print(
         f"VoxelBoard on http://{url_host}:{port}/  (runs: {Path(runs_dir).absolute()}, "
-        f"configs: {Path(configs_dir).absolute()}, backend: {backend}"
+        f"configs: {', '.join(str(d) for d in app_context(app).configs_dirs)}, backend: {backend}"
         f"{', read-only' if read_only else ''})",
         flush=True,
     )

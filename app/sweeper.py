@@ -303,7 +303,7 @@ def start_sweep(
             raise LaunchError("n_runs", f"Runs: expected a whole number from 1 to {MAX_RUNS}, "
                                         f"got {n_runs!r}")  # fmt: skip
         shortened["n_runs"] = int(text)
-    config = resolve_config(launcher.configs_dir, config_name)
+    config = resolve_config(launcher.configs_dirs, config_name)
     device = validate_device(device, launcher.gpus())
     argv = sweep_argv(
         config, python=launcher.python, runs_dir=launcher.runs_dir, data_dir=launcher.data_dir,

@@ -41,7 +41,7 @@ from app.inputs import strings
 from app.readers import has_snapshot, list_runs, log_path, tail_lines
 from app.run_actions import after_stop, buttons
 from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
-from app.security import LaunchError, list_configs, resolve_config
+from app.security import LaunchError, config_options, resolve_config
 from app.sweep_view import read_sweep_lines, sweep_hint
 from app.sweeper import SweepStart, start_sweep
 from app.system import system_stats
@@ -67,7 +67,7 @@ def _grid_rows(
 
 
 def _launch_panel(
-    configs: list[str], devices: list[str], hidden: bool, backend: Backend
+    configs: list[dict[str, Any]], devices: list[str], hidden: bool, backend: Backend
 ) -> html.Section:
     def field(label: str, component: Any) -> html.Label:
         return html.Label(
@@ -85,7 +85,7 @@ def _launch_panel(
             dcc.Dropdown(
                 id="exp-config",
                 options=configs,
-                value=configs[0] if configs else None,
+                value=next((o["value"] for o in configs if not o.get("disabled")), None),
                 clearable=False,
                 placeholder="no configs found",
             ),
@@ -180,7 +180,7 @@ def _actions_panel(hidden: bool) -> html.Section:
 def layout(**kwargs: Any) -> html.Div:
     """The page; query-string arguments are ignored."""
     c = current_context()
-    configs = [] if c.read_only else list_configs(c.configs_dir)
+    configs = [] if c.read_only else config_options(c.configs_dirs)
     devices = ["auto"] if c.read_only else c.launcher.devices()
     rows = _grid_rows(list_runs(c.runs_dir))
     sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
@@ -243,13 +243,15 @@ def layout(**kwargs: Any) -> html.Div:
 # -- views (pure) --------------------------------------------------------------------------
 
 
-def _no_runs_text(configs: list[str], read_only: bool) -> str:
+def _no_runs_text(configs: list[dict[str, Any]], read_only: bool) -> str:
     """The experiments page's sentence while the runs directory holds no run."""
     if read_only:
         return "No runs in this runs directory yet."
-    if not configs:
+    labels = [o["label"] for o in configs if not o.get("disabled")]
+    if not labels:
         return "No runs yet: put a config file into the configs folder, then press Launch."
-    pick = "demo_cnn3d.py" if "demo_cnn3d.py" in configs else configs[0]
+    demo = [n for n in labels if n.rsplit("/", 1)[-1] == "demo_cnn3d.py"]
+    pick = (demo or labels)[0]
     return f"No runs yet: pick {pick} and press Launch."
 
 
@@ -477,14 +479,14 @@ def tail_log(_n: int | None, selected: str | None, sig: list | None) -> tuple:
 )
 def show_sweep_form(config: Any) -> tuple:
     c = current_context()
-    section = None if c.read_only else _config_sweep(c.configs_dir, config)
+    section = None if c.read_only else _config_sweep(c.configs_dirs, config)
     if section is None:
         return "", True, False, no_update
     hint = sweep_hint(section, c.launcher.runner.sweep_limit())
     return hint, False, True, section.max_parallel
 
 
-def _config_sweep(configs_dir: Path, config: Any) -> SweepSection | None:
+def _config_sweep(configs_dir: tuple[Path, ...], config: Any) -> SweepSection | None:
     """The sweep section of a launchable config, or ``None``."""
     try:
         return read_sweep_section(resolve_config(configs_dir, config))
@@ -523,7 +525,7 @@ def launch_run(
     c = current_context()
     if c.read_only:
         return _message(_READ_ONLY, False), "", no_update, no_update, no_update
-    section = _config_sweep(c.configs_dir, config)
+    section = _config_sweep(c.configs_dirs, config)
     try:
         resources = c.launcher.runner.resources_from_form(_form_values(ids, values))
         overrides = {"n_steps": n_steps, "batch_size": batch_size, "lr": lr}
