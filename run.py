@@ -827,9 +827,10 @@ def cmd_view(args: argparse.Namespace) -> int:
     for layer in layers:
         print(f"  {layer.name}: {layer.kind}, {tuple(layer.data.shape)} voxels of "
               f"{layer.voxel_size} {layer.unit}, offset {layer.offset}")  # fmt: skip
-    print(f"neuroglancer: {shown.get_viewer_url()}  (Ctrl+C stops)", flush=True)
     stop = threading.Event()
+    # before the URL is out: whoever reads it may stop the viewer at once
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"neuroglancer: {shown.get_viewer_url()}  (Ctrl+C stops)", flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
