@@ -266,8 +266,7 @@ def segment_to_disk(
             run.components(0, seed_mask, lambda box, v: seeds.write(box, v[None]))
             run.flood(reader, seeds, setting, halo)
         else:
-            t = np.float32(setting.threshold)
-            run.components(0, lambda box: reader.float(box) < t,
+            run.components(0, lambda box: reader.below(box, setting.threshold),
                            lambda box, v: out.write(box, v[None]))  # fmt: skip
         out.finish()
     finally:
@@ -329,6 +328,14 @@ class _Reader:
     def _raw(self, box: tuple[slice, ...]) -> np.ndarray:
         return self.prob.read((slice(self.channel, self.channel + 1), *box))[0]
 
+    def below(self, box: tuple[slice, ...], threshold: float) -> np.ndarray:
+        """``membrane_map(...) < threshold`` without making the float map: the stored values
+        compared in float32 (clipping to [0, 1] changes no answer for a threshold in (0, 1])."""
+        raw, t = self._raw(box), np.float32(threshold)
+        if self.prob.dtype == np.uint8:
+            return (np.arange(256, dtype=np.float32) / np.float32(255) < t)[raw]
+        return raw < t
+
     def float(self, box: tuple[slice, ...]) -> np.ndarray:
         return membrane_map(self._raw(box), self.prob.dtype, as_uint8=False)
 
@@ -359,16 +366,23 @@ class _Passes:
 
     def components(self, p: int, mask_of: Callable, write: Callable) -> None:
         """Passes ``p`` (faces and counts) and ``p + 1`` (labels through the merged table)."""
+        last = None
         for i in self._todo(p):
             c = local_components(mask_of(self.blocks[i]))
+            last = (i, c.labels)
             buf = io.BytesIO()
             np.savez(buf, count=np.int64(c.count), **c.faces.as_arrays())
             atomic_write_bytes(self.work / f"faces-{i}.npz", buf.getvalue())
             self._done(p, i, "components")
         table, counts = self._table()
         self.n_labels = int(table.max()) if table.size else 0
-        for i in self._todo(p + 1):
-            labels = local_components(mask_of(self.blocks[i])).labels
+        # backwards: the block pass p ended with is labelled already
+        for i in reversed(self._todo(p + 1)):
+            if last is not None and last[0] == i:
+                labels = last[1]
+            else:
+                labels = local_components(mask_of(self.blocks[i])).labels
+            last = None
             write(self.blocks[i], block_table(table, counts, i)[labels])
             self._done(p + 1, i, "labels" if self.n_passes == 2 else "seeds")
 
