@@ -214,3 +214,32 @@ def test_cli_segments_at_the_saved_threshold_and_names_bad_input(tmp_path):
                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1 and "nope" in bad.stderr
+
+
+def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
+    from trainer.evaluation.neurons import evaluate_neurons
+    from trainer.metrics import evaluate_arrays
+    from trainer.synthetic import generate_cube_neurons
+
+    grid = {"thresh": [0, 9], "grow_it": [(0, 0, 0), (1, 1, 1)], "hi_thresh": [Quantile(0.8)],
+            "lo_thresh": [Quantile(0.3), 20]}  # fmt: skip
+    records = []
+    for seed in (4, 5):
+        _, lab, ids = generate_cube_neurons((12, 40, 40), np.random.default_rng(seed))
+        noise = np.random.default_rng(seed).random(lab.shape)
+        prob = np.clip(0.7 * lab + 0.5 * noise, 0, 1).astype(np.float32)
+        records.append(evaluate_neurons(ids, prob, thresholds=[0.5], grid=grid, n_proc=1))
+    runs.eval_dir(tmp_path).mkdir()
+    runs.write_result(runs.result_path(tmp_path, "FINAL"), {"valid": evaluate_arrays(lab, prob)},
+                      neurons=records)  # fmt: skip
+    are = np.mean([r["search/adapted_rand_error"] for r in records], axis=0)
+    row = int(np.argmin(are))
+    s = setting_from_run(tmp_path, seeded=True)
+    assert s.method == "seeded" and "FINAL.h5" in s.source
+    assert s.thresh == records[0]["search/thresh"][row]
+    assert s.grow_it == tuple(int(records[0][f"search/grow_{a}"][row]) for a in "zyx")
+    assert s.hi_thresh == Quantile(0.8)
+    lo_q = records[0]["search/lo_quantile"][row]
+    assert s.lo_thresh == (Quantile(0.3) if np.isfinite(lo_q) else 20.0)
+    with pytest.raises(PredictionError, match="no readable evaluation result"):
+        setting_from_run(tmp_path, seeded=True, result="NOPE")
