@@ -126,6 +126,7 @@ import json, sys, psutil
 sys.path.insert(0, {repo!r})
 from trainer.predictions import read_prediction
 from trainer.segment_volume import SegmentSetting, segment_to_disk
+import zarr, numcodecs, scipy.sparse.csgraph  # what segment_to_disk imports when it runs
 before = psutil.Process().memory_info().rss
 vol, rec = read_prediction({prob!r}, "prob")
 out = segment_to_disk(vol, rec, {out!r}, SegmentSetting({method!r}, threshold=0.5),
