@@ -237,7 +237,7 @@ def segment_to_disk(
         )
     shape = tuple(int(n) for n in prob.shape[1:])
     seeded = setting.method == "seeded"
-    reader = _Reader(prob, channel, seeded)
+    reader = _Reader(prob, channel)
     if seeded:
         setting = _resolved(setting, reader, shape)
     if block is None:
@@ -322,7 +322,7 @@ def _inner(box: Sequence[slice], grown: Sequence[slice]) -> tuple[slice, ...]:
 class _Reader:
     """The membrane channel of the prediction, box by box."""
 
-    def __init__(self, prob: Volume, channel: int, seeded: bool) -> None:
+    def __init__(self, prob: Volume, channel: int) -> None:
         self.prob, self.channel = prob, channel
 
     def _raw(self, box: tuple[slice, ...]) -> np.ndarray:

@@ -243,3 +243,29 @@ def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp
     assert s.lo_thresh == (Quantile(0.3) if np.isfinite(lo_q) else 20.0)
     with pytest.raises(PredictionError, match="no readable evaluation result"):
         setting_from_run(tmp_path, seeded=True, result="NOPE")
+
+
+def test_an_hdf5_prediction_gets_standalone_labels_on_its_grid(tmp_path):
+    mem = membrane((12, 20, 20), seed=6)
+    prob = np.stack([1 - mem, mem]).astype(np.float16)
+    record = {"shape": list(prob.shape), "dtype": "float16", "tile": [12, 20, 20],
+              "padding": "crop", "offsets": [1, 2, 2], "input": {"path": "em.h5"},
+              "model": {"weights": "sha256:0"}, **GRID, "done": [], "complete": False}  # fmt: skip
+    hdf5 = {"axes": "c,z,y,x", "voxel_size": GRID["voxel_size"], "unit": "nanometer",
+            "translation": GRID["translation"]}  # fmt: skip
+    out = PredictionOutput.open(tmp_path / "prob.h5", "prob", record, {"zarr": {}, "hdf5": hdf5})
+    out.write((slice(0, 12), slice(0, 20), slice(0, 20)), prob)
+    out.mark_done(0)
+    out.finish()
+    vol, rec = read_prediction(tmp_path / "prob.h5", "prob")
+    assert label_location(tmp_path / "prob.h5", tmp_path / "neurons.zarr") is None
+    setting = SegmentSetting("components", threshold=0.4)
+    path = segment_to_disk(vol, rec, tmp_path / "neurons.zarr", setting, block=(5, 8, 8))
+    ref = segment_in_memory(membrane_map(prob[1], np.float16, False), setting)
+    assert same_partition(read_labels(path), ref) and ref.max() > 1
+    ms = json.loads((path / ".zattrs").read_text())["multiscales"][0]
+    transforms = ms["datasets"][0]["coordinateTransformations"]
+    assert transforms == [{"type": "scale", "scale": [1.0, 20.0, 9.0, 9.0]},
+                          {"type": "translation", "translation": [0.0, 40.0, 18.0, 9.0]}]  # fmt: skip
+    with pytest.raises(PredictionError, match="OME-Zarr label image, a folder"):
+        segment_to_disk(vol, rec, tmp_path / "neurons.h5", setting)
