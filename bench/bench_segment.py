@@ -11,7 +11,9 @@
    * ``blockwise``: ``segment_to_disk`` with ``--memory-gb 2`` (its default) and with
      ``--block 64 64 64`` (many blocks: the merge and the halos at work).
 
-   Best of ``--repeats`` each; printed: seconds, voxels per second, blockwise / in-memory
+   and once more with ``--memory-gb 2`` and ``os.fsync`` made a no-op, to show what the
+   durability (every chunk, faces file and record fsynced before a block counts as done)
+   costs. Best of ``--repeats`` each; printed: seconds, voxels per second, blockwise / in-memory
    (goal >= 0.7x), and whether the labels are the same partition.
 2. **Memory, on a volume 4x the budget.** A prediction whose uint64 labels alone take 4x
    ``--budget-gb`` is segmented with ``--memory-gb`` = the budget in a fresh process; its
@@ -172,6 +174,16 @@ def main() -> None:
                 same = same_partition(tmp / "mem.zarr", tmp / "blk.zarr")
                 print(f"  {s.method:10s} {label:22s} {t:7.2f} s  {voxels / t / 1e6:6.1f} Mvox/s"
                       f"  {ref / t:5.2f}x in-memory  same partition: {same}")  # fmt: skip
+            if s.method == "components":
+                # what durability costs: the same run with os.fsync a no-op (bench only)
+                real, os.fsync = os.fsync, lambda fd: None
+                try:
+                    t = min(blockwise(prob, tmp / "blk.zarr", s, memory_gb=2.0)
+                            for _ in range(args.repeats))  # fmt: skip
+                finally:
+                    os.fsync = real
+                print(f"  {s.method:10s} {'same, fsync off':22s} {t:7.2f} s  "
+                      f"{voxels / t / 1e6:6.1f} Mvox/s  {ref / t:5.2f}x in-memory")  # fmt: skip
         # a volume whose uint64 labels alone are 4x the budget
         edge = int(round((4 * args.budget_gb * 2**30 / 8) ** (1 / 3)))
         big = (edge, edge, edge)

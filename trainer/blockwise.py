@@ -74,23 +74,35 @@ def grow_box(box: Sequence[slice], halo: int, shape: Sequence[int]) -> tuple[sli
 def block_shape_for(
     shape: Sequence[int], budget_bytes: float, bytes_per_voxel: float, halo: int = 0
 ) -> tuple[int, int, int]:
-    """The cubic block whose working set, ``bytes_per_voxel`` per voxel of the block grown by
-    ``halo`` on every side, fits ``budget_bytes``; edges rounded down to multiples of
-    ``ALIGN`` (where at least one fits) and cut to ``shape``.
+    """The largest block whose working set, ``bytes_per_voxel`` per voxel of the block grown
+    by ``halo`` on every side, fits ``budget_bytes``.
+
+    Axes are sized from the shortest: an axis the budget covers whole is taken whole, and
+    what it leaves goes to the others; edges cut inside the volume are rounded down to
+    multiples of ``ALIGN`` (the output's chunk edge) where at least one fits. A volume that
+    fits the budget is one block.
 
     Raises:
         ValueError: the budget does not hold even a block of ``ALIGN // 4`` voxels a side.
     """
-    edge = int((budget_bytes / bytes_per_voxel) ** (1 / 3)) - 2 * halo
-    if edge < ALIGN // 4:
-        need = bytes_per_voxel * (ALIGN // 4 + 2 * halo) ** 3
-        raise ValueError(
-            f"a memory budget of {budget_bytes / 2**30:.3g} GB holds no block: it needs at "
-            f"least {need / 2**30:.3g} GB here; give a larger --memory-gb"
-        )
-    if edge >= ALIGN:
-        edge -= edge % ALIGN
-    return tuple(min(edge, int(n)) for n in shape)  # type: ignore[return-value]
+    voxels = budget_bytes / bytes_per_voxel
+    edges = [0, 0, 0]
+    for left, a in zip((3, 2, 1), sorted(range(3), key=lambda k: shape[k])):
+        n = int(shape[a])
+        e = int(voxels ** (1 / left) + 1e-9) - 2 * halo
+        if e >= n:
+            e = n
+        elif e >= ALIGN:
+            e -= e % ALIGN
+        if e < min(ALIGN // 4, n):
+            need = bytes_per_voxel * (ALIGN // 4 + 2 * halo) ** 3
+            raise ValueError(
+                f"a memory budget of {budget_bytes / 2**30:.3g} GB holds no block: it needs "
+                f"at least {need / 2**30:.3g} GB here; give a larger --memory-gb"
+            )
+        edges[a] = e
+        voxels /= min(e + 2 * halo, n)
+    return tuple(edges)  # type: ignore[return-value]
 
 
 @dataclasses.dataclass(frozen=True)

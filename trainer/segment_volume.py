@@ -238,8 +238,6 @@ def segment_to_disk(
     shape = tuple(int(n) for n in prob.shape[1:])
     seeded = setting.method == "seeded"
     reader = _Reader(prob, channel)
-    if seeded:
-        setting = _resolved(setting, reader, shape)
     if block is None:
         budget = memory_gb * 2**30
         try:
@@ -248,6 +246,8 @@ def segment_to_disk(
         except ValueError as e:
             raise PredictionError(str(e)) from None
     blocks, grid = plan_blocks(shape, block)
+    if seeded:
+        setting = _resolved(setting, reader, blocks)
     path = Path(output)
     if path.suffix.lower() in (".h5", ".hdf5"):
         raise PredictionError(
@@ -275,11 +275,12 @@ def segment_to_disk(
     return path
 
 
-def _resolved(setting: SegmentSetting, reader: _Reader, shape: tuple[int, ...]) -> SegmentSetting:
+def _resolved(setting: SegmentSetting, reader: _Reader, blocks: list) -> SegmentSetting:
+    """``setting`` with its ``Quantile`` thresholds as values of the whole map (one pass)."""
     if not any(isinstance(v, Quantile) for v in (setting.hi_thresh, setting.lo_thresh)):
         return setting
     hist = np.zeros(256, np.int64)
-    for box in plan_blocks(shape, (64, *shape[1:]))[0]:
+    for box in blocks:
         hist += np.bincount(reader.uint8(box).ravel(), minlength=256)
     return dataclasses.replace(
         setting,
@@ -309,10 +310,15 @@ def _seed_mask(
         if s.thresh == 0:
             seeds = pred <= s.lo_thresh
         else:
-            seeds = seed_depth2(pred, s.lo_thresh, s.scale, 1) > float(s.thresh) ** 2
+            seeds = seed_depth2(pred, s.lo_thresh, s.scale, _threads()) > float(s.thresh) ** 2
         return seeds[_inner(box, grown)]
 
     return mask
+
+
+def _threads() -> int:
+    """Threads of the distance transforms: all cores, as ``seeded_watershed``'s."""
+    return os.cpu_count() or 1
 
 
 def _inner(box: Sequence[slice], grown: Sequence[slice]) -> tuple[slice, ...]:
@@ -430,7 +436,7 @@ def _flood_block(
     markers[slack_mask(pred)] = n_seeds + 1
     if not markers.any():
         return np.zeros(pred.shape, np.int64)
-    ws = watershed(flood_landscape(pred, s.hi_thresh, s.scale, 1), markers)
+    ws = watershed(flood_landscape(pred, s.hi_thresh, s.scale, _threads()), markers)
     ws[ws == n_seeds + 1] = 0
     return grow_segments(ws, s.grow_it)
 
