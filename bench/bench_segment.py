@@ -1,6 +1,6 @@
 """``run.py segment`` blockwise against the in-memory segmentation, and its peak memory.
 
-    python bench/bench_segment.py [--shape 128 256 256] [--repeats 3] [--budget-gb 0.0625]
+    python bench/bench_segment.py [--shape 128 256 256] [--repeats 3] [--budget-gb 0.125]
 
 1. **Speed, on a volume that fits.** A synthetic prediction (float16, 2 classes, written
    with the predict store's writer) is segmented
@@ -148,7 +148,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shape", type=int, nargs=3, default=(128, 256, 256))
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--budget-gb", type=float, default=0.0625)
+    ap.add_argument("--budget-gb", type=float, default=0.125)
     ap.add_argument("--skip-seeded", action="store_true")
     args = ap.parse_args()
     print("load average before:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))

@@ -85,6 +85,10 @@ WORK_DIR = ".segment-work"
 #: landscape, markers, flood, scikit-image's queue, growth copies)
 BYTES_PER_VOXEL = {"components": 40.0, "seeded": 96.0}
 DEFAULT_HALO = 24
+#: of the memory budget, what is not the blocks': zarr's reading and writing threads and
+#: their buffers, the merge's faces (measured about 30 MB beyond the imports, whatever the
+#: block: bench/bench_segment.py)
+RESERVE_BYTES = 48 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +223,8 @@ def segment_to_disk(
             with ``label_name`` set makes it one of the prediction's labels.
         setting: what to compute.
         channel: the membrane class of the prediction.
-        memory_gb: the working memory to stay within (sets the block shape).
+        memory_gb: the working memory to stay within beyond the interpreter and libraries
+            (sets the block shape; ``RESERVE_BYTES`` of it are not the blocks').
         block: the block shape instead.
         halo: voxels of context around each watershed block.
         label_name: the name under ``<prob>/labels`` (``label_location``), or ``None``.
@@ -239,12 +244,20 @@ def segment_to_disk(
     seeded = setting.method == "seeded"
     reader = _Reader(prob, channel)
     if block is None:
-        budget = memory_gb * 2**30
+        budget = max(memory_gb * 2**30 - RESERVE_BYTES, 0.0)
         try:
             block = block_shape_for(shape, budget, BYTES_PER_VOXEL[setting.method],
                                     halo if seeded else 0)  # fmt: skip
-        except ValueError as e:
-            raise PredictionError(str(e)) from None
+        except ValueError:
+            smallest = block_shape_for(shape, 2**40, 1.0)  # any block: the volume's shape
+            need = BYTES_PER_VOXEL[setting.method] * np.prod(
+                [min(16, n) + 2 * (halo if seeded else 0) for n in smallest]
+            )
+            raise PredictionError(
+                f"--memory-gb {memory_gb:g} holds no block: {setting.method} needs at least "
+                f"{(need + RESERVE_BYTES) / 2**30:.3g} GB here (with {RESERVE_BYTES >> 20} MB "
+                "for reading and writing); give a larger --memory-gb"
+            ) from None
     blocks, grid = plan_blocks(shape, block)
     if seeded:
         setting = _resolved(setting, reader, blocks)

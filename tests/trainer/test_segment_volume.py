@@ -164,6 +164,8 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(tmp_path):
     out = tmp_path / "seg.zarr"
     with pytest.raises(KeyboardInterrupt):
         segment_to_disk(vol, record, out, setting, block=(10, 16, 16), progress=stop_after_five)
+    with pytest.raises(PredictionError, match="--memory-gb 0.01 holds no block"):
+        segment_to_disk(vol, record, tmp_path / "other.zarr", setting, memory_gb=0.01)
     with pytest.raises(PredictionError, match="threshold: recorded 0.35, now 0.5"):
         segment_to_disk(vol, record, out, SegmentSetting("components", threshold=0.5))
     calls.clear()
