@@ -16,7 +16,8 @@
    costs. Best of ``--repeats`` each; printed: seconds, voxels per second, blockwise / in-memory
    (goal >= 0.7x), and whether the labels are the same partition.
 2. **Memory, on a volume 4x the budget.** A prediction whose uint64 labels alone take 4x
-   ``--budget-gb`` is segmented with ``--memory-gb`` = the budget in a fresh process; its
+   ``--budget-gb`` is segmented (each setting) with ``--memory-gb`` = the budget in a fresh
+   process; its
    peak resident memory (``VmHWM``) is printed with the process's resident
    memory after its imports, before it starts.
 
@@ -128,11 +129,11 @@ import json, sys, psutil
 sys.path.insert(0, {repo!r})
 from trainer.predictions import read_prediction
 from trainer.segment_volume import SegmentSetting, segment_to_disk
-import zarr, numcodecs, scipy.sparse.csgraph  # what segment_to_disk imports when it runs
+from trainer.segmentation import Quantile
+import zarr, skimage.segmentation, numcodecs, scipy.sparse.csgraph  # what segment_to_disk imports when it runs
 before = psutil.Process().memory_info().rss
 vol, rec = read_prediction({prob!r}, "prob")
-out = segment_to_disk(vol, rec, {out!r}, SegmentSetting({method!r}, threshold=0.5),
-                      memory_gb={budget}, overwrite=True)
+out = segment_to_disk(vol, rec, {out!r}, {setting}, memory_gb={budget}, overwrite=True)
 # VmHWM: the high-water mark of this program's memory (ru_maxrss would count the parent's
 # pages at fork: Linux keeps it across exec)
 hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
@@ -150,6 +151,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--budget-gb", type=float, default=0.125)
     ap.add_argument("--skip-seeded", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only part 2")
     args = ap.parse_args()
     print("load average before:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     tmp = Path(tempfile.mkdtemp(prefix="bench_segment_"))
@@ -163,7 +165,7 @@ def main() -> None:
             settings.append(SegmentSetting("seeded", thresh=0, hi_thresh=Quantile(0.75),
                                            lo_thresh=Quantile(0.3)))  # fmt: skip
         print(f"volume {shape} ({voxels / 1e6:.1f} M voxels), best of {args.repeats}")
-        for s in settings:
+        for s in [] if args.memory_only else settings:
             ref = min(in_memory(prob, tmp / "mem.zarr", s) for _ in range(args.repeats))
             print(
                 f"  {s.method:10s} in-memory            {ref:7.2f} s  {voxels / ref / 1e6:6.1f} Mvox/s"
@@ -188,22 +190,24 @@ def main() -> None:
         edge = int(round((4 * args.budget_gb * 2**30 / 8) ** (1 / 3)))
         big = (edge, edge, edge)
         write_prediction(prob, big)
-        code = PEAK.format(repo=str(REPO), prob=str(prob), out=str(tmp / "big.zarr"),
-                           method="components", budget=args.budget_gb)  # fmt: skip
-        t = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-        t = time.perf_counter() - t
-        if done.returncode != 0:
-            raise SystemExit(done.stderr)
-        mem = json.loads(done.stdout.strip().splitlines()[-1])
         budget = args.budget_gb * 2**30
-        print(
-            f"memory: volume {big} ({np.prod(big) * 8 / 2**30:.3f} GB of uint64 labels = "
-            f"{np.prod(big) * 8 / budget:.1f}x the budget of {args.budget_gb} GB), {t:.1f} s"
-        )
-        print(f"  peak RSS {mem['peak'] / 2**20:.0f} MB; after imports {mem['before'] / 2**20:.0f} MB;"
-              f" peak - imports {(mem['peak'] - mem['before']) / 2**20:.0f} MB"
-              f" (budget {budget / 2**20:.0f} MB)")  # fmt: skip
+        print(f"memory: volume {big} ({np.prod(big) * 8 / 2**30:.3f} GB of uint64 labels = "
+              f"{np.prod(big) * 8 / budget:.1f}x the budget of {args.budget_gb} GB)")  # fmt: skip
+        for s in settings:
+            text = ("SegmentSetting('components', threshold=0.5)" if s.method == "components"
+                    else "SegmentSetting('seeded', thresh=0, hi_thresh=Quantile(0.75), "
+                         "lo_thresh=Quantile(0.3))")  # fmt: skip
+            code = PEAK.format(repo=str(REPO), prob=str(prob), out=str(tmp / "big.zarr"),
+                               setting=text, budget=args.budget_gb)  # fmt: skip
+            t = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            t = time.perf_counter() - t
+            if done.returncode != 0:
+                raise SystemExit(done.stderr)
+            mem = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  {s.method:10s} {t:6.1f} s  peak RSS {mem['peak'] / 2**20:.0f} MB; after "
+                  f"imports {mem['before'] / 2**20:.0f} MB; peak - imports "
+                  f"{(mem['peak'] - mem['before']) / 2**20:.0f} MB (budget {budget / 2**20:.0f} MB)")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print("load average after:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))

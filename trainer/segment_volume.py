@@ -81,9 +81,10 @@ __all__ = [
 LABELS_KEY = "0"
 #: the work folder inside an unfinished output: faces, label tables, seeds
 WORK_DIR = ".segment-work"
-#: estimated working bytes per voxel of a block (components) and of a grown block (watershed:
-#: landscape, markers, flood, scikit-image's queue, growth copies)
-BYTES_PER_VOXEL = {"components": 40.0, "seeded": 96.0}
+#: working bytes per voxel of a block (components) and of a grown block (watershed: landscape,
+#: markers, flood, scikit-image's queue, growth copies; measured about 70 beyond a fixed
+#: 60 MB on one block of 96³ and of 128³)
+BYTES_PER_VOXEL = {"components": 40.0, "seeded": 128.0}
 DEFAULT_HALO = 24
 #: of the memory budget, what is not the blocks': zarr's reading and writing threads and
 #: their buffers, the merge's faces (measured about 30 MB beyond the imports, whatever the
