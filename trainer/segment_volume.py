@@ -273,13 +273,15 @@ def segment_to_disk(
                                 overwrite=overwrite)  # fmt: skip
     run = _Passes(out, blocks, grid, path / WORK_DIR, progress, 3 if seeded else 2)
     try:
-        if seeded:
+        # a complete output (its work folder gone) has nothing left to do
+        unfinished = len(out.done) < run.n_passes * len(blocks)
+        if unfinished and seeded:
             seeds = PredictionOutput.open(run.work / "seeds.zarr", "seeds", {**record, "done": []},
                                           {"zarr": {}, "hdf5": {}})  # fmt: skip
             seed_mask = _seed_mask(reader, setting, shape)
             run.components(0, seed_mask, lambda box, v: seeds.write(box, v[None]))
             run.flood(reader, seeds, setting, halo)
-        else:
+        elif unfinished:
             run.components(0, lambda box: reader.below(box, setting.threshold),
                            lambda box, v: out.write(box, v[None]))  # fmt: skip
         out.finish()

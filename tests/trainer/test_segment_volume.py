@@ -175,6 +175,10 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(tmp_path):
     assert calls[0][1] == 6
     ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, False), setting)
     assert same_partition(read_labels(out), ref) and ref.max() > 3
+    calls.clear()  # a rerun of a complete output does nothing and changes nothing
+    segment_to_disk(vol, record, out, setting, block=(10, 16, 16),
+                    progress=lambda *a: calls.append(a))  # fmt: skip
+    assert calls == [] and same_partition(read_labels(out), ref)
 
 
 def test_labels_inside_the_prediction_only_under_labels(tmp_path):
