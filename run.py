@@ -6,6 +6,8 @@
     python run.py sweep CONFIG        run the config's hyperparameter sweep (one run per trial)
     python run.py evaluate RUN_DIR    evaluate a run's snapshot on its validation/training cubes
     python run.py predict RUN_DIR INPUT OUTPUT   predict a whole volume block by block to disk
+    python run.py segment RUN_DIR PROB OUTPUT    turn a prediction into neuron labels, blockwise
+    python run.py view PATH[:KEY] ...  open volumes in neuroglancer as aligned layers
     python run.py demo-data [DIR]     write the synthetic EM-like demo data set
 
 Run `python run.py <command> --help` for the options of each command.
@@ -21,7 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "view", "demo-data")
+COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "segment", "view", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
 
 
@@ -173,6 +175,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="start again over an existing prediction (of anything else)")  # fmt: skip
     p.add_argument("--debug", action="store_true")
+
+    s = sub.add_parser("segment", help="turn a prediction into neuron labels, block by block")
+    s.add_argument("run_dir", help="the run whose saved threshold or neuron scores are used")
+    s.add_argument("prob", help="the output of run.py predict (zarr folder or HDF5 file)")
+    s.add_argument("output", help="PROB/labels/NAME (a label image of an OME-Zarr prediction) "
+                                  "or a new zarr folder; resumed when it holds this same "
+                                  "segmentation")  # fmt: skip
+    s.add_argument("--key", default="prob", help="the prediction's array key (default prob)")
+    how = s.add_mutually_exclusive_group()
+    how.add_argument("--threshold", type=float, metavar="T",
+                     help="components of membrane < T (default: eval/threshold.json)")  # fmt: skip
+    how.add_argument("--seeded", action="store_true",
+                     help="the optimised seeded watershed of `evaluate --instances`")  # fmt: skip
+    s.add_argument("--result", help="with --seeded: the result name (default: the saved "
+                                    "threshold's, else the newest with neuron scores)")  # fmt: skip
+    s.add_argument("--channel", type=int, default=1, help="the membrane class (default 1)")
+    s.add_argument("--memory-gb", type=float, default=2.0,
+                   help="working memory to stay within; sets the block shape (default 2)")  # fmt: skip
+    s.add_argument("--block", type=int, nargs=3, metavar=("Z", "Y", "X"),
+                   help="block shape instead of --memory-gb's")  # fmt: skip
+    s.add_argument("--halo", type=int, default=24,
+                   help="voxels of context around each watershed block (default 24)")  # fmt: skip
+    s.add_argument("--overwrite", action="store_true",
+                   help="start again over an existing segmentation")  # fmt: skip
+    s.add_argument("--debug", action="store_true")
 
     v = sub.add_parser("view", help="open volumes in neuroglancer as aligned layers")
     v.add_argument("volumes", nargs="+", metavar="PATH[:KEY]",
@@ -644,6 +671,53 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    setup_logging(None, args.debug)
+    from trainer.prediction_store import DiskFullError
+    from trainer.predictions import read_prediction
+    from trainer.segment_volume import label_location, segment_to_disk, setting_from_run
+    from trainer.volumes import VolumeError
+
+    def show(name: str, done: int, total: int, seconds: float) -> None:
+        eta = seconds / max(done, 1) * (total - done)
+        print(f"\r{name}: block {done}/{total} ({100 * done // total}%), {seconds:.0f} s, "
+              f"ETA {eta:.0f} s ", end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip
+
+    try:
+        if not Path(args.run_dir).is_dir():
+            raise ValueError(f"{args.run_dir}: no such run directory")
+        setting = setting_from_run(args.run_dir, args.threshold, args.seeded, args.result)
+        volume, record = read_prediction(args.prob, args.key)
+        name = label_location(args.prob, args.output)
+        print(f"segmenting {volume.name} ({setting.method}, from {setting.source})",
+              file=sys.stderr)  # fmt: skip
+        out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
+                              memory_gb=args.memory_gb, block=args.block, halo=args.halo,
+                              label_name=name, progress=show, overwrite=args.overwrite)  # fmt: skip
+        if name is not None:
+            from trainer.segment_volume import register_label
+
+            register_label(args.prob, name)
+    except DiskFullError as e:
+        print(f"\nrun.py segment: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, FileNotFoundError, VolumeError) as e:
+        print(f"run.py segment: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+    except OSError as e:
+        from trainer.prediction_store import disk_full
+
+        if not disk_full(e):
+            raise
+        print(f"\nrun.py segment: no space left on device writing {args.output}; free space "
+              "and run the same command again: it resumes after the blocks done", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    print(f"neuron labels in {out}['0']")
+    return EXIT_OK
+
+
 def _provenance(run_dir: str, run: object) -> dict:
     """What ``run.py predict`` records about the run it predicts with."""
     import hashlib
@@ -856,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"dashboard": cmd_dashboard, "train": cmd_train, "sweep": cmd_sweep,
                "evaluate": cmd_evaluate,
-               "predict": cmd_predict, "view": cmd_view,
+               "predict": cmd_predict, "segment": cmd_segment, "view": cmd_view,
                "demo-data": cmd_demo_data}[args.command]  # fmt: skip
     return handler(args)
 

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -313,24 +314,37 @@ def _remove(path: Path) -> None:
 
 
 def _fsync_files(files: Sequence[Path] | Iterator[Path]) -> None:
-    """fsync each existing file and, once each, the folders holding them (for the renames)."""
-    folders = set()
-    for file in files:
-        try:
-            fd = os.open(file, os.O_RDONLY)
-        except FileNotFoundError:
-            continue  # an all-zero chunk is not stored (zarr's write_empty_chunks=False)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        folders.add(file.parent)
+    """fsync each existing file and, once each, the folders holding them (for the renames).
+
+    The files are fsynced on a few threads at once (``os.fsync`` releases the GIL): the disk
+    and its journal take the flushes together instead of one after another, about twice as
+    fast for a block's chunk files on a shared disk (bench/bench_segment.py).
+    """
+    files = list(files)
+    if len(files) > 1:
+        with ThreadPoolExecutor(min(8, len(files))) as pool:
+            folders = {f for f in pool.map(_fsync_file, files) if f is not None}
+    else:
+        folders = {f for f in map(_fsync_file, files) if f is not None}
     for folder in folders:
         fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _fsync_file(file: Path) -> Path | None:
+    """fsync ``file``; its folder, or ``None`` when it does not exist."""
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # an all-zero chunk is not stored (zarr's write_empty_chunks=False)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return file.parent
 
 
 def _fsync_tree(path: Path) -> None:
