@@ -208,23 +208,25 @@ def volume_layers(
     name = (volume.key.rstrip("/").split("/")[-1] if volume.key else "") or Path(path).stem
     if name.isdigit():  # an OME-Zarr level: the group's name says more
         name = Path(volume.key).parent.name or Path(path).stem
+    kind = kind or guess_kind(volume)
+    if kind == "segmentation" and np.dtype(volume.dtype).kind not in "iu":
+        raise ViewerError(
+            f"{volume.name} holds {volume.dtype} values: a segmentation holds integer ids; "
+            "show it as an image (without --segmentation)"
+        )
+    ids = kind == "segmentation"
     if len(volume.shape) == 3:
-        kind = kind or guess_kind(volume)
-        if kind == "segmentation" and np.dtype(volume.dtype).kind not in "iu":
-            raise ViewerError(
-                f"{volume.name} holds {volume.dtype} values: a segmentation holds integer ids; "
-                "show it as an image (without --segmentation)"
-            )
-        data = _VolumeArray(volume, ids=kind == "segmentation")
-        return [Layer(name, data, kind, **common)], grid is not None
+        return [Layer(name, _VolumeArray(volume, ids=ids), kind, **common)], grid is not None
     n = volume.shape[0]
+    if ids and n == 1:  # an OME-Zarr label image keeps the image's channel axis, of size 1
+        return [Layer(name, _VolumeArray(volume, 0, ids=True), kind, **common)], grid is not None
     floats = np.dtype(volume.dtype).kind == "f"
     layers = [
         Layer(
             f"{name}[{c}]",
-            _VolumeArray(volume, c),
-            kind or "image",
-            visible=n != 2 or c == 1,
+            _VolumeArray(volume, c, ids=ids),
+            kind,
+            visible=ids or n != 2 or c == 1,
             probability=floats,
             **common,
         )  # fmt: skip

@@ -275,3 +275,21 @@ def test_an_hdf5_prediction_gets_standalone_labels_on_its_grid(tmp_path):
                           {"type": "translation", "translation": [0.0, 40.0, 18.0, 9.0]}]  # fmt: skip
     with pytest.raises(PredictionError, match="OME-Zarr label image, a folder"):
         segment_to_disk(vol, rec, tmp_path / "neurons.h5", setting)
+
+
+def test_the_viewer_opens_the_labels_as_one_segmentation_on_the_predictions_grid(tmp_path):
+    from app import viewer
+
+    prob_path = write_prediction(tmp_path / "prob.zarr", membrane((12, 20, 18)))
+    vol, record = read_prediction(prob_path, "prob")
+    out_path = prob_path / "labels" / "neurons"
+    name = label_location(prob_path, out_path)
+    segment_to_disk(vol, record, out_path, SegmentSetting("components", threshold=0.35),
+                    block=(12, 20, 18), label_name=name)  # fmt: skip
+    register_label(prob_path, name)
+    layers = {layer.name: layer for layer in viewer.open_layers([str(prob_path), str(out_path)])}
+    assert {n: layer.kind for n, layer in layers.items()} == {
+        "prob[0]": "image", "prob[1]": "image", "neurons": "segmentation"}  # fmt: skip
+    seg, prob = layers["neurons"], layers["prob[1]"]
+    assert (seg.voxel_size, seg.offset) == (prob.voxel_size, prob.offset) != ((1, 1, 1), (0, 0, 0))
+    np.testing.assert_array_equal(seg.data[:, :, :], read_labels(out_path))
