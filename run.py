@@ -386,7 +386,50 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:
         if dist is not None:
             dist.close()
+    _mark_rank_done()
     return EXIT_OK
+
+
+#: set by a node's supervisor (``_train_distributed``): the folder where each of its ranks
+#: leaves a mark once its training loop has ended cleanly (finished, stopped or pruned)
+RANKS_DONE_ENV = "VOXELBOARD_RANKS_DONE"
+
+
+def _mark_rank_done() -> None:
+    folder = os.environ.get(RANKS_DONE_ENV)
+    if folder:
+        Path(folder, os.environ.get("LOCAL_RANK", "0")).touch()
+
+
+def _wait_for_torchrun(child, marks: Path, nproc: int, grace: float = 20.0) -> tuple[int, bool]:
+    """torchrun's exit code and whether all ``nproc`` local ranks ended cleanly.
+
+    Once this node's ranks have ended cleanly, its torchrun agent has nothing left to do, but
+    on a node other than the rendezvous host it can fail (exit 1) or hang when the host's
+    agent, which holds the rendezvous store, has already exited: it gets ``grace`` seconds,
+    then it is terminated. A clean end of the ranks is what counts."""
+    import subprocess
+    import time
+
+    done_since = None
+    while True:
+        try:
+            return child.wait(timeout=0.5), _all_done(marks, nproc)
+        except subprocess.TimeoutExpired:
+            pass
+        if done_since is None and _all_done(marks, nproc):
+            done_since = time.monotonic()
+        if done_since is not None and time.monotonic() - done_since > grace:
+            child.terminate()
+            try:
+                return child.wait(timeout=10), True
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait(), True
+
+
+def _all_done(marks: Path, nproc: int) -> bool:
+    return all((marks / str(r)).exists() for r in range(nproc))
 
 
 def _nodes_problem(args: argparse.Namespace) -> str | None:
@@ -473,9 +516,10 @@ def _train_distributed(args: argparse.Namespace) -> int:
     record; the other nodes make and write nothing, their ranks learn the directory from
     node 0's ranks (``trainer.distributed.agree_run_dir``).
     """
-    import os
+    import shutil
     import signal
     import subprocess
+    import tempfile
     import time
 
     from trainer import runs
@@ -525,7 +569,8 @@ def _train_distributed(args: argparse.Namespace) -> int:
     record = runs.LauncherRecord("torchrun", pid=os.getpid(), started=time.time())
     if recording:
         runs.write_launcher_record(run_dir, record, runs.SUPERVISOR_FILE)
-    child = subprocess.Popen(cmd)
+    marks = Path(tempfile.mkdtemp(prefix="voxelboard-ranks-"))
+    child = subprocess.Popen(cmd, env={**os.environ, RANKS_DONE_ENV: str(marks)})
 
     stop_asked = []
 
@@ -535,10 +580,16 @@ def _train_distributed(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    rc = child.wait()
+    try:
+        rc, ranks_clean = _wait_for_torchrun(child, marks, args.nproc)
+    finally:
+        shutil.rmtree(marks, ignore_errors=True)
     record.exit_code, record.ended = rc, time.time()
-    # torchrun ends with 1 when it was signalled, even after its ranks stopped cleanly
-    stopped = bool(stop_asked) and (not recording or _stopped_since(run_dir, record.started))
+    # torchrun ends with 1 when it was signalled, or when another node's agent (the
+    # rendezvous store's host) left first, even after its ranks ended cleanly
+    stopped = ranks_clean or (
+        bool(stop_asked) and (not recording or _stopped_since(run_dir, record.started))
+    )
     if rc != 0 and not stopped:
         record.error = (f"a training process failed (torchrun exit code {rc}); "
                         "see console.log or the terminal for the rank's error")  # fmt: skip

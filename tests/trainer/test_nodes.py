@@ -44,9 +44,18 @@ def _start_nodes(tmp: Path, data_dir: Path, name: str) -> list[subprocess.Popen]
                "--device", "cpu", "--n-steps", "100000", "--batch-size", "1"]  # fmt: skip
         if node == 0:
             cmd += ["--save-path", str(tmp / "runs"), "--save-name", name]
-        procs.append(subprocess.Popen(cmd, cwd=tmp, env=_env(data_dir), stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.PIPE, text=True, start_new_session=True))  # fmt: skip
+        # stderr to a file, not a pipe nobody reads while the nodes run: a full pipe would
+        # block a node (torchrun's agent logs its rendezvous) and it would never exit
+        with open(tmp / f"node{node}-{name}.log", "w") as log:
+            procs.append(subprocess.Popen(cmd, cwd=tmp, env=_env(data_dir),
+                                          stdout=subprocess.DEVNULL, stderr=log,
+                                          start_new_session=True))  # fmt: skip
+        procs[-1].log = log.name
     return procs
+
+
+def _log(p: subprocess.Popen, n: int = 4000) -> str:
+    return Path(p.log).read_text(errors="replace")[-n:]
 
 
 def _wait_for_step(run_dir: Path, procs: list[subprocess.Popen], step: int) -> runs.Status:
@@ -56,7 +65,7 @@ def _wait_for_step(run_dir: Path, procs: list[subprocess.Popen], step: int) -> r
         if status is not None and status.state == "running" and status.step >= step:
             return status
         for p in procs:
-            assert p.poll() is None, p.stderr.read()[-4000:]
+            assert p.poll() is None, _log(p)
         time.sleep(0.2)
     pytest.fail(f"the two-node run did not reach step {step}")
 
@@ -80,7 +89,7 @@ def stopped_run(tmp_path_factory, demo_data_dir) -> Path:
         codes = [p.wait(timeout=120) for p in procs]
     finally:
         _end(procs)
-    assert codes == [0, 0], [p.stderr.read()[-3000:] for p in procs]
+    assert codes == [0, 0], [_log(p, 3000) for p in procs]
     return run_dir
 
 
@@ -176,3 +185,18 @@ def test_bad_node_flags_are_refused_before_anything_starts(capsys, flags, says):
     args = run.build_parser().parse_args(["train", str(DEMO), *flags])
     assert run.cmd_train(args) == run.EXIT_USAGE
     assert says in capsys.readouterr().err
+
+
+def test_a_node_whose_ranks_ended_cleanly_ends_its_agent_and_counts_as_clean(tmp_path):
+    """A node's torchrun agent that loses the rendezvous store after its ranks ended (the host
+    node finished first) hangs or exits 1: the ranks' marks decide, not the agent's code."""
+    import run
+
+    (tmp_path / "0").touch()
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    rc, clean = run._wait_for_torchrun(hanging, tmp_path, nproc=1, grace=0.5)
+    assert clean and rc != 0 and hanging.poll() is not None
+    failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    assert run._wait_for_torchrun(failing, tmp_path / "none", nproc=1) == (1, False)
+    two = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+    assert run._wait_for_torchrun(two, tmp_path, nproc=2) == (1, False), "rank 1 left no mark"
