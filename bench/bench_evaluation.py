@@ -10,8 +10,9 @@ threshold once the counts exist < 1 ms.
 ``evaluate()`` rows (issue 29; ``--evaluate-sizes 1e7,2e6,1e6``, ``--rounds``): ELEKTRONN2's
 ``evaluate(gt, preds, save_name)`` in exact mode, figure and result file included, against
 scikit-learn's ``roc_curve`` + ``precision_recall_curve`` on the same scores: this tree (the
-default thinned file, and ``store_exact=True``) and the code of ``--before`` (default ``main``,
-read with ``git show`` into a temporary package), interleaved round by round, best of
+default thinned file, and ``store_exact=True``) and the code of ``--before`` (default
+``31dad80``, the last revision storing every distinct score's counts, read with ``git show``
+into a temporary package), interleaved round by round, best of
 ``--rounds``. Each round evaluates again into the same name, as a user re-running does. Also
 the core under it (``evaluate_arrays``), file sizes, the AUC and AP against scikit-learn's, the
 load average, and where the time of one ``evaluate()`` goes. Goals: ``evaluate()`` >= 3x
@@ -263,7 +264,7 @@ def main() -> None:
         help="score counts of the evaluate() rows, comma-separated ('' to skip)",
     )
     ap.add_argument("--rounds", type=int, default=3, help="rounds of the evaluate() rows")
-    ap.add_argument("--before", default="main", help="git revision of the 'before' rows")
+    ap.add_argument("--before", default="31dad80", help="git revision of the 'before' rows")
     ap.add_argument("--only-evaluate", action="store_true", help="only the evaluate() rows")
     args = ap.parse_args()
     mb = 1e-6

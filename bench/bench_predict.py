@@ -7,8 +7,8 @@ Three kinds run in turn ``--repeats`` times each, best of each (other load on th
 only slows a run down, so the best is the least disturbed):
 
 * ``main``: ``predict_to_disk`` as it was before aligned outputs (``git show
-  main:trainer/predictions.py``, the valid part only, no fsync, no fingerprint), when the
-  repository has a ``main`` branch holding it;
+  31dad80:trainer/predictions.py``, the valid part only, no fsync, no fingerprint), when the
+  repository holds that revision;
 * ``crop``: this version with ``padding=None`` (``--crop``);
 * ``padded``: this version's default (symmetric padding by the offsets).
 
@@ -37,9 +37,13 @@ sys.path.insert(0, str(REPO))
 
 
 def _main_predictions(folder: Path):  # noqa: ANN202 - a module or None
-    """``trainer/predictions.py`` of the ``main`` branch as a module, or ``None``."""
+    """``trainer/predictions.py`` of revision 31dad80 (valid-only, unpadded outputs) as a
+    module, or ``None``."""
     done = subprocess.run(
-        ["git", "show", "main:trainer/predictions.py"], cwd=REPO, capture_output=True, text=True
+        ["git", "show", "31dad80:trainer/predictions.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     if done.returncode != 0 or "padding" in done.stdout:
         return None

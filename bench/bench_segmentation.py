@@ -2,10 +2,11 @@
 against the library a user would pick instead and against VoxelBoard before (``git main``).
 
 Run: ``python bench/bench_segmentation.py [--side 256] [--ws-side 128] [--grid elektronn2|none]
-[--before main]``. All timings in one process, interleaved, each the best of ``--repeat`` runs,
+[--before 31dad80]``. All timings in one process, interleaved, each the best of ``--repeat`` runs,
 on the same volumes; the load average is printed before and after. "before" is
-``trainer/segmentation.py`` as of the git revision ``--before`` (default ``main``), imported
-from ``git show`` into a temporary module; ``--before ''`` skips it.
+``trainer/segmentation.py`` as of the git revision ``--before`` (default ``31dad80``, the last
+one without cc3d, edt and fastremap), imported from ``git show`` into a temporary module;
+``--before ''`` skips it.
 
 Rows (issue 29; the evaluation rows are in bench_evaluation.py):
 
@@ -277,7 +278,7 @@ def main() -> None:
     ap.add_argument("--ws-side", type=int, default=128, help="watershed: side**3 voxels")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--grid", choices=("elektronn2", "fast", "none"), default="elektronn2")
-    ap.add_argument("--before", default="main", help="git revision of 'before' ('' to skip)")
+    ap.add_argument("--before", default="31dad80", help="git revision of 'before' ('' to skip)")
     ap.add_argument("--run", help="a run directory evaluated with --instances: compare grids")
     ap.add_argument("--name", default="FINAL", help="its result name (default FINAL)")
     args = ap.parse_args()
