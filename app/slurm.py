@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from app.security import LaunchError
+from trainer import pysource
 from trainer.runs.launcher_record import JOB_STATES  # noqa: F401 - re-exported
 from trainer.runs.launcher_record import job_run_state as run_state
 
@@ -206,7 +207,7 @@ def config_section(config_file: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(config_file)
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = pysource.parse(path.read_text(encoding="utf-8"), str(path))
     except (OSError, SyntaxError, ValueError) as e:
         raise LaunchError("config", f"config: cannot read {path}: {e}") from None
     section: Any = {}

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trainer import pysource
 from trainer.callbacks.base import check_callbacks
 from trainer.config_keys import (
     CHECKERS,
@@ -144,7 +145,7 @@ def execute_config_file(path: str | os.PathLike) -> dict[str, Any]:
     folder = str(path.parent)
     sys.path.insert(0, folder)
     try:
-        code = compile(source, str(path), "exec")
+        code = pysource.compile_module(source, str(path))
         exec(code, namespace)  # noqa: S102 - executing the config file is the point
     except SyntaxError as e:
         line = f"{e.lineno}" if e.lineno else "?"

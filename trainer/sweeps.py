@@ -38,6 +38,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from trainer import pysource
 from trainer.errors import ConfigError, suggest
 
 logger = logging.getLogger("voxelboard")
@@ -454,7 +455,7 @@ def read_sweep_section(config_file: str | os.PathLike) -> SweepSection | None:
     SweepSection(n_runs=6, max_parallel=1)
     """
     try:
-        tree = ast.parse(Path(config_file).read_text(encoding="utf-8"))
+        tree = pysource.parse(Path(config_file).read_text(encoding="utf-8"), str(config_file))
     except (OSError, SyntaxError, ValueError):
         return None
     node = None
