@@ -18,19 +18,8 @@ Pure functions of arrays (no files, no processes except ``optimise_segmentation`
   share what does not depend on them: one distance transform per ``hi_thresh`` and per
   ``lo_thresh``, one flood per (``thresh``, ``hi_thresh``, ``lo_thresh``).
 
-Conventions (by default the same as scikit-image's ``skimage.metrics``):
-
-* ground-truth id 0 is the membrane/boundary: those voxels are not scored;
-* segmentation id 0 (voxels no segment claims: predicted membrane) is an ordinary segment,
-  so predicted membrane inside a true neuron costs merge error;
-* logarithms are base 2 (VOI in bits); Rand pair counts exclude a voxel paired with itself.
-
-Example:
-    >>> import numpy as np
-    >>> gt = np.array([[1, 1, 2, 2]])
-    >>> s = segmentation_scores(gt, np.array([[1, 1, 1, 1]]))
-    >>> round(s.voi_merge, 6), s.voi_split, s.n_merges
-    (1.0, 0.0, 1)
+The scores' conventions (scikit-image's by default, CREMI's on request) and an example are in
+``trainer.neuron_scores``.
 """
 
 from __future__ import annotations

@@ -193,7 +193,7 @@ def test_a_node_whose_ranks_ended_cleanly_ends_its_agent_and_counts_as_clean(tmp
     import run
 
     (tmp_path / "0").touch()
-    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     rc, clean = run._wait_for_torchrun(hanging, tmp_path, nproc=1, grace=0.5)
     assert clean and rc != 0 and hanging.poll() is not None
     failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
