@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import shutil
 import socket
@@ -162,3 +163,18 @@ def demo_data_dir(tmp_path_factory) -> Path:
         ensure_demo_zarr(ensure_demo_data(folder))
         ensure_tracing_data(folder)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _voxelboard_logger_as_it_was() -> Iterator[None]:
+    """Each test leaves the ``voxelboard`` logger as it found it: ``run.main`` called in-process
+    sets up logging as a command does (a stderr handler, level, no propagation), and a handler
+    left behind would write to a finished test's closed capture stream."""
+    log = logging.getLogger("voxelboard")
+    handlers, level, propagate = list(log.handlers), log.level, log.propagate
+    yield
+    for handler in [h for h in log.handlers if h not in handlers]:
+        log.removeHandler(handler)
+        handler.close()
+    log.setLevel(level)
+    log.propagate = propagate
