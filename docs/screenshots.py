@@ -4,8 +4,11 @@ and the sweep page of a real sweep.
     python docs/screenshots.py                    # docs/images/*.png, a 60-step run, a sweep
     python docs/screenshots.py --out /tmp/shots --steps 10 --width 1000 --height 700
     python docs/screenshots.py --no-sweep         # the four run pictures only
+    python docs/screenshots.py --keep /tmp/shots-work --data-dir /tmp/demo  # keep the runs
 
-In a scratch folder (removed afterwards) it writes the demo data (``run.py demo-data``), trains
+In a scratch folder (removed afterwards; ``--keep DIR`` works in a new folder DIR and leaves it)
+it writes the demo data (``run.py demo-data``; ``--data-dir`` uses a demo data set already
+written, and writes it there when missing), trains
 the demo config for ``--steps`` steps on the CPU (``run.py train``), evaluates the run with its
 neurons (``run.py evaluate --instances``), runs a small grid sweep of the same config over three
 learning rates (``run.py sweep``, two trials at once, ``--sweep-steps`` steps each; skipped with
@@ -116,9 +119,11 @@ def write_config(scratch: Path, steps: int) -> Path:
     return path
 
 
-def make_run(scratch: Path, steps: int, env: dict[str, str]) -> Path:
-    """Demo data, a ``steps``-step training run and its evaluation, all under ``scratch``."""
-    run_cli(["demo-data", str(scratch / "data")], scratch, env, "writing the demo data")
+def make_run(scratch: Path, steps: int, env: dict[str, str], data: Path | None = None) -> Path:
+    """A ``steps``-step training run and its evaluation under ``scratch``, on the demo data in
+    ``data`` (default ``scratch/data``; written there first when missing)."""
+    data = data or scratch / "data"
+    run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
     config = write_config(scratch, steps)
     run_cli(
         ["train", str(config), "--n-steps", str(steps), "--save-path", str(scratch / "runs"),
@@ -149,10 +154,11 @@ def write_sweep_config(scratch: Path, steps: int) -> Path:
     return path
 
 
-def make_sweep(scratch: Path, steps: int, env: dict[str, str]) -> str:
+def make_sweep(scratch: Path, steps: int, env: dict[str, str], data: Path | None = None) -> str:
     """A grid sweep of three ``steps``-step trials into ``scratch/runs``, two at once, over the
-    demo data in ``scratch/data`` (written first if missing); returns the sweep's id."""
-    data = scratch / "data"
+    demo data in ``data`` (default ``scratch/data``; written first if missing); returns the
+    sweep's id."""
+    data = data or scratch / "data"
     if not data.is_dir():
         run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
     config = write_sweep_config(scratch, steps)
@@ -165,14 +171,14 @@ def make_sweep(scratch: Path, steps: int, env: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def dashboard(scratch: Path, env: dict[str, str], timeout: float = 90.0):
-    """The dashboard over ``scratch/runs`` on a free loopback port, stopped on leaving; yields
-    its base URL."""
+def dashboard(scratch: Path, data: Path, env: dict[str, str], timeout: float = 90.0):
+    """The dashboard over ``scratch/runs`` (demo data in ``data``) on a free loopback port,
+    stopped on leaving; yields its base URL."""
     port = free_port()
     cmd = [
         sys.executable, str(REPO / "run.py"), "dashboard", "--host", "127.0.0.1",
         "--port", str(port), "--runs-dir", str(scratch / "runs"),
-        "--configs-dir", str(REPO / "examples"), "--data-dir", str(scratch / "data"),
+        "--configs-dir", str(REPO / "examples"), "--data-dir", str(data),
     ]  # fmt: skip
     log_path = scratch / "dashboard.log"
     with open(log_path, "w") as log:
@@ -262,21 +268,40 @@ def save_png(png: bytes, path: Path) -> None:
 
 
 def screenshots(
-    out: Path, steps: int, width: int, height: int, sweep_steps: int | None = 20
+    out: Path,
+    steps: int,
+    width: int,
+    height: int,
+    sweep_steps: int | None = 20,
+    data: Path | None = None,
+    keep: Path | None = None,
 ) -> list[Path]:
     """Train, evaluate, sweep (unless ``sweep_steps`` is None), serve and photograph; returns
-    the PNGs written into ``out``."""
+    the PNGs written into ``out``.
+
+    ``data``: demo data to use (written there when missing) instead of a scratch copy.
+    ``keep``: a new folder to work in and leave behind (the runs, the sweep, the configs and
+    the dashboard's log) instead of a scratch folder that is removed.
+    """
     out.mkdir(parents=True, exist_ok=True)
     names = [*PAGES, *(["sweep"] if sweep_steps is not None else [])]
     print(f"{len(names)} pages to photograph: {', '.join(names)}", flush=True)
-    scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
-    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(scratch / "data"), PYTHONUNBUFFERED="1")
+    if keep is not None:
+        try:
+            keep.mkdir(parents=True)
+        except FileExistsError:
+            raise ScreenshotError(f"--keep {keep}: the folder exists; name a new one") from None
+        scratch = keep.resolve()
+    else:
+        scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
+    data = (data or scratch / "data").resolve()
+    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
     try:
-        make_run(scratch, steps, env)
+        make_run(scratch, steps, env, data)
         pages = dict(PAGES)
         if sweep_steps is not None:
-            pages["sweep"] = f"/sweep/{make_sweep(scratch, sweep_steps, env)}"
-        with dashboard(scratch, env) as base:
+            pages["sweep"] = f"/sweep/{make_sweep(scratch, sweep_steps, env, data)}"
+        with dashboard(scratch, data, env) as base:
             driver = browser(width, height)
             try:
                 written = []
@@ -290,7 +315,8 @@ def screenshots(
             finally:
                 driver.quit()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def positive(text: str) -> int:
@@ -311,13 +337,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="training steps of each sweep trial (default 20)")  # fmt: skip
     parser.add_argument("--no-sweep", action="store_true",
                         help="no sweep and no sweep.png (about two minutes less)")  # fmt: skip
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="demo data to use, written there when missing (default: a scratch "
+                             "copy written each time)")  # fmt: skip
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="work in the new folder DIR and leave it: the run, the sweep and "
+                             "the dashboard's log, to look at or serve again")  # fmt: skip
     args = parser.parse_args(argv)
     # a terminated script still stops its server and browser and removes its scratch folder
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
     try:
         sweep_steps = None if args.no_sweep else args.sweep_steps
-        written = screenshots(args.out, args.steps, args.width, args.height, sweep_steps)
+        written = screenshots(args.out, args.steps, args.width, args.height, sweep_steps,
+                              args.data_dir, args.keep)  # fmt: skip
     except ScreenshotError as exc:
         print(f"docs/screenshots.py: {exc}", file=sys.stderr)
         return 1

@@ -5,11 +5,16 @@ the demo data sets written once per test session."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import json
 import logging
 import os
 import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +26,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # OpenMP pools do not spin against each other on two cores
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 CHROMIUM_FLAGS = (
@@ -163,6 +169,65 @@ def demo_data_dir(tmp_path_factory) -> Path:
         ensure_demo_zarr(ensure_demo_data(folder))
         ensure_tracing_data(folder)
     return folder
+
+
+@dataclasses.dataclass(frozen=True)
+class Screens:
+    """What one run of docs/screenshots.py left (``demo_screens``)."""
+
+    returncode: int
+    output: str
+    #: the PNGs it wrote (900 x 640)
+    images: Path
+    #: its ``--keep`` folder: ``runs/`` with the demo run (4 steps, evaluated with its neurons)
+    #: and the three trials of its grid sweep, ``configs/``, ``dashboard.log``
+    work: Path
+    #: scratch folders it left in its TMPDIR, and processes naming that TMPDIR or ``work``
+    #: still alive when it had ended (both must be empty)
+    left_scratch: list[str]
+    left_processes: list[str]
+
+
+@pytest.fixture(scope="session")
+def demo_screens(tmp_path_factory, demo_data_dir) -> Screens:
+    """docs/screenshots.py run to its end once per test session, on the session's demo data:
+    the README pictures' test reads what it printed and wrote, and the accessibility tests
+    serve the run and the sweep it kept (read only)."""
+    import psutil
+
+    from trainer.runs import atomic_write_json
+
+    root = _session_root(tmp_path_factory)
+    folder = root / "screens"
+    record = folder / "result.json"
+    with _session_lock(root / "screens.lock"):
+        if not record.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            # a short TMPDIR: Chromium's socket paths under it must stay under 108 bytes
+            tmp = Path(tempfile.mkdtemp(prefix="vbshots-"))
+            work = folder / "work"
+            cmd = [sys.executable, str(REPO / "docs" / "screenshots.py"), "--out",
+                   str(folder / "images"), "--keep", str(work), "--data-dir", str(demo_data_dir),
+                   "--steps", "4", "--sweep-steps", "2", "--width", "900", "--height", "640"]  # fmt: skip
+            try:
+                done = subprocess.run(cmd, env=dict(os.environ, TMPDIR=str(tmp)), timeout=700,
+                                      capture_output=True, text=True, check=False)  # fmt: skip
+                alive = [
+                    " ".join(p.info["cmdline"] or [])
+                    for p in psutil.process_iter(["cmdline"])
+                    if any(str(f) in " ".join(p.info["cmdline"] or []) for f in (tmp, work))
+                ]
+                result = {
+                    "returncode": done.returncode, "output": done.stdout + done.stderr,
+                    "left_scratch": [p.name for p in tmp.glob("voxelboard-screenshots-*")],
+                    "left_processes": alive,
+                }  # fmt: skip
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            atomic_write_json(record, result)
+    result = json.loads(record.read_text())
+    return Screens(images=folder / "images", work=folder / "work", **result)
 
 
 @pytest.fixture(autouse=True)

@@ -233,6 +233,10 @@ class HistoryTracker:
         """The last ``n`` rows of a table, without building the whole DataFrame."""
         return self._table(table).tail(n)
 
+    def tail_column(self, table: str, column: str, n: int) -> np.ndarray:
+        """The last ``n`` values of one column of a table, as an array."""
+        return self._table(table).tail_column(column, n)
+
     def _table(self, table: str) -> _Table:
         try:
             return self._tables[table]

@@ -33,8 +33,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
 
 from trainer.runs import atomic_path, atomic_write_json
 
@@ -362,6 +360,8 @@ def _cell_volume(shape: tuple[int, int, int], rng: np.random.Generator) -> tuple
     coords = np.indices(shape, dtype=np.float32).reshape(3, -1).T
     coords *= np.array([ANISO, 1.0, 1.0], np.float32)
     coords += _smooth_displacement(shape, rng, amplitude=0.35 * _CELL_SPACING).reshape(3, -1).T
+    from scipy.spatial import cKDTree  # here: a trainer reading existing data never needs it
+
     _, nearest = cKDTree(pts).query(coords, k=1, workers=-1)
     return owner[nearest].reshape(shape).astype(np.int32), n_cells
 
@@ -370,6 +370,8 @@ def _smooth_displacement(
     shape: tuple[int, int, int], rng: np.random.Generator, amplitude: float
 ) -> np.ndarray:
     """Random smooth 3-vector field of shape (3, *shape), computed coarse and upsampled."""
+    from scipy import ndimage
+
     factor = 4
     coarse = tuple(max(2, -(-s // factor) + 1) for s in shape)
     field = rng.normal(size=(3, *coarse)).astype(np.float32)
@@ -398,6 +400,8 @@ def _render(
     cells: np.ndarray, n_cells: int, membrane: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Grey values: textured bright cytoplasm, dark organelles and membranes, blur, shot noise."""
+    from scipy import ndimage
+
     shape = cells.shape
     img = rng.uniform(0.62, 0.82, n_cells).astype(np.float32)[cells]
     img += 0.05 * _smooth_noise(shape, rng, sigma=(0.75, 1.5, 1.5))
@@ -424,6 +428,8 @@ def _smooth_noise(
     shape: tuple[int, ...], rng: np.random.Generator, sigma: tuple[float, ...]
 ) -> np.ndarray:
     """Gaussian-filtered white noise normalised to unit standard deviation."""
+    from scipy import ndimage
+
     noise = ndimage.gaussian_filter(rng.normal(size=shape).astype(np.float32), sigma=sigma)
     return noise / max(float(noise.std()), 1e-6)
 

@@ -423,7 +423,7 @@ class Trainer:
         n = int(self.exp_config.loss_smoothing_length)
         if self.tracker.n_rows("timeline") == 0:
             return math.nan
-        return float(self.tracker.tail("timeline", n)["loss"].mean())
+        return float(self.tracker.tail_column("timeline", "loss", n).mean())
 
     def speed(self) -> dict[str, float]:
         """Steps and input voxels per second, and the seconds left to ``n_steps``, from the

@@ -9,8 +9,6 @@ heading, no empty table header; and no dropdown may be named by its value alone.
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import time
 from pathlib import Path
 
@@ -70,38 +68,24 @@ def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
     return found
 
 
-def load_screenshots_module():
-    """docs/screenshots.py, whose ``make_run`` trains and evaluates the demo the same way and
-    whose ``make_sweep`` runs its sweep."""
-    spec = importlib.util.spec_from_file_location("screenshots", REPO / "docs" / "screenshots.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory, demo_data_dir) -> Path:
-    """The demo config trained for 4 steps (two previews, history rows) and evaluated with its
-    neurons (``run.py evaluate --instances``): about a minute on a 2-core CPU."""
-    root = tmp_path_factory.mktemp("a11y")
-    (root / "data").symlink_to(demo_data_dir)  # the session's demo data, read only
-    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
-    load_screenshots_module().make_run(root, 4, env)
-    return root
+def demo_run(demo_screens, demo_data_dir) -> tuple[Path, Path]:
+    """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``): the demo
+    config trained 4 steps (previews, history rows) and evaluated with its neurons, and a grid
+    sweep of three 2-step trials; with the session's demo data. Read only."""
+    assert demo_screens.returncode == 0, demo_screens.output[-3000:]
+    return demo_screens.work / "runs", demo_data_dir
 
 
-@pytest.fixture(scope="module")
-def demo_sweep(tmp_path_factory, demo_data_dir) -> tuple[Path, str]:
-    """The screenshots' grid sweep of the demo config (three learning rates, two trials at once),
-    each trial 2 steps long with a history row per step; its root folder and sweep id."""
-    root = tmp_path_factory.mktemp("a11y-sweep")
-    (root / "data").symlink_to(demo_data_dir)  # the session's demo data, read only
-    env = dict(os.environ, VOXELBOARD_DATA_DIR=str(root / "data"), PYTHONUNBUFFERED="1")
-    return root, load_screenshots_module().make_sweep(root, 2, env)
+#: the screenshots' grid sweep (three learning rates), beside the run
+demo_sweep = demo_run
+SWEEP_ID = "demo_cnn3d_lr-sweep-1"
 
 
-def serve(dash_duo, root: Path) -> None:
-    app = create_app(root / "runs", REPO / "examples", root / "data", start_launcher=False, gpus=[])
+def serve(dash_duo, folders: tuple[Path, Path]) -> None:
+    """The dashboard over ``(runs folder, data folder)``, its launcher not started."""
+    runs, data = folders
+    app = create_app(runs, REPO / "examples", data, start_launcher=False, gpus=[])
     dash_duo.start_server(app)
 
 
@@ -148,8 +132,8 @@ def test_no_axe_violation_on_the_pages_of_a_real_run(dash_duo, demo_run, path, r
 
 @pytest.mark.slow
 def test_no_axe_violation_on_the_sweep_page_of_a_real_sweep(dash_duo, demo_sweep):
-    root, sweep_id = demo_sweep
-    serve(dash_duo, root)
+    sweep_id = SWEEP_ID
+    serve(dash_duo, demo_sweep)
     path = f"/sweep/{sweep_id}"
     settled(dash_duo, path, "#sweep-parcoords .js-plotly-plot .parcoords")
     assert dash_duo.find_element("#sweep-state").text == "finished"
@@ -162,7 +146,7 @@ def test_no_axe_violation_on_the_sweep_page_of_a_real_sweep(dash_duo, demo_sweep
 def test_no_axe_violation_on_the_first_start(dash_duo, tmp_path):
     for sub in ("runs", "data"):
         (tmp_path / sub).mkdir()
-    serve(dash_duo, tmp_path)
+    serve(dash_duo, (tmp_path / "runs", tmp_path / "data"))
     settled(dash_duo, "/", "#exp-empty")
     found = violations(dash_duo)
     assert not found, "/ (no runs): axe-core found\n  " + "\n  ".join(found)

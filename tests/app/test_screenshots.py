@@ -2,7 +2,9 @@
 
 The script trains the demo for a few steps, evaluates it, runs a grid sweep of three tiny trials,
 serves the dashboard and photographs five pages in headless Chromium (four without the sweep:
-the terminated run checks the plan ``--no-sweep`` announces, so the script runs to its end once);
+the terminated run checks the plan ``--no-sweep`` announces, so the script runs to its end once
+per test session, in tests/conftest.py's ``demo_screens``, whose kept runs the accessibility
+tests serve);
 the PNGs must be real pictures of the asked size, and the script must leave no scratch folder or
 process behind, also when it is terminated.
 """
@@ -75,28 +77,47 @@ def check_picture(path: Path, size: tuple[int, int]) -> None:
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_script_writes_a_picture_of_each_page_and_cleans_up(tmp, tmp_path):
-    out = tmp_path / "images"
-    proc = start(tmp, "--out", str(out), "--steps", "3", "--sweep-steps", "2",
-                 "--width", "900", "--height", "640")  # fmt: skip
-    output, _ = proc.communicate(timeout=700)
-    assert proc.returncode == 0, output[-3000:]
+def test_script_writes_a_picture_of_each_page_and_cleans_up(demo_screens):
+    """The session's one full run of the script (tests/conftest.py's ``demo_screens``, 4
+    training steps, 2 per trial, ``--keep`` and ``--data-dir`` so the accessibility tests can
+    serve what it made)."""
+    output = demo_screens.output
+    assert demo_screens.returncode == 0, output[-3000:]
+    out = demo_screens.images
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{p}.png" for p in ALL_PAGES)
     for page in ALL_PAGES:
         check_picture(out / f"{page}.png", (900, 640))
     assert "5 screenshots" in output
     assert "5 pages to photograph: experiments, run, preview, evaluation, sweep" in output
     assert "running the sweep ..." in output
-    # the sweep's trials ended with it: none left training
-    assert scratch_folders(tmp) == []
-    assert processes_under(tmp) == []
+    # the sweep's trials ended with it: none left training; no scratch folder with --keep
+    assert demo_screens.left_scratch == []
+    assert demo_screens.left_processes == []
+    # what --keep kept: the run, evaluated, and the sweep's three trials beside it
+    runs = demo_screens.work / "runs"
+    assert (runs / "demo_cnn3d" / "status.json").is_file()
+    assert sorted(p.name for p in runs.glob("demo_cnn3d_lr-sweep-1-*")) == [
+        f"demo_cnn3d_lr-sweep-1-00{i}" for i in range(3)
+    ]
+    assert not (demo_screens.work / "data").exists()  # --data-dir: no copy of the demo data
+
+
+def test_keep_refuses_a_folder_that_exists(tmp, tmp_path):
+    proc = start(tmp, "--keep", str(tmp_path), "--out", str(tmp_path / "images"))
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert f"--keep {tmp_path}: the folder exists; name a new one" in output
+    assert scratch_folders(tmp) == [] and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
-def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(tmp, tmp_path):
+def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(
+    tmp, tmp_path, demo_data_dir
+):
     """Also ``--no-sweep``: the plan the script announces (and then photographs) leaves out the
     sweep page, and no sweep is run; one script run holds both promises."""
-    proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000", "--no-sweep")
+    proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000", "--no-sweep",
+                 "--data-dir", str(demo_data_dir))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         # terminated while it trains: the run directory exists once training has started

@@ -660,6 +660,19 @@ class StoreTable:
         int_columns, index_name = _TABLE_KINDS[self.name]
         return _frame(arr.reshape(-1, k).copy(), self.columns, int_columns, index_name, lo)
 
+    def tail_column(self, column: str, n: int) -> np.ndarray:
+        """The last ``n`` values of ``column`` (no DataFrame, so no pandas import).
+
+        Raises:
+            ValueError: the table has no rows yet or no such column.
+        """
+        if self.columns is None or column not in self.columns:
+            raise ValueError(f"the {self.name} table has no column {column!r} (yet)")
+        k = len(self.columns)
+        lo = max(self.n - int(n), 0)
+        arr = np.frombuffer(self.buf, dtype=_DTYPE, count=(self.n - lo) * k, offset=lo * 8 * k)
+        return arr.reshape(-1, k)[:, self.columns.index(column)].copy()
+
     def save_to(self, store: Path) -> None:
         """Write the rows to ``store`` as a new file (new generation), atomically; an empty
         table writes nothing."""
