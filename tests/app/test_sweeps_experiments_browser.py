@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -32,7 +30,6 @@ from app.sweeper import (
     sweep_argv,
     sweep_folder,
 )
-from trainer.runs import Status, write_status
 from trainer.runs.sweeps import TrialEntry, TrialsRecord, read_sweep, read_trials, write_trials
 from trainer.sweeps import SweepSection
 
@@ -199,24 +196,15 @@ def _configs(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory, data_dir):
-    """A runs folder with a finished grid sweep of two tiny runs (``run.py sweep``) and an
-    ordinary run beside them."""
-    root = tmp_path_factory.mktemp("swept")
-    configs, runs = _configs(root / "configs"), root / "runs"
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir)}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "run.py"), "sweep", str(configs / "tiny_sweep.py"),
-         "--runs-dir", str(runs), "--data-dir", str(data_dir), "--device", "cpu"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=480, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    now = time.time()
-    (runs / "plain-run").mkdir()
-    write_status(runs / "plain-run", Status(state="finished", step=5, n_steps=5, heartbeat=now,
-                                            started=now - 60, extra={"ended": now}))  # fmt: skip
+def swept(tmp_path_factory, demo_screens):
+    """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``, read
+    only): a finished grid sweep of three 2-step trials (``run.py sweep``) and an ordinary run,
+    ``demo_cnn3d``, beside them."""
+    assert demo_screens.returncode == 0, demo_screens.output[-3000:]
+    configs = _configs(tmp_path_factory.mktemp("swept") / "configs")
+    runs = demo_screens.work / "runs"
     (sweep_id,) = [p.name for p in (runs / ".sweeps").iterdir()]
-    return root, runs, configs, sweep_id
+    return runs, configs, sweep_id
 
 
 def free_port() -> int:
@@ -258,32 +246,32 @@ def text_of(dash_duo, selector: str) -> str:
 
 @pytest.mark.browser
 def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_dir):
-    _, runs, configs, sweep_id = swept
+    runs, configs, sweep_id = swept
     trials = [t.run for t in read_trials(runs / ".sweeps" / sweep_id).trials]
-    assert trials == [f"{sweep_id}-000", f"{sweep_id}-001"]
+    assert trials == [f"{sweep_id}-000", f"{sweep_id}-001", f"{sweep_id}-002"]
     app = create_app(runs, configs, data_dir, start_launcher=False, gpus=[])
     try:
         dash_duo.start_server(app, port=free_port())
         dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{trials[1]}']", timeout=15)
-        until(lambda: sorted(shown_rows(dash_duo)) == sorted([*trials, "plain-run"]), 10)
+        until(lambda: sorted(shown_rows(dash_duo)) == sorted([*trials, "demo_cnn3d"]), 10)
 
         # the Sweep column: the sweep id of each trial, a link to its page; empty elsewhere
         for run in trials:
             assert grid_cell(dash_duo, run, "sweep") == sweep_id
             link = dash_duo.find_element(f"#exp-table .ag-row[row-id='{run}'] [col-id='sweep'] a")
             assert link.get_attribute("href").endswith(f"/sweep/{sweep_id}")
-        assert grid_cell(dash_duo, "plain-run", "sweep") == ""
+        assert grid_cell(dash_duo, "demo_cnn3d", "sweep") == ""
 
         # sortable: empty sweeps first when ascending
         dash_duo.find_element(
             "#exp-table .ag-header-cell[col-id='sweep'] .ag-header-cell-label"
         ).click()
-        until(lambda: shown_rows(dash_duo)[0] == "plain-run", 10)
+        until(lambda: shown_rows(dash_duo)[0] == "demo_cnn3d", 10)
 
         # the sweeps list: the sweep's page, its state, trials done, the best value and run
         line = text_of(dash_duo, "#exp-sweeps li")
         assert dash_duo.find_element("#exp-sweeps-panel").is_displayed()
-        assert "finished" in line and "2 of 2 trials done" in line, line
+        assert "finished" in line and "3 of 3 trials done" in line, line
         values = {t.run: t.value for t in read_trials(runs / ".sweeps" / sweep_id).trials}
         best = min(values, key=values.get)
         assert f"best valid_loss {values[best]:.4g}" in line, line
