@@ -41,6 +41,7 @@ CHROMIUM_FLAGS = (
     "--disable-quic",
     "--window-size=1400,1000",
 )
+_WINDOW = (1400, 1000)
 
 
 def pytest_setup_options():
@@ -113,6 +114,86 @@ def dash_thread_server(dash_thread_server):
 
     dash_thread_server.start = start_on_a_free_port
     return dash_thread_server
+
+
+class _WorkerChromium:
+    """The one Chromium a test process's browser tests share (``dash_duo``).
+
+    Starting and quitting Chromium cost about 1.7 s a test, over a hundred browser tests. Each
+    test gets the browser in a new tab, with the other tabs closed (and with them what a test
+    attached to its page: scripts run on each new document, emulated sizes), no cookies,
+    an empty console log, the window's default size and its own download folder. A browser
+    that no longer answers is replaced; the session's end quits it."""
+
+    driver = None
+
+    @classmethod
+    def get(cls, make, download_path: str):
+        from selenium.common.exceptions import WebDriverException
+
+        if cls.driver is not None:
+            try:
+                cls._fresh_tab(cls.driver)
+            except WebDriverException:
+                cls.quit()
+        if cls.driver is None:
+            cls.driver = make()
+        driver = cls.driver
+        driver.execute_cdp_cmd(
+            "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_path}
+        )
+        driver.get_log("browser")  # what earlier tests logged
+        driver.set_window_size(*_WINDOW)
+        driver.set_script_timeout(30)
+        return driver
+
+    @staticmethod
+    def _fresh_tab(driver) -> None:
+        old = driver.window_handles
+        driver.switch_to.new_window("tab")
+        tab = driver.current_window_handle
+        for handle in old:
+            driver.switch_to.window(handle)
+            driver.close()
+        driver.switch_to.window(tab)
+        driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+
+    @classmethod
+    def quit(cls) -> None:
+        driver, cls.driver = cls.driver, None
+        if driver is not None:
+            with contextlib.suppress(Exception):
+                driver.quit()
+
+
+@pytest.fixture
+def dash_duo(request, dash_thread_server, tmp_path):
+    """dash[testing]'s ``dash_duo`` on the test process's one Chromium (``_WorkerChromium``)."""
+    from dash.testing.composite import DashComposite
+
+    class OneChromium(DashComposite):
+        def get_webdriver(self):
+            return _WorkerChromium.get(super().get_webdriver, self.download_path)
+
+        def __exit__(self, *exc_info):
+            pass  # the browser stays for the next test
+
+    download = tmp_path / "download"
+    download.mkdir()
+    config = request.config
+    with OneChromium(
+        server=dash_thread_server,
+        browser=config.getoption("webdriver"),
+        headless=config.getoption("headless"),
+        options=config.hook.pytest_setup_options(),
+        download_path=str(download),
+        percy_run=False,
+    ) as duo:
+        yield duo
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _WorkerChromium.quit()
 
 
 def pytest_itemcollected(item):
