@@ -311,6 +311,33 @@ def demo_screens(tmp_path_factory, demo_data_dir) -> Screens:
     return Screens(images=folder / "images", work=folder / "work", **result)
 
 
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``cli(argv, env=None, cwd=None) -> (exit status, stdout, stderr)``: ``run.py ARGV`` called
+    in this test's process (``run.main``), with ``env`` added to the environment and ``cwd`` as
+    the working folder, both restored afterwards.
+
+    For commands that refuse their input before anything starts: the refusal, its exit status
+    and its words without starting Python and torch again (seconds a test). Anything that
+    trains, serves or forks runs as a real subprocess instead."""
+    import run
+
+    def call(argv, env: dict[str, str] | None = None, cwd: Path | None = None):
+        for key, value in (env or {}).items():
+            monkeypatch.setenv(key, value)
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = run.main([str(a) for a in argv])
+        except SystemExit as exc:  # argparse's refusals
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
 @pytest.fixture(autouse=True)
 def _voxelboard_logger_as_it_was() -> Iterator[None]:
     """Each test leaves the ``voxelboard`` logger as it found it: ``run.main`` called in-process

@@ -155,11 +155,12 @@ def test_a_sweep_whose_trials_fail_stops_after_max_failures(tmp_path, data_dir):
         ("dict(parameters=dict(batch_size=[1, -2]))", "parameter 'batch_size' value -2"),
     ],
 )
-def test_a_bad_sweep_exits_2_before_anything_starts(tmp_path, data_dir, sweep, message):
+def test_a_bad_sweep_exits_2_before_anything_starts(tmp_path, data_dir, sweep, message, cli):
     config = write_config(tmp_path, sweep)
-    proc = sweep_cli(tmp_path, data_dir, str(config), timeout=120)
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
+    code, _, err = cli(["sweep", config, "--runs-dir", tmp_path / "runs", "--data-dir", data_dir],
+                       env={"VOXELBOARD_DATA_DIR": str(data_dir)}, cwd=tmp_path)  # fmt: skip
+    assert code == 2 and message in err, err[-2000:]
+    assert "Traceback" not in err
     assert not (tmp_path / "runs" / ".sweeps").exists() or not list(
         (tmp_path / "runs" / ".sweeps").iterdir()
     )
