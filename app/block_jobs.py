@@ -52,7 +52,8 @@ def start_local(output: str | os.PathLike, n: int, device: str | None = None,
     """Start ``n`` local workers: one GPU each (round robin) when ``device`` asks for CUDA
     or is ``auto``/unset on a machine with GPUs, else on the CPU.
 
-    Each worker's stderr goes to ``log_dir/local-K.log`` (default the job folder).
+    Worker K is named ``local-K-PID`` (PID: this process's, so a resubmission's names are
+    new); its stderr goes to ``log_dir/NAME.log`` (default the job folder).
     """
     gpus = _gpu_count() if device in (None, "auto") or str(device).startswith("cuda") else 0
     log_dir = log_dir or job_folder(output)
@@ -66,9 +67,9 @@ def start_local(output: str | os.PathLike, n: int, device: str | None = None,
             dev = "cuda"
         elif device in (None, "auto"):
             dev = "cpu"
-        argv = [*worker_argv(output, dev), "--worker", f"local-{k}", "--rank", str(k),
-                "--size", str(n)]  # fmt: skip
-        log = open(log_dir / f"local-{k}.log", "ab")  # noqa: SIM115 - the child keeps it
+        name = f"local-{k}-{os.getpid()}"  # unique across resubmissions
+        argv = [*worker_argv(output, dev), "--worker", name, "--rank", str(k), "--size", str(n)]
+        log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         try:
             procs.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=log,
                                           stdin=subprocess.DEVNULL))  # fmt: skip
