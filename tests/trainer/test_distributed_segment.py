@@ -38,8 +38,14 @@ def spec(prob: Path, out: Path, block=BLOCK) -> dict:
     "setting",
     [
         SegmentSetting("components", threshold=0.45),
-        SegmentSetting("seeded", thresh=0.0, hi_thresh=Quantile(0.8), lo_thresh=Quantile(0.2),
-                       grow_it=(1, 1, 1), scale=(2.0, 1.0, 1.0)),  # fmt: skip
+        SegmentSetting(
+            "seeded",
+            thresh=0.0,
+            hi_thresh=Quantile(0.8),
+            lo_thresh=Quantile(0.2),
+            grow_it=(1, 1, 1),
+            scale=(2.0, 1.0, 1.0),
+        ),  # fmt: skip
     ],
     ids=["components", "seeded"],
 )
