@@ -16,8 +16,8 @@ machine or on many (NFS, Lustre, GPFS). All files live in the output's job folde
   than ``lease_timeout``: a holder touches its lease every ``heartbeat`` seconds while the
   block runs.
 * ``done/<step>-<i>.json``: written (temp file, fsync, rename) only after the block's own
-  ``work`` returned, i.e. after its data are durably on disk; it names the worker and the
-  block's start and end times.
+  ``work`` returned, i.e. after its data are durably on disk; it names the worker, the
+  block's start and end times and the CPU seconds the worker spent on it (all its threads).
 * ``failed/<step>-<i>.<worker>.json``: a block whose work raised; the worker stops, its lease
   stays, and another worker takes the block over when the holder is gone.
 * ``workers/<worker>.json``: each worker's state (running, waiting, finished, failed), host,
@@ -42,6 +42,7 @@ import os
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,7 @@ class BlockWorker:
             "block": None,
         }  # fmt: skip
         self._current: Path | None = None
+        self._did = 0
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -225,33 +227,52 @@ class BlockWorker:
         worker did. ``work(i)`` must leave block ``i``'s data durably on disk when it returns;
         ``already`` lists blocks known done from elsewhere (an older record).
 
+        The worker walks the grid from its own place (``rank * n // size``); blocks others
+        hold are looked at again every ``poll`` seconds, before the next new block, so a dead
+        holder's block is taken over about one block after its death is seen.
+
         Raises:
-            JobError: ``work`` raised (the block is recorded as failed; the cause is chained).
+            Exception: whatever ``work`` raised (the block is recorded as failed first).
         """
         skip = set(already)
         start = self.rank * n // self.size
-        order = [(start + k) % n for k in range(n)]
-        waiting = [i for i in order if i not in skip]
+        todo = deque(i for i in ((start + k) % n for k in range(n)) if i not in skip)
+        held: list[int] = []
+        looked = time.monotonic()
         did = 0
         self.state["step"] = step
-        while waiting:
-            held = []
-            for i in waiting:
-                if self.is_done(step, i):
-                    continue
-                gen = self.claim(step, i)
-                if gen is None:
+        while todo or held:
+            if held and (not todo or time.monotonic() - looked >= self.poll):
+                still = []
+                for i in held:
+                    if not self._try(step, i, work):
+                        still.append(i)
+                    did += self._did
+                held, looked = still, time.monotonic()
+            if todo:
+                i = todo.popleft()
+                if not self._try(step, i, work):
                     held.append(i)
-                    continue
-                if not self.is_done(step, i):  # finished by a holder taken for dead
-                    self._do(step, i, gen, work)
-                    did += 1
-            waiting = held
-            if waiting:
+                did += self._did
+            elif held:
                 self._set("waiting")
                 time.sleep(self.poll)
         self._set("running")
         return did
+
+    def _try(self, step: str, i: int, work: Callable[[int], None]) -> bool:
+        """Do block ``i`` if it is not done and this worker gets its lease; whether it is
+        off this worker's hands (done by anyone). Sets ``_did`` to the blocks done here."""
+        self._did = 0
+        if self.is_done(step, i):
+            return True
+        gen = self.claim(step, i)
+        if gen is None:
+            return False
+        if not self.is_done(step, i):  # not finished meanwhile by a holder taken for dead
+            self._do(step, i, gen, work)
+            self._did = 1
+        return True
 
     def _set(self, state: str) -> None:
         if self.state["state"] != state:
@@ -302,7 +323,7 @@ class BlockWorker:
         self._current = self._lease(step, i, gen)
         self.state.update(block=f"{step}-{i}", state="running")
         self._save_state()
-        began = time.time()
+        began, cpu = time.time(), time.process_time()
         try:
             work(i)
         except BaseException as e:
@@ -317,7 +338,7 @@ class BlockWorker:
         atomic_write_json(
             self.folder / "done" / f"{block_name(step, i)}.json",
             {"worker": self.worker, "host": self.host, "pid": self.pid, "gen": gen,
-             "start": began, "end": time.time()},
+             "start": began, "end": time.time(), "cpu_s": time.process_time() - cpu},
         )  # fmt: skip
         self.state["blocks"] += 1
         self.state["beat"] = time.time()

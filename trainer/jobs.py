@@ -76,7 +76,8 @@ def job_progress(
         * ``throughput``: blocks per second over the last ``window`` done blocks (``None``
           before two are done); ``eta_s``: seconds left at that rate (0 when complete,
           ``None`` when unknown); ``started``/``last_done``: first block's start and last
-          block's end (epoch s, ``None`` before any).
+          block's end (epoch s, ``None`` before any); ``cpu_s_per_block``: the workers'
+          CPU seconds per done block, on average (``None`` before any).
         * ``workers``: per worker, sorted by name, ``{'worker', 'host', 'pid', 'state',
           'blocks', 'block', 'beat', 'silent_s', 'error'}``; ``state`` is the worker's own
           (``running``, ``waiting``, ``finished``, ``failed``), or ``'lost'`` when a
@@ -89,7 +90,7 @@ def job_progress(
     now = time.time() if now is None else now
     steps = [(s["name"], int(s["blocks"])) for s in job.get("steps", [])]
     done_at: dict[str, set[int]] = {name: set() for name, _ in steps}
-    ends, starts = [], []
+    ends, starts, cpus = [], [], []
     for name in _names(folder / "done"):
         parts = _split(name)
         if parts is None or parts[0] not in done_at:
@@ -100,6 +101,8 @@ def job_progress(
             ends.append(float(marker["end"]))
         if isinstance(marker.get("start"), (int, float)):
             starts.append(float(marker["start"]))
+        if isinstance(marker.get("cpu_s"), (int, float)):
+            cpus.append(float(marker["cpu_s"]))
     claimed: dict[str, set[int]] = {name: set() for name, _ in steps}
     retried = 0
     for name in _names(folder / "claims"):
@@ -143,6 +146,7 @@ def job_progress(
         "complete": complete,
         "throughput": throughput,
         "eta_s": eta,
+        "cpu_s_per_block": sum(cpus) / len(cpus) if cpus else None,
         "started": min(starts) if starts else None,
         "last_done": ends[-1] if ends else None,
         "workers": _workers(folder, now),
