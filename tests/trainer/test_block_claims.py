@@ -77,9 +77,10 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
 def test_a_worker_killed_mid_block_has_its_block_taken_over(tmp_path):
     folder = job(tmp_path)
     a = worker(folder, "a", "hold", 0)  # rank 0 starts at block 0 and holds it
-    b = worker(folder, "b", "ok", 1)
+    b = None
     try:
         wait_for(lambda: (folder / "claims" / "s-0.0").exists(), "a's lease on block 0")
+        b = worker(folder, "b", "ok", 1)
         lease = json.loads((folder / "claims" / "s-0.0").read_text())
         assert (lease["worker"], lease["pid"], lease["host"]) == ("a", a.pid, socket.gethostname())
         # b does the other three, then waits on a live holder
@@ -91,7 +92,7 @@ def test_a_worker_killed_mid_block_has_its_block_taken_over(tmp_path):
         assert b.wait(60) == 0, b.stderr.read()
     finally:
         for p in (a, b):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
     assert {p.name: p.read_text() for p in (tmp_path / "blocks").iterdir()} == {
