@@ -65,6 +65,14 @@ def worker(folder: Path, name: str, mode: str, rank: int, n: int = 4) -> subproc
     )
 
 
+def lease_of(path: Path) -> dict | None:
+    """A lease's content once it is written whole."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def wait_for(predicate, what: str, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +87,7 @@ def test_a_worker_killed_mid_block_has_its_block_taken_over(tmp_path):
     a = worker(folder, "a", "hold", 0)  # rank 0 starts at block 0 and holds it
     b = None
     try:
-        wait_for(lambda: (folder / "claims" / "s-0.0").exists(), "a's lease on block 0")
+        wait_for(lambda: lease_of(folder / "claims" / "s-0.0"), "a's lease on block 0")
         b = worker(folder, "b", "ok", 1)
         lease = json.loads((folder / "claims" / "s-0.0").read_text())
         assert (lease["worker"], lease["pid"], lease["host"]) == ("a", a.pid, socket.gethostname())
