@@ -4,7 +4,8 @@ The thin shell over ``trainer.block_claims``: ``start_local`` runs N ``python -m
 trainer.block_worker OUTPUT`` processes on this machine (one GPU each where there are GPUs,
 through ``CUDA_VISIBLE_DEVICES``); ``submit_array`` submits the same command as a Slurm job
 array (``sbatch --array=0-N-1``); ``wait_local`` and ``wait_array`` follow the job through
-``trainer.jobs.job_progress`` until it is complete or nobody is left to work on it.
+``trainer.jobs.job_progress`` until it is complete or nobody is left to work on it;
+``stop_job`` and ``resume_argv`` are a page's Stop and Resume.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -183,3 +185,34 @@ def failure_lines(output: str | os.PathLike) -> list[str]:
 def command_line(argv: Sequence[str]) -> str:
     """``argv`` as a shell would take it."""
     return shlex.join(argv)
+
+
+def stop_job(output: str | os.PathLike, slurm: Any = None) -> list[str]:
+    """Stop a job's workers (for a page's Stop button): ``scancel`` of its Slurm array, or
+    SIGTERM to its running workers on this host. Blocks being worked on stay claimed by dead
+    holders and are taken over on resumption (``resume_argv``). Returns what was stopped.
+
+    Raises:
+        app.slurm.SlurmError: scancel failed.
+    """
+    progress = job_progress(output) or {}
+    if progress.get("backend") == "slurm" and progress.get("slurm_job_id"):
+        from app.slurm import Slurm
+
+        (slurm or Slurm()).cancel(str(progress["slurm_job_id"]))
+        return [f"Slurm job {progress['slurm_job_id']}"]
+    stopped = []
+    for w in progress.get("workers", []):
+        if w["state"] in ("running", "waiting") and w["host"] == socket.gethostname():
+            try:
+                os.kill(int(w["pid"]), signal.SIGTERM)
+                stopped.append(w["worker"])
+            except (ProcessLookupError, PermissionError, TypeError, ValueError):
+                pass
+    return stopped
+
+
+def resume_argv(output: str | os.PathLike) -> list[str] | None:
+    """The command that submitted the job (run again, it does only what is missing)."""
+    job = read_job(job_folder(output))
+    return list(job["command"]) if job and job.get("command") else None

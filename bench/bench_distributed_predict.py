@@ -17,8 +17,9 @@ be equal bit for bit. Then:
 * claim overhead: ``BlockWorker.run_step`` over ``--claims`` blocks whose work does
   nothing, per block in ms (lease created with O_EXCL and fsynced, done marker written,
   fsynced and renamed), on the output's file system;
-* take-over time: ``--workers 2`` again, one worker SIGKILLed mid-block; the time from the
-  kill to that block's done marker (written by the other worker), beside one block's time.
+* take-over time: ``--workers 2`` again, one worker SIGKILLed mid-block once both have done
+  a block (past their start-up); the time from the kill to that block's done marker
+  (written by the other worker), beside one block's time.
 
 The load average is printed before and after.
 """
@@ -101,6 +102,8 @@ def takeover_s(run_dir: Path, data: Path, out: Path, block) -> tuple[float, floa
     job = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     folder = out / ".voxelboard-job"
     try:
+        while len({m["worker"] for m in markers(out)}) < 2:  # both workers past start-up
+            time.sleep(0.01)
         while True:
             leases = sorted((folder / "claims").glob("predict-*.0")) if folder.exists() else []
             live = [p for p in leases if not (folder / "done" / f"{p.name[:-2]}.json").exists()]

@@ -235,3 +235,19 @@ def test_an_unwritable_output_folder_is_named(tmp_path):
     blocker.write_text("")
     with pytest.raises(JobError, match=f"cannot write the output folder {blocker}"):
         check_writable(blocker / "out.zarr")
+
+
+def test_stop_ends_the_local_workers_and_resume_is_the_submitting_command(tmp_path):
+    from app.block_jobs import resume_argv, stop_job
+
+    folder = job(tmp_path)
+    a = worker(folder, "a", "hold", 0)
+    try:
+        wait_for(lambda: lease_of(folder / "claims" / "s-0.0"), "a's lease on block 0")
+        assert stop_job(tmp_path / "out.zarr") == ["a"]
+        assert a.wait(30) == -signal.SIGTERM
+    finally:
+        if a.poll() is None:
+            a.kill()
+            a.wait()
+    assert resume_argv(tmp_path / "out.zarr") == ["x"]
