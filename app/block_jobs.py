@@ -133,8 +133,8 @@ def submit_array(output: str | os.PathLike, n: int, resources: Any, device: str 
 
     folder = job_folder(output)
     env = {"PYTHONPATH": str(REPO)}
-    script = batch_script(worker_argv(output, device), resources, env=env,
-                          comment=f"VoxelBoard {name}: array task of {Path(output).name}")  # fmt: skip
+    comment = f"VoxelBoard {name}: array task of {Path(output).name}"
+    script = batch_script(worker_argv(output, device), resources, env=env, comment=comment)
     path = folder / "slurm-array.sh"
     path.write_text(script)
     options = [f"--array=0-{n - 1}", f"--job-name=vb-{name}", f"--chdir={REPO}",

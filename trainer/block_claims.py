@@ -20,7 +20,8 @@ machine or on many (NFS, Lustre, GPFS). All files live in the output's job folde
   block's start and end times and the CPU seconds the worker spent on it (all its threads).
 * ``failed/<step>-<i>.<worker>.json``: a block whose work raised; the worker stops, its lease
   stays, and another worker takes the block over when the holder is gone.
-* ``workers/<worker>.json``: each worker's state (running, waiting, finished, failed), host,
+* ``workers/<worker>.json``: each worker's state (running, waiting, finished, stopped,
+  failed), host,
   pid, blocks done and last beat; written only by that worker.
 * ``write.lock``: ``fcntl`` byte-range locks, one byte per output chunk, held while a block
   writes a chunk it shares with a neighbouring block (``locked_chunks``). The kernel drops a
@@ -195,8 +196,9 @@ class BlockWorker:
         self._stop.set()
         if self._beat is not None:
             self._beat.join()
-        self.state["state"] = "finished" if kind is None else "failed"
-        if kind is not None:
+        stopped = kind is not None and issubclass(kind, (SystemExit, KeyboardInterrupt))
+        self.state["state"] = "finished" if kind is None else "stopped" if stopped else "failed"
+        if kind is not None and not stopped:
             self.state["error"] = f"{kind.__name__}: {value}"[:500]
         self.state["block"] = None
         self._save_state()
@@ -326,7 +328,7 @@ class BlockWorker:
         began, cpu = time.time(), time.process_time()
         try:
             work(i)
-        except BaseException as e:
+        except Exception as e:  # a stop (SystemExit, KeyboardInterrupt) is no failure
             atomic_write_json(
                 self.folder / "failed" / f"{block_name(step, i)}.{self.worker}.json",
                 {"worker": self.worker, "host": self.host, "pid": self.pid, "gen": gen,

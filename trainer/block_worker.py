@@ -5,13 +5,15 @@ same command. It reads the job file in ``OUTPUT`` (``trainer.block_claims``), th
 does blocks until every step is done. A Slurm array task takes its name and place from
 ``SLURM_ARRAY_JOB_ID``, ``SLURM_ARRAY_TASK_ID`` and ``SLURM_ARRAY_TASK_COUNT``.
 
-Exit status: 0 all blocks done; 1 a block failed or the job cannot run (one line on stderr).
+Exit status: 0 all blocks done; 1 a block failed or the job cannot run (one line on stderr);
+143 stopped by SIGTERM (``scancel``, a local stop: the worker's file says ``stopped``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +37,10 @@ def _identity(args: argparse.Namespace) -> tuple[str, int, int]:
     return name, args.rank, args.size
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker; see the module's doc."""
     p = argparse.ArgumentParser(prog="python -m trainer.block_worker")
@@ -53,6 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     name, rank, size = _identity(args)
+    # scancel and a local stop send SIGTERM: leave through the worker's exit (state stopped)
+    signal.signal(signal.SIGTERM, _stop)
     device = args.device or job.get("device")
     from trainer.prediction_store import PredictionError
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -108,8 +107,9 @@ def prepare_predict(spec: dict[str, Any], job: dict[str, Any], overwrite: bool =
     out.close()
     spec = {**spec, "snapshot": os.path.abspath(run.snapshot)}
     folder = job_folder(output)
-    job = {**job, "kind": "predict", "output": str(output.resolve()), "key": spec["output_key"],
-           "created": time.time(), "steps": predict_steps(len(plan.tiles)), "spec": spec}  # fmt: skip
+    job = {**job, "kind": "predict", "output": str(output.resolve()),
+           "key": spec["output_key"], "created": time.time(),
+           "steps": predict_steps(len(plan.tiles)), "spec": spec}  # fmt: skip
     try:
         write_job(folder, job)
     except OSError as e:
@@ -159,8 +159,3 @@ def predict_worker(job: dict[str, Any], worker: BlockWorker, device: str | None 
     finally:
         out.close()
     return did
-
-
-def log(message: str) -> None:
-    """One line on stderr, flushed (workers' logs are read while they run)."""
-    print(message, file=sys.stderr, flush=True)

@@ -128,10 +128,12 @@ class _Job:
         self.chunks = tuple(self.out.array.chunks[1:])
         self.chunk_grid = tuple(-(-s // c) for s, c in zip(self.shape, self.chunks))
 
-    def seeds(self, create: bool) -> PredictionOutput:
+    def seeds(self) -> PredictionOutput:
         self.work.mkdir(parents=True, exist_ok=True)
-        return PredictionOutput.open(self.work / "seeds.zarr", "seeds",
-                                     {**self.record, "done": []}, {"zarr": {}, "hdf5": {}})  # fmt: skip
+        record = {**self.record, "done": []}
+        return PredictionOutput.open(
+            self.work / "seeds.zarr", "seeds", record, {"zarr": {}, "hdf5": {}}
+        )
 
     def write(self, target: PredictionOutput, lock: Path, box: tuple, values: np.ndarray) -> None:
         with locked_chunks(lock, shared_chunks(box, self.chunks, self.shape), self.chunk_grid):
@@ -164,7 +166,7 @@ def prepare_segment(spec: dict[str, Any], setting: Any, job: dict[str, Any],
     j = _Job(spec, setting, create=True, overwrite=overwrite)
     try:
         if j.seeded and not j.out.record.get("complete"):
-            j.seeds(create=True).close()
+            j.seeds().close()
     finally:
         j.out.close()
     spec = {**spec, "block_shape": list(j.block), "setting": setting_to_json(j.setting)}
@@ -189,7 +191,7 @@ def segment_worker(job: dict[str, Any], worker: BlockWorker) -> int:
         j.out.close()
         return 0
     s, n, lock = j.setting, len(j.blocks), worker.folder / "write.lock"
-    seeds = j.seeds(create=False) if j.seeded else None
+    seeds = j.seeds() if j.seeded else None
     mask = (_seed_mask(j.reader, s, j.shape) if j.seeded
             else lambda box: j.reader.below(box, s.threshold))  # fmt: skip
     table: dict[str, Any] = {}

@@ -80,7 +80,7 @@ def job_progress(
           CPU seconds per done block, on average (``None`` before any).
         * ``workers``: per worker, sorted by name, ``{'worker', 'host', 'pid', 'state',
           'blocks', 'block', 'beat', 'silent_s', 'error'}``; ``state`` is the worker's own
-          (``running``, ``waiting``, ``finished``, ``failed``), or ``'lost'`` when a
+          (``running``, ``waiting``, ``finished``, ``stopped``, ``failed``), or ``'lost'`` when a
           running or waiting worker has not beaten for ``LEASE_TIMEOUT_S`` seconds.
     """
     folder = Path(output_path) / JOB_DIR
