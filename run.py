@@ -869,7 +869,11 @@ def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:
         progress = block_jobs.wait_array(args.output, job_id, n, slurm, show)
     else:
         procs = block_jobs.start_local(args.output, n, job.get("device"))
-        progress = block_jobs.wait_local(args.output, procs, show)
+        try:
+            progress = block_jobs.wait_local(args.output, procs, show)
+        except KeyboardInterrupt:  # the workers are stopped by now
+            print(f"\n{me}: stopped; run the same command again to go on", file=sys.stderr)
+            return 130
     print(file=sys.stderr)
     if not progress.get("complete"):
         for line in block_jobs.failure_lines(args.output) or ["the workers ended early"]:

@@ -229,9 +229,11 @@ class BlockWorker:
         worker did. ``work(i)`` must leave block ``i``'s data durably on disk when it returns;
         ``already`` lists blocks known done from elsewhere (an older record).
 
-        The worker walks the grid from its own place (``rank * n // size``); blocks others
-        hold are looked at again every ``poll`` seconds, before the next new block, so a dead
-        holder's block is taken over about one block after its death is seen.
+        The worker walks the grid from its own place (``rank * n // size``). Before its next
+        new block it looks again, every ``poll`` seconds, at the blocks others held when it
+        passed them, and (every ``poll * size / 12.5`` seconds, at least ``poll``: one small
+        read per worker) at the blocks the other workers' files say they are on, so a dead
+        holder's block is taken over about one block after its death can be seen.
 
         Raises:
             Exception: whatever ``work`` raised (the block is recorded as failed first).
@@ -240,10 +242,16 @@ class BlockWorker:
         start = self.rank * n // self.size
         todo = deque(i for i in ((start + k) % n for k in range(n)) if i not in skip)
         held: list[int] = []
-        looked = time.monotonic()
+        looked = scanned = time.monotonic()
         did = 0
         self.state["step"] = step
         while todo or held:
+            if time.monotonic() - scanned >= self.poll * max(1.0, self.size / 12.5):
+                # the blocks others are on: a dead one's block first (one read per worker)
+                for i in self._others_blocks(step, n):
+                    if i not in skip and self._try(step, i, work):
+                        did += self._did
+                scanned = time.monotonic()
             if held and (not todo or time.monotonic() - looked >= self.poll):
                 still = []
                 for i in held:
@@ -261,6 +269,21 @@ class BlockWorker:
                 time.sleep(self.poll)
         self._set("running")
         return did
+
+    def _others_blocks(self, step: str, n: int) -> list[int]:
+        """The blocks of ``step`` other workers' files say they are on."""
+        found = []
+        for path in (self.folder / "workers").glob("*.json"):
+            if path.stem == self.worker:
+                continue
+            try:
+                block = json.loads(path.read_text()).get("block") or ""
+            except (OSError, ValueError, AttributeError):
+                continue
+            name, _, index = str(block).rpartition("-")
+            if name == step and index.isdigit() and int(index) < n:
+                found.append(int(index))
+        return found
 
     def _try(self, step: str, i: int, work: Callable[[int], None]) -> bool:
         """Do block ``i`` if it is not done and this worker gets its lease; whether it is
