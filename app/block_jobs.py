@@ -5,7 +5,8 @@ trainer.block_worker OUTPUT`` processes on this machine (one GPU each where ther
 through ``CUDA_VISIBLE_DEVICES``); ``submit_array`` submits the same command as a Slurm job
 array (``sbatch --array=0-N-1``); ``wait_local`` and ``wait_array`` follow the job through
 ``trainer.jobs.job_progress`` until it is complete or nobody is left to work on it;
-``stop_job`` and ``resume_argv`` are a page's Stop and Resume.
+``stop_job`` and ``resume_argv`` are a page's Stop and Resume, ``task_states`` its
+per-task Slurm states.
 """
 
 from __future__ import annotations
@@ -143,18 +144,21 @@ def submit_array(output: str | os.PathLike, n: int, resources: Any, device: str 
 
 
 def wait_array(output: str | os.PathLike, job_id: str, n: int, slurm: Any,
-               show: Show | None = None, poll_s: float = 2.0) -> dict[str, Any]:  # fmt: skip
-    """Follow the job until it is complete or every array task has ended."""
+               show: Show | None = None, poll_s: float = 2.0,
+               grace_s: float = 60.0) -> dict[str, Any]:  # fmt: skip
+    """Follow the job until every array task has ended (once the job is complete, for at
+    most ``grace_s`` more: the tasks only have to notice and leave)."""
     tasks = [f"{job_id}_{k}" for k in range(n)]
+    complete_at = None
     while True:
         progress = job_progress(output) or {}
         if show and progress:
             show(progress)
-        if progress.get("complete"):
-            return progress
+        if progress.get("complete") and complete_at is None:
+            complete_at = time.monotonic()
         states = slurm.jobs(tasks)
         ended = [s for s in states.values() if s.run_state not in ("queued", "running", None)]
-        if len(ended) == n:
+        if len(ended) == n or (complete_at and time.monotonic() - complete_at > grace_s):
             return job_progress(output) or {}
         time.sleep(poll_s)
 
@@ -216,3 +220,19 @@ def resume_argv(output: str | os.PathLike) -> list[str] | None:
     """The command that submitted the job (run again, it does only what is missing)."""
     job = read_job(job_folder(output))
     return list(job["command"]) if job and job.get("command") else None
+
+
+def task_states(output: str | os.PathLike, slurm: Any = None) -> dict[str, str]:
+    """Slurm's state of each array task of the job (``{'123_0': 'RUNNING', ...}``); empty
+    for a local job or tasks Slurm no longer knows.
+
+    Raises:
+        app.slurm.SlurmError: squeue failed.
+    """
+    job = read_job(job_folder(output)) or {}
+    if job.get("backend") != "slurm" or not job.get("slurm_job_id"):
+        return {}
+    from app.slurm import Slurm
+
+    tasks = [f"{job['slurm_job_id']}_{k}" for k in range(int(job.get("workers") or 1))]
+    return {k: v.state for k, v in (slurm or Slurm()).jobs(tasks).items()}

@@ -160,3 +160,7 @@ def test_a_two_task_slurm_array_labels_as_one_process(tmp_path, cluster):  # noq
     assert p["backend"] == "slurm" and p["workers_asked"] == 2 and job_id
     assert sorted(w["worker"] for w in p["workers"]) == [f"slurm-{job_id}_0", f"slurm-{job_id}_1"]
     assert all(w["state"] == "finished" for w in p["workers"])
+    from app.block_jobs import task_states
+
+    assert task_states(out, cluster.slurm) == {f"{job_id}_0": "COMPLETED",
+                                               f"{job_id}_1": "COMPLETED"}  # fmt: skip
