@@ -67,7 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with BlockWorker(folder, name, rank, size, lease_timeout=args.lease_timeout,
                          heartbeat=args.heartbeat) as worker:  # fmt: skip
-            if job["kind"] == "predict":
+            last = job["steps"][-1]["name"]
+            if worker.is_done(last, 0):  # a late task: leave before loading anything
+                did = 0
+            elif job["kind"] == "predict":
                 from trainer.distributed_predict import predict_worker
 
                 did = predict_worker(job, worker, device)
