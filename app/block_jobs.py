@@ -217,7 +217,8 @@ def stop_job(output: str | os.PathLike, slurm: Any = None) -> list[str]:
 
 
 def resume_argv(output: str | os.PathLike) -> list[str] | None:
-    """The command that submitted the job (run again, it does only what is missing)."""
+    """The command that submitted the job (run again in the job's ``cwd``, it does only
+    what is missing)."""
     job = read_job(job_folder(output))
     return list(job["command"]) if job and job.get("command") else None
 

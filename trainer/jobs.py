@@ -64,7 +64,8 @@ def job_progress(
         A dict:
 
         * ``kind``: ``'predict'`` or ``'segment'``; ``output``, ``key``.
-        * ``command``: the submitting command line (list of str); ``backend``: ``'local'``
+        * ``command``: the submitting command line (list of str), run in ``cwd``;
+          ``backend``: ``'local'``
           or ``'slurm'``; ``slurm_job_id``: the array's job id or ``None``; ``workers_asked``:
           the worker or task count asked for; ``created``: submission time (epoch s).
         * ``steps``: per step, in order, ``{'name', 'total', 'done', 'claimed'}``.
@@ -131,6 +132,7 @@ def job_progress(
         "output": job.get("output"),
         "key": job.get("key"),
         "command": job.get("command"),
+        "cwd": job.get("cwd"),
         "backend": job.get("backend"),
         "slurm_job_id": job.get("slurm_job_id"),
         "workers_asked": job.get("workers"),
