@@ -65,9 +65,9 @@ def job_progress(
 
         * ``kind``: ``'predict'`` or ``'segment'``; ``output``, ``key``.
         * ``command``: the submitting command line (list of str), run in ``cwd``;
-          ``backend``: ``'local'``
-          or ``'slurm'``; ``slurm_job_id``: the array's job id or ``None``; ``workers_asked``:
-          the worker or task count asked for; ``created``: submission time (epoch s).
+          ``backend``: ``'local'`` or ``'slurm'``; ``slurm_job_id``: the array's job id or
+          ``None``; ``workers_asked``: the worker or task count (after the cap);
+          ``created``: submission time (epoch s).
         * ``steps``: per step, in order, ``{'name', 'total', 'done', 'claimed'}``.
         * ``blocks``: over all steps, ``{'total', 'done', 'claimed', 'failed',
           'retried'}``: ``claimed`` is claimed and not done (being worked on, or held by a
