@@ -12,7 +12,6 @@ per-task Slurm states.
 from __future__ import annotations
 
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -184,11 +183,6 @@ def failure_lines(output: str | os.PathLike) -> list[str]:
     """What the workers said before they failed (from their files), one line each."""
     progress = job_progress(output) or {}
     return [f"{w['worker']}: {w['error']}" for w in progress.get("workers", []) if w.get("error")]
-
-
-def command_line(argv: Sequence[str]) -> str:
-    """``argv`` as a shell would take it."""
-    return shlex.join(argv)
 
 
 def stop_job(output: str | os.PathLike, slurm: Any = None) -> list[str]:
