@@ -834,7 +834,8 @@ def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:
             raise PredictionError(f"--workers {args.workers}: expected 1 or more")
         job = prepare({"command": [sys.executable, *sys.argv], "cwd": os.getcwd(),
                        "backend": args.backend,
-                       "device": getattr(args, "device", None), "slurm_job_id": None})  # fmt: skip
+                       "device": args.device if kind == "predict" else "cpu",
+                       "slurm_job_id": None})  # fmt: skip
         n, note = block_jobs.cap_jobs(args.jobs if slurm_backend else args.workers, job["steps"])
         if note:
             print(f"{me}: note: {note}", file=sys.stderr)
