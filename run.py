@@ -40,6 +40,24 @@ def _label_id(text: str) -> int:
     return v
 
 
+def _add_worker_options(p: argparse.ArgumentParser) -> None:
+    """predict's and segment's options for many workers (docs/cluster.md)."""
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="N local worker processes sharing the blocks (one GPU each where there "
+                        "are GPUs); the output must be a zarr folder")  # fmt: skip
+    p.add_argument("--backend", choices=("local", "slurm"), default="local",
+                   help="slurm: submit a job array of --jobs tasks sharing the blocks")  # fmt: skip
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="with --backend slurm: array tasks (capped at the number of blocks)")  # fmt: skip
+    for key, example in (("partition", "gpu"), ("account", "lab"), ("gpus", "1"), ("cpus", "8"),
+                         ("mem", "32G"), ("time", "12:00:00")):  # fmt: skip
+        p.add_argument(f"--slurm-{key}", metavar=key.upper(),
+                       help=f"Slurm {key} for each array task (e.g. {example})")  # fmt: skip
+    p.add_argument("--wait", action="store_true",
+                   help="with --backend slurm: follow the job until it ends (default: submit "
+                        "and return)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     from trainer.metrics import MODES
 
@@ -174,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "voxel_size, else 1)")  # fmt: skip
     p.add_argument("--overwrite", action="store_true",
                    help="start again over an existing prediction (of anything else)")  # fmt: skip
+    _add_worker_options(p)
     p.add_argument("--debug", action="store_true")
 
     s = sub.add_parser("segment", help="turn a prediction into neuron labels, block by block")
@@ -199,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="voxels of context around each watershed block (default 24)")  # fmt: skip
     s.add_argument("--overwrite", action="store_true",
                    help="start again over an existing segmentation")  # fmt: skip
+    _add_worker_options(s)
     s.add_argument("--debug", action="store_true")
 
     v = sub.add_parser("view", help="open volumes in neuroglancer as aligned layers")
@@ -701,6 +721,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"\rblock {done}/{total} ({100 * done // total}%), {seconds:.0f} s, "
               f"ETA {eta:.0f} s", end="" if done < total else "\n", file=sys.stderr, flush=True)  # fmt: skip
 
+    if args.workers is not None or args.backend == "slurm":
+        from trainer.distributed_predict import prepare_predict
+
+        spec = {"run_dir": args.run_dir, "input": args.input, "key": args.key,
+                "output": args.output, "output_key": args.output_key, "snapshot": args.snapshot,
+                "dtype": args.dtype, "tile": args.block, "voxel_size": args.voxel_size,
+                "padding": None if args.crop else args.pad_mode}  # fmt: skip
+        return _block_job(args, "predict", lambda job: prepare_predict(spec, job, args.overwrite))
     try:
         volume = check_input(args.input, args.key)
         run = load_run(args.run_dir, snapshot=args.snapshot, device=args.device)
@@ -742,6 +770,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         name = label_location(args.prob, args.output)
         print(f"segmenting {volume.name} ({setting.method}, from {setting.source})",
               file=sys.stderr)  # fmt: skip
+        if args.workers is not None or args.backend == "slurm":
+            from trainer.distributed_segment import prepare_segment
+
+            spec = {"prob": args.prob, "key": args.key, "output": args.output,
+                    "channel": args.channel, "memory_gb": args.memory_gb, "block": args.block,
+                    "halo": args.halo, "label_name": name}  # fmt: skip
+            return _block_job(args, "segment",
+                              lambda job: prepare_segment(spec, setting, job, args.overwrite))  # fmt: skip
         out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
                               memory_gb=args.memory_gb, block=args.block, halo=args.halo,
                               label_name=name, progress=show, overwrite=args.overwrite)  # fmt: skip
@@ -771,22 +807,84 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def _provenance(run_dir: str, run: object) -> dict:
     """What ``run.py predict`` records about the run it predicts with."""
-    import hashlib
+    from trainer.distributed_predict import run_provenance
 
-    from trainer import runs
+    return run_provenance(run_dir, run)
 
-    copy = runs.config_copy(run_dir)
-    text = copy.read_text(encoding="utf-8") if copy is not None else ""
-    return {
-        "run": os.path.abspath(run_dir),
-        "snapshot": os.path.abspath(run.snapshot),
-        "step": run.state.get("step"),
-        "config": {
-            "file": copy.name if copy else None,
-            "text": text,
-            "sha256": hashlib.sha256(text.encode()).hexdigest(),
-        },
-    }
+
+def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:
+    """``--workers N`` / ``--backend slurm --jobs N``: make the output and its job file
+    (``prepare``), start the workers or submit the array, and follow them."""
+    from app import block_jobs
+    from app.security import LaunchError
+    from app.slurm import Slurm, SlurmError, resources_from
+    from trainer.block_claims import JobError
+    from trainer.prediction_store import PredictionError
+
+    me = f"run.py {kind}"
+    slurm_backend = args.backend == "slurm"
+    try:
+        if slurm_backend:
+            resources = resources_from({k: getattr(args, f"slurm_{k}") for k in
+                                        ("partition", "account", "gpus", "cpus", "mem", "time")})  # fmt: skip
+            slurm = Slurm()
+            if slurm.problem():
+                raise JobError(slurm.problem())
+        elif args.workers < 1:
+            raise PredictionError(f"--workers {args.workers}: expected 1 or more")
+        job = prepare({"command": [sys.executable, *sys.argv], "cwd": os.getcwd(),
+                       "backend": args.backend,
+                       "device": args.device if kind == "predict" else "cpu",
+                       "slurm_job_id": None})  # fmt: skip
+        n, note = block_jobs.cap_jobs(args.jobs if slurm_backend else args.workers, job["steps"])
+        if note:
+            print(f"{me}: note: {note}", file=sys.stderr)
+        block_jobs.record_backend(args.output, workers=n)
+    except JobError as e:
+        print(f"{me}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ValueError, FileNotFoundError, LaunchError) as e:
+        print(f"{me}: {e}", file=sys.stderr)
+        if args.debug:
+            traceback.print_exc()
+        return EXIT_USAGE
+
+    shown = [""]
+
+    def show(progress: dict) -> None:
+        line = block_jobs.describe(progress)
+        if line != shown[0]:
+            shown[0] = line
+            print(f"\r{line} ", end="", file=sys.stderr, flush=True)
+
+    if slurm_backend:
+        try:
+            job_id = block_jobs.submit_array(args.output, n, resources, job.get("device"),
+                                             slurm, kind)  # fmt: skip
+        except SlurmError as e:
+            print(f"{me}: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        block_jobs.record_backend(args.output, slurm_job_id=job_id)
+        print(f"Slurm job array {job_id}: {n} task(s) on {args.output}", file=sys.stderr)
+        if not args.wait:
+            return EXIT_OK
+        progress = block_jobs.wait_array(args.output, job_id, n, slurm, show)
+    else:
+        procs = block_jobs.start_local(args.output, n, job.get("device"))
+        try:
+            progress = block_jobs.wait_local(args.output, procs, show)
+        except KeyboardInterrupt:  # the workers are stopped by now
+            print(f"\n{me}: stopped; run the same command again to go on", file=sys.stderr)
+            return 130
+    print(file=sys.stderr)
+    if not progress.get("complete"):
+        for line in block_jobs.failure_lines(args.output) or ["the workers ended early"]:
+            print(f"{me}: {line}", file=sys.stderr)
+        print(f"{me}: unfinished; run the same command again: it does only the blocks "
+              "still missing", file=sys.stderr)  # fmt: skip
+        return EXIT_FAILED
+    print(f"{'probabilities' if kind == 'predict' else 'neuron labels'} in {args.output}")
+    return EXIT_OK
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:

@@ -118,7 +118,45 @@ def predict_to_disk(
         DiskFullError: the disk is full; the message names the file and the space needed.
             The blocks written stay recorded: the same call resumes once there is space.
     """
-    from trainer.inference import _geometry, _model_on, plan_tiles
+    from trainer.inference import _model_on
+
+    plan, pad, record, attrs = plan_prediction(
+        model, volume, key, dtype, tile_shape, padding, grid, provenance
+    )
+    out = PredictionOutput.open(Path(output), key, record, attrs, overwrite=overwrite)
+    net, run_device = _model_on(model, device)
+    try:
+        _predict_blocks(net, run_device, volume, plan, pad, padding, out, progress)
+    except OSError as e:  # a record write (the blocks' own are caught where they happen)
+        if not disk_full(e):
+            raise
+        free = shutil.disk_usage(out.path.parent).free / 1e6
+        raise DiskFullError(
+            f"no space left on device for {out.path} (its record): {free:.1f} MB free; free "
+            "space and run the same command again: it resumes after the blocks already written"
+        ) from None
+    finally:
+        out.close()
+    return Path(output)
+
+
+def plan_prediction(
+    model: Any,
+    volume: Volume,
+    key: str,
+    dtype: str,
+    tile_shape: Sequence[int] | None,
+    padding: str | None,
+    grid: VoxelGrid | None,
+    provenance: dict[str, Any] | None,
+) -> tuple[Any, tuple[int, int, int], dict[str, Any], dict[str, Any]]:
+    """The tiles, the input padding, the record and the group attributes of a prediction
+    (``predict_to_disk``'s arguments); the same for one process and for many workers.
+
+    Raises:
+        PredictionError: a bad dtype, padding or channel count.
+    """
+    from trainer.inference import _geometry, plan_tiles
 
     if dtype not in OUTPUT_DTYPES:
         raise PredictionError(f"dtype {dtype!r}: use one of {', '.join(OUTPUT_DTYPES)}")
@@ -136,23 +174,7 @@ def predict_to_disk(
     plan = plan_tiles(model, [n + 2 * p for n, p in zip(spatial, pad)], tile_shape)
     grid = grid or voxel_grid(volume)
     record = _record(model, volume, plan, dtype, padding, offsets, grid, provenance or {})
-    out = PredictionOutput.open(
-        Path(output), key, record, _grid_attrs(key, record, grid), overwrite=overwrite
-    )
-    net, run_device = _model_on(model, device)
-    try:
-        _predict_blocks(net, run_device, volume, plan, pad, padding, out, progress)
-    except OSError as e:  # a record write (the blocks' own are caught where they happen)
-        if not disk_full(e):
-            raise
-        free = shutil.disk_usage(out.path.parent).free / 1e6
-        raise DiskFullError(
-            f"no space left on device for {out.path} (its record): {free:.1f} MB free; free "
-            "space and run the same command again: it resumes after the blocks already written"
-        ) from None
-    finally:
-        out.close()
-    return Path(output)
+    return plan, pad, record, _grid_attrs(key, record, grid)
 
 
 def _predict_blocks(

@@ -398,3 +398,86 @@ def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run,
         assert proc.returncode == 0, proc.stderr[-3000:]
         got = read_prediction(out)[0].read().astype(np.float32)
     np.testing.assert_allclose(got, _reference(tiny_run), atol=1e-3)
+
+
+# -- many workers (trainer.block_claims) ------------------------------------------------------
+
+
+def _one_process_reference(run_dir: Path, out: Path, dtype: str) -> np.ndarray:
+    """What `run.py predict` in one process writes (same tiles, padding and dtype)."""
+    from trainer.evaluation import load_run
+
+    run = load_run(run_dir, device="cpu")
+    vol = open_volume(run_dir.parents[1] / "data.zarr", "raw")
+    predict_to_disk(run.model, vol, out, dtype=dtype, tile_shape=(16, 48, 48))
+    return read_prediction(out)[0].read()
+
+
+def _live_lease(folder: Path) -> tuple[str, int] | None:
+    """A block being predicted right now: (its lease's name, its worker's pid)."""
+    for lease in sorted((folder / "claims").glob("predict-*.0")):
+        if not (folder / "done" / f"{lease.name[:-2]}.json").exists():
+            try:
+                return lease.name, json.loads(lease.read_text())["pid"]
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+@pytest.mark.slow
+def test_two_workers_one_killed_mid_block_then_a_resubmission_equal_one_process(tiny_run, tmp_path):
+    """Also: the same output with another snapshot, or an HDF5 output, is refused."""
+    import os
+    import signal
+    import time
+
+    from trainer.distributed_predict import prepare_predict
+    from trainer.jobs import job_progress
+
+    want = _one_process_reference(tiny_run, tmp_path / "one.zarr", "float16")
+    out = tmp_path / "many.zarr"
+    folder = out / ".voxelboard-job"
+    data = tiny_run.parents[1] / "data.zarr"
+    cmd = [sys.executable, "run.py", "predict", str(tiny_run), str(data), str(out), "--key",
+           "raw", "--block", "16", "48", "48", "--device", "cpu"]  # fmt: skip
+    job = subprocess.Popen([*cmd, "--workers", "2"], cwd=REPO, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while (held := _live_lease(folder) if folder.exists() else None) is None:
+            assert job.poll() is None and time.monotonic() < deadline, "no block started"
+            time.sleep(0.01)
+        os.kill(held[1], signal.SIGKILL)  # a worker, mid-block
+        # the other worker takes the block over; stop the whole job before it is done
+        while len(list((folder / "done").glob("predict-*"))) < 10:
+            assert job.poll() is None and time.monotonic() < deadline, job.stderr.read()
+            time.sleep(0.01)
+        os.killpg(job.pid, signal.SIGKILL)
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    before = {p.name: p.read_text() for p in (folder / "done").iterdir()}
+    assert 10 <= len(before) < 18 and "finish-0.json" not in before
+    taken = json.loads((folder / "claims" / f"{held[0][:-2]}.1").read_text())
+    assert taken["pid"] != held[1]  # the killed worker's block went to the other one
+    again = subprocess.run([*cmd, "--workers", "1"], cwd=REPO, capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = {p.name: p.read_text() for p in (folder / "done").iterdir()}
+    assert {k: after[k] for k in before} == before  # blocks done before were left alone
+    progress = job_progress(out)
+    (new,) = [w for w in progress["workers"] if w["state"] == "finished"]
+    assert new["blocks"] == 18 + 1 - len(before)  # only what was missing, and the finish
+    assert progress["complete"] and progress["blocks"]["retried"] >= 1
+    got, record = read_prediction(out)
+    assert record["complete"] and record["done"] == list(range(18))
+    np.testing.assert_array_equal(got.read().view(np.uint16), want.view(np.uint16))
+    spec = {"run_dir": str(tiny_run), "input": str(data), "key": "raw", "output": str(out),
+            "output_key": "prob", "snapshot": "LAST", "dtype": "float16",
+            "tile": [16, 48, 48], "voxel_size": None, "padding": "symmetric"}  # fmt: skip
+    with pytest.raises(PredictionError, match=r"holds a complete prediction of something else: .*"
+                       r"model snapshot: recorded '.*FINAL\.pt', now '.*LAST\.pt'"):  # fmt: skip
+        prepare_predict(spec, {"backend": "local"})
+    with pytest.raises(PredictionError, match="several workers write a zarr folder only"):
+        prepare_predict({**spec, "output": str(tmp_path / "p.h5")}, {"backend": "local"})

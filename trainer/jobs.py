@@ -1,0 +1,173 @@
+"""Progress of a distributed predict or segment job, read from its output alone.
+
+``job_progress`` only reads the job folder that ``trainer.block_claims`` keeps in the output
+(job file, leases, done markers, failures, worker files); it starts nothing, locks nothing
+and writes nothing, so a dashboard may call it as often as it likes, on any machine that
+sees the output.
+
+Example:
+    >>> p = job_progress("prob.zarr")  # doctest: +SKIP
+    >>> p["blocks"]["done"], p["blocks"]["total"], p["eta_s"]  # doctest: +SKIP
+    (412, 4096, 1830.5)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from trainer.block_claims import JOB_DIR, LEASE_TIMEOUT_S, read_job
+
+__all__ = ["job_progress"]
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _names(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except OSError:
+        return []
+
+
+def _split(name: str) -> tuple[str, int, str] | None:
+    """``'predict-12.3'`` -> ``('predict', 12, '3')``; ``'faces-4.json'`` -> (.., 'json')."""
+    stem, _, tail = name.partition(".")
+    step, _, index = stem.rpartition("-")
+    return (step, int(index), tail) if index.isdigit() and step else None
+
+
+def job_progress(
+    output_path: str | os.PathLike,
+    key: str | None = None,
+    now: float | None = None,
+    window: int = 50,
+) -> dict[str, Any] | None:
+    """The state of the job writing ``output_path``, or ``None`` where there is no job.
+
+    Args:
+        output_path: the job's output folder (``run.py predict|segment`` OUTPUT).
+        key: the output array's key; only checked against the job's (``None``: any).
+        now: the time to measure ages and the ETA against (default ``time.time()``).
+        window: how many of the latest done blocks set the throughput.
+
+    Returns:
+        A dict:
+
+        * ``kind``: ``'predict'`` or ``'segment'``; ``output``, ``key``.
+        * ``command``: the submitting command line (list of str), run in ``cwd``;
+          ``backend``: ``'local'`` or ``'slurm'``; ``slurm_job_id``: the array's job id or
+          ``None``; ``workers_asked``: the worker or task count (after the cap);
+          ``created``: submission time (epoch s).
+        * ``steps``: per step, in order, ``{'name', 'total', 'done', 'claimed'}``.
+        * ``blocks``: over all steps, ``{'total', 'done', 'claimed', 'failed',
+          'retried'}``: ``claimed`` is claimed and not done (being worked on, or held by a
+          dead worker not yet replaced); ``failed`` counts blocks whose work raised;
+          ``retried`` counts take-overs (a lease generation above 0).
+        * ``complete``: every block of every step done.
+        * ``throughput``: blocks per second over the last ``window`` done blocks (``None``
+          before two are done); ``eta_s``: seconds left at that rate (0 when complete,
+          ``None`` when unknown); ``started``/``last_done``: first block's start and last
+          block's end (epoch s, ``None`` before any); ``cpu_s_per_block``: the workers'
+          CPU seconds per done block, on average (``None`` before any).
+        * ``workers``: per worker, sorted by name, ``{'worker', 'host', 'pid', 'state',
+          'blocks', 'block', 'beat', 'silent_s', 'error'}``; ``state`` is the worker's own
+          (``running``, ``waiting``, ``finished``, ``stopped``, ``failed``), or ``'lost'`` when a
+          running or waiting worker has not beaten for ``LEASE_TIMEOUT_S`` seconds.
+    """
+    folder = Path(output_path) / JOB_DIR
+    job = read_job(folder)
+    if job is None or (key is not None and job.get("key") != key):
+        return None
+    now = time.time() if now is None else now
+    steps = [(s["name"], int(s["blocks"])) for s in job.get("steps", [])]
+    done_at: dict[str, set[int]] = {name: set() for name, _ in steps}
+    ends, starts, cpus = [], [], []
+    for name in _names(folder / "done"):
+        parts = _split(name)
+        if parts is None or parts[0] not in done_at:
+            continue
+        done_at[parts[0]].add(parts[1])
+        marker = _json(folder / "done" / name) or {}
+        if isinstance(marker.get("end"), (int, float)):
+            ends.append(float(marker["end"]))
+        if isinstance(marker.get("start"), (int, float)):
+            starts.append(float(marker["start"]))
+        if isinstance(marker.get("cpu_s"), (int, float)):
+            cpus.append(float(marker["cpu_s"]))
+    claimed: dict[str, set[int]] = {name: set() for name, _ in steps}
+    retried = 0
+    for name in _names(folder / "claims"):
+        parts = _split(name)
+        if parts is None or parts[0] not in claimed or not parts[2].isdigit():
+            continue
+        claimed[parts[0]].add(parts[1])
+        retried += int(parts[2]) > 0
+    failed = {(p[0], p[1]) for n in _names(folder / "failed") if (p := _split(n))}
+    step_rows = [
+        {"name": name, "total": total, "done": len(done_at[name]),
+         "claimed": len(claimed[name] - done_at[name])}
+        for name, total in steps
+    ]  # fmt: skip
+    total = sum(r["total"] for r in step_rows)
+    done = sum(r["done"] for r in step_rows)
+    complete = total > 0 and done >= total
+    ends.sort()
+    recent = ends[-window:]
+    throughput = None
+    if len(recent) >= 2 and recent[-1] > recent[0]:
+        throughput = (len(recent) - 1) / (recent[-1] - recent[0])
+    eta = 0.0 if complete else (total - done) / throughput if throughput else None
+    return {
+        "kind": job.get("kind"),
+        "output": job.get("output"),
+        "key": job.get("key"),
+        "command": job.get("command"),
+        "cwd": job.get("cwd"),
+        "backend": job.get("backend"),
+        "slurm_job_id": job.get("slurm_job_id"),
+        "workers_asked": job.get("workers"),
+        "created": job.get("created"),
+        "steps": step_rows,
+        "blocks": {
+            "total": total,
+            "done": done,
+            "claimed": sum(r["claimed"] for r in step_rows),
+            "failed": len(failed),
+            "retried": retried,
+        },
+        "complete": complete,
+        "throughput": throughput,
+        "eta_s": eta,
+        "cpu_s_per_block": sum(cpus) / len(cpus) if cpus else None,
+        "started": min(starts) if starts else None,
+        "last_done": ends[-1] if ends else None,
+        "workers": _workers(folder, now),
+    }
+
+
+def _workers(folder: Path, now: float) -> list[dict[str, Any]]:
+    rows = []
+    for name in sorted(_names(folder / "workers")):
+        w = _json(folder / "workers" / name)
+        if w is None or not name.endswith(".json"):
+            continue
+        beat = w.get("beat") if isinstance(w.get("beat"), (int, float)) else None
+        silent = now - beat if beat is not None else None
+        state = w.get("state")
+        if state in ("running", "waiting") and silent is not None and silent > LEASE_TIMEOUT_S:
+            state = "lost"
+        rows.append({"worker": w.get("worker", name[:-5]), "host": w.get("host"),
+                     "pid": w.get("pid"), "state": state, "blocks": w.get("blocks", 0),
+                     "block": w.get("block"), "beat": beat, "silent_s": silent,
+                     "error": w.get("error")})  # fmt: skip
+    return rows
