@@ -4,13 +4,13 @@
     python bench/bench_demo_convergence.py --seeds 2 --at 200    # a busy machine
     python bench/bench_demo_convergence.py --lr 4e-3             # another learning rate
 
-Trains ``examples/demo_cnn3d.py`` (``run.py train --n-steps <last of --at> --device cpu``) once
-per seed, one run after the other, into a temporary folder, and prints each run's validation
-error at each step of ``--at`` (the history row at that step, or the last before it:
-``history_freq`` is 20 and a run of N steps ends at step N - 1), the first history row below
-10%, the training seconds to each step (the history's ``time``) and the run's wall time; then
-the mean, min and max over the seeds at each step, and the load average before and after.
-Judge the demo by its steps: its seconds depend on the machine and on its load.
+Trains ``examples/demo_cnn3d.py`` (``run.py train --n-steps <last of --at> --device cpu``,
+without the demo's 15-minute ``max_runtime``) once per seed, one run after the other, into a
+temporary folder, and prints each run's validation error at each step of ``--at`` (the history
+row at that step; ``history_freq`` is 20, and a run of N steps ends at step N - 1), the first
+history row below 10%, the training seconds to each step (the history's ``time``) and the run's
+wall time; then the mean, min and max over the seeds at each step, and the load average before
+and after. Judge the demo by its steps: its seconds depend on the machine and on its load.
 
 A seed is set by a two-line config beside the demo (``torch.manual_seed`` / ``np.random.seed``
 before the model is built): the demo config has no seed key, and the batch creator still draws
@@ -59,6 +59,7 @@ def train_seed(
     cmd = [
         sys.executable, str(REPO / "run.py"), "train", str(config), "--n-steps", str(steps),
         "--save-path", str(root / "runs"), "--save-name", f"seed{seed}", "--device", "cpu",
+        "--max-runtime", "86400",  # the demo's 15 minutes end a run on a busy machine early
     ]  # fmt: skip
     if lr is not None:
         cmd += ["--lr", str(lr)]
@@ -72,10 +73,10 @@ def train_seed(
 
 
 def at_step(hist: pd.DataFrame, step: int) -> pd.Series:
-    """The history row at ``step`` (the last one before it when ``step`` has none)."""
+    """The history row at ``step`` (the run's last, step - 1, for its last step)."""
     rows = hist[hist["steps"] <= step]
-    if rows.empty:
-        sys.exit(f"no history row at or before step {step}")
+    if rows.empty or rows["steps"].iloc[-1] < step - 1:
+        sys.exit(f"no history row at step {step}: rows at {hist['steps'].tolist()}")
     return rows.iloc[-1]
 
 
@@ -87,20 +88,22 @@ def first_below(hist: pd.DataFrame, percent: float) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1)")
+    ap.add_argument("--seeds", type=int, default=5, help="number of seeds")
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds are FIRST..FIRST+N-1")
     ap.add_argument("--at", type=int, nargs="+", default=[0, 100, 200, 300],
                     help="steps to report the validation error at; the runs train to the last")  # fmt: skip
     ap.add_argument("--lr", type=float, help="train with this learning rate (run.py train --lr)")
     args = ap.parse_args()
     at = sorted(args.at)
     print(f"load average before: {os.getloadavg()}")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     errs = np.zeros((args.seeds, len(at)))
     times = []
     with tempfile.TemporaryDirectory(prefix="vb_conv_") as tmp:
-        for seed in range(args.seeds):
+        for i, seed in enumerate(seeds):
             hist, seconds = train_seed(Path(tmp), seed, at[-1], args.lr)
             rows = [at_step(hist, step) for step in at]
-            errs[seed] = [r["valid_err"] for r in rows]
+            errs[i] = [r["valid_err"] for r in rows]
             times.append(seconds)
             cells = ", ".join(
                 f"{int(r['steps'])}: {r['valid_err']:.1f}% ({r['time']:.0f} s)" for r in rows
