@@ -24,7 +24,7 @@ from typing import Any
 import dash_ag_grid as dag
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from app import changes_runs, current_context, paths
+from app import DEMO_CONFIG, changes_runs, current_context, paths
 from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
@@ -85,7 +85,7 @@ def _launch_panel(
             dcc.Dropdown(
                 id="exp-config",
                 options=configs,
-                value=next((o["value"] for o in configs if not o.get("disabled")), None),
+                value=default_config(configs),
                 clearable=False,
                 placeholder="no configs found",
             ),
@@ -243,16 +243,27 @@ def layout(**kwargs: Any) -> html.Div:
 # -- views (pure) --------------------------------------------------------------------------
 
 
+def _is_demo(option: dict[str, Any]) -> bool:
+    return str(option["label"]).rsplit("/", 1)[-1] == DEMO_CONFIG
+
+
+def default_config(configs: list[dict[str, Any]]) -> str | None:
+    """The Config dropdown's first value: the demo config where it is listed (README and the
+    first-start sentence tell a newcomer to launch it), else the first config listed."""
+    usable = [o for o in configs if not o.get("disabled")]
+    pick = next((o for o in usable if _is_demo(o)), usable[0] if usable else None)
+    return None if pick is None else pick["value"]
+
+
 def _no_runs_text(configs: list[dict[str, Any]], read_only: bool) -> str:
     """The experiments page's sentence while the runs directory holds no run."""
     if read_only:
         return "No runs in this runs directory yet."
-    labels = [o["label"] for o in configs if not o.get("disabled")]
-    if not labels:
+    usable = [o for o in configs if not o.get("disabled")]
+    if not usable:
         return "No runs yet: put a config file into the configs folder, then press Launch."
-    demo = [n for n in labels if n.rsplit("/", 1)[-1] == "demo_cnn3d.py"]
-    pick = (demo or labels)[0]
-    return f"No runs yet: pick {pick} and press Launch."
+    pick = next((o for o in usable if _is_demo(o)), usable[0])
+    return f"No runs yet: pick {pick['label']} and press Launch."
 
 
 def _selection_view(row: dict[str, Any] | None) -> Any:

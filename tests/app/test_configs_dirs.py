@@ -116,3 +116,17 @@ def test_a_launch_runs_the_chosen_folders_file(folders, tmp_path):
         if pid:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_the_config_dropdown_starts_on_the_demo_config_where_it_is_listed():
+    from app.pages.experiments import default_config
+
+    def option(label: str, disabled: bool = False) -> dict:
+        return {"label": label, "value": f"/c/{label}", "disabled": disabled}
+
+    assert default_config([option("a.py"), option("examples/demo_cnn3d.py")]) == (
+        "/c/examples/demo_cnn3d.py"
+    )
+    assert default_config([option("a.py", disabled=True), option("b.py")]) == "/c/b.py"
+    assert default_config([option("demo_cnn3d.py", disabled=True), option("b.py")]) == "/c/b.py"
+    assert default_config([]) is None

@@ -48,10 +48,13 @@ def running(run_dir, step: int = 0) -> None:
 def test_experiments_first_start_says_what_to_do_then_shows_the_table(dash_duo, tmp_path):
     app = build_app(tmp_path)
     (tmp_path / "configs" / "demo_cnn3d.py").write_text("n_steps = 10\n")
+    (tmp_path / "configs" / "a_first.py").write_text("n_steps = 10\n")  # listed first
     dash_duo.start_server(app)
     dash_duo.wait_for_contains_text(
         "#exp-empty", "No runs yet: pick demo_cnn3d.py and press Launch", timeout=15
     )
+    # the Config dropdown already holds the config the sentence names
+    assert dash_duo.find_element("#exp-config .dash-dropdown-value").text.strip() == "demo_cnn3d.py"
     assert not _shown(dash_duo, "#exp-runs-panel")  # no empty table, no filter row
     assert not _shown(dash_duo, "#exp-log-panel")  # no empty log bar
     running(tmp_path / "runs" / "first")
