@@ -726,7 +726,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     setup_logging(None, args.debug)
     from trainer.prediction_store import DiskFullError
     from trainer.predictions import read_prediction
-    from trainer.segment_volume import label_location, segment_to_disk, setting_from_run
+    from trainer.segment_volume import (
+        label_location,
+        release_freed_memory,
+        segment_to_disk,
+        setting_from_run,
+    )
     from trainer.volumes import VolumeError
 
     def show(name: str, done: int, total: int, seconds: float) -> None:
@@ -742,6 +747,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         name = label_location(args.prob, args.output)
         print(f"segmenting {volume.name} ({setting.method}, from {setting.source})",
               file=sys.stderr)  # fmt: skip
+        release_freed_memory()  # --memory-gb is a peak: freed blocks go back to the OS
         out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
                               memory_gb=args.memory_gb, block=args.block, halo=args.halo,
                               label_name=name, progress=show, overwrite=args.overwrite)  # fmt: skip

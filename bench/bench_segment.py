@@ -1,6 +1,7 @@
 """``run.py segment`` blockwise against the in-memory segmentation, and its peak memory.
 
     python bench/bench_segment.py [--shape 128 256 256] [--repeats 3] [--budget-gb 0.125]
+        [--skip-seeded] [--as-run-py] [--memory-only] [--memory-seeded]
 
 1. **Speed, on a volume that fits.** A synthetic prediction (float16, 2 classes, written
    with the predict store's writer) is segmented
@@ -12,14 +13,17 @@
      ``--block 64 64 64`` (many blocks: the merge and the halos at work).
 
    and once more with ``--memory-gb 2`` and ``os.fsync`` made a no-op, to show what the
-   durability (every chunk, faces file and record fsynced before a block counts as done)
-   costs. Best of ``--repeats`` each; printed: seconds, voxels per second, blockwise / in-memory
-   (goal >= 0.7x), and whether the labels are the same partition.
+   durability (a block's chunk files, faces file and record fsynced before it counts as
+   done, the blocks of a second sharing one flush) costs. Each run starts from no output;
+   the ways take turns, ``--repeats`` rounds, best of each; printed: seconds, voxels per
+   second, blockwise / in-memory (goal >= 0.7x), and whether the labels are the same
+   partition. ``--as-run-py`` first sets glibc as ``run.py segment`` does
+   (``release_freed_memory``), for all ways alike.
 2. **Memory, on a volume 4x the budget.** A prediction whose uint64 labels alone take 4x
    ``--budget-gb`` is segmented (each setting) with ``--memory-gb`` = the budget in a fresh
-   process; its
-   peak resident memory (``VmHWM``) is printed with the process's resident
-   memory after its imports, before it starts.
+   process that sets glibc as ``run.py segment`` does; its peak resident memory
+   (``VmHWM``) is printed with the process's resident memory after its imports, before it
+   starts. ``--memory-seeded`` adds the seeded watershed (many small halos: minutes).
 
 The load average is printed before and after.
 """
@@ -163,9 +167,10 @@ PEAK = """
 import json, sys, psutil
 sys.path.insert(0, {repo!r})
 from trainer.predictions import read_prediction
-from trainer.segment_volume import SegmentSetting, segment_to_disk
+from trainer.segment_volume import SegmentSetting, release_freed_memory, segment_to_disk
 from trainer.segmentation import Quantile
-import zarr, skimage.segmentation, numcodecs, scipy.sparse.csgraph  # what segment_to_disk imports when it runs
+import zarr, skimage.segmentation, numcodecs, scipy.sparse.csgraph, cc3d, edt  # what segment_to_disk imports when it runs
+release_freed_memory()  # as run.py segment does
 before = psutil.Process().memory_info().rss
 vol, rec = read_prediction({prob!r}, "prob")
 out = segment_to_disk(vol, rec, {out!r}, {setting}, memory_gb={budget}, overwrite=True)
@@ -178,7 +183,7 @@ print(json.dumps({{"before": before, "peak": peak}}))
 
 
 def main() -> None:
-    from trainer.segment_volume import SegmentSetting
+    from trainer.segment_volume import SegmentSetting, release_freed_memory
     from trainer.segmentation import Quantile
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -188,7 +193,12 @@ def main() -> None:
     ap.add_argument("--skip-seeded", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="only part 2")
     ap.add_argument("--memory-seeded", action="store_true", help="part 2 for the watershed too")
+    ap.add_argument("--as-run-py", action="store_true",
+                    help="part 1 with glibc's freed arrays returned to the OS, as run.py segment "
+                    "sets it (release_freed_memory; for every row, the in-memory one too)")  # fmt: skip
     args = ap.parse_args()
+    if args.as_run_py:
+        print("release_freed_memory():", release_freed_memory())
     print("load average before:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     tmp = Path(tempfile.mkdtemp(prefix="bench_segment_"))
     try:

@@ -74,6 +74,7 @@ __all__ = [
     "label_location",
     "membrane_map",
     "register_label",
+    "release_freed_memory",
     "resolve_quantiles",
     "segment_in_memory",
     "segment_to_disk",
@@ -200,6 +201,32 @@ def register_label(prob_path: str | os.PathLike, name: str) -> None:
     names = list(attrs.get("labels", []))
     if name not in names:
         atomic_write_json(folder / ".zattrs", {**attrs, "labels": [*names, name]})
+
+
+#: arrays above this size are mapped from the OS and returned to it when freed
+MMAP_THRESHOLD = 1 << 20
+
+
+def release_freed_memory() -> bool:
+    """Make glibc hand arrays over ``MMAP_THRESHOLD`` back to the OS when they are freed;
+    whether it could (``False`` off glibc). Call once per process, from the shell.
+
+    By default glibc raises that threshold (to 32 MB) after the first large array is freed
+    and then keeps freed arrays in per-thread caches: zarr's and ``edt``'s threads each kept
+    tens of MB, and the watershed's peak went 50 % over ``--memory-gb``
+    (bench/bench_segment.py, docs/data.md). A fixed threshold turns that dynamic off.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # glibc's malloc.h
+    return mallopt is not None and mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
 
 
 Progress = Callable[[str, int, int, float], None]
