@@ -1,7 +1,7 @@
 """``run.py segment`` blockwise against the in-memory segmentation, and its peak memory.
 
     python bench/bench_segment.py [--shape 128 256 256] [--repeats 3] [--budget-gb 0.125]
-        [--skip-seeded] [--as-run-py] [--memory-only] [--memory-seeded]
+        [--skip-seeded] [--as-run-py] [--speed-only | --memory-only] [--memory-seeded]
 
 1. **Speed, on a volume that fits.** A synthetic prediction (float16, 2 classes, written
    with the predict store's writer) is segmented
@@ -183,7 +183,7 @@ print(json.dumps({{"before": before, "peak": peak}}))
 
 
 def main() -> None:
-    from trainer.segment_volume import SegmentSetting, release_freed_memory
+    from trainer.segment_volume import SegmentSetting
     from trainer.segmentation import Quantile
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -192,12 +192,15 @@ def main() -> None:
     ap.add_argument("--budget-gb", type=float, default=0.125)
     ap.add_argument("--skip-seeded", action="store_true")
     ap.add_argument("--memory-only", action="store_true", help="only part 2")
+    ap.add_argument("--speed-only", action="store_true", help="only part 1")
     ap.add_argument("--memory-seeded", action="store_true", help="part 2 for the watershed too")
     ap.add_argument("--as-run-py", action="store_true",
                     help="part 1 with glibc's freed arrays returned to the OS, as run.py segment "
                     "sets it (release_freed_memory; for every row, the in-memory one too)")  # fmt: skip
     args = ap.parse_args()
     if args.as_run_py:
+        from trainer.segment_volume import release_freed_memory
+
         print("release_freed_memory():", release_freed_memory())
     print("load average before:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     tmp = Path(tempfile.mkdtemp(prefix="bench_segment_"))
@@ -221,6 +224,8 @@ def main() -> None:
                 same = same_partition(tmp / "in-memory.zarr", tmp / f"{label}.zarr")
                 print(f"  {s.method:10s} {label:24s} {t:7.2f} s  {voxels / t / 1e6:6.1f} Mvox/s"
                       f"  {ref / t:5.2f}x in-memory  same partition: {same}")  # fmt: skip
+        if args.speed_only:
+            return
         # a volume whose uint64 labels alone are 4x the budget
         edge = int(round((4 * args.budget_gb * 2**30 / 8) ** (1 / 3)))
         big = (edge, edge, edge)
@@ -246,7 +251,7 @@ def main() -> None:
                   f"{(mem['peak'] - mem['before']) / 2**20:.0f} MB (budget {budget / 2**20:.0f} MB)")  # fmt: skip
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print("load average after:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+        print("load average after:", ", ".join(f"{v:.2f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":
