@@ -25,6 +25,9 @@ from pathlib import Path
 
 COMMANDS = ("dashboard", "train", "sweep", "evaluate", "predict", "segment", "view", "demo-data")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED = 0, 1, 2, 3
+#: True when this file runs as the command (``python run.py``), False when a caller (a test, a
+#: notebook) calls ``main`` in its own process: process-wide settings are made only then
+AS_COMMAND = False
 
 
 def _label_id(text: str) -> int:
@@ -754,7 +757,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     setup_logging(None, args.debug)
     from trainer.prediction_store import DiskFullError
     from trainer.predictions import read_prediction
-    from trainer.segment_volume import label_location, segment_to_disk, setting_from_run
+    from trainer.segment_volume import (
+        label_location,
+        release_freed_memory,
+        segment_to_disk,
+        setting_from_run,
+    )
     from trainer.volumes import VolumeError
 
     def show(name: str, done: int, total: int, seconds: float) -> None:
@@ -778,6 +786,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     "halo": args.halo, "label_name": name}  # fmt: skip
             return _block_job(args, "segment",
                               lambda job: prepare_segment(spec, setting, job, args.overwrite))  # fmt: skip
+        if AS_COMMAND:  # process-wide: not when a test or a caller runs main() in its process
+            release_freed_memory()  # --memory-gb is a peak: freed blocks go back to the OS
         out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
                               memory_gb=args.memory_gb, block=args.block, halo=args.halo,
                               label_name=name, progress=show, overwrite=args.overwrite)  # fmt: skip
@@ -1085,4 +1095,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    AS_COMMAND = True
     sys.exit(main())

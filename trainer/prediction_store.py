@@ -39,6 +39,7 @@ __all__ = [
     "IDENTITY_KEYS",
     "differences",
     "disk_full",
+    "fsync_files",
     "read_record",
 ]
 
@@ -210,21 +211,33 @@ class PredictionOutput:
             "it resumes after the blocks already written"
         )
 
-    def write(self, box: tuple[slice, ...], values: np.ndarray) -> None:
-        """Write ``values`` (output dtype) at spatial ``box`` for all classes, durably."""
+    def write(self, box: tuple[slice, ...], values: np.ndarray, sync: bool = True) -> list[Path]:
+        """Write ``values`` (output dtype) at spatial ``box`` for all classes, durably.
+
+        With ``sync=False`` nothing is fsynced yet: pass the returned files (zarr: the chunk
+        files written) to ``sync`` before ``mark_done``, so many blocks share one flush.
+        """
         self.array[(slice(None), *box)] = values
+        files = [] if self.fmt == "hdf5" else list(self._chunk_files(box))
+        if sync:
+            self.sync(files)
+        return files
+
+    def sync(self, files: Sequence[Path] = ()) -> None:
+        """Make what ``write(..., sync=False)`` wrote durable: HDF5 flushed and fsynced, zarr
+        ``files`` (and any others, such as a caller's work files) fsynced with their folders."""
         if self.fmt == "hdf5":
             self._fsync_hdf5()
-        else:
-            _fsync_files(self._chunk_files(box))
+        fsync_files(files)
 
     def read(self, box: tuple[slice, ...]) -> np.ndarray:
         """The stored values at spatial ``box`` (all classes)."""
         return np.asarray(self.array[(slice(None), *box)])
 
-    def mark_done(self, index: int) -> None:
-        """Record block ``index`` as written (call only after ``write`` returned)."""
-        self.done.add(index)
+    def mark_done(self, *index: int) -> None:
+        """Record blocks ``index`` as written (call only after their data are durable:
+        ``write`` returned, or ``sync`` after ``write(..., sync=False)``); one record save."""
+        self.done.update(index)
         self.record["done"] = sorted(self.done)
         self.save_record()
 
@@ -246,7 +259,7 @@ class PredictionOutput:
             self._fsync_hdf5()
         else:
             self.array.attrs[ATTR] = self.record
-            _fsync_files([self.path / self.key / ".zattrs"])
+            fsync_files([self.path / self.key / ".zattrs"])
 
     def _fsync_hdf5(self) -> None:
         f = self.array.file
@@ -313,14 +326,15 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _fsync_files(files: Sequence[Path] | Iterator[Path]) -> None:
+def fsync_files(files: Sequence[Path] | Iterator[Path]) -> None:
     """fsync each existing file and, once each, the folders holding them (for the renames).
 
     The files are fsynced on a few threads at once (``os.fsync`` releases the GIL): the disk
     and its journal take the flushes together instead of one after another, about twice as
-    fast for a block's chunk files on a shared disk (bench/bench_segment.py).
+    fast for a block's chunk files on a shared disk (bench/bench_segment.py). A file named
+    twice is fsynced once.
     """
-    files = list(files)
+    files = list(dict.fromkeys(files))
     if len(files) > 1:
         with ThreadPoolExecutor(min(8, len(files))) as pool:
             folders = {f for f in pool.map(_fsync_file, files) if f is not None}
@@ -348,5 +362,5 @@ def _fsync_file(file: Path) -> Path | None:
 
 
 def _fsync_tree(path: Path) -> None:
-    _fsync_files([p for p in path.rglob("*") if p.is_file()])
-    _fsync_files([path / ".zgroup"])
+    fsync_files([p for p in path.rglob("*") if p.is_file()])
+    fsync_files([path / ".zgroup"])

@@ -24,7 +24,10 @@ distances it follows, lie within the halo; docs/data.md says what that costs.
 **Resumable.** The output's record (``trainer.prediction_store``) lists the blocks done;
 pass ``p`` of block ``i`` is entry ``p * n_blocks + i``. A block enters it only after its
 faces (pass 1) or its labels (pass 2, 3) are durably on disk; the faces, the label table
-and the seeds live in a work folder that the finished output no longer has. A rerun with
+and the seeds live in a work folder that the finished output no longer has. The blocks
+finished within ``SYNC_SECONDS`` share one flush: their files are fsynced together, then
+recorded in one save (a kill loses at most those seconds of work; per block, the fsyncs
+cost a run of small blocks half its time: bench/bench_segment.py). A rerun with
 another input or setting is refused, naming what differs (``overwrite`` starts again).
 """
 
@@ -71,6 +74,7 @@ __all__ = [
     "label_location",
     "membrane_map",
     "register_label",
+    "release_freed_memory",
     "resolve_quantiles",
     "segment_in_memory",
     "segment_to_disk",
@@ -86,6 +90,8 @@ WORK_DIR = ".segment-work"
 #: 60 MB on one block of 96³ and of 128³)
 BYTES_PER_VOXEL = {"components": 40.0, "seeded": 128.0}
 DEFAULT_HALO = 24
+#: blocks finished within this many seconds are fsynced and recorded together
+SYNC_SECONDS = 1.0
 #: of the memory budget, what is not the blocks': zarr's reading and writing threads and
 #: their buffers, the merge's faces (measured about 30 MB beyond the imports, whatever the
 #: block: bench/bench_segment.py)
@@ -197,6 +203,32 @@ def register_label(prob_path: str | os.PathLike, name: str) -> None:
         atomic_write_json(folder / ".zattrs", {**attrs, "labels": [*names, name]})
 
 
+#: arrays above this size are mapped from the OS and returned to it when freed
+MMAP_THRESHOLD = 1 << 20
+
+
+def release_freed_memory() -> bool:
+    """Make glibc hand arrays over ``MMAP_THRESHOLD`` back to the OS when they are freed;
+    whether it could (``False`` off glibc). Call once per process, from the shell.
+
+    By default glibc raises that threshold (to 32 MB) after the first large array is freed
+    and then keeps freed arrays in per-thread caches: zarr's and ``edt``'s threads each kept
+    tens of MB, and the watershed's peak went 50 % over ``--memory-gb``
+    (bench/bench_segment.py, docs/data.md). A fixed threshold turns that dynamic off.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = libc.mallopt if libc is not None else None
+    except (OSError, AttributeError):
+        return False
+    m_mmap_threshold = -3  # glibc's malloc.h
+    return mallopt is not None and mallopt(m_mmap_threshold, MMAP_THRESHOLD) == 1
+
+
 Progress = Callable[[str, int, int, float], None]
 
 
@@ -279,11 +311,11 @@ def segment_to_disk(
             seeds = PredictionOutput.open(run.work / "seeds.zarr", "seeds", {**record, "done": []},
                                           {"zarr": {}, "hdf5": {}})  # fmt: skip
             seed_mask = _seed_mask(reader, setting, shape)
-            run.components(0, seed_mask, lambda box, v: seeds.write(box, v[None]))
+            run.components(0, seed_mask, lambda box, v: seeds.write(box, v[None], sync=False))
             run.flood(reader, seeds, setting, halo)
         elif unfinished:
             run.components(0, lambda box: reader.below(box, setting.threshold),
-                           lambda box, v: out.write(box, v[None]))  # fmt: skip
+                           lambda box, v: out.write(box, v[None], sync=False))  # fmt: skip
         out.finish()
     finally:
         out.close()
@@ -373,18 +405,36 @@ class _Passes:
         self.out, self.blocks, self.grid, self.work = out, blocks, grid, work
         self.progress, self.n_passes = progress, n_passes
         self.n_labels = 0
-        self.start = time.monotonic()
+        self.start = self.synced = time.monotonic()
+        #: blocks written but not yet durable: (record entry, pass name), and their files
+        self.pending: list[tuple[int, str]] = []
+        self.pending_files: list[Path] = []
         work.mkdir(parents=True, exist_ok=True)
 
     def _todo(self, p: int) -> list[int]:
         n = len(self.blocks)
         return [i for i in range(n) if p * n + i not in self.out.done]
 
-    def _done(self, p: int, i: int, name: str) -> None:
-        self.out.mark_done(p * len(self.blocks) + i)
+    def _done(self, p: int, i: int, name: str, files: Sequence[Path]) -> None:
+        """Block ``i`` of pass ``p`` is written (``files``); recorded at the next sync."""
+        self.pending.append((p * len(self.blocks) + i, name))
+        self.pending_files.extend(files)
+        if time.monotonic() - self.synced >= SYNC_SECONDS:
+            self._sync()
+
+    def _sync(self) -> None:
+        """fsync the pending blocks' files, then record them all in one save."""
+        if not self.pending:
+            return
+        self.out.sync(self.pending_files)
+        self.out.mark_done(*(entry for entry, _name in self.pending))
+        pending, self.pending, self.pending_files = self.pending, [], []
+        self.synced = time.monotonic()
         if self.progress:
             total = self.n_passes * len(self.blocks)
-            self.progress(name, len(self.out.done), total, time.monotonic() - self.start)
+            done = len(self.out.done) - len(pending)
+            for k, (_entry, name) in enumerate(pending, 1):
+                self.progress(name, done + k, total, self.synced - self.start)
 
     def components(self, p: int, mask_of: Callable, write: Callable) -> None:
         """Passes ``p`` (faces and counts) and ``p + 1`` (labels through the merged table)."""
@@ -394,8 +444,10 @@ class _Passes:
             last = (i, c.labels)
             buf = io.BytesIO()
             np.savez(buf, count=np.int64(c.count), **c.faces.as_arrays())
-            atomic_write_bytes(self.work / f"faces-{i}.npz", buf.getvalue())
-            self._done(p, i, "components")
+            faces = self.work / f"faces-{i}.npz"
+            atomic_write_bytes(faces, buf.getvalue(), fsync=False)
+            self._done(p, i, "components", [faces])
+        self._sync()
         table, counts = self._table()
         self.n_labels = int(table.max()) if table.size else 0
         # backwards: the block pass p ended with is labelled already
@@ -405,8 +457,13 @@ class _Passes:
             else:
                 labels = local_components(mask_of(self.blocks[i])).labels
             last = None
-            write(self.blocks[i], block_table(table, counts, i)[labels])
-            self._done(p + 1, i, "labels" if self.n_passes == 2 else "seeds")
+            ids = block_table(table, counts, i)
+            # a table that keeps every id (one block, or no merge into it) needs no lookup: a
+            # widening copy costs a quarter of the gather
+            same = np.array_equal(ids, np.arange(len(ids), dtype=ids.dtype))
+            files = write(self.blocks[i], labels.astype(np.uint64) if same else ids[labels])
+            self._done(p + 1, i, "labels" if self.n_passes == 2 else "seeds", files)
+        self._sync()
 
     def _table(self) -> tuple[np.ndarray, list[int]]:
         """The merged label table and the blocks' counts (made once, kept in the work folder)."""
@@ -437,8 +494,9 @@ class _Passes:
             grown = grow_box(box, halo, shape)
             markers = seeds.read(grown)[0].astype(np.int64)
             ws = _flood_block(reader.uint8(grown), markers, n_seeds, s)
-            self.out.write(box, ws[None, *_inner(box, grown)].astype(np.uint64))
-            self._done(2, i, "watershed")
+            files = self.out.write(box, ws[None, *_inner(box, grown)].astype(np.uint64), sync=False)
+            self._done(2, i, "watershed", files)
+        self._sync()
 
 
 def _flood_block(

@@ -16,7 +16,7 @@ from scipy import ndimage
 from trainer import runs
 from trainer.blockwise import block_shape_for, local_components, merge_faces, plan_blocks
 from trainer.omezarr import image_metadata
-from trainer.prediction_store import PredictionError, PredictionOutput
+from trainer.prediction_store import PredictionError, PredictionOutput, read_record
 from trainer.predictions import read_prediction
 from trainer.segment_volume import (
     SegmentSetting,
@@ -150,7 +150,17 @@ def test_seeded_watershed_on_disk_equals_in_memory(tmp_path):
     assert agree / ref.size > 0.999
 
 
-def test_a_killed_segmentation_resumes_and_refuses_another_setting(tmp_path):
+@pytest.mark.parametrize(("sync_seconds", "recorded"), [(0.0, 5), (60.0, 8)])
+def test_a_killed_segmentation_resumes_and_refuses_another_setting(
+    tmp_path, monkeypatch, sync_seconds, recorded
+):
+    """Progress reports blocks once recorded; blocks finished within ``SYNC_SECONDS`` are
+    recorded together (at the latest when their pass ends): a kill at the fifth report leaves
+    five blocks recorded when each is synced alone, the whole first pass (8 blocks) when they
+    share one sync."""
+    import trainer.segment_volume as sv
+
+    monkeypatch.setattr(sv, "SYNC_SECONDS", sync_seconds)
     prob_path = write_prediction(tmp_path / "prob.zarr", membrane((20, 32, 32), seed=4))
     vol, record = read_prediction(prob_path, "prob")
     setting = SegmentSetting("components", threshold=0.35)
@@ -164,6 +174,7 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(tmp_path):
     out = tmp_path / "seg.zarr"
     with pytest.raises(KeyboardInterrupt):
         segment_to_disk(vol, record, out, setting, block=(10, 16, 16), progress=stop_after_five)
+    assert len(read_record(out, "0")["done"]) == recorded
     with pytest.raises(PredictionError, match="--memory-gb 0.01 holds no block"):
         segment_to_disk(vol, record, tmp_path / "other.zarr", setting, memory_gb=0.01)
     with pytest.raises(PredictionError, match="threshold: recorded 0.35, now 0.5"):
@@ -171,8 +182,8 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(tmp_path):
     calls.clear()
     segment_to_disk(vol, record, out, setting, block=(10, 16, 16),
                     progress=lambda *a: calls.append(a))  # fmt: skip
-    assert len(calls) == 16 - 5  # 8 blocks, 2 passes, 5 recorded before the kill
-    assert calls[0][1] == 6
+    assert len(calls) == 16 - recorded  # 8 blocks, 2 passes
+    assert calls[0][1] == recorded + 1
     ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, False), setting)
     assert same_partition(read_labels(out), ref) and ref.max() > 3
     calls.clear()  # a rerun of a complete output does nothing and changes nothing

@@ -212,27 +212,36 @@ def test_evaluate_instances_scores_the_demo_neurons(finished_run: Path, demo_dat
     assert cube["curve/adapted_rand_error"][i] < 1.0
 
 
-def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(tmp_path, demo_data_dir):
-    """examples/demo_cnn3d_zarr.py end to end: trained from lazily read zarr cubes, then
-    ``run.py evaluate --instances`` scores the neurons kept in the same zarr group, leaving out
-    the neuron the config's ``instance_ignore_labels`` names."""
+@pytest.fixture(scope="module")
+def zarr_run(tmp_path_factory, demo_data_dir) -> tuple[Path, int]:
+    """examples/demo_cnn3d_zarr.py trained 3 steps from its zarr cubes and evaluated with
+    ``run.py evaluate --instances --name NEURONS``, the config's ``instance_ignore_labels``
+    naming the validation cube's largest neuron; the run directory and that neuron."""
+    tmp = tmp_path_factory.mktemp("zarr")
     with h5py.File(demo_data_dir / "neurons_2.h5") as f:
         glia = int(np.bincount(f["ids"][()].ravel())[1:].argmax()) + 1  # the largest neuron
-    config = tmp_path / "demo_cnn3d_zarr.py"
+    config = tmp / "demo_cnn3d_zarr.py"
     example = (REPO / "examples" / "demo_cnn3d_zarr.py").read_text()
     config.write_text(example + f"\ninstance_ignore_labels = [{glia}]\n")
-    proc = _train(tmp_path, demo_data_dir, str(config), "--save-path",
-                  str(tmp_path / "runs"), "--save-name", "zarr", "--n-steps", "3",
-                  "--device", "cpu")  # fmt: skip
+    proc = _train(tmp, demo_data_dir, str(config), "--save-path", str(tmp / "runs"),
+                  "--save-name", "zarr", "--n-steps", "3", "--device", "cpu")  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "runs" / "zarr"
-    assert "demo.zarr" in json.dumps(json.loads((run / "config.json").read_text()))
+    run = tmp / "runs" / "zarr"
     cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run), "--instances",
            "--device", "cpu", "--name", "NEURONS"]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True,
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True,
                           env=_env(demo_data_dir), timeout=400)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "valid cube 0 neurons: best VOI at threshold" in proc.stdout
+    return run, glia
+
+
+def test_the_zarr_demo_trains_from_zarr_and_scores_its_neurons(zarr_run):
+    """examples/demo_cnn3d_zarr.py end to end: trained from lazily read zarr cubes, then
+    ``run.py evaluate --instances`` scores the neurons kept in the same zarr group, leaving out
+    the neuron the config's ``instance_ignore_labels`` names."""
+    run, glia = zarr_run
+    assert "demo.zarr" in json.dumps(json.loads((run / "config.json").read_text()))
     (cube,) = runs.read_neurons(runs.result_path(run, "NEURONS"))
     with h5py.File(runs.prob_cache_path(run, "NEURONS")) as f:
         shape = f["cube0/prob"].shape
@@ -332,3 +341,119 @@ def test_the_pages_evaluate_scores_the_demo_neurons_as_the_cli_does(
     head, *_cells = nv.watershed_outputs(run_dir, "FINAL", "cube0")
     assert head.startswith("optimised seeded watershed (thresh ")
     assert nv.evaluation_plan(run_dir, "FINAL") == ("FINAL-dashboard", True)
+
+
+def _served_layers(base: str, viewer_token: str) -> dict[str, dict]:
+    """What neuroglancer's client is told by a running viewer's server: the state's layers
+    (the event stream the client reads first), each with its source's info (grid, voxel
+    offset, data type), as ``{name: {"state": ..., "info": ..., "token": ...}}``."""
+    import urllib.request
+
+    url = f"{base}/events/{viewer_token}?c=test&gc=&gs="
+    with urllib.request.urlopen(url, timeout=20) as stream:
+        for line in stream:  # config state, then the shared state with the layers
+            msg = json.loads(line[5:]) if line.startswith(b"data:") else {}
+            if msg.get("k") == "s":
+                break
+    layers = {}
+    for layer in msg["s"]["layers"]:
+        token = layer["source"][0]["url"].rpartition("/")[2]  # python://volume/<token>
+        with urllib.request.urlopen(f"{base}/neuroglancer/info/{token}", timeout=20) as r:
+            layers[layer["name"]] = {"state": layer, "info": json.loads(r.read()), "token": token}
+    return layers
+
+
+def _served_voxels(base: str, layer: dict) -> np.ndarray:
+    """A layer's whole volume as the server sends it to the client (full resolution, npz)."""
+    import io
+    import urllib.request
+    import zlib
+
+    end = ",".join(str(n) for n in layer["info"]["shape"])
+    url = f"{base}/neuroglancer/npz/{layer['token']}/1,1,1/0,0,0/{end}"
+    with urllib.request.urlopen(url, timeout=20) as r:
+        return np.load(io.BytesIO(zlib.decompress(r.read())))
+
+
+def test_train_predict_segment_and_view_the_zarr_demo_aligned(
+    zarr_run, demo_data_dir, tmp_path, monkeypatch
+):
+    """Issue 26, done when: the zarr demo trained, a threshold saved as the evaluation page
+    saves it, ``run.py predict`` of the whole demo volume, ``run.py segment`` at the saved
+    threshold, ``run.py view`` of raw + prediction + segmentation (a real server on loopback),
+    and the layers it serves aligned by voxel coordinates."""
+    import urllib.parse
+
+    import zarr
+    from skimage.measure import label as skimage_label
+
+    import run as run_py
+    from app import evaluation_view as ev
+    from trainer.evaluation import load_run
+    from trainer.inference import predict_dense
+
+    run, _glia = zarr_run
+    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(demo_data_dir))
+    # the page's Save: its metrics at the slider's threshold, written where segment reads them
+    m = ev.current_metrics(run, "NEURONS", "valid", 0.45, 1.0)
+    record = ev.threshold_record(m, run=run.name, result="NEURONS", split="valid")
+    assert ev.save_threshold(run, record).startswith("saved threshold 0.4500")
+
+    raw_spec = f"{demo_data_dir / 'demo.zarr'}:raw_2"
+    prob, neurons = tmp_path / "prob.zarr", tmp_path / "prob.zarr" / "labels" / "neurons"
+    # the demo's zarr declares no voxel size: give one, so alignment is in nm, not voxels
+    assert run_py.main(["predict", str(run), str(demo_data_dir / "demo.zarr"), str(prob),
+                        "--key", "raw_2", "--device", "cpu", "--voxel-size", "20", "9", "9"]) == 0  # fmt: skip
+    assert run_py.main(["segment", str(run), str(prob), str(neurons)]) == 0
+
+    view = subprocess.Popen(
+        [sys.executable, "run.py", "view", raw_spec, str(prob), str(neurons)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True, env=_env(demo_data_dir),
+    )  # fmt: skip
+    try:
+        lines: list[str] = []
+        while not (lines and lines[-1].startswith("neuroglancer: ")):
+            lines.append(view.stdout.readline())
+            assert lines[-1], "run.py view ended before printing its URL"
+        url = urllib.parse.urlsplit(lines[-1].split()[1])
+        assert url.hostname == "127.0.0.1"
+        base = f"{url.scheme}://{url.netloc}"
+        layers = _served_layers(base, url.path.split("/")[2])
+        assert list(layers) == ["raw_2", "prob[0]", "prob[1]", "neurons"]
+        assert layers["neurons"]["state"]["type"] == "segmentation"
+        served = {
+            name: _served_voxels(base, layers[name]) for name in ("raw_2", "prob[1]", "neurons")
+        }
+    finally:
+        view.terminate()
+    assert view.wait(timeout=20) == 0
+
+    raw = zarr.open_array(str(demo_data_dir / "demo.zarr"), path="raw_2", mode="r")[:]
+    # one world: voxel v of every layer lies at (offset + v) * voxel size, in metres; none of
+    # the layers moves its source by a transform of its own
+    for name in ("raw_2", "prob[1]", "neurons"):
+        info, state = layers[name]["info"], layers[name]["state"]
+        assert "transform" not in state["source"][0]
+        space = info["coordinateSpace"]
+        assert list(space) == ["z", "y", "x"] and {u for _s, u in space.values()} == {"m"}
+        assert [s for s, _u in space.values()] == pytest.approx([20e-9, 9e-9, 9e-9])
+        assert [int(o) for o in info["voxelOffset"]] == [0, 0, 0]
+        assert list(served[name].shape) == info["shape"] == list(raw.shape)
+    np.testing.assert_array_equal(served["raw_2"], raw)
+    # the prediction at voxel p is the model's answer for the raw centred on p: predicted here
+    # from a raw window of the model's input size whose first output voxel is p
+    model = load_run(run, device="cpu").model
+    oz, oy, ox = (int(o) for o in model.offsets)
+    size = tuple(int(n) for n in model.patch_size)
+    for p in [(oz, oy, ox), (30, 70, 41), (64 - size[0] + oz, 128 - size[1] + oy, 60)]:
+        window = raw[tuple(slice(c - o, c - o + n) for c, o, n in zip(p, (oz, oy, ox), size))]
+        want = predict_dense(model, window)[1, 0, 0, 0]
+        assert served["prob[1]"][p] == pytest.approx(want, abs=2e-3)  # float16 on disk
+    # the segmentation at voxel p is a neuron exactly where the prediction at p is below the
+    # saved threshold, and its neurons are scikit-image's 6-connected components there
+    below = served["prob[1]"] < np.float32(0.45)
+    assert 0 < below.mean() < 1
+    np.testing.assert_array_equal(served["neurons"] != 0, below)
+    reference = skimage_label(below, connectivity=1)
+    pairs = np.unique(np.stack([served["neurons"].ravel(), reference.ravel()]), axis=1)
+    assert len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
