@@ -139,6 +139,7 @@ class _WorkerChromium:
         if cls.driver is None:
             cls.driver = make()
         driver = cls.driver
+        cls._focused(driver)
         driver.execute_cdp_cmd(
             "Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": download_path}
         )
@@ -157,6 +158,13 @@ class _WorkerChromium:
             driver.close()
         driver.switch_to.window(tab)
         driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+
+    @staticmethod
+    def _focused(driver) -> None:
+        """The tab in front and its page focused, as a new browser's only tab is: a tab opened
+        after others does not get focus events (an element's focus handler never runs)."""
+        driver.execute_cdp_cmd("Page.bringToFront", {})
+        driver.execute_cdp_cmd("Emulation.setFocusEmulationEnabled", {"enabled": True})
 
     @classmethod
     def quit(cls) -> None:
