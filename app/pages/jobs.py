@@ -14,6 +14,7 @@ prefixed ``jobs-``.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
@@ -29,6 +30,8 @@ from app.slurm import SlurmError
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/jobs", "title": "VoxelBoard jobs"}
 
+#: seconds the page polls after a Stop or Resume, while workers start or leave
+FOLLOW_S = 120.0
 _READ_ONLY = "This dashboard is read-only: it stops and resumes no job."
 _EMPTY = (
     "No predict or segment job yet. `run.py predict RUN_DIR INPUT OUTPUT --workers N` (or "
@@ -119,6 +122,8 @@ def layout(run: str | None = None, **kwargs: Any) -> html.Div:
     return html.Div(
         [
             dcc.Store(id="jobs-run", data=run),
+            # until when the page polls whatever the jobs' states (set by Stop and Resume)
+            dcc.Store(id="jobs-follow", data=0),
             dcc.Interval(
                 id="jobs-interval", interval=components.LIVE_POLL_MS, disabled=not unfinished(rows)
             ),
@@ -142,12 +147,14 @@ def layout(run: str | None = None, **kwargs: Any) -> html.Div:
     Output("jobs-interval", "disabled"),
     Input("jobs-interval", "n_intervals"),
     State("jobs-run", "data"),
+    State("jobs-follow", "data"),
     prevent_initial_call=True,
 )
-def _on_poll(_tick, run):
+def _on_poll(_tick, run, follow):
     c = current_context()
     rows = read_jobs(c.runs_dir, url_part(run) or None)
-    return jobs_table(rows, c.read_only), not unfinished(rows)
+    following = isinstance(follow, (int, float)) and time.time() < follow
+    return jobs_table(rows, c.read_only), not (unfinished(rows) or following)
 
 
 def _clicked_record(c: Any) -> tuple[dict | None, str]:
@@ -165,6 +172,7 @@ def _clicked_record(c: Any) -> tuple[dict | None, str]:
 @callback(
     Output("jobs-msg", "children"),
     Output("jobs-interval", "disabled", allow_duplicate=True),
+    Output("jobs-follow", "data"),
     Input({"type": "jobs-stop", "run": ALL, "job": ALL}, "n_clicks"),
     Input({"type": "jobs-resume", "run": ALL, "job": ALL}, "n_clicks"),
     prevent_initial_call=True,
@@ -174,12 +182,12 @@ def act(_stops, _resumes):
     """Stop or Resume the job whose button was clicked."""
     c = current_context()
     if c.read_only:
-        return html.Span(_READ_ONLY, className="vb-error"), no_update
+        return html.Span(_READ_ONLY, className="vb-error"), no_update, no_update
     if not any(t["value"] for t in ctx.triggered):  # a table redrawn, not a click
-        return no_update, no_update
+        return no_update, no_update, no_update
     record, why = _clicked_record(c)
     if record is None:
-        return (html.Span(why, className="vb-error") if why else no_update), no_update
+        return (html.Span(why, className="vb-error") if why else no_update), no_update, no_update
     try:
         if ctx.triggered_id["type"] == "jobs-stop":
             stopped = stop(record)
@@ -188,6 +196,6 @@ def act(_stops, _resumes):
             pid = resume(record)
             text = f"Resumed {record['kind']} of {record['output']} (process {pid})."
     except (JobActionError, SlurmError, OSError) as e:
-        return html.Span(f"Not done: {e}"[:400], className="vb-error"), no_update
-    # polling resumes so the page follows the job
-    return html.Span(text, className="vb-ok"), False
+        return html.Span(f"Not done: {e}"[:400], className="vb-error"), no_update, no_update
+    # polling resumes, and lasts while the workers start or stop, so the page follows the job
+    return html.Span(text, className="vb-ok"), False, time.time() + FOLLOW_S
