@@ -115,8 +115,13 @@ def job_row(
     steps = progress.get("steps") or []
     step = next((s for s in steps if s["done"] < s["total"]), steps[-1] if steps else None)
     workers = tuple(
-        WorkerRow(str(w.get("worker")), str(w.get("host") or "?"), str(w.get("state") or "?"),
-                  int(w.get("blocks") or 0), w.get("error"))  # fmt: skip
+        WorkerRow(
+            str(w.get("worker")),
+            str(w.get("host") or "?"),
+            str(w.get("state") or "?"),
+            int(w.get("blocks") or 0),
+            w.get("error"),
+        )
         for w in progress.get("workers", [])
     )
     return JobRow(
@@ -157,7 +162,9 @@ def _read_row(run: str, record: Mapping[str, Any], slurm: Any) -> JobRow:
     return job_row(run, record, job_progress(output), tasks, note)
 
 
-def read_jobs(runs_dir: str | os.PathLike, run: str | None = None, slurm: Any = None) -> list[JobRow]:
+def read_jobs(
+    runs_dir: str | os.PathLike, run: str | None = None, slurm: Any = None
+) -> list[JobRow]:
     """Every job of every run under ``runs_dir`` (or of run ``run`` only), newest first."""
     rows = []
     for run_dir in iter_run_dirs(runs_dir):

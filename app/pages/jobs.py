@@ -68,8 +68,12 @@ def _actions(row: JobRow, read_only: bool) -> list:
 def _workers(row: JobRow) -> html.Td:
     items: list = [
         html.Li(
-            [f"{w.name} on {w.host}: ", state_badge(w.state), f" {w.blocks} blocks",
-             html.Span(f" {w.error}", className="vb-error") if w.error else ""],  # fmt: skip
+            [
+                f"{w.name} on {w.host}: ",
+                state_badge(w.state),
+                f" {w.blocks} blocks",
+                html.Span(f" {w.error}", className="vb-error") if w.error else "",
+            ],
             className="jobs-worker",
             **{"data-state": w.state},
         )
@@ -85,8 +89,22 @@ def _workers(row: JobRow) -> html.Td:
 def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table | html.P:
     """The jobs, newest first; each job's workers and tasks in the row under it."""
     head = html.Tr(
-        [html.Th(h) for h in ("run", "kind", "output", "backend", "blocks", "throughput",
-                              "ETA", "failed", "retried", "state", "")]  # fmt: skip
+        [
+            html.Th(h)
+            for h in (
+                "run",
+                "kind",
+                "output",
+                "backend",
+                "blocks",
+                "throughput",
+                "ETA",
+                "failed",
+                "retried",
+                "state",
+                "",
+            )
+        ]
     )
     body = []
     for r in rows:

@@ -72,7 +72,9 @@ def finished_job(tiny) -> Path:
 
 @pytest.mark.slow
 def test_a_finished_job_is_found_through_its_record_with_its_progress(tiny, finished_job):
-    (record,) = [r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)]
+    (record,) = [
+        r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)
+    ]
     assert record["id"] == job_id("predict", finished_job) and record["kind"] == "predict"
     assert record["key"] == "prob" and record["cwd"] == str(REPO)
     (row,) = [r for r in read_jobs(tiny / "runs") if r.output == str(finished_job)]
@@ -88,7 +90,9 @@ def test_a_finished_job_is_found_through_its_record_with_its_progress(tiny, fini
     # the same command again (a resumption) keeps one record, with its first creation time
     before = record["created"]
     write_job_record(tiny / "runs" / "tiny", "predict", finished_job, "prob", REPO)
-    (again,) = [r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)]
+    (again,) = [
+        r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)
+    ]
     assert again["created"] == before and again["submitted"] > before
     # the command the page's Resume runs: this repository's run.py, with this Python
     assert resume_command(record)[:3] == [sys.executable, str(REPO / "run.py"), "predict"]
@@ -143,7 +147,9 @@ def _button_ids(component, state=None) -> list[tuple[str, str]]:
         return [(component.id["type"], state)]
     children = getattr(component, "children", None)
     children = children if isinstance(children, list) else [children]
-    return [b for c in children if c is not None and hasattr(c, "_type") for b in _button_ids(c, state)]
+    return [
+        b for c in children if c is not None and hasattr(c, "_type") for b in _button_ids(c, state)
+    ]
 
 
 def test_records_with_bad_ids_or_fields_are_left_out(tmp_path):
