@@ -143,6 +143,23 @@ def _task_order(task: str) -> tuple[str, int]:
     return (head, int(index)) if index.isdigit() else (task, -1)
 
 
+def _counts(states: Sequence[str]) -> str:
+    seen: dict[str, int] = {}
+    for state in states:
+        seen[state] = seen.get(state, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in seen.items())
+
+
+def worker_summary(row: JobRow) -> str:
+    """``'2 workers: 1 running, 1 finished; 4 Slurm tasks: 3 RUNNING, 1 PENDING'``."""
+    parts = []
+    if row.workers:
+        parts.append(f"{len(row.workers)} workers: {_counts([w.state for w in row.workers])}")
+    if row.tasks:
+        parts.append(f"{len(row.tasks)} Slurm tasks: {_counts([s for _, s in row.tasks])}")
+    return "; ".join(parts) or "no worker has started yet"
+
+
 def unfinished(rows: Sequence[JobRow]) -> bool:
     """Whether any job may still change (the page keeps polling)."""
     return any(r.state not in ENDED for r in rows)

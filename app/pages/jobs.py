@@ -23,7 +23,15 @@ from app import changes_runs, components, current_context
 from app.callbacks import callback
 from app.components import ROW, empty_state, fmt_duration, run_href, state_badge, url_part
 from app.job_actions import JobActionError, resume, stop
-from app.jobs_view import RESUMABLE, STOPPABLE, JobRow, find_record, read_jobs, unfinished
+from app.jobs_view import (
+    RESUMABLE,
+    STOPPABLE,
+    JobRow,
+    find_record,
+    read_jobs,
+    unfinished,
+    worker_summary,
+)
 from app.series import run_dir_for
 from app.slurm import SlurmError
 
@@ -83,7 +91,8 @@ def _workers(row: JobRow) -> html.Td:
         html.Li(f"Slurm task {task}: {state}", className="jobs-task") for task, state in row.tasks
     ]
     note = [html.P(row.note, className="vb-muted")] if row.note else []
-    return html.Td([html.Ul(items, className="jobs-workers"), *note], colSpan=11)
+    summary = html.P(worker_summary(row), className="jobs-summary")
+    return html.Td([summary, html.Ul(items, className="jobs-workers"), *note], colSpan=11)
 
 
 def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table | html.P:

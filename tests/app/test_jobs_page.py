@@ -17,7 +17,7 @@ import zarr
 
 from app import create_app
 from app.job_actions import JobActionError, resume_command
-from app.jobs_view import JobRow, job_state, read_jobs
+from app.jobs_view import JobRow, WorkerRow, job_state, read_jobs, worker_summary
 from app.pages.jobs import jobs_table
 from trainer.block_claims import JOB_DIR, read_job, write_job
 from trainer.jobs import job_progress
@@ -150,6 +150,21 @@ def _button_ids(component, state=None) -> list[tuple[str, str]]:
     return [
         b for c in children if c is not None and hasattr(c, "_type") for b in _button_ids(c, state)
     ]
+
+
+def test_worker_summary_counts_workers_and_slurm_tasks():
+    workers = tuple(
+        WorkerRow(f"w{i}", "h", s, 1) for i, s in enumerate(["running", "lost", "running"])
+    )
+    tasks = (("7_0", "RUNNING"), ("7_1", "PENDING"), ("7_2", "RUNNING"))
+    row = JobRow("r", "predict-000000000000", "predict", "/o", "slurm", "running",
+                 workers=workers, tasks=tasks)  # fmt: skip
+    assert (
+        worker_summary(row) == "3 workers: 2 running, 1 lost; 3 Slurm tasks: 2 RUNNING, 1 PENDING"
+    )
+    assert worker_summary(JobRow("r", "j", "predict", "/o", "local", "stopped")) == (
+        "no worker has started yet"
+    )
 
 
 def test_records_with_bad_ids_or_fields_are_left_out(tmp_path):
