@@ -21,8 +21,16 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from app import changes_runs, components, current_context
 from app.callbacks import callback
-from app.components import ROW, empty_state, fmt_duration, run_href, state_badge, url_part
-from app.job_actions import JobActionError, resume, stop
+from app.components import (
+    ROW,
+    empty_state,
+    fmt_duration,
+    labelled,
+    run_href,
+    state_badge,
+    url_part,
+)
+from app.job_actions import JobActionError, resume, start, start_command, stop
 from app.jobs_view import (
     RESUMABLE,
     STOPPABLE,
@@ -140,6 +148,44 @@ def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table | html.P:
     return html.Table([html.Thead(head), html.Tbody(body)], className="jobs-table")
 
 
+def start_form(run: str) -> html.Details:
+    """Start a predict or segment job with run ``run`` (paths inside the data folder)."""
+
+    def text(id_: str, placeholder: str) -> dcc.Input:
+        return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
+
+    return html.Details(
+        [
+            html.Summary(f"Start a job with {run}"),
+            components.controls(
+                labelled(
+                    "Kind",
+                    dcc.Dropdown(
+                        id="jobs-kind", options=["predict", "segment"], value="predict",
+                        clearable=False,
+                    ),
+                    "9em",
+                ),
+                labelled("Input (volume, or probabilities to segment)", text("jobs-input", "em.zarr"), "18em"),
+                labelled("Key", text("jobs-key", "raw"), "7em"),
+                labelled("Output (zarr)", text("jobs-output", "prob.zarr"), "18em"),
+                labelled(
+                    "Backend",
+                    dcc.Dropdown(
+                        id="jobs-backend", options=["local", "slurm"], value="local",
+                        clearable=False,
+                    ),
+                    "8em",
+                ),
+                labelled("Workers or Slurm jobs", dcc.Input(id="jobs-count", type="number", value=2,
+                                                            min=1, step=1, className="vb-input"), "8em"),
+                components.button("Start", id="jobs-start", kind="primary"),
+            ),
+        ],
+        className="jobs-start",
+    )  # fmt: skip
+
+
 def layout(run: str | None = None, **kwargs: Any) -> html.Div:
     """Every job of the runs folder, or of run ``run`` only."""
     c = current_context()
@@ -158,6 +204,7 @@ def layout(run: str | None = None, **kwargs: Any) -> html.Div:
                 [html.H1(title, className="vb-page-title"), dcc.Link("all runs", href="/")],
                 style=ROW,
             ),
+            *([start_form(run)] if run and not c.read_only else []),
             html.Div(id="jobs-msg", className="vb-msg"),
             empty_state(_EMPTY, "jobs-empty", hidden=bool(rows)),
             html.Div(jobs_table(rows, c.read_only), id="jobs-table", className="jobs-table-box"),
@@ -225,4 +272,44 @@ def act(_stops, _resumes):
     except (JobActionError, SlurmError, OSError) as e:
         return html.Span(f"Not done: {e}"[:400], className="vb-error"), no_update, no_update
     # polling resumes, and lasts while the workers start or stop, so the page follows the job
+    return html.Span(text, className="vb-ok"), False, time.time() + FOLLOW_S
+
+
+@callback(
+    Output("jobs-msg", "children", allow_duplicate=True),
+    Output("jobs-interval", "disabled", allow_duplicate=True),
+    Output("jobs-follow", "data", allow_duplicate=True),
+    Input("jobs-start", "n_clicks"),
+    State("jobs-run", "data"),
+    State("jobs-kind", "value"),
+    State("jobs-input", "value"),
+    State("jobs-key", "value"),
+    State("jobs-output", "value"),
+    State("jobs-backend", "value"),
+    State("jobs-count", "value"),
+    prevent_initial_call=True,
+)
+@changes_runs
+def start_job(_clicks, run, kind, source, key, output, backend, count):
+    """Start the job the form describes, detached; it lists itself once prepared."""
+    c = current_context()
+    if c.read_only:
+        return html.Span(_READ_ONLY, className="vb-error"), no_update, no_update
+    run_dir = run_dir_for(c.runs_dir, url_part(run))
+    if run_dir is None:
+        return (
+            html.Span(f"run: no run {str(run)[:60]!r}.", className="vb-error"),
+            no_update,
+            no_update,
+        )
+    try:
+        argv = start_command(run_dir, c.data_dir, kind, source, key, output, backend, count)
+        log = c.jobs_dir / f"start-{kind}-{time.time_ns()}.log"
+        pid = start(argv, log)
+    except (JobActionError, OSError) as e:
+        return html.Span(f"Not started: {e}"[:400], className="vb-error"), no_update, no_update
+    text = (
+        f"Started {kind} of {argv[4]} into {argv[5]} (process {pid}); it is listed here once "
+        f"its output is prepared. What it says goes to {log}."
+    )
     return html.Span(text, className="vb-ok"), False, time.time() + FOLLOW_S

@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from app import components, figures, inputs, series
+from app import components, current_context, figures, inputs, series
 from app import run_view as rv
 from app.callbacks import callback, clientside_callback
 from app.components import (
@@ -47,8 +47,9 @@ _NOTHING = {"data": [], "layout": {"height": 320, "xaxis": {"visible": False},
 
 
 def _jobs_link(name: str, run_dir: Any) -> list:
-    """A link to the run's predict and segment jobs, where it has any."""
-    if not has_jobs(run_dir):
+    """A link to the run's predict and segment jobs: where it has any, or where the page
+    may start one."""
+    if current_context().read_only and not has_jobs(run_dir):
         return []
     return [dcc.Link("jobs", href=f"/jobs?run={quote(name, safe='')}", id="run-jobs-link")]
 

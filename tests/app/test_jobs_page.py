@@ -16,7 +16,7 @@ import pytest
 import zarr
 
 from app import create_app
-from app.job_actions import JobActionError, resume_command
+from app.job_actions import JobActionError, resume_command, start, start_command
 from app.jobs_view import JobRow, WorkerRow, job_state, read_jobs, worker_summary
 from app.pages.jobs import jobs_table
 from trainer.block_claims import JOB_DIR, read_job, write_job
@@ -51,27 +51,31 @@ def tiny(tmp_path_factory) -> Path:
     return root
 
 
-def _predict_cmd(root: Path, out: Path, workers: int, block: str = "16 48 48") -> list[str]:
+def _predict_cmd(root: Path, out: Path, workers: int, block: str) -> list[str]:
     return [sys.executable, "run.py", "predict", str(root / "runs" / "tiny"),
             str(root / "data.zarr"), str(out), "--key", "raw", "--block", *block.split(),
             "--device", "cpu", "--workers", str(workers)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def finished_job(tiny) -> Path:
-    """A job two workers finished (its output)."""
-    out = tiny / "done.zarr"
-    proc = subprocess.run(_predict_cmd(tiny, out, 2, "24 80 80"), cwd=REPO, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return out
+def finished_job(tiny) -> tuple[Path, list[str]]:
+    """A job two workers finished, started as the page's Start does (its output, command)."""
+    argv = start_command(tiny / "runs" / "tiny", tiny, "predict", "data.zarr", "raw",
+                         "done.zarr", "local", 2)  # fmt: skip
+    pid = start(argv, tiny / "start.log")
+    _wait(lambda: not psutil.pid_exists(pid), "the started job's end", 300)
+    assert (job_progress(tiny / "done.zarr") or {}).get("complete"), (
+        tiny / "start.log"
+    ).read_text()
+    return tiny / "done.zarr", argv
 
 
 # -- records and rows (pure) ------------------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_a_finished_job_is_found_through_its_record_with_its_progress(tiny, finished_job):
+def test_a_started_job_is_found_through_its_record_with_its_progress(tiny, finished_job):
+    finished_job, argv = finished_job
     (record,) = [
         r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)
     ]
@@ -96,7 +100,7 @@ def test_a_finished_job_is_found_through_its_record_with_its_progress(tiny, fini
     assert again["created"] == before and again["submitted"] > before
     # the command the page's Resume runs: this repository's run.py, with this Python
     assert resume_command(record)[:3] == [sys.executable, str(REPO / "run.py"), "predict"]
-    assert resume_command(record)[3:] == _predict_cmd(tiny, finished_job, 2, "24 80 80")[3:]
+    assert resume_command(record) == argv
 
 
 def test_resume_refuses_a_job_file_whose_command_is_not_run_py(tmp_path):
@@ -167,6 +171,46 @@ def test_worker_summary_counts_workers_and_slurm_tasks():
     )
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kind", "train", "kind: 'train': expected predict or segment"),
+        ("source", "", "input: a path inside the data folder"),
+        ("source", "../secret.zarr", "input: '../secret.zarr' is not inside the data folder"),
+        ("source", "/etc/passwd", "input: '/etc/passwd' is not inside the data folder"),
+        ("source", "link.zarr", "input: 'link.zarr' is not inside the data folder"),
+        ("source", "none.zarr", "input: 'none.zarr': no such file or folder"),
+        ("output", "../out.zarr", "output: '../out.zarr' is not inside the data folder"),
+        ("output", "em.zarr", "output: the same path as the input"),
+        ("output", "prob.h5", "output: .*several workers write a zarr folder only"),
+        ("key", "../raw", "key: '../raw': expected an array name"),
+        ("backend", "ssh", "backend: 'ssh': expected local or slurm"),
+        ("count", 0, "workers: '0': expected a whole number 1 to 64"),
+        ("count", 2.5, "workers: '2.5': expected a whole number"),
+        ("count", "3", "workers: '3': expected a whole number"),
+        ("count", 65, "workers: '65': expected a whole number 1 to 64"),
+    ],
+)
+def test_start_form_values_are_checked_naming_the_field(tmp_path, field, value, message):
+    data = tmp_path / "data"
+    (data / "em.zarr").mkdir(parents=True)
+    (data / "link.zarr").symlink_to(tmp_path)
+    fields = {"kind": "predict", "source": "em.zarr", "key": "raw", "output": "prob.zarr",
+              "backend": "local", "count": 2, field: value}  # fmt: skip
+    with pytest.raises(JobActionError, match=message):
+        start_command(tmp_path / "run", data, **fields)
+
+
+def test_start_command_is_run_py_with_paths_in_the_data_folder(tmp_path):
+    (tmp_path / "em.zarr").mkdir()
+    argv = start_command(tmp_path / "run", tmp_path, "segment", str(tmp_path / "em.zarr"), "",
+                         "em.zarr/labels/neurons", "slurm", 300)  # fmt: skip
+    root = os.path.realpath(tmp_path)
+    assert argv == [sys.executable, str(REPO / "run.py"), "segment", str(tmp_path / "run"),
+                    f"{root}/em.zarr", f"{root}/em.zarr/labels/neurons", "--backend", "slurm",
+                    "--jobs", "300"]  # fmt: skip
+
+
 def test_records_with_bad_ids_or_fields_are_left_out(tmp_path):
     folder = tmp_path / "run" / "jobs"
     folder.mkdir(parents=True)
@@ -204,7 +248,7 @@ def _row_state(dash_duo) -> str:
 @pytest.mark.slow
 def test_page_shows_a_shell_job_stops_it_resumes_it_and_read_only_refuses(dash_duo, tiny):
     out = tiny / "page.zarr"
-    shell = subprocess.Popen(_predict_cmd(tiny, out, 1), cwd=REPO, stderr=subprocess.DEVNULL,
+    shell = subprocess.Popen(_predict_cmd(tiny, out, 1, "16 48 48"), cwd=REPO, stderr=subprocess.DEVNULL,
                              start_new_session=True)  # fmt: skip
     try:
         # hold the job mid-way (its worker paused after a block), so the page sees it running
@@ -222,6 +266,12 @@ def test_page_shows_a_shell_job_stops_it_resumes_it_and_read_only_refuses(dash_d
         held = len(os.listdir(done))
         assert count == f"{held}/{job_progress(out)['blocks']['total']}"
         dash_duo.find_element("#vb-nav-jobs")  # every page links to the jobs
+        # a Start with a path outside the data folder is refused, naming the field
+        dash_duo.find_element(".jobs-start summary").click()
+        dash_duo.find_element("#jobs-input").send_keys("data.zarr")
+        dash_duo.find_element("#jobs-output").send_keys("../out.zarr")
+        dash_duo.find_element("#jobs-start").click()
+        dash_duo.wait_for_contains_text("#jobs-msg", "output: '../out.zarr' is not inside", 30)
         dash_duo.find_element(".jobs-row button.vb-danger").click()  # Stop
         dash_duo.wait_for_contains_text("#jobs-msg", "Stopping local-0-", timeout=30)
         os.kill(pid, signal.SIGCONT)  # the SIGTERM waiting for it is delivered now
