@@ -81,13 +81,7 @@ def resume(record: Mapping[str, Any]) -> int:
     cwd = Path(record["cwd"])
     if not cwd.is_dir():
         raise JobActionError(f"{cwd}: the folder the job ran in is gone; resume it from a shell")
-    with open(job_folder(record["output"]) / RESUME_LOG, "ab") as log:
-        proc = subprocess.Popen(
-            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,  # a stopped dashboard leaves the job running
-        )  # fmt: skip
-    threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
-    return proc.pid
+    return _detached(argv, cwd, job_folder(record["output"]) / RESUME_LOG)
 
 
 def _path_in(field: str, value: Any, data_dir: Path, must_exist: bool) -> str:
@@ -176,9 +170,15 @@ def start(argv: list[str], log: Path) -> int:
     Raises:
         OSError: the process could not be started.
     """
+    return _detached(argv, REPO, log)
+
+
+def _detached(argv: list[str], cwd: Path, log: Path) -> int:
+    """Start ``argv`` in its own session (a stopped dashboard leaves it running), output
+    appended to ``log``; a thread reaps it when it ends."""
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            argv, cwd=REPO, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+            argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
             start_new_session=True,
         )  # fmt: skip
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
