@@ -62,7 +62,12 @@ def _rate(rate: float | None) -> str:
 def _bar(row: JobRow) -> html.Div:
     return html.Div(
         [
-            html.Progress(value=str(row.done), max=str(max(row.total, 1)), className="jobs-bar"),
+            html.Progress(
+                value=str(row.done),
+                max=str(max(row.total, 1)),
+                className="jobs-bar",
+                **{"aria-label": f"{row.done} of {row.total} blocks done"},
+            ),
             html.Span(f"{row.done}/{row.total}", className="jobs-count"),
         ],
         title=row.step,
@@ -103,7 +108,7 @@ def _workers(row: JobRow) -> html.Td:
     return html.Td([summary, html.Ul(items, className="jobs-workers"), *note], colSpan=11)
 
 
-def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table | html.P:
+def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table:
     """The jobs, newest first; each job's workers and tasks in the row under it."""
     head = html.Tr(
         [
@@ -119,9 +124,10 @@ def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table | html.P:
                 "failed",
                 "retried",
                 "state",
-                "",
             )
         ]
+        # the buttons' column: its header is read, not drawn
+        + [html.Th(html.Span("actions", className="vb-sr-only"))]
     )
     body = []
     for r in rows:
