@@ -822,6 +822,17 @@ def _provenance(run_dir: str, run: object) -> dict:
     return run_provenance(run_dir, run)
 
 
+def _record_job(run_dir: str, kind: str, output: str, key: str | None, backend: str) -> None:
+    """The job's record in its run directory, for the dashboard's jobs page (a run directory
+    that cannot be written costs the page its row, not the job)."""
+    from trainer.runs.job_records import write_job_record
+
+    try:
+        write_job_record(run_dir, kind, output, key, os.getcwd(), backend)
+    except OSError as e:
+        print(f"run.py {kind}: note: the jobs page will not list this job: {e}", file=sys.stderr)
+
+
 def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:
     """``--workers N`` / ``--backend slurm --jobs N``: make the output and its job file
     (``prepare``), start the workers or submit the array, and follow them."""
@@ -850,6 +861,7 @@ def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:
         if note:
             print(f"{me}: note: {note}", file=sys.stderr)
         block_jobs.record_backend(args.output, workers=n)
+        _record_job(args.run_dir, kind, args.output, job.get("key"), args.backend)
     except JobError as e:
         print(f"{me}: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -53,10 +53,11 @@ def callback_error_banner() -> html.Div:
 
 
 def navbar(read_only: bool = False) -> html.Nav:
-    """The top bar: product name, link to the experiments page, read-only marker."""
+    """The top bar: product name, links to the experiments and jobs pages, read-only marker."""
     items: list[Any] = [
         dcc.Link("VoxelBoard", href="/", className="vb-brand"),
         dcc.Link("Experiments", href="/", className="vb-navlink"),
+        dcc.Link("Jobs", href="/jobs", className="vb-navlink", id="vb-nav-jobs"),
     ]
     if read_only:
         items.append(html.Span("read-only", className="vb-pill", id="vb-read-only"))

@@ -6,7 +6,7 @@ import importlib
 from types import ModuleType
 
 #: page modules, in the order Dash considers their paths
-NAMES = ("evaluation", "experiments", "preview", "run", "sweep")
+NAMES = ("evaluation", "experiments", "jobs", "preview", "run", "sweep")
 
 
 def modules() -> list[ModuleType]:

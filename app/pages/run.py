@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from app import components, figures, inputs, series
+from app import components, current_context, figures, inputs, series
 from app import run_view as rv
 from app.callbacks import callback, clientside_callback
 from app.components import (
@@ -32,6 +33,7 @@ from app.components import (
     run_not_found,
     url_part,
 )
+from app.jobs_view import has_jobs
 from trainer.class_metrics import CLASS_METRIC_RE
 
 #: where the page is served (``create_app`` registers it)
@@ -42,6 +44,14 @@ PAGE = {"path_template": "/run/<name>", "title": "VoxelBoard run"}
 #: draw (no axes), where its full figure would cost drawing time before the first curves
 _NOTHING = {"data": [], "layout": {"height": 320, "xaxis": {"visible": False},
                                    "yaxis": {"visible": False}}}  # fmt: skip
+
+
+def _jobs_link(name: str, run_dir: Any) -> list:
+    """A link to the run's predict and segment jobs: where it has any, or where the page
+    may start one."""
+    if current_context().read_only and not has_jobs(run_dir):
+        return []
+    return [dcc.Link("jobs", href=f"/jobs?run={quote(name, safe='')}", id="run-jobs-link")]
 
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
@@ -74,6 +84,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                         "preview viewer", href=run_href(name, "/preview"), id="run-preview-link"
                     ),
                     dcc.Link("evaluation", href=run_href(name, "/evaluation"), id="run-eval-link"),
+                    *_jobs_link(name, run_dir),
                     dcc.Link("all runs", href="/"),
                 ],
                 style=ROW,

@@ -152,6 +152,9 @@ CHANGING = {
         "exp-launch.n_clicks": 1, "exp-config.value": "demo_cnn3d.py", "exp-device.value": "cpu",
         "exp-n-steps.value": 5,
     },
+    "jobs-msg.children": {  # the jobs page's Stop and Resume
+        "jobs-stop.n_clicks": 1,
+    },
     "exp-action-msg.children": {  # Stop, Resume, Delete
         "exp-resume.n_clicks": 1, "exp-selected.data": "evald",
         "exp-delete-confirm.submit_n_clicks": 1,

@@ -1,0 +1,319 @@
+"""Jobs page (``/jobs``): real distributed predictions (``run.py predict --workers N`` with a
+tiny trained run) read by ``app.jobs_view`` and shown, stopped and resumed in Chromium."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import zarr
+
+from app import create_app
+from app.job_actions import JobActionError, resume_command, start, start_command
+from app.jobs_view import JobRow, WorkerRow, job_state, read_jobs, worker_summary
+from app.pages import jobs as jobs_page
+from app.pages.jobs import jobs_table
+from trainer.block_claims import JOB_DIR, read_job, write_job
+from trainer.jobs import job_progress
+from trainer.runs.job_records import job_id, read_job_records, write_job_record
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A runs folder with one CNN3D run (``tiny``) trained one step on ``data.zarr`` beside it."""
+    root = tmp_path_factory.mktemp("jobs")
+    raw = np.random.default_rng(0).integers(0, 256, (24, 80, 80), dtype=np.uint8)
+    g = zarr.open_group(str(root / "data.zarr"), mode="w")
+    g.create_array("raw", data=raw, chunks=(8, 32, 32))
+    g.create_array("lab", data=(raw > 128).astype(np.uint8), chunks=(8, 32, 32))
+    data = str(root / "data.zarr")
+    (root / "tiny.py").write_text(
+        "from trainer.models import CNN3D\n"
+        f"save_path = {str(root / 'runs')!r}\nsave_name = 'tiny'\nvoxel_size = (40, 8, 8)\n"
+        "data_class = 'BatchCreatorImage'\n"
+        f"data_init_kwargs = dict(d_files=[({data!r}, 'raw')], l_files=[({data!r}, 'lab')])\n"
+        "batch_size = 1\nn_steps = 1\nhistory_freq = 1\nmonitor_batch_size = 1\n"
+        "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3)\n"
+        "def create_model():\n"
+        "    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))\n"
+    )
+    proc = subprocess.run([sys.executable, "run.py", "train", str(root / "tiny.py"), "--device",
+                           "cpu"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return root
+
+
+def _predict_cmd(root: Path, out: Path, workers: int, block: str) -> list[str]:
+    return [sys.executable, "run.py", "predict", str(root / "runs" / "tiny"),
+            str(root / "data.zarr"), str(out), "--key", "raw", "--block", *block.split(),
+            "--device", "cpu", "--workers", str(workers)]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def finished_job(tiny) -> tuple[Path, list[str]]:
+    """A job two workers finished, started as the page's Start does (its output, command)."""
+    argv = start_command(tiny / "runs" / "tiny", tiny, "predict", "data.zarr", "raw",
+                         "done.zarr", "local", 2)  # fmt: skip
+    pid = start(argv, tiny / "start.log")
+    _wait(lambda: not psutil.pid_exists(pid), "the started job's end", 300)
+    assert (job_progress(tiny / "done.zarr") or {}).get("complete"), (
+        tiny / "start.log"
+    ).read_text()
+    return tiny / "done.zarr", argv
+
+
+# -- records and rows (pure) ------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_started_job_is_found_through_its_record_with_its_progress(tiny, finished_job):
+    finished_job, argv = finished_job
+    (record,) = [
+        r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)
+    ]
+    assert record["id"] == job_id("predict", finished_job) and record["kind"] == "predict"
+    assert record["key"] == "prob" and record["cwd"] == str(REPO)
+    (row,) = [r for r in read_jobs(tiny / "runs") if r.output == str(finished_job)]
+    progress = job_progress(finished_job)
+    assert (row.run, row.kind, row.backend, row.state) == ("tiny", "predict", "local", "finished")
+    # every step's blocks, the prediction's and the finish's, counted in the job folder
+    done = len(os.listdir(finished_job / JOB_DIR / "done"))
+    assert row.done == row.total == done == progress["blocks"]["total"] and row.percent == 100
+    assert (row.failed, row.retried) == (0, 0)
+    # two asked for, capped at the blocks of the largest step
+    assert [w.state for w in row.workers] == ["finished"] * progress["workers_asked"]
+    assert sum(w.blocks for w in row.workers) == done
+    assert read_jobs(tiny / "runs", run="other") == []
+    # the same command again (a resumption) keeps one record, with its first creation time
+    before = record["created"]
+    write_job_record(tiny / "runs" / "tiny", "predict", finished_job, "prob", REPO)
+    (again,) = [
+        r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(finished_job)
+    ]
+    assert again["created"] == before and again["submitted"] > before
+    # the command the page's Resume runs: this repository's run.py, with this Python
+    assert resume_command(record)[:3] == [sys.executable, str(REPO / "run.py"), "predict"]
+    assert resume_command(record) == argv
+
+
+def test_resume_refuses_a_job_file_whose_command_is_not_run_py(tmp_path):
+    out = tmp_path / "out.zarr"
+    write_job(out / JOB_DIR, {"kind": "predict", "command": ["sh", "-c", "rm -rf ~"], "steps": []})
+    record = {"kind": "predict", "output": str(out), "cwd": str(tmp_path)}
+    with pytest.raises(JobActionError, match=r"is not `run.py predict \.\.\.`"):
+        resume_command(record)
+    write_job(out / JOB_DIR, {**read_job(out / JOB_DIR), "command": ["py", "run.py", "segment"]})
+    with pytest.raises(JobActionError, match="is not `run.py predict"):
+        resume_command(record)
+
+
+def _progress(workers=(), failed=0, complete=False):
+    return {"complete": complete, "blocks": {"failed": failed},
+            "workers": [{"state": s} for s in workers]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("progress", "tasks", "state"),
+    [
+        (None, {}, "missing"),
+        (_progress(["finished"], complete=True), {}, "finished"),
+        (_progress(["running", "stopped"]), {}, "running"),
+        (_progress(["lost", "stopped"]), {}, "stopped"),
+        (_progress(["failed"], failed=1), {}, "failed"),
+        (_progress([]), {"7_0": "PENDING", "7_1": "PENDING"}, "queued"),
+        (_progress([]), {"7_0": "PENDING", "7_1": "RUNNING"}, "running"),
+        (_progress(["stopped"]), {"7_0": "CANCELLED"}, "stopped"),
+    ],
+)
+def test_job_state_from_workers_and_slurm_tasks(progress, tasks, state):
+    assert job_state(progress, tasks) == state
+
+
+def test_read_only_table_has_no_buttons_and_a_writable_one_the_state_s():
+    rows = [JobRow("r", "predict-000000000000", "predict", "/o", "local", s, 3, 9)
+            for s in ("running", "stopped", "finished")]  # fmt: skip
+    assert _button_ids(jobs_table(rows, read_only=True)) == []
+    assert _button_ids(jobs_table(rows, read_only=False)) == [
+        ("jobs-stop", "running"), ("jobs-resume", "stopped")]  # fmt: skip
+
+
+def _button_ids(component, state=None) -> list[tuple[str, str]]:
+    """(button type, its row's state) of every button under ``component``."""
+    state = getattr(component, "data-state", state)
+    if getattr(component, "_type", None) == "Button":
+        return [(component.id["type"], state)]
+    children = getattr(component, "children", None)
+    children = children if isinstance(children, list) else [children]
+    return [
+        b for c in children if c is not None and hasattr(c, "_type") for b in _button_ids(c, state)
+    ]
+
+
+def test_worker_summary_counts_workers_and_slurm_tasks():
+    workers = tuple(
+        WorkerRow(f"w{i}", "h", s, 1) for i, s in enumerate(["running", "lost", "running"])
+    )
+    tasks = (("7_0", "RUNNING"), ("7_1", "PENDING"), ("7_2", "RUNNING"))
+    row = JobRow("r", "predict-000000000000", "predict", "/o", "slurm", "running",
+                 workers=workers, tasks=tasks)  # fmt: skip
+    assert (
+        worker_summary(row) == "3 workers: 2 running, 1 lost; 3 Slurm tasks: 2 RUNNING, 1 PENDING"
+    )
+    assert worker_summary(JobRow("r", "j", "predict", "/o", "local", "stopped")) == (
+        "no worker has started yet"
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("kind", "train", "kind: 'train': expected predict or segment"),
+        ("source", "", "input: a path inside the data folder"),
+        ("source", "../secret.zarr", "input: '../secret.zarr' is not inside the data folder"),
+        ("source", "/etc/passwd", "input: '/etc/passwd' is not inside the data folder"),
+        ("source", "link.zarr", "input: 'link.zarr' is not inside the data folder"),
+        ("source", "none.zarr", "input: 'none.zarr': no such file or folder"),
+        ("output", "../out.zarr", "output: '../out.zarr' is not inside the data folder"),
+        ("output", "em.zarr", "output: the same path as the input"),
+        ("output", "prob.h5", "output: .*several workers write a zarr folder only"),
+        ("key", "../raw", "key: '../raw': expected an array name"),
+        ("backend", "ssh", "backend: 'ssh': expected local or slurm"),
+        ("count", 0, "workers: '0': expected a whole number 1 to 64"),
+        ("count", 2.5, "workers: '2.5': expected a whole number"),
+        ("count", "3", "workers: '3': expected a whole number"),
+        ("count", 65, "workers: '65': expected a whole number 1 to 64"),
+    ],
+)
+def test_start_form_values_are_checked_naming_the_field(tmp_path, field, value, message):
+    data = tmp_path / "data"
+    (data / "em.zarr").mkdir(parents=True)
+    (data / "link.zarr").symlink_to(tmp_path)
+    fields = {"kind": "predict", "source": "em.zarr", "key": "raw", "output": "prob.zarr",
+              "backend": "local", "count": 2, field: value}  # fmt: skip
+    with pytest.raises(JobActionError, match=message):
+        start_command(tmp_path / "run", data, **fields)
+
+
+def test_start_command_is_run_py_with_paths_in_the_data_folder(tmp_path):
+    (tmp_path / "em.zarr").mkdir()
+    argv = start_command(tmp_path / "run", tmp_path, "segment", str(tmp_path / "em.zarr"), "",
+                         "em.zarr/labels/neurons", "slurm", 300)  # fmt: skip
+    root = os.path.realpath(tmp_path)
+    assert argv == [sys.executable, str(REPO / "run.py"), "segment", str(tmp_path / "run"),
+                    f"{root}/em.zarr", f"{root}/em.zarr/labels/neurons", "--backend", "slurm",
+                    "--jobs", "300"]  # fmt: skip
+
+
+def test_records_with_bad_ids_or_fields_are_left_out(tmp_path):
+    folder = tmp_path / "run" / "jobs"
+    folder.mkdir(parents=True)
+    (folder / "predict-zz.json").write_text('{"kind": "predict", "output": "/o", "cwd": "/"}')
+    (folder / "predict-000000000000.json").write_text('{"kind": "rm", "output": "/o", "cwd": "/"}')
+    assert read_job_records(tmp_path / "run") == []
+    with pytest.raises(ValueError, match="job kind 'train'"):
+        write_job_record(tmp_path / "run", "train", tmp_path / "o", None, tmp_path)
+
+
+# -- the page in Chromium -----------------------------------------------------------------------
+
+
+def _wait(predicate, what: str, timeout: float = 120.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _worker_pids(out: Path) -> list[int]:
+    return [int(w["pid"]) for w in (job_progress(out) or {}).get("workers", [])]
+
+
+def _row_state(dash_duo) -> str:
+    # one read, whatever the poll redraws meanwhile
+    return dash_duo.driver.execute_script(
+        "const r = document.querySelector('.jobs-row'); return r && r.dataset.state;"
+    )
+
+
+@pytest.mark.slow
+def test_page_shows_a_shell_job_stops_it_resumes_it_and_read_only_refuses(dash_duo, tiny):
+    out = tiny / "page.zarr"
+    shell = subprocess.Popen(_predict_cmd(tiny, out, 1, "16 48 48"), cwd=REPO, stderr=subprocess.DEVNULL,
+                             start_new_session=True)  # fmt: skip
+    try:
+        # hold the job mid-way (its worker paused after a block), so the page sees it running
+        def done() -> int:
+            return (job_progress(out) or {"blocks": {"done": 0}})["blocks"]["done"]
+
+        _wait(lambda: done() >= 1, "a first block done")
+        (pid,) = _wait(lambda: _worker_pids(out), "the worker's file")
+        os.kill(pid, signal.SIGSTOP)
+        app = create_app(tiny / "runs", tiny, tiny, start_launcher=False)
+        dash_duo.start_server(app)
+        dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/tiny")
+        dash_duo.find_element("#run-jobs-link").click()
+        dash_duo.wait_for_text_to_equal(f".jobs-row[data-job='{job_id('predict', out)}'] .jobs-state",
+                                        "running", timeout=30)  # fmt: skip
+        count = dash_duo.find_element(".jobs-count").text
+        held = done()
+        assert count == f"{held}/{job_progress(out)['blocks']['total']}"
+        dash_duo.find_element("#vb-nav-jobs")  # every page links to the jobs
+        dash_duo.find_element(".jobs-start summary").click()
+        sys.path.insert(0, str(Path(__file__).parent))
+        from test_accessibility_browser import dropdowns_named_by_their_value_only, violations
+
+        # (before a message: .vb-error's red on the page's grey is 4.2:1, on every page)
+        assert violations(dash_duo) == [] and dropdowns_named_by_their_value_only(dash_duo) == []
+        # a Start with a path outside the data folder is refused, naming the field
+        dash_duo.find_element("#jobs-input").send_keys("data.zarr")
+        dash_duo.find_element("#jobs-output").send_keys("../out.zarr")
+        dash_duo.find_element("#jobs-start").click()
+        dash_duo.wait_for_contains_text("#jobs-msg", "output: '../out.zarr' is not inside", 30)
+        dash_duo.find_element(".jobs-row button.vb-danger").click()  # Stop
+        dash_duo.wait_for_contains_text("#jobs-msg", "Stopping local-0-", timeout=30)
+        os.kill(pid, signal.SIGCONT)  # the SIGTERM waiting for it is delivered now
+        assert shell.wait(60) != 0  # the shell's command says: unfinished
+        _wait(lambda: not psutil.pid_exists(pid), "the worker's end", 30)
+        _wait(lambda: _row_state(dash_duo) == "stopped", "the page's stopped", 30)
+        assert done() < job_progress(out)["blocks"]["total"]
+        dash_duo.find_element(".jobs-row button").click()  # Resume
+        dash_duo.wait_for_contains_text("#jobs-msg", "Resumed predict", timeout=30)
+        resumed = int(dash_duo.find_element("#jobs-msg").text.rsplit("process ", 1)[1].strip(")."))
+        _wait(lambda: _row_state(dash_duo) == "finished", "the resumed job's end", 120)
+        assert job_progress(out)["complete"]
+        for p in [resumed, *_worker_pids(out)]:  # the supervisor and its workers have ended
+            _wait(lambda p=p: not psutil.pid_exists(p), f"process {p}'s end", 30)
+        assert not dash_duo.find_elements(".jobs-row button")
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+    # read-only: no buttons, and a forged Stop is refused before it runs
+    ro = create_app(tiny / "runs", tiny, tiny, read_only=True, start_launcher=False)
+    client = ro.server.test_client()
+    deps = client.get("/_dash-dependencies").get_json()
+    (dep,) = [d for d in deps if any("jobs-stop" in str(i["id"]) for i in d["inputs"])]
+    outputs = [dict(zip(("id", "property"), part.rsplit(".", 1)))
+               for part in dep["output"].strip(".").split("...")]  # fmt: skip
+    forged = {"output": dep["output"], "outputs": outputs,
+              "inputs": [[{"id": {"type": "jobs-stop", "run": "tiny", "job": job_id("predict", out)},
+                           "property": "n_clicks", "value": 1}], []],
+              "changedPropIds": []}  # fmt: skip
+    response = client.post("/_dash-update-component", json=forged)
+    assert response.status_code == 403 and "read-only" in response.get_data(as_text=True)
+    with ro.server.test_request_context():
+        page = jobs_page.layout(run="tiny")
+    assert "jobs-start" not in str(page) and _button_ids(page) == []
+    assert "data-state" in str(page)  # the job is shown, without its buttons
