@@ -11,6 +11,7 @@ per-task Slurm states.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -202,12 +203,26 @@ def stop_job(output: str | os.PathLike, slurm: Any = None) -> list[str]:
     stopped = []
     for w in progress.get("workers", []):
         if w["state"] in ("running", "waiting") and w["host"] == socket.gethostname():
-            try:
-                os.kill(int(w["pid"]), signal.SIGTERM)
-                stopped.append(w["worker"])
-            except (ProcessLookupError, PermissionError, TypeError, ValueError):
-                pass
+            pid = w.get("pid")
+            if isinstance(pid, int) and is_worker_of(pid, output):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGTERM)
+                    stopped.append(w["worker"])
     return stopped
+
+
+def is_worker_of(pid: int, output: str | os.PathLike) -> bool:
+    """Whether process ``pid`` is a block worker (``trainer.block_worker``) of ``output``:
+    a worker file names a pid, and Stop signals only a process that is what the file says
+    (not whatever process has that pid now, nor one a forged file names)."""
+    import psutil
+
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except (psutil.Error, OSError):
+        return False
+    want = str(Path(output).resolve())
+    return "trainer.block_worker" in argv and want in argv
 
 
 def resume_argv(output: str | os.PathLike) -> list[str] | None:

@@ -19,7 +19,7 @@ from app.components import ROW, button, graph, labelled, screen_reader_label
 from trainer.metrics import MODES
 
 HALF = {"flex": "1 1 520px", "minWidth": "0"}
-ERROR = {"color": "#dc3545", "padding": "4px 0", "whiteSpace": "pre-wrap"}
+ERROR = {"color": "var(--vb-danger)", "padding": "4px 0", "whiteSpace": "pre-wrap"}
 _GRAPH_CONFIG = {
     "displaylogo": False,
     "toImageButtonOptions": {"format": "png", "scale": 2},

@@ -136,7 +136,7 @@ def status_header(run_dir: Path) -> tuple[list, str, list | None]:
     status, problem = readers.read_json(run_dir / runs.STATUS_FILE)
     if status is None:
         why = problem or row["error"] or STARTING
-        items = [badge, html.Span(f" {why}", style={"color": "#dc3545"} if problem else None)]
+        items = [badge, html.Span(f" {why}", style={"color": "var(--vb-danger)"} if problem else None)]
         return items, state, failure
     eta = components.fmt_duration(row["eta_s"])
     trained = components.fmt_duration(_number(status.get("train_time_s")))
@@ -149,7 +149,7 @@ def status_header(run_dir: Path) -> tuple[list, str, list | None]:
     ]
     items: list = [badge, html.Span("  ·  ".join(p for p in parts if p), id="run-progress")]
     if row["error"]:
-        items.append(html.Span(f" {row['error']}", style={"color": "#dc3545"}))
+        items.append(html.Span(f" {row['error']}", style={"color": "var(--vb-danger)"}))
     return items, state, failure
 
 

@@ -90,7 +90,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
                 style=ROW,
             ),
             _controls(),
-            html.Div(first.get("error", ""), id="run-error", style={"color": "#dc3545"}),
+            html.Div(first.get("error", ""), id="run-error", style={"color": "var(--vb-danger)"}),
             # a failed run: what happened, why, what to do, where the waiting sentence was
             html.Div(
                 first.get("failure"),

@@ -317,3 +317,26 @@ def test_page_shows_a_shell_job_stops_it_resumes_it_and_read_only_refuses(dash_d
         page = jobs_page.layout(run="tiny")
     assert "jobs-start" not in str(page) and _button_ids(page) == []
     assert "data-state" in str(page)  # the job is shown, without its buttons
+
+
+def test_stop_signals_only_a_process_that_is_a_worker_of_the_job(tmp_path):
+    """A worker file names a pid; Stop checks the process is that job's block worker first, so
+    a forged or stale file cannot aim it at another process."""
+    import subprocess
+    import sys
+
+    from app.block_jobs import is_worker_of
+
+    out = tmp_path / "prob.zarr"
+    out.mkdir()
+    worker = subprocess.Popen(  # looks like `python -m trainer.block_worker OUTPUT`
+        [sys.executable, "-c", "import time; time.sleep(60)", "trainer.block_worker", str(out)]
+    )
+    try:
+        assert is_worker_of(worker.pid, out)
+        assert not is_worker_of(worker.pid, tmp_path / "other.zarr")
+        assert not is_worker_of(os.getpid(), out)  # the test itself: never a worker
+        assert not is_worker_of(2**22 + 12345, out)  # no such process
+    finally:
+        worker.kill()
+        worker.wait()

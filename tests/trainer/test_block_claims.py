@@ -58,7 +58,19 @@ def job(tmp_path: Path, n: int = 4) -> Path:
 
 def worker(folder: Path, name: str, mode: str, rank: int, n: int = 4) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(folder), name, mode, str(rank), str(n)],
+        # named as a real worker is (``-m trainer.block_worker OUTPUT``), so Stop signals it
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(folder),
+            name,
+            mode,
+            str(rank),
+            str(n),
+            "trainer.block_worker",
+            str(folder.parent.resolve()),
+        ],  # fmt: skip
         cwd=REPO,
         stderr=subprocess.PIPE,
         text=True,
