@@ -136,7 +136,10 @@ def status_header(run_dir: Path) -> tuple[list, str, list | None]:
     status, problem = readers.read_json(run_dir / runs.STATUS_FILE)
     if status is None:
         why = problem or row["error"] or STARTING
-        items = [badge, html.Span(f" {why}", style={"color": "var(--vb-danger)"} if problem else None)]
+        items = [
+            badge,
+            html.Span(f" {why}", style={"color": "var(--vb-danger)"} if problem else None),
+        ]
         return items, state, failure
     eta = components.fmt_duration(row["eta_s"])
     trained = components.fmt_duration(_number(status.get("train_time_s")))

@@ -155,7 +155,9 @@ def _viewer(files: list[Path]) -> list:
             dcc.Slider(id="prev-z", min=z_min, max=z_max, step=1, value=z, marks=z_marks),
             "100%",
         ),
-        html.Div(message, id="prev-message", style={"color": "var(--vb-danger)", "padding": "6px 0"}),
+        html.Div(
+            message, id="prev-message", style={"color": "var(--vb-danger)", "padding": "6px 0"}
+        ),
         html.Div(
             graph("prev-graph", 560, figure=None if figure is no_update else figure),
             id="prev-graph-box",
