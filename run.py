@@ -424,13 +424,16 @@ def _mark_rank_done() -> None:
         Path(folder, os.environ.get("LOCAL_RANK", "0")).touch()
 
 
-def _wait_for_torchrun(child, marks: Path, nproc: int, grace: float = 20.0) -> tuple[int, bool]:
+def _wait_for_torchrun(
+    child, marks: Path, nproc: int, grace: float = 20.0, store: tuple[str, int] | None = None
+) -> tuple[int, bool]:
     """torchrun's exit code and whether all ``nproc`` local ranks ended cleanly.
 
     Once this node's ranks have ended cleanly, its torchrun agent has nothing left to do, but
     on a node other than the rendezvous host it can fail (exit 1) or hang when the host's
-    agent, which holds the rendezvous store, has already exited: it gets ``grace`` seconds,
-    then it is terminated. A clean end of the ranks is what counts."""
+    agent, which holds the rendezvous store (``store``, its host and port), has already
+    exited: it is terminated as soon as the store refuses connections, and at the latest
+    ``grace`` seconds after the ranks ended. A clean end of the ranks is what counts."""
     import subprocess
     import time
 
@@ -442,13 +445,28 @@ def _wait_for_torchrun(child, marks: Path, nproc: int, grace: float = 20.0) -> t
             pass
         if done_since is None and _all_done(marks, nproc):
             done_since = time.monotonic()
-        if done_since is not None and time.monotonic() - done_since > grace:
+        if done_since is not None and (
+            time.monotonic() - done_since > grace or (store is not None and _store_gone(store))
+        ):
             child.terminate()
             try:
                 return child.wait(timeout=10), True
             except subprocess.TimeoutExpired:
                 child.kill()
                 return child.wait(), True
+
+
+def _store_gone(store: tuple[str, int]) -> bool:
+    """Whether the rendezvous store's port refuses connections (its agent has exited)."""
+    import socket
+
+    try:
+        socket.create_connection(store, timeout=1.0).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:  # a timeout or an unreachable host: not known to be gone
+        return False
+    return False
 
 
 def _all_done(marks: Path, nproc: int) -> bool:
@@ -604,7 +622,12 @@ def _train_distributed(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
-        rc, ranks_clean = _wait_for_torchrun(child, marks, args.nproc)
+        store = None
+        if args.nnodes > 1 and args.node_rank != 0:
+            from trainer.distributed import parse_endpoint
+
+            store = parse_endpoint(args.rdzv_endpoint)
+        rc, ranks_clean = _wait_for_torchrun(child, marks, args.nproc, store=store)
     finally:
         shutil.rmtree(marks, ignore_errors=True)
     record.exit_code, record.ended = rc, time.time()

@@ -200,3 +200,25 @@ def test_a_node_whose_ranks_ended_cleanly_ends_its_agent_and_counts_as_clean(tmp
     assert run._wait_for_torchrun(failing, tmp_path / "none", nproc=1) == (1, False)
     two = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
     assert run._wait_for_torchrun(two, tmp_path, nproc=2) == (1, False), "rank 1 left no mark"
+
+
+def test_a_node_ends_its_agent_once_the_rendezvous_store_is_gone(tmp_path):
+    """Its ranks ended cleanly and the host's store refuses connections: the agent is ended at
+    once, not after the grace (600 s here; the child would exit 0 by itself after 30 s)."""
+    import run
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        alive = listening.getsockname()
+        assert not run._store_gone(alive)
+    closed = ("127.0.0.1", _free_port())
+    assert run._store_gone(closed)
+    (tmp_path / "0").touch()
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        rc, clean = run._wait_for_torchrun(hanging, tmp_path, nproc=1, grace=600, store=closed)
+    finally:
+        hanging.kill()
+        hanging.wait()
+    assert clean and rc == -signal.SIGTERM
