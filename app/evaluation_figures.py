@@ -35,7 +35,7 @@ __all__ = [
     "confusion_z",
     "error_hist_figure",
     "figure_html",
-    "image_layout",
+    "image_figure",
     "image_patch",
     "metric_curves_figure",
     "pr_figure",
@@ -474,19 +474,9 @@ def segmentation_figure(
 ) -> go.Figure:
     """One z plane: raw grey with TP (green), FP (red) and FN (blue) at ``threshold``."""
     img, names = segmentation_parts(raw, prob, label, threshold, opacity)
-    fig = go.Figure(go.Image(source=img, name="segmentation", hoverinfo="skip"))
-    for key, name in zip(("tp", "fp", "fn"), names, strict=True):
-        r, g, b = SEG_COLOURS[key]
-        fig.add_trace(
-            go.Scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                marker={"size": 12, "symbol": "square", "color": f"rgb({r},{g},{b})"},
-                name=name,
-            )
-        )
-    return image_layout(fig, title)
+    colours = ["rgb({},{},{})".format(*SEG_COLOURS[key]) for key in ("tp", "fp", "fn")]
+    image = go.Image(source=img, name="segmentation", hoverinfo="skip")
+    return image_figure(image, list(zip(colours, names, strict=True)), title)
 
 
 def segmentation_parts(
@@ -520,17 +510,24 @@ def image_patch(source: str, names: list[str], title: str) -> Patch:
     return patch
 
 
-def image_layout(fig: go.Figure, title: str) -> go.Figure:
-    """The layout of a segmentation image with its colour legend (no axes; zoom kept)."""
-    fig.update_layout(
+def image_figure(image: go.Image, legend: list[tuple[str, str]], title: str) -> go.Figure:
+    """An image (a z plane) with a colour legend under it: one square marker per
+    ``(colour, name)``, no axes, zoom kept across redraws. Built in one constructor call
+    (``new_figure``): a layout set afterwards cost about 15 ms a figure, most of its time."""
+    squares = [
+        go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                   marker={"size": 12, "symbol": "square", "color": colour})
+        for colour, name in legend
+    ]  # fmt: skip
+    bare = {"showticklabels": False, "showgrid": False, "zeroline": False}
+    return new_figure(
+        [image, *squares],
         title=title_above_plot(title),
         # the colour legend under the image: above it, it met the title and the modebar
         margin={"l": 10, "r": 10, "t": TITLED_MARGIN_TOP, "b": 40},
         height=520,
-        template="plotly_white",
         legend={"orientation": "h", "yanchor": "top", "y": 0, "x": 0},
         uirevision="segmentation",
+        xaxis=bare,
+        yaxis=bare,
     )
-    fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
-    fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)
-    return fig

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from app.evaluation_figures import image_layout
+from app.evaluation_figures import image_figure
 from app.figures import TITLED_MARGIN_TOP, title_above_plot
 from app.image_figures import png_data_uri
 
@@ -126,18 +126,9 @@ def instance_figure(
 ) -> go.Figure:
     """One z plane in instance colours with the largest split and merge named in the legend."""
     img, names = instance_parts(seg, gt, largest_split, largest_merge)
-    fig = go.Figure(go.Image(source=img, name="instances", hoverinfo="skip"))
-    for rgb, name in zip((MERGE_RGB, SPLIT_RGB), names, strict=True):
-        fig.add_trace(
-            go.Scatter(
-                x=[None],
-                y=[None],
-                mode="markers",
-                marker={"size": 12, "symbol": "square", "color": "rgb({},{},{})".format(*rgb)},
-                name=name,
-            )
-        )
-    return image_layout(fig, title)
+    colours = ["rgb({},{},{})".format(*rgb) for rgb in (MERGE_RGB, SPLIT_RGB)]
+    image = go.Image(source=img, name="instances", hoverinfo="skip")
+    return image_figure(image, list(zip(colours, names, strict=True)), title)
 
 
 def instance_parts(
