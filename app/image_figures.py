@@ -120,11 +120,20 @@ def preview_figure(
         raise ValueError(
             f"preview raw and probability slices must be 2-d and equal in shape, got {raw.shape} and {prob.shape}"
         )
+    layout = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "margin": {"l": 10, "r": 10, "t": 50 if title or mode == "side" else 10, "b": 10},
+        "height": 560,
+        "uirevision": uirevision,
+    }
+    bare = {"showticklabels": False, "showgrid": False, "zeroline": False}
     if mode == "overlay":
-        fig = new_figure(
-            [go.Image(source=png_data_uri(overlay_rgb(raw, prob, opacity, colour)), name="overlay")]
+        # one constructor call: a layout set afterwards cost most of the figure's time
+        image = go.Image(
+            source=png_data_uri(overlay_rgb(raw, prob, opacity, colour)), name="overlay"
         )
-    elif mode == "side":
+        return new_figure([image], **layout, xaxis=bare, yaxis=bare)
+    if mode == "side":
         fig = make_subplots(
             rows=1,
             cols=2,
@@ -137,12 +146,7 @@ def preview_figure(
         fig.add_trace(go.Image(source=png_data_uri(prob_rgb), name="probability"), row=1, col=2)
     else:
         raise ValueError(f"unknown preview mode {mode!r}; expected 'overlay' or 'side'")
-    fig.update_layout(
-        title={"text": title, "x": 0.01, "font": {"size": 14}},
-        margin={"l": 10, "r": 10, "t": 50 if title or mode == "side" else 10, "b": 10},
-        height=560,
-        uirevision=uirevision,
-    )
+    fig.update_layout(**layout)
     # image traces keep square pixels on their own; matching x lets both panels pan together
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, matches="x")
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False)

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from app.evaluation_figures import image_figure
-from app.figures import TITLED_MARGIN_TOP, title_above_plot
+from app.figures import TITLED_MARGIN_TOP, new_figure, title_above_plot
 from app.image_figures import png_data_uri
 
 __all__ = [
@@ -35,13 +35,14 @@ MERGE_RGB = (220, 20, 60)
 def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str = "") -> go.Figure:
     """The cube's neuron curves with a vertical line at ``threshold``."""
     t = np.asarray(record["curve/thresholds"], float)
-    fig = go.Figure()
-    for key, name, colour in (
-        ("curve/voi_split", "VOI split", "#fd7e14"),
-        ("curve/voi_merge", "VOI merge", "#dc3545"),
-    ):
-        fig.add_trace(go.Scatter(x=t, y=record[key], name=name, line={"color": colour}))
-    fig.add_trace(
+    traces = [
+        go.Scatter(x=t, y=record[key], name=name, line={"color": colour})
+        for key, name, colour in (
+            ("curve/voi_split", "VOI split", "#fd7e14"),
+            ("curve/voi_merge", "VOI merge", "#dc3545"),
+        )
+    ]
+    traces.append(
         go.Scatter(
             x=t,
             y=record["curve/adapted_rand_error"],
@@ -50,7 +51,7 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
             yaxis="y2",
         )
     )
-    fig.add_trace(
+    traces.append(
         go.Scatter(
             x=[float(threshold)] * 2,
             y=[0, 1],
@@ -61,44 +62,37 @@ def neuron_curves_figure(record: Mapping[str, Any], threshold: float, title: str
             meta=NEURON_MARKER,
         )
     )
-    fig.update_layout(
+    # layout in the constructor (new_figure): set afterwards it cost most of the figure's time
+    return new_figure(
+        traces,
         title=title_above_plot(title),
-        xaxis={"title": "threshold (membrane probability)", "range": [0, 1]},
-        yaxis={"title": "VOI (bits)", "rangemode": "tozero"},
-        yaxis2={"title": "adapted Rand error", "overlaying": "y", "side": "right", "range": [0, 1]},
+        xaxis={"title": {"text": "threshold (membrane probability)"}, "range": [0, 1]},
+        yaxis={"title": {"text": "VOI (bits)"}, "rangemode": "tozero"},
+        yaxis2={
+            "title": {"text": "adapted Rand error"},
+            "overlaying": "y",
+            "side": "right",
+            "range": [0, 1],
+        },  # fmt: skip
         # the legend under the x axis title: above the plot it met the title and the modebar
         margin={"l": 50, "r": 50, "t": TITLED_MARGIN_TOP, "b": 85},
         height=410,
-        template="plotly_white",
         legend={"orientation": "h", "yanchor": "top", "y": -0.2, "x": 0},
         uirevision="neurons",
     )
-    return fig
 
 
 def message_figure(text: str, height: int = 120) -> go.Figure:
     """A figure that is only a sentence (no axes, no frame), for a panel with nothing to draw,
     e.g. a result without neuron scores."""
-    return go.Figure(
-        layout={
-            "height": height,
-            "template": "plotly_white",
-            "xaxis": {"visible": False},
-            "yaxis": {"visible": False},
-            "margin": {"l": 10, "r": 10, "t": 10, "b": 10},
-            "annotations": [
-                {
-                    "text": text,
-                    "showarrow": False,
-                    "xref": "paper",
-                    "yref": "paper",
-                    "x": 0,
-                    "xanchor": "left",
-                    "y": 0.5,
-                    "font": {"size": 14, "color": "#555"},
-                }
-            ],
-        }  # fmt: skip
+    note = {"text": text, "showarrow": False, "xref": "paper", "yref": "paper", "x": 0,
+            "xanchor": "left", "y": 0.5, "font": {"size": 14, "color": "#555"}}  # fmt: skip
+    return new_figure(
+        height=height,
+        xaxis={"visible": False},
+        yaxis={"visible": False},
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        annotations=[note],
     )
 
 
