@@ -99,21 +99,83 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class _StoppableRunner:
+    """A Dash app served from a thread for ``dash_duo``, stopped by shutting its server down.
+
+    dash[testing]'s own threaded runner stops by raising SystemExit into every thread started
+    since it began: request threads and the app's own. One that lands while a thread holds a
+    lock of Python's threading module leaves that lock held, and the next ``join`` waits for
+    ever (seen as a test's teardown reaching the suite's timeout). Here the werkzeug server's
+    ``shutdown`` ends ``serve_forever`` within a tenth of a second, and the request threads
+    end on their own. The app listens on a free loopback port unless a test names one: two
+    pytest-xdist workers would otherwise share dash's counter of ports."""
+
+    scheme, host = "http", "localhost"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.started = False
+        self._server = None
+        self._thread = None
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+    def start(self, app, start_timeout: float = 10, **kwargs) -> None:
+        import threading
+
+        from werkzeug.serving import make_server
+
+        if self.started:
+            self.stop()
+        app.scripts.config.serve_locally = True
+        app.css.config.serve_locally = True
+        self.port = kwargs.pop("port", None) or free_port()
+        kwargs.setdefault("dev_tools_disable_version_check", True)
+        listening = threading.Event()
+        failed: list[BaseException] = []
+
+        def serve(dash_app, host, port, debug, **_options):
+            self._server = make_server(host, port, dash_app.server, threaded=True)
+            listening.set()
+            self._server.serve_forever(poll_interval=0.1)
+
+        def run():
+            try:
+                app.run(host="127.0.0.1", port=self.port, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - reported to the test below
+                failed.append(error)
+                listening.set()
+
+        app.backend.run = serve  # Dash.run's set-up, then this server instead of Flask's
+        self._thread = threading.Thread(target=run, name=f"dash-app-{self.port}", daemon=True)
+        self._thread.start()
+        if not listening.wait(start_timeout) or failed:
+            raise RuntimeError(f"the test app did not start on port {self.port}: {failed}")
+        self.started = True
+
+    __call__ = start
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            if self._thread is not None and self._thread.is_alive():
+                server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.started = False
+
+
 @pytest.fixture
-def dash_thread_server(dash_thread_server):
-    """dash[testing]'s threaded server, started on a free port unless a test names one.
-
-    Its own default counts up from 8050 in each process: two pytest-xdist workers (or another
-    suite on this machine) would both take 8050, and a test could then talk to the other's
-    app without noticing, since the runner only checks that the port answers."""
-    start = dash_thread_server.start
-
-    def start_on_a_free_port(app, start_timeout=3, **kwargs):
-        kwargs.setdefault("port", free_port())
-        return start(app, start_timeout=start_timeout, **kwargs)
-
-    dash_thread_server.start = start_on_a_free_port
-    return dash_thread_server
+def dash_thread_server() -> Iterator[_StoppableRunner]:
+    """The server ``dash_duo`` starts test apps on (``_StoppableRunner``)."""
+    runner = _StoppableRunner()
+    try:
+        yield runner
+    finally:
+        runner.stop()
 
 
 class _WorkerChromium:
@@ -184,7 +246,9 @@ def dash_duo(request, dash_thread_server, tmp_path):
             return _WorkerChromium.get(super().get_webdriver, self.download_path)
 
         def __exit__(self, *exc_info):
-            pass  # the browser stays for the next test
+            # The browser stays for the next test; its page stops polling before the app stops.
+            with contextlib.suppress(Exception):
+                self.driver.get("about:blank")
 
     download = tmp_path / "download"
     download.mkdir()
