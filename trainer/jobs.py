@@ -3,7 +3,10 @@
 ``job_progress`` only reads the job folder that ``trainer.block_claims`` keeps in the output
 (job file, leases, done markers, failures, worker files); it starts nothing, locks nothing
 and writes nothing, so a dashboard may call it as often as it likes, on any machine that
-sees the output.
+sees the output. A done marker is written whole (temp file, fsync, rename) and never changes,
+so the times read from it are kept in memory, per job folder and submission: a repeated call
+lists the folder and parses only the markers new since the last call (a page polling a job
+of thousands of blocks every 2 s reads a handful of files per poll, not thousands).
 
 Example:
     >>> p = job_progress("prob.zarr")  # doctest: +SKIP
@@ -15,13 +18,21 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 from trainer.block_claims import JOB_DIR, LEASE_TIMEOUT_S, read_job
 
 __all__ = ["job_progress"]
+
+#: job folders whose done markers' times are kept (least recently read dropped first)
+MARKER_CACHE_FOLDERS = 64
+#: (job folder, job's ``created``) -> {done marker name: (end, start, cpu_s)}
+_markers: OrderedDict[tuple[str, Any], dict[str, tuple[float | None, ...]]] = OrderedDict()
+_markers_lock = threading.Lock()
 
 
 def _json(path: Path) -> dict[str, Any] | None:
@@ -92,18 +103,17 @@ def job_progress(
     steps = [(s["name"], int(s["blocks"])) for s in job.get("steps", [])]
     done_at: dict[str, set[int]] = {name: set() for name, _ in steps}
     ends, starts, cpus = [], [], []
-    for name in _names(folder / "done"):
+    for name, (end, start, cpu) in _done_markers(folder, job).items():
         parts = _split(name)
         if parts is None or parts[0] not in done_at:
             continue
         done_at[parts[0]].add(parts[1])
-        marker = _json(folder / "done" / name) or {}
-        if isinstance(marker.get("end"), (int, float)):
-            ends.append(float(marker["end"]))
-        if isinstance(marker.get("start"), (int, float)):
-            starts.append(float(marker["start"]))
-        if isinstance(marker.get("cpu_s"), (int, float)):
-            cpus.append(float(marker["cpu_s"]))
+        if end is not None:
+            ends.append(end)
+        if start is not None:
+            starts.append(start)
+        if cpu is not None:
+            cpus.append(cpu)
     claimed: dict[str, set[int]] = {name: set() for name, _ in steps}
     retried = 0
     for name in _names(folder / "claims"):
@@ -153,6 +163,39 @@ def job_progress(
         "last_done": ends[-1] if ends else None,
         "workers": _workers(folder, now),
     }
+
+
+def _number(marker: dict[str, Any], key: str) -> float | None:
+    value = marker.get(key)
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _done_markers(folder: Path, job: dict[str, Any]) -> dict[str, tuple[float | None, ...]]:
+    """``(end, start, cpu_s)`` of every done marker in ``folder``, by file name; parses only
+    the names not seen by an earlier call for the same job (a resubmission over a new output
+    has another ``created`` and starts afresh). A marker that cannot be read counts as done
+    without times and is read again next call."""
+    cache_key = (str(folder.absolute()), job.get("created"))
+    with _markers_lock:
+        known = _markers.get(cache_key, {})
+    current: dict[str, tuple[float | None, ...]] = {}
+    fresh: dict[str, tuple[float | None, ...]] = {}
+    for name in _names(folder / "done"):
+        times = known.get(name)
+        if times is None:
+            marker = _json(folder / "done" / name)
+            times = (_number(marker or {}, "end"), _number(marker or {}, "start"),
+                     _number(marker or {}, "cpu_s"))  # fmt: skip
+            if marker is not None:
+                fresh[name] = times
+        current[name] = times
+    with _markers_lock:
+        # names gone from the folder are dropped; unreadable markers are not kept
+        _markers[cache_key] = {n: t for n, t in current.items() if n in known or n in fresh}
+        _markers.move_to_end(cache_key)
+        while len(_markers) > MARKER_CACHE_FOLDERS:
+            _markers.popitem(last=False)
+    return current
 
 
 def _workers(folder: Path, now: float) -> list[dict[str, Any]]:

@@ -263,3 +263,51 @@ def test_stop_ends_the_local_workers_and_resume_is_the_submitting_command(tmp_pa
             a.kill()
             a.wait()
     assert resume_argv(tmp_path / "out.zarr") == ["x"]
+
+
+def _markers(folder: Path, step: str, blocks: range, t0: float) -> None:
+    for i in blocks:  # block i: started at t0 + i, 0.5 s long, 0.25 + i/1000 CPU seconds
+        (folder / "done" / f"{step}-{i}.json").write_text(json.dumps(
+            {"worker": "w", "start": t0 + i, "end": t0 + i + 0.5, "cpu_s": 0.25 + i / 1000}))  # fmt: skip
+
+
+def test_repeated_progress_reads_equal_a_fresh_read_after_new_markers(tmp_path):
+    import shutil
+
+    folder = tmp_path / "out.zarr" / ".voxelboard-job"
+    write_job(folder, {"kind": "predict", "key": "prob", "command": ["x"], "backend": "local",
+                       "created": 1.0, "steps": [{"name": "s", "blocks": 200}]})  # fmt: skip
+    t0 = 1_000_000.0
+    _markers(folder, "s", range(0, 120), t0)
+    (folder / "done" / "s-120.json").write_text('{"end": ')  # being written: no times yet
+    first = job_progress(tmp_path / "out.zarr", now=t0, window=50)
+    assert first["blocks"]["done"] == 121 and first["started"] == t0
+    files = sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    _markers(folder, "s", range(120, 150), t0)  # new markers, the torn one whole now
+    again = job_progress(tmp_path / "out.zarr", now=t0, window=50)
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in folder.rglob("*")) != files
+    shutil.copytree(tmp_path / "out.zarr", tmp_path / "copy.zarr")  # never read before
+    fresh = job_progress(tmp_path / "copy.zarr", now=t0, window=50)
+    assert again == fresh
+    # against the formulas: throughput over the newest 50 ends, mean CPU s, first start
+    ends = [t0 + i + 0.5 for i in range(150)]
+    assert again["throughput"] == pytest.approx(49 / (ends[-1] - ends[-50]))
+    assert again["cpu_s_per_block"] == pytest.approx(sum(0.25 + i / 1000 for i in range(150)) / 150)
+    assert (again["started"], again["last_done"]) == (t0, ends[-1])
+    assert again["eta_s"] == pytest.approx(50 / again["throughput"])
+    assert again["blocks"]["done"] == 150 and again["steps"][0]["done"] == 150
+    # a resubmission over a new output (another job 'created') forgets the old times
+    shutil.rmtree(folder / "done")
+    write_job(folder, {**json.loads((folder / "job.json").read_text()), "created": 2.0})
+    _markers(folder, "s", range(0, 3), t0 + 500)
+    redo = job_progress(tmp_path / "out.zarr", now=t0, window=50)
+    assert (redo["blocks"]["done"], redo["started"]) == (3, t0 + 500)
+
+
+def test_progress_writes_nothing_in_the_job_folder(tmp_path):
+    folder = job(tmp_path)
+    _markers(folder, "s", range(4), 5.0)
+    before = sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*"))
+    assert job_progress(tmp_path / "out.zarr")["complete"]
+    assert job_progress(tmp_path / "out.zarr")["complete"]
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in tmp_path.rglob("*")) == before
