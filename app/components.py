@@ -219,6 +219,11 @@ def controls(*children: Any, **kwargs: Any) -> html.Div:
     return html.Div(list(children), className="vb-controls", **kwargs)
 
 
+def text_input(id_: str, placeholder: str) -> dcc.Input:
+    """A one-line text box in the dashboard's style, showing ``placeholder`` while empty."""
+    return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
+
+
 def button(label: str, *, kind: str = "", **kwargs: Any) -> html.Button:
     """A button in the dashboard's style; ``kind`` ``'primary'`` or ``'danger'`` colours it."""
     css = f"vb-button vb-{kind}" if kind else "vb-button"

@@ -701,3 +701,40 @@ def test_hyper_parameter_names_are_mapped_in_one_module():
 def test_alias_table_check_sees_each_kind_of_table(source):
     assert alias_tables(source)
     assert not alias_tables("LABELS = {'lr': 'learning rate', 'mom': 'momentum', 'wd': 'decay'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# pages: shared pieces live in app/components.py, once
+
+
+def duplicated_helpers(sources: dict[str, str]) -> list[str]:
+    """``'name: a.py, b.py'`` for each function (nested ones too) whose arguments and body
+    are the same in two or more of ``sources`` (module name -> source): a helper copied
+    between pages instead of shared through ``app.components``."""
+    where: dict[str, list[str]] = {}
+    names: dict[str, str] = {}
+    for module, source in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                shape = ast.dump(ast.Module(body=node.body, type_ignores=[])) + ast.dump(node.args)
+                where.setdefault(shape, [])
+                if module not in where[shape]:
+                    where[shape].append(module)
+                names[shape] = node.name
+    return [f"{names[s]}: {', '.join(m)}" for s, m in where.items() if len(m) > 1]
+
+
+def test_no_helper_is_copied_between_pages():
+    sources = {path.name: path.read_text() for path in sorted(PAGES.glob("*.py"))}
+    offenders = duplicated_helpers(sources)
+    assert not offenders, (
+        "helpers defined in more than one page (move each to app/components.py):\n  "
+        + "\n  ".join(offenders)
+    )
+
+
+def test_copied_helper_check_sees_a_nested_copy_under_another_name():
+    helper = "def {}(id_, p):\n    return Input(id=id_, placeholder=p)\n"
+    a = "def form():\n    " + helper.format("text").replace("\n    ", "\n        ")
+    assert duplicated_helpers({"a.py": a, "b.py": helper.format("box")}) == ["box: a.py, b.py"]
+    assert not duplicated_helpers({"a.py": a, "b.py": "def box(id_, p):\n    return id_\n"})

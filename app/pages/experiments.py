@@ -36,6 +36,7 @@ from app.components import (
     run_href,
     state_badge,
     sweep_href,
+    text_input,
 )
 from app.inputs import strings
 from app.readers import has_snapshot, list_runs, log_path, tail_lines
@@ -74,9 +75,6 @@ def _launch_panel(
             [html.Span(label, className="vb-field-label"), component], className="vb-field"
         )
 
-    def text(id_: str, placeholder: str) -> dcc.Input:
-        return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
-
     fields = {} if hidden else backend.form_fields()
     return panel(
         "Launch",
@@ -95,11 +93,11 @@ def _launch_panel(
         ),
         html.Div(
             [
-                field("Steps", text("exp-n-steps", "from config")),
-                field("Batch size", text("exp-batch-size", "from config")),
-                field("Learning rate", text("exp-lr", "from config")),
+                field("Steps", text_input("exp-n-steps", "from config")),
+                field("Batch size", text_input("exp-batch-size", "from config")),
+                field("Learning rate", text_input("exp-lr", "from config")),
                 html.Div(
-                    field("Save name", text("exp-save-name", "config name")),
+                    field("Save name", text_input("exp-save-name", "config name")),
                     id="exp-save-name-field",  # hidden for a sweep: its trials are named for it
                 ),
             ],
@@ -109,7 +107,7 @@ def _launch_panel(
         html.Div(
             [
                 html.Div(id="exp-sweep-hint", className="vb-muted"),
-                field("Runs", text("exp-n-runs", "from the sweep")),
+                field("Runs", text_input("exp-n-runs", "from the sweep")),
                 field(
                     "Max parallel",
                     dcc.Input(

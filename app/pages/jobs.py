@@ -28,6 +28,7 @@ from app.components import (
     labelled,
     run_href,
     state_badge,
+    text_input,
     url_part,
 )
 from app.job_actions import JobActionError, resume, start, start_command, stop
@@ -156,10 +157,6 @@ def jobs_table(rows: list[JobRow], read_only: bool) -> html.Table:
 
 def start_form(run: str) -> html.Details:
     """Start a predict or segment job with run ``run`` (paths inside the data folder)."""
-
-    def text(id_: str, placeholder: str) -> dcc.Input:
-        return dcc.Input(id=id_, type="text", placeholder=placeholder, className="vb-input")
-
     return html.Details(
         [
             html.Summary(f"Start a job with {run}"),
@@ -172,9 +169,9 @@ def start_form(run: str) -> html.Details:
                     ),
                     "9em",
                 ),
-                labelled("Input (volume, or probabilities to segment)", text("jobs-input", "em.zarr"), "18em"),
-                labelled("Key", text("jobs-key", "raw"), "7em"),
-                labelled("Output (zarr)", text("jobs-output", "prob.zarr"), "18em"),
+                labelled("Input (volume, or probabilities to segment)", text_input("jobs-input", "em.zarr"), "18em"),
+                labelled("Key", text_input("jobs-key", "raw"), "7em"),
+                labelled("Output (zarr)", text_input("jobs-output", "prob.zarr"), "18em"),
                 labelled(
                     "Backend",
                     dcc.Dropdown(
