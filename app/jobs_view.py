@@ -182,7 +182,12 @@ def _read_row(run: str, record: Mapping[str, Any], slurm: Any) -> JobRow:
 def read_jobs(
     runs_dir: str | os.PathLike, run: str | None = None, slurm: Any = None
 ) -> list[JobRow]:
-    """Every job of every run under ``runs_dir`` (or of run ``run`` only), newest first."""
+    """Every job of every run under ``runs_dir`` (or of run ``run`` only), newest first.
+
+    ``slurm`` answers ``jobs(ids)`` as ``app.slurm.Slurm.jobs`` does; a page passes the
+    launcher's ``SlurmBackend``, which asks ``squeue`` at most once per ``poll_s`` seconds
+    (default: a plain ``Slurm`` client, asked on every call).
+    """
     rows = []
     for run_dir in iter_run_dirs(runs_dir):
         if run is not None and run_dir.name != run:

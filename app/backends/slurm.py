@@ -6,7 +6,9 @@ reason, exit code and end; ``trainer.runs.merge_state`` turns them into the run'
 (pending -> queued, running -> running, an end without the trainer's final state -> the
 job's). Stop cancels a pending job, and sends SIGTERM to a running one through ``scancel
 --signal`` (the trainer saves and stops), cancelling it outright after ``grace_s``. The
-low-level client (commands, parsers, resources, scripts) is ``app.slurm``.
+low-level client (commands, parsers, resources, scripts) is ``app.slurm``. ``jobs`` answers
+other readers that poll often (the jobs page's array tasks) under the same limit: one
+``squeue`` per set of jobs per ``poll_s`` seconds, the answer kept in between.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +92,9 @@ class SlurmBackend:
         self.grace_s = float(grace_s)
         self.error: str | None = None
         self._last_poll = -float("inf")
+        #: ``jobs``' answers: sorted job ids -> (when asked, the answer or Slurm's error)
+        self._answers: dict[tuple[str, ...], tuple[float, dict[str, Job] | SlurmError]] = {}
+        self._answers_lock = threading.Lock()
 
     def devices(self) -> list[str]:
         return ["auto", "cpu"]  # the GPUs are the job's (``gpus`` resource)
@@ -184,7 +189,7 @@ class SlurmBackend:
         Slurm is asked outside the launcher's lock (it can be slow); records are written
         under it.
         """
-        if not force and time.monotonic() - self._last_poll < self.poll_s:
+        if not force and not self._due(self._last_poll):
             return
         self._last_poll = time.monotonic()
         targets = {
@@ -211,6 +216,35 @@ class SlurmBackend:
         with self.lock():
             for run_dir, job_id in targets.items():
                 _apply(run_dir, job_id, by_id.get(job_id))
+
+    def _due(self, last: float) -> bool:
+        """Whether ``poll_s`` seconds have passed since ``last`` (``time.monotonic``): the
+        one limit on how often this backend asks Slurm."""
+        return time.monotonic() - last >= self.poll_s
+
+    def jobs(self, job_ids: Iterable[str]) -> dict[str, Job]:
+        """Slurm's state of each of ``job_ids`` (as ``Slurm.jobs``), asked at most once per
+        ``poll_s`` seconds for the same set of ids: a page polling every 2 s gets the kept
+        answer in between, and a controller that is down is asked no more often.
+
+        Raises:
+            SlurmError: squeue failed (the failure is kept, and raised, for ``poll_s``).
+        """
+        key = tuple(sorted({str(j) for j in job_ids}))
+        with self._answers_lock:
+            kept = self._answers.get(key)
+        if kept is None or self._due(kept[0]):
+            try:
+                answer: dict[str, Job] | SlurmError = self.slurm.jobs(key)
+            except SlurmError as e:
+                answer = e
+            with self._answers_lock:
+                # answers older than the limit are of no use to anyone: drop them
+                self._answers = {k: v for k, v in self._answers.items() if not self._due(v[0])}
+                kept = self._answers[key] = (time.monotonic(), answer)
+        if isinstance(kept[1], SlurmError):
+            raise kept[1]
+        return dict(kept[1])
 
     # -- stop ------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ state and blocks, and each Slurm array task's state. Stop stops a running job's 
 Resume runs its command again (it does only the blocks still missing); both are left out
 of a read-only dashboard and refused there by the server.
 
-What it shows comes from ``app.jobs_view.read_jobs``; Stop and Resume go through
+What it shows comes from ``app.jobs_view.read_jobs``; Slurm is asked through the
+launcher's Slurm backend (``SlurmBackend.jobs``: at most one ``squeue`` per job per
+``slurm_poll_s`` seconds, however many pages poll). Stop and Resume go through
 ``app.job_actions``. The ``jobs-interval`` re-reads the jobs while one is unfinished. Ids are
 prefixed ``jobs-``.
 """
@@ -189,11 +191,16 @@ def start_form(run: str) -> html.Details:
     )  # fmt: skip
 
 
+def _slurm(c: Any) -> Any:
+    """The client the page asks Slurm through: the launcher's rate-limited Slurm backend."""
+    return c.launcher.backends["slurm"]
+
+
 def layout(run: str | None = None, **kwargs: Any) -> html.Div:
     """Every job of the runs folder, or of run ``run`` only."""
     c = current_context()
     run = url_part(run) or None
-    rows = read_jobs(c.runs_dir, run)
+    rows = read_jobs(c.runs_dir, run, _slurm(c))
     title = f"Jobs of {run}" if run else "Jobs"
     return html.Div(
         [
@@ -229,7 +236,7 @@ def layout(run: str | None = None, **kwargs: Any) -> html.Div:
 )
 def _on_poll(_tick, run, follow):
     c = current_context()
-    rows = read_jobs(c.runs_dir, url_part(run) or None)
+    rows = read_jobs(c.runs_dir, url_part(run) or None, _slurm(c))
     following = isinstance(follow, (int, float)) and time.time() < follow
     return jobs_table(rows, c.read_only), not (unfinished(rows) or following)
 

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import zarr
 
-from app import create_app
+from app import app_context, create_app
 from app.job_actions import JobActionError, resume_command, start, start_command
 from app.jobs_view import JobRow, WorkerRow, job_state, read_jobs, worker_summary
 from app.pages import jobs as jobs_page
@@ -340,3 +340,42 @@ def test_stop_signals_only_a_process_that_is_a_worker_of_the_job(tmp_path):
     finally:
         worker.kill()
         worker.wait()
+
+
+# -- Slurm asked at most once per poll interval ---------------------------------------------------
+
+
+def test_page_polls_ask_squeue_once_within_the_slurm_poll_interval(tmp_path, monkeypatch):
+    """Two reads of the page within ``slurm_poll_s``: one squeue (a fake one on PATH that
+    counts its calls in a file), both reads showing its answer."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "squeue-calls"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {calls}\n'
+        "echo '4242_0|RUNNING|None'\necho '4242_1|PENDING|Priority'\n"
+    )
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    run_dir = tmp_path / "runs" / "lg"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    out = tmp_path / "prob.zarr"
+    write_job(out / JOB_DIR, {"kind": "predict", "key": "prob", "command": ["x"],
+                              "backend": "slurm", "slurm_job_id": "4242", "workers": 2,
+                              "steps": [{"name": "predict", "blocks": 4}]})  # fmt: skip
+    write_job_record(run_dir, "predict", out, "prob", tmp_path, "slurm")
+    app = create_app(tmp_path / "runs", tmp_path, tmp_path, start_launcher=False,
+                     slurm_poll_s=60.0)  # fmt: skip
+    try:
+        with app.server.test_request_context("/jobs"):
+            page = str(jobs_page.layout())
+            table, _ = jobs_page._on_poll(1, None, 0)
+            app_context(app).launcher.backends["slurm"].poll_s = 0.0  # the limit passed
+            jobs_page._on_poll(2, None, 0)
+    finally:
+        app_context(app).close()
+    asked = "--noheader --states=all --jobs=4242_0,4242_1 --format=%i|%T|%r"
+    assert calls.read_text().splitlines() == [asked, asked]  # page + poll: one; then one more
+    for shown in (page, str(table)):
+        assert "Slurm task 4242_0: RUNNING" in shown and "Slurm task 4242_1: PENDING" in shown
