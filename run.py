@@ -19,6 +19,7 @@ import argparse
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -759,11 +760,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
         volume = check_input(args.input, args.key)
         run = load_run(args.run_dir, snapshot=args.snapshot, device=args.device)
         grid = voxel_grid(volume, args.voxel_size, run.config.voxel_size)
-        out = predict_to_disk(run.model, volume, args.output, key=args.output_key,
-                              dtype=args.dtype, tile_shape=args.block, progress=show,
-                              padding=None if args.crop else args.pad_mode, grid=grid,
-                              provenance=_provenance(args.run_dir, run),
-                              overwrite=args.overwrite)  # fmt: skip
+        with _process_job(args, "predict", args.output_key) as job:
+
+            def progress(done: int, total: int, seconds: float) -> None:
+                show(done, total, seconds)
+                job.progress("predict", done, total)
+
+            out = predict_to_disk(run.model, volume, args.output, key=args.output_key,
+                                  dtype=args.dtype, tile_shape=args.block, progress=progress,
+                                  padding=None if args.crop else args.pad_mode, grid=grid,
+                                  provenance=_provenance(args.run_dir, run),
+                                  overwrite=args.overwrite)  # fmt: skip
     except DiskFullError as e:
         print(f"\nrun.py predict: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -781,6 +788,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from trainer.prediction_store import DiskFullError
     from trainer.predictions import read_prediction
     from trainer.segment_volume import (
+        LABELS_KEY,
         label_location,
         release_freed_memory,
         segment_to_disk,
@@ -811,9 +819,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
                               lambda job: prepare_segment(spec, setting, job, args.overwrite))  # fmt: skip
         if AS_COMMAND:  # process-wide: not when a test or a caller runs main() in its process
             release_freed_memory()  # --memory-gb is a peak: freed blocks go back to the OS
-        out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
-                              memory_gb=args.memory_gb, block=args.block, halo=args.halo,
-                              label_name=name, progress=show, overwrite=args.overwrite)  # fmt: skip
+        with _process_job(args, "segment", LABELS_KEY) as job:
+
+            def progress(step: str, done: int, total: int, seconds: float) -> None:
+                show(step, done, total, seconds)
+                job.progress(step, done, total)
+
+            out = segment_to_disk(volume, record, args.output, setting, channel=args.channel,
+                                  memory_gb=args.memory_gb, block=args.block, halo=args.halo,
+                                  label_name=name, progress=progress, overwrite=args.overwrite)  # fmt: skip
         if name is not None:
             from trainer.segment_volume import register_label
 
@@ -854,6 +868,23 @@ def _record_job(run_dir: str, kind: str, output: str, key: str | None, backend: 
         write_job_record(run_dir, kind, output, key, os.getcwd(), backend)
     except OSError as e:
         print(f"run.py {kind}: note: the jobs page will not list this job: {e}", file=sys.stderr)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _process_job(args: argparse.Namespace, kind: str, key: str):
+    """This one-process command's job folder (``trainer.process_job``), so the jobs page
+    lists it; recorded in the run directory at its first block. As a command, a SIGTERM
+    (the page's Stop) leaves through it, the worker file saying ``stopped``."""
+    from trainer.process_job import ProcessJob
+
+    if AS_COMMAND:  # process-wide, as release_freed_memory
+        signal.signal(signal.SIGTERM, _terminated)
+    return ProcessJob(args.output, kind, key, [sys.executable, *sys.argv], os.getcwd(),
+                      on_start=lambda: _record_job(args.run_dir, kind, args.output, key,
+                                                   "local"))  # fmt: skip
 
 
 def _block_job(args: argparse.Namespace, kind: str, prepare) -> int:

@@ -5,8 +5,8 @@ trainer.block_worker OUTPUT`` processes on this machine (one GPU each where ther
 through ``CUDA_VISIBLE_DEVICES``); ``submit_array`` submits the same command as a Slurm job
 array (``sbatch --array=0-N-1``); ``wait_local`` and ``wait_array`` follow the job through
 ``trainer.jobs.job_progress`` until it is complete or nobody is left to work on it;
-``stop_job`` and ``resume_argv`` are a page's Stop and Resume, ``task_states`` its
-per-task Slurm states.
+``stop_job`` and ``resume_argv`` are a page's Stop and Resume (of a one-process job,
+``trainer.process_job``, too), ``task_states`` its per-task Slurm states.
 """
 
 from __future__ import annotations
@@ -201,26 +201,35 @@ def stop_job(output: str | os.PathLike, slurm: Any = None) -> list[str]:
         (slurm or Slurm()).cancel(str(progress["slurm_job_id"]))
         return [f"Slurm job {progress['slurm_job_id']}"]
     stopped = []
+    command = progress.get("command") if progress.get("single") else None
     for w in progress.get("workers", []):
         if w["state"] in ("running", "waiting") and w["host"] == socket.gethostname():
             pid = w.get("pid")
-            if isinstance(pid, int) and is_worker_of(pid, output):
+            if isinstance(pid, int) and is_worker_of(pid, output, command):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGTERM)
                     stopped.append(w["worker"])
     return stopped
 
 
-def is_worker_of(pid: int, output: str | os.PathLike) -> bool:
-    """Whether process ``pid`` is a block worker (``trainer.block_worker``) of ``output``:
-    a worker file names a pid, and Stop signals only a process that is what the file says
-    (not whatever process has that pid now, nor one a forged file names)."""
+def is_worker_of(pid: int, output: str | os.PathLike,
+                 command: Sequence[str] | None = None) -> bool:  # fmt: skip
+    """Whether process ``pid`` is a block worker (``trainer.block_worker``) of ``output``,
+    or, given the ``command`` of a one-process job (``trainer.process_job``), that
+    ``run.py predict|segment`` command itself: a worker file names a pid, and Stop signals
+    only a process that is what the file says (not whatever process has that pid now, nor
+    one a forged file names)."""
     import psutil
 
     try:
         argv = psutil.Process(pid).cmdline()
     except (psutil.Error, OSError):
         return False
+    if command is not None:
+        ours = (
+            len(argv) > 2 and Path(argv[1]).name == "run.py" and argv[2] in ("predict", "segment")
+        )
+        return ours and argv[1:] == [str(a) for a in command[1:]]
     want = str(Path(output).resolve())
     return "trainer.block_worker" in argv and want in argv
 

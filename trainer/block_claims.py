@@ -77,8 +77,12 @@ class JobError(RuntimeError):
 
 
 def job_folder(output: str | os.PathLike) -> Path:
-    """The job folder of a zarr ``output`` folder."""
-    return Path(output) / JOB_DIR
+    """The job folder of ``output``: inside a zarr folder, beside an HDF5 file
+    (``prob.h5.voxelboard-job``; only a one-process job writes HDF5)."""
+    path = Path(output)
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        return path.with_name(path.name + JOB_DIR)
+    return path / JOB_DIR
 
 
 def write_job(folder: Path, job: dict[str, Any]) -> None:
@@ -187,7 +191,7 @@ class BlockWorker:
     def __enter__(self) -> BlockWorker:
         for sub in ("claims", "done", "failed", "workers"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
-        self._save_state()
+        self.save_state()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True)
         self._beat.start()
         return self
@@ -201,7 +205,7 @@ class BlockWorker:
         if kind is not None and not stopped:
             self.state["error"] = f"{kind.__name__}: {value}"[:500]
         self.state["block"] = None
-        self._save_state()
+        self.save_state()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.heartbeat):
@@ -211,9 +215,10 @@ class BlockWorker:
                     os.utime(current)
             self.state["beat"] = time.time()
             with contextlib.suppress(OSError):
-                self._save_state()
+                self.save_state()
 
-    def _save_state(self) -> None:
+    def save_state(self) -> None:
+        """Write this worker's file (``workers/<worker>.json``) from ``state`` now."""
         atomic_write_json(self.folder / "workers" / f"{self.worker}.json", self.state,
                           fsync=False)  # fmt: skip
 
@@ -302,7 +307,7 @@ class BlockWorker:
     def _set(self, state: str) -> None:
         if self.state["state"] != state:
             self.state["state"] = state
-            self._save_state()
+            self.save_state()
 
     def _lease(self, step: str, i: int, gen: int) -> Path:
         return self.folder / "claims" / f"{block_name(step, i)}.{gen}"
@@ -347,7 +352,7 @@ class BlockWorker:
     def _do(self, step: str, i: int, gen: int, work: Callable[[int], None]) -> None:
         self._current = self._lease(step, i, gen)
         self.state.update(block=f"{step}-{i}", state="running")
-        self._save_state()
+        self.save_state()
         began, cpu = time.time(), time.process_time()
         try:
             work(i)
@@ -367,7 +372,7 @@ class BlockWorker:
         )  # fmt: skip
         self.state["blocks"] += 1
         self.state["beat"] = time.time()
-        self._save_state()
+        self.save_state()
 
 
 # -- writes that share a chunk ------------------------------------------------------------

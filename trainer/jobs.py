@@ -24,7 +24,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from trainer.block_claims import JOB_DIR, LEASE_TIMEOUT_S, read_job
+from trainer.block_claims import LEASE_TIMEOUT_S, job_folder, read_job
 
 __all__ = ["job_progress"]
 
@@ -94,12 +94,17 @@ def job_progress(
           'blocks', 'block', 'beat', 'silent_s', 'error'}``; ``state`` is the worker's own
           (``running``, ``waiting``, ``finished``, ``stopped``, ``failed``), or ``'lost'`` when a
           running or waiting worker has not beaten for ``LEASE_TIMEOUT_S`` seconds.
+        * ``single``: a one-process command's job (``trainer.process_job``): its one step
+          and its times come from its worker file (``claimed`` 1 while it runs; ``failed``
+          and ``retried`` 0; ``started`` the command's start).
     """
-    folder = Path(output_path) / JOB_DIR
+    folder = job_folder(output_path)
     job = read_job(folder)
     if job is None or (key is not None and job.get("key") != key):
         return None
     now = time.time() if now is None else now
+    if job.get("single"):
+        return _single(job, folder, now, window)
     steps = [(s["name"], int(s["blocks"])) for s in job.get("steps", [])]
     done_at: dict[str, set[int]] = {name: set() for name, _ in steps}
     ends, starts, cpus = [], [], []
@@ -130,13 +135,29 @@ def job_progress(
     ]  # fmt: skip
     total = sum(r["total"] for r in step_rows)
     done = sum(r["done"] for r in step_rows)
-    complete = total > 0 and done >= total
     ends.sort()
-    recent = ends[-window:]
+    blocks = {
+        "total": total,
+        "done": done,
+        "claimed": sum(r["claimed"] for r in step_rows),
+        "failed": len(failed),
+        "retried": retried,
+    }
+    cpu = sum(cpus) / len(cpus) if cpus else None
+    return _result(job, folder, now, step_rows, blocks, ends[-window:], cpu,
+                   min(starts) if starts else None)  # fmt: skip
+
+
+def _result(job: dict[str, Any], folder: Path, now: float, step_rows: list[dict[str, Any]],
+            blocks: dict[str, int], recent: list[float], cpu_s_per_block: float | None,
+            started: float | None) -> dict[str, Any]:  # fmt: skip
+    """``job_progress``'s answer from the counts (``recent``: the latest block ends, in order)."""
+    complete = blocks["total"] > 0 and blocks["done"] >= blocks["total"]
     throughput = None
     if len(recent) >= 2 and recent[-1] > recent[0]:
         throughput = (len(recent) - 1) / (recent[-1] - recent[0])
-    eta = 0.0 if complete else (total - done) / throughput if throughput else None
+    left = blocks["total"] - blocks["done"]
+    eta = 0.0 if complete else left / throughput if throughput else None
     return {
         "kind": job.get("kind"),
         "output": job.get("output"),
@@ -147,22 +168,36 @@ def job_progress(
         "slurm_job_id": job.get("slurm_job_id"),
         "workers_asked": job.get("workers"),
         "created": job.get("created"),
+        "single": bool(job.get("single")),
         "steps": step_rows,
-        "blocks": {
-            "total": total,
-            "done": done,
-            "claimed": sum(r["claimed"] for r in step_rows),
-            "failed": len(failed),
-            "retried": retried,
-        },
+        "blocks": blocks,
         "complete": complete,
         "throughput": throughput,
         "eta_s": eta,
-        "cpu_s_per_block": sum(cpus) / len(cpus) if cpus else None,
-        "started": min(starts) if starts else None,
-        "last_done": ends[-1] if ends else None,
+        "cpu_s_per_block": cpu_s_per_block,
+        "started": started,
+        "last_done": recent[-1] if recent else None,
         "workers": _workers(folder, now),
     }
+
+
+def _single(job: dict[str, Any], folder: Path, now: float, window: int) -> dict[str, Any]:
+    """``job_progress`` of a one-process job, from its worker file's ``progress``."""
+    worker = _json(folder / "workers" / f"{job.get('worker')}.json") or {}
+    p = worker.get("progress") if isinstance(worker.get("progress"), dict) else {}
+    steps = job.get("steps") or [{"name": job.get("kind"), "blocks": 0}]
+    total = int(p.get("total") or steps[0]["blocks"])
+    done = min(int(p.get("done") or 0), total)
+    running = worker.get("state") in ("running", "waiting") and done < total
+    rows = [{"name": steps[0]["name"], "total": total, "done": done, "claimed": int(running)}]
+    blocks = {"total": total, "done": done, "claimed": int(running), "failed": 0, "retried": 0}
+    ends = sorted(float(e) for e in p.get("ends") or [] if isinstance(e, (int, float)))
+    here = p.get("blocks_here")
+    cpu_s = p.get("cpu_s")
+    ok = isinstance(here, int) and here > 0 and isinstance(cpu_s, (int, float))
+    cpu = cpu_s / here if ok else None
+    started = p.get("started") if isinstance(p.get("started"), (int, float)) else None
+    return _result(job, folder, now, rows, blocks, ends[-window:], cpu, started)
 
 
 def _number(marker: dict[str, Any], key: str) -> float | None:
@@ -181,6 +216,8 @@ def _done_markers(folder: Path, job: dict[str, Any]) -> dict[str, tuple[float | 
     current: dict[str, tuple[float | None, ...]] = {}
     fresh: dict[str, tuple[float | None, ...]] = {}
     for name in _names(folder / "done"):
+        if name.startswith("."):  # a marker being written (its temp file)
+            continue
         times = known.get(name)
         if times is None:
             marker = _json(folder / "done" / name)

@@ -1,7 +1,8 @@
-"""Jobs page (``/jobs``, ``/jobs?run=<name>``): distributed predict and segment jobs.
+"""Jobs page (``/jobs``, ``/jobs?run=<name>``): predict and segment jobs.
 
-One row per job of the runs folder, started from the shell or from the dashboard: run,
-kind, output, backend, blocks done out of total with a bar, the step being worked on,
+One row per job of the runs folder, started from the shell (in one process, or with many
+workers) or from the dashboard: run, kind, output, backend, blocks done out of total with a
+bar, the step being worked on,
 throughput, ETA, failed and retried blocks, and the job's state; under it each worker's
 state and blocks, and each Slurm array task's state. Stop stops a running job's workers,
 Resume runs its command again (it does only the blocks still missing); both are left out
@@ -53,8 +54,9 @@ PAGE = {"path": "/jobs", "title": "VoxelBoard jobs"}
 FOLLOW_S = 120.0
 _READ_ONLY = "This dashboard is read-only: it stops and resumes no job."
 _EMPTY = (
-    "No predict or segment job yet. `run.py predict RUN_DIR INPUT OUTPUT --workers N` (or "
-    "`--backend slurm --jobs N`), and the same for segment, list their jobs here."
+    "No predict or segment job yet. `run.py predict RUN_DIR INPUT OUTPUT` (in one process, "
+    "or with `--workers N` or `--backend slurm --jobs N`), and the same for segment, list "
+    "their jobs here."
 )
 
 

@@ -379,3 +379,63 @@ def test_page_polls_ask_squeue_once_within_the_slurm_poll_interval(tmp_path, mon
     assert calls.read_text().splitlines() == [asked, asked]  # page + poll: one; then one more
     for shown in (page, str(table)):
         assert "Slurm task 4242_0: RUNNING" in shown and "Slurm task 4242_1: PENDING" in shown
+
+
+# -- a one-process command (no --workers) ---------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_one_process_shell_job_is_listed_stopped_and_resumed_to_the_same_bytes(tiny, tmp_path):
+    from app.job_actions import resume, stop
+    from trainer.predictions import predict_to_disk, read_prediction
+    from trainer.volumes import open_volume
+
+    out = tiny / "one-process.zarr"
+    cmd = _predict_cmd(tiny, out, 1, "16 48 48")[:-2]  # no --workers
+    shell = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)  # fmt: skip
+    try:
+        _wait(lambda: (job_progress(out) or {"blocks": {"done": 0}})["blocks"]["done"] >= 1,
+              "a first block on the page", 120)  # fmt: skip
+        os.kill(shell.pid, signal.SIGSTOP)  # held mid-way: the page sees it running
+        (row,) = [r for r in read_jobs(tiny / "runs", "tiny") if r.output == str(out)]
+        assert (row.kind, row.backend, row.state, row.total) == ("predict", "local", "running", 18)
+        assert 1 <= row.done < 18 and row.step == f"predict {row.done}/18"
+        (worker,) = row.workers
+        assert (worker.state, worker.name) == ("running", f"process-{shell.pid}")
+        (record,) = [r for r in read_job_records(tiny / "runs" / "tiny") if r["output"] == str(out)]
+        assert stop(record) == [f"process-{shell.pid}"]
+        os.kill(shell.pid, signal.SIGCONT)  # the SIGTERM waiting for it is delivered now
+        assert shell.wait(60) == 143, shell.stderr.read()[-2000:]
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait()
+    (row,) = [r for r in read_jobs(tiny / "runs", "tiny") if r.output == str(out)]
+    assert row.state == "stopped" and row.done < 18
+    assert [w.state for w in row.workers] == ["stopped"]
+    resumed = resume(record)  # the page's Resume: the same command, in the same folder
+    _wait(lambda: not psutil.pid_exists(resumed), "the resumed command's end", 180)
+    (row,) = [r for r in read_jobs(tiny / "runs", "tiny") if r.output == str(out)]
+    assert (row.state, row.done, row.total) == ("finished", 18, 18)
+    assert sorted(w.state for w in row.workers) == ["finished", "stopped"]
+    progress = job_progress(out)
+    assert progress["single"] and progress["cpu_s_per_block"] > 0
+    # the bytes of an uninterrupted one-process prediction of the same run and tiles
+    from trainer.evaluation import load_run
+
+    run = load_run(tiny / "runs" / "tiny", device="cpu")
+    predict_to_disk(run.model, open_volume(tiny / "data.zarr", "raw"), tmp_path / "ref.zarr",
+                    tile_shape=(16, 48, 48))  # fmt: skip
+    got, record = read_prediction(out)
+    assert record["complete"] and record["done"] == list(range(18))
+    want = read_prediction(tmp_path / "ref.zarr")[0].read()
+    np.testing.assert_array_equal(got.read().view(np.uint16), want.view(np.uint16))
+    # segment in one process: listed too, finished with every pass's blocks
+    labels = tiny / "one-process-labels.zarr"
+    seg = subprocess.run([sys.executable, "run.py", "segment", str(tiny / "runs" / "tiny"),
+                          str(out), str(labels), "--threshold", "0.5"], cwd=REPO,
+                         capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert seg.returncode == 0, seg.stderr[-2000:]
+    (row,) = [r for r in read_jobs(tiny / "runs", "tiny") if r.output == str(labels)]
+    assert (row.kind, row.state) == ("segment", "finished") and row.done == row.total > 1
