@@ -343,11 +343,13 @@ def tiny_run(tmp_path_factory) -> Path:
     return tmp_path / "runs" / "tiny"
 
 
-def _predict(run_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+def _predict(run_dir: Path, out: Path, *extra: str, env=None,
+             timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
     data = run_dir.parents[1] / "data.zarr"
     cmd = [sys.executable, "run.py", "predict", str(run_dir), str(data), str(out), "--key", "raw"]
     cmd += ["--block", "16", "48", "48", "--device", "cpu", *extra]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env=env)  # fmt: skip
 
 
 def _reference(run_dir: Path) -> np.ndarray:
@@ -481,3 +483,35 @@ def test_two_workers_one_killed_mid_block_then_a_resubmission_equal_one_process(
         prepare_predict(spec, {"backend": "local"})
     with pytest.raises(PredictionError, match="several workers write a zarr folder only"):
         prepare_predict({**spec, "output": str(tmp_path / "p.h5")}, {"backend": "local"})
+
+
+sys.path.insert(0, str(REPO / "tests" / "app"))
+from test_slurm import cluster  # noqa: E402, F401 - the session's test cluster
+
+
+@pytest.mark.slow
+def test_a_two_task_slurm_array_predicts_as_one_process(tiny_run, tmp_path, cluster):  # noqa: F811
+    """The module's trained run (no training of its own) and its 18 small blocks."""
+    import os
+
+    from app.block_jobs import task_states
+    from trainer.jobs import job_progress
+
+    want = _one_process_reference(tiny_run, tmp_path / "one.zarr", "uint8")
+    out = tmp_path / "array.zarr"
+    proc = _predict(tiny_run, out, "--dtype", "uint8", "--backend", "slurm", "--jobs", "2",
+                    "--wait", "--slurm-partition", "debug", "--slurm-time", "15",
+                    env={**os.environ, "SLURM_CONF": str(cluster.conf)}, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + "".join(
+        p.read_text() for p in (out / ".voxelboard-job").glob("slurm-*.log")
+    )
+    got, record = read_prediction(out)
+    assert record["complete"] and record["done"] == list(range(18))
+    np.testing.assert_array_equal(got.read(), want)
+    p = job_progress(out)
+    job_id = p["slurm_job_id"]
+    assert (p["backend"], p["workers_asked"], p["blocks"]["done"]) == ("slurm", 2, 19)
+    assert sorted(w["worker"] for w in p["workers"]) == [f"slurm-{job_id}_0", f"slurm-{job_id}_1"]
+    assert all(w["state"] == "finished" for w in p["workers"])
+    assert task_states(out, cluster.slurm) == {f"{job_id}_0": "COMPLETED",
+                                               f"{job_id}_1": "COMPLETED"}  # fmt: skip
