@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,7 +285,7 @@ def pytest_collection_modifyitems(config, items):
     first and the short ones fill the gaps at the end, instead of one long file running on
     alone. loadfile keeps a
     file's tests in one worker: a module-scoped fixture (a trained run, a finished sweep) is
-    made once, and the Slurm tests share one cluster (tests/app/test_slurm.py)."""
+    made once. The Slurm tests of all workers share one cluster (``cluster``)."""
     if hasattr(config, "workerinput"):  # set in pytest-xdist's workers only
         items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
@@ -304,6 +305,65 @@ def _session_root(tmp_path_factory) -> Path:
     """The folder all workers of this session share (each xdist worker's base temp is below it)."""
     base = tmp_path_factory.getbasetemp()
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@dataclasses.dataclass
+class Cluster:
+    """The session's Slurm test cluster: its ``slurm.conf`` and a client bound to it."""
+
+    conf: Path
+    slurm: Any
+
+    def squeue(self, job_id: str):
+        """The job as ``squeue`` lists it now (``app.slurm.Job``), or ``None``."""
+        return self.slurm.jobs([job_id]).get(job_id)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory) -> Iterator[Cluster]:
+    """A single-node Slurm cluster on localhost (tests/slurm/start_cluster.sh), one for the
+    whole session: the first worker to need it starts it, every worker that uses it counts
+    itself in, and the last to leave stops it. Skips where Slurm cannot be installed."""
+    from app.slurm import Slurm
+
+    root = _session_root(tmp_path_factory)
+    state, users, outcome = root / "slurm", root / "slurm.users", root / "slurm.outcome"
+    scripts = REPO / "tests" / "slurm"
+
+    def stop() -> None:
+        subprocess.run(["bash", str(scripts / "stop_cluster.sh"), str(state)],
+                       capture_output=True, timeout=120)  # fmt: skip
+
+    with _session_lock(root / "slurm.lock"):
+        count = int(users.read_text() or 0) if users.exists() else 0
+        if count == 0:
+            state.mkdir(exist_ok=True)
+            try:
+                proc = subprocess.run(["bash", str(scripts / "start_cluster.sh"), str(state)],
+                                      capture_output=True, text=True, timeout=900)  # fmt: skip
+                result = {"rc": proc.returncode, "stderr": proc.stderr[-1500:]}
+            except subprocess.TimeoutExpired:
+                result = {"rc": -1, "stderr": "tests/slurm/start_cluster.sh took over 15 minutes"}
+            if result["rc"] != 0:
+                stop()
+            outcome.write_text(json.dumps(result))
+        result = json.loads(outcome.read_text())
+        if result["rc"] == 0:
+            users.write_text(str(count + 1))
+    if result["rc"] in (3, 4):
+        pytest.skip(f"no Slurm test cluster: {result['stderr'].strip()}")
+    if result["rc"] != 0:
+        pytest.fail(f"start_cluster.sh exited with {result['rc']}: {result['stderr']}")
+    conf = state / "slurm.conf"
+    try:
+        yield Cluster(conf, Slurm(env={**os.environ, "SLURM_CONF": str(conf)}))
+    finally:
+        with _session_lock(root / "slurm.lock"):
+            count = int(users.read_text()) - 1
+            users.write_text(str(count))
+            if count == 0:
+                stop()
+                outcome.unlink()
 
 
 @pytest.fixture(scope="session")

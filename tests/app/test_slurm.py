@@ -10,8 +10,6 @@ what failed.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import subprocess
 import sys
 import time
@@ -46,8 +44,6 @@ from trainer.runs import (
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
-START = REPO / "tests" / "slurm" / "start_cluster.sh"
-STOP = REPO / "tests" / "slurm" / "stop_cluster.sh"
 
 
 # ---- states and parsers --------------------------------------------------------------------
@@ -310,39 +306,6 @@ def test_bad_dashboard_defaults_and_backend_are_refused(dirs):
 # ---- a real cluster ------------------------------------------------------------------------
 
 
-@dataclasses.dataclass
-class Cluster:
-    conf: Path
-    slurm: Slurm
-
-    def squeue(self, job_id: str) -> Job | None:
-        return self.slurm.jobs([job_id]).get(job_id)
-
-
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory):
-    """A single-node Slurm cluster on localhost for this session, stopped at the end."""
-    state = tmp_path_factory.mktemp("slurm")
-    try:
-        proc = subprocess.run(
-            ["bash", str(START), str(state)], capture_output=True, text=True, timeout=900
-        )
-    except subprocess.TimeoutExpired:
-        subprocess.run(["bash", str(STOP), str(state)], capture_output=True, timeout=120)
-        pytest.fail("tests/slurm/start_cluster.sh took over 15 minutes")
-    if proc.returncode in (3, 4):
-        subprocess.run(["bash", str(STOP), str(state)], capture_output=True, timeout=120)
-        pytest.skip(f"no Slurm test cluster: {proc.stderr.strip()[-1500:]}")
-    if proc.returncode != 0:
-        subprocess.run(["bash", str(STOP), str(state)], capture_output=True, timeout=120)
-        pytest.fail(f"start_cluster.sh exited with {proc.returncode}: {proc.stderr[-1500:]}")
-    conf = state / "slurm.conf"
-    try:
-        yield Cluster(conf, Slurm(env={**os.environ, "SLURM_CONF": str(conf)}))
-    finally:
-        subprocess.run(["bash", str(STOP), str(state)], capture_output=True, timeout=120)
-
-
 @pytest.fixture
 def make_launcher(tmp_path, cluster, demo_data_dir):
     made: list[Launcher] = []
@@ -389,7 +352,7 @@ def poll(launcher: Launcher, predicate, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def ended_job(launcher: Launcher, cluster: Cluster, job_id: str) -> Job:
+def ended_job(launcher: Launcher, cluster, job_id: str) -> Job:
     """The job once Slurm says it ended (its process may outlive the final status write)."""
 
     def ended() -> Job | None:

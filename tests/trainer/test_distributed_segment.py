@@ -138,11 +138,10 @@ def test_an_output_the_workers_cannot_write_is_named_in_one_line(tmp_path):
 # -- Slurm -----------------------------------------------------------------------------------
 
 sys.path.insert(0, str(ROOT / "tests" / "app"))
-from test_slurm import cluster  # noqa: E402, F401 - the session's test cluster
 
 
 @pytest.mark.slow
-def test_a_two_task_slurm_array_labels_as_one_process(tmp_path, cluster):  # noqa: F811
+def test_a_two_task_slurm_array_labels_as_one_process(tmp_path, cluster):
     prob = write_prediction(tmp_path / "prob.zarr", membrane((8, 40, 20), seed=6))
     run_dir = threshold_run(tmp_path)
     want = one_process(prob, tmp_path / "one.zarr")

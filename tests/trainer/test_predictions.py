@@ -486,11 +486,10 @@ def test_two_workers_one_killed_mid_block_then_a_resubmission_equal_one_process(
 
 
 sys.path.insert(0, str(REPO / "tests" / "app"))
-from test_slurm import cluster  # noqa: E402, F401 - the session's test cluster
 
 
 @pytest.mark.slow
-def test_a_two_task_slurm_array_predicts_as_one_process(tiny_run, tmp_path, cluster):  # noqa: F811
+def test_a_two_task_slurm_array_predicts_as_one_process(tiny_run, tmp_path, cluster):
     """The module's trained run (no training of its own) and its 18 small blocks."""
     import os
 
