@@ -330,9 +330,13 @@ def test_stop_signals_only_a_process_that_is_a_worker_of_the_job(tmp_path):
     out = tmp_path / "prob.zarr"
     out.mkdir()
     worker = subprocess.Popen(  # looks like `python -m trainer.block_worker OUTPUT`
-        [sys.executable, "-c", "import time; time.sleep(60)", "trainer.block_worker", str(out)]
-    )
+        [sys.executable, "-c", "import time; print(flush=True); time.sleep(60)",
+         "trainer.block_worker", str(out)],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
     try:
+        # running: just after Popen returns, the new program's command line may not be set yet
+        worker.stdout.readline()
         assert is_worker_of(worker.pid, out)
         assert not is_worker_of(worker.pid, tmp_path / "other.zarr")
         assert not is_worker_of(os.getpid(), out)  # the test itself: never a worker
