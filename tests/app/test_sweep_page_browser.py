@@ -266,8 +266,8 @@ def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/sweep/{sweep_id}")
         dash_duo.wait_for_text_to_equal("#sweep-state", "finished", timeout=30)
         assert len(_table_rows(dash_duo)) == 3
-        assert not _present(dash_duo, "#sweep-stop")
-        assert dash_duo.find_element("#sweep-parcoords").is_displayed()
+        assert _wait(lambda: dash_duo.find_element("#sweep-parcoords").is_displayed())
+        assert not _present(dash_duo, "#sweep-stop")  # the page has drawn its plots by now
 
         # a sweep nothing drives yet: a sentence instead of empty plots
         with pytest.MonkeyPatch.context() as env:
