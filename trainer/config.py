@@ -338,7 +338,7 @@ class ExperimentConfig:
         ]
 
     def _check_loss_and_best(self) -> list[str]:
-        from trainer.losses import check_loss
+        from trainer.loss_names import check_loss
 
         errors = check_loss(self.loss, self.loss_params)
         if self.best_mode not in (None, "min", "max"):

@@ -25,23 +25,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from trainer.errors import ConfigError, suggest
+from trainer.errors import ConfigError
+from trainer.loss_names import (  # noqa: F401 - names checked without torch, re-exported here
+    CALLABLE_PARAMS,
+    LOSS_PARAMS,
+    LOSSES,
+    check_loss,
+    loss_name,
+)
 
 #: labels below zero are ignored by losses, error and metrics (ELEKTRONN2 used -1 and -666)
 IGNORE_INDEX = -100
-
-#: loss names the ``loss`` config key accepts (besides a callable or a ``torch.nn.Module``)
-LOSSES = ("CrossEntropy", "Dice", "CrossEntropy+Dice", "SquaredLoss", "MSE")
-#: ``loss_params`` keys each named loss accepts
-LOSS_PARAMS: dict[str, tuple[str, ...]] = {
-    "CrossEntropy": (),
-    "Dice": ("smooth",),
-    "CrossEntropy+Dice": ("ce_weight", "dice_weight", "smooth"),
-    "SquaredLoss": (),
-    "MSE": (),
-}
-#: ``loss_params`` keys of a callable loss: ``targets='values'`` makes it a regression loss
-CALLABLE_PARAMS = ("targets",)
 
 
 def _labelled(target: torch.Tensor) -> torch.Tensor:
@@ -200,35 +194,6 @@ class LossSpec:
         return "classification error (%)" if self.targets == "classes" else "mean squared error"
 
 
-def check_loss(loss: Any, params: Any) -> list[str]:
-    """Problems with the ``loss`` / ``loss_params`` config keys, as config-error lines."""
-    if isinstance(params, Mapping):
-        params = dict(params)
-    elif params is not None:
-        return [f"'loss_params': expected a dict or None, got {type(params).__name__}"]
-    params = params or {}
-    if callable(loss):
-        allowed = CALLABLE_PARAMS
-        if params.get("targets", "classes") not in ("classes", "values"):
-            return ["'loss_params': 'targets' must be 'classes' or 'values'"]
-    elif isinstance(loss, str) and loss in LOSSES:
-        allowed = LOSS_PARAMS[loss]
-    else:
-        guess = suggest(str(loss), LOSSES, min_len=2) if isinstance(loss, str) else None
-        hint = f"did you mean '{guess}'? " if guess else ""
-        return [
-            f"'loss': unknown loss {loss!r}: {hint}expected one of {', '.join(LOSSES)}, "
-            "or a function / torch.nn.Module (output, target) -> scalar defined in the config"
-        ]
-    unknown = [k for k in params if k not in allowed]
-    if unknown:
-        return [
-            f"'loss_params': unknown key(s) {', '.join(map(repr, unknown))} for loss "
-            f"{_loss_name(loss)!r}; accepted: {', '.join(allowed) or 'none'}"
-        ]
-    return []
-
-
 def make_loss(loss: Any, params: Mapping | None, class_weights: torch.Tensor | None) -> LossSpec:
     """The ``LossSpec`` of checked config values (``check_loss`` found nothing).
 
@@ -245,7 +210,7 @@ def make_loss(loss: Any, params: Mapping | None, class_weights: torch.Tensor | N
     params = dict(params or {})
     w = class_weights
     if callable(loss):
-        return LossSpec(loss, _loss_name(loss), params.get("targets", "classes"))
+        return LossSpec(loss, loss_name(loss), params.get("targets", "classes"))
     if loss == "CrossEntropy":
         return LossSpec(lambda x, y: cross_entropy(x, y, w), loss)
     if loss == "Dice":
@@ -256,11 +221,3 @@ def make_loss(loss: Any, params: Mapping | None, class_weights: torch.Tensor | N
     if loss == "MSE":
         return LossSpec(mean_squared_error, loss, "values")
     return LossSpec(squared_loss, loss, "values")
-
-
-def _loss_name(loss: Any) -> str:
-    if isinstance(loss, str):
-        return loss
-    if isinstance(loss, torch.nn.Module):
-        return type(loss).__name__
-    return getattr(loss, "__qualname__", type(loss).__name__)

@@ -13,6 +13,7 @@ so every sweep made stays unfinished.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,23 +28,43 @@ from app import app_context, create_app, limits
 from trainer.runs.sweeps import iter_sweep_dirs, read_trials
 
 REPO = Path(__file__).resolve().parents[2]
-#: the demo config made tiny, with a sweep of two runs; it is executed, never trained
-SWEEP_CONFIG = (REPO / "examples" / "demo_cnn3d.py").read_text() + (
-    "\nn_steps = 6\nhistory_freq = 3\nmonitor_batch_size = 1\nbatch_size = 1\n"
-    "sweep = dict(method='grid', parameters=dict(lr=[1e-3, 3e-3]))\n"
-)
+#: a tiny config on the demo data with a sweep of two runs; it is executed, never trained.
+#: Its model is imported in ``create_model`` and the data is the session's (complete): a
+#: ``run.py sweep --detach`` child neither imports torch nor writes demo data
+SWEEP_CONFIG = """
+import os
+from trainer.synthetic import ensure_demo_data
+
+_demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
+
+def create_model():
+    from trainer.models import CNN3D
+
+    return CNN3D(n_classes=2, in_channels=1)
+
+data_class = "BatchCreatorImage"
+data_init_kwargs = _demo.data_init_kwargs()
+n_steps = 6
+history_freq = 3
+monitor_batch_size = 1
+batch_size = 1
+optimiser = "Adam"
+optimiser_params = dict(lr=2e-3)
+sweep = dict(method='grid', parameters=dict(lr=[1e-3, 3e-3]))
+"""
 LAUNCHES = 10
 #: bound for the ``run.py sweep --detach`` children (a bound, not an expectation)
 WAIT_S = 400
 
 
 @pytest.fixture
-def served(tmp_path):
-    """``(base url, app, runs folder)`` of a dashboard served by waitress on a free port."""
+def served(tmp_path, demo_data_dir):
+    """``(base url, app, runs folder)`` of a dashboard served by waitress on a free port,
+    with the session's demo data (read only) as its data folder."""
     configs, runs = tmp_path / "configs", tmp_path / "runs"
     configs.mkdir()
     (configs / "sweep.py").write_text(SWEEP_CONFIG)
-    app = create_app(runs, configs, tmp_path / "data", start_launcher=False, gpus=[])
+    app = create_app(runs, configs, demo_data_dir, start_launcher=False, gpus=[])
     # ten children execute the config at once on a busy test machine
     app_context(app).launcher.sweep_starts.timeout_s = WAIT_S
     server = waitress.create_server(app.server, host="127.0.0.1", port=0, threads=LAUNCHES)
@@ -98,7 +119,7 @@ def _post(host: str, body: bytes) -> tuple[int, str]:
 
 
 @pytest.mark.slow
-def test_concurrent_launches_make_at_most_max_sweeps(served):
+def test_concurrent_launches_make_at_most_max_sweeps(served, demo_data_dir):
     host, app, runs = served
     starts = app_context(app).launcher.sweep_starts
     body = _launch_body(host)
@@ -130,7 +151,8 @@ def test_concurrent_launches_make_at_most_max_sweeps(served):
     done = subprocess.run(
         [sys.executable, str(REPO / "run.py"), "sweep", str(runs.parent / "configs" / "sweep.py"),
          "--detach", f"--runs-dir={runs}", f"--max-sweeps={limits.MAX_SWEEPS}"],
-        capture_output=True, text=True, timeout=WAIT_S, check=False,
+        capture_output=True, text=True, timeout=WAIT_S, check=False, cwd=runs.parent,
+        env={**os.environ, "VOXELBOARD_DATA_DIR": str(demo_data_dir)},
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"{limits.MAX_SWEEPS} sweeps are unfinished" in done.stderr

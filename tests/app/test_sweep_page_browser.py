@@ -24,15 +24,18 @@ from trainer.runs.sweeps import TrialEntry, read_trials, write_trials
 
 REPO = Path(__file__).resolve().parents[2]
 
+#: a config trained in seconds: a small net on small patches, its model imported in
+#: ``create_model``, so a sweep driver that executes the config never imports torch
 TINY = """
 import os
-from trainer.models import CNN3D
 from trainer.synthetic import ensure_demo_data
 
 _demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
 
 def create_model():
-    return CNN3D(n_classes=2, in_channels=1)
+    from trainer.models import CNN3D
+
+    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))
 
 data_class = "BatchCreatorImage"
 data_init_kwargs = _demo.data_init_kwargs()
@@ -173,6 +176,12 @@ def _axe_violations(dash_duo) -> list[str]:
     return dash_duo.driver.execute_async_script(AXE_RUN)
 
 
+def _present(dash_duo, selector: str) -> bool:
+    """Whether the page has an element ``selector`` now (selenium's ``find_elements`` would
+    first wait dash's implicit 2 s for one to appear)."""
+    return dash_duo.driver.execute_script(f"return document.querySelector('{selector}') !== null")
+
+
 def _table_rows(dash_duo) -> list[dict]:
     return dash_duo.driver.execute_script(
         "return [...document.querySelectorAll('#sweep-table tbody tr')].map(tr => ({"
@@ -257,8 +266,8 @@ def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(
         dash_duo.wait_for_page(url=f"{dash_duo.server_url}/sweep/{sweep_id}")
         dash_duo.wait_for_text_to_equal("#sweep-state", "finished", timeout=30)
         assert len(_table_rows(dash_duo)) == 3
-        assert not dash_duo.driver.find_elements("css selector", "#sweep-stop")
-        assert dash_duo.find_element("#sweep-parcoords").is_displayed()
+        assert _wait(lambda: dash_duo.find_element("#sweep-parcoords").is_displayed())
+        assert not _present(dash_duo, "#sweep-stop")  # the page has drawn its plots by now
 
         # a sweep nothing drives yet: a sentence instead of empty plots
         with pytest.MonkeyPatch.context() as env:
@@ -270,7 +279,7 @@ def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(
         assert not dash_duo.find_element("#sweep-curves").is_displayed()
         assert _table_rows(dash_duo) == []
         dash_duo.wait_for_text_to_equal("#sweep-state", "running")
-        assert not dash_duo.driver.find_elements("css selector", "#sweep-stop")
+        assert not _present(dash_duo, "#sweep-stop")
         # its first trial's first rows: the plots appear, as wide as their boxes, above the table
         folder = sweep_folder(runs_dir, waiting)
         trials = read_trials(folder)

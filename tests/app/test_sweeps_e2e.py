@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -23,15 +24,18 @@ from trainer.sweeps import best_value, open_study
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
+#: a config trained in seconds: a small net on small patches, its model imported in
+#: ``create_model``, so a sweep driver that executes the config never imports torch
 TINY = """
 import os
-from trainer.models import CNN3D
 from trainer.synthetic import ensure_demo_data
 
 _demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
 
 def create_model():
-    return CNN3D(n_classes=2, in_channels=1)
+    from trainer.models import CNN3D
+
+    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))
 
 data_class = "BatchCreatorImage"
 data_init_kwargs = _demo.data_init_kwargs()
@@ -77,53 +81,25 @@ def only_sweep(runs: Path) -> Path:
     return folder
 
 
-def test_a_grid_sweep_trains_each_point_once_and_tells_the_study(tmp_path, data_dir):
-    config = write_config(
-        tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 3e-3], batch_size=[1]))"
-    )
-    proc = sweep_cli(tmp_path, data_dir, str(config), "--max-parallel", "2")
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    folder = only_sweep(tmp_path / "runs")
-    record, trials = read_sweep(folder), read_trials(folder)
-    assert trials.state == "finished" and len(trials.trials) == 2
-    assert "sweep tiny-sweep-1 finished; best run tiny-sweep-1-00" in proc.stdout
-    lrs = set()
-    study = open_study(study_path(folder), record["id"], sweeper.spec_of(record))
-    for entry in trials.trials:
-        run_dir = tmp_path / "runs" / entry.run
-        resolved = json.loads((run_dir / "config.json").read_text())
-        lr = resolved["optimiser_params"]["lr"]
-        lrs.add(lr)
-        assert entry.params == {"lr": lr, "batch_size": 1}
-        assert read_trial(run_dir)["sweep"] == record["id"]
-        assert read_run_state(run_dir).state == "finished" and entry.told == "complete"
-        values = sweeper._metric_values(run_dir, "valid_loss")
-        assert entry.value == best_value(values, "min") and len(values) == 3
-        frozen = study.trials[entry.number]
-        assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.value == entry.value
-        assert sorted(frozen.intermediate_values) == [0, 3, 5]  # every history row reported
-    assert lrs == {1e-3, 3e-3}
-
-
 def test_a_tpe_sweep_prunes_a_hopeless_trial(tmp_path, data_dir):
     # class weights [1, 100] multiply the weighted loss by ~30: that trial is far worse
     # than any other at every step, so the median pruner stops it at its first report
-    sweep = ("dict(method='tpe', n_runs=4, seed=2, metric='valid_loss', prune=True, "
+    sweep = ("dict(method='tpe', n_runs=2, seed=2, metric='valid_loss', prune=True, "
              "startup_runs=1, warmup_steps=0, max_parallel=1, "
              "parameters=dict(class_weights=[[1.0, 1.0], [1.0, 100.0]]))")  # fmt: skip
-    config = write_config(tmp_path, sweep, n_steps=9)
+    config = write_config(tmp_path, sweep, n_steps=6)
     proc = sweep_cli(tmp_path, data_dir, str(config))
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     trials = read_trials(only_sweep(tmp_path / "runs"))
-    assert trials.state == "finished" and len(trials.trials) == 4
+    assert trials.state == "finished" and len(trials.trials) == 2
     heavy = [t for t in trials.trials if t.params["class_weights"] == [1.0, 100.0]]
-    assert [t.number for t in heavy] == [1, 3]  # seed 2 draws light, heavy, light, heavy
+    assert [t.number for t in heavy] == [1]  # seed 2 draws light, then heavy
     assert trials.trials[0].told == "complete"  # nothing to compare the first trial with
     for pruned in heavy:
         run_dir = tmp_path / "runs" / pruned.run
         status = read_status(run_dir)
         assert pruned.told == "pruned" and pruned.state == "pruned"
-        assert status.state == "pruned" and status.step < 9
+        assert status.state == "pruned" and status.step < 6
         assert "pruned by the sweep's median pruner" in status.extra["stop_reason"]
         assert (run_dir / "snapshots" / "FINAL.pt").is_file()  # stopped like a SIGTERM stop
     assert "pruned" in proc.stdout
@@ -164,6 +140,30 @@ def test_a_bad_sweep_exits_2_before_anything_starts(tmp_path, data_dir, sweep, m
     assert not (tmp_path / "runs" / ".sweeps").exists() or not list(
         (tmp_path / "runs" / ".sweeps").iterdir()
     )
+
+
+#: ``run.py sweep ARGV`` in a fresh interpreter; prints whether torch was imported
+WITHOUT_TORCH = """
+import sys
+import run
+
+code = run.main(sys.argv[1:])
+print("torch imported:", "torch" in sys.modules, "exit", code)
+"""
+
+
+def test_a_sweep_of_a_config_that_imports_its_model_lazily_is_made_without_torch(
+    tmp_path, data_dir
+):
+    """Checking the config (its loss names included) needs no torch: a dashboard's
+    ``run.py sweep --detach`` child and a sweep driver, which never train, skip its start-up."""
+    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3]))")
+    cmd = [sys.executable, "-c", WITHOUT_TORCH, "sweep", str(config), "--detach",
+           "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data_dir)]  # fmt: skip
+    done = subprocess.run(cmd, cwd=REPO, env=env(data_dir), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.stdout.splitlines()[-1] == "torch imported: False exit 0", done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == "tiny-sweep-1"
 
 
 def test_a_dashboard_launcher_resumes_a_sweep_whose_driver_died(tmp_path, data_dir):
@@ -379,37 +379,83 @@ sweeper.tick(Launcher(runs, configs, data, gpus=[]), folder)
 """
 
 
-def test_a_trial_asked_by_a_killed_driver_is_failed_and_its_values_asked_again(
-    tmp_path, data_dir, monkeypatch
-):
-    """The driver holds the sweep's lock while it asks the study for a trial and records it.
-    Killed with SIGKILL in between, it leaves a trial RUNNING in the journal that
-    trials.json does not know; the next driver marks it FAIL, asks its values again and
-    finishes the sweep with every grid point trained and no trial RUNNING."""
-    config = write_config(tmp_path, "dict(method='grid', parameters=dict(lr=[1e-3, 2e-3]))")
-    monkeypatch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
-    runs = tmp_path / "runs"
-    sweep_id = sweeper.create_sweep(runs, config, device="cpu")
+@pytest.fixture(scope="module")
+def resumed_grid(tmp_path_factory, data_dir) -> SimpleNamespace:
+    """A grid sweep of two points whose first driver was killed while it held a trial that
+    trials.json does not know, then driven to its end by ``run.py sweep --resume``.
+
+    The driver holds the sweep's lock while it asks the study for a trial and records it.
+    Killed with SIGKILL in between (``KILLED_DRIVER``), it leaves a trial RUNNING in the
+    journal. Fields: ``runs``, ``folder``, ``sweep_id``, ``said`` (the killed driver's first
+    line), ``before`` (the study's trial states and the trials.json entries then), ``done``
+    (the resume's ``CompletedProcess``). Two trials train at once (``max_parallel=2``)."""
+    tmp = tmp_path_factory.mktemp("resumed-grid")
+    config = write_config(
+        tmp, "dict(method='grid', parameters=dict(lr=[1e-3, 3e-3], batch_size=[1]))"
+    )
+    runs = tmp / "runs"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VOXELBOARD_DATA_DIR", str(data_dir))
+        sweep_id = sweeper.create_sweep(runs, config, device="cpu", max_parallel=2)
     folder = sweeper.sweep_folder(runs, sweep_id)
     driver = subprocess.Popen(
-        [sys.executable, "-c", KILLED_DRIVER, str(runs), str(folder), str(tmp_path), str(data_dir)],
+        [sys.executable, "-c", KILLED_DRIVER, str(runs), str(folder), str(tmp), str(data_dir)],
         cwd=REPO, env=env(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        line = driver.stdout.readline()
-        assert line.startswith("asked 0"), line + driver.stdout.read()
+        said = driver.stdout.readline()
+        if not said.startswith("asked"):
+            said += driver.stdout.read()
     finally:
         driver.kill()  # SIGKILL: no clean-up, the lock goes with the process
         driver.wait(timeout=30)
     study = open_study(study_path(folder), sweep_id, sweeper.spec_of(read_sweep(folder)))
-    (orphan,) = study.get_trials()
-    assert orphan.state == optuna.trial.TrialState.RUNNING and not read_trials(folder).trials
+    before = ([t.state for t in study.get_trials()], read_trials(folder).trials)
+    done = sweep_cli(tmp, data_dir, "--resume", sweep_id)
+    return SimpleNamespace(
+        runs=runs, folder=folder, sweep_id=sweep_id, said=said, before=before, done=done
+    )
 
-    done = sweep_cli(tmp_path, data_dir, "--resume", sweep_id)
+
+def test_a_grid_sweep_trains_each_point_once_and_tells_the_study(resumed_grid):
+    done, folder, runs = resumed_grid.done, resumed_grid.folder, resumed_grid.runs
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    record, trials = read_sweep(folder), read_trials(folder)
+    assert trials.state == "finished" and len(trials.trials) == 2
+    assert "sweep tiny-sweep-1 finished; best run tiny-sweep-1-00" in done.stdout
+    lrs = set()
+    study = open_study(study_path(folder), record["id"], sweeper.spec_of(record))
+    for entry in trials.trials:
+        run_dir = runs / entry.run
+        resolved = json.loads((run_dir / "config.json").read_text())
+        lr = resolved["optimiser_params"]["lr"]
+        lrs.add(lr)
+        assert entry.params == {"lr": lr, "batch_size": 1}
+        assert read_trial(run_dir)["sweep"] == record["id"]
+        assert read_run_state(run_dir).state == "finished" and entry.told == "complete"
+        values = sweeper._metric_values(run_dir, "valid_loss")
+        assert entry.value == best_value(values, "min") and len(values) == 3
+        frozen = study.trials[entry.number]
+        assert frozen.state == optuna.trial.TrialState.COMPLETE and frozen.value == entry.value
+        assert sorted(frozen.intermediate_values) == [0, 3, 5]  # every history row reported
+    assert lrs == {1e-3, 3e-3}
+
+
+def test_a_trial_asked_by_a_killed_driver_is_failed_and_its_values_asked_again(resumed_grid):
+    """Killed between asking and recording (``resumed_grid``), the first driver leaves a
+    trial RUNNING in the journal that trials.json does not know; the next driver marks it
+    FAIL, asks its values again and finishes the sweep with every grid point trained and no
+    trial RUNNING."""
+    assert resumed_grid.said.startswith("asked 0"), resumed_grid.said
+    assert resumed_grid.before == ([optuna.trial.TrialState.RUNNING], [])
+    done, folder = resumed_grid.done, resumed_grid.folder
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     trials = read_trials(folder)
     assert trials.state == "finished" and [t.number for t in trials.trials] == [1, 2]
-    assert sorted(t.params["lr"] for t in trials.trials) == [1e-3, 2e-3]
+    assert sorted(t.params["lr"] for t in trials.trials) == [1e-3, 3e-3]
+    study = open_study(
+        study_path(folder), resumed_grid.sweep_id, sweeper.spec_of(read_sweep(folder))
+    )
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {
         0: optuna.trial.TrialState.FAIL,
