@@ -36,22 +36,28 @@ def _run(
 @pytest.fixture(scope="module")
 def ddp_train(tmp_path_factory, demo_data_dir) -> subprocess.CompletedProcess:
     """The demo with a config-defined callback (``examples/demo_callbacks.py``, the demo CNN)
-    trained by two ranks for 8 steps; its run directory is ``ddp_run``."""
+    trained by two ranks for 8 steps, started with ``torchrun`` by hand (no run directory
+    named: rank 0 makes one and both ranks must agree on it); its run directory is
+    ``ddp_run``. ``run.py train --nproc`` starts the resumed and the killed runs below."""
     tmp = tmp_path_factory.mktemp("ddp")
     proc = _run(tmp, demo_data_dir,
-                [str(REPO / "run.py"), "train", str(CALLBACKS_DEMO), "--nproc", "2",
-                 "--device", "cpu", "--save-path", str(tmp / "runs"), "--save-name", "ddp",
-                 "--n-steps", "8", "--batch-size", "1"])  # fmt: skip
+                ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                 str(REPO / "run.py"), "train", str(CALLBACKS_DEMO), "--device", "cpu",
+                 "--save-path", str(tmp / "runs"), "--n-steps", "8", "--batch-size", "1"])  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
 
 
 @pytest.fixture(scope="module")
 def ddp_run(ddp_train) -> Path:
-    return Path(ddp_train.args[ddp_train.args.index("--save-path") + 1]) / "ddp"
+    runs_dir = Path(ddp_train.args[ddp_train.args.index("--save-path") + 1])
+    (run_dir,) = runs_dir.iterdir()  # both ranks agreed on rank 0's directory
+    return run_dir
 
 
 def test_two_ranks_write_one_history_and_stay_in_sync(ddp_run: Path):
+    """Also: ``torchrun`` started by hand trains one run (``ddp_train``)."""
+    assert ddp_run.parent.name == "runs" and ddp_run.name.startswith("demo_callbacks")
     status = runs.read_status(ddp_run)
     assert status.state == "finished" and status.step == 8
     assert status.extra["world_size"] == 2 and status.extra["backend"] == "gloo"
@@ -81,18 +87,6 @@ def test_resume_of_a_ddp_run_continues_the_curves(ddp_run: Path, demo_data_dir: 
     status = runs.read_status(ddp_run)
     assert status.state == "finished" and status.step == 12
     assert list(loadhistorytracker(ddp_run).timeline.index) == list(range(12))
-
-
-def test_torchrun_directly(tmp_path: Path, demo_data_dir: Path):
-    proc = _run(tmp_path, demo_data_dir,
-                ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                 str(REPO / "run.py"), "train", str(DEMO), "--device", "cpu",
-                 "--save-path", str(tmp_path / "runs"), "--n-steps", "3",
-                 "--batch-size", "1"])  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()  # both ranks agreed on rank 0's directory
-    status = runs.read_status(run_dir)
-    assert status.state == "finished" and status.extra["world_size"] == 2
 
 
 def test_a_killed_rank_fails_the_run_in_bounded_time(tmp_path: Path, demo_data_dir: Path):

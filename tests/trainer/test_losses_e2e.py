@@ -66,7 +66,7 @@ def _train(tmp: Path, data_dir: Path, extra: str, *args: str, n_classes: int = 2
     return proc, tmp / "runs" / name
 
 
-def test_dice_run_records_per_class_metrics_and_keeps_the_best_snapshot(tmp_path, data_dir):
+def test_dice_run_records_per_class_metrics_and_keeps_the_best_snapshot(tmp_path, data_dir, cli):
     extra = """
     loss = "CrossEntropy+Dice"
     loss_params = dict(ce_weight=0.5, dice_weight=2.0)
@@ -98,10 +98,9 @@ def test_dice_run_records_per_class_metrics_and_keeps_the_best_snapshot(tmp_path
     assert snap["step"] == status["best_step"] + 1  # the weights after that step's update
     assert runs.snapshot_names(run)[:3] == ["FINAL", "LAST", "BEST"]
 
-    cmd = [sys.executable, str(REPO / "run.py"), "evaluate", str(run), "--snapshot", "BEST"]
-    env = {**os.environ, "VOXELBOARD_DATA_DIR": str(data_dir)}
-    ev = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert ev.returncode == 0, ev.stderr[-3000:]
+    code, _, err = cli(["evaluate", run, "--snapshot", "BEST"], cwd=tmp_path,
+                       env={"VOXELBOARD_DATA_DIR": str(data_dir)})  # fmt: skip
+    assert code == 0, err[-3000:]
     assert "BEST" in runs.list_results(run)
 
 

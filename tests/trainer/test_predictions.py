@@ -360,20 +360,29 @@ def _reference(run_dir: Path) -> np.ndarray:
     return predict_dense(run.model, np.pad(raw, [(o, o) for o in OFF], mode="symmetric"))
 
 
+def _predict_argv(run_dir: Path, out: Path, *extra: str) -> list:
+    """``run.py predict`` of ``run_dir``'s own data.zarr into ``out``, in 16 x 48 x 48 blocks."""
+    data = run_dir.parents[1] / "data.zarr"
+    return ["predict", run_dir, data, out, "--key", "raw", "--block", "16", "48", "48",
+            "--device", "cpu", *extra]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_run_py_predict_writes_an_aligned_ome_zarr_and_crops_on_request(tiny_run, tmp_path):
+def test_run_py_predict_writes_an_aligned_ome_zarr_and_crops_on_request(tiny_run, tmp_path, cli):
+    # the command's output and files (run.main in this process): a crash of the process on a
+    # full disk is the test below, with real subprocesses
     out = tmp_path / "prob.zarr"
-    proc = _predict(tiny_run, out)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ETA" in proc.stderr and "block 18/18" in proc.stderr
+    code, _, err = cli(_predict_argv(tiny_run, out), cwd=REPO)
+    assert code == 0, err[-2000:]
+    assert "ETA" in err and "block 18/18" in err
     pred, record = read_prediction(out)
     assert pred.shape == (2, 24, 80, 80)  # the input's grid
     assert ngff_transforms(out) == {"scale": [1.0, 40.0, 8.0, 8.0]}  # the config's voxel size
     assert record["model"]["run"] == str(tiny_run) and record["model"]["step"] == 2
     assert record["model"]["snapshot"].endswith("FINAL.pt")
     assert "voxel_size = (40, 8, 8)" in record["config"]["text"]
-    proc = _predict(tiny_run, out, "--dtype", "uint8", "--overwrite", "--crop")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, _, err = cli(_predict_argv(tiny_run, out, "--dtype", "uint8", "--overwrite", "--crop"))
+    assert code == 0, err[-2000:]
     assert read_prediction(out)[0].shape == (2, 20, 66, 66)
     assert ngff_transforms(out)["translation"] == [0.0, 80.0, 56.0, 56.0]
 
