@@ -71,8 +71,8 @@ def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
 @pytest.fixture(scope="module")
 def demo_run(demo_screens, demo_data_dir) -> tuple[Path, Path]:
     """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``): the demo
-    config trained 4 steps (previews, history rows) and evaluated with its neurons, and a grid
-    sweep of three 2-step trials; with the session's demo data. Read only."""
+    config trained 2 steps (previews, history rows) and evaluated with its neurons, and a grid
+    sweep of three 1-step trials (``--quick``); with the session's demo data. Read only."""
     assert demo_screens.returncode == 0, demo_screens.output[-3000:]
     return demo_screens.work / "runs", demo_data_dir
 

@@ -78,9 +78,9 @@ def check_picture(path: Path, size: tuple[int, int]) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_script_writes_a_picture_of_each_page_and_cleans_up(demo_screens):
-    """The session's one full run of the script (tests/conftest.py's ``demo_screens``, 4
-    training steps, 2 per trial, ``--keep`` and ``--data-dir`` so the accessibility tests can
-    serve what it made)."""
+    """The session's one full run of the script (tests/conftest.py's ``demo_screens``,
+    ``--quick``, 2 training steps, 1 per trial, ``--keep`` and ``--data-dir`` so the
+    accessibility tests can serve what it made)."""
     output = demo_screens.output
     assert demo_screens.returncode == 0, output[-3000:]
     out = demo_screens.images
@@ -115,9 +115,10 @@ def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(
     tmp, tmp_path, demo_data_dir
 ):
     """Also ``--no-sweep``: the plan the script announces (and then photographs) leaves out the
-    sweep page, and no sweep is run; one script run holds both promises."""
+    sweep page, and no sweep is run; one script run holds both promises (``--quick``: no
+    batch workers to start)."""
     proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000", "--no-sweep",
-                 "--data-dir", str(demo_data_dir))  # fmt: skip
+                 "--quick", "--data-dir", str(demo_data_dir))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         # terminated while it trains: the run directory exists once training has started

@@ -198,7 +198,7 @@ def _configs(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, demo_screens):
     """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``, read
-    only): a finished grid sweep of three 2-step trials (``run.py sweep``) and an ordinary run,
+    only): a finished grid sweep of three 1-step trials (``run.py sweep``) and an ordinary run,
     ``demo_cnn3d``, beside them."""
     assert demo_screens.returncode == 0, demo_screens.output[-3000:]
     configs = _configs(tmp_path_factory.mktemp("swept") / "configs")
