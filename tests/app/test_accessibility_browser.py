@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.browser]
 #: axe's violations of any impact, one line each: what to fix and where.
 #: Left out: Dash's dropdown puts a focusable, aria-hidden input before its button that hands
 #: focus to the button at once (React Aria's hidden-select pattern, discussed in axe-core
-#: issue 4165); test_dropdown_focus_lands_on_its_named_button checks that hand-over.
+#: issue 4165); the evaluation page's keyboard test
+#: (``test_threshold_slider_moves_with_the_arrow_keys_and_dropdown_focus_lands_on_its_button``)
+#: checks that hand-over.
 AXE_RUN = """
 const done = arguments[arguments.length - 1];
 const forwarder = (rule, node) =>
@@ -154,7 +156,12 @@ def test_no_axe_violation_on_the_first_start(dash_duo, tmp_path):
 
 
 @pytest.mark.slow
-def test_threshold_slider_moves_with_the_arrow_keys(dash_duo, demo_run):
+def test_threshold_slider_moves_with_the_arrow_keys_and_dropdown_focus_lands_on_its_button(
+    dash_duo, demo_run
+):
+    """The evaluation page's keyboard, on one page load: the slider's arrow and page keys, and
+    the focus a dropdown's hidden input hands to its named button (the pattern axe's
+    ``aria-hidden-focus`` is told to leave out, ``AXE_RUN``)."""
     serve(dash_duo, demo_run)
     settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
     thumb = dash_duo.find_element('#eval-slider [role="slider"]')
@@ -178,11 +185,6 @@ def test_threshold_slider_moves_with_the_arrow_keys(dash_duo, demo_run):
     thumb.send_keys(Keys.PAGE_DOWN)
     assert moved("down"), (start, box.get_attribute("value"))
 
-
-@pytest.mark.slow
-def test_dropdown_focus_lands_on_its_named_button(dash_duo, demo_run):
-    serve(dash_duo, demo_run)
-    settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
     dash_duo.driver.execute_script(
         "document.querySelector('#eval-snapshot').previousElementSibling.focus()"
     )
