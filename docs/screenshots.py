@@ -29,8 +29,8 @@ the run.
 runs and pictures for less CPU time: the run and the trials train on batches of one example,
 monitor on one example and make their batches in the training process
 (``batch_size = monitor_batch_size = 1``, ``background_processes = False``), and the sweep
-runs its three trials at once, beside the run's training and evaluation instead of after
-them. The curves are noisier; use it for checks, not for README's pictures.
+has two trials (the outer learning rates), run at once, beside the run's training and
+evaluation instead of after them. The curves are noisier; use it for checks, not for README's pictures.
 
 Needs the test requirements (``requirements-test.txt``: selenium) and Debian's chromium and
 chromium-driver, as the browser tests do. Takes about two minutes on a 2-core CPU with the
@@ -60,6 +60,8 @@ RUN = "demo_cnn3d"
 SWEEP_CONFIG = "demo_cnn3d_lr"
 #: the swept learning rates: a decade and more apart, so each trial's curve looks different
 SWEEP_LRS = (3e-4, 2e-3, 1e-2)
+#: ``--quick``'s sweep: the outer two, one trial fewer to start
+QUICK_SWEEP_LRS = (3e-4, 1e-2)
 #: ``--quick``'s config keys, added to the run's and the trials' configs: batches of one
 #: example, made in the training process (no batch workers to start)
 QUICK_KEYS = (
@@ -187,8 +189,9 @@ def make_run(
 def write_sweep_config(scratch: Path, steps: int, quick: bool = False) -> Path:
     """The demo config as a grid sweep over ``SWEEP_LRS``, each trial ``steps`` steps long with
     a history row every tenth of it, no previews (the sweep page shows none) and no
-    background batch workers (and ``QUICK_KEYS`` when ``quick``)."""
+    background batch workers (``quick``: over ``QUICK_SWEEP_LRS``, with ``QUICK_KEYS``)."""
     text = (REPO / "examples" / "demo_cnn3d.py").read_text()
+    lrs = QUICK_SWEEP_LRS if quick else SWEEP_LRS
     path = scratch / "configs" / f"{SWEEP_CONFIG}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     overrides = (
@@ -197,7 +200,7 @@ def write_sweep_config(scratch: Path, steps: int, quick: bool = False) -> Path:
         f"history_freq = {max(1, steps // 10)}\n"
         "preview_data_path = None\n"
         "background_processes = False\n"  # two trials at once already keep the cores busy
-        f"sweep = dict(method='grid', parameters=dict(lr={list(SWEEP_LRS)!r}))\n"
+        f"sweep = dict(method='grid', parameters=dict(lr={list(lrs)!r}))\n"
     )
     path.write_text(text + overrides + (QUICK_KEYS if quick else ""))
     return path
@@ -223,10 +226,10 @@ def start_sweep(
     scratch: Path, steps: int, env: dict[str, str], data: Path, quick: bool = False
 ) -> subprocess.Popen:
     """``make_sweep``'s sweep started (over the demo data in ``data``, which must exist):
-    two trials at once, or all three with ``QUICK_KEYS`` when ``quick``. ``finish_cli(proc,
-    SWEEP_WHAT)`` waits for it."""
+    two trials at once, or ``quick`` (``write_sweep_config``) all its trials at once.
+    ``finish_cli(proc, SWEEP_WHAT)`` waits for it."""
     config = write_sweep_config(scratch, steps, quick)
-    parallel = len(SWEEP_LRS) if quick else 2
+    parallel = len(QUICK_SWEEP_LRS) if quick else 2
     return start_cli(
         ["sweep", str(config), "--runs-dir", str(scratch / "runs"), "--data-dir", str(data),
          "--max-parallel", str(parallel), "--device", "cpu"],
@@ -347,7 +350,7 @@ def screenshots(
     ``data``: demo data to use (written there when missing) instead of a scratch copy.
     ``keep``: a new folder to work in and leave behind (the runs, the sweep, the configs and
     the dashboard's log) instead of a scratch folder that is removed.
-    ``quick``: ``QUICK_KEYS`` in every config, and the sweep's three trials at once, beside the
+    ``quick``: ``QUICK_KEYS`` in every config, and the sweep's two trials at once, beside the
     run's training and evaluation.
     """
     out.mkdir(parents=True, exist_ok=True)
@@ -423,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="work in the new folder DIR and leave it: the run, the sweep and "
                              "the dashboard's log, to look at or serve again")  # fmt: skip
     parser.add_argument("--quick", action="store_true",
-                        help="for checks: one-example batches, no batch workers, the sweep's "
+                        help="for checks: one-example batches, no batch workers, a sweep of two "
                              "trials at once and beside the run (noisier curves)")  # fmt: skip
     args = parser.parse_args(argv)
     # a terminated script still stops its server and browser and removes its scratch folder

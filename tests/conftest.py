@@ -333,7 +333,7 @@ class Screens:
     #: the PNGs it wrote (900 x 640)
     images: Path
     #: its ``--keep`` folder: ``runs/`` with the demo run (2 steps, evaluated with its neurons)
-    #: and the three trials of its grid sweep, ``configs/``, ``dashboard.log``
+    #: and the two trials of its grid sweep (``--quick``), ``configs/``, ``dashboard.log``
     work: Path
     #: scratch folders it left in its TMPDIR, and processes naming that TMPDIR or ``work``
     #: still alive when it had ended (both must be empty)

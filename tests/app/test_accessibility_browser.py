@@ -1,7 +1,7 @@
 """Accessibility of every page, checked by axe-core in a real Chromium, and the keyboard.
 
 axe-core (the npm package, installed by ``.ci/run``) is injected into each page of a real demo
-run (trained, evaluated with its neurons) and into the sweep page of a real sweep (three tiny
+run (trained, evaluated with its neurons) and into the sweep page of a real sweep (two tiny
 trials of the demo config) and must find no violation of any impact (minor, moderate,
 serious or critical): every control named, enough contrast, a page language, a level-one
 heading, no empty table header; and no dropdown may be named by its value alone. The evaluation page's threshold slider moves with the arrow keys.
@@ -74,12 +74,12 @@ def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
 def demo_run(demo_screens, demo_data_dir) -> tuple[Path, Path]:
     """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``): the demo
     config trained 2 steps (previews, history rows) and evaluated with its neurons, and a grid
-    sweep of three 1-step trials (``--quick``); with the session's demo data. Read only."""
+    sweep of two 1-step trials (``--quick``); with the session's demo data. Read only."""
     assert demo_screens.returncode == 0, demo_screens.output[-3000:]
     return demo_screens.work / "runs", demo_data_dir
 
 
-#: the screenshots' grid sweep (three learning rates), beside the run
+#: the screenshots' grid sweep (two learning rates, ``--quick``), beside the run
 demo_sweep = demo_run
 SWEEP_ID = "demo_cnn3d_lr-sweep-1"
 
@@ -139,7 +139,7 @@ def test_no_axe_violation_on_the_sweep_page_of_a_real_sweep(dash_duo, demo_sweep
     path = f"/sweep/{sweep_id}"
     settled(dash_duo, path, "#sweep-parcoords .js-plotly-plot .parcoords")
     assert dash_duo.find_element("#sweep-state").text == "finished"
-    assert len(dash_duo.find_elements("#sweep-table tbody tr")) == 3
+    assert len(dash_duo.find_elements("#sweep-table tbody tr")) == 2
     found = violations(dash_duo)
     assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
     assert dropdowns_named_by_their_value_only(dash_duo) == []
