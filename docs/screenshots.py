@@ -5,6 +5,7 @@ and the sweep page of a real sweep.
     python docs/screenshots.py --out /tmp/shots --steps 10 --width 1000 --height 700
     python docs/screenshots.py --no-sweep         # the four run pictures only
     python docs/screenshots.py --keep /tmp/shots-work --data-dir /tmp/demo  # keep the runs
+    python docs/screenshots.py --quick --steps 2 --sweep-steps 1  # the tests' cheaper pictures
 
 In a scratch folder (removed afterwards; ``--keep DIR`` works in a new folder DIR and leaves it)
 it writes the demo data (``run.py demo-data``; ``--data-dir`` uses a demo data set already
@@ -23,6 +24,13 @@ curves and a preview of a trained network: ``history_freq`` (a history row every
 run) and ``preview_every`` (a preview at the first and the last step). The sweep's trials train
 without previews or background batch workers; they are listed on the experiments page beside
 the run.
+
+``--quick`` (what the tests run, tests/conftest.py's ``demo_screens``) makes the same kinds of
+runs and pictures for less CPU time: the run and the trials train on batches of one example,
+monitor on one example and make their batches in the training process
+(``batch_size = monitor_batch_size = 1``, ``background_processes = False``), and the sweep
+has two trials (the outer learning rates), run at once, beside the run's training and
+evaluation instead of after them. The curves are noisier; use it for checks, not for README's pictures.
 
 Needs the test requirements (``requirements-test.txt``: selenium) and Debian's chromium and
 chromium-driver, as the browser tests do. Takes about two minutes on a 2-core CPU with the
@@ -52,6 +60,16 @@ RUN = "demo_cnn3d"
 SWEEP_CONFIG = "demo_cnn3d_lr"
 #: the swept learning rates: a decade and more apart, so each trial's curve looks different
 SWEEP_LRS = (3e-4, 2e-3, 1e-2)
+#: ``--quick``'s sweep: the outer two, one trial fewer to start
+QUICK_SWEEP_LRS = (3e-4, 1e-2)
+#: ``--quick``'s config keys, added to the run's and the trials' configs: batches of one
+#: example, made in the training process (no batch workers to start)
+QUICK_KEYS = (
+    "\n# docs/screenshots.py --quick: the cheapest steps of the same network\n"
+    "batch_size = 1\n"
+    "monitor_batch_size = 1\n"
+    "background_processes = False\n"
+)
 
 #: page name -> URL path; the PNG is written as ``<name>.png`` (and ``sweep.png`` for the sweep)
 PAGES = {
@@ -91,40 +109,73 @@ def free_port() -> int:
 def run_cli(args: list[str], cwd: Path, env: dict[str, str], what: str) -> None:
     """``python run.py ARGS``, announced as ``what``; a failure raises with the command's last
     output lines."""
+    finish_cli(start_cli(args, cwd, env, what), what)
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str], what: str) -> subprocess.Popen:
+    """``python run.py ARGS`` started, announced as ``what``, its output into a temporary
+    file (a pipe nobody reads would fill and stop it); ``finish_cli`` waits for it."""
     print(f"{what} ...", flush=True)
+    log = tempfile.TemporaryFile("w+")
     cmd = [sys.executable, str(REPO / "run.py"), *args]
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
     try:
-        output, _ = proc.communicate()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    except BaseException:
+        log.close()
+        raise
+    proc.log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def finish_cli(proc: subprocess.Popen, what: str) -> None:
+    """Wait for ``start_cli``'s ``proc``; a failure raises with the command's last output
+    lines. Interrupted, it stops ``proc`` (the trainer stops after its step and ends its
+    workers; a sweep ends its trials)."""
+    log = proc.log  # type: ignore[attr-defined]
+    try:
+        proc.wait()
+        log.seek(0)
+        output = log.read()
     finally:
-        stop(proc)  # interrupted: the trainer stops after its step and ends its workers
+        stop(proc)
+        log.close()
     if proc.returncode != 0:
         tail = output[-3000:]
-        raise ScreenshotError(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
+        raise ScreenshotError(
+            f"{what} failed (exit {proc.returncode}): {' '.join(map(str, proc.args))}\n{tail}"
+        )
 
 
-def write_config(scratch: Path, steps: int) -> Path:
-    """The demo config with a history row every tenth of the run and a preview at its end."""
+def write_config(scratch: Path, steps: int, quick: bool = False) -> Path:
+    """The demo config with a history row every tenth of the run and a preview at its end
+    (and ``QUICK_KEYS`` when ``quick``)."""
     text = (REPO / "examples" / "demo_cnn3d.py").read_text()
     path = scratch / "configs" / "demo_cnn3d.py"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     overrides = (
         "\n# docs/screenshots.py: curves and a trained preview from a short run\n"
         f"history_freq = {max(1, steps // 10)}\n"
         f"preview_every = {max(1, steps - 1)}\n"
     )
-    path.write_text(text + overrides)
+    path.write_text(text + overrides + (QUICK_KEYS if quick else ""))
     return path
 
 
-def make_run(scratch: Path, steps: int, env: dict[str, str], data: Path | None = None) -> Path:
+def make_run(
+    scratch: Path,
+    steps: int,
+    env: dict[str, str],
+    data: Path | None = None,
+    quick: bool = False,
+    written: bool = False,
+) -> Path:
     """A ``steps``-step training run and its evaluation under ``scratch``, on the demo data in
-    ``data`` (default ``scratch/data``; written there first when missing)."""
+    ``data`` (default ``scratch/data``; written there first unless ``written``; ``quick``: see
+    ``write_config``)."""
     data = data or scratch / "data"
-    run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
-    config = write_config(scratch, steps)
+    if not written:
+        run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
+    config = write_config(scratch, steps, quick)
     run_cli(
         ["train", str(config), "--n-steps", str(steps), "--save-path", str(scratch / "runs"),
          "--save-name", RUN, "--device", "cpu"],
@@ -135,11 +186,12 @@ def make_run(scratch: Path, steps: int, env: dict[str, str], data: Path | None =
     return run_dir
 
 
-def write_sweep_config(scratch: Path, steps: int) -> Path:
+def write_sweep_config(scratch: Path, steps: int, quick: bool = False) -> Path:
     """The demo config as a grid sweep over ``SWEEP_LRS``, each trial ``steps`` steps long with
     a history row every tenth of it, no previews (the sweep page shows none) and no
-    background batch workers."""
+    background batch workers (``quick``: over ``QUICK_SWEEP_LRS``, with ``QUICK_KEYS``)."""
     text = (REPO / "examples" / "demo_cnn3d.py").read_text()
+    lrs = QUICK_SWEEP_LRS if quick else SWEEP_LRS
     path = scratch / "configs" / f"{SWEEP_CONFIG}.py"
     path.parent.mkdir(parents=True, exist_ok=True)
     overrides = (
@@ -148,9 +200,9 @@ def write_sweep_config(scratch: Path, steps: int) -> Path:
         f"history_freq = {max(1, steps // 10)}\n"
         "preview_data_path = None\n"
         "background_processes = False\n"  # two trials at once already keep the cores busy
-        f"sweep = dict(method='grid', parameters=dict(lr={list(SWEEP_LRS)!r}))\n"
+        f"sweep = dict(method='grid', parameters=dict(lr={list(lrs)!r}))\n"
     )
-    path.write_text(text + overrides)
+    path.write_text(text + overrides + (QUICK_KEYS if quick else ""))
     return path
 
 
@@ -161,13 +213,28 @@ def make_sweep(scratch: Path, steps: int, env: dict[str, str], data: Path | None
     data = data or scratch / "data"
     if not data.is_dir():
         run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
-    config = write_sweep_config(scratch, steps)
-    run_cli(
+    finish_cli(start_sweep(scratch, steps, env, data), SWEEP_WHAT)
+    return SWEEP_ID
+
+
+#: what ``start_sweep`` announces, and the id of the sweep it starts
+SWEEP_WHAT = "running the sweep"
+SWEEP_ID = f"{SWEEP_CONFIG}-sweep-1"
+
+
+def start_sweep(
+    scratch: Path, steps: int, env: dict[str, str], data: Path, quick: bool = False
+) -> subprocess.Popen:
+    """``make_sweep``'s sweep started (over the demo data in ``data``, which must exist):
+    two trials at once, or ``quick`` (``write_sweep_config``) all its trials at once.
+    ``finish_cli(proc, SWEEP_WHAT)`` waits for it."""
+    config = write_sweep_config(scratch, steps, quick)
+    parallel = len(QUICK_SWEEP_LRS) if quick else 2
+    return start_cli(
         ["sweep", str(config), "--runs-dir", str(scratch / "runs"), "--data-dir", str(data),
-         "--max-parallel", "2", "--device", "cpu"],
-        scratch, env, "running the sweep",
+         "--max-parallel", str(parallel), "--device", "cpu"],
+        scratch, env, SWEEP_WHAT,
     )  # fmt: skip
-    return f"{SWEEP_CONFIG}-sweep-1"
 
 
 @contextlib.contextmanager
@@ -275,6 +342,7 @@ def screenshots(
     sweep_steps: int | None = 20,
     data: Path | None = None,
     keep: Path | None = None,
+    quick: bool = False,
 ) -> list[Path]:
     """Train, evaluate, sweep (unless ``sweep_steps`` is None), serve and photograph; returns
     the PNGs written into ``out``.
@@ -282,6 +350,8 @@ def screenshots(
     ``data``: demo data to use (written there when missing) instead of a scratch copy.
     ``keep``: a new folder to work in and leave behind (the runs, the sweep, the configs and
     the dashboard's log) instead of a scratch folder that is removed.
+    ``quick``: ``QUICK_KEYS`` in every config, and the sweep's two trials at once, beside the
+    run's training and evaluation.
     """
     out.mkdir(parents=True, exist_ok=True)
     names = [*PAGES, *(["sweep"] if sweep_steps is not None else [])]
@@ -296,10 +366,19 @@ def screenshots(
         scratch = Path(tempfile.mkdtemp(prefix="voxelboard-screenshots-"))
     data = (data or scratch / "data").resolve()
     env = dict(os.environ, VOXELBOARD_DATA_DIR=str(data), PYTHONUNBUFFERED="1")
+    sweep = None
     try:
-        make_run(scratch, steps, env, data)
         pages = dict(PAGES)
-        if sweep_steps is not None:
+        if sweep_steps is not None and quick:
+            # the data first: the run and the trials would otherwise each write the missing set
+            run_cli(["demo-data", str(data)], scratch, env, "writing the demo data")
+            sweep = start_sweep(scratch, sweep_steps, env, data, quick=True)
+        make_run(scratch, steps, env, data, quick, written=sweep is not None)
+        if sweep is not None:
+            sweep, started = None, sweep
+            finish_cli(started, SWEEP_WHAT)
+            pages["sweep"] = f"/sweep/{SWEEP_ID}"
+        elif sweep_steps is not None:
             pages["sweep"] = f"/sweep/{make_sweep(scratch, sweep_steps, env, data)}"
         with dashboard(scratch, data, env) as base:
             driver = browser(width, height)
@@ -315,6 +394,9 @@ def screenshots(
             finally:
                 driver.quit()
     finally:
+        if sweep is not None:  # the run failed or was interrupted while the sweep ran
+            stop(sweep)
+            sweep.log.close()  # type: ignore[attr-defined]
         if keep is None:
             shutil.rmtree(scratch, ignore_errors=True)
 
@@ -343,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
                         help="work in the new folder DIR and leave it: the run, the sweep and "
                              "the dashboard's log, to look at or serve again")  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="for checks: one-example batches, no batch workers, a sweep of two "
+                             "trials at once and beside the run (noisier curves)")  # fmt: skip
     args = parser.parse_args(argv)
     # a terminated script still stops its server and browser and removes its scratch folder
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -350,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep_steps = None if args.no_sweep else args.sweep_steps
         written = screenshots(args.out, args.steps, args.width, args.height, sweep_steps,
-                              args.data_dir, args.keep)  # fmt: skip
+                              args.data_dir, args.keep, args.quick)  # fmt: skip
     except ScreenshotError as exc:
         print(f"docs/screenshots.py: {exc}", file=sys.stderr)
         return 1

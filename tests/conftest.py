@@ -392,8 +392,8 @@ class Screens:
     output: str
     #: the PNGs it wrote (900 x 640)
     images: Path
-    #: its ``--keep`` folder: ``runs/`` with the demo run (4 steps, evaluated with its neurons)
-    #: and the three trials of its grid sweep, ``configs/``, ``dashboard.log``
+    #: its ``--keep`` folder: ``runs/`` with the demo run (2 steps, evaluated with its neurons)
+    #: and the two trials of its grid sweep (``--quick``), ``configs/``, ``dashboard.log``
     work: Path
     #: scratch folders it left in its TMPDIR, and processes naming that TMPDIR or ``work``
     #: still alive when it had ended (both must be empty)
@@ -422,7 +422,8 @@ def demo_screens(tmp_path_factory, demo_data_dir) -> Screens:
             work = folder / "work"
             cmd = [sys.executable, str(REPO / "docs" / "screenshots.py"), "--out",
                    str(folder / "images"), "--keep", str(work), "--data-dir", str(demo_data_dir),
-                   "--steps", "4", "--sweep-steps", "2", "--width", "900", "--height", "640"]  # fmt: skip
+                   "--quick", "--steps", "2", "--sweep-steps", "1",
+                   "--width", "900", "--height", "640"]  # fmt: skip
             try:
                 done = subprocess.run(cmd, env=dict(os.environ, TMPDIR=str(tmp)), timeout=700,
                                       capture_output=True, text=True, check=False)  # fmt: skip

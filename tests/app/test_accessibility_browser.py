@@ -1,7 +1,7 @@
 """Accessibility of every page, checked by axe-core in a real Chromium, and the keyboard.
 
 axe-core (the npm package, installed by ``.ci/run``) is injected into each page of a real demo
-run (trained, evaluated with its neurons) and into the sweep page of a real sweep (three tiny
+run (trained, evaluated with its neurons) and into the sweep page of a real sweep (two tiny
 trials of the demo config) and must find no violation of any impact (minor, moderate,
 serious or critical): every control named, enough contrast, a page language, a level-one
 heading, no empty table header; and no dropdown may be named by its value alone. The evaluation page's threshold slider moves with the arrow keys.
@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.browser]
 #: axe's violations of any impact, one line each: what to fix and where.
 #: Left out: Dash's dropdown puts a focusable, aria-hidden input before its button that hands
 #: focus to the button at once (React Aria's hidden-select pattern, discussed in axe-core
-#: issue 4165); test_dropdown_focus_lands_on_its_named_button checks that hand-over.
+#: issue 4165); the evaluation page's keyboard test
+#: (``test_threshold_slider_moves_with_the_arrow_keys_and_dropdown_focus_lands_on_its_button``)
+#: checks that hand-over.
 AXE_RUN = """
 const done = arguments[arguments.length - 1];
 const forwarder = (rule, node) =>
@@ -71,13 +73,13 @@ def dropdowns_named_by_their_value_only(dash_duo) -> list[str]:
 @pytest.fixture(scope="module")
 def demo_run(demo_screens, demo_data_dir) -> tuple[Path, Path]:
     """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``): the demo
-    config trained 4 steps (previews, history rows) and evaluated with its neurons, and a grid
-    sweep of three 2-step trials; with the session's demo data. Read only."""
+    config trained 2 steps (previews, history rows) and evaluated with its neurons, and a grid
+    sweep of two 1-step trials (``--quick``); with the session's demo data. Read only."""
     assert demo_screens.returncode == 0, demo_screens.output[-3000:]
     return demo_screens.work / "runs", demo_data_dir
 
 
-#: the screenshots' grid sweep (three learning rates), beside the run
+#: the screenshots' grid sweep (two learning rates, ``--quick``), beside the run
 demo_sweep = demo_run
 SWEEP_ID = "demo_cnn3d_lr-sweep-1"
 
@@ -137,7 +139,7 @@ def test_no_axe_violation_on_the_sweep_page_of_a_real_sweep(dash_duo, demo_sweep
     path = f"/sweep/{sweep_id}"
     settled(dash_duo, path, "#sweep-parcoords .js-plotly-plot .parcoords")
     assert dash_duo.find_element("#sweep-state").text == "finished"
-    assert len(dash_duo.find_elements("#sweep-table tbody tr")) == 3
+    assert len(dash_duo.find_elements("#sweep-table tbody tr")) == 2
     found = violations(dash_duo)
     assert not found, f"{path}: axe-core found\n  " + "\n  ".join(found)
     assert dropdowns_named_by_their_value_only(dash_duo) == []
@@ -154,7 +156,12 @@ def test_no_axe_violation_on_the_first_start(dash_duo, tmp_path):
 
 
 @pytest.mark.slow
-def test_threshold_slider_moves_with_the_arrow_keys(dash_duo, demo_run):
+def test_threshold_slider_moves_with_the_arrow_keys_and_dropdown_focus_lands_on_its_button(
+    dash_duo, demo_run
+):
+    """The evaluation page's keyboard, on one page load: the slider's arrow and page keys, and
+    the focus a dropdown's hidden input hands to its named button (the pattern axe's
+    ``aria-hidden-focus`` is told to leave out, ``AXE_RUN``)."""
     serve(dash_duo, demo_run)
     settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
     thumb = dash_duo.find_element('#eval-slider [role="slider"]')
@@ -178,11 +185,6 @@ def test_threshold_slider_moves_with_the_arrow_keys(dash_duo, demo_run):
     thumb.send_keys(Keys.PAGE_DOWN)
     assert moved("down"), (start, box.get_attribute("value"))
 
-
-@pytest.mark.slow
-def test_dropdown_focus_lands_on_its_named_button(dash_duo, demo_run):
-    serve(dash_duo, demo_run)
-    settled(dash_duo, f"/run/{RUN}/evaluation", "#eval-roc .js-plotly-plot")
     dash_duo.driver.execute_script(
         "document.querySelector('#eval-snapshot').previousElementSibling.focus()"
     )

@@ -2,8 +2,9 @@
 
 Every server-side callback ``/_dash-dependencies`` lists gets requests as a browser would
 send them (JSON body, same-host ``Origin``), with one input or state slot at a time set to
-a hostile value (None, booleans, huge and non-finite numbers, over-long and path-like
-text, nested containers) and once with every slot hostile. The other slots hold what the
+a hostile value of each class (None, booleans, zero, negative, huge and non-finite numbers,
+empty, over-long, path-like and unencodable text, empty and nested containers) and with
+every slot set to each hostile value at once. The other slots hold what the
 pages' real layouts hold for a runs folder of real-looking runs (history store, previews,
 an evaluation result), so callbacks get past their early returns. A callback may answer
 with a message, ``no_update`` or nothing (204); never with a status of 500 or more, and
@@ -41,44 +42,35 @@ HEADERS = {"Origin": f"http://{HOST}", "Accept": "application/json"}
 UPDATE = "/_dash-update-component"
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
-#: values a client can put into any input or state; the JSON body holds ``Infinity``,
-#: ``NaN`` and a 31-digit integer for the numbers
-BAD_VALUES: list[Any] = [
-    None,
-    True,
-    0,
-    -1,
-    10**30,
-    1e308,
-    math.inf,
-    math.nan,
-    "",
-    "x" * 300,
-    "x" * 300 + ".py",  # over-long, with the suffix a file-picking callback looks for
-    "é" * 200,
-    "../../etc/passwd",
-    "/tmp/x",
-    "a\x00b",
-    "\ud800.py",  # a lone surrogate: valid JSON, no file system can encode it
-    "-rf",
-    [],
-    {},
-    [[[]]],
-    {"a": {"b": [1]}},
+#: values a client can put into any input or state, by class: each slot gets one value of
+#: every class (the members take turns from slot to slot) and the "every slot" request of
+#: each callback gets every value, so each value still reaches every callback; the JSON body
+#: holds ``Infinity``, ``NaN`` and a 31-digit integer for the numbers
+BAD_CLASSES: list[list[Any]] = [
+    [None],
+    [True],
+    [0],
+    [-1],  # a negative index picks from the end
+    [10**30, 1e308],  # beyond int64, near the largest float
+    [math.inf, math.nan],
+    [""],
+    ["x" * 300, "x" * 300 + ".py", "é" * 200],  # over-long, also with a picked file's suffix
+    ["../../etc/passwd", "/tmp/x", "-rf"],  # a path out of the runs folder, an option
+    ["a\x00b", "\ud800.py"],  # a NUL; a lone surrogate: valid JSON, no file system encodes it
+    [[], {}],
+    [[[[]]], {"a": {"b": [1]}}],
 ]
-#: what the background evaluation gets: each request is a process
-BACKGROUND_VALUES: list[Any] = [
-    None,
-    True,
-    math.inf,
-    math.nan,
-    "",
-    "x" * 300,
-    "../../etc/passwd",
-    [],
-    {"a": {"b": [1]}},
+#: what the background evaluation gets, by class as ``BAD_CLASSES``: each request is a process
+BACKGROUND_CLASSES: list[list[Any]] = [
+    [None],
+    [True],
+    [math.inf, math.nan],
+    [""],
+    ["x" * 300],
+    ["../../etc/passwd"],
+    [[], {"a": {"b": [1]}}],
 ]
-#: the background callback's output, for ``BACKGROUND_VALUES`` and its own test
+#: the background callback's output, for ``BACKGROUND_CLASSES`` and its own test
 BACKGROUND_OUTPUT = "eval-done.data"
 
 RUNS = ("alpha", "beta", "victim")
@@ -437,15 +429,25 @@ def _show(value: Any) -> str:
     return text if len(text) <= 24 else f"{text[:20]}...({len(text)} chars)"
 
 
-def _fuzz(client: Client, cb: Callback, values: list[Any], failures: list[str]) -> None:
+def _fuzz(client: Client, cb: Callback, classes: list[list[Any]], failures: list[str]) -> None:
+    """Each slot one value of each class in ``classes``, the members taking turns from slot to
+    slot; then every slot hostile at once, with every value. A request sent already (one
+    slot alone is every slot) is not sent again."""
     base = client.slot_values(cb)
-    cases = [(slot, value) for slot in cb.slots for value in values]
-    if values is BAD_VALUES:
+    cases = [
+        (slot, members[i % len(members)]) for i, slot in enumerate(cb.slots) for members in classes
+    ]
+    if classes is BAD_CLASSES:
         cases += [(slot, v) for slot in cb.slots for v in EXTRA_VALUES.get(slot, [])]
-    cases += [("every slot", value) for value in values]
+    cases += [("every slot", value) for members in classes for value in members]
+    sent_before: set[str] = set()
     for turn, (slot, value) in enumerate(cases):
         sent = {s: value for s in cb.slots} if slot == "every slot" else {**base, slot: value}
         body = cb.body(sent, slot, turn)
+        key = json.dumps(body, sort_keys=True)
+        if key in sent_before:
+            continue
+        sent_before.add(key)
         status, answer, cause = client.post(body)
         if cb.background and status == 200 and answer and "cacheKey" in answer:
             status, cause = _follow(client, body, answer)
@@ -460,8 +462,16 @@ def _follow(client: Client, body: dict, job: dict, limit_s: float = 120.0) -> tu
         status, answer, cause = client.post(body, cacheKey=job["cacheKey"], job=job["job"])
         if status != 200 or (answer and ("response" in answer or "sideUpdate" in answer)):
             return status, cause
-        time.sleep(0.1)
+        time.sleep(0.02)  # a finished job answers on the next poll; a poll costs a millisecond
     raise AssertionError(f"background job of {body['output']} did not finish in {limit_s} s")
+
+
+def _under(proc: psutil.Process, pids: set[int]) -> bool:
+    """``proc`` is one of ``pids`` or a descendant of one (a gone parent ends the search)."""
+    try:
+        return proc.pid in pids or any(p.pid in pids for p in proc.parents())
+    except psutil.NoSuchProcess:
+        return False
 
 
 @pytest.mark.slow
@@ -470,16 +480,17 @@ def test_no_callback_value_gives_a_server_error_and_no_process_is_left(fuzz_app)
 
     client = fuzz_app
     me = psutil.Process(os.getpid())
-    earlier = {p.pid for p in me.children(recursive=True)}  # other tests' processes
+    # other tests' processes, and what they start meanwhile (the shared Chromium's renderers)
+    earlier = {p.pid for p in me.children(recursive=True)}
     failures: list[str] = []
     assert len(client.callbacks) >= 20, [cb.name for cb in client.callbacks]
     assert [cb for cb in client.callbacks if cb.background and BACKGROUND_OUTPUT in cb.name]
     try:
         for cb in client.callbacks:
-            _fuzz(client, cb, BACKGROUND_VALUES if cb.background else BAD_VALUES, failures)
+            _fuzz(client, cb, BACKGROUND_CLASSES if cb.background else BAD_CLASSES, failures)
     finally:
         multiprocess.active_children()  # joins the background jobs that have finished
-        started = [p for p in me.children(recursive=True) if p.pid not in earlier]
+        started = [p for p in me.children(recursive=True) if not _under(p, earlier)]
         _gone, alive = psutil.wait_procs(started, timeout=60)
     print(f"{client.sent} requests to {len(client.callbacks)} callbacks")
     assert not alive, f"processes left behind: {alive}"

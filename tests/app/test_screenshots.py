@@ -1,7 +1,7 @@
 """docs/screenshots.py, for real: README's pictures can always be regenerated.
 
-The script trains the demo for a few steps, evaluates it, runs a grid sweep of three tiny trials,
-serves the dashboard and photographs five pages in headless Chromium (four without the sweep:
+The script trains the demo for a few steps, evaluates it, runs a grid sweep of tiny trials
+(two with ``--quick``), serves the dashboard and photographs five pages in headless Chromium (four without the sweep:
 the terminated run checks the plan ``--no-sweep`` announces, so the script runs to its end once
 per test session, in tests/conftest.py's ``demo_screens``, whose kept runs the accessibility
 tests serve);
@@ -78,9 +78,9 @@ def check_picture(path: Path, size: tuple[int, int]) -> None:
 @pytest.mark.browser
 @pytest.mark.slow
 def test_script_writes_a_picture_of_each_page_and_cleans_up(demo_screens):
-    """The session's one full run of the script (tests/conftest.py's ``demo_screens``, 4
-    training steps, 2 per trial, ``--keep`` and ``--data-dir`` so the accessibility tests can
-    serve what it made)."""
+    """The session's one full run of the script (tests/conftest.py's ``demo_screens``,
+    ``--quick``, 2 training steps, 1 per trial, ``--keep`` and ``--data-dir`` so the
+    accessibility tests can serve what it made)."""
     output = demo_screens.output
     assert demo_screens.returncode == 0, output[-3000:]
     out = demo_screens.images
@@ -93,11 +93,11 @@ def test_script_writes_a_picture_of_each_page_and_cleans_up(demo_screens):
     # the sweep's trials ended with it: none left training; no scratch folder with --keep
     assert demo_screens.left_scratch == []
     assert demo_screens.left_processes == []
-    # what --keep kept: the run, evaluated, and the sweep's three trials beside it
+    # what --keep kept: the run, evaluated, and the sweep's two trials (--quick) beside it
     runs = demo_screens.work / "runs"
     assert (runs / "demo_cnn3d" / "status.json").is_file()
     assert sorted(p.name for p in runs.glob("demo_cnn3d_lr-sweep-1-*")) == [
-        f"demo_cnn3d_lr-sweep-1-00{i}" for i in range(3)
+        f"demo_cnn3d_lr-sweep-1-00{i}" for i in range(2)
     ]
     assert not (demo_screens.work / "data").exists()  # --data-dir: no copy of the demo data
 
@@ -115,9 +115,10 @@ def test_terminated_script_stops_its_processes_and_removes_its_scratch_folder(
     tmp, tmp_path, demo_data_dir
 ):
     """Also ``--no-sweep``: the plan the script announces (and then photographs) leaves out the
-    sweep page, and no sweep is run; one script run holds both promises."""
+    sweep page, and no sweep is run; one script run holds both promises (``--quick``: no
+    batch workers to start)."""
     proc = start(tmp, "--out", str(tmp_path / "images"), "--steps", "100000", "--no-sweep",
-                 "--data-dir", str(demo_data_dir))  # fmt: skip
+                 "--quick", "--data-dir", str(demo_data_dir))  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         # terminated while it trains: the run directory exists once training has started

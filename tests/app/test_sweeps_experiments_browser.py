@@ -198,7 +198,7 @@ def _configs(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, demo_screens):
     """The runs folder docs/screenshots.py kept (tests/conftest.py's ``demo_screens``, read
-    only): a finished grid sweep of three 2-step trials (``run.py sweep``) and an ordinary run,
+    only): a finished grid sweep of two 1-step trials (``run.py sweep``) and an ordinary run,
     ``demo_cnn3d``, beside them."""
     assert demo_screens.returncode == 0, demo_screens.output[-3000:]
     configs = _configs(tmp_path_factory.mktemp("swept") / "configs")
@@ -248,7 +248,7 @@ def text_of(dash_duo, selector: str) -> str:
 def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_dir):
     runs, configs, sweep_id = swept
     trials = [t.run for t in read_trials(runs / ".sweeps" / sweep_id).trials]
-    assert trials == [f"{sweep_id}-000", f"{sweep_id}-001", f"{sweep_id}-002"]
+    assert trials == [f"{sweep_id}-000", f"{sweep_id}-001"]
     app = create_app(runs, configs, data_dir, start_launcher=False, gpus=[])
     try:
         dash_duo.start_server(app, port=free_port())
@@ -271,7 +271,7 @@ def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_di
         # the sweeps list: the sweep's page, its state, trials done, the best value and run
         line = text_of(dash_duo, "#exp-sweeps li")
         assert dash_duo.find_element("#exp-sweeps-panel").is_displayed()
-        assert "finished" in line and "3 of 3 trials done" in line, line
+        assert "finished" in line and "2 of 2 trials done" in line, line
         values = {t.run: t.value for t in read_trials(runs / ".sweeps" / sweep_id).trials}
         best = min(values, key=values.get)
         assert f"best valid_loss {values[best]:.4g}" in line, line
