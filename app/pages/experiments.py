@@ -28,7 +28,6 @@ from app import DEMO_CONFIG, changes_runs, current_context, paths
 from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
-    LIVE_POLL_MS,
     empty_state,
     fmt_bytes,
     meter,
@@ -51,7 +50,6 @@ from trainer.sweeps import MAX_PARALLEL, SWEEP_DEFAULTS, SweepSection, read_swee
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
-SYSTEM_MS = 5000
 LOG_LINES = 200
 #: the id type of the launch form's resource fields (``{"type": RESOURCE, "index": key}``)
 RESOURCE = "exp-resource"
@@ -188,8 +186,8 @@ def layout(**kwargs: Any) -> html.Div:
         [
             # the page's level-one heading for screen readers; the navigation bar shows its name
             html.H1("Experiments", className="vb-sr-only"),
-            dcc.Interval(id="exp-interval", interval=LIVE_POLL_MS),
-            dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
+            dcc.Interval(id="exp-interval", interval=c.intervals.live_ms),
+            dcc.Interval(id="exp-sys-interval", interval=c.intervals.panel_ms),
             dcc.Store(id="exp-selected"),
             dcc.Store(id="exp-stopping"),  # the run whose "stopping." message waits for its end
             dcc.Store(id="exp-refresh"),
