@@ -63,6 +63,7 @@ def _add_worker_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from app.refresh import DEFAULT_REFRESH_S, MAX_REFRESH_S, MIN_REFRESH_S
     from trainer.metrics import MODES
 
     parser = argparse.ArgumentParser(
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--follow-links", action="store_true",
                    help="show run files and run folders that are links to places outside "
                         "--runs-dir (default: refused)")  # fmt: skip
+    d.add_argument("--refresh", type=float, default=DEFAULT_REFRESH_S, metavar="SECONDS",
+                   help=f"seconds between two refreshes of a live page (runs table, run, sweep, "
+                        f"jobs; other pages every 2.5x, a lost run every 5x), "
+                        f"{MIN_REFRESH_S:g}..{MAX_REFRESH_S:g} (default {DEFAULT_REFRESH_S:g})")  # fmt: skip
     d.add_argument("--debug", action="store_true")
     d.add_argument("--backend", choices=("local", "slurm"), default="local",
                    help="run launches as local processes (default) or as Slurm jobs")  # fmt: skip
@@ -1144,7 +1149,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port, runs_dir=args.runs_dir,
                  configs_dir=args.configs_dir or ["examples"], data_dir=args.data_dir, read_only=args.read_only,
                  demo=args.demo, auth_file=args.auth_file, debug=args.debug,
-                 follow_links=args.follow_links, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
+                 follow_links=args.follow_links, refresh_s=args.refresh, backend=args.backend, slurm_defaults={k: getattr(args, f"slurm_{k}") for k in
                  ("partition", "account", "nodes", "gpus", "cpus", "mem", "time")}) or EXIT_OK  # fmt: skip
 
 

@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.refresh import DEFAULT_REFRESH_S, Intervals, check_refresh, intervals
+
 if TYPE_CHECKING:
     import dash
 
@@ -59,6 +61,8 @@ class AppContext:
             off, every request reads inside ``reading()``.
         viewer_host: where the neuroglancer viewer's server binds, or ``None`` where it is
             not offered (a dashboard with a login, or read-only: see ``app.viewer``).
+        refresh_s: seconds between two polls of a live page (``--refresh``); every page
+            interval derives from it (``intervals``, see ``app.refresh``).
     """
 
     runs_dir: Path
@@ -71,10 +75,16 @@ class AppContext:
     follow_links: bool = False
     viewer_host: str | None = None
     configs_dirs: tuple[Path, ...] = ()
+    refresh_s: float = DEFAULT_REFRESH_S
 
     def __post_init__(self) -> None:
         if not self.configs_dirs:
             self.configs_dirs = (self.configs_dir,)
+
+    @property
+    def intervals(self) -> Intervals:
+        """The pages' poll intervals in ms, all derived from ``refresh_s``."""
+        return intervals(self.refresh_s)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -153,6 +163,7 @@ def create_app(
     slurm_poll_s: float = 10.0,
     follow_links: bool = False,
     viewer_host: str = "127.0.0.1",
+    refresh_s: float = DEFAULT_REFRESH_S,
 ) -> dash.Dash:
     """Build the dashboard.
 
@@ -183,10 +194,16 @@ def create_app(
             ``runs_dir``; by default every page refuses them, naming the file.
         viewer_host: where the "Open in neuroglancer" viewer's server binds (the dashboard's
             own address); the button is not offered with ``auth`` or ``read_only``.
+        refresh_s: seconds between two polls of a live page (the runs table, a run, a sweep,
+            the jobs); the other pages' intervals are multiples of it (``app.refresh``).
 
     Returns:
         The ``dash.Dash`` app; its Flask server is ``app.server``.
+
+    Raises:
+        ValueError: ``refresh_s`` outside ``app.refresh.MIN_REFRESH_S..MAX_REFRESH_S``.
     """
+    refresh_s = check_refresh(refresh_s)  # before anything starts
     import dash
     from dash import html
 
@@ -219,6 +236,7 @@ def create_app(
         follow_links=bool(follow_links),
         # neuroglancer's server has no login of its own: offered only where none is needed
         viewer_host=None if read_only or auth else viewer_host,
+        refresh_s=refresh_s,
     )
 
     app = dash.Dash(

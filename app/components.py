@@ -31,8 +31,6 @@ STATE_COLORS = {
 
 #: ids of the app-wide banner that says why a callback failed (``assets/errors.js`` fills it
 #: for refused or failed requests, ``app._show_callback_error`` for exceptions in callbacks)
-#: how often a page of live runs (the runs table, a run, a sweep) asks for news, in ms
-LIVE_POLL_MS = 2000
 ERROR_BANNER = "vb-callback-error"
 ERROR_TEXT = "vb-callback-error-text"
 ERROR_CLOSE = "vb-callback-error-close"

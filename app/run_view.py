@@ -35,7 +35,7 @@ import numpy as np
 import plotly.graph_objects as go
 from dash import Patch, html, no_update
 
-from app import components, figures, inputs, paths, readers, series
+from app import components, figures, inputs, paths, readers, refresh, series
 from app.run_actions import explain_failure
 from trainer import runs
 from trainer.class_metrics import CLASS_METRIC_RE
@@ -45,10 +45,6 @@ from trainer.runs.history_store import HistoryFormatError, read_array, read_tabl
 if TYPE_CHECKING:
     import pandas as pd
 
-#: milliseconds between the run page's polls of a run that may still write
-POLL_MS = components.LIVE_POLL_MS
-#: how often a page polls a run that looks over but may yet change (``poll_interval``)
-SLOW_POLL_MS = 10_000
 #: states after which nothing new will be written, so polling stops (``poll_interval``)
 STOP_POLLING = runs.FINAL_STATES
 
@@ -77,12 +73,15 @@ def waiting_text(run_dir: Path) -> str:
     return f"Waiting for the first history row{often}: the loss, error and lr panels follow."
 
 
-def first_view(root: Path, run_dir: Path) -> dict[str, Any]:
-    """What the page shows before any callback: figures, cursor, header and poll interval,
-    with the default controls (the same full build a control change makes); with the reason
-    in ``error`` (and no curves) when the history cannot be read."""
+def first_view(
+    root: Path, run_dir: Path, every: refresh.Intervals = refresh.DEFAULT
+) -> dict[str, Any]:
+    """What the page shows before any callback: figures, cursor, header and poll interval
+    (one of ``every``'s), with the default controls (the same full build a control change
+    makes); with the reason in ``error`` (and no curves) when the history cannot be read."""
     compare, sig = compare_update(root, run_dir.name, [], "valid_loss", "step", False, None)
-    u = read_curves(run_dir, None, smoothing=series.Smoothing("ema", 0.6, 50), poll=False)
+    smoothing = series.Smoothing("ema", 0.6, 50)
+    u = read_curves(run_dir, None, smoothing=smoothing, poll=False, every=every)
     first = {"figures": {"compare": compare}, "compare_sig": sig}
     first |= {k: u[k] for k in ("header", "stop", "poll_ms", "failure")}
     if "unreadable" in u:
@@ -104,12 +103,13 @@ def read_curves(run_dir: Path, cursor: Any, **controls: Any) -> dict[str, Any]:
         # the store's own messages and a refused link's name the file and say what to do
         named = isinstance(e, HistoryFormatError | paths.OutsideRunsError)
         why = str(e) if named else f"{type(e).__name__}: {e}"
-        poll_ms = poll_interval(state, damaged=True)
+        every = controls.get("every", refresh.DEFAULT)
+        poll_ms = poll_interval(state, damaged=True, every=every)
         return {
             "header": header,
             "failure": failure,
             "stop": poll_ms is None,
-            "poll_ms": poll_ms or POLL_MS,
+            "poll_ms": poll_ms or every.live_ms,
             "unreadable": f"cannot read the history of {run_dir.name}: {why}",
         }
 
@@ -181,21 +181,26 @@ def _status_damaged(run_dir: Path) -> bool:
     return "state" in runs.Status.from_json(status).extra.get("status_problems", ())
 
 
-def poll_interval(state: str, damaged: bool = False) -> int | None:
+def poll_interval(
+    state: str, damaged: bool = False, every: refresh.Intervals = refresh.DEFAULT
+) -> int | None:
     """Milliseconds between the run page's polls of a run in ``state``; ``None`` stops them.
 
-    A final state stops the poll (nothing new will be written), which is what keeps the
-    open pages of finished runs free. A run that only looks over is polled every
-    ``SLOW_POLL_MS``: a ``lost`` run (its trainer may come back) and, when ``damaged`` (a
+    A run that may still write is polled every ``every.live_ms`` (the app's refresh). A
+    final state stops the poll (nothing new will be written), which is what keeps the open
+    pages of finished runs free. A run that only looks over is polled every
+    ``every.slow_ms``: a ``lost`` run (its trainer may come back) and, when ``damaged`` (a
     status.json or history store that cannot be read), any state but an active one.
 
     Example:
         >>> poll_interval("running"), poll_interval("finished"), poll_interval("lost")
         (2000, None, 10000)
+        >>> poll_interval("lost", every=refresh.intervals(0.5))
+        2500
     """
     if state == "lost" or (damaged and state not in runs.ACTIVE_STATES):
-        return SLOW_POLL_MS
-    return None if state in STOP_POLLING else POLL_MS
+        return every.slow_ms
+    return None if state in STOP_POLLING else every.live_ms
 
 
 def curve_settings(
@@ -311,6 +316,7 @@ def update_curves(
     log_y: bool = False,
     poll: bool = True,
     max_points: int = series.DEFAULT_MAX_POINTS,
+    every: refresh.Intervals = refresh.DEFAULT,
 ) -> dict[str, Any]:
     """One update of the run page's curves: Patch appends for a poll, full figures otherwise.
 
@@ -321,6 +327,7 @@ def update_curves(
         poll: ``True`` for an interval tick (append if the cursor still fits), ``False``
             to rebuild every figure (page load, a control changed).
         max_points: points per curve after downsampling.
+        every: the app's page intervals (``AppContext.intervals``), for ``'poll_ms'``.
 
     Returns:
         ``{'timeline', 'loss', 'error', 'lr', 'gain', 'are', 'classes', 'regression'}`` each
@@ -336,9 +343,9 @@ def update_curves(
     header, state, failure = status_header(run_dir)
     store = run_dir / runs.HISTORY_DIR
     cursor = cursor if isinstance(cursor, dict) else {}
-    poll_ms = poll_interval(state, _status_damaged(run_dir))
+    poll_ms = poll_interval(state, _status_damaged(run_dir), every)
     out: dict[str, Any] = {"header": header, "failure": failure, "stop": poll_ms is None,
-                           "poll_ms": poll_ms or POLL_MS}  # fmt: skip
+                           "poll_ms": poll_ms or every.live_ms}  # fmt: skip
 
     tl = None
     if poll:

@@ -11,6 +11,8 @@ two preads with ``trainer.runs.history_store.read_array``).
 from __future__ import annotations
 
 import collections
+import hashlib
+import json
 import threading
 from collections.abc import Iterable
 from pathlib import Path
@@ -378,3 +380,14 @@ def grid_rows(
         sweeps,
         {s: sweep_config_name(runs_dir, s) for s in set(sweeps.values()) if s},
     )
+
+
+def rows_signature(rows: list[dict[str, Any]]) -> str:
+    """A short digest of the grid's rows: a poll that finds the same rows sends none.
+
+    Sending the grid unchanged rows is not free: dash-ag-grid re-applies its ``selectedRows``
+    prop on every row update, so rows landing just as a person ticks a row's checkbox could
+    put back the selection they had just cleared (more often the shorter ``--refresh`` is).
+    """
+    text = json.dumps(rows, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()

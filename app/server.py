@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from app.limits import segmentation_slots
+from app.refresh import DEFAULT_REFRESH_S, check_refresh
 from app.security import (
     MAX_BODY_BYTES,
     GuardMiddleware,
@@ -29,7 +30,7 @@ from app.slurm import resources_from
 
 log = logging.getLogger(__name__)
 
-#: waitress worker threads: enough for a handful of browsers polling every 2 s
+#: waitress worker threads: enough for a handful of browsers polling at the default refresh
 THREADS = 8
 
 
@@ -46,20 +47,23 @@ def serve(
     backend: str = "local",
     slurm_defaults: Mapping[str, Any] | None = None,
     follow_links: bool = False,
+    refresh_s: float = DEFAULT_REFRESH_S,
 ) -> None:
     """Run the dashboard until interrupted.
 
     Checks the bind address first: a non-loopback ``host`` without basic auth (``auth_file``
     or the ``VOXELBOARD_AUTH`` variable), or with ``debug``, exits with status 2 before
-    anything else happens; so do bad Slurm defaults and a bad ``VOXELBOARD_MAX_SEGMENTATIONS``
-    (``app.limits.segmentation_slots``). ``backend``, ``slurm_defaults`` and ``follow_links``
-    go to ``create_app``. Then creates the demo data if missing, builds the app and serves it
+    anything else happens; so do bad Slurm defaults, a ``refresh_s`` (``--refresh``) outside
+    ``app.refresh``'s range and a bad ``VOXELBOARD_MAX_SEGMENTATIONS``
+    (``app.limits.segmentation_slots``). ``backend``, ``slurm_defaults``, ``follow_links`` and
+    ``refresh_s`` go to ``create_app``. Then creates the demo data if missing, builds the app and serves it
     with waitress (or Flask's debug server with ``debug=True``, its debugger inside the
     Host and auth guard) until Ctrl+C or SIGTERM; either way the launcher is closed and
     the process's exit handlers run, and ``serve`` returns normally (exit status 0).
 
     Raises:
-        SystemExit: with status 2 for an unsafe bind or an unreadable auth file.
+        SystemExit: with status 2 for an unsafe bind, an unreadable auth file or a refresh
+            out of range.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
@@ -67,6 +71,7 @@ def serve(
         users = load_auth(auth_file)
         check_bind(host, users)
         resources_from(defaults=slurm_defaults)
+        check_refresh(refresh_s, "--refresh")
         segmentation_slots()  # a bad VOXELBOARD_MAX_SEGMENTATIONS stops here, not per request
     except (UnsafeBindError, ValueError) as e:
         print(f"voxelboard: {e}", file=sys.stderr)
@@ -92,6 +97,7 @@ def serve(
         slurm_defaults=slurm_defaults,
         follow_links=follow_links,
         viewer_host=host,
+        refresh_s=refresh_s,
     )
     url_host = f"[{host}]" if ":" in host else host
     print(

@@ -10,7 +10,7 @@ point) and its first history row (the first validation error) are on disk, then 
 Launches with an empty data folder include writing the synthetic demo data, as the first launch
 on a fresh clone does (``python run.py`` also writes it at start-up, so a user's first click
 usually finds it made). What the bench leaves out: the callback's round trip and the run page's
-poll (``LIVE_POLL_MS`` in ``app/components.py``) before the point is drawn. Prints each launch,
+poll (one ``--refresh``, ``app/refresh.py``) before the point is drawn. Prints each launch,
 the median per case and the load average before and after: on a machine shared with other jobs
 the seconds grow with the load.
 """

@@ -19,9 +19,9 @@ finds them all taken by other pages is answered "busy" at once, its figure kept.
 
 A result that cannot be shown (a file that cannot be read, a missing split, a single class)
 shows its message in place of the figures and threshold controls, with the Evaluate button
-and the result and split choices above it. Every ``POLL_MS`` the page lists the run's result
-files and their modification stamps (``_on_poll``: no file opened): a result written from a
-shell (``python run.py evaluate``) joins the results choice, is shown if there was none, and
+and the result and split choices above it. Every ``panel_ms`` (``app.refresh``: 2.5 times the
+dashboard's ``--refresh``) the page lists the run's result files and their modification stamps
+(``_on_poll``: no file opened): a result written from a shell (``python run.py evaluate``) joins the results choice, is shown if there was none, and
 the shown result is loaded again when rewritten; nothing else moves the threshold.
 
 "Evaluate" runs ``trainer.evaluation.evaluate_run`` as a Dash background callback (a process
@@ -65,8 +65,6 @@ from trainer.metrics import MODES
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>/evaluation", "title": "VoxelBoard evaluation"}
-#: how often the page looks for new or rewritten result files (a listing and a stat per file)
-POLL_MS = 5000
 
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
@@ -101,7 +99,9 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             # the result files as last seen, and which shown result a shell rewrote
             dcc.Store(id="eval-files", data=stamps),
             dcc.Store(id="eval-rewritten"),
-            dcc.Interval(id="eval-poll", interval=POLL_MS),
+            # how often the page looks for new or rewritten result files (a listing and a
+            # stat per file)
+            dcc.Interval(id="eval-poll", interval=current_context().intervals.panel_ms),
             dcc.Store(id="eval-seg-drawn"),
             # this page load's id: its segmentation requests wait for each other, newest first
             # (app.limits.ComputeSlots)
@@ -189,7 +189,7 @@ def _on_results(name, done, _files, current):
 )
 def _on_poll(_tick, _done, name, shown, known):
     """Result files written or rewritten from outside the page (``python run.py evaluate``):
-    a listing and a stat per file every ``POLL_MS``, nothing more when nothing changed. A new
+    a listing and a stat per file every ``panel_ms`` (``app.refresh``), nothing more when nothing changed. A new
     listing updates the results choice (``_on_results``); a rewritten shown result is loaded
     again, its rewritten probability cache only redraws the segmentation view."""
     run_dir = _run_dir(name)

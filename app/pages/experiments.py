@@ -28,7 +28,6 @@ from app import DEMO_CONFIG, changes_runs, current_context, paths
 from app.backends import Backend
 from app.callbacks import callback
 from app.components import (
-    LIVE_POLL_MS,
     empty_state,
     fmt_bytes,
     meter,
@@ -41,7 +40,14 @@ from app.components import (
 from app.inputs import strings
 from app.readers import has_snapshot, list_runs, log_path, tail_lines
 from app.run_actions import after_stop, buttons
-from app.runs_table import DEFAULT_COL_DEF, GRID_OPTIONS, Sparklines, column_defs, grid_rows
+from app.runs_table import (
+    DEFAULT_COL_DEF,
+    GRID_OPTIONS,
+    Sparklines,
+    column_defs,
+    grid_rows,
+    rows_signature,
+)
 from app.security import LaunchError, config_options, resolve_config
 from app.sweep_view import read_sweep_lines, sweep_hint
 from app.sweeper import SweepStart, start_sweep
@@ -52,7 +58,6 @@ from trainer.sweeps import MAX_PARALLEL, SWEEP_DEFAULTS, SweepSection, read_swee
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path": "/", "name": "Experiments", "title": "VoxelBoard: experiments"}
 
-SYSTEM_MS = 5000
 LOG_LINES = 200
 #: the id type of the launch form's resource fields (``{"type": RESOURCE, "index": key}``)
 RESOURCE = "exp-resource"
@@ -186,12 +191,14 @@ def layout(**kwargs: Any) -> html.Div:
         [
             # the page's level-one heading for screen readers; the navigation bar shows its name
             html.H1("Experiments", className="vb-sr-only"),
-            dcc.Interval(id="exp-interval", interval=LIVE_POLL_MS),
-            dcc.Interval(id="exp-sys-interval", interval=SYSTEM_MS),
+            dcc.Interval(id="exp-interval", interval=c.intervals.live_ms),
+            dcc.Interval(id="exp-sys-interval", interval=c.intervals.panel_ms),
             dcc.Store(id="exp-selected"),
             dcc.Store(id="exp-stopping"),  # the run whose "stopping." message waits for its end
             dcc.Store(id="exp-refresh"),
             dcc.Store(id="exp-log-sig"),
+            # the digest of the rows the grid holds (a poll finding the same sends none)
+            dcc.Store(id="exp-rows-sig", data=rows_signature(rows)),
             dcc.Store(id="exp-sweep-start"),  # the token of a sweep being made
             html.Div(
                 [
@@ -378,14 +385,20 @@ _READ_ONLY = "This dashboard is read-only."
     Output("exp-sweeps-panel", "hidden"),
     Output("exp-stop-msg", "children"),
     Output("exp-stopping", "data"),
+    Output("exp-rows-sig", "data"),
     Input("exp-interval", "n_intervals"),
     Input("exp-refresh", "data"),
     Input("exp-selected", "data"),
     State("exp-stopping", "data"),
+    State("exp-rows-sig", "data"),
 )
-def refresh_runs(_n: int | None, _refresh: Any, selected: str | None, stopping: Any) -> tuple:
+def refresh_runs(
+    _n: int | None, _refresh: Any, selected: str | None, stopping: Any, rows_sig: Any
+) -> tuple:
     c = current_context()
     runs = list_runs(c.runs_dir)
+    rows = _grid_rows(runs, c.launcher.jobs())
+    sig = rows_signature(rows)
     row = next((r for r in runs if r["name"] == selected), None)
     snapshot = row is not None and _has_snapshot(row["name"])
     # rows keep their ids (getRowId), so new row data keeps the grid's selection and scroll;
@@ -396,7 +409,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None, stopping: 
     sweeps = read_sweep_lines(c.runs_dir, None if c.read_only else c.launcher.backend)
     stopped = after_stop(stopping, next((r for r in runs if r["name"] == stopping), None))
     return (
-        _grid_rows(runs, c.launcher.jobs()),
+        no_update if sig == rows_sig else rows,
         grid_selection,
         _selection_view(row),
         *buttons(row, snapshot),
@@ -406,6 +419,7 @@ def refresh_runs(_n: int | None, _refresh: Any, selected: str | None, stopping: 
         not sweeps,
         no_update if stopped is None else _message(stopped, True),
         no_update if stopped is None else None,
+        no_update if sig == rows_sig else sig,
     )
 
 

@@ -210,7 +210,9 @@ def layout(run: str | None = None, **kwargs: Any) -> html.Div:
             # until when the page polls whatever the jobs' states (set by Stop and Resume)
             dcc.Store(id="jobs-follow", data=0),
             dcc.Interval(
-                id="jobs-interval", interval=components.LIVE_POLL_MS, disabled=not unfinished(rows)
+                id="jobs-interval",
+                interval=current_context().intervals.live_ms,
+                disabled=not unfinished(rows),
             ),
             html.Div(
                 [html.H1(title, className="vb-page-title"), dcc.Link("all runs", href="/")],

@@ -9,7 +9,8 @@ beside each shows and takes the value its label and the figure's title name. Ima
 are rendered on the server as PNG data (``app.image_figures.preview_figure``). The page comes with
 the newest preview's view filled in, so its image is drawn with the page; callbacks only
 answer the controls. A run without previews says when its first comes, and the viewer
-replaces that sentence when it does.
+replaces that sentence when it does. The page looks for new previews every ``panel_ms``
+(``app.refresh``: 2.5 times the dashboard's ``--refresh``).
 
 The page's view model is ``app.preview_view``: it lists and reads the files through
 ``trainer.runs``, whose decoded cubes are cached in a small LRU keyed by (file, mtime), so
@@ -40,8 +41,6 @@ from app.components import (
 
 #: where the page is served (``create_app`` registers it)
 PAGE = {"path_template": "/run/<name>/preview", "title": "VoxelBoard preview"}
-
-REFRESH_MS = 5000
 
 
 def layout(name: str | None = None, **kwargs: Any) -> html.Div:
@@ -82,7 +81,7 @@ def _waiting(name: str, run_dir: Path) -> list:
             "prev-empty",
             dcc.Link("see the curves", href=run_href(name), className="vb-link"),
         ),
-        dcc.Interval(id="prev-wait", interval=REFRESH_MS),
+        dcc.Interval(id="prev-wait", interval=current_context().intervals.panel_ms),
     ]
 
 
@@ -94,7 +93,7 @@ def _viewer(files: list[Path]) -> list:
     z_min, z_max, z, z_marks = pv.z_choices(files, last, block, None) or (0, 0, None, {})
     figure, message, no_image = pv.render(files, last, block, z, cls, 0.5, "overlay")
     return [
-        dcc.Interval(id="prev-interval", interval=REFRESH_MS),
+        dcc.Interval(id="prev-interval", interval=current_context().intervals.panel_ms),
         labelled(
             "Preview (training step)",
             dcc.Slider(id="prev-file", value=last, **slider),

@@ -61,7 +61,8 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
     run_dir = series.run_dir_for(root, name)
     if run_dir is None:
         return run_not_found(name, "run-missing")
-    first = rv.first_view(root, run_dir)
+    every = current_context().intervals
+    first = rv.first_view(root, run_dir, every)
     figs = first.get("figures", {})
     has_history = _has_rows(first.get("cursor"), "history")
     has_timeline = _has_rows(first.get("cursor"), "timeline")
@@ -73,7 +74,7 @@ def layout(name: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="run-compare-sig", data=first.get("compare_sig")),
             dcc.Interval(
                 id="run-interval",
-                interval=first.get("poll_ms", rv.POLL_MS),
+                interval=first.get("poll_ms", every.live_ms),
                 disabled=first.get("stop", False),
             ),
             html.Div(
@@ -335,7 +336,8 @@ def _on_curves(_tick, smoothing, weight, window, options, x_axis, cursor, name):
         and isinstance(cursor, dict)
         and cursor.get("run") == name
     )
-    u = rv.read_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll)
+    u = rv.read_curves(run_dir, cursor, smoothing=smooth, x_axis=x, log_y=log_y, poll=poll,
+                       every=current_context().intervals)  # fmt: skip
     if "unreadable" in u:
         failure = (u["failure"], not u["failure"])
         return (*[no_update] * 12, u["header"], u["stop"], u["poll_ms"], u["unreadable"], *failure)

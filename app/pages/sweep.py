@@ -175,7 +175,9 @@ def layout(sweep_id: str | None = None, **kwargs: Any) -> html.Div:
             dcc.Store(id="sweep-id", data=view.sweep_id),
             dcc.Store(id="sweep-cursor", data=view.cursor),
             dcc.Interval(
-                id="sweep-interval", interval=components.LIVE_POLL_MS, disabled=view.ended
+                id="sweep-interval",
+                interval=current_context().intervals.live_ms,
+                disabled=view.ended,
             ),
             html.Div(
                 [

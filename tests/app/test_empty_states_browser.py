@@ -12,12 +12,21 @@ from app import create_app
 from trainer.history import HistoryTracker
 from trainer.runs import Status, atomic_write_json, write_status
 
+#: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
+#: on come four times as often; intervals that matter are read from the app's context
+REFRESH_S = 0.5
+
 
 def build_app(tmp_path):
     for sub in ("runs", "configs", "data"):
         (tmp_path / sub).mkdir(exist_ok=True)
     return create_app(
-        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+        tmp_path / "runs",
+        tmp_path / "configs",
+        tmp_path / "data",
+        start_launcher=False,
+        gpus=[],
+        refresh_s=REFRESH_S,
     )
 
 

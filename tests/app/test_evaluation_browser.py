@@ -24,6 +24,10 @@ from trainer import runs
 from trainer.metrics import SingleClassWarning, evaluate_arrays
 from trainer.runs import Status, read_result, write_result, write_status
 
+#: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
+#: on come four times as often; intervals that matter are read from the app's context
+REFRESH_S = 0.5
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = "evald"
 SHAPE = (6, 40, 48)
@@ -60,7 +64,12 @@ def make_evaluated_run(runs_dir: Path, name: str = RUN) -> Path:
 
 def build_app(tmp_path):
     return create_app(
-        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+        tmp_path / "runs",
+        tmp_path / "configs",
+        tmp_path / "data",
+        start_launcher=False,
+        gpus=[],
+        refresh_s=REFRESH_S,
     )
 
 
@@ -439,7 +448,7 @@ def test_read_only_evaluation_page_shows_no_writing_controls(dash_duo, tmp_path)
     run_dir = make_evaluated_run(tmp_path / "runs")
     (run_dir / "eval" / "FINAL_valid_prob.h5").unlink()
     app = create_app(tmp_path / "runs", tmp_path / "configs", tmp_path / "data",
-                     read_only=True, start_launcher=False, gpus=[])  # fmt: skip
+                     read_only=True, start_launcher=False, gpus=[], refresh_s=REFRESH_S)  # fmt: skip
     dash_duo.start_server(app)
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
     dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)  # reading works
@@ -515,7 +524,8 @@ def trained_run(tmp_path_factory, demo_data_dir):
 @pytest.mark.slow
 def test_evaluate_button_shows_progress_then_curves(dash_duo, trained_run):
     root = trained_run
-    app = create_app(root / "runs", root / "configs", root / "data", start_launcher=False, gpus=[])
+    app = create_app(root / "runs", root / "configs", root / "data", start_launcher=False, gpus=[],
+                     refresh_s=REFRESH_S)  # fmt: skip
     dash_duo.start_server(app)
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/trained/evaluation")
     dash_duo.wait_for_contains_text("#eval-empty", "No evaluation yet", timeout=15)

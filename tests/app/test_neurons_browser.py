@@ -20,6 +20,10 @@ from trainer.runs import Status, write_result, write_status
 from trainer.segmentation import segmentation_scores, threshold_components
 from trainer.synthetic import generate_cube_neurons
 
+#: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
+#: on come four times as often; intervals that matter are read from the app's context
+REFRESH_S = 0.5
+
 RUN = "neurons"
 GRID = {"thresh": [20], "grow_it": [(0, 0, 0)], "hi_thresh": [240], "lo_thresh": [30]}
 
@@ -43,7 +47,12 @@ def make_run(runs_dir: Path, with_neurons: bool = True) -> tuple[Path, np.ndarra
 
 def build_app(tmp_path):
     return create_app(
-        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+        tmp_path / "runs",
+        tmp_path / "configs",
+        tmp_path / "data",
+        start_launcher=False,
+        gpus=[],
+        refresh_s=REFRESH_S,
     )
 
 

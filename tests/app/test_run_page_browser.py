@@ -14,11 +14,15 @@ import plotly.graph_objects as go
 import pytest
 from dash import Patch, dcc, no_update
 
-from app import create_app, readers, run_view
+from app import app_context, create_app, readers, run_view
 from app.series import DEFAULT_MAX_POINTS, Smoothing
 from trainer.history import HistoryTracker
 from trainer.runs import Status, atomic_write_json, read_status, write_status
 from trainer.runs.history_store import table_path
+
+#: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
+#: on come four times as often; intervals that matter are read from the app's context
+REFRESH_S = 0.5
 
 RUN = "demo-run"
 
@@ -67,7 +71,12 @@ def add_timeline(tracker: HistoryTracker, start: int, stop: int) -> None:
 
 def build_app(tmp_path):
     return create_app(
-        tmp_path / "runs", tmp_path / "configs", tmp_path / "data", start_launcher=False, gpus=[]
+        tmp_path / "runs",
+        tmp_path / "configs",
+        tmp_path / "data",
+        start_launcher=False,
+        gpus=[],
+        refresh_s=REFRESH_S,
     )
 
 
@@ -432,23 +441,28 @@ def _dead_pid() -> int:
 @pytest.mark.parametrize(
     ("state", "damaged", "expected"),
     [
-        ("running", False, 2000),
-        ("queued", False, 2000),
-        ("unknown", False, 2000),
+        ("running", False, "live_ms"),
+        ("queued", False, "live_ms"),
+        ("unknown", False, "live_ms"),
         ("finished", False, None),  # nothing new will come: the poll stops
         ("failed", False, None),
         ("stopped", False, None),
-        ("lost", False, 10_000),  # its trainer may come back
-        ("failed", True, 10_000),  # read from a damaged status.json
-        ("unknown", True, 10_000),
-        ("running", True, 2000),
+        ("lost", False, "slow_ms"),  # its trainer may come back
+        ("failed", True, "slow_ms"),  # read from a damaged status.json
+        ("unknown", True, "slow_ms"),
+        ("running", True, "live_ms"),
     ],
 )
 def test_poll_interval_stops_only_for_a_final_state_it_can_trust(
     run_page, state, damaged, expected
 ):
-    _app, page, _tracker = run_page
-    assert run_view.poll_interval(state, damaged) == expected
+    app, page, _tracker = run_page
+    every = app_context(app).intervals
+    want = expected and getattr(every, expected)
+    assert run_view.poll_interval(state, damaged, every) == want
+    # the default refresh (2 s) keeps the page's intervals of old: 2 s, and 10 s for the slow
+    assert run_view.poll_interval(state, damaged) == {None: None, "live_ms": 2000,
+                                                      "slow_ms": 10_000}[expected]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -461,11 +475,12 @@ def test_a_damaged_status_shows_the_tables_state_and_keeps_the_poll(
     _app, page, _tracker = run_page
     run_dir = tmp_path / "runs" / RUN
     (run_dir / "status.json").write_text(status_text)
-    up = run_view.update_curves(run_dir, None, smoothing=Smoothing(), poll=False)
+    every = app_context(_app).intervals
+    up = run_view.update_curves(run_dir, None, smoothing=Smoothing(), poll=False, every=every)
     assert up["header"][0].children == state == readers.run_summary(run_dir)["state"]
-    assert not up["stop"] and up["poll_ms"] == run_view.SLOW_POLL_MS
+    assert not up["stop"] and up["poll_ms"] == every.slow_ms == 5 * every.live_ms
     write_status(run_dir, Status(state="finished", step=50, n_steps=1000))
-    up = run_view.update_curves(run_dir, up["cursor"], smoothing=Smoothing())
+    up = run_view.update_curves(run_dir, up["cursor"], smoothing=Smoothing(), every=every)
     assert up["header"][0].children == "finished" and up["stop"]
 
 

@@ -141,3 +141,18 @@ def test_columns_have_unique_fields_and_readable_headers():
     assert all(len(c["headerName"]) >= 2 for c in defs)
     assert {"name", "state", "progress", "valid_curve", "issue"} <= set(fields)
     assert SPARK_POINTS <= 50
+
+
+def test_the_rows_signature_changes_with_any_cell_and_only_then():
+    from app.runs_table import rows_signature
+
+    rows = [{"id": "a", "state": "running", "step": 3, "spark": [1.0, 0.5]}, {"id": "b"}]
+    same = [{"spark": [1.0, 0.5], "step": 3, "state": "running", "id": "a"}, {"id": "b"}]
+    assert rows_signature(rows) == rows_signature(same)  # key order is no change
+    for changed in (
+        [{**rows[0], "step": 4}, rows[1]],
+        [{**rows[0], "spark": [1.0, 0.4]}, rows[1]],
+        [rows[1], rows[0]],  # the order is what the grid shows
+        rows[:1],
+    ):
+        assert rows_signature(changed) != rows_signature(rows)

@@ -264,9 +264,31 @@ def test_debugger_sits_behind_the_host_check_and_the_login(tmp_path, data_dir):
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, data_dir) -> Iterator[Server]:
-    """One plain loopback dashboard (waitress, no auth) for the request tests below."""
-    with dashboard(tmp_path_factory.mktemp("served"), data_dir) as srv:
+    """One plain loopback dashboard (waitress, no auth) for the request tests below, its pages
+    refreshed every 0.75 s (``--refresh``)."""
+    with dashboard(tmp_path_factory.mktemp("served"), data_dir, "--refresh", "0.75") as srv:
         yield srv
+
+
+def test_the_refresh_option_reaches_the_page_intervals(served):
+    status, answer = served.request(
+        "POST", "/_dash-update-component", _router_call("/"), Content_Type="application/json"
+    )
+    assert status == 200, answer[:300]
+    page = json.loads(answer)["response"]["_pages_content"]["children"]
+    found = {}
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Interval":
+                found[node["props"]["id"]] = node["props"]["interval"]
+            any(walk(v) for v in node.values())
+        elif isinstance(node, list):
+            any(walk(v) for v in node)
+
+    walk(page)
+    # the runs table every refresh, the CPU/RAM/GPU panel every 2.5 refreshes
+    assert found == {"exp-interval": 750, "exp-sys-interval": 1875}
 
 
 def test_huge_declared_body_is_refused_before_it_is_sent(served):

@@ -22,6 +22,10 @@ from trainer.history import HistoryTracker
 from trainer.runs import Status, read_launcher_record, read_status, write_status
 from trainer.runs.sweeps import TrialEntry, read_trials, write_trials
 
+#: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
+#: on come four times as often; intervals that matter are read from the app's context
+REFRESH_S = 0.5
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: a config trained in seconds: a small net on small patches, its model imported in
@@ -145,7 +149,12 @@ def finished_sweep(tmp_path_factory, data_dir):
 
 def _app(root: Path, runs_dir: Path, **kwargs):
     return create_app(
-        runs_dir, root / "configs", root / "data", start_launcher=False, gpus=[], **kwargs
+        runs_dir,
+        root / "configs",
+        root / "data",
+        start_launcher=False,
+        gpus=[],
+        **{"refresh_s": REFRESH_S, **kwargs},
     )
 
 
