@@ -77,7 +77,11 @@ class ProcessJob:
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
         if self.worker is not None:
-            self.worker.__exit__(kind, value, tb)
+            try:
+                self.worker.__exit__(kind, value, tb)
+            except OSError as e:  # a full disk: the command's own error (or result) stands
+                _log.warning("cannot write this job's final state in %s (%s)",
+                             job_folder(self.output), e.strerror or e)  # fmt: skip
 
     def progress(self, step: str, done: int, total: int) -> None:
         """``done`` of ``total`` blocks are done, the latest of them in pass ``step``."""
@@ -116,8 +120,8 @@ class ProcessJob:
             "slurm_job_id": None, "single": True, "worker": self.name, "created": time.time(),
             "steps": [{"name": self.kind, "blocks": int(total)}],
         })  # fmt: skip
-        self.worker = BlockWorker(folder, self.name)
-        self.worker.state["progress"] = None  # the key exists before the heartbeat runs
-        self.worker.__enter__()
+        worker = BlockWorker(folder, self.name)
+        worker.state["progress"] = None  # the key exists before the heartbeat runs
+        self.worker = worker.__enter__()  # kept only once its file is written
         if self.on_start is not None:
             self.on_start()
