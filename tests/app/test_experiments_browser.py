@@ -154,12 +154,6 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     assert "stopping" not in dash_duo.find_element("#exp-stop-msg").text
     assert dash_duo.find_element("#exp-resume").get_attribute("disabled") is not None
     dash_duo.wait_for_element("#exp-delete:not([disabled])", timeout=10)
-    # unselected in the grid: Delete acts on nothing and says so by being disabled
-    dash_duo.find_element(
-        "#exp-table .ag-row[row-id='from-browser'] .ag-selection-checkbox input"
-    ).click()
-    dash_duo.wait_for_element("#exp-delete[disabled]", timeout=10)
-    dash_duo.wait_for_contains_text("#exp-selection", "Select a run", timeout=10)
     pid = read_launcher_record(runs / "from-browser").pid
 
     def group_gone() -> bool:  # the trainer writes "stopped" a moment before it exits
@@ -173,6 +167,21 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     while not group_gone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert group_gone(), f"process group {pid} still alive after the stop"
+    # the row settled (its process reaped, nothing left to change): the untick below is the
+    # user's alone, not raced by a poll's new rows, which re-apply the grid's selection
+    row = "#exp-table .ag-row[row-id='from-browser']"
+    shown = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        now = dash_duo.find_element(row).text
+        if now == shown:
+            break
+        shown = now
+        time.sleep(2.5)  # one poll of the page (2 s)
+    # unselected in the grid: Delete acts on nothing and says so by being disabled
+    dash_duo.find_element(f"{row} .ag-selection-checkbox input").click()
+    dash_duo.wait_for_element("#exp-delete[disabled]", timeout=10)
+    dash_duo.wait_for_contains_text("#exp-selection", "Select a run", timeout=10)
 
     # a request for a config outside the configs folder, as a crafted client would send it
     before = sorted(p.name for p in runs.iterdir())
