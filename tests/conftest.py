@@ -307,6 +307,41 @@ def _session_root(tmp_path_factory) -> Path:
     return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
+@pytest.fixture(scope="session")
+def train_tiny_zarr_run():
+    """Train a tiny CNN3D run (``ROOT/runs/tiny``) by ``run.py train`` on a random 24x80x80
+    zarr volume written beside it (``ROOT/data.zarr``, arrays ``raw`` and ``lab``).
+
+    Call it as ``train_tiny_zarr_run(ROOT, n_steps)``; it returns the run's folder."""
+
+    def train(root: Path, n_steps: int) -> Path:
+        import numpy as np
+        import zarr
+
+        raw = np.random.default_rng(0).integers(0, 256, (24, 80, 80), dtype=np.uint8)
+        g = zarr.open_group(str(root / "data.zarr"), mode="w")
+        g.create_array("raw", data=raw, chunks=(8, 32, 32))
+        g.create_array("lab", data=(raw > 128).astype(np.uint8), chunks=(8, 32, 32))
+        data = str(root / "data.zarr")
+        (root / "tiny.py").write_text(
+            "from trainer.models import CNN3D\n"
+            f"save_path = {str(root / 'runs')!r}\nsave_name = 'tiny'\nvoxel_size = (40, 8, 8)\n"
+            "data_class = 'BatchCreatorImage'\n"
+            f"data_init_kwargs = dict(d_files=[({data!r}, 'raw')], l_files=[({data!r}, 'lab')])\n"
+            f"batch_size = 1\nn_steps = {n_steps}\nhistory_freq = 1\nmonitor_batch_size = 1\n"
+            "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3)\n"
+            "def create_model():\n"
+            "    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))\n"
+        )
+        proc = subprocess.run([sys.executable, "run.py", "train", str(root / "tiny.py"),
+                               "--device", "cpu"], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return root / "runs" / "tiny"
+
+    return train
+
+
 @dataclasses.dataclass
 class Cluster:
     """The session's Slurm test cluster: its ``slurm.conf`` and a client bound to it."""

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-import zarr
 
 from app import app_context, create_app
 from app.job_actions import JobActionError, resume_command, start, start_command
@@ -28,27 +27,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
+def tiny(tmp_path_factory, train_tiny_zarr_run) -> Path:
     """A runs folder with one CNN3D run (``tiny``) trained one step on ``data.zarr`` beside it."""
     root = tmp_path_factory.mktemp("jobs")
-    raw = np.random.default_rng(0).integers(0, 256, (24, 80, 80), dtype=np.uint8)
-    g = zarr.open_group(str(root / "data.zarr"), mode="w")
-    g.create_array("raw", data=raw, chunks=(8, 32, 32))
-    g.create_array("lab", data=(raw > 128).astype(np.uint8), chunks=(8, 32, 32))
-    data = str(root / "data.zarr")
-    (root / "tiny.py").write_text(
-        "from trainer.models import CNN3D\n"
-        f"save_path = {str(root / 'runs')!r}\nsave_name = 'tiny'\nvoxel_size = (40, 8, 8)\n"
-        "data_class = 'BatchCreatorImage'\n"
-        f"data_init_kwargs = dict(d_files=[({data!r}, 'raw')], l_files=[({data!r}, 'lab')])\n"
-        "batch_size = 1\nn_steps = 1\nhistory_freq = 1\nmonitor_batch_size = 1\n"
-        "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3)\n"
-        "def create_model():\n"
-        "    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))\n"
-    )
-    proc = subprocess.run([sys.executable, "run.py", "train", str(root / "tiny.py"), "--device",
-                           "cpu"], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_tiny_zarr_run(root, n_steps=1)
     return root
 
 

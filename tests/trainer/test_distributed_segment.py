@@ -137,8 +137,6 @@ def test_an_output_the_workers_cannot_write_is_named_in_one_line(tmp_path):
 
 # -- Slurm -----------------------------------------------------------------------------------
 
-sys.path.insert(0, str(ROOT / "tests" / "app"))
-
 
 @pytest.mark.slow
 def test_a_two_task_slurm_array_labels_as_one_process(tmp_path, cluster):

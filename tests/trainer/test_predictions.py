@@ -312,35 +312,9 @@ def test_zarr_on_a_full_disk_stops_in_words_and_resumes(tmp_path, cnn):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
+def tiny_run(tmp_path_factory, train_tiny_zarr_run) -> Path:
     """A CNN3D run trained two steps from a zarr volume (``data.zarr['raw']``) beside it."""
-    tmp_path = tmp_path_factory.mktemp("run")
-    raw = np.random.default_rng(0).integers(0, 256, (24, 80, 80), dtype=np.uint8)
-    g = zarr.open_group(str(tmp_path / "data.zarr"), mode="w")
-    g.create_array("raw", data=raw, chunks=(8, 32, 32))
-    g.create_array("lab", data=(raw > 128).astype(np.uint8), chunks=(8, 32, 32))
-    config = tmp_path / "tiny.py"
-    data = str(tmp_path / "data.zarr")
-    config.write_text(
-        "from trainer.models import CNN3D\n"
-        f"save_path = {str(tmp_path / 'runs')!r}\n"
-        "save_name = 'tiny'\n"
-        "voxel_size = (40, 8, 8)\n"
-        "data_class = 'BatchCreatorImage'\n"
-        f"data_init_kwargs = dict(d_files=[({data!r}, 'raw')], l_files=[({data!r}, 'lab')])\n"
-        "batch_size = 1\nn_steps = 2\nhistory_freq = 1\nmonitor_batch_size = 1\n"
-        "optimiser = 'Adam'\noptimiser_params = dict(lr=1e-3)\n"
-        "def create_model():\n"
-        "    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))\n"
-    )
-    subprocess.run(
-        [sys.executable, "run.py", "train", str(config), "--device", "cpu"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return tmp_path / "runs" / "tiny"
+    return train_tiny_zarr_run(tmp_path_factory.mktemp("run"), n_steps=2)
 
 
 def _predict(run_dir: Path, out: Path, *extra: str, env=None,
@@ -492,9 +466,6 @@ def test_two_workers_one_killed_mid_block_then_a_resubmission_equal_one_process(
         prepare_predict(spec, {"backend": "local"})
     with pytest.raises(PredictionError, match="several workers write a zarr folder only"):
         prepare_predict({**spec, "output": str(tmp_path / "p.h5")}, {"backend": "local"})
-
-
-sys.path.insert(0, str(REPO / "tests" / "app"))
 
 
 @pytest.mark.slow
