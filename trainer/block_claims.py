@@ -164,12 +164,14 @@ class BlockWorker:
             workers start far apart and meet only at the end).
         size: the number of workers expected.
         lease_timeout: seconds after which a silent holder on another host is dead.
-        heartbeat: seconds between lease touches.
+        heartbeat: seconds between lease touches and worker-file beats; ``None``: none, the
+            worker's own ``save_state`` calls are its beats (a one-process job, whose writes
+            stay between its blocks).
         poll: seconds between looks at blocks held by others.
     """
 
     def __init__(self, folder: Path, worker: str, rank: int = 0, size: int = 1, *,
-                 lease_timeout: float = LEASE_TIMEOUT_S, heartbeat: float = HEARTBEAT_S,
+                 lease_timeout: float = LEASE_TIMEOUT_S, heartbeat: float | None = HEARTBEAT_S,
                  poll: float = POLL_S) -> None:  # fmt: skip
         self.folder, self.worker = Path(folder), worker
         self.rank, self.size = max(rank, 0), max(size, 1)
@@ -192,8 +194,9 @@ class BlockWorker:
         for sub in ("claims", "done", "failed", "workers"):
             (self.folder / sub).mkdir(parents=True, exist_ok=True)
         self.save_state()
-        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
-        self._beat.start()
+        if self.heartbeat is not None:
+            self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+            self._beat.start()
         return self
 
     def __exit__(self, kind: Any, value: Any, tb: Any) -> None:

@@ -120,7 +120,10 @@ class ProcessJob:
             "slurm_job_id": None, "single": True, "worker": self.name, "created": time.time(),
             "steps": [{"name": self.kind, "blocks": int(total)}],
         })  # fmt: skip
-        worker = BlockWorker(folder, self.name)
+        # no heartbeat thread: the worker file is written only here, between blocks, so nothing
+        # else writes on the output's disk between a block's free-space check and its write (an
+        # HDF5 file cannot survive running out of space); each block's progress is its beat
+        worker = BlockWorker(folder, self.name, heartbeat=None)
         worker.state["progress"] = None  # the key exists before the heartbeat runs
         self.worker = worker.__enter__()  # kept only once its file is written
         if self.on_start is not None:
