@@ -272,7 +272,10 @@ def test_page_shows_a_shell_job_stops_it_resumes_it_and_read_only_refuses(dash_d
         assert done() < job_progress(out)["blocks"]["total"]
         dash_duo.find_element(".jobs-row button").click()  # Resume
         dash_duo.wait_for_contains_text("#jobs-msg", "Resumed predict", timeout=30)
-        resumed = int(dash_duo.find_element("#jobs-msg").text.rsplit("process ", 1)[1].strip(")."))
+        msg = dash_duo.driver.execute_script(  # read at once: the poll may redraw the message
+            "return document.querySelector('#jobs-msg').textContent"
+        )
+        resumed = int(msg.rsplit("process ", 1)[1].strip(")."))
         _wait(lambda: _row_state(dash_duo) == "finished", "the resumed job's end", 120)
         assert job_progress(out)["complete"]
         for p in [resumed, *_worker_pids(out)]:  # the supervisor and its workers have ended

@@ -229,6 +229,10 @@ def test_stopping_a_sweep_stops_its_trials_and_queues_no_more(tmp_path, data_dir
         deadline = time.monotonic() + 90
         while read_trials(folder).state == "running" and time.monotonic() < deadline:
             time.sleep(0.3)
+        # the sweep records the stop it asked for; the trainer writes its own end as it leaves
+        run_dir = tmp_path / "runs" / read_trials(folder).trials[0].run
+        while read_status(run_dir).state == "running" and time.monotonic() < deadline:
+            time.sleep(0.2)
     trials = read_trials(folder)
     assert trials.state == "stopped" and trials.reason == "stopped by a test"
     assert len(trials.trials) == 1 and trials.trials[0].state == "stopped"
