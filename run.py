@@ -16,6 +16,7 @@ Run `python run.py <command> --help` for the options of each command.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import logging.handlers
 import os
@@ -399,8 +400,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if held is not None:
         run_dir = Path(cfg.run_dir)
         _release_log(held, run_dir)
+    ended_cleanly = all_ended = False
     try:
         trainer.run()
+        ended_cleanly = True
     except DivergedError as e:
         print(f"run.py train: diverged: {e}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -414,20 +417,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     finally:
         if dist is not None:
-            dist.close()
-    _mark_rank_done()
+            # the model (DistributedDataParallel) holds the process group: freed here, gloo's
+            # threads are joined now instead of being cut off by the interpreter's exit
+            del trainer
+            gc.collect()
+            all_ended = dist.close(together=ended_cleanly)
+    _mark_rank_done(all_ended)
     return EXIT_OK
 
 
 #: set by a node's supervisor (``_train_distributed``): the folder where each of its ranks
 #: leaves a mark once its training loop has ended cleanly (finished, stopped or pruned)
 RANKS_DONE_ENV = "VOXELBOARD_RANKS_DONE"
+#: a mark's text when every rank of the run, on every node, ended cleanly with it
+ALL_RANKS_ENDED = "all ranks ended"
 
 
-def _mark_rank_done() -> None:
+def _mark_rank_done(all_ended: bool) -> None:
     folder = os.environ.get(RANKS_DONE_ENV)
     if folder:
-        Path(folder, os.environ.get("LOCAL_RANK", "0")).touch()
+        Path(folder, os.environ.get("LOCAL_RANK", "0")).write_text(
+            ALL_RANKS_ENDED if all_ended else "this rank ended"
+        )
 
 
 def _wait_for_torchrun(
@@ -435,11 +446,14 @@ def _wait_for_torchrun(
 ) -> tuple[int, bool]:
     """torchrun's exit code and whether all ``nproc`` local ranks ended cleanly.
 
-    Once this node's ranks have ended cleanly, its torchrun agent has nothing left to do, but
-    on a node other than the rendezvous host it can fail (exit 1) or hang when the host's
-    agent, which holds the rendezvous store (``store``, its host and port), has already
-    exited: it is terminated as soon as the store refuses connections, and at the latest
-    ``grace`` seconds after the ranks ended. A clean end of the ranks is what counts."""
+    Once this node's ranks have ended cleanly, its torchrun agent has nothing left to do but
+    its exit barrier with the other nodes' agents. That barrier can fail (exit 1) or hang: on
+    a node other than the rendezvous host when the host's agent, which holds the store
+    (``store``, its host and port), has already exited; on the host when another node's agent
+    was stopped by a signal and never comes. So the agent is terminated once its ranks have
+    met every other rank at the end (their marks say so: the whole run's work is done), or
+    the store refuses connections, and at the latest ``grace`` seconds after its ranks ended.
+    A clean end of the ranks is what counts."""
     import subprocess
     import time
 
@@ -451,6 +465,8 @@ def _wait_for_torchrun(
             pass
         if done_since is None and _all_done(marks, nproc):
             done_since = time.monotonic()
+            if _all_ended(marks, nproc):  # a moment for the agent to leave on its own
+                grace = min(grace, 2.0)
         if done_since is not None and (
             time.monotonic() - done_since > grace or (store is not None and _store_gone(store))
         ):
@@ -477,6 +493,13 @@ def _store_gone(store: tuple[str, int]) -> bool:
 
 def _all_done(marks: Path, nproc: int) -> bool:
     return all((marks / str(r)).exists() for r in range(nproc))
+
+
+def _all_ended(marks: Path, nproc: int) -> bool:
+    try:
+        return all((marks / str(r)).read_text() == ALL_RANKS_ENDED for r in range(nproc))
+    except OSError:
+        return False
 
 
 def _nodes_problem(args: argparse.Namespace) -> str | None:
@@ -1165,6 +1188,19 @@ def main(argv: list[str] | None = None) -> int:
     return handler(args)
 
 
+def _leave(code: int) -> None:
+    """Exit. A rank of a distributed run leaves without the interpreter's finalization, once
+    its logs and streams are flushed (its files are closed by then): a torch thread that asks
+    for the GIL while the interpreter shuts down aborts the process ("terminate called without
+    an active exception"), and torchrun then fails a run that ended cleanly."""
+    if os.environ.get("TORCHELASTIC_RUN_ID") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     AS_COMMAND = True
-    sys.exit(main())
+    _leave(main())

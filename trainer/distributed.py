@@ -71,9 +71,28 @@ class DistContext:
         dist.all_gather_object(out, obj)
         return out
 
-    def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, together: bool = False) -> bool:
+        """Leave the process group.
+
+        Args:
+            together: wait for every rank first (after a clean end), so no rank leaves while
+                another still writes its final files (rank 0's FINAL snapshot); after a
+                failure no rank waits for the others.
+
+        Returns:
+            Whether every rank got here: the whole run's work is done.
+        """
+        if not dist.is_initialized():
+            return False
+        met = False
+        if together:
+            try:
+                dist.barrier()
+                met = True
+            except (RuntimeError, dist.DistError):  # a rank is gone: nothing to wait for
+                pass
+        dist.destroy_process_group()
+        return met
 
     @property
     def _comm_device(self) -> torch.device:

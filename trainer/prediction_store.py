@@ -18,6 +18,7 @@ that check and the write can still hurt an HDF5 output, never a zarr one.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import shutil
@@ -193,14 +194,33 @@ class PredictionOutput:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def check_space(self, nbytes: int, what: str, remaining: int) -> None:
-        """Refuse an HDF5 block that might not fit (see the module's note); zarr: no-op."""
+    def check_space(
+        self, nbytes: int, what: str, remaining: int, box: tuple[slice, ...] | None = None
+    ) -> None:
+        """Refuse an HDF5 block that might not fit (see the module's note); zarr: no-op.
+
+        libhdf5 stores whole chunks: a block at spatial ``box`` costs every chunk it touches
+        that is not in the file yet, which can be more than its ``nbytes``."""
         if self.fmt != "hdf5":
             return
         free = shutil.disk_usage(self.path.parent).free
-        needed = nbytes + HDF5_MARGIN + 2 * len(json.dumps(self.record))
+        new_chunks = self._unallocated_bytes(box) if box is not None else 0
+        needed = max(nbytes, new_chunks) + HDF5_MARGIN + 2 * len(json.dumps(self.record))
         if free < needed:
             raise self.disk_full_error(what, needed, free, remaining)
+
+    def _unallocated_bytes(self, box: tuple[slice, ...]) -> int:
+        """Bytes of the HDF5 chunks under spatial ``box`` (all classes) not allocated yet."""
+        chunks = self.array.chunks
+        chunk_bytes = int(np.prod(chunks)) * self.array.dtype.itemsize
+        starts = [range(0, self.array.shape[0], chunks[0])] + [
+            range(s.start // c * c, s.stop, c) for s, c in zip(box, chunks[1:])
+        ]
+        missing = 0
+        for corner in itertools.product(*starts):
+            if self.array.id.get_chunk_info_by_coord(corner).byte_offset is None:
+                missing += chunk_bytes
+        return missing
 
     def disk_full_error(self, what: str, needed: int, free: int, remaining: int) -> DiskFullError:
         """The one-line message for a full disk while writing ``what``."""
@@ -248,9 +268,15 @@ class PredictionOutput:
         self.close()
 
     def close(self) -> None:
-        """Close the HDF5 file (zarr holds no handle)."""
+        """Close the HDF5 file (zarr holds no handle). After a full disk libhdf5 cannot
+        write the metadata it flushes on closing: that failure is left unsaid (the record
+        on disk names only the blocks that were durable)."""
         if self.fmt == "hdf5" and self.array.id.valid:
-            self.array.file.close()
+            try:
+                self.array.file.close()
+            except (OSError, RuntimeError) as e:
+                if not disk_full(e):
+                    raise
 
     def save_record(self) -> None:
         """Replace the record attribute durably."""
@@ -303,10 +329,15 @@ def disk_full(error: BaseException) -> bool:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
-        if isinstance(e, OSError) and "No space left" in str(e):  # h5py drops the errno
+        # h5py drops the errno (OSError), or reports libhdf5's failed flush (RuntimeError)
+        if isinstance(e, OSError | RuntimeError) and _names_enospc(str(e)):
             return True
         todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
     return False
+
+
+def _names_enospc(text: str) -> bool:
+    return "No space left" in text or f"errno = {errno.ENOSPC}," in text
 
 
 def _is_hdf5_name(path: Path) -> bool:

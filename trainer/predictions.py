@@ -127,7 +127,7 @@ def predict_to_disk(
     net, run_device = _model_on(model, device)
     try:
         _predict_blocks(net, run_device, volume, plan, pad, padding, out, progress)
-    except OSError as e:  # a record write (the blocks' own are caught where they happen)
+    except (OSError, RuntimeError) as e:  # a record write (blocks' own are caught in place)
         if not disk_full(e):
             raise
         free = shutil.disk_usage(out.path.parent).free / 1e6
@@ -211,7 +211,7 @@ def _predict_blocks(
             try:
                 out.write(box, values)
                 out.mark_done(i)
-            except OSError as e:
+            except (OSError, RuntimeError) as e:  # h5py: RuntimeError when a flush failed
                 if not disk_full(e):
                     raise
                 left = sum(sizes[j] for j in todo if j not in out.done)  # once, at the end
@@ -229,7 +229,7 @@ def _predict_blocks(
                 prob = predict(i, x)
                 if written is not None:
                     written.result()
-                out.check_space(sizes[i], f"block {i + 1}/{n}", left)
+                out.check_space(sizes[i], f"block {i + 1}/{n}", left, plan_box(out, plan, i))
                 left -= sizes[i]
                 written = writer.submit(write, i, prob)
                 if progress is not None:
@@ -267,13 +267,18 @@ def _verify_last(out: PredictionOutput, plan: Any, predict: Callable[[int], np.n
 def _block_values(
     out: PredictionOutput, plan: Any, i: int, prob: np.ndarray
 ) -> tuple[tuple[slice, ...], np.ndarray]:
-    tile = plan.tiles[i]
-    keep = [(min(lo, n), min(hi, n)) for (_, lo, hi), n in zip(tile, plan.out_shape)]
-    src = tuple(slice(lo - ax[0], hi - ax[0]) for (lo, hi), ax in zip(keep, tile))
+    box = plan_box(out, plan, i)
+    src = tuple(slice(b.start - ax[0], b.stop - ax[0]) for b, ax in zip(box, plan.tiles[i]))
     values = prob[(slice(None), *src)]
     if out.record["dtype"] == "uint8":
         values = np.rint(values * 255)
-    return tuple(slice(lo, hi) for lo, hi in keep), values.astype(out.record["dtype"])
+    return box, values.astype(out.record["dtype"])
+
+
+def plan_box(out: PredictionOutput, plan: Any, i: int) -> tuple[slice, ...]:
+    """The spatial box of the output that block ``i`` writes."""
+    keep = [(min(lo, n), min(hi, n)) for (_, lo, hi), n in zip(plan.tiles[i], plan.out_shape)]
+    return tuple(slice(lo, hi) for lo, hi in keep)
 
 
 def _block_bytes(out: PredictionOutput, plan: Any, i: int) -> int:

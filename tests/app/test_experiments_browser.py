@@ -179,8 +179,7 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
         shown = now
         time.sleep(2.5)  # one poll of the page (2 s)
     # unselected in the grid: Delete acts on nothing and says so by being disabled
-    dash_duo.find_element(f"{row} .ag-selection-checkbox input").click()
-    dash_duo.wait_for_element("#exp-delete[disabled]", timeout=10)
+    untick(dash_duo, f"{row} .ag-selection-checkbox input")
     dash_duo.wait_for_contains_text("#exp-selection", "Select a run", timeout=10)
 
     # a request for a config outside the configs folder, as a crafted client would send it
@@ -474,3 +473,27 @@ def test_trial_names_fit_configs_name_their_sweep_and_metrics_are_on_screen(dash
         assert geometry["metric"] <= geometry["view"], geometry  # Valid loss in view
     finally:
         app_context(app).close()
+
+
+def untick(dash_duo, box: str) -> None:
+    """Untick a row's checkbox and wait for Delete to be disabled.
+
+    dash-ag-grid puts its last ``selectedRows`` back whenever new rows arrive, so a click that
+    lands with a poll's rows can be undone; the row is then ticked again and Delete stays
+    enabled, as a person would see and click again. What must never be seen is an unticked
+    row with Delete enabled."""
+
+    def seen() -> tuple[bool, bool]:
+        ticked = dash_duo.find_element(box).is_selected()
+        return ticked, dash_duo.find_element("#exp-delete").get_attribute("disabled") is None
+
+    assert seen() == (True, True), "the row to untick is not ticked, or Delete is disabled"
+    for _ in range(3):
+        dash_duo.find_element(box).click()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and seen() != (False, False):
+            time.sleep(0.1)
+        if seen() == (False, False):
+            return
+        assert seen() == (True, True), "an unticked row left Delete enabled for 10 s"
+    pytest.fail("three unticks were each undone by the grid")

@@ -234,11 +234,25 @@ def test_stopping_a_sweep_stops_its_trials_and_queues_no_more(tmp_path, data_dir
         while read_status(run_dir).state == "running" and time.monotonic() < deadline:
             time.sleep(0.2)
     trials = read_trials(folder)
-    assert trials.state == "stopped" and trials.reason == "stopped by a test"
-    assert len(trials.trials) == 1 and trials.trials[0].state == "stopped"
-    assert trials.trials[0].told == "pruned"  # ended early: Optuna's word for it
+    said = _evidence(run_dir, folder)
+    assert trials.state == "stopped" and trials.reason == "stopped by a test", said
+    assert len(trials.trials) == 1 and trials.trials[0].state == "stopped", said
+    assert trials.trials[0].told == "pruned", said  # ended early: Optuna's word for it
     status = read_status(tmp_path / "runs" / trials.trials[0].run)
-    assert status.state == "stopped" and 0 < status.step < 100_000
+    assert status.state == "stopped" and 0 < status.step < 100_000, said
+
+
+def _evidence(run_dir: Path, folder: Path) -> str:
+    """What a failed stop test needs to be understood: the trial's files and the sweep's."""
+    parts = []
+    for path in [folder / "trials.json", *(run_dir / name for name in
+                 ("status.json", "launcher.json", "console.log", "train.log"))]:  # fmt: skip
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as e:
+            text = f"({e})"
+        parts.append(f"--- {path.name}:\n{text[-3000:]}")
+    return "\n".join(parts)
 
 
 def _queue_only_launcher(tmp_path, data_dir, monkeypatch, max_queued: int) -> Launcher:

@@ -222,3 +222,36 @@ def test_a_node_ends_its_agent_once_the_rendezvous_store_is_gone(tmp_path):
         hanging.kill()
         hanging.wait()
     assert clean and rc == -signal.SIGTERM
+
+
+def test_a_node_whose_ranks_met_every_rank_at_the_end_ends_its_agent_at_once(tmp_path):
+    """Its ranks passed the closing barrier with every other rank (the marks say so): the
+    whole run's work is done, so the agent's exit barrier is not waited for (grace 600 s).
+    A rank that ended alone leaves its agent the grace."""
+    import threading
+
+    import run
+
+    (tmp_path / "0").write_text(run.ALL_RANKS_ENDED)
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        rc, clean = run._wait_for_torchrun(hanging, tmp_path, nproc=1, grace=600)
+    finally:
+        hanging.kill()
+        hanging.wait()
+    assert clean and rc == -signal.SIGTERM
+
+    (tmp_path / "1").write_text("this rank ended")
+    hanging = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    got = []
+    waiter = threading.Thread(
+        target=lambda: got.append(run._wait_for_torchrun(hanging, tmp_path, nproc=2, grace=600))
+    )
+    waiter.start()
+    try:
+        time.sleep(4)  # the quick end terminates within 2.5 s
+        assert hanging.poll() is None, "an agent whose rank 1 ended alone was not given its grace"
+    finally:
+        hanging.kill()
+        waiter.join(timeout=30)
+    assert got == [(-signal.SIGKILL, True)]

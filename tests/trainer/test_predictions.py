@@ -16,6 +16,7 @@ import zarr
 
 from trainer.inference import predict_dense
 from trainer.models import CNN3D, UNet3D
+from trainer.prediction_store import read_record
 from trainer.predictions import (
     PAD_MODES,
     DiskFullError,
@@ -370,7 +371,7 @@ def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run,
     with SmallDisk(tmp_path / "small", tmp_path) as disk:
         if disk.kind != "tmpfs":
             pytest.skip("needs a tmpfs mount (root): h5py and zarr write below Python's os layer")
-        subprocess.run(["mount", "-o", "remount,size=400k", str(disk.root)], check=True)
+        subprocess.run(["mount", "-o", "remount,size=1000k", str(disk.root)], check=True)
         out = disk.root / "prob.h5"
         proc = _predict(tiny_run, out)
         assert proc.returncode == 1, proc.stderr[-3000:]
@@ -378,6 +379,10 @@ def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run,
         assert last.startswith(f"run.py predict: no space left on device for {out} (block ")
         assert "MB free" in last and "run the same command again" in last
         assert "Traceback" not in proc.stderr
+        # whole chunks are counted: the blocks that fit (the first two chunks) are kept
+        stopped_at = int(last.split("(block ")[1].split("/")[0])
+        assert stopped_at > 1, last
+        assert read_record(out, "prob")["done"] == list(range(stopped_at - 1))
         disk.free()
         proc = _predict(tiny_run, out)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -494,3 +499,44 @@ def test_a_two_task_slurm_array_predicts_as_one_process(tiny_run, tmp_path, clus
     assert all(w["state"] == "finished" for w in p["workers"])
     assert task_states(out, cluster.slurm) == {f"{job_id}_0": "COMPLETED",
                                                f"{job_id}_1": "COMPLETED"}  # fmt: skip
+
+
+def test_an_hdf5_block_is_charged_the_whole_chunks_it_allocates(tmp_path, monkeypatch):
+    """libhdf5 stores whole chunks: the free-space check before a block counts each chunk it
+    touches that is not in the file yet (a block smaller than its chunks still costs them)."""
+    import shutil
+
+    from trainer.prediction_store import HDF5_MARGIN, PredictionOutput
+
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        array = f.create_dataset("prob", shape=(2, 24, 80, 80), dtype="f2", chunks=(1, 24, 64, 64))
+        out = PredictionOutput(tmp_path / "p.h5", "prob", "hdf5", array, {"done": []})
+        chunk = 24 * 64 * 64 * 2
+        first = (slice(0, 16), slice(0, 48), slice(0, 48))
+        assert out._unallocated_bytes(first) == 2 * chunk  # one chunk per class
+        array[(slice(None), *first)] = 1
+        assert out._unallocated_bytes(first) == 0
+        across = (slice(8, 24), slice(40, 72), slice(0, 48))  # into the chunks at y = 64
+        assert out._unallocated_bytes(across) == 2 * chunk
+        # a disk with room for the block's own bytes and the margin, not for its new chunks
+        real = shutil.disk_usage
+        monkeypatch.setattr(shutil, "disk_usage",
+                            lambda p: real(p)._replace(free=chunk + HDF5_MARGIN + 100))  # fmt: skip
+        out.check_space(16 * 48 * 48 * 2 * 2, "block 1/9", 0, first)
+        with pytest.raises(DiskFullError, match=r"p\.h5 \(block 2/9\)"):
+            out.check_space(16 * 32 * 48 * 2 * 2, "block 2/9", 0, across)
+
+
+def test_libhdf5s_failed_flush_on_a_full_disk_counts_as_a_full_disk():
+    from trainer.prediction_store import disk_full
+
+    flush = RuntimeError(
+        "Unable to synchronously flush file (file write failed: time = Tue Dec  8 00:39:50 "
+        "2026\n, filename = 'prob.h5', file descriptor = 6, errno = 28, error message = 'No "
+        "space left on device', buf = 0x7f, total write size = 1608)"
+    )
+    assert disk_full(flush)
+    assert disk_full(RuntimeError("Can't decrement id ref count")) is False
+    wrapped = RuntimeError("Can't decrement id ref count")
+    wrapped.__context__ = flush
+    assert disk_full(wrapped)
