@@ -50,28 +50,51 @@ def _gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def start_local(output: str | os.PathLike, n: int, device: str | None = None,
-                log_dir: Path | None = None) -> list[subprocess.Popen]:  # fmt: skip
-    """Start ``n`` local workers: one GPU each (round robin) when ``device`` asks for CUDA
-    or is ``auto``/unset on a machine with GPUs, else on the CPU.
+def worker_plans(output: str | os.PathLike, n: int, device: str | None, gpus: int,
+                 tag: int) -> list[tuple[str, list[str], dict[str, str]]]:  # fmt: skip
+    """Each of ``n`` local workers' name, command and environment additions: one GPU each,
+    round robin over ``gpus`` (``CUDA_VISIBLE_DEVICES``, ``--device cuda``) when ``device``
+    asks for CUDA or is ``auto``/unset and there are GPUs, else the CPU (``--device cpu``
+    for ``auto``/unset, ``device`` as given otherwise).
 
-    Worker K is named ``local-K-PID`` (PID: this process's, so a resubmission's names are
-    new); its stderr goes to ``log_dir/NAME.log`` (default the job folder).
+    Worker K is named ``local-K-TAG`` (``start_local``'s TAG: its pid, so a resubmission's
+    names are new).
+
+    Example:
+        >>> [env for _, _, env in worker_plans("p.zarr", 3, None, gpus=2, tag=7)]
+        [{'CUDA_VISIBLE_DEVICES': '0'}, {'CUDA_VISIBLE_DEVICES': '1'}, {'CUDA_VISIBLE_DEVICES': '0'}]
     """
-    gpus = _gpu_count() if device in (None, "auto") or str(device).startswith("cuda") else 0
-    log_dir = log_dir or job_folder(output)
-    procs = []
+    wants_gpu = device in (None, "auto") or str(device).startswith("cuda")
+    plans = []
     for k in range(n):
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}  # fmt: skip
+        env: dict[str, str] = {}
         dev = device
-        if gpus:
+        if gpus and wants_gpu:
             env["CUDA_VISIBLE_DEVICES"] = str(k % gpus)
             dev = "cuda"
         elif device in (None, "auto"):
             dev = "cpu"
-        name = f"local-{k}-{os.getpid()}"  # unique across resubmissions
+        name = f"local-{k}-{tag}"
         argv = [*worker_argv(output, dev), "--worker", name, "--rank", str(k), "--size", str(n)]
+        plans.append((name, argv, env))
+    return plans
+
+
+def start_local(output: str | os.PathLike, n: int, device: str | None = None,
+                log_dir: Path | None = None) -> list[subprocess.Popen]:  # fmt: skip
+    """Start ``n`` local workers as ``worker_plans`` says: one GPU each (round robin) when
+    ``device`` asks for CUDA or is ``auto``/unset on a machine with GPUs, else on the CPU.
+
+    Worker K is named ``local-K-PID`` (PID: this process's, so a resubmission's names are
+    new); its stderr goes to ``log_dir/NAME.log`` (default the job folder).
+    """
+    wants_gpu = device in (None, "auto") or str(device).startswith("cuda")
+    gpus = _gpu_count() if wants_gpu else 0
+    log_dir = log_dir or job_folder(output)
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    procs = []
+    for name, argv, extra in worker_plans(output, n, device, gpus, os.getpid()):
+        env = {**os.environ, "PYTHONPATH": path, **extra}
         log = open(log_dir / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it
         try:
             procs.append(subprocess.Popen(argv, env=env, cwd=REPO, stdout=log, stderr=log,

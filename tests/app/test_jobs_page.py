@@ -3,6 +3,7 @@ tiny trained run) read by ``app.jobs_view`` and shown, stopped and resumed in Ch
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import psutil
 import pytest
 
 from app import app_context, create_app
+from app.components import fmt_duration
 from app.job_actions import JobActionError, resume_command, start, start_command
 from app.jobs_view import JobRow, WorkerRow, job_state, read_jobs, worker_summary
 from app.pages import jobs as jobs_page
@@ -206,6 +208,90 @@ def test_records_with_bad_ids_or_fields_are_left_out(tmp_path):
 
 
 # -- the page in Chromium -----------------------------------------------------------------------
+
+
+def _text(component) -> str:
+    """The text a component shows (its children's, in order)."""
+    if component is None:
+        return ""
+    if isinstance(component, (str, int, float)):
+        return str(component)
+    children = getattr(component, "children", None)
+    children = children if isinstance(children, list) else [children]
+    return "".join(_text(c) for c in children)
+
+
+def _table_rows(page) -> list[dict[str, str]]:
+    """Each job row of the page's table, as ``{column header: shown text}``."""
+    found = []
+
+    def walk(c):
+        if getattr(c, "_type", None) == "Table":
+            head, body = c.children
+            names = [_text(th) for th in head.children.children]
+            rows = [tr for tr in body.children if tr.className == "jobs-row"]
+            found.extend(dict(zip(names, (_text(td) for td in tr.children))) for tr in rows)
+        children = getattr(c, "children", None)
+        for child in children if isinstance(children, list) else [children]:
+            if hasattr(child, "_type"):
+                walk(child)
+
+    walk(page)
+    return found
+
+
+def test_failed_and_retried_blocks_throughput_and_eta_are_on_the_page(tmp_path):
+    """Four workers of the block engine (``trainer.block_claims``) in this process: a fails
+    in block 2, b takes it over and fails in it too, c takes it over, does it and fails in
+    block 4, d takes block 4 over; the page's table, read while d works on block 6, shows 2
+    failed blocks (2 and 4, however many times each failed) and 3 retries (2 take-overs of
+    block 2, one of block 4), and the throughput and ETA of the done markers' times
+    (blocks/s over their ends, blocks left at that rate)."""
+    from trainer.block_claims import BlockWorker
+
+    run_dir = tmp_path / "runs" / "lg"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text("{}")
+    out = tmp_path / "prob.zarr"
+    folder = out / JOB_DIR
+    write_job(folder, {"kind": "predict", "key": "prob", "command": ["x"], "backend": "local",
+                       "workers": 4, "steps": [{"name": "predict", "blocks": 100000}]})  # fmt: skip
+    write_job_record(run_dir, "predict", out, "prob", tmp_path)
+    seen = {}
+
+    def work(worker: str, fail: int | None):
+        def block(i: int) -> None:
+            if i == fail:
+                raise OSError(f"{worker}: disk on fire in block {i}")
+            if worker == "d" and i == 6:  # d mid-block: the job is running
+                seen["rows"] = read_jobs(tmp_path / "runs", "lg")  # as the page and its poll
+                seen["page"] = jobs_table(seen["rows"], read_only=False)
+                raise SystemExit(143)  # then d is stopped, as by a SIGTERM
+            time.sleep(0.02)
+
+        return block
+
+    for name, fail in (("a", 2), ("b", 2), ("c", 4)):
+        with pytest.raises(OSError, match="disk on fire"), BlockWorker(
+            folder, name, heartbeat=None) as w:  # fmt: skip
+            w.run_step("predict", 100000, work(name, fail))
+    with pytest.raises(SystemExit), BlockWorker(folder, "d", heartbeat=None) as w:
+        w.run_step("predict", 100000, work("d", None))
+    ends = sorted(json.loads(p.read_text())["end"] for p in (folder / "done").iterdir())
+    assert len(ends) == 6  # blocks 0 to 5
+    rate = 5 / (ends[-1] - ends[0])
+    (row,) = seen["rows"]
+    assert (row.state, row.done, row.total, row.failed, row.retried) == (
+        "running", 6, 100000, 2, 3)  # fmt: skip
+    assert row.throughput == pytest.approx(rate) and row.eta_s == pytest.approx(99994 / rate)
+    assert row.eta_s > 60  # blocks sleep 0.02 s: at most 50 blocks/s, so minutes on the page
+    (cells,) = _table_rows(seen["page"])
+    assert cells["blocks"] == "6/100000" and cells["state"] == "running"
+    assert (cells["failed"], cells["retried"]) == ("2", "3")
+    assert cells["throughput"] == f"{rate:.2f} blocks/s"
+    assert cells["ETA"] == fmt_duration(99994 / rate) != ""
+    shown = _text(seen["page"])  # the failed workers' errors, under the row
+    assert "b: disk on fire in block 2" in shown and "c: disk on fire in block 4" in shown
 
 
 def _wait(predicate, what: str, timeout: float = 120.0):

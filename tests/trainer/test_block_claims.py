@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.block_jobs import cap_jobs
+from app.block_jobs import cap_jobs, worker_plans
 from trainer.block_claims import (
     BlockWorker,
     JobError,
@@ -239,6 +239,31 @@ def test_jobs_over_the_blocks_are_capped_with_a_note():
     assert cap_jobs(3, steps) == (3, None)
     n, note = cap_jobs(9, steps)
     assert n == 4 and note == "9 workers for 4 blocks: 4 are started (one per block)"
+
+
+@pytest.mark.parametrize(
+    ("n", "device", "gpus", "visible", "devices"),
+    [
+        (2, None, 2, ["0", "1"], ["cuda", "cuda"]),  # one GPU each
+        (5, "auto", 2, ["0", "1", "0", "1", "0"], ["cuda"] * 5),  # more workers: round robin
+        (3, "cuda", 4, ["0", "1", "2"], ["cuda"] * 3),
+        (2, "cuda:1", 1, ["0", "0"], ["cuda", "cuda"]),
+        (2, None, 0, [None, None], ["cpu", "cpu"]),  # no GPU: the CPU
+        (2, "auto", 0, [None, None], ["cpu", "cpu"]),
+        (2, "cpu", 4, [None, None], ["cpu", "cpu"]),  # asked for the CPU: GPUs left alone
+    ],
+)
+def test_local_workers_get_one_gpu_each_round_robin_or_the_cpu(n, device, gpus, visible, devices):
+    plans = worker_plans("out.zarr", n, device, gpus, tag=77)
+    assert [env.get("CUDA_VISIBLE_DEVICES") for _, _, env in plans] == visible
+    assert all(set(env) <= {"CUDA_VISIBLE_DEVICES"} for _, _, env in plans)
+    for k, (name, argv, _) in enumerate(plans):
+        assert name == f"local-{k}-77"
+        assert argv[:4] == [sys.executable, "-m", "trainer.block_worker",
+                            str(Path("out.zarr").resolve())]  # fmt: skip
+        options = dict(zip(argv[4::2], argv[5::2]))
+        assert options == {"--device": devices[k], "--worker": name, "--rank": str(k),
+                           "--size": str(n)}  # fmt: skip
 
 
 def test_an_unwritable_output_folder_is_named(tmp_path):

@@ -474,29 +474,68 @@ def test_two_workers_one_killed_mid_block_then_a_resubmission_equal_one_process(
 
 
 @pytest.mark.slow
-def test_a_two_task_slurm_array_predicts_as_one_process(tiny_run, tmp_path, cluster):
-    """The module's trained run (no training of its own) and its 18 small blocks."""
+def test_a_two_task_slurm_array_stopped_and_resumed_predicts_as_one_process(
+    tiny_run, tmp_path, cluster
+):
+    """The module's trained run (no training of its own) and its 18 small blocks: the array
+    is stopped as the jobs page's Stop does (``scancel``) after a few blocks, its tasks end
+    CANCELLED and the job reads stopped; the page's Resume command finishes it."""
     import os
+    import time
 
     from app.block_jobs import task_states
+    from app.job_actions import resume_command, stop
+    from app.jobs_view import read_jobs
     from trainer.jobs import job_progress
+    from trainer.runs.job_records import read_job_records
 
     want = _one_process_reference(tiny_run, tmp_path / "one.zarr", "uint8")
     out = tmp_path / "array.zarr"
-    proc = _predict(tiny_run, out, "--dtype", "uint8", "--backend", "slurm", "--jobs", "2",
-                    "--wait", "--slurm-partition", "debug", "--slurm-time", "15",
-                    env={**os.environ, "SLURM_CONF": str(cluster.conf)}, timeout=600)  # fmt: skip
+    folder = out / ".voxelboard-job"
+    env = {**os.environ, "SLURM_CONF": str(cluster.conf)}
+    data = tiny_run.parents[1] / "data.zarr"
+    cmd = [sys.executable, "run.py", "predict", str(tiny_run), str(data), str(out), "--key",
+           "raw", "--block", "16", "48", "48", "--device", "cpu", "--dtype", "uint8",
+           "--backend", "slurm", "--jobs", "2", "--wait", "--slurm-partition", "debug",
+           "--slurm-time", "15"]  # fmt: skip
+    first = subprocess.Popen(cmd, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((folder / "done").glob("predict-*"))) < 3:
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        (record,) = [r for r in read_job_records(tiny_run) if r["output"] == str(out)]
+        stopped_id = job_progress(out)["slurm_job_id"]
+        assert stop(record, cluster.slurm) == [f"Slurm job {stopped_id}"]
+        # the --wait command sees its tasks end and says what is missing
+        assert first.wait(120) == 1 and "unfinished" in first.stderr.read()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    tasks = {f"{stopped_id}_{k}": "CANCELLED" for k in range(2)}
+    assert task_states(out, cluster.slurm) == tasks
+    (row,) = [r for r in read_jobs(tiny_run.parent, slurm=cluster.slurm) if r.output == str(out)]
+    assert (row.state, row.backend, row.tasks) == ("stopped", "slurm", tuple(tasks.items()))
+    assert 3 <= row.done < row.total == 19 and {w.state for w in row.workers} == {"stopped"}
+    proc = subprocess.run(resume_command(record), cwd=record["cwd"], env=env, timeout=600,
+                          capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr + "".join(
-        p.read_text() for p in (out / ".voxelboard-job").glob("slurm-*.log")
+        p.read_text() for p in folder.glob("slurm-*.log")
     )
     got, record = read_prediction(out)
     assert record["complete"] and record["done"] == list(range(18))
     np.testing.assert_array_equal(got.read(), want)
     p = job_progress(out)
     job_id = p["slurm_job_id"]
+    assert job_id != stopped_id
     assert (p["backend"], p["workers_asked"], p["blocks"]["done"]) == ("slurm", 2, 19)
-    assert sorted(w["worker"] for w in p["workers"]) == [f"slurm-{job_id}_0", f"slurm-{job_id}_1"]
-    assert all(w["state"] == "finished" for w in p["workers"])
+    states = {w["worker"]: w["state"] for w in p["workers"]}
+    # a task cancelled before its worker started has no worker file
+    assert {w: s for w, s in states.items() if w.startswith(f"slurm-{stopped_id}_")} == {
+        f"slurm-{t}": "stopped" for t in tasks if f"slurm-{t}" in states}  # fmt: skip
+    assert {w: s for w, s in states.items() if not w.startswith(f"slurm-{stopped_id}_")} == {
+        f"slurm-{job_id}_0": "finished", f"slurm-{job_id}_1": "finished"}  # fmt: skip
     assert task_states(out, cluster.slurm) == {f"{job_id}_0": "COMPLETED",
                                                f"{job_id}_1": "COMPLETED"}  # fmt: skip
 
