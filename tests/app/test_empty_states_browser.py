@@ -10,7 +10,7 @@ import pytest
 
 from app import create_app
 from trainer.history import HistoryTracker
-from trainer.runs import Status, atomic_write_json, write_status
+from trainer.runs import Status, atomic_write_json, snapshot_path, write_status
 
 #: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
 #: on come four times as often; intervals that matter are read from the app's context
@@ -119,9 +119,19 @@ def test_run_page_before_its_first_history_row_says_it_waits(dash_duo, tmp_path)
         assert _wait(lambda: _shown(dash_duo, "#run-graph-timeline .js-plotly-plot"))
         for frame in ("#run-graph-loss", "#run-graph-error", "#run-graph-lr", "#run-graph-gain"):
             assert not _shown(dash_duo, frame), frame
-        tracker.update_history([20, 1, 0.5, 0.6, 0.1, 0.3, 0.4, 0.01, 0.9, 0.0])
+        tracker.update_history([0, 1, 0.5, 0.6, 0.1, 0.3, 0.4, 0.01, 0.9, 0.0])
         assert _wait(lambda: _shown(dash_duo, "#run-graph-loss"))
         assert not _shown(dash_duo, "#run-waiting")
+        # the one row is drawn around its step and values, not on -1..1 axes (issue 28, 4b)
+        ranges = (
+            "const g = document.querySelector('#run-graph-loss .js-plotly-plot');"
+            "const l = g && g._fullLayout;"
+            "return l && l.xaxis && g.data.length ? [l.xaxis.range, l.yaxis.range] : null;"
+        )
+        assert _wait(lambda: dash_duo.driver.execute_script(ranges) is not None)
+        (x0, x1), (y0, y1) = dash_duo.driver.execute_script(ranges)
+        assert x0 < 0 < x1 and x1 - x0 < 2, (x0, x1)  # a band around step 0, narrower
+        assert y0 < 0.5 and 0.6 < y1 and y1 - y0 < 1, (y0, y1)  # both losses, not -1..1
     finally:
         tracker.close()
 
@@ -178,3 +188,15 @@ def test_a_failed_run_says_why_and_a_starting_one_says_starting(dash_duo, tmp_pa
     running(tmp_path / "runs" / "young", step=3)
     dash_duo.wait_for_contains_text("#run-header", "step 3 / 1,000", timeout=15)
     assert "starting" not in dash_duo.find_element("#run-header").text
+    # a data error: Resume stays disabled even with a snapshot to resume from, since it would
+    # repeat the failure (issue 28, 3); Delete is offered, so the row is selected
+    snapshot = snapshot_path(failed, "LAST")
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(b"weights")
+    dash_duo.wait_for_page(url=f"{dash_duo.server_url}/")
+    dash_duo.wait_for_element("#exp-table .ag-row[row-id='bad-data']", timeout=15)
+    dash_duo.find_element(
+        "#exp-table .ag-row[row-id='bad-data'] .ag-selection-checkbox input"
+    ).click()
+    dash_duo.wait_for_element("#exp-delete:not([disabled])", timeout=15)
+    assert dash_duo.find_element("#exp-resume").get_attribute("disabled") is not None

@@ -140,6 +140,16 @@ def evaluated(tmp_path):
     return app, d, read_result(d / "eval" / "FINAL.h5", coarse=True)["valid"]
 
 
+#: the confusion figure's box and each tick label's text and box (left, top, right, bottom)
+CONFUSION_LABELS = """
+const g = document.querySelector('#eval-confusion .js-plotly-plot');
+if (!g) return null;
+const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+return {svg: box(g.querySelector('.main-svg')),
+        ticks: [...g.querySelectorAll('.xtick text, .ytick text')].map(t => [t.textContent, ...box(t)])};
+"""
+
+
 @pytest.mark.browser
 def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, evaluated):
     app, run_dir, res = evaluated
@@ -148,6 +158,13 @@ def test_threshold_drives_table_confusion_markers_and_segmentation(dash_duo, eva
     dash_duo.wait_for_contains_text("#eval-summary", "positive", timeout=15)
     # opens at the threshold the evaluation chose
     assert_shows(dash_duo, res, res.chosen.threshold)
+    # the confusion table's labels lie whole inside its drawing (issue 28, 4e: cut off)
+    labels = dash_duo.driver.execute_script(CONFUSION_LABELS)
+    assert labels and len(labels["ticks"]) >= 4, labels
+    svg = labels["svg"]
+    cut = [t for t in labels["ticks"] if t[1] < svg[0] or t[2] < svg[1] or t[3] > svg[2]
+           or t[4] > svg[3]]  # fmt: skip
+    assert not cut, f"labels outside the figure {svg}: {cut}"
 
     for t in (0.25, 0.5, 0.6125, 0.9):
         type_threshold(dash_duo, t)

@@ -160,6 +160,15 @@ def test_result_without_neurons_says_how_to_get_them(dash_duo, tmp_path):
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/run/{RUN}/evaluation")
     dash_duo.wait_for_contains_text("#eval-neuron-msg", "--instances", timeout=20)
     assert cell(dash_duo, "voi_split") == ""
+    # the sentence alone: no empty frame with axes, ticks or grid under it (issue 28, 4d)
+    axes = (
+        "const g = document.querySelector('#eval-neurons .js-plotly-plot');"
+        "return g && g._fullLayout ? g.querySelectorAll("
+        "'.xtick, .ytick, .gridlayer path, .zerolinelayer path').length : null;"
+    )
+    assert _wait(lambda: dash_duo.driver.execute_script(axes) == 0), (
+        f"{dash_duo.driver.execute_script(axes)} axis marks drawn in the Neurons panel"
+    )
 
 
 #: counts the page's segmentation-plane requests (the neuron scores come with them) and the

@@ -7,6 +7,7 @@ import contextlib
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -19,8 +20,14 @@ from dash import Patch, no_update
 from app import app_context, create_app, sweep_view
 from app.sweeper import create_sweep, sweep_folder
 from trainer.history import HistoryTracker
-from trainer.runs import Status, read_launcher_record, read_status, write_status
-from trainer.runs.sweeps import TrialEntry, read_trials, write_trials
+from trainer.runs import TRUNCATED, Status, read_launcher_record, read_status, write_status
+from trainer.runs.sweeps import (
+    TrialEntry,
+    clear_driver,
+    read_trials,
+    write_driver,
+    write_trials,
+)
 
 #: the dashboard's ``--refresh`` for these pages (default 2 s): the polls these tests wait
 #: on come four times as often; intervals that matter are read from the app's context
@@ -312,6 +319,50 @@ def test_read_only_dashboard_hides_stop_and_unknown_ids_get_a_message(
         assert plot["width"] == pytest.approx(panel["width"], abs=2) and plot["width"] > 300
         assert curves["width"] == pytest.approx(panel["width"], abs=2)
         assert table["top"] >= plot["bottom"]
+
+        # a trial max_runtime ended before its n_steps shows as truncated (its badge and the
+        # count above the table), and a pruned trial's curve stays readable (issue 28, 1c, 4f)
+        trials.trials += [
+            TrialEntry(1, f"{waiting}-001", {"lr": 3e-3}, told="pruned", value=0.85,
+                       state=TRUNCATED),
+            TrialEntry(2, f"{waiting}-002", {"lr": 1e-2}, told="pruned", value=0.88,
+                       state="pruned"),
+        ]  # fmt: skip
+        write_trials(folder, trials)
+        _trial_run(runs_dir, f"{waiting}-001", "finished", 3)  # 3 of its 60 steps
+        _trial_run(runs_dir, f"{waiting}-002", "pruned", 3)
+        for run, value in ((f"{waiting}-001", 0.85), (f"{waiting}-002", 0.88)):
+            tracker = HistoryTracker(runs_dir / run / "history")
+            try:
+                for step in (0, 3):
+                    tracker.update_history([step, step, 1.0, value, 0, 1, 1, 1e-3, 0.9, 0])
+            finally:
+                tracker.close()
+        dash_duo.wait_for_contains_text(
+            "#sweep-progress", "1 truncated by max_runtime (ranked after full trials)", timeout=30
+        )
+        assert _wait(lambda: len(_table_rows(dash_duo)) == 3)
+        states = {r["run"]: r["cells"][3] for r in _table_rows(dash_duo)}
+        assert states[f"{waiting}-001"] == "truncated", states
+        assert states[f"{waiting}-002"] == "pruned", states
+        drawn = (
+            "[...g.querySelectorAll('.scatterlayer .trace')].map((e, i) =>"
+            " [g.data[i].name, parseFloat(getComputedStyle(e).opacity)])"
+        )
+        assert _wait(lambda: len(_plot(dash_duo, "sweep-curves", drawn) or []) == 3)
+        opacity = dict(_plot(dash_duo, "sweep-curves", drawn))
+        assert opacity[f"{waiting}-002 (pruned)"] >= 0.6, opacity
+        assert opacity[f"{waiting}-001 (truncated)"] == 1.0, opacity
+
+        # the sweeps list names the run.py sweep that drives it, by its pid (issue 28, 1e)
+        write_driver(folder, os.getpid(), socket.gethostname(), time.time())
+        try:
+            dash_duo.wait_for_page(url=f"{dash_duo.server_url}/")
+            dash_duo.wait_for_contains_text(
+                "#exp-sweeps", f"driven by run.py sweep, pid {os.getpid()}", timeout=30
+            )
+        finally:
+            clear_driver(folder, os.getpid())
 
         for bad, says in (
             ("no-such-sweep", "no such sweep"),

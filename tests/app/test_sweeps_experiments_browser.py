@@ -249,7 +249,10 @@ def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_di
     runs, configs, sweep_id = swept
     trials = [t.run for t in read_trials(runs / ".sweeps" / sweep_id).trials]
     assert trials == [f"{sweep_id}-000", f"{sweep_id}-001"]
-    app = create_app(runs, configs, data_dir, start_launcher=False, gpus=[])
+    lab = configs.parent / "lab"  # a second --configs-dir
+    lab.mkdir(exist_ok=True)
+    (lab / "mine.py").write_text("n_steps = 5\n")
+    app = create_app(runs, [configs, lab], data_dir, start_launcher=False, gpus=[])
     try:
         dash_duo.start_server(app, port=free_port())
         dash_duo.wait_for_element(f"#exp-table .ag-row[row-id='{trials[1]}']", timeout=15)
@@ -284,9 +287,25 @@ def test_sweep_column_and_sweeps_list_show_a_real_sweep(dash_duo, swept, data_di
               msg=f"rows {shown_rows(dash_duo)}")  # fmt: skip
         box = dash_duo.find_element("#exp-table input[aria-label='Sweep Filter Input']")
         assert box.get_attribute("value") == sweep_id
+
+        # the Config dropdown lists both configs folders, each under its path (issue 28, 6)
+        dash_duo.find_element("#exp-config").click()
+        until(lambda: len(options(dash_duo)) == 6, 10, msg=f"options {options(dash_duo)}")
+        assert options(dash_duo) == [
+            str(configs), "configs/bad_sweep.py", "configs/plain.py", "configs/tiny_sweep.py",
+            str(lab), "lab/mine.py",
+        ]  # fmt: skip
         assert [e for e in dash_duo.get_logs() if e.get("level") == "SEVERE"] == []
     finally:
         app_context(app).close()
+
+
+def options(dash_duo) -> list[str]:
+    """The open dropdown's options as shown, each one's text."""
+    return dash_duo.driver.execute_script(
+        "return [...document.querySelectorAll('.dash-dropdown-option')]"
+        ".map(o => o.textContent.trim());"
+    )
 
 
 @pytest.fixture
