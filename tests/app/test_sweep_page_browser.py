@@ -69,10 +69,17 @@ GRID = "dict(method='grid', parameters=dict(lr=[1e-3, 3e-3]))"
 
 
 def _wait(predicate, timeout: float = 30.0) -> bool:
+    """Whether ``predicate`` holds within ``timeout``; an element the page redrew between its
+    lookup and its use is looked up again at the next try."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except StaleElementReferenceException:
+            pass
         time.sleep(0.25)
     return False
 
