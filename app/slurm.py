@@ -313,9 +313,14 @@ _PER_NODE = (
 
 
 def _srun_lines(argv: Sequence[str]) -> list[str]:
-    """One ``run.py train`` per node, meeting on the first node of the allocation."""
+    """One ``run.py train`` per node, meeting on the first node of the allocation, at the
+    address Slurm reaches it by (its ``NodeAddr``, which is its name unless the cluster's
+    configuration gives another)."""
     return [
-        'rdzv_host=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'rdzv_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)',
+        'rdzv_host=$(scontrol show node "$rdzv_node" 2>/dev/null'
+        " | sed -n 's/.*NodeAddr=\\([^ ]*\\).*/\\1/p' | head -n 1)",
+        "rdzv_host=${rdzv_host:-$rdzv_node}",
         f"rdzv_port=$({shlex.quote(argv[0])} -c {shlex.quote(_FREE_PORT)})",
         'export VOXELBOARD_RDZV_ENDPOINT="$rdzv_host:$rdzv_port"',
         'echo "rendezvous of $SLURM_NNODES nodes at $VOXELBOARD_RDZV_ENDPOINT"',

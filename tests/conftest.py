@@ -356,7 +356,8 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    """A single-node Slurm cluster on localhost (tests/slurm/start_cluster.sh), one for the
+    """A Slurm cluster on localhost (tests/slurm/start_cluster.sh: one node in its default
+    partition, two in partition "nodes"), one for the
     whole session: the first worker to need it starts it, every worker that uses it counts
     itself in, and the last to leave stops it. Skips where Slurm cannot be installed."""
     from app.slurm import Slurm

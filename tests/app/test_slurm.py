@@ -1,4 +1,4 @@
-"""Slurm backend: parsers, resources and batch scripts, then a real single-node cluster.
+"""Slurm backend: parsers, resources and batch scripts, then a real cluster (its one-node default partition).
 
 The first half needs no Slurm. The second half starts a throw-away cluster on localhost
 with tests/slurm/start_cluster.sh (which installs Debian's slurm-wlm and munge if missing)

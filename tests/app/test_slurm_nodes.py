@@ -1,9 +1,9 @@
 """Slurm jobs across nodes: the batch script a ``nodes`` > 1 launch writes, and what it runs.
 
-The test cluster (tests/slurm/start_cluster.sh) has one node, so no job here spans two: the
-script is run by bash with stand-ins for ``srun`` (one task per node, in turn, with
-``SLURM_NODEID`` set as srun sets it) and ``scontrol``; tests/trainer/test_nodes.py trains
-across two rendezvousing "nodes" for real.
+The script is run by bash with stand-ins for ``srun`` (one task per node, in turn, with
+``SLURM_NODEID`` set as srun sets it) and ``scontrol``; and a real job trains across the test
+cluster's two-node partition (tests/slurm/start_cluster.sh: three slurmd on this host).
+tests/trainer/test_nodes.py trains across two rendezvousing "nodes" by hand.
 """
 
 from __future__ import annotations
@@ -107,3 +107,67 @@ def test_a_two_node_launch_trains_one_process_per_gpu_on_each(tmp_path, fake_bin
 def test_bad_node_counts_are_refused(nodes, match):
     with pytest.raises(LaunchError, match=match):
         resources_from({"nodes": nodes})
+
+
+#: a two-node training small enough for two ranks on a busy 2-core machine
+TINY_NODES = """
+import os
+from trainer.synthetic import ensure_demo_data
+
+_demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
+
+def create_model():
+    from trainer.models import CNN3D
+
+    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))
+
+data_class = "BatchCreatorImage"
+data_init_kwargs = _demo.data_init_kwargs()
+data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
+n_steps = 4
+history_freq = 2
+monitor_batch_size = 1
+batch_size = 1
+optimiser = "Adam"
+optimiser_params = dict(lr=2e-3)
+plot_on = False
+"""
+
+
+@pytest.mark.slow
+def test_a_two_node_job_on_the_test_cluster_trains_one_run_across_both(
+    tmp_path, cluster, demo_data_dir
+):
+    """The test cluster's partition "nodes" is two slurmd on this host: the job's srun starts
+    ``run.py train`` on each, they meet at the first node's address (its NodeAddr, as the
+    node names do not resolve here) and train one run, written by rank 0 alone."""
+    import time
+
+    from trainer.runs import FINAL_STATES, read_run_state, read_status
+
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "tiny.py").write_text(TINY_NODES)
+    launcher = Launcher(tmp_path / "runs", configs, demo_data_dir, backend="slurm",
+                        slurm=cluster.slurm, slurm_poll_s=0.3,
+                        slurm_defaults={"partition": "nodes", "time": "15"})  # fmt: skip
+    try:
+        name = launcher.launch("tiny.py", "cpu", {}, resources={"nodes": "2", "cpus": "1"})
+        run_dir = tmp_path / "runs" / name
+        deadline = time.monotonic() + 300
+        while read_run_state(run_dir).state not in FINAL_STATES:
+            assert time.monotonic() < deadline, (run_dir / "console.log").read_text()[-3000:]
+            launcher.tick(sweeps=False)
+            time.sleep(0.3)
+    finally:
+        for info in launcher.jobs().values():
+            cluster.slurm.cancel(info["job_id"])
+        launcher.close()
+    console = (run_dir / "console.log").read_text()
+    status = read_status(run_dir)
+    assert status.state == "finished" and status.step == 4, console[-3000:]
+    assert status.extra["world_size"] == 2 and status.extra["backend"] == "gloo"
+    assert status.extra["rank_param_max_diff"] == 0.0
+    assert "rendezvous of 2 nodes at 127.0.0.1:" in console
+    runs = [p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith(".")]
+    assert runs == [name], "one run, rank 0's"

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Start a throw-away single-node Slurm cluster on this machine, for VoxelBoard's Slurm tests.
+# Start a throw-away Slurm cluster on this machine, for VoxelBoard's Slurm tests: the node
+# named after the host in partition "debug" (VOXELBOARD_SLURM_PARTITION), and two more nodes,
+# HOST-n1 and HOST-n2, in partition "nodes" for jobs across nodes: three slurmd on one host
+# (Debian's Slurm is built with --enable-multiple-slurmd), each on its own port.
 #
 #   tests/slurm/start_cluster.sh [STATE_DIR]      (default /tmp/voxelboard-slurm)
 #
@@ -7,7 +10,7 @@
 # mirror; a no-op when installed), then runs munged, slurmctld and slurmd as root with every
 # file (config, munge key and socket, state, spool, logs, pid files) under STATE_DIR, on free
 # TCP ports, so it touches neither /etc/slurm nor a cluster that may already run here. It
-# waits until the node is idle and prints the line to use the cluster:
+# waits until the nodes are idle and prints the line to use the cluster:
 #
 #   export SLURM_CONF=STATE_DIR/slurm.conf
 #
@@ -56,11 +59,15 @@ chmod 700 "$STATE_DIR/munge"
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-CTLD_PORT=$(free_port)
-SLURMD_PORT=$(free_port)
-while [ "$SLURMD_PORT" = "$CTLD_PORT" ]; do SLURMD_PORT=$(free_port); done
+ports=()
+while [ "${#ports[@]}" -lt 4 ]; do
+  port=$(free_port)
+  [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+done
+CTLD_PORT=${ports[0]}
 
 NODE=$(hostname -s)
+NODES=("$NODE" "$NODE-n1" "$NODE-n2")
 # the machine's cores, not what OMP_NUM_THREADS would make nproc say (a test worker sets it)
 CPUS=$(nproc --all)
 # leave the daemons some room; slurmd refuses to register a node with more than it has
@@ -68,22 +75,21 @@ MEM_MB=$(( $(awk '/MemTotal/ {print int($2 / 1024)}' /proc/meminfo) * 9 / 10 ))
 
 MUNGE_SOCKET="$STATE_DIR/munge/munge.socket"
 cat >"$STATE_DIR/slurm.conf" <<EOF
-# single-node test cluster written by tests/slurm/start_cluster.sh
+# test cluster written by tests/slurm/start_cluster.sh: three slurmd on this host
 ClusterName=voxelboard
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
-SlurmdPort=$SLURMD_PORT
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 AuthInfo=socket=$MUNGE_SOCKET
 CredType=cred/munge
 StateSaveLocation=$STATE_DIR/ctld
-SlurmdSpoolDir=$STATE_DIR/spool
+SlurmdSpoolDir=$STATE_DIR/spool/%n
 SlurmctldPidFile=$STATE_DIR/run/slurmctld.pid
-SlurmdPidFile=$STATE_DIR/run/slurmd.pid
+SlurmdPidFile=$STATE_DIR/run/slurmd-%n.pid
 SlurmctldLogFile=$STATE_DIR/log/slurmctld.log
-SlurmdLogFile=$STATE_DIR/log/slurmd.log
+SlurmdLogFile=$STATE_DIR/log/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 PlugStackConfig=$STATE_DIR/plugstack.conf
@@ -104,8 +110,11 @@ KillWait=5
 MinJobAge=600
 SlurmdTimeout=60
 InactiveLimit=0
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 Port=${ports[1]} CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=${NODES[1]} NodeAddr=127.0.0.1 NodeHostname=$NODE Port=${ports[2]} CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
+NodeName=${NODES[2]} NodeAddr=127.0.0.1 NodeHostname=$NODE Port=${ports[3]} CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+PartitionName=nodes Nodes=${NODES[1]},${NODES[2]} MaxTime=INFINITE State=UP
 EOF
 : >"$STATE_DIR/plugstack.conf"
 export SLURM_CONF="$STATE_DIR/slurm.conf"
@@ -122,16 +131,19 @@ munged --force --key-file="$STATE_DIR/munge/munge.key" --socket="$MUNGE_SOCKET" 
 
 slurmctld -f "$SLURM_CONF" -i \
   || { show_log "$STATE_DIR/log/slurmctld.log"; die 4 "slurmctld did not start"; }
-slurmd -f "$SLURM_CONF" -N "$NODE" \
-  || { show_log "$STATE_DIR/log/slurmd.log"; die 4 "slurmd did not start"; }
+for node in "${NODES[@]}"; do
+  mkdir -p "$STATE_DIR/spool/$node"
+  slurmd -f "$SLURM_CONF" -N "$node" \
+    || { show_log "$STATE_DIR/log/slurmd-$node.log"; die 4 "slurmd of $node did not start"; }
+done
 
 deadline=$(( SECONDS + WAIT_S ))
-until sinfo -h -n "$NODE" -o '%t' 2>/dev/null | grep -qx 'idle'; do
+until [ "$(sinfo -h -N -o '%N %t' 2>/dev/null | awk '$2 == "idle"' | sort -u | wc -l)" -eq 3 ]; do
   if [ "$SECONDS" -ge "$deadline" ]; then
     sinfo -N -l >&2 2>&1 || true
     show_log "$STATE_DIR/log/slurmctld.log"
-    show_log "$STATE_DIR/log/slurmd.log"
-    die 4 "node $NODE not idle after ${WAIT_S} s"
+    for node in "${NODES[@]}"; do show_log "$STATE_DIR/log/slurmd-$node.log"; done
+    die 4 "the nodes ${NODES[*]} not all idle after ${WAIT_S} s"
   fi
   sleep 0.5
 done

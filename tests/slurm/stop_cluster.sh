@@ -30,7 +30,10 @@ stop_pid_file() {
 }
 
 # slurmd first: it takes the jobs' processes with it; munged last, the others need it
-stop_pid_file "$STATE_DIR/run/slurmd.pid"
+for file in "$STATE_DIR"/run/slurmd-*.pid; do  # all nodes' slurmd at once
+  stop_pid_file "$file" &
+done
+wait
 stop_pid_file "$STATE_DIR/run/slurmctld.pid"
 stop_pid_file "$STATE_DIR/run/munged.pid"
 
