@@ -286,6 +286,23 @@ def test_an_existing_folder_that_is_no_prediction_is_never_touched(tmp_path, cnn
     assert read_prediction(out)[0].shape == (2, *SHAPE)
 
 
+@pytest.mark.parametrize("out_name", ["p.zarr", "p.h5"])
+def test_a_block_is_recorded_only_after_its_data_are_fsynced(tmp_path, cnn, monkeypatch, out_name):
+    # real writes, watched: each fsync (by the file it syncs), each data write, each record save
+    sys.path.insert(0, str(Path(__file__).parent))
+    from durability import SyncOrder
+
+    _, vol = raw_volume(tmp_path)
+    out = tmp_path / out_name
+    order = SyncOrder(monkeypatch, out if out_name.endswith(".zarr") else tmp_path)
+    predict_to_disk(cnn, vol, out, tile_shape=(16, 48, 48))  # four blocks
+    monkeypatch.undo()
+    named, synced = order.check(out)
+    n_blocks = len(read_record(out, "prob")["done"])
+    assert named == n_blocks == 4
+    assert synced >= n_blocks  # every block's data were fsynced before the record named it
+
+
 def test_zarr_on_a_full_disk_stops_in_words_and_resumes(tmp_path, cnn):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_disk_full import SmallDisk  # its tmpfs (or skip: h5py/zarr write in C/pathlib)

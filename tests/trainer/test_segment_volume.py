@@ -192,6 +192,40 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(
     assert calls == [] and same_partition(read_labels(out), ref)
 
 
+SEEDED = SegmentSetting("seeded", thresh=9, hi_thresh=Quantile(0.75), lo_thresh=Quantile(0.3),
+                        grow_it=(1, 1, 1))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setting", "sync_seconds"),
+    [(SegmentSetting("components", threshold=0.35), 0.0), (SEEDED, 60.0)],
+    ids=["components-each-block", "seeded-batched"],
+)
+def test_a_block_is_recorded_only_after_its_files_are_fsynced(
+    tmp_path, monkeypatch, setting, sync_seconds
+):
+    """Blocks are synced alone or in batches (``_sync``): the work files (faces, seeds) and
+    label chunks they wrote are fsynced before the record save that names them."""
+    import trainer.segment_volume as sv
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from durability import SyncOrder
+
+    prob_path = write_prediction(tmp_path / "prob.zarr", membrane((20, 32, 32), seed=4))
+    vol, record = read_prediction(prob_path, "prob")
+    out = tmp_path / "seg.zarr"
+    monkeypatch.setattr(sv, "SYNC_SECONDS", sync_seconds)
+    order = SyncOrder(monkeypatch, out)
+    order.watch(monkeypatch, sv, "atomic_write_bytes")  # the faces files
+    segment_to_disk(vol, record, out, setting, block=(10, 16, 16), halo=4)
+    monkeypatch.undo()
+    named, synced = order.check(out)
+    passes = 3 if setting.method == "seeded" else 2
+    assert named == len(read_record(out, "0")["done"]) == passes * 8
+    # 8 faces files, then one chunk (labels; seeds) synced per block alone, or per pass
+    assert synced == 8 + (passes - 1) * (8 if sync_seconds == 0 else 1)
+
+
 def test_labels_inside_the_prediction_only_under_labels(tmp_path):
     prob = write_prediction(tmp_path / "prob.zarr", membrane((8, 8, 8)))
     assert label_location(prob, tmp_path / "elsewhere.zarr") is None
