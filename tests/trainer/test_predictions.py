@@ -380,8 +380,9 @@ def test_run_py_predict_writes_an_aligned_ome_zarr_and_crops_on_request(tiny_run
 
 
 @pytest.mark.slow
-def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run, tmp_path):
-    # HDF5, which crashed there (exit 139); zarr's full disk is tested in-process above
+def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run, tmp_path, cli):
+    # HDF5, which crashed there (exit 139), as a real process; then zarr, which printed a raw
+    # traceback with no path, through the command in this process (it cannot crash it)
     sys.path.insert(0, str(Path(__file__).parent))
     from test_disk_full import SmallDisk
 
@@ -404,7 +405,24 @@ def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run,
         proc = _predict(tiny_run, out)
         assert proc.returncode == 0, proc.stderr[-3000:]
         got = read_prediction(out)[0].read().astype(np.float32)
-    np.testing.assert_allclose(got, _reference(tiny_run), atol=1e-3)
+        out.unlink()
+        subprocess.run(["mount", "-o", "remount,size=300k", str(disk.root)], check=True)
+        out = disk.root / "prob.zarr"
+        code, _, err = cli(_predict_argv(tiny_run, out), cwd=REPO)
+        assert code == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"run.py predict: no space left on device for {out} (block ")
+        assert "MB free" in last and "run the same command again" in last
+        assert "Traceback" not in err and not list(out.rglob("*.partial"))
+        stopped_at = int(last.split("(block ")[1].split("/")[0])
+        assert stopped_at > 1 and read_record(out, "prob")["done"] == list(range(stopped_at - 1))
+        disk.free()
+        code, _, err = cli(_predict_argv(tiny_run, out), cwd=REPO)
+        assert code == 0, err[-3000:]
+        got_zarr = read_prediction(out)[0].read().astype(np.float32)
+    ref = _reference(tiny_run)
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+    np.testing.assert_allclose(got_zarr, ref, atol=1e-3)
 
 
 # -- many workers (trainer.block_claims) ------------------------------------------------------
