@@ -267,6 +267,39 @@ def test_cli_segments_at_the_saved_threshold_and_names_bad_input(tmp_path):
     assert bad.stderr.count("\n") == 1 and "nope" in bad.stderr
 
 
+@pytest.mark.parametrize(("size_kb", "when"), [(16, "while creating"), (48, "writing")])
+def test_cli_segment_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, cli, size_kb, when):
+    # full while the output is created (no room for its record: nothing may be left that the
+    # rerun would refuse), or while the blocks are written (resumed after those recorded)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_disk_full import SmallDisk  # its tmpfs: zarr writes below Python's os layer
+
+    prob = write_prediction(tmp_path / "prob.zarr", membrane((16, 64, 64), seed=5))
+    run_dir = tmp_path / "run"
+    runs.write_threshold(run_dir, {"threshold": 0.4, "method": "f1", "beta": 1, "run": "r",
+                                   "result": "FINAL", "split": "valid", "saved": 0,
+                                   "metrics": {}})  # fmt: skip
+    with SmallDisk(tmp_path / "small", tmp_path) as disk:
+        if disk.kind != "tmpfs":
+            pytest.skip("needs a tmpfs mount (root)")
+        subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(disk.root)], check=True)
+        out = disk.root / "neurons.zarr"
+        argv = ["segment", run_dir, prob, out, "--block", "8", "32", "32"]
+        code, _, err = cli(argv, cwd=ROOT)
+        assert code == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"run.py segment: no space left on device {when} {out}")
+        assert "run the same command again" in last and "Traceback" not in err
+        disk.free()
+        code, _, err = cli(argv, cwd=ROOT)
+        assert code == 0, err[-3000:]
+        got = read_labels(out)
+    vol, _ = read_prediction(prob, "prob")
+    ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, False),
+                            SegmentSetting("components", threshold=0.4))  # fmt: skip
+    assert same_partition(got, ref) and ref.max() > 3
+
+
 def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
     from trainer.evaluation.neurons import evaluate_neurons
     from trainer.metrics import evaluate_arrays
