@@ -300,7 +300,9 @@ def test_cli_segment_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, cl
     assert same_partition(got, ref) and ref.max() > 3
 
 
-def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
+def evaluated_run(run_dir: Path) -> list[dict]:
+    """A run folder with what ``evaluate --instances`` stores: a FINAL result whose neuron
+    records (two validation cubes) hold the seeded-watershed grid search; the records."""
     from trainer.evaluation.neurons import evaluate_neurons
     from trainer.metrics import evaluate_arrays
     from trainer.synthetic import generate_cube_neurons
@@ -313,9 +315,14 @@ def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp
         noise = np.random.default_rng(seed).random(lab.shape)
         prob = np.clip(0.7 * lab + 0.5 * noise, 0, 1).astype(np.float32)
         records.append(evaluate_neurons(ids, prob, thresholds=[0.5], grid=grid, n_proc=1))
-    runs.eval_dir(tmp_path).mkdir()
-    runs.write_result(runs.result_path(tmp_path, "FINAL"), {"valid": evaluate_arrays(lab, prob)},
+    runs.eval_dir(run_dir).mkdir(parents=True)
+    runs.write_result(runs.result_path(run_dir, "FINAL"), {"valid": evaluate_arrays(lab, prob)},
                       neurons=records)  # fmt: skip
+    return records
+
+
+def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
+    records = evaluated_run(tmp_path)
     are = np.mean([r["search/adapted_rand_error"] for r in records], axis=0)
     row = int(np.argmin(are))
     s = setting_from_run(tmp_path, seeded=True)
@@ -327,6 +334,23 @@ def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp
     assert s.lo_thresh == (Quantile(0.3) if np.isfinite(lo_q) else 20.0)
     with pytest.raises(PredictionError, match="no readable evaluation result"):
         setting_from_run(tmp_path, seeded=True, result="NOPE")
+
+
+def test_cli_segment_seeded_uses_the_setting_stored_by_evaluate_instances(tmp_path, cli):
+    run_dir = tmp_path / "run"  # no threshold.json: only --seeded can segment with it
+    evaluated_run(run_dir)
+    setting = setting_from_run(run_dir, seeded=True)
+    prob = write_prediction(tmp_path / "prob.zarr", membrane((12, 32, 32), seed=7))
+    out = tmp_path / "neurons.zarr"
+    code, _, err = cli(["segment", run_dir, prob, out, "--seeded", "--block", "12", "32", "32"],
+                       cwd=ROOT)  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert f"(seeded, from {setting.source})" in err
+    vol, _ = read_prediction(prob, "prob")
+    ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, True), setting)
+    assert same_partition(read_labels(out), ref) and ref.max() > 3
+    code, _, err = cli(["segment", run_dir, prob, tmp_path / "other.zarr"], cwd=ROOT)
+    assert code == 2 and "no threshold saved" in err
 
 
 def test_an_hdf5_prediction_gets_standalone_labels_on_its_grid(tmp_path):
