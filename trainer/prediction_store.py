@@ -17,6 +17,7 @@ that check and the write can still hurt an HDF5 output, never a zarr one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -131,6 +132,10 @@ class PredictionOutput:
             return cls._create(path, key, record, group_attrs)
         except OSError as e:
             if disk_full(e):
+                # a part without its record would be refused by the rerun the message asks
+                # for; it did not exist before, so it is ours to remove
+                with contextlib.suppress(OSError):
+                    _remove(path)
                 raise DiskFullError(
                     f"no space left on device while creating {path}: "
                     f"{shutil.disk_usage(_existing_parent(path)).free / 1e6:.1f} MB free; free "

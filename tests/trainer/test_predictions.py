@@ -286,6 +286,23 @@ def test_an_existing_folder_that_is_no_prediction_is_never_touched(tmp_path, cnn
     assert read_prediction(out)[0].shape == (2, *SHAPE)
 
 
+@pytest.mark.parametrize("out_name", ["p.zarr", "p.h5"])
+def test_a_block_is_recorded_only_after_its_data_are_fsynced(tmp_path, cnn, monkeypatch, out_name):
+    # real writes, watched: each fsync (by the file it syncs), each data write, each record save
+    sys.path.insert(0, str(Path(__file__).parent))
+    from durability import SyncOrder
+
+    _, vol = raw_volume(tmp_path)
+    out = tmp_path / out_name
+    order = SyncOrder(monkeypatch, out if out_name.endswith(".zarr") else tmp_path)
+    predict_to_disk(cnn, vol, out, tile_shape=(16, 48, 48))  # four blocks
+    monkeypatch.undo()
+    named, synced = order.check(out)
+    n_blocks = len(read_record(out, "prob")["done"])
+    assert named == n_blocks == 4
+    assert synced >= n_blocks  # every block's data were fsynced before the record named it
+
+
 def test_zarr_on_a_full_disk_stops_in_words_and_resumes(tmp_path, cnn):
     sys.path.insert(0, str(Path(__file__).parent))
     from test_disk_full import SmallDisk  # its tmpfs (or skip: h5py/zarr write in C/pathlib)
@@ -363,8 +380,9 @@ def test_run_py_predict_writes_an_aligned_ome_zarr_and_crops_on_request(tiny_run
 
 
 @pytest.mark.slow
-def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run, tmp_path):
-    # HDF5, which crashed there (exit 139); zarr's full disk is tested in-process above
+def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run, tmp_path, cli):
+    # HDF5, which crashed there (exit 139), as a real process; then zarr, which printed a raw
+    # traceback with no path, through the command in this process (it cannot crash it)
     sys.path.insert(0, str(Path(__file__).parent))
     from test_disk_full import SmallDisk
 
@@ -387,7 +405,24 @@ def test_run_py_predict_on_a_full_disk_says_so_in_one_line_and_resumes(tiny_run,
         proc = _predict(tiny_run, out)
         assert proc.returncode == 0, proc.stderr[-3000:]
         got = read_prediction(out)[0].read().astype(np.float32)
-    np.testing.assert_allclose(got, _reference(tiny_run), atol=1e-3)
+        out.unlink()
+        subprocess.run(["mount", "-o", "remount,size=300k", str(disk.root)], check=True)
+        out = disk.root / "prob.zarr"
+        code, _, err = cli(_predict_argv(tiny_run, out), cwd=REPO)
+        assert code == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"run.py predict: no space left on device for {out} (block ")
+        assert "MB free" in last and "run the same command again" in last
+        assert "Traceback" not in err and not list(out.rglob("*.partial"))
+        stopped_at = int(last.split("(block ")[1].split("/")[0])
+        assert stopped_at > 1 and read_record(out, "prob")["done"] == list(range(stopped_at - 1))
+        disk.free()
+        code, _, err = cli(_predict_argv(tiny_run, out), cwd=REPO)
+        assert code == 0, err[-3000:]
+        got_zarr = read_prediction(out)[0].read().astype(np.float32)
+    ref = _reference(tiny_run)
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+    np.testing.assert_allclose(got_zarr, ref, atol=1e-3)
 
 
 # -- many workers (trainer.block_claims) ------------------------------------------------------

@@ -192,6 +192,40 @@ def test_a_killed_segmentation_resumes_and_refuses_another_setting(
     assert calls == [] and same_partition(read_labels(out), ref)
 
 
+SEEDED = SegmentSetting("seeded", thresh=9, hi_thresh=Quantile(0.75), lo_thresh=Quantile(0.3),
+                        grow_it=(1, 1, 1))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("setting", "sync_seconds"),
+    [(SegmentSetting("components", threshold=0.35), 0.0), (SEEDED, 60.0)],
+    ids=["components-each-block", "seeded-batched"],
+)
+def test_a_block_is_recorded_only_after_its_files_are_fsynced(
+    tmp_path, monkeypatch, setting, sync_seconds
+):
+    """Blocks are synced alone or in batches (``_sync``): the work files (faces, seeds) and
+    label chunks they wrote are fsynced before the record save that names them."""
+    import trainer.segment_volume as sv
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from durability import SyncOrder
+
+    prob_path = write_prediction(tmp_path / "prob.zarr", membrane((20, 32, 32), seed=4))
+    vol, record = read_prediction(prob_path, "prob")
+    out = tmp_path / "seg.zarr"
+    monkeypatch.setattr(sv, "SYNC_SECONDS", sync_seconds)
+    order = SyncOrder(monkeypatch, out)
+    order.watch(monkeypatch, sv, "atomic_write_bytes")  # the faces files
+    segment_to_disk(vol, record, out, setting, block=(10, 16, 16), halo=4)
+    monkeypatch.undo()
+    named, synced = order.check(out)
+    passes = 3 if setting.method == "seeded" else 2
+    assert named == len(read_record(out, "0")["done"]) == passes * 8
+    # 8 faces files, then one chunk (labels; seeds) synced per block alone, or per pass
+    assert synced == 8 + (passes - 1) * (8 if sync_seconds == 0 else 1)
+
+
 def test_labels_inside_the_prediction_only_under_labels(tmp_path):
     prob = write_prediction(tmp_path / "prob.zarr", membrane((8, 8, 8)))
     assert label_location(prob, tmp_path / "elsewhere.zarr") is None
@@ -233,7 +267,42 @@ def test_cli_segments_at_the_saved_threshold_and_names_bad_input(tmp_path):
     assert bad.stderr.count("\n") == 1 and "nope" in bad.stderr
 
 
-def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
+@pytest.mark.parametrize(("size_kb", "when"), [(16, "while creating"), (48, "writing")])
+def test_cli_segment_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, cli, size_kb, when):
+    # full while the output is created (no room for its record: nothing may be left that the
+    # rerun would refuse), or while the blocks are written (resumed after those recorded)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_disk_full import SmallDisk  # its tmpfs: zarr writes below Python's os layer
+
+    prob = write_prediction(tmp_path / "prob.zarr", membrane((16, 64, 64), seed=5))
+    run_dir = tmp_path / "run"
+    runs.write_threshold(run_dir, {"threshold": 0.4, "method": "f1", "beta": 1, "run": "r",
+                                   "result": "FINAL", "split": "valid", "saved": 0,
+                                   "metrics": {}})  # fmt: skip
+    with SmallDisk(tmp_path / "small", tmp_path) as disk:
+        if disk.kind != "tmpfs":
+            pytest.skip("needs a tmpfs mount (root)")
+        subprocess.run(["mount", "-o", f"remount,size={size_kb}k", str(disk.root)], check=True)
+        out = disk.root / "neurons.zarr"
+        argv = ["segment", run_dir, prob, out, "--block", "8", "32", "32"]
+        code, _, err = cli(argv, cwd=ROOT)
+        assert code == 1, err[-3000:]
+        last = err.strip().splitlines()[-1]
+        assert last.startswith(f"run.py segment: no space left on device {when} {out}")
+        assert "run the same command again" in last and "Traceback" not in err
+        disk.free()
+        code, _, err = cli(argv, cwd=ROOT)
+        assert code == 0, err[-3000:]
+        got = read_labels(out)
+    vol, _ = read_prediction(prob, "prob")
+    ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, False),
+                            SegmentSetting("components", threshold=0.4))  # fmt: skip
+    assert same_partition(got, ref) and ref.max() > 3
+
+
+def evaluated_run(run_dir: Path) -> list[dict]:
+    """A run folder with what ``evaluate --instances`` stores: a FINAL result whose neuron
+    records (two validation cubes) hold the seeded-watershed grid search; the records."""
     from trainer.evaluation.neurons import evaluate_neurons
     from trainer.metrics import evaluate_arrays
     from trainer.synthetic import generate_cube_neurons
@@ -246,9 +315,14 @@ def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp
         noise = np.random.default_rng(seed).random(lab.shape)
         prob = np.clip(0.7 * lab + 0.5 * noise, 0, 1).astype(np.float32)
         records.append(evaluate_neurons(ids, prob, thresholds=[0.5], grid=grid, n_proc=1))
-    runs.eval_dir(tmp_path).mkdir()
-    runs.write_result(runs.result_path(tmp_path, "FINAL"), {"valid": evaluate_arrays(lab, prob)},
+    runs.eval_dir(run_dir).mkdir(parents=True)
+    runs.write_result(runs.result_path(run_dir, "FINAL"), {"valid": evaluate_arrays(lab, prob)},
                       neurons=records)  # fmt: skip
+    return records
+
+
+def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp_path):
+    records = evaluated_run(tmp_path)
     are = np.mean([r["search/adapted_rand_error"] for r in records], axis=0)
     row = int(np.argmin(are))
     s = setting_from_run(tmp_path, seeded=True)
@@ -260,6 +334,23 @@ def test_seeded_takes_the_grid_row_best_on_average_over_the_validation_cubes(tmp
     assert s.lo_thresh == (Quantile(0.3) if np.isfinite(lo_q) else 20.0)
     with pytest.raises(PredictionError, match="no readable evaluation result"):
         setting_from_run(tmp_path, seeded=True, result="NOPE")
+
+
+def test_cli_segment_seeded_uses_the_setting_stored_by_evaluate_instances(tmp_path, cli):
+    run_dir = tmp_path / "run"  # no threshold.json: only --seeded can segment with it
+    evaluated_run(run_dir)
+    setting = setting_from_run(run_dir, seeded=True)
+    prob = write_prediction(tmp_path / "prob.zarr", membrane((12, 32, 32), seed=7))
+    out = tmp_path / "neurons.zarr"
+    code, _, err = cli(["segment", run_dir, prob, out, "--seeded", "--block", "12", "32", "32"],
+                       cwd=ROOT)  # fmt: skip
+    assert code == 0, err[-3000:]
+    assert f"(seeded, from {setting.source})" in err
+    vol, _ = read_prediction(prob, "prob")
+    ref = segment_in_memory(membrane_map(vol.read()[1], vol.dtype, True), setting)
+    assert same_partition(read_labels(out), ref) and ref.max() > 3
+    code, _, err = cli(["segment", run_dir, prob, tmp_path / "other.zarr"], cwd=ROOT)
+    assert code == 2 and "no threshold saved" in err
 
 
 def test_an_hdf5_prediction_gets_standalone_labels_on_its_grid(tmp_path):
