@@ -43,6 +43,7 @@ __all__ = [
     "disk_full",
     "fsync_files",
     "read_record",
+    "size_text",
 ]
 
 #: attribute of the output array holding the record
@@ -138,7 +139,7 @@ class PredictionOutput:
                     _remove(path)
                 raise DiskFullError(
                     f"no space left on device while creating {path}: "
-                    f"{shutil.disk_usage(_existing_parent(path)).free / 1e6:.1f} MB free; free "
+                    f"{size_text(shutil.disk_usage(_existing_parent(path)).free)} free; free "
                     "space and run the same command again"
                 ) from None
             raise
@@ -231,8 +232,8 @@ class PredictionOutput:
         """The one-line message for a full disk while writing ``what``."""
         return DiskFullError(
             f"no space left on device for {self.path} ({what}): it needs about "
-            f"{needed / 1e6:.1f} MB, {free / 1e6:.1f} MB free (the blocks still to write need "
-            f"at most {remaining / 1e6:.1f} MB); free space and run the same command again: "
+            f"{size_text(needed)}, {size_text(free)} free (the blocks still to write need "
+            f"at most {size_text(remaining)}); free space and run the same command again: "
             "it resumes after the blocks already written"
         )
 
@@ -339,6 +340,14 @@ def disk_full(error: BaseException) -> bool:
             return True
         todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
     return False
+
+
+def size_text(nbytes: float) -> str:
+    """A byte count for a message, e.g. ``'340 kB'``, ``'1.5 MB'``, ``'2.0 GB'``."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes / 1e3:.0f} kB"
 
 
 def _names_enospc(text: str) -> bool:

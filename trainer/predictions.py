@@ -50,6 +50,7 @@ from trainer.prediction_store import (
     PredictionOutput,
     disk_full,
     read_record,
+    size_text,
 )
 from trainer.volumes import Volume, VolumeError
 
@@ -130,9 +131,9 @@ def predict_to_disk(
     except (OSError, RuntimeError) as e:  # a record write (blocks' own are caught in place)
         if not disk_full(e):
             raise
-        free = shutil.disk_usage(out.path.parent).free / 1e6
+        free = size_text(shutil.disk_usage(out.path.parent).free)
         raise DiskFullError(
-            f"no space left on device for {out.path} (its record): {free:.1f} MB free; free "
+            f"no space left on device for {out.path} (its record): {free} free; free "
             "space and run the same command again: it resumes after the blocks already written"
         ) from None
     finally:

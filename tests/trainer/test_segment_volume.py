@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -290,6 +291,7 @@ def test_cli_segment_on_a_full_disk_says_so_in_one_line_and_resumes(tmp_path, cl
         last = err.strip().splitlines()[-1]
         assert last.startswith(f"run.py segment: no space left on device {when} {out}")
         assert "run the same command again" in last and "Traceback" not in err
+        assert re.search(r"\d+ kB free", last), last  # a few kB left: said in kB, not "0.0 MB"
         disk.free()
         code, _, err = cli(argv, cwd=ROOT)
         assert code == 0, err[-3000:]
