@@ -198,3 +198,32 @@ def test_off_rank_0_no_event_reaches_a_handler():
     assert handlers.handlers == [column]  # kept for the history columns every rank agrees on
     assert handlers.columns() == ("valid_are",)
     assert handlers.step_end(0, 1.0) == 0.0
+
+
+@pytest.mark.parametrize("pruned", [None, "pruned at step 3"])
+def test_a_stop_signal_during_a_pruning_report_is_kept(pruned):
+    """A sweep trial's SIGTERM can land while its pruning report reads and writes the study:
+    the stop it asked for survives the report's answer, "not pruned" or "pruned"."""
+    import os
+    import signal
+
+    from trainer.callbacks.pruning import Pruning
+
+    trainer = types.SimpleNamespace(stop_reason=None, pruned_reason=None)
+
+    class Reporter:
+        def report(self, step: int, row: dict) -> str | None:
+            os.kill(os.getpid(), signal.SIGTERM)  # its handler runs before this returns
+            assert trainer.stop_reason == "signal SIGTERM"
+            return pruned
+
+    def on_term(signum, frame):
+        trainer.stop_reason = "signal SIGTERM"
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        Pruning(Reporter()).on_history_row(trainer, {"steps": 3})
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert trainer.stop_reason == "signal SIGTERM"
+    assert trainer.pruned_reason == pruned

@@ -15,6 +15,11 @@ class Pruning(Callback):
         self.reporter = reporter
 
     def on_history_row(self, trainer: Any, row: dict[str, float]) -> None:
-        if trainer.stop_reason is None:
-            trainer.pruned_reason = self.reporter.report(int(row["steps"]), row)
-            trainer.stop_reason = trainer.pruned_reason
+        if trainer.stop_reason is not None:
+            return
+        pruned = self.reporter.report(int(row["steps"]), row)
+        if pruned is not None:
+            trainer.pruned_reason = pruned
+            # a stop signal that came during the report (it reads and writes the study) is
+            # kept: it is never overwritten, by a prune or by "not pruned"
+            trainer.stop_reason = trainer.stop_reason or pruned
