@@ -265,6 +265,43 @@ def dash_duo(request, dash_thread_server, tmp_path):
         yield duo
 
 
+@pytest.fixture
+def grid_select(dash_duo):
+    """``select(name, ticked=True)``: tick (or untick) a run's row on the experiments page as a
+    person would, and wait until the page's selection panel follows.
+
+    dash-ag-grid puts its last ``selectedRows`` back whenever new rows arrive (a running run's
+    row changes at every poll), so a click that lands with a poll's rows can be undone: the
+    box flips back and the person clicks again (up to 3 times). What fails is a box that
+    stays as clicked while the page does not follow it."""
+    import time
+
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def select(name: str, ticked: bool = True, timeout: float = 10.0) -> None:
+        box = f"#exp-table .ag-row[row-id='{name}'] .ag-selection-checkbox input"
+        expected = name if ticked else "Select a run"
+        seen = None
+        for _ in range(3):
+            dash_duo.wait_for_element(box, timeout=15).click()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                try:
+                    seen = (dash_duo.find_element(box).is_selected(),
+                            dash_duo.find_element("#exp-selection").text)  # fmt: skip
+                except StaleElementReferenceException:
+                    continue
+                if seen[0] == ticked and expected in seen[1]:
+                    return
+                time.sleep(0.1)
+            if seen is not None and seen[0] == ticked:
+                pytest.fail(f"{name}'s box is {'' if ticked else 'un'}ticked but for {timeout} s "
+                            f"the selection panel said {seen[1]!r}")  # fmt: skip
+        pytest.fail(f"{name}: three clicks on its box were each undone by the grid")
+
+    return select
+
+
 def pytest_sessionfinish(session, exitstatus):
     _WorkerChromium.quit()
 

@@ -52,7 +52,7 @@ def demo_app(tmp_path):
                 os.killpg(pid, signal.SIGKILL)
 
 
-def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
+def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app, grid_select):
     app, runs_dir = demo_app
     dash_duo.start_server(app)
     dash_duo.wait_for_element("#exp-launch", timeout=15)
@@ -78,9 +78,7 @@ def test_launch_demo_watch_curves_and_stop(dash_duo, demo_app):
     print(f"first curve points {first_points:.1f} s after clicking Launch")
 
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/")
-    dash_duo.wait_for_element(
-        "#exp-table .ag-row[row-id='newcomer'] .ag-selection-checkbox input", timeout=15
-    ).click()
+    grid_select("newcomer")  # a running run: its row changes at every poll
     dash_duo.wait_for_element("#exp-stop:not([disabled])", timeout=15).click()
     dash_duo.wait_for_contains_text("#exp-stop-msg", "newcomer: stop", timeout=10)
     assert _wait(lambda: runs.read_run_state(run_dir).state == "stopped", 60)

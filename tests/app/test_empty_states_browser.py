@@ -54,7 +54,9 @@ def running(run_dir, step: int = 0) -> None:
 
 
 @pytest.mark.browser
-def test_experiments_first_start_says_what_to_do_then_shows_the_table(dash_duo, tmp_path):
+def test_experiments_first_start_says_what_to_do_then_shows_the_table(
+    dash_duo, tmp_path, grid_select
+):
     app = build_app(tmp_path)
     (tmp_path / "configs" / "demo_cnn3d.py").write_text("n_steps = 10\n")
     (tmp_path / "configs" / "a_first.py").write_text("n_steps = 10\n")  # listed first
@@ -73,7 +75,7 @@ def test_experiments_first_start_says_what_to_do_then_shows_the_table(dash_duo, 
     filters = dash_duo.driver.find_elements("css selector", "#exp-table .ag-floating-filter input")
     assert filters and {f.get_attribute("placeholder") for f in filters} == {"filter"}
     assert not _shown(dash_duo, "#exp-log-panel")
-    dash_duo.find_element("#exp-table .ag-row[row-id='first'] .ag-selection-checkbox input").click()
+    grid_select("first")
     assert _wait(lambda: _shown(dash_duo, "#exp-log-panel"))
 
 
@@ -160,7 +162,7 @@ def test_run_page_before_its_first_step_draws_no_per_step_frame(dash_duo, tmp_pa
 
 
 @pytest.mark.browser
-def test_a_failed_run_says_why_and_a_starting_one_says_starting(dash_duo, tmp_path):
+def test_a_failed_run_says_why_and_a_starting_one_says_starting(dash_duo, tmp_path, grid_select):
     app = build_app(tmp_path)
     failed = tmp_path / "runs" / "bad-data"
     failed.mkdir(parents=True)
@@ -194,9 +196,6 @@ def test_a_failed_run_says_why_and_a_starting_one_says_starting(dash_duo, tmp_pa
     snapshot.parent.mkdir()
     snapshot.write_bytes(b"weights")
     dash_duo.wait_for_page(url=f"{dash_duo.server_url}/")
-    dash_duo.wait_for_element("#exp-table .ag-row[row-id='bad-data']", timeout=15)
-    dash_duo.find_element(
-        "#exp-table .ag-row[row-id='bad-data'] .ag-selection-checkbox input"
-    ).click()
+    grid_select("bad-data")
     dash_duo.wait_for_element("#exp-delete:not([disabled])", timeout=15)
     assert dash_duo.find_element("#exp-resume").get_attribute("disabled") is not None

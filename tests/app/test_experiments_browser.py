@@ -125,7 +125,7 @@ def text_content(dash_duo, selector: str) -> str:
     )
 
 
-def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
+def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders, grid_select):
     runs, _, _ = folders
     dash_duo.start_server(make_app())
 
@@ -167,20 +167,9 @@ def test_launch_watch_stop_and_refuse(dash_duo, make_app, folders):
     while not group_gone() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert group_gone(), f"process group {pid} still alive after the stop"
-    # the row settled (its process reaped, nothing left to change): the untick below is the
-    # user's alone, not raced by a poll's new rows, which re-apply the grid's selection
-    row = "#exp-table .ag-row[row-id='from-browser']"
-    shown = None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        now = dash_duo.find_element(row).text
-        if now == shown:
-            break
-        shown = now
-        time.sleep(2.5)  # one poll of the page (2 s)
     # unselected in the grid: Delete acts on nothing and says so by being disabled
-    untick(dash_duo, f"{row} .ag-selection-checkbox input")
-    dash_duo.wait_for_contains_text("#exp-selection", "Select a run", timeout=10)
+    grid_select("from-browser", ticked=False)
+    dash_duo.wait_for_element("#exp-delete[disabled]", timeout=10)
 
     # a request for a config outside the configs folder, as a crafted client would send it
     before = sorted(p.name for p in runs.iterdir())
@@ -473,27 +462,3 @@ def test_trial_names_fit_configs_name_their_sweep_and_metrics_are_on_screen(dash
         assert geometry["metric"] <= geometry["view"], geometry  # Valid loss in view
     finally:
         app_context(app).close()
-
-
-def untick(dash_duo, box: str) -> None:
-    """Untick a row's checkbox and wait for Delete to be disabled.
-
-    dash-ag-grid puts its last ``selectedRows`` back whenever new rows arrive, so a click that
-    lands with a poll's rows can be undone; the row is then ticked again and Delete stays
-    enabled, as a person would see and click again. What must never be seen is an unticked
-    row with Delete enabled."""
-
-    def seen() -> tuple[bool, bool]:
-        ticked = dash_duo.find_element(box).is_selected()
-        return ticked, dash_duo.find_element("#exp-delete").get_attribute("disabled") is None
-
-    assert seen() == (True, True), "the row to untick is not ticked, or Delete is disabled"
-    for _ in range(3):
-        dash_duo.find_element(box).click()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and seen() != (False, False):
-            time.sleep(0.1)
-        if seen() == (False, False):
-            return
-        assert seen() == (True, True), "an unticked row left Delete enabled for 10 s"
-    pytest.fail("three unticks were each undone by the grid")
