@@ -869,26 +869,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
             traceback.print_exc()
         return EXIT_USAGE
     except OSError as e:
-        import shutil
-
-        from trainer.prediction_store import disk_full, size_text
+        from trainer.prediction_store import disk_full, free_text
 
         if not disk_full(e):
             raise
-        free = size_text(shutil.disk_usage(_existing_folder(Path(args.output))).free)
-        print(f"\nrun.py segment: no space left on device writing {args.output} ({free} free); "
+        print(f"\nrun.py segment: no space left on device writing {args.output} "
+              f"({free_text(Path(args.output))} free); "
               "free space and run the same command again: it resumes after the blocks done",
               file=sys.stderr)  # fmt: skip
         return EXIT_FAILED
     print(f"neuron labels in {out}['0']")
     return EXIT_OK
-
-
-def _existing_folder(path: Path) -> Path:
-    """``path`` or its nearest existing parent (a disk-usage query needs one)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
 
 
 def _provenance(run_dir: str, run: object) -> dict:

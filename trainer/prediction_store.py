@@ -42,6 +42,7 @@ __all__ = [
     "differences",
     "disk_full",
     "fsync_files",
+    "free_text",
     "read_record",
     "size_text",
 ]
@@ -139,7 +140,7 @@ class PredictionOutput:
                     _remove(path)
                 raise DiskFullError(
                     f"no space left on device while creating {path}: "
-                    f"{size_text(shutil.disk_usage(_existing_parent(path)).free)} free; free "
+                    f"{free_text(path)} free; free "
                     "space and run the same command again"
                 ) from None
             raise
@@ -340,6 +341,11 @@ def disk_full(error: BaseException) -> bool:
             return True
         todo += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
     return False
+
+
+def free_text(path: Path) -> str:
+    """The free space where ``path`` is (or would be) written, for a message: ``'340 kB'``."""
+    return size_text(shutil.disk_usage(_existing_parent(Path(path))).free)
 
 
 def size_text(nbytes: float) -> str:

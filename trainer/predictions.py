@@ -49,8 +49,8 @@ from trainer.prediction_store import (
     PredictionError,
     PredictionOutput,
     disk_full,
+    free_text,
     read_record,
-    size_text,
 )
 from trainer.volumes import Volume, VolumeError
 
@@ -131,9 +131,8 @@ def predict_to_disk(
     except (OSError, RuntimeError) as e:  # a record write (blocks' own are caught in place)
         if not disk_full(e):
             raise
-        free = size_text(shutil.disk_usage(out.path.parent).free)
         raise DiskFullError(
-            f"no space left on device for {out.path} (its record): {free} free; free "
+            f"no space left on device for {out.path} (its record): {free_text(out.path)} free; free "
             "space and run the same command again: it resumes after the blocks already written"
         ) from None
     finally:

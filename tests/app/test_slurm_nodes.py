@@ -21,6 +21,9 @@ from app.security import LaunchError
 from app.slurm import Resources, Slurm, batch_script, resources_from
 from trainer.runs import BATCH_SCRIPT_FILE
 
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_config import TINY  # noqa: E402
+
 FAKE_RUN = Path(__file__).with_name("fake_run.py")
 
 
@@ -109,31 +112,6 @@ def test_bad_node_counts_are_refused(nodes, match):
         resources_from({"nodes": nodes})
 
 
-#: a two-node training small enough for two ranks on a busy 2-core machine
-TINY_NODES = """
-import os
-from trainer.synthetic import ensure_demo_data
-
-_demo = ensure_demo_data(os.environ["VOXELBOARD_DATA_DIR"])
-
-def create_model():
-    from trainer.models import CNN3D
-
-    return CNN3D(n_classes=2, in_channels=1, base_filters=4, patch_size=(7, 24, 24))
-
-data_class = "BatchCreatorImage"
-data_init_kwargs = _demo.data_init_kwargs()
-data_batch_args = dict(grey_augment_channels=[0], warp=0.0)
-n_steps = 4
-history_freq = 2
-monitor_batch_size = 1
-batch_size = 1
-optimiser = "Adam"
-optimiser_params = dict(lr=2e-3)
-plot_on = False
-"""
-
-
 @pytest.mark.slow
 def test_a_two_node_job_on_the_test_cluster_trains_one_run_across_both(
     tmp_path, cluster, demo_data_dir
@@ -147,7 +125,7 @@ def test_a_two_node_job_on_the_test_cluster_trains_one_run_across_both(
 
     configs = tmp_path / "configs"
     configs.mkdir()
-    (configs / "tiny.py").write_text(TINY_NODES)
+    (configs / "tiny.py").write_text(TINY.format(n_steps=4, sweep="None"))
     launcher = Launcher(tmp_path / "runs", configs, demo_data_dir, backend="slurm",
                         slurm=cluster.slurm, slurm_poll_s=0.3,
                         slurm_defaults={"partition": "nodes", "time": "15"})  # fmt: skip
